@@ -1,0 +1,133 @@
+"""What happens to one record: decode, run its handlers once each, retry, or dead-letter.
+
+This is the one place where the ack/retry/dead-letter policy is decided; the Kafka consumer
+and the in-memory bus both hand every record to a `RecordDispatcher`.
+
+- A record that cannot be decoded is poison: it goes to the DLQ at once.
+- Each handler runs through the idempotency store, so one that already succeeded for this
+  event (before a crash, or on an earlier attempt) is skipped.
+- Failing handlers are retried with the policy's backoff; only the failing ones run again.
+  `PermanentHandlerError`, or the policy's `should_retry` saying no, ends the retries early.
+- Out of attempts, the record goes to the DLQ with the error. If even the DLQ cannot take it,
+  that is retried without end and logged loudly: the record is never dropped, and the
+  caller does not acknowledge it until `process` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from core.messaging.dlq import DeadLetterSink, dead_letter_headers
+from core.messaging.events import BaseEvent
+from core.messaging.exceptions import DeserializationError, PermanentHandlerError
+from core.messaging.handlers import HandlerRegistry, NamedHandler
+from core.messaging.idempotency import IdempotencyStore
+from core.messaging.serialization import EventSerializer
+from core.messaging.types import MessageContext, Record
+from core.resilience.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    HANDLED = "handled"
+    NO_HANDLER = "no_handler"
+    DEAD_LETTERED = "dead_lettered"
+
+
+def _retryable(exc: BaseException) -> bool:
+    return not isinstance(exc, PermanentHandlerError)
+
+
+DEFAULT_RETRY = RetryPolicy(max_attempts=5, initial_delay=0.2, max_delay=10.0,
+                            should_retry=_retryable)
+DLQ_RETRY_DELAY = 1.0
+
+
+class RecordDispatcher:
+    """Processes records for one set of handlers. Safe for concurrent use by many tasks."""
+
+    def __init__(
+        self,
+        handlers: HandlerRegistry,
+        idempotency: IdempotencyStore,
+        dead_letters: DeadLetterSink,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        consumer_group: str = "",
+    ) -> None:
+        self.handlers = handlers
+        self.serializer = EventSerializer(handlers.events)
+        self.idempotency = idempotency
+        self.dead_letters = dead_letters
+        self.retry = retry
+        self.group = consumer_group
+
+    async def process(self, record: Record) -> Outcome:
+        try:
+            event = self.serializer.deserialize(record.value, record.headers)
+        except DeserializationError as exc:
+            log.warning("poison record %s/%d@%d: %s", record.topic, record.partition,
+                        record.offset, exc)
+            await self._dead_letter(record, exc, 1, [])
+            return Outcome.DEAD_LETTERED
+        pending = self.handlers.handlers_for(event)
+        if not pending:
+            return Outcome.NO_HANDLER
+        attempt = 1
+        while True:
+            failures = await self._run(event, record, pending, attempt)
+            if not failures:
+                return Outcome.HANDLED
+            error = failures[0][1]
+            if not self.retry.retries(error, attempt):
+                log.error("giving up on %s %s after %d attempts: %r", event.EVENT_TYPE,
+                          event.event_id, attempt, error)
+                await self._dead_letter(record, error, attempt, [h.name for h, _ in failures])
+                return Outcome.DEAD_LETTERED
+            delay = self.retry.delay(attempt)
+            log.info("retrying %s %s in %.2fs (attempt %d failed: %r)", event.EVENT_TYPE,
+                     event.event_id, delay, attempt, error)
+            await asyncio.sleep(delay)
+            pending = [h for h, _ in failures]
+            attempt += 1
+
+    async def _run(
+        self,
+        event: BaseEvent[Any],
+        record: Record,
+        handlers: list[NamedHandler],
+        attempt: int,
+    ) -> list[tuple[NamedHandler, Exception]]:
+        ctx = MessageContext(record=record, attempt=attempt, consumer_group=self.group)
+        event_id = str(event.event_id)
+        failures = []
+        for handler in handlers:
+            try:
+                await self.idempotency.run_once(event_id, handler.name, _bind(handler, event, ctx))
+            except Exception as exc:
+                failures.append((handler, exc))
+        return failures
+
+    async def _dead_letter(
+        self, record: Record, error: BaseException, attempts: int, handlers: list[str]
+    ) -> None:
+        headers = dead_letter_headers(record, error, attempts, handlers, self.group)
+        while True:
+            try:
+                await self.dead_letters.send(record, headers)
+                return
+            except Exception:
+                log.exception("cannot dead-letter %s/%d@%d; keeping it and trying again",
+                              record.topic, record.partition, record.offset)
+                await asyncio.sleep(DLQ_RETRY_DELAY)
+
+
+def _bind(
+    handler: NamedHandler, event: BaseEvent[Any], ctx: MessageContext
+) -> Callable[[], Awaitable[None]]:
+    return lambda: handler.fn(event, ctx)

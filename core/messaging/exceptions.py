@@ -1,0 +1,39 @@
+"""Errors of the messaging layer; one root so callers can catch the family."""
+
+from __future__ import annotations
+
+
+class MessagingError(Exception):
+    """Root of every error raised by core.messaging."""
+
+
+class DeserializationError(MessagingError):
+    """A record could not be turned into an event; it is poison, retrying will not help."""
+
+
+class MalformedEventError(DeserializationError):
+    """The record's bytes are not a valid event envelope."""
+
+
+class UnknownEventError(DeserializationError):
+    """The record names an event type or version this service does not know."""
+
+
+class PublishError(MessagingError):
+    """The broker did not acknowledge a record."""
+
+
+class RequestTimeoutError(MessagingError):
+    """No reply arrived for a request within its timeout."""
+
+
+class RemoteHandlerError(MessagingError):
+    """The responder handled the request and answered with an error."""
+
+
+class ConsumerStoppedError(MessagingError):
+    """The consumer was stopped before the operation finished."""
+
+
+class PermanentHandlerError(MessagingError):
+    """Raised by a handler that knows retrying cannot help; the record goes straight to the DLQ."""

@@ -1,0 +1,100 @@
+"""Which function handles which event: a registry filled by a decorator at import time::
+
+    handlers = HandlerRegistry()
+
+    @handlers.handles(UserRegistered)
+    async def send_welcome(event: UserRegistered, ctx: MessageContext) -> None: ...
+
+A handler is named (by default `module.qualname`); the name is half of the idempotency key,
+so renaming a handler makes it run again for events it has already seen.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from core.messaging.events import BaseEvent
+from core.messaging.serialization import EventRegistry
+from core.messaging.types import EventHandler, MessageContext
+
+E = TypeVar("E", bound=BaseEvent[Any])
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+
+@dataclass(frozen=True, slots=True)
+class NamedHandler:
+    name: str
+    fn: EventHandler
+
+
+def as_event_handler(fn: Callable[..., Awaitable[None]]) -> EventHandler:
+    """Accept `async def h(event)` as well as `async def h(event, ctx)`; decided once here."""
+    params = [
+        p for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(params) >= 2:
+        return fn
+    if len(params) == 1:
+
+        async def without_context(event: BaseEvent[Any], ctx: MessageContext) -> None:
+            await fn(event)
+
+        return without_context
+    raise TypeError(f"handler {fn!r} must take (event) or (event, ctx)")
+
+
+def handler_name(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+class HandlerRegistry:
+    """Handlers per (event type, version); registers each event class in `events` too, so the
+    consumer can decode what its handlers ask for. Fill it at start-up, then only read."""
+
+    def __init__(self, events: EventRegistry | None = None) -> None:
+        self.events = events or EventRegistry()
+        self._handlers: dict[tuple[str, int], list[NamedHandler]] = {}
+
+    @classmethod
+    def for_all(cls, events: EventRegistry, fn: Callable[..., Awaitable[None]]) -> HandlerRegistry:
+        """A registry that runs one function for every event type `events` knows."""
+        registry = cls(events)
+        wrapped, name = as_event_handler(fn), handler_name(fn)
+        for event_cls in list(events):
+            registry.add(event_cls, wrapped, name=name)
+        return registry
+
+    def handles(
+        self, event_cls: type[E], *, name: str | None = None
+    ) -> Callable[[F], F]:
+        """Decorator: run the function for every `event_cls` event (older versions upcast)."""
+
+        def decorator(fn: F) -> F:
+            self.add(event_cls, fn, name=name)
+            return fn
+
+        return decorator
+
+    def add(
+        self,
+        event_cls: type[BaseEvent[Any]],
+        fn: Callable[..., Awaitable[None]],
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.events.register(event_cls)
+        named = NamedHandler(name or handler_name(fn), as_event_handler(fn))
+        bucket = self._handlers.setdefault((event_cls.EVENT_TYPE, event_cls.EVENT_VERSION), [])
+        if any(h.name == named.name for h in bucket):
+            raise ValueError(f"handler {named.name!r} is already registered for {event_cls}")
+        bucket.append(named)
+
+    def handlers_for(self, event: BaseEvent[Any]) -> list[NamedHandler]:
+        return self._handlers.get((event.EVENT_TYPE, event.EVENT_VERSION), [])
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._handlers.values())

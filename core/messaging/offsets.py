@@ -1,0 +1,81 @@
+"""Which offsets are safe to commit when records finish out of order.
+
+Records of one partition run concurrently (different keys), so record 7 may finish before
+record 5. The committable position of a partition is the lowest offset still in flight
+(or one past the last seen), never beyond an unfinished record: at-least-once holds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+TopicPartitionKey = tuple[str, int]
+
+
+class PartitionProgress:
+    """Offsets of one partition, in the order they were received (ascending)."""
+
+    __slots__ = ("_done", "_in_flight", "committable")
+
+    def __init__(self) -> None:
+        self._in_flight: deque[int] = deque()
+        self._done: set[int] = set()
+        self.committable: int | None = None
+
+    def received(self, offset: int) -> None:
+        self._in_flight.append(offset)
+
+    def finished(self, offset: int) -> bool:
+        """Mark `offset` done; True if the committable position moved."""
+        self._done.add(offset)
+        moved = False
+        while self._in_flight and self._in_flight[0] in self._done:
+            first = self._in_flight.popleft()
+            self._done.discard(first)
+            self.committable = first + 1
+            moved = True
+        return moved
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+
+class OffsetTracker:
+    """Progress of every owned partition, and which ones moved since the last `take()`."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartitionKey, PartitionProgress] = {}
+        self._moved: set[TopicPartitionKey] = set()
+
+    def received(self, tp: TopicPartitionKey, offset: int) -> None:
+        self._partitions.setdefault(tp, PartitionProgress()).received(offset)
+
+    def finished(self, tp: TopicPartitionKey, offset: int) -> None:
+        progress = self._partitions.get(tp)
+        if progress is not None and progress.finished(offset):
+            self._moved.add(tp)
+
+    def take(self) -> dict[TopicPartitionKey, int]:
+        """Committable positions that moved since the last call."""
+        moved, self._moved = self._moved, set()
+        result = {}
+        for tp in moved:
+            progress = self._partitions.get(tp)
+            if progress is not None and progress.committable is not None:
+                result[tp] = progress.committable
+        return result
+
+    def forget(self, tps: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        """Drop partitions (revoked); returns their last committable positions."""
+        result = {}
+        for tp in tps:
+            progress = self._partitions.pop(tp, None)
+            self._moved.discard(tp)
+            if progress is not None and progress.committable is not None:
+                result[tp] = progress.committable
+        return result
+
+    def in_flight(self, tp: TopicPartitionKey) -> int:
+        progress = self._partitions.get(tp)
+        return progress.in_flight if progress else 0

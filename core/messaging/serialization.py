@@ -1,0 +1,166 @@
+"""Events to bytes and back, with schema versions.
+
+The wire format is a JSON envelope (the event's fields plus `event_type` and `event_version`)
+and headers that repeat type, version and ids, so a consumer picks the class without parsing
+the body. An event written at an older version is upcast, one version at a time, to the newest
+version this process knows before any handler sees it; handlers only ever meet one shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from core.messaging.events import BaseEvent
+from core.messaging.exceptions import MalformedEventError, UnknownEventError
+from core.messaging.types import (
+    HEADER_CAUSATION_ID,
+    HEADER_CONTENT_TYPE,
+    HEADER_CORRELATION_ID,
+    HEADER_EVENT_ID,
+    HEADER_EVENT_TYPE,
+    HEADER_EVENT_VERSION,
+    Headers,
+)
+
+CONTENT_TYPE = b"application/json"
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns the `data` of version N into the `data` of version N+1."""
+
+EventClass = type[BaseEvent[Any]]
+C = TypeVar("C", bound=EventClass)
+
+
+class EventRegistry:
+    """Which event classes and upcasters this process knows, by type and version.
+
+    Not thread-safe for writes: register everything at start-up, then only read.
+    """
+
+    def __init__(self) -> None:
+        self._classes: dict[tuple[str, int], EventClass] = {}
+        self._latest: dict[str, EventClass] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, cls: C) -> C:
+        """Know `cls`; usable as a class decorator. Registering twice is harmless."""
+        if not cls.EVENT_TYPE:
+            raise TypeError(f"{cls.__name__} has no EVENT_TYPE")
+        key = (cls.EVENT_TYPE, cls.EVENT_VERSION)
+        known = self._classes.get(key)
+        if known is not None and known is not cls:
+            raise ValueError(f"{key} is already registered to {known.__name__}")
+        self._classes[key] = cls
+        latest = self._latest.get(cls.EVENT_TYPE)
+        if latest is None or latest.EVENT_VERSION < cls.EVENT_VERSION:
+            self._latest[cls.EVENT_TYPE] = cls
+        return cls
+
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Register a function that lifts `event_type` data from `from_version` to the next."""
+
+        def decorator(fn: Upcaster) -> Upcaster:
+            self._upcasters[(event_type, from_version)] = fn
+            return fn
+
+        return decorator
+
+    def latest(self, event_type: str) -> EventClass | None:
+        return self._latest.get(event_type)
+
+    def get(self, event_type: str, version: int) -> EventClass | None:
+        return self._classes.get((event_type, version))
+
+    def upcast(self, event_type: str, version: int, target: int, data: Any) -> Any:
+        for v in range(version, target):
+            step = self._upcasters.get((event_type, v))
+            if step is None:
+                raise UnknownEventError(f"no upcaster for {event_type} v{v} -> v{v + 1}")
+            data = step(data)
+        return data
+
+    def __iter__(self) -> Iterator[EventClass]:
+        return iter(self._classes.values())
+
+
+class EventSerializer:
+    """Encodes events and decodes records into the newest known version. Stateless, so safe
+    to share between tasks."""
+
+    def __init__(self, registry: EventRegistry) -> None:
+        self.registry = registry
+
+    def serialize(self, event: BaseEvent[Any]) -> tuple[bytes, Headers]:
+        headers: Headers = [
+            (HEADER_EVENT_TYPE, event.EVENT_TYPE.encode()),
+            (HEADER_EVENT_VERSION, str(event.EVENT_VERSION).encode()),
+            (HEADER_EVENT_ID, str(event.event_id).encode()),
+            (HEADER_CONTENT_TYPE, CONTENT_TYPE),
+        ]
+        if event.correlation_id:
+            headers.append((HEADER_CORRELATION_ID, event.correlation_id.encode()))
+        if event.causation_id:
+            headers.append((HEADER_CAUSATION_ID, event.causation_id.encode()))
+        return event.model_dump_json().encode(), headers
+
+    def deserialize(self, value: bytes | None, headers: Headers | None = None) -> BaseEvent[Any]:
+        """Decode one record's value; raise a `DeserializationError` subclass if it is poison."""
+        if not value:
+            raise MalformedEventError("record has no value")
+        event_type, version, body = _identify(value, headers or [])
+        target = self.registry.latest(event_type)
+        if target is None:
+            raise UnknownEventError(f"unknown event type {event_type!r}")
+        if version > target.EVENT_VERSION:
+            raise UnknownEventError(
+                f"{event_type} v{version} is newer than the newest known v{target.EVENT_VERSION}"
+            )
+        try:
+            if version == target.EVENT_VERSION and body is None:
+                return target.model_validate_json(value)
+            if body is None:
+                body = _parse(value)
+            body["data"] = self.registry.upcast(event_type, version, target.EVENT_VERSION,
+                                                body.get("data"))
+            return target.model_validate(body)
+        except ValidationError as exc:
+            raise MalformedEventError(f"{event_type} v{version}: {_first_errors(exc)}") from exc
+
+
+def _identify(value: bytes, headers: Headers) -> tuple[str, int, dict[str, Any] | None]:
+    """Type and version from headers when present (no parse), else from the body."""
+    event_type = version = None
+    for name, raw in headers:
+        if name == HEADER_EVENT_TYPE:
+            event_type = raw.decode("utf-8", "replace")
+        elif name == HEADER_EVENT_VERSION:
+            version = raw.decode("ascii", "replace")
+    body = None
+    if event_type is None or version is None:
+        body = _parse(value)
+        event_type, version = body.get("event_type"), body.get("event_version")
+    if not isinstance(event_type, str) or not event_type:
+        raise MalformedEventError("record does not name an event_type")
+    try:
+        number = int(version)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise MalformedEventError(f"event_version {version!r} is not an integer") from exc
+    return event_type, number, body
+
+
+def _parse(value: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedEventError(f"record value is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise MalformedEventError("record value is not a JSON object")
+    return body
+
+
+def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:limit]]
+    return "; ".join(parts)
