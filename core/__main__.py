@@ -1,0 +1,3 @@
+from core.commands.cli import app
+
+app(prog_name="python -m core")

@@ -1,0 +1,10 @@
+"""The `python -m core` command line; each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from core.commands import dlq
+
+app = typer.Typer(help="Tools for services built on core.", no_args_is_help=True)
+app.add_typer(dlq.app, name="dlq")
