@@ -1,0 +1,57 @@
+import pytest
+
+from core.messaging.offsets import OffsetTracker
+from core.resilience.retry import RetryPolicy
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(max_attempts=6, initial_delay=0.1, max_delay=0.5, jitter=False)
+    assert list(policy.delays()) == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+def test_jitter_stays_within_the_ceiling() -> None:
+    policy = RetryPolicy(max_attempts=4, initial_delay=1.0, max_delay=3.0)
+    for n in (1, 2, 3):
+        ceiling = min(3.0, 2.0 ** (n - 1))
+        samples = [policy.delay(n) for _ in range(200)]
+        assert all(0 <= s <= ceiling for s in samples)
+        assert len(set(samples)) > 100  # really random, not a constant
+
+
+@pytest.mark.parametrize("bad", [{"max_attempts": 0}, {"initial_delay": -1}, {"multiplier": 0.5}])
+def test_policy_rejects_nonsense(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**bad)  # type: ignore[arg-type]
+
+
+async def test_call_retries_then_raises_last_error() -> None:
+    calls = []
+
+    async def flaky() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("down")
+        return 42
+
+    policy = RetryPolicy(max_attempts=3, initial_delay=0, jitter=False)
+    assert await policy.call(flaky) == 42
+    calls.clear()
+    with pytest.raises(ConnectionError):
+        await RetryPolicy(max_attempts=2, initial_delay=0).call(flaky)
+    assert len(calls) == 2
+
+
+def test_commit_position_never_passes_an_unfinished_record() -> None:
+    tracker = OffsetTracker()
+    tp = ("t", 0)
+    for offset in (5, 6, 7, 8):
+        tracker.received(tp, offset)
+    tracker.finished(tp, 7)
+    tracker.finished(tp, 6)
+    assert tracker.take() == {}  # 5 is still running
+    tracker.finished(tp, 5)
+    assert tracker.take() == {tp: 8}
+    assert tracker.take() == {}  # nothing moved since
+    tracker.finished(tp, 8)
+    assert tracker.forget([tp]) == {tp: 9}
+    assert tracker.in_flight(tp) == 0
