@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make up` and `make test`. Everything they need is
+# installed by scripts/bootstrap.sh (idempotent; fast when nothing is missing).
+UV ?= python3 -m uv
+RUN = $(UV) run --frozen
+
+.PHONY: help bootstrap up test test-unit lint bench clean
+
+help:
+	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything)"
+	@echo "make test   - install what the tests need, then run them against real servers"
+	@echo "make lint   - ruff on everything, mypy on core/"
+	@echo "make bench  - messaging benchmark: core bus vs FastStream, aiokafka, confluent-kafka"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+up: bootstrap
+	$(RUN) python -m devinfra up
+
+test: bootstrap
+	@bash scripts/test.sh $(PYTEST_ARGS)
+
+test-unit: bootstrap
+	@bash scripts/test.sh tests/unit $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(RUN) ruff check .
+	$(RUN) mypy core
+
+bench: bootstrap
+	$(RUN) python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .cache

@@ -1,0 +1,73 @@
+"""Fixtures for tests against the real broker: configs, topics and buses that clean up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.config import KafkaConfig
+from core.messaging.event_bus import KafkaEventBus
+from core.messaging.kafka_client import KafkaAdmin
+from core.messaging.serialization import EventRegistry
+from tests.support import unique
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def kafka_config(kafka: Any) -> KafkaConfig:
+    return KafkaConfig(kafka.bootstrap_servers, unique("test"), unique("group"))
+
+
+@pytest.fixture
+async def topic(kafka_config: KafkaConfig) -> str:
+    """A fresh topic with 3 partitions."""
+    name = unique("topic")
+    await KafkaAdmin(kafka_config).create_topics([name], partitions=3)
+    return name
+
+
+BusFactory = Callable[..., KafkaEventBus]
+
+
+@pytest.fixture
+async def make_bus(kafka_config: KafkaConfig) -> AsyncIterator[BusFactory]:
+    """Builds started-on-demand buses on the test broker; stops them all afterwards."""
+    buses: list[KafkaEventBus] = []
+
+    def factory(events: EventRegistry | None = None, *, group: str | None = None,
+                config: KafkaConfig | None = None, **options: Any) -> KafkaEventBus:
+        base = config or kafka_config
+        cfg = KafkaConfig(base.bootstrap_servers, unique("client"), group or unique("group"))
+        bus = KafkaEventBus(cfg, events, **options)
+        buses.append(bus)
+        return bus
+
+    yield factory
+    for bus in buses:
+        await bus.stop()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Starts `python -m MODULE ARGS` from the repository root; kills leftovers afterwards."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(module: str, *args: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

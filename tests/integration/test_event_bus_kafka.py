@@ -1,0 +1,204 @@
+"""The event bus against a real Apache Kafka broker."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from pathlib import Path
+
+import pytest
+
+from core.config import KafkaConfig
+from core.messaging import dlq
+from core.messaging.handlers import HandlerRegistry
+from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
+from core.messaging.types import MessageContext
+from core.resilience.retry import RetryPolicy
+from tests.integration.conftest import BusFactory
+from tests.support import (
+    OrderPlaced,
+    OrderPlacedV1,
+    OrderPlacedV1Data,
+    eventually,
+    order_registry,
+    placed,
+    unique,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_publish_in_one_process_consume_in_another_in_order_per_key(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig, spawn
+) -> None:
+    keys, per_key = 8, 250
+    bus = make_bus(order_registry())
+    seen: dict[str, list[int]] = collections.defaultdict(list)
+
+    async def record(event: OrderPlaced) -> None:
+        seen[event.aggregate_id].append(event.data.seq)
+        await asyncio.sleep(0.0005 * (event.data.seq % 3))  # uneven work shuffles completion
+
+    bus.subscribe(topic, record)
+    await bus.start()
+    await bus.consumers[bus.config.consumer_group].wait_assigned()
+    publisher = spawn("tests.integration.procs.publish_orders", kafka_config.bootstrap_servers,
+                      topic, str(keys), str(per_key))
+    out, _ = await asyncio.to_thread(publisher.communicate, timeout=120)
+    assert publisher.returncode == 0 and f"acknowledged {keys * per_key}" in out
+    await eventually(lambda: sum(map(len, seen.values())) >= keys * per_key, timeout=60)
+    assert len(seen) == keys
+    for key, seqs in seen.items():
+        assert seqs == list(range(per_key)), f"{key} out of order"
+
+
+async def test_group_members_share_partitions_and_survive_a_killed_member(
+    make_bus: BusFactory, kafka_config: KafkaConfig, spawn, tmp_path: Path
+) -> None:
+    topic, group = unique("shared"), unique("group")
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=4)
+    out_file = tmp_path / "victim.txt"
+    victim = spawn("tests.integration.procs.consume_orders", kafka_config.bootstrap_servers,
+                   topic, group, str(out_file))
+    assert await asyncio.to_thread(victim.stdout.readline) == "assigned\n"  # type: ignore[union-attr]
+
+    survivor = make_bus(order_registry(), group=group)
+    mine: list[tuple[int, str]] = []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        mine.append((ctx.record.partition, str(event.event_id)))
+
+    survivor.subscribe(topic, handle)
+    await survivor.start()
+    consumer = survivor.consumers[group]
+    await consumer.wait_assigned()
+
+    def victims() -> list[tuple[int, str]]:
+        lines = out_file.read_text().splitlines() if out_file.exists() else []
+        return [(int(p), e) for p, e in (line.split() for line in lines)]
+
+    producer = make_bus(order_registry())
+    await producer.start()
+    sent: list[str] = []
+    for batch in range(20):
+        events = [placed(f"o-{batch}-{i}", seq=i) for i in range(50)]
+        await producer.publish_many(topic, events)
+        sent += [str(e.event_id) for e in events]
+        if batch == 3:
+            await eventually(lambda: len(victims()) > 0)  # both members are working
+            assert mine, "the partitions were not shared"
+            victim.kill()
+        await asyncio.sleep(0.05)
+    await eventually(lambda: set(sent) <= {e for _, e in mine} | {e for _, e in victims()},
+                     timeout=90)
+    assert {p for p, _ in mine} == {0, 1, 2, 3}, "the survivor did not take over every partition"
+
+
+async def test_failing_handler_backs_off_dead_letters_and_replays_once(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig
+) -> None:
+    broken = True
+    attempts: list[float] = []
+    effects: list[str] = []
+    handlers = HandlerRegistry(order_registry())
+
+    @handlers.handles(OrderPlaced)
+    async def charge(event: OrderPlaced) -> None:
+        if broken:
+            attempts.append(time.monotonic())
+            raise ConnectionError("card processor unreachable")
+        effects.append(str(event.event_id))
+
+    policy = RetryPolicy(max_attempts=4, initial_delay=0.1, max_delay=1.0, jitter=False)
+    bus = make_bus(handlers.events, retry=policy)
+    bus.subscribe(topic, handlers)
+    await bus.start()
+    event = placed("o-dlq")
+    await bus.publish(topic, event)
+
+    letters: list[dlq.DeadLetter] = []
+
+    async def dead_lettered() -> bool:
+        letters[:] = await dlq.list_dead_letters(kafka_config, topic)
+        return bool(letters)
+
+    deadline = time.monotonic() + 30
+    while not await dead_lettered():
+        assert time.monotonic() < deadline, "nothing reached the DLQ"
+        await asyncio.sleep(0.2)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert len(attempts) == 4
+    assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39  # exponential backoff
+    (letter,) = letters
+    assert letter.error == "card processor unreachable"
+    assert letter.error_type == "builtins.ConnectionError"
+    assert letter.attempts == 4 and letter.event_id == str(event.event_id)
+    assert letter.record.header(dlq.H_TOPIC) == topic
+    assert letter.record.header(dlq.H_GROUP) == bus.config.consumer_group
+    assert letter.record.key == b"o-dlq"
+
+    broken = False
+    replayed = await dlq.replay(kafka_config, bus.producer, topic)
+    assert len(replayed) == 1
+    await eventually(lambda: effects == [str(event.event_id)])
+    # The marker moved: a second replay finds nothing pending...
+    assert await dlq.replay(kafka_config, bus.producer, topic) == []
+    assert (await dlq.list_dead_letters(kafka_config, topic))[0].replayed
+    # ...and forcing it again does no harm: the handler's effect stays single.
+    forced = await dlq.replay(kafka_config, bus.producer, topic,
+                              offsets=[(letter.record.partition, letter.record.offset)])
+    assert len(forced) == 1
+    await asyncio.sleep(1.0)
+    assert effects == [str(event.event_id)]
+
+
+async def test_same_event_delivered_twice_has_one_effect(
+    make_bus: BusFactory, topic: str
+) -> None:
+    effects: list[str] = []
+    bus = make_bus(order_registry())
+
+    async def ship(event: OrderPlaced) -> None:
+        effects.append(str(event.event_id))
+
+    bus.subscribe(topic, ship)
+    await bus.start()
+    event, marker = placed("o-twice"), placed("o-twice", seq=1)
+    await bus.publish(topic, event)
+    await bus.publish(topic, event)  # a duplicate produce, e.g. a relay retry
+    await bus.publish(topic, marker)  # same key: arrives after both copies
+    await eventually(lambda: str(marker.event_id) in effects)
+    assert effects == [str(event.event_id), str(marker.event_id)]
+
+
+async def test_old_version_upcast_and_poison_record_dead_lettered_consumer_keeps_going(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig
+) -> None:
+    amounts: list[int] = []
+    bus = make_bus(order_registry())
+
+    async def book(event: OrderPlaced) -> None:
+        amounts.append(event.data.amount_cents)
+
+    bus.subscribe(topic, book)
+    await bus.start()
+    old_world = make_bus()
+    old_world.events.register(OrderPlacedV1)
+    await old_world.start()
+    await old_world.publish(topic, OrderPlacedV1(
+        aggregate_id="o-old", data=OrderPlacedV1Data(order_id="o-old", amount=7)))
+    producer = KafkaProducer(kafka_config)
+    await producer.start()
+    try:
+        await producer.produce(topic, b"\x00\xffgarbage", b"o-old")
+        await producer.produce(topic, b'{"event_type": "order.placed", "event_version": 2}',
+                               b"o-old")
+    finally:
+        await producer.stop()
+    await bus.publish(topic, placed("o-old", amount_cents=999))
+    await eventually(lambda: amounts == [700, 999])
+    dead = await read_topic(kafka_config, dlq.dlq_topic(topic))
+    assert len(dead) == 2
+    errors = sorted(r.header(dlq.H_ERROR) or "" for r in dead)
+    assert "not JSON" in errors[1] and "data" in errors[0]
