@@ -166,7 +166,8 @@ class EventConsumer:
     def _on_assign(self, partitions: list[TopicPartitionKey]) -> None:
         assert self._loop is not None
         self._owned.update(partitions)
-        self._loop.call_soon_threadsafe(self._assigned.set)
+        if partitions:  # cooperative rebalancing may call with an empty increment first
+            self._loop.call_soon_threadsafe(self._assigned.set)
         log.info("group %s assigned %s", self.group_id, partitions)
 
     def _on_revoke(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:

@@ -91,8 +91,9 @@ class RequestReplyClient:
         )
         loop = asyncio.get_running_loop()
 
-        def assigned(_: object) -> None:
-            loop.call_soon_threadsafe(self._assigned.set)
+        def assigned(partitions: list[tuple[str, int]]) -> None:
+            if partitions:
+                loop.call_soon_threadsafe(self._assigned.set)
 
         # "earliest": the topic is this instance's own, so nothing old is waited for, and no
         # reply that lands before the first fetch can be skipped.
