@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 from pathlib import Path
 
@@ -127,7 +128,7 @@ async def test_failing_handler_backs_off_dead_letters_and_replays_once(
     while not await dead_lettered():
         assert time.monotonic() < deadline, "nothing reached the DLQ"
         await asyncio.sleep(0.2)
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert len(attempts) == 4
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39  # exponential backoff
     (letter,) = letters

@@ -80,7 +80,7 @@ async def test_round_trip_remote_error_and_timeout(
         nobody = unique("nobody.listens")
         await KafkaAdmin(kafka_config).create_topics([nobody], partitions=1)
         started = time.monotonic()
-        with pytest.raises(RequestTimeoutError, match="within 0.5s"):
+        with pytest.raises(RequestTimeoutError, match=r"within 0\.5s"):
             await client.send_request(nobody, GetQuote(data=QuoteQuery(distance_km=1)), 0.5)
         assert time.monotonic() - started < 5
     finally:

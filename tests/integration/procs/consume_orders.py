@@ -19,7 +19,7 @@ from tests.support import OrderPlaced, order_registry
 async def main(bootstrap: str, topic: str, group: str, out_path: str) -> None:
     bus = KafkaEventBus(KafkaConfig(bootstrap, f"consumer-{os.getpid()}", group),
                         order_registry())
-    out = open(out_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    out = open(out_path, "a", buffering=1)  # noqa: ASYNC230 - once, before any work
 
     async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
         out.write(f"{ctx.record.partition} {event.event_id}\n")
