@@ -1,0 +1,409 @@
+"""Real Apache Kafka (KRaft) brokers as plain child processes, for development and tests.
+
+A node is formatted with the official StorageTool and started with `kafka.Kafka`, exactly as
+`bin/kafka-storage.sh format` and `bin/kafka-server-start.sh` would, from jars cached by
+`ensure_kafka()`. Every node is broker and controller at once; ports are free loopback ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import shlex
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from devinfra.files import Workdir
+from devinfra.kafka_config import (
+    PropertyValue,
+    Quorum,
+    node_properties,
+    read_cluster_id,
+    write_properties,
+)
+from devinfra.kafka_dist import (
+    LOG4J2_CONFIG,
+    cds_archive,
+    classpath,
+    ensure_kafka,
+    java_executable,
+)
+from devinfra.process import (
+    LOOPBACK,
+    ManagedProcess,
+    free_ports,
+    port_accepts,
+    run_checked,
+    wait_until,
+)
+
+__all__ = ["KafkaBroker", "KafkaCluster", "ensure_kafka"]
+
+log = logging.getLogger("devinfra")
+
+BROKER_TIMEOUT = 90.0
+CLUSTER_TIMEOUT = 180.0
+# Small heap, serial GC and the C1 compiler only: fastest startup on 2 cores, plenty for tests.
+# Append to or override these with $KFM_KAFKA_JAVA_OPTS (later flags win), e.g. a benchmark
+# may want "-XX:TieredStopAtLevel=4 -Xmx2g".
+JAVA_OPTS = (
+    "-Xms64m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    "-Dlog4j2.shutdownHookEnabled=false",
+    "-Xlog:cds=off,cds+dynamic=off",
+)
+_CLEAN_EXIT_CODES = (0, 143)  # 143: the JVM's exit code after SIGTERM and a clean shutdown
+_admin_log = logging.getLogger("devinfra.kafka.client")
+
+
+class KafkaBroker:
+    """One KRaft node (broker + controller). Use `start()` or `KafkaCluster.start()`.
+
+    `stop()` ends the process but keeps its data, so `restart()` comes back on the same ports
+    with the same data; `close()` also deletes a temp workdir we created.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        port: int,
+        controller_port: int,
+        quorum: Quorum,
+        workdir: Workdir,
+        libs: Path,
+        overrides: Mapping[str, PropertyValue] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.port = port
+        self.controller_port = controller_port
+        self.quorum = quorum
+        self._workdir = workdir
+        self._libs = libs
+        self._overrides = dict(overrides or {})
+        self.startup_seconds: float | None = None
+        self._cds_dump: Path | None = None
+        self._process = ManagedProcess(
+            f"kafka node {node_id}",
+            [],
+            cwd=workdir.path,
+            output=self.logs_dir / "kafka.out",
+            extra_logs=[self.logs_dir / "server.log"],
+        )
+
+    # --- public API -----------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path | None = None,
+        *,
+        port: int | None = None,
+        properties: Mapping[str, PropertyValue] | None = None,
+        timeout: float = BROKER_TIMEOUT,
+    ) -> KafkaBroker:
+        """Start a single-node cluster and block until it serves metadata.
+
+        A `workdir` that already holds a formatted node is reused (data and cluster id kept).
+        """
+        started = time.monotonic()
+        libs = ensure_kafka()
+        wd = Workdir.create(workdir, "kafka")
+        client_port, controller_port = free_ports(2)
+        port = port or client_port
+        data_dir = wd.path / "data"
+        quorum = Quorum.new({1: controller_port}, read_cluster_id(data_dir))
+        broker = cls(
+            node_id=1,
+            port=port,
+            controller_port=controller_port,
+            quorum=quorum,
+            workdir=wd,
+            libs=libs,
+            overrides=properties,
+        )
+        try:
+            broker._format()
+            broker._launch()
+            broker._wait_ready({1}, timeout)
+        except BaseException:
+            broker.close()
+            raise
+        broker.startup_seconds = time.monotonic() - started
+        log.info("Kafka ready at %s in %.1fs", broker.bootstrap_servers, broker.startup_seconds)
+        return broker
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def workdir(self) -> Path:
+        return self._workdir.path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def running(self) -> bool:
+        return self._process.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut down cleanly (SIGTERM, then SIGKILL after `timeout`); data is kept."""
+        code = self._process.stop(timeout)
+        self._finish_cds_dump(clean=code in _CLEAN_EXIT_CODES)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for failover tests. Data is kept; `restart()` recovers it."""
+        self._process.kill()
+        self._finish_cds_dump(clean=False)
+
+    def restart(self, timeout: float = BROKER_TIMEOUT) -> None:
+        """Stop if running, start again on the same ports and data, block until ready."""
+        self.stop()
+        self._launch()
+        self._wait_ready({self.node_id}, timeout)
+
+    def close(self) -> None:
+        """Stop and delete the workdir if it is a temp dir we created."""
+        self.stop()
+        self._workdir.remove()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self._process.log_tail(lines)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"KafkaBroker(node_id={self.node_id}, {self.bootstrap_servers}, {state})"
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _format(self) -> None:
+        """Write server.properties; format the storage once (as kafka-storage.sh format)."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        props = node_properties(
+            node_id=self.node_id,
+            port=self.port,
+            controller_port=self.controller_port,
+            quorum=self.quorum,
+            data_dir=self.data_dir,
+            overrides=self._overrides,
+        )
+        write_properties(self.workdir / "server.properties", props)
+        if (self.data_dir / "meta.properties").is_file():
+            return
+        argv = [
+            *self._java(["-Xmx256m"], dump_cds=False),
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            self.quorum.cluster_id,
+            "--config",
+            str(self.workdir / "server.properties"),
+        ]
+        run_checked(argv, what=f"formatting Kafka node {self.node_id}", cwd=self.workdir)
+
+    def _launch(self) -> None:
+        self._process.argv = [
+            *self._java(list(JAVA_OPTS), dump_cds=True),
+            "kafka.Kafka",
+            str(self.workdir / "server.properties"),
+        ]
+        self._process.start()
+
+    def _java(self, opts: list[str], *, dump_cds: bool) -> list[str]:
+        """The java command line up to the main class: JVM options, CDS, logging, classpath."""
+        archive = cds_archive(self._libs)
+        if archive is not None and archive.is_file():
+            opts.append(f"-XX:SharedArchiveFile={archive}")
+        elif archive is not None and dump_cds:
+            # No archive yet: this JVM records one when it exits cleanly (see _finish_cds_dump).
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            self._cds_dump = archive.with_name(f"{archive.stem}.{uuid.uuid4().hex}.tmp")
+            opts.append(f"-XX:ArchiveClassesAtExit={self._cds_dump}")
+        opts += shlex.split(os.environ.get("KFM_KAFKA_JAVA_OPTS", ""))
+        return [
+            java_executable(),
+            *opts,
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp",
+            classpath(self._libs),
+        ]
+
+    def _finish_cds_dump(self, *, clean: bool) -> None:
+        """Publish the class archive a cleanly exited JVM wrote; drop a half-written one."""
+        dump, self._cds_dump = self._cds_dump, None
+        if dump is None:
+            return
+        archive = cds_archive(self._libs)
+        if clean and archive is not None and dump.is_file() and dump.stat().st_size > 0:
+            dump.replace(archive)
+        else:
+            dump.unlink(missing_ok=True)
+
+    def _wait_ready(self, expected_ids: set[int], timeout: float) -> None:
+        _wait_for_brokers([self], expected_ids, self.bootstrap_servers, timeout)
+
+
+class KafkaCluster:
+    """`size` KRaft nodes, each broker + controller, forming one quorum of `size` voters.
+
+    With 3 nodes: default.replication.factor=3 and min.insync.replicas=2 (also for the offsets
+    and transaction topics), so one node may be killed and acks=all produces still succeed.
+    """
+
+    def __init__(self, brokers: Sequence[KafkaBroker], workdir: Workdir) -> None:
+        self.brokers = list(brokers)
+        self._workdir = workdir
+        self.startup_seconds: float | None = None
+
+    @classmethod
+    def start(
+        cls,
+        size: int = 3,
+        workdir: Path | None = None,
+        *,
+        properties: Mapping[str, PropertyValue] | None = None,
+        timeout: float = CLUSTER_TIMEOUT,
+    ) -> KafkaCluster:
+        """Start all nodes at once (a quorum needs a majority) and block until all serve."""
+        if size < 1:
+            raise ValueError("a cluster needs at least one node")
+        started = time.monotonic()
+        libs = ensure_kafka()
+        wd = Workdir.create(workdir, "kafka-cluster")
+        ports = free_ports(2 * size)
+        node_ids = list(range(1, size + 1))
+        controller_ports = dict(zip(node_ids, ports[size:], strict=True))
+        quorum = Quorum.new(controller_ports, read_cluster_id(wd.path / "node-1" / "data"))
+        brokers = [
+            KafkaBroker(
+                node_id=nid,
+                port=ports[nid - 1],
+                controller_port=controller_ports[nid],
+                quorum=quorum,
+                workdir=Workdir.create(wd.path / f"node-{nid}"),
+                libs=libs,
+                overrides=properties,
+            )
+            for nid in node_ids
+        ]
+        cluster = cls(brokers, wd)
+        try:
+            with ThreadPoolExecutor(max_workers=size) as pool:
+                list(pool.map(lambda b: b._format(), brokers))
+            for broker in brokers:
+                broker._launch()
+            _wait_for_brokers(brokers, set(node_ids), cluster.bootstrap_servers, timeout)
+        except BaseException:
+            cluster.close()
+            raise
+        cluster.startup_seconds = time.monotonic() - started
+        log.info("Kafka cluster of %d ready in %.1fs", size, cluster.startup_seconds)
+        return cluster
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(b.bootstrap_servers for b in self.brokers)
+
+    @property
+    def workdir(self) -> Path:
+        return self._workdir.path
+
+    def broker(self, node_id: int) -> KafkaBroker:
+        for candidate in self.brokers:
+            if candidate.node_id == node_id:
+                return candidate
+        raise KeyError(f"no node {node_id} in this cluster")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop all nodes in parallel (one at a time would make the last wait for a quorum)."""
+        with ThreadPoolExecutor(max_workers=len(self.brokers)) as pool:
+            list(pool.map(lambda b: b.stop(timeout), self.brokers))
+
+    def close(self) -> None:
+        """Stop all nodes and delete the workdir if it is a temp dir we created."""
+        self.stop()
+        self._workdir.remove()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KafkaCluster({self.brokers!r})"
+
+
+def _wait_for_brokers(
+    brokers: Sequence[KafkaBroker], expected_ids: set[int], bootstrap: str, timeout: float
+) -> None:
+    """Ready means: each node's port accepts, then metadata (via `bootstrap`) lists every id.
+
+    Metadata lists only registered, unfenced brokers, so a listed broker can lead partitions.
+    """
+    deadline = time.monotonic() + timeout
+    processes = [b._process for b in brokers]
+    for broker in brokers:
+        wait_until(
+            functools.partial(port_accepts, broker.port),
+            timeout=max(0.0, deadline - time.monotonic()),
+            what=f"Kafka node {broker.node_id} on {broker.bootstrap_servers}",
+            processes=processes,
+        )
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _admin_log}
+    admin = AdminClient(conf)
+    wait_until(
+        lambda: expected_ids <= _listed_broker_ids(admin),
+        timeout=max(0.0, deadline - time.monotonic()),
+        what=f"Kafka metadata from {bootstrap} listing brokers {sorted(expected_ids)}",
+        processes=processes,
+        interval=0.2,
+    )
+
+
+def _listed_broker_ids(admin: AdminClient) -> set[int]:
+    with contextlib.suppress(KafkaException):
+        return set(admin.list_topics(timeout=2.0).brokers)
+    return set()
