@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
 from core.messaging.dlq import DeadLetterSink, dead_letter_headers
 from core.messaging.events import BaseEvent
 from core.messaging.exceptions import DeserializationError, PermanentHandlerError
 from core.messaging.handlers import HandlerRegistry, NamedHandler
-from core.messaging.idempotency import IdempotencyStore
+from core.messaging.idempotency import IdempotencyStore, Work
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy
@@ -127,7 +128,8 @@ class RecordDispatcher:
                 await asyncio.sleep(DLQ_RETRY_DELAY)
 
 
-def _bind(
-    handler: NamedHandler, event: BaseEvent[Any], ctx: MessageContext
-) -> Callable[[], Awaitable[None]]:
-    return lambda: handler.fn(event, ctx)
+def _bind(handler: NamedHandler, event: BaseEvent[Any], ctx: MessageContext) -> Work:
+    def work(session: Any) -> Awaitable[None]:
+        return handler.fn(event, ctx if session is None else replace(ctx, session=session))
+
+    return work

@@ -39,6 +39,9 @@ class MessageContext:
     record: Record
     attempt: int
     consumer_group: str
+    session: Any = None
+    """The idempotency store's transaction (an SQLAlchemy AsyncSession with the inbox), or
+    None in memory: write through it and the writes commit together with the inbox row."""
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     @property
