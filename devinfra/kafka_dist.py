@@ -92,6 +92,7 @@ def _resolve(version: str, home: Path, libs: Path) -> None:
                 mvn,
                 "-q",
                 "-B",
+                "-Dstyle.color=never",
                 "-f",
                 str(POM),
                 f"-Dkafka.version={version}",

@@ -185,7 +185,7 @@ class ManagedProcess:
         try:
             return popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
+            log.info("%s did not stop within %.0fs; killing it", self.name, timeout)
             return self.kill()
 
     def kill(self) -> int | None:

@@ -1,0 +1,82 @@
+"""Real servers for the tests, started lazily: only when a collected test asks for one.
+
+- `kafka`: one KRaft broker for the whole session.
+- `kafka_cluster`: three brokers (RF 3, min.insync.replicas 2), one per test module.
+- `postgres`, `redis`: one server each for the whole session.
+
+Tests may kill or stop these servers (failover tests do): before each test, any server that a
+previous test left down is restarted, so one test's crash drill never leaks into the next.
+Tests using a fixture get the matching marker (kafka, cluster, postgres, redis) automatically,
+so `-m "not cluster"` deselects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from devinfra.kafka import KafkaBroker, KafkaCluster
+from devinfra.postgres import PostgresServer
+from devinfra.redis import RedisServer
+
+_MARKERS: dict[str, tuple[str, ...]] = {
+    "kafka": ("kafka",),
+    "kafka_cluster": ("kafka", "cluster"),
+    "postgres": ("postgres",),
+    "redis": ("redis",),
+}
+
+Restartable = KafkaBroker | PostgresServer | RedisServer
+_started: list[Restartable] = []  # servers to bring back up before each test
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        for fixture, markers in _MARKERS.items():
+            if fixture in fixtures:
+                for marker in markers:
+                    if item.get_closest_marker(marker) is None:
+                        item.add_marker(marker)
+
+
+@pytest.fixture(autouse=True)
+def _restart_servers_left_down() -> None:
+    """Restart any fixture server that an earlier test killed or stopped and did not revive."""
+    for server in _started:
+        if not server.running:
+            server.restart()
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaBroker]:
+    with KafkaBroker.start() as broker:
+        _started.append(broker)
+        yield broker
+        _started.remove(broker)
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    with KafkaCluster.start(size=3) as cluster:
+        _started.extend(cluster.brokers)
+        yield cluster
+        for broker in cluster.brokers:
+            _started.remove(broker)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with PostgresServer.start() as server:
+        _started.append(server)
+        yield server
+        _started.remove(server)
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    with RedisServer.start() as server:
+        _started.append(server)
+        yield server
+        _started.remove(server)
