@@ -1,0 +1,253 @@
+"""Transactional outbox and inbox on SQLite and a real PostgreSQL, relaying to real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from core.config import KafkaConfig
+from core.db.engine import Database
+from core.messaging.event_bus import KafkaEventBus
+from core.messaging.inbox import DatabaseIdempotencyStore
+from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
+from core.messaging.outbox import OutboxRelay, OutboxWriter
+from core.messaging.serialization import EventSerializer
+from core.messaging.types import MessageContext
+from tests.integration.procs.inbox_consumer import HANDLER
+from tests.outbox_service import (
+    MoneyDeposited,
+    accounts,
+    create_schema,
+    deposit,
+    effects,
+    metadata,
+    registry,
+)
+from tests.support import eventually, unique
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+async def db(db_url: str) -> Any:
+    database = await create_schema(db_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def producer(kafka_config: KafkaConfig) -> Any:
+    p = KafkaProducer(kafka_config)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def _writer() -> OutboxWriter:
+    return OutboxWriter(metadata, EventSerializer(registry()))
+
+
+async def _count(db: Database, table: Any) -> int:
+    async with db.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+async def test_state_change_and_event_commit_or_roll_back_together(db: Database) -> None:
+    writer, outbox = _writer(), metadata.tables["outbox"]
+    async with db.transaction() as session:
+        await session.execute(insert(accounts).values(id="a-1", balance=10))
+        await writer.add(session, "accounts", deposit("a-1", 0))
+    with pytest.raises(RuntimeError, match="boom"):
+        async with db.transaction() as session:
+            await session.execute(insert(accounts).values(id="a-2", balance=10))
+            await writer.add(session, "accounts", deposit("a-2", 0))
+            raise RuntimeError("boom")
+    assert await _count(db, accounts) == 1
+    assert await _count(db, outbox) == 1
+    async with db.session() as session:
+        (key,) = (await session.execute(select(outbox.c.key))).one()
+    assert key == "a-1"
+
+
+async def test_relay_wakes_on_commit_not_on_a_timer(
+    db: Database, producer: KafkaProducer, kafka_config: KafkaConfig
+) -> None:
+    topic, writer = unique("accounts"), _writer()
+    relay = OutboxRelay(db, producer, metadata, owner="r1", poll_interval=60.0, lease_ttl=3.0)
+    writer.on_commit(relay.notify)
+    await relay.start()
+    try:
+        await eventually(lambda: relay.holds_lease)
+        await asyncio.sleep(0.2)  # the relay is now parked on its 60 s poll interval
+        started = time.monotonic()
+        async with db.transaction() as session:
+            await writer.add(session, topic, deposit("a-1", 0))
+        await eventually(lambda: relay.published_total == 1, timeout=10)
+        assert time.monotonic() - started < 5, "the relay waited for its timer"
+        (record,) = await read_topic(kafka_config, topic)
+        assert record.key == b"a-1" and record.header("event_type") == "account.deposited"
+        assert await relay.backlog() == 0
+    finally:
+        await relay.stop()
+
+
+async def test_crash_between_commit_and_publish_publishes_once_after_restart(
+    db: Database, db_url: str, producer: KafkaProducer, kafka_config: KafkaConfig, spawn
+) -> None:
+    topic, n = unique("accounts"), 25
+    proc = spawn("tests.integration.procs.outbox_crash", db_url, topic, str(n))
+    out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
+    assert "committed" in out and proc.returncode == -9  # SIGKILL, after commit
+    assert await _count(db, accounts) == n
+    relay = OutboxRelay(db, producer, metadata, owner="after-restart")
+    assert await relay.backlog() == n
+    while await relay.publish_batch():
+        pass
+    assert await relay.backlog() == 0
+    records = await read_topic(kafka_config, topic)
+    ids = collections.Counter(r.header("event_id") for r in records)
+    assert len(ids) == n and set(ids.values()) == {1}
+
+
+async def test_two_relays_never_publish_the_same_event(
+    db: Database, kafka_config: KafkaConfig
+) -> None:
+    topic, writer = unique("accounts"), _writer()
+    producers = [KafkaProducer(kafka_config), KafkaProducer(kafka_config)]
+    relays = [OutboxRelay(db, p, metadata, owner=f"relay-{i}", lease_ttl=1.5,
+                          poll_interval=0.05) for i, p in enumerate(producers)]
+    for p, r in zip(producers, relays, strict=True):
+        await p.start()
+        writer.on_commit(r.notify)
+        await r.start()
+    total = 0
+    try:
+        for batch in range(20):
+            async with db.transaction() as session:
+                for i in range(10):
+                    await writer.add(session, topic, deposit(f"a-{i}", seq=batch))
+            total += 10
+            if batch == 10:  # the holder goes away without a word; the other takes over
+                holder = next(r for r in relays if r.holds_lease)
+                for task in holder._tasks:
+                    task.cancel()
+                holder._holding = False
+            await asyncio.sleep(0.1)
+        await eventually(lambda: sum(r.published_total for r in relays) >= total, timeout=30)
+    finally:
+        for p, r in zip(producers, relays, strict=True):
+            await r.stop()
+            await p.stop()
+    records = await read_topic(kafka_config, topic)
+    ids = collections.Counter(r.header("event_id") for r in records)
+    assert len(ids) == total and max(ids.values()) == 1, "an event was published twice"
+    assert all(r.published_total > 0 for r in relays), "no takeover happened"
+    by_key: dict[bytes, list[int]] = collections.defaultdict(list)
+    serializer = EventSerializer(registry())
+    for r in records:
+        by_key[r.key or b""].append(serializer.deserialize(r.value, r.headers).data.seq)  # type: ignore[attr-defined]
+    assert all(seqs == sorted(seqs) for seqs in by_key.values())
+
+
+async def test_kafka_down_for_30s_while_writes_continue_loses_nothing(
+    db: Database, db_url: str, kafka: Any, kafka_config: KafkaConfig, tmp_path: Any
+) -> None:
+    topic, writer = unique("accounts"), _writer()
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=3)
+    consumer_db = await create_schema(f"sqlite+aiosqlite:///{tmp_path / 'consumer.db'}")
+    consumer = KafkaEventBus(KafkaConfig(kafka.bootstrap_servers, unique("c"), unique("g")),
+                             registry(), idempotency=DatabaseIdempotencyStore(consumer_db,
+                                                                                metadata))
+
+    async def apply(event: MoneyDeposited, ctx: MessageContext) -> None:
+        await ctx.session.execute(insert(effects).values(
+            event_id=str(event.event_id), account_id=event.data.account_id, seq=event.data.seq))
+
+    consumer.subscribe(topic, apply)
+    producer = KafkaProducer(kafka_config)
+    await producer.start()
+    relay = OutboxRelay(db, producer, metadata, owner="relay", poll_interval=0.2)
+    writer.on_commit(relay.notify)
+    await relay.start()
+    await consumer.start()
+    seq: dict[str, int] = collections.defaultdict(int)
+
+    async def write(n: int) -> None:
+        for i in range(n):
+            account = f"a-{i % 7}"
+            async with db.transaction() as session:
+                await writer.add(session, topic, deposit(account, seq[account]))
+            seq[account] += 1
+            await asyncio.sleep(0.02)
+
+    try:
+        await write(50)
+        await asyncio.to_thread(kafka.stop)
+        outage_end = time.monotonic() + 30
+        while time.monotonic() < outage_end:  # writes go on while Kafka is away
+            await write(10)
+        await asyncio.to_thread(kafka.restart)
+        await write(50)
+        written = sum(seq.values())
+        await eventually(lambda: relay.published_total >= written, timeout=120)
+
+        async def applied() -> list[Any]:
+            async with consumer_db.session() as session:
+                return list((await session.execute(
+                    select(effects.c.account_id, effects.c.seq, effects.c.event_id)
+                    .order_by(effects.c.n))).all())
+
+        deadline = time.monotonic() + 120
+        while len(rows := await applied()) < written:
+            assert time.monotonic() < deadline, f"{len(rows)} of {written} applied"
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+        await relay.stop()
+        await producer.stop()
+        await consumer_db.dispose()
+    assert len(rows) == written
+    assert len({r.event_id for r in rows}) == written, "an event had a double effect"
+    per_key: dict[str, list[int]] = collections.defaultdict(list)
+    for account, s, _ in rows:
+        per_key[account].append(s)
+    assert {k: v for k, v in per_key.items()} == {k: list(range(n)) for k, n in seq.items()}
+
+
+async def test_handler_killed_mid_transaction_has_its_effect_exactly_once(
+    db: Database, db_url: str, kafka_config: KafkaConfig, spawn
+) -> None:
+    topic, group = unique("accounts"), unique("inbox")
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=1)
+    bus = KafkaEventBus(kafka_config, registry())
+    await bus.start()
+    event = deposit("a-1", 0)
+    await bus.publish(topic, event)
+    await bus.stop()
+    args: Callable[[str], list[str]] = lambda mode: [  # noqa: E731
+        db_url, kafka_config.bootstrap_servers, topic, group, mode]
+
+    crashing = spawn("tests.integration.procs.inbox_consumer", *args("crash-in-handler"))
+    assert await asyncio.to_thread(crashing.wait, 60) == -9
+    assert await _count(db, effects) == 0, "an uncommitted effect survived"
+
+    first = spawn("tests.integration.procs.inbox_consumer", *args("normal"))
+    deadline = time.monotonic() + 60
+    while await _count(db, effects) == 0:
+        assert time.monotonic() < deadline, "redelivery never applied the effect"
+        await asyncio.sleep(0.1)
+    first.kill()  # after the commit, before the offset commit: Kafka will redeliver
+    await asyncio.to_thread(first.wait)
+
+    second = spawn("tests.integration.procs.inbox_consumer", *args("normal"))
+    lines = [await asyncio.to_thread(second.stdout.readline) for _ in range(2)]  # type: ignore[union-attr]
+    assert lines == ["processed=0\n", "processed=1\n"], "the event was not redelivered"
+    second.kill()
+    assert await _count(db, effects) == 1
+    assert await DatabaseIdempotencyStore(db, metadata).seen(str(event.event_id), HANDLER)
