@@ -15,7 +15,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 up: bootstrap
-	$(RUN) python -m devinfra up
+	$(RUN) python -m devinfra.stack
 
 test: bootstrap
 	@bash scripts/test.sh $(PYTEST_ARGS)
