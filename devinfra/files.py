@@ -56,7 +56,10 @@ class Workdir:
             given = Path(given).resolve()
             given.mkdir(parents=True, exist_ok=True)
             return cls(given, owned=False)
-        return cls(Path(tempfile.mkdtemp(prefix=f"kfm-{prefix}-")), owned=True)
+        _sweep_orphans()
+        path = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{prefix}-"))
+        (path / _OWNER_FILE).write_text(f"{os.getpid()}\n")
+        return cls(path, owned=True)
 
     def remove(self) -> None:
         """Delete the directory if we created it; a caller's directory is left alone."""
@@ -65,11 +68,37 @@ class Workdir:
             _owned_dirs.discard(self.path)
 
 
+def _sweep_orphans() -> None:
+    """Delete temp workdirs whose creating process is gone (it was SIGKILLed, say).
+
+    Their servers died with it (see process.ManagedProcess), so only the files remain.
+    """
+    for path in Path(tempfile.gettempdir()).glob(f"{_TEMP_PREFIX}*"):
+        try:
+            pid = int((path / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _remove_owned_dirs() -> None:
     for path in list(_owned_dirs):
         shutil.rmtree(path, ignore_errors=True)
 
 
+_TEMP_PREFIX = "kfm-"
+_OWNER_FILE = ".kfm-owner"
 _owned_dirs: set[Path] = set()
 # process.py imports this module before registering its own exit hook; atexit runs hooks LIFO,
 # so leftover processes are stopped before their directories are removed.

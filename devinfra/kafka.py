@@ -57,8 +57,6 @@ CLUSTER_TIMEOUT = 180.0
 # Append to or override these with $KFM_KAFKA_JAVA_OPTS (later flags win), e.g. a benchmark
 # may want "-XX:TieredStopAtLevel=4 -Xmx2g".
 JAVA_OPTS = (
-    "-Xms64m",
-    "-Xmx512m",
     "-XX:+UseSerialGC",
     "-XX:TieredStopAtLevel=1",
     "-XX:+ExitOnOutOfMemoryError",
@@ -66,6 +64,8 @@ JAVA_OPTS = (
     "-Dlog4j2.shutdownHookEnabled=false",
     "-Xlog:cds=off,cds+dynamic=off",
 )
+BROKER_HEAP = ("-Xms64m", "-Xmx512m")
+TOOL_HEAP = ("-Xmx256m",)
 _CLEAN_EXIT_CODES = (0, 143)  # 143: the JVM's exit code after SIGTERM and a clean shutdown
 _admin_log = logging.getLogger("devinfra.kafka.client")
 
@@ -227,7 +227,7 @@ class KafkaBroker:
         if (self.data_dir / "meta.properties").is_file():
             return
         argv = [
-            *self._java(["-Xmx256m"], dump_cds=False),
+            *self._java([*TOOL_HEAP, *JAVA_OPTS], dump_cds=False),
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
@@ -239,7 +239,7 @@ class KafkaBroker:
 
     def _launch(self) -> None:
         self._process.argv = [
-            *self._java(list(JAVA_OPTS), dump_cds=True),
+            *self._java([*BROKER_HEAP, *JAVA_OPTS], dump_cds=True),
             "kafka.Kafka",
             str(self.workdir / "server.properties"),
         ]
@@ -355,6 +355,17 @@ class KafkaCluster:
         """Stop all nodes in parallel (one at a time would make the last wait for a quorum)."""
         with ThreadPoolExecutor(max_workers=len(self.brokers)) as pool:
             list(pool.map(lambda b: b.stop(timeout), self.brokers))
+
+    def ensure_running(self, timeout: float = CLUSTER_TIMEOUT) -> None:
+        """Start every node that is down, all at once (a quorum may need several back), and
+        block until all nodes serve. A no-op when all are running."""
+        down = [b for b in self.brokers if not b.running]
+        if not down:
+            return
+        for broker in down:
+            broker._launch()
+        ids = {b.node_id for b in self.brokers}
+        _wait_for_brokers(self.brokers, ids, self.bootstrap_servers, timeout)
 
     def close(self) -> None:
         """Stop all nodes and delete the workdir if it is a temp dir we created.

@@ -61,13 +61,17 @@ def ensure_kafka(version: str | None = None) -> Path:
     version = version or kafka_version()
     home = kafka_home(version)
     libs = home / "libs"
-    if (home / _MARKER).is_file():
+    if _complete(home, libs):
         return libs
     with file_lock(home / ".lock"):
-        if (home / _MARKER).is_file():  # another process resolved it while we waited
+        if _complete(home, libs):  # another process resolved it while we waited
             return libs
         _resolve(version, home, libs)
     return libs
+
+
+def _complete(home: Path, libs: Path) -> bool:
+    return (home / _MARKER).is_file() and any(libs.glob("kafka_2.13-*.jar"))
 
 
 def _resolve(version: str, home: Path, libs: Path) -> None:

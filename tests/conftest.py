@@ -29,6 +29,7 @@ _MARKERS: dict[str, tuple[str, ...]] = {
 
 Restartable = KafkaBroker | PostgresServer | RedisServer
 _started: list[Restartable] = []  # servers to bring back up before each test
+_clusters: list[KafkaCluster] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -47,6 +48,8 @@ def _restart_servers_left_down() -> None:
     for server in _started:
         if not server.running:
             server.restart()
+    for cluster in _clusters:
+        cluster.ensure_running()
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +63,9 @@ def kafka() -> Iterator[KafkaBroker]:
 @pytest.fixture(scope="module")
 def kafka_cluster() -> Iterator[KafkaCluster]:
     with KafkaCluster.start(size=3) as cluster:
-        _started.extend(cluster.brokers)
+        _clusters.append(cluster)
         yield cluster
-        for broker in cluster.brokers:
-            _started.remove(broker)
+        _clusters.remove(cluster)
 
 
 @pytest.fixture(scope="session")

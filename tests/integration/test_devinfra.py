@@ -198,6 +198,19 @@ def test_cluster_internal_topics_are_replicated(kafka_cluster: KafkaCluster) -> 
     assert all(len(p.replicas) == 3 for p in offsets.partitions.values())
 
 
+def test_cluster_comes_back_after_losing_its_quorum(kafka_cluster: KafkaCluster) -> None:
+    bootstrap = kafka_cluster.bootstrap_servers
+    topic = _name("quorum")
+    _create_topic(bootstrap, topic, partitions=1, rf=3)
+    _produce(bootstrap, topic, ["before"])
+    kafka_cluster.broker(1).kill()
+    kafka_cluster.broker(2).kill()  # 1 of 3 voters left: no quorum, no writes
+    kafka_cluster.ensure_running()
+    assert all(broker.running for broker in kafka_cluster.brokers)
+    _produce(bootstrap, topic, ["after"])
+    assert _consume(bootstrap, topic, 2) == ["before", "after"]
+
+
 # --- PostgreSQL and Redis --------------------------------------------------------------------
 
 
@@ -237,6 +250,31 @@ def test_redis_answers(redis: RedisServer) -> None:
         assert client.config_get("save") == {"save": ""}  # no persistence
     finally:
         client.close()
+
+
+def test_servers_die_with_their_parent_and_leave_no_temp_dir(tmp_path: Path) -> None:
+    """A SIGKILLed test run leaves no server running, and its temp dir is swept later."""
+    script = (
+        "import os; from devinfra.redis import RedisServer; r = RedisServer.start();"
+        "print(r._process.pid, r.workdir, flush=True); os.kill(os.getpid(), 9)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    pid_text, workdir = result.stdout.split()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid_text}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid_text}").exists(), "redis-server outlived its parent"
+    assert Path(workdir).exists()
+    with RedisServer.start():  # any new temp workdir sweeps orphans first
+        assert not Path(workdir).exists()
 
 
 # --- CLI -------------------------------------------------------------------------------------
