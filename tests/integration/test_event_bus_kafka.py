@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.config import KafkaConfig
 from core.messaging import dlq
+from core.messaging.exceptions import PermanentHandlerError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
 from core.messaging.types import MessageContext
@@ -203,3 +208,83 @@ async def test_old_version_upcast_and_poison_record_dead_lettered_consumer_keeps
     assert len(dead) == 2
     errors = sorted(r.header(dlq.H_ERROR) or "" for r in dead)
     assert "not JSON" in errors[1] and "data" in errors[0]
+
+
+async def test_stop_finishes_in_flight_work_and_commits_it(
+    make_bus: BusFactory, topic: str
+) -> None:
+    group = unique("graceful")
+    started, finished = asyncio.Event(), []
+
+    async def slow(event: OrderPlaced) -> None:
+        started.set()
+        await asyncio.sleep(1.0)
+        finished.append(str(event.event_id))
+
+    first = make_bus(order_registry(), group=group)
+    first.subscribe(topic, slow)
+    await first.start()
+    events = [placed(f"o-{i}") for i in range(5)]
+    await first.publish_many(topic, events)
+    await asyncio.wait_for(started.wait(), 30)
+    await first.stop()  # while handlers sleep: they must finish, and their offsets commit
+    assert sorted(finished) == sorted(str(e.event_id) for e in events)
+
+    again: list[str] = []
+
+    async def record(event: OrderPlaced) -> None:
+        again.append(str(event.event_id))
+
+    second = make_bus(order_registry(), group=group)
+    second.subscribe(topic, record)
+    await second.start()
+    marker = placed("o-marker")
+    await second.publish(topic, marker)
+    await eventually(lambda: str(marker.event_id) in again)
+    assert again == [str(marker.event_id)], "finished work was delivered again"
+
+
+async def test_dlq_command_lists_and_replays(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig
+) -> None:
+    handlers = HandlerRegistry(order_registry())
+    fixed, effects = False, []
+
+    @handlers.handles(OrderPlaced)
+    async def picky(event: OrderPlaced) -> None:
+        if not fixed:
+            raise PermanentHandlerError("amount exceeds the account limit")
+        effects.append(event.aggregate_id)
+
+    bus = make_bus(handlers.events)
+    bus.subscribe(topic, handlers)
+    await bus.start()
+    await bus.publish(topic, placed("o-cli"))
+    await eventually_async(lambda: dlq.list_dead_letters(kafka_config, topic))
+
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers,
+           "COLUMNS": "200"}
+    listing = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "core", "dlq",
+                                      "list", topic], env=env, capture_output=True, text=True)
+    assert listing.returncode == 0, listing.stderr
+    assert "PermanentHandlerError: amount exceeds the account limit" in listing.stdout
+    assert "order.placed" in listing.stdout and "1 shown" in listing.stdout
+
+    bad = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "core", "dlq",
+                                  "replay", topic, "--offset", "zero"], env=env,
+                                  capture_output=True, text=True)
+    assert bad.returncode == 2 and "PARTITION:OFFSET" in bad.stderr
+
+    fixed = True
+    replay = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "core", "dlq",
+                                     "replay", topic], env=env, capture_output=True, text=True)
+    assert replay.returncode == 0 and "replayed 1 dead letter" in replay.stdout
+    await eventually(lambda: effects == ["o-cli"])
+
+
+async def eventually_async(probe: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := await probe()):
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.2)
+    return result
