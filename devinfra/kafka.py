@@ -10,10 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
-import shlex
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,11 +29,11 @@ from devinfra.kafka_config import (
     write_properties,
 )
 from devinfra.kafka_dist import (
-    LOG4J2_CONFIG,
-    cds_archive,
-    classpath,
+    BROKER_HEAP,
+    TOOL_HEAP,
     ensure_kafka,
-    java_executable,
+    java_command,
+    publish_cds_dump,
 )
 from devinfra.process import (
     LOOPBACK,
@@ -53,19 +50,6 @@ log = logging.getLogger("devinfra")
 
 BROKER_TIMEOUT = 90.0
 CLUSTER_TIMEOUT = 180.0
-# Small heap, serial GC and the C1 compiler only: fastest startup on 2 cores, plenty for tests.
-# Append to or override these with $KFM_KAFKA_JAVA_OPTS (later flags win), e.g. a benchmark
-# may want "-XX:TieredStopAtLevel=4 -Xmx2g".
-JAVA_OPTS = (
-    "-XX:+UseSerialGC",
-    "-XX:TieredStopAtLevel=1",
-    "-XX:+ExitOnOutOfMemoryError",
-    "-Djava.awt.headless=true",
-    "-Dlog4j2.shutdownHookEnabled=false",
-    "-Xlog:cds=off,cds+dynamic=off",
-)
-BROKER_HEAP = ("-Xms64m", "-Xmx512m")
-TOOL_HEAP = ("-Xmx256m",)
 _CLEAN_EXIT_CODES = (0, 143)  # 143: the JVM's exit code after SIGTERM and a clean shutdown
 _admin_log = logging.getLogger("devinfra.kafka.client")
 
@@ -227,7 +211,7 @@ class KafkaBroker:
         if (self.data_dir / "meta.properties").is_file():
             return
         argv = [
-            *self._java([*TOOL_HEAP, *JAVA_OPTS], dump_cds=False),
+            *java_command(self._libs, self.logs_dir, TOOL_HEAP).argv,
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
@@ -238,43 +222,14 @@ class KafkaBroker:
         run_checked(argv, what=f"formatting Kafka node {self.node_id}", cwd=self.workdir)
 
     def _launch(self) -> None:
-        self._process.argv = [
-            *self._java([*BROKER_HEAP, *JAVA_OPTS], dump_cds=True),
-            "kafka.Kafka",
-            str(self.workdir / "server.properties"),
-        ]
+        java = java_command(self._libs, self.logs_dir, BROKER_HEAP, record_cds=True)
+        self._cds_dump = java.cds_dump
+        self._process.argv = [*java.argv, "kafka.Kafka", str(self.workdir / "server.properties")]
         self._process.start()
 
-    def _java(self, opts: list[str], *, dump_cds: bool) -> list[str]:
-        """The java command line up to the main class: JVM options, CDS, logging, classpath."""
-        archive = cds_archive(self._libs)
-        if archive is not None and archive.is_file():
-            opts.append(f"-XX:SharedArchiveFile={archive}")
-        elif archive is not None and dump_cds:
-            # No archive yet: this JVM records one when it exits cleanly (see _finish_cds_dump).
-            archive.parent.mkdir(parents=True, exist_ok=True)
-            self._cds_dump = archive.with_name(f"{archive.stem}.{uuid.uuid4().hex}.tmp")
-            opts.append(f"-XX:ArchiveClassesAtExit={self._cds_dump}")
-        opts += shlex.split(os.environ.get("KFM_KAFKA_JAVA_OPTS", ""))
-        return [
-            java_executable(),
-            *opts,
-            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
-            f"-Dkafka.logs.dir={self.logs_dir}",
-            "-cp",
-            classpath(self._libs),
-        ]
-
     def _finish_cds_dump(self, *, clean: bool) -> None:
-        """Publish the class archive a cleanly exited JVM wrote; drop a half-written one."""
         dump, self._cds_dump = self._cds_dump, None
-        if dump is None:
-            return
-        archive = cds_archive(self._libs)
-        if clean and archive is not None and dump.is_file() and dump.stat().st_size > 0:
-            dump.replace(archive)
-        else:
-            dump.unlink(missing_ok=True)
+        publish_cds_dump(self._libs, dump, clean=clean)
 
     def _wait_ready(self, expected_ids: set[int], timeout: float) -> None:
         _wait_for_brokers([self], expected_ids, self.bootstrap_servers, timeout)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from devinfra.files import file_lock
@@ -25,6 +28,20 @@ INFRA_DIR = Path(__file__).resolve().parent.parent / "infra" / "kafka"
 POM = INFRA_DIR / "pom.xml"
 LOG4J2_CONFIG = INFRA_DIR / "log4j2.properties"
 _MARKER = "libs.complete"
+
+# Small heap, serial GC and the C1 compiler only: fastest startup on 2 cores, plenty for tests.
+# Append to or override these with $KFM_KAFKA_JAVA_OPTS (later flags win), e.g. a benchmark
+# may want "-XX:TieredStopAtLevel=4 -Xmx2g".
+JAVA_OPTS = (
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    "-Dlog4j2.shutdownHookEnabled=false",
+    "-Xlog:cds=off,cds+dynamic=off",
+)
+BROKER_HEAP = ("-Xms64m", "-Xmx512m")
+TOOL_HEAP = ("-Xmx256m",)
 
 
 def kafka_version() -> str:
@@ -119,11 +136,6 @@ def _resolve(version: str, home: Path, libs: Path) -> None:
     log.info("Kafka %s ready: %d jars in %.1fs", version, len(jars), time.monotonic() - started)
 
 
-def classpath(libs: Path) -> str:
-    """The classpath the broker and its tools run with (a JVM wildcard, like bin/kafka-*.sh)."""
-    return f"{libs}/*"
-
-
 def cds_archive(libs: Path) -> Path | None:
     """Where this JVM + jar set keeps its class-data-sharing archive, or None if disabled.
 
@@ -138,3 +150,49 @@ def cds_archive(libs: Path) -> Path | None:
     stamp = f"{java}:{java.stat().st_mtime_ns}:{marker.stat().st_mtime_ns}"
     key = hashlib.sha256(stamp.encode()).hexdigest()[:16]
     return libs.parent / "cds" / f"broker-{key}.jsa"
+
+
+@dataclass(frozen=True)
+class JavaCommand:
+    argv: list[str]  # java and its options, up to (not including) the main class
+    cds_dump: Path | None  # where this JVM writes a new CDS archive at exit, if it does
+
+
+def java_command(
+    libs: Path, logs_dir: Path, heap: Sequence[str], *, record_cds: bool = False
+) -> JavaCommand:
+    """The command line that runs a Kafka main class as bin/kafka-run-class.sh would.
+
+    Uses the CDS archive when there is one; with `record_cds`, a JVM started while there is
+    none records it at exit (publish it with `publish_cds_dump` once the JVM exited cleanly).
+    """
+    opts = [*heap, *JAVA_OPTS]
+    dump: Path | None = None
+    archive = cds_archive(libs)
+    if archive is not None and archive.is_file():
+        opts.append(f"-XX:SharedArchiveFile={archive}")
+    elif archive is not None and record_cds:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        dump = archive.with_name(f"{archive.stem}.{uuid.uuid4().hex}.tmp")
+        opts.append(f"-XX:ArchiveClassesAtExit={dump}")
+    opts += shlex.split(os.environ.get("KFM_KAFKA_JAVA_OPTS", ""))
+    argv = [
+        java_executable(),
+        *opts,
+        f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+        f"-Dkafka.logs.dir={logs_dir}",
+        "-cp",
+        f"{libs}/*",
+    ]
+    return JavaCommand(argv, dump)
+
+
+def publish_cds_dump(libs: Path, dump: Path | None, *, clean: bool) -> None:
+    """Make a cleanly exited JVM's archive the shared one; drop a possibly half-written one."""
+    if dump is None:
+        return
+    archive = cds_archive(libs)
+    if clean and archive is not None and dump.is_file() and dump.stat().st_size > 0:
+        dump.replace(archive)
+    else:
+        dump.unlink(missing_ok=True)
