@@ -272,7 +272,8 @@ def test_servers_die_with_their_parent_and_leave_no_temp_dir(tmp_path: Path) -> 
     while Path(f"/proc/{pid_text}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{pid_text}").exists(), "redis-server outlived its parent"
-    assert Path(workdir).exists()
+    # No check that the orphan dir still exists here: any server started meanwhile by another
+    # process on this machine (a second test run, a benchmark) sweeps it first, legitimately.
     with RedisServer.start():  # any new temp workdir sweeps orphans first
         assert not Path(workdir).exists()
 
