@@ -100,8 +100,8 @@ async def _measure(
     console: Console, runner: Runner, run: ContenderRun, contender: Contender, kind: str,
     what: str, *, metric: str,
 ) -> Any:
-    """One measurement under a status line; a failure is recorded (and that kind is not
-    retried for this contender), never fatal for the others."""
+    """One measurement under a status line; a failure is recorded, never fatal for the
+    others (a contender that failed once shows no value for that metric)."""
     work: Callable[..., Awaitable[Any]] = getattr(runner, kind)
     try:
         with console.status(f"[bold]{kind}: {contender.label}[/], {what} …"):
@@ -130,8 +130,6 @@ async def bench(console: Console, settings: Settings, only: str,
     for i in range(1, rounds + 1):
         tag = f"round {i}/{rounds}"
         for c in contenders:
-            if "publish" in runs[c.key].errors:
-                continue
             p = await _measure(console, runner, runs[c.key], c, "publish",
                                f"{tag}: {n:,} x {size} B, acks=all", metric=f"publish{i}")
             if p is not None:
@@ -139,8 +137,6 @@ async def bench(console: Console, settings: Settings, only: str,
                 console.log(f"{tag} publish  {c.label:<11} {p.rate:>9,.0f} msg/s "
                             f"({p.seconds:.2f}s)")
         for c in contenders:
-            if "consume" in runs[c.key].errors:
-                continue
             r = await _measure(console, runner, runs[c.key], c, "consume",
                                f"{tag}: pre-produce, then consume {n:,}", metric=f"consume{i}")
             if r is not None:
@@ -148,17 +144,16 @@ async def bench(console: Console, settings: Settings, only: str,
                 console.log(f"{tag} consume  {c.label:<11} {r.rate:>9,.0f} msg/s "
                             f"({r.seconds:.2f}s; first record {r.join_seconds:.1f}s after "
                             f"start)")
-
-    for c in contenders:
-        lat = await _measure(console, runner, runs[c.key], c, "latency",
-                             f"{settings.latency_messages:,} records, one every "
-                             f"{settings.interval_ms:g} ms", metric="latency")
-        if lat is not None:
-            runs[c.key].latency = lat
-            s = lat.summary
-            console.log(f"latency  {c.label:<11} p50 {s.p50_ms:6.2f} ms  p99 {s.p99_ms:6.2f} ms"
-                        f"  max {s.max_ms:6.2f} ms  (paced {lat.achieved_rate:,.0f}/s, "
-                        f"lost {lat.lost})")
+        for c in contenders:
+            lat = await _measure(console, runner, runs[c.key], c, "latency",
+                                 f"{tag}: {settings.latency_messages:,} records, one every "
+                                 f"{settings.interval_ms:g} ms", metric=f"latency{i}")
+            if lat is not None:
+                runs[c.key].latency.append(lat)
+                s = lat.summary
+                console.log(f"{tag} latency  {c.label:<11} p50 {s.p50_ms:6.2f} ms  "
+                            f"p99 {s.p99_ms:6.2f} ms  max {s.max_ms:6.2f} ms  "
+                            f"(paced {lat.achieved_rate:,.0f}/s, lost {lat.lost})")
     return runs
 
 
@@ -203,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(results_table(runs, CORE, others))
         console.print(verdict_table(found))
     legend(console, runs, settings, args.rounds)
+    if any(v.status == "N/A" for v in found):
+        console.print("• N/A: a contender the target compares against was not measured "
+                      "(--only) or failed.")
     console.print(f"• Machine: {cpus} CPUs; load average before the run {load_before[0]:.2f}, "
                   f"after {load_after[0]:.2f} (the bench itself adds about 2).")
 

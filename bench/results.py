@@ -37,20 +37,23 @@ class ContenderRun:
     publish: list[PublishResult] = field(default_factory=list)
     """One sample per round; the table shows the median rate."""
     consume: list[ConsumeResult] = field(default_factory=list)
-    latency: LatencyResult | None = None
+    latency: list[LatencyResult] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
     def value(self, metric: str) -> float | None:
+        """The median over rounds; None if any round of this metric failed."""
+        if metric.split("_")[0] in self.errors:
+            return None
         if metric == "publish":
             return median([r.rate for r in self.publish]) if self.publish else None
         if metric == "consume":
             return median([r.rate for r in self.consume]) if self.consume else None
-        if self.latency is None:
+        if not self.latency:
             return None
         if metric == "latency_p50":
-            return self.latency.summary.p50_ms
+            return median([r.summary.p50_ms for r in self.latency])
         if metric == "latency_p99":
-            return self.latency.summary.p99_ms
+            return median([r.summary.p99_ms for r in self.latency])
         raise KeyError(metric)
 
     @property
@@ -130,13 +133,12 @@ def to_json(runs: dict[str, ContenderRun], found: list[Verdict],
             "value": record.value, "headers": record.headers,
             "header_count": record.header_count, "total": record.total,
         }
-        if run.latency:
-            s = run.latency.summary
-            entry["latency"] = {
-                "count": s.count, "p50_ms": s.p50_ms, "p90_ms": s.p90_ms, "p99_ms": s.p99_ms,
-                "max_ms": s.max_ms, "mean_ms": s.mean_ms,
-                "achieved_rate": run.latency.achieved_rate, "lost": run.latency.lost,
-            }
+        entry["latency_rounds"] = [
+            {"count": r.summary.count, "p50_ms": r.summary.p50_ms, "p90_ms": r.summary.p90_ms,
+             "p99_ms": r.summary.p99_ms, "max_ms": r.summary.max_ms,
+             "mean_ms": r.summary.mean_ms, "achieved_rate": r.achieved_rate, "lost": r.lost}
+            for r in run.latency
+        ]
         contenders[key] = entry
     return {
         **meta,

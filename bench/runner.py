@@ -66,6 +66,7 @@ class Runner:
         self.s = settings
         self._admin = KafkaAdmin(KafkaConfig(bootstrap_servers=settings.bootstrap_servers,
                                              client_id="bench-admin", consumer_group="unused"))
+        self._filled: dict[str, tuple[str, RecordSize | None]] = {}
         self._metadata = AdminClient({"bootstrap.servers": settings.bootstrap_servers,
                                       "client.id": "bench-metadata"})
 
@@ -95,36 +96,46 @@ class Runner:
             await contender.stop_producer()
         return PublishResult(rate(n, seconds), seconds)
 
-    async def consume(self, contender: Contender, metric: str = "consume") -> ConsumeResult:
-        """Pre-produce N records with the contender's own publisher, then consume them with
-        a trivial handler; the rate is measured from the first handled record to the last."""
-        n = self.s.messages
-        topic = await self.fresh_topic(contender, metric)
+    async def _filled_topic(self, contender: Contender) -> tuple[str, RecordSize | None]:
+        """The contender's consume topic: N records published once with its own publisher
+        (after one probe record, so leadership is settled), reused by every round."""
+        if contender.key in self._filled:
+            return self._filled[contender.key]
+        topic = await self.fresh_topic(contender, "consume")
         await contender.start_producer()
         try:
-            await contender.publish_all(topic, n)
+            await (await contender.send(topic, PROBE_SEQ))
+            await contender.publish_all(topic, self.s.messages)
         finally:
             await contender.stop_producer()
         record = await asyncio.to_thread(sample_record, self.s.bootstrap_servers, topic,
                                        self.s.partitions)
+        self._filled[contender.key] = (topic, record)
+        return topic, record
 
+    async def consume(self, contender: Contender, metric: str = "consume") -> ConsumeResult:
+        """Consume N pre-produced records with a trivial handler in a new consumer group;
+        the rate is measured from the first handled record to the last."""
+        n = self.s.messages
+        topic, record = await self._filled_topic(contender)
         seen: set[int] = set()
         first_ns = last_ns = 0
         done = asyncio.Event()
 
         def on_message(seq: int, sent_ns: int) -> None:
             nonlocal first_ns, last_ns
+            if seq < 0 or seq in seen:
+                return
             now = time.perf_counter_ns()
             if not seen:
                 first_ns = now
-            if seq not in seen:
-                seen.add(seq)
-                last_ns = now
-                if len(seen) >= n:
-                    done.set()
+            seen.add(seq)
+            last_ns = now
+            if len(seen) >= n:
+                done.set()
 
         started_ns = time.perf_counter_ns()
-        await contender.start_consumer(topic, f"{topic}-group", on_message)
+        await contender.start_consumer(topic, f"{topic}-{metric}", on_message)
         try:
             await asyncio.wait_for(done.wait(), timeout=max(120.0, n / 500))
         except TimeoutError:
