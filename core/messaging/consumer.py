@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -72,10 +73,13 @@ class EventConsumer:
         self._kafka_overrides = kafka_overrides
         self._client: KafkaConsumer | None = None
         self._tracker = OffsetTracker()
-        self._lanes: dict[Lane, asyncio.Task[None]] = {}
-        self._tasks: dict[asyncio.Task[None], TopicPartitionKey] = {}
+        # One worker task per lane with work queued; it drains its lane's deque in order.
+        self._lanes: dict[Lane, deque[Record]] = {}
+        self._workers: dict[Lane, asyncio.Task[None]] = {}
         self._owned: set[TopicPartitionKey] = set()
-        self._room = asyncio.Semaphore(max_in_flight)
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        self._room.set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._assigned = asyncio.Event()
@@ -115,17 +119,15 @@ class EventConsumer:
 
     async def _run(self) -> None:
         assert self._client is not None
-        client = self._client
+        client, tracker = self._client, self._tracker
         while not self._stopping:
             try:
-                await self._room.acquire()
-                self._room.release()
-                records = await client.poll(max_records=500, timeout=0.1)
+                await self._room.wait()
+                room = self._max_in_flight - self._in_flight
+                records = await client.poll(min(500, room), 0.1, tracker.take())
                 for record in records:
                     if (record.topic, record.partition) in self._owned:
-                        await self._room.acquire()
                         self._schedule(record)
-                await client.store_offsets(self._tracker.take())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -133,33 +135,44 @@ class EventConsumer:
                 await asyncio.sleep(1.0)
 
     def _schedule(self, record: Record) -> None:
-        tp = (record.topic, record.partition)
+        self._tracker.received((record.topic, record.partition), record.offset)
+        self._in_flight += 1
+        if self._in_flight >= self._max_in_flight:
+            self._room.clear()
         lane = (record.topic, record.partition, record.key)
-        self._tracker.received(tp, record.offset)
-        task = asyncio.create_task(self._process(record, self._lanes.get(lane)))
-        self._lanes[lane] = task
-        self._tasks[task] = tp
-        task.add_done_callback(lambda t: self._finished(t, lane))
+        queue = self._lanes.get(lane)
+        if queue is None:
+            queue = self._lanes[lane] = deque()
+            self._workers[lane] = asyncio.create_task(self._drain_lane(lane, queue))
+        queue.append(record)
 
-    def _finished(self, task: asyncio.Task[None], lane: Lane) -> None:
-        self._tasks.pop(task, None)
-        if self._lanes.get(lane) is task:
-            del self._lanes[lane]
-        self._room.release()
-
-    async def _process(self, record: Record, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
+    async def _drain_lane(self, lane: Lane, queue: deque[Record]) -> None:
+        """Process a lane's records one after another until its queue is empty."""
+        routes, tracker, processed = self._routes, self._tracker, self.processed
         try:
-            outcome = await self._routes[record.topic].process(record)
-        except Exception:
-            # A bug, not a handler failure (those are caught by the dispatcher). The offset
-            # stays uncommitted so the record is redelivered after a restart.
-            log.critical("record %s/%d@%d crashed the dispatcher", record.topic,
-                         record.partition, record.offset, exc_info=True)
-            return
-        self.processed[outcome] += 1
-        self._tracker.finished((record.topic, record.partition), record.offset)
+            while queue:
+                record = queue[0]
+                try:
+                    outcome = await routes[record.topic].process(record)
+                except Exception:
+                    # A bug, not a handler failure (the dispatcher catches those). The lane
+                    # stops here and its offsets stay uncommitted: redelivered after restart.
+                    log.critical("record %s/%d@%d crashed the dispatcher", record.topic,
+                                 record.partition, record.offset, exc_info=True)
+                    return
+                queue.popleft()
+                processed[outcome] += 1
+                tracker.finished((record.topic, record.partition), record.offset)
+                self._in_flight -= 1
+                if not self._room.is_set() and self._in_flight < self._max_in_flight:
+                    self._room.set()
+        finally:
+            if self._lanes.get(lane) is queue:
+                del self._lanes[lane]
+                del self._workers[lane]
+            if queue:  # abandoned (revoked, stopped or crashed): free their room
+                self._in_flight -= len(queue)
+                self._room.set()
 
     # Rebalance callbacks run on the consumer's own thread, inside poll; they hand the work
     # to the event loop and block that thread until it is done.
@@ -183,12 +196,11 @@ class EventConsumer:
     async def _drain(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         revoked = set(partitions)
         self._owned.difference_update(revoked)
-        busy = [t for t, tp in self._tasks.items() if tp in revoked]
-        await self._finish(busy)
+        await self._finish([w for lane, w in self._workers.items() if lane[:2] in revoked])
         return self._tracker.forget(partitions)
 
     async def _finish(self, tasks: list[asyncio.Task[None]]) -> None:
-        """Let `tasks` finish within `drain_timeout`; cancel the rest (their records stay
+        """Let lane workers finish within `drain_timeout`; cancel the rest (their records stay
         uncommitted, so whoever owns the partition next redoes them)."""
         if not tasks:
             return
@@ -205,7 +217,7 @@ class EventConsumer:
         self._stopping = True
         with contextlib.suppress(asyncio.CancelledError):
             await self._loop_task
-        await self._finish(list(self._tasks))
+        await self._finish(list(self._workers.values()))
         await self._client.store_offsets(self._tracker.take())
         await self._client.close()
         self._client = None

@@ -7,7 +7,6 @@ dead letters) synchronously inside `publish`, so handler logic is tested as it r
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -96,12 +95,12 @@ class KafkaEventBus:
     async def publish_many(self, topic: str, events: Sequence[BaseEvent[Any]]) -> None:
         """Publish a batch, pipelined: all are queued, then all acknowledgements awaited.
         Per-key order holds as with single publishes."""
-        serialize, enqueue = self.serializer.serialize, self.producer.enqueue
-        pending = []
+        serialize = self.serializer.serialize
+        records = []
         for event in events:
             value, headers = serialize(event)
-            pending.append(await enqueue(topic, value, event.partition_key(), headers))
-        await asyncio.gather(*pending)
+            records.append((value, event.partition_key(), headers))
+        await self.producer.produce_batch(topic, records)
 
     def subscribe(
         self, topics: Iterable[str] | str, handler: Handler, *, group_id: str | None = None

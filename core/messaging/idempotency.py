@@ -9,7 +9,6 @@ transaction as the work's own writes (the inbox, `core.messaging.inbox`): it cal
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -34,11 +33,13 @@ class InMemoryIdempotencyStore:
 
     Enough for one process's redeliveries (a duplicate produce, a replay, a retry after a
     failed commit); use a database-backed store where effects must survive a restart.
+    Hot path: two dict look-ups and an insert; an `asyncio.Event` is made only when a
+    duplicate arrives while the first delivery is still running.
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
-        self._done: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._done: dict[tuple[str, str], None] = {}
+        self._running: dict[tuple[str, str], asyncio.Event | None] = {}
         self._max = max_entries
 
     def seen(self, event_id: str, handler: str) -> bool:
@@ -46,17 +47,21 @@ class InMemoryIdempotencyStore:
 
     async def run_once(self, event_id: str, handler: str, work: Work) -> bool:
         key = (event_id, handler)
+        while key in self._running:  # a duplicate is running right now: wait for it
+            waiter = self._running[key]
+            if waiter is None:
+                waiter = self._running[key] = asyncio.Event()
+            await waiter.wait()
         if key in self._done:
             return False
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            if key in self._done:
-                return False
+        self._running[key] = None
+        try:
             await work(None)
             self._done[key] = None
             if len(self._done) > self._max:
-                self._done.popitem(last=False)
-        # Only once done: waiters re-check `_done`, newcomers never reach the lock. A failed
-        # pair keeps its lock so a retry cannot race a concurrent duplicate.
-        self._locks.pop(key, None)
+                del self._done[next(iter(self._done))]  # dicts keep insertion order
+        finally:
+            waiter = self._running.pop(key)
+            if waiter is not None:
+                waiter.set()
         return True

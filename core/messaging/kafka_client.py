@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -189,6 +189,37 @@ class KafkaProducer:
             except KafkaException as exc:
                 raise PublishError(str(exc)) from exc
 
+    async def produce_batch(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes | str | None, Headers]]
+    ) -> None:
+        """Produce `(value, key, headers)` records and return once all are acknowledged.
+
+        One callback object and one future serve the whole batch, which is most of what
+        makes this faster than `produce` in a loop. Raises `PublishError` naming the first
+        failure; records of the batch that were acknowledged stay published.
+        """
+        if not records:
+            return
+        if self._producer is None or self._loop is None:
+            raise MessagingError("producer is not started")
+        ack = _BatchAck(len(records), self._loop)
+        produce = self._producer.produce
+        for value, key, headers in records:
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
+                            on_delivery=ack)
+                    break
+                except BufferError:
+                    await asyncio.sleep(0.005)  # the local queue is full: let it drain
+                except KafkaException as exc:
+                    ack.abandon(len(records) - ack.queued)
+                    raise PublishError(str(exc)) from exc
+            ack.queued += 1
+        await ack.future
+        if ack.error is not None:
+            raise PublishError(ack.error)
+
     async def flush(self, timeout: float = 30.0) -> int:
         """Wait until queued records are acknowledged; returns how many are still queued."""
         if self._producer is None:
@@ -206,6 +237,39 @@ class KafkaProducer:
             await asyncio.to_thread(self._thread.join)
         self._resolve_reports()
         self._producer = None
+
+
+class _BatchAck:
+    """Counts a batch's delivery reports on the producer's thread; resolves one future."""
+
+    __slots__ = ("error", "future", "loop", "queued", "remaining")
+
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.remaining = size
+        self.queued = 0
+        self.error: str | None = None
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is not None and self.error is None:
+            self.error = f"{msg.topic()}: {err}"
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.loop.call_soon_threadsafe(self._resolve)
+
+    def abandon(self, count: int) -> None:
+        """`count` records will never be produced; stop waiting for them."""
+        self.loop.call_soon_threadsafe(self._discount, count)
+
+    def _discount(self, count: int) -> None:
+        self.remaining -= count
+        if self.remaining <= 0:
+            self._resolve()
+
+    def _resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 class KafkaConsumer:
@@ -284,15 +348,34 @@ class KafkaConsumer:
         if self._on_revoke is not None:
             self._on_revoke([(p.topic, p.partition) for p in partitions])
 
-    async def poll(self, max_records: int = 500, timeout: float = 0.1) -> list[Record]:
-        """Up to `max_records` records; an empty list when none arrived within `timeout`."""
-        messages = await self._call(self._poll, max_records, timeout)
-        return messages  # type: ignore[no-any-return]
+    async def poll(
+        self,
+        max_records: int = 500,
+        timeout: float = 0.1,
+        store: Mapping[TopicPartitionKey, int] | None = None,
+    ) -> list[Record]:
+        """Up to `max_records` records, as soon as at least one is there (or [] after
+        `timeout`). `store` offsets are stored first, in the same trip to the consumer
+        thread: one hop per poll keeps the loop's overhead low."""
+        records = await self._call(self._poll, max_records, timeout, store)
+        return records  # type: ignore[no-any-return]
 
-    def _poll(self, max_records: int, timeout: float) -> list[Record]:
+    def _poll(
+        self, max_records: int, timeout: float, store: Mapping[TopicPartitionKey, int] | None
+    ) -> list[Record]:
         assert self._consumer is not None
+        if store:
+            self._store(store)
+        # Wait for the first record only, then take what is already fetched: a batch call with
+        # a timeout would sit out the whole timeout whenever fewer than max_records arrive.
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        messages = [first]
+        if max_records > 1:
+            messages.extend(self._consumer.consume(max_records - 1, 0))
         records = []
-        for msg in self._consumer.consume(max_records, timeout):
+        for msg in messages:
             err = msg.error()
             if err is None:
                 records.append(_record(msg))
@@ -307,7 +390,7 @@ class KafkaConsumer:
         if offsets:
             await self._call(self._store, dict(offsets))
 
-    def _store(self, offsets: dict[TopicPartitionKey, int]) -> None:
+    def _store(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
         assert self._consumer is not None
         try:
             self._consumer.store_offsets(

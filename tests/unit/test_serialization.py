@@ -83,3 +83,20 @@ def test_registering_two_classes_for_one_version_fails() -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         registry.register(Impostor)
+
+
+def test_cached_class_is_dropped_when_a_newer_version_is_registered() -> None:
+    from core.messaging.serialization import EventRegistry
+
+    registry = EventRegistry()
+    registry.register(OrderPlacedV1)
+    serializer = EventSerializer(registry)
+    old = OrderPlacedV1(aggregate_id="o", data=OrderPlacedV1Data(order_id="o", amount=2))
+    value, headers = serializer.serialize(old)
+    assert isinstance(serializer.deserialize(value, headers), OrderPlacedV1)  # now cached
+    registry.register(OrderPlaced)
+    registry.upcaster("order.placed", 1)(
+        lambda d: {"order_id": d["order_id"], "amount_cents": d["amount"] * 100,
+                   "currency": "EUR"})
+    upcast = serializer.deserialize(value, headers)
+    assert isinstance(upcast, OrderPlaced) and upcast.data.amount_cents == 200
