@@ -116,7 +116,7 @@ class EventSerializer:
             headers.append((HEADER_CORRELATION_ID, event.correlation_id.encode()))
         if event.causation_id:
             headers.append((HEADER_CAUSATION_ID, event.causation_id.encode()))
-        return event.model_dump_json().encode(), headers
+        return event.__pydantic_serializer__.to_json(event), headers  # bytes, no str detour
 
     def deserialize(self, value: bytes | None, headers: Headers | None = None) -> BaseEvent[Any]:
         """Decode one record's value; raise a `DeserializationError` subclass if it is poison."""
