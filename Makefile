@@ -9,7 +9,7 @@ help:
 	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything)"
 	@echo "make test   - install what the tests need, then run them against real servers"
 	@echo "make lint   - ruff on everything, mypy on core/"
-	@echo "make bench  - messaging benchmark: core bus vs FastStream, aiokafka, confluent-kafka"
+	@echo "make bench  - core bus vs FastStream, aiokafka, confluent-kafka; outbox on SQLite/PostgreSQL"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -29,6 +29,7 @@ lint: bootstrap
 
 bench: bootstrap
 	$(RUN) python -m bench $(BENCH_ARGS)
+	$(RUN) python -m bench.outbox
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .cache

@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -33,7 +33,7 @@ from core.messaging.kafka_client import KafkaAdmin, KafkaProducer
 from core.messaging.outbox import OutboxRelay, OutboxWriter, lease_table, outbox_table
 from core.messaging.serialization import EventRegistry, EventSerializer
 
-console = Console()
+console = Console(width=120)
 WRITERS = 4
 PACE_PER_SECOND = 200
 
@@ -55,6 +55,14 @@ class LatencyProbe:
 
     def backlog(self, count: int) -> None:
         return None
+
+
+async def _until(check: Callable[[], bool], failure: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        await asyncio.sleep(0.05)
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -104,8 +112,7 @@ async def measure_backend(name: str, url: str, cfg: KafkaConfig, n: int, paced: 
         live = OutboxRelay(db, producer, metadata, owner=f"bench-{name}-live", metrics=probe)
         writer.on_commit(live.notify)
         await live.start()
-        while not live.holds_lease:
-            await asyncio.sleep(0.05)
+        await _until(lambda: live.holds_lease, "the relay never took the lease")
         with console.status(f"{name}: {paced} paced commits with the relay running..."):
             started = time.perf_counter()
             for i in range(paced):
@@ -113,8 +120,7 @@ async def measure_backend(name: str, url: str, cfg: KafkaConfig, n: int, paced: 
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await _commit(db, writer, topic, blob, n + i, 1)
-            while len(probe.latencies) < paced:
-                await asyncio.sleep(0.05)
+            await _until(lambda: len(probe.latencies) >= paced, "paced events not relayed")
         await live.stop()
         return {"committed": committed, "relayed": relayed,
                 "p50": _pct(probe.latencies, 0.5), "p99": _pct(probe.latencies, 0.99)}
@@ -131,6 +137,7 @@ async def measure_direct(cfg: KafkaConfig, n: int, paced: int, blob: str) -> dic
     topic = f"bench-direct-{uuid.uuid4().hex[:6]}"
     await KafkaAdmin(cfg).create_topics([topic], partitions=3)
     try:
+        await bus.publish_many(topic, [_event(blob, i) for i in range(500)])  # warm-up
         started = time.perf_counter()
         for chunk in range(0, n, 500):
             await bus.publish_many(topic, [_event(blob, i) for i in range(chunk, chunk + 500)])
@@ -159,9 +166,9 @@ def report(results: dict[str, dict[str, float]], n: int, paced: int) -> None:
     base = results["direct publish"]
     table = Table(title=f"Transactional outbox: {n:,} events per backend, {paced} paced for "
                         f"latency ({PACE_PER_SECOND}/s)")
-    for column in ("path", "committed/s ↑", "relayed/s ↑", "latency p50 ms ↓",
-                   "latency p99 ms ↓", "relayed vs direct", "p50 vs direct"):
-        table.add_column(column, justify="right")
+    for column in ("path", "committed/s ↑", "relayed/s ↑", "p50 ms ↓", "p99 ms ↓",
+                   "relayed vs direct", "p50 vs direct"):
+        table.add_column(column, justify="right", no_wrap=True)
     for name, r in results.items():
         table.add_row(name, f"{r['committed']:,.0f}", f"{r['relayed']:,.0f}", f"{r['p50']:.2f}",
                       f"{r['p99']:.2f}", f"{r['relayed'] / base['relayed']:.2f}x",

@@ -2,11 +2,15 @@
 
 SQLite (a file, the embedded default) and PostgreSQL (asyncpg) are both first class. For
 SQLite each connection gets WAL mode (readers do not block the writer), foreign keys on, and a
-busy timeout, so several tasks and the outbox relay can share the file.
+busy timeout, so several tasks and the outbox relay can share the file; `synchronous=NORMAL`
+is SQLite's recommended setting for WAL: a commit survives a process crash (the tests kill
+writers with SIGKILL), only an OS crash or power loss may drop the last commits, never corrupt.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -63,7 +67,23 @@ class Database:
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _enable_wal(cursor)
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _enable_wal(cursor: Any, attempts: int = 50) -> None:
+    """Switch the file to WAL. Connections opening a fresh file together can get "database is
+    locked" at once (SQLite skips the busy handler there to avoid a deadlock); by the retry
+    the file is usually WAL already and the pragma is a no-op. Rare, short, and only at
+    connect, so the brief blocking sleep is acceptable."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
