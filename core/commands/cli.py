@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from core.commands import dlq
+from core.commands import dlq, migrate
 
 app = typer.Typer(help="Tools for services built on core.", no_args_is_help=True)
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(migrate.app)  # top-level: migrate, makemigrations, downgrade, showmigrations

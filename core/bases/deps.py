@@ -1,0 +1,53 @@
+"""FastAPI dependencies of a service's routes, as `Annotated` aliases.
+
+`create_service` builds the Database (and the outbox writer) once and hands them to the app
+with `attach(app, database, outbox)`; routes then ask for what they need::
+
+    async def rename(id: str, session: SessionDep) -> ...
+
+`SessionDep` is one transaction per request: committed when the route function returns,
+before the response is sent (so a failed commit is an error response, never a false 200),
+rolled back when it raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.bases.exceptions import ConfigurationError
+from core.bases.types import EventOutbox
+from core.db.engine import Database
+
+
+def attach(app: FastAPI, database: Database, outbox: EventOutbox | None = None) -> None:
+    """Give the app's routes their database and outbox."""
+    app.state.database = database
+    app.state.outbox = outbox
+
+
+def get_database(request: Request) -> Database:
+    database = getattr(request.app.state, "database", None)
+    if not isinstance(database, Database):
+        raise ConfigurationError("no database: call core.bases.deps.attach(app, database)")
+    return database
+
+
+def get_outbox(request: Request) -> EventOutbox | None:
+    outbox: EventOutbox | None = getattr(request.app.state, "outbox", None)
+    return outbox
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+OutboxDep = Annotated[EventOutbox | None, Depends(get_outbox)]
+
+
+async def get_session(database: DatabaseDep) -> AsyncIterator[AsyncSession]:
+    async with database.transaction() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

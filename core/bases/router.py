@@ -1,0 +1,243 @@
+"""`BaseRouter`: the CRUD endpoints of one resource, mounted from its service and schemas.
+
+    router = BaseRouter(
+        WidgetService, prefix="/widgets",
+        create_schema=WidgetCreate, update_schema=WidgetUpdate, public_schema=WidgetPublic,
+        permissions=Permissions(delete=[admins_only]),
+    )
+    app.include_router(router)
+
+Routes (`{id}` is the primary key):
+
+    POST   /widgets                 create              201  {"data": widget, "message"}
+    GET    /widgets                 list                200  {"data": [...], "meta": {...}}
+    GET    /widgets/deleted         list the trash      (soft-deletable models only)
+    GET    /widgets/{id}            read one
+    PATCH  /widgets/{id}            partial update      only the fields sent are applied
+    DELETE /widgets/{id}            soft delete         (hard delete without SoftDeleteMixin)
+    POST   /widgets/{id}/restore    undo a soft delete
+    DELETE /widgets/{id}/purge      hard delete         (only with hard_delete=True)
+
+List query: `page`/`size` or `offset`/`limit`, `sort=-price_cents,name`, and any other
+parameter is a filter (`status=active`, `price_cents__gte=100`; see core.bases.filters).
+Each route runs its action's permission dependencies first, then the service inside one
+transaction per request (core.bases.deps.SessionDep). Routes stay thin: rules live in the
+service, error responses in core.bases.exceptions.
+"""
+
+# No `from __future__ import annotations`: the endpoints are closures, and FastAPI must see
+# their annotations as objects, not as strings it would resolve in module globals.
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, cast
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.params import Depends as DependsParam
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.bases.deps import OutboxDep, SessionDep
+from core.bases.exceptions import ConfigurationError
+from core.bases.filters import OPERATORS, SEPARATOR
+from core.bases.pagination import Page, PageRequest
+from core.bases.permissions import Action, Permissions
+from core.bases.schemas import Envelope, ErrorResponse, ListEnvelope, PageMeta
+from core.bases.service import BaseService
+from core.bases.types import CreateT, EventOutbox, ModelT, PublicT, UpdateT
+from core.db.models import is_soft_deletable
+
+ServiceFactory = Callable[[AsyncSession, EventOutbox | None], BaseService[ModelT, CreateT, UpdateT]]
+"""Builds the service for one request; a BaseService subclass itself fits."""
+
+RESERVED_QUERY = frozenset({"page", "size", "offset", "limit", "sort"})
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (403, 404, 409, 422)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _ListQuery:
+    """The parsed list query: which page, which filters, which order."""
+
+    page: PageRequest
+    filters: list[tuple[str, str]]
+    sort: str | None
+
+
+class BaseRouter(APIRouter, Generic[ModelT, CreateT, UpdateT, PublicT]):
+    """An APIRouter with the CRUD routes of one resource; add custom routes to it freely."""
+
+    def __init__(
+        self,
+        service: ServiceFactory[ModelT, CreateT, UpdateT],
+        *,
+        prefix: str,
+        create_schema: type[CreateT],
+        update_schema: type[UpdateT],
+        public_schema: type[PublicT],
+        permissions: Permissions | None = None,
+        label: str | None = None,
+        soft_delete: bool | None = None,
+        hard_delete: bool = False,
+        default_page_size: int = 20,
+        max_page_size: int = 100,
+        **router_options: Any,
+    ) -> None:
+        super().__init__(prefix=prefix, **router_options)
+        model = _model_of(service)
+        if soft_delete is None:
+            if model is None:
+                raise ConfigurationError("BaseRouter: pass soft_delete= when `service` is not "
+                                         "a BaseService subclass")
+            soft_delete = is_soft_deletable(model)
+        if not 1 <= default_page_size <= max_page_size:
+            raise ConfigurationError("need 1 <= default_page_size <= max_page_size")
+        self.service_factory = service
+        self.create_schema = create_schema
+        self.update_schema = update_schema
+        self.public_schema = public_schema
+        self.permissions = permissions or Permissions()
+        self.label = label or (model.__name__ if model else prefix.strip("/").title())
+        self.route_name = prefix.strip("/").replace("/", "_").replace("-", "_")
+        self.soft_delete = soft_delete
+        self.hard_delete = hard_delete
+        self.default_page_size = default_page_size
+        self.max_page_size = max_page_size
+        self._one: Any = cast(Any, Envelope)[public_schema]
+        self._many: Any = cast(Any, ListEnvelope)[public_schema]
+        self._mount(self._list_description(service))
+
+    def public(self, obj: ModelT) -> PublicT:
+        """The client's view of a stored row."""
+        return self.public_schema.model_validate(obj, from_attributes=True)
+
+    def page_envelope(self, page: Page[ModelT], message: str | None = None) -> Any:
+        return self._many(
+            data=[self.public(obj) for obj in page.items], message=message,
+            meta=PageMeta(page=page.page, size=page.size, total=page.total, pages=page.pages))
+
+    def checks(self, action: Action) -> list[DependsParam]:
+        return [Depends(check) for check in self.permissions.for_action(action)]
+
+    # --- routes -----------------------------------------------------------------------------
+
+    def _mount(self, list_description: str) -> None:
+        factory = self.service_factory
+
+        def get_service(session: SessionDep, outbox: OutboxDep) -> BaseService[Any, Any, Any]:
+            return factory(session, outbox)
+
+        Service = Annotated[BaseService[Any, Any, Any], Depends(get_service)]
+        label = self.label
+        none_envelope = Envelope[None]
+        list_params = self._list_params()
+
+        async def create(data: Any, service: Service) -> Any:
+            obj = await service.create(data)
+            return self._one(data=self.public(obj), message=f"{label} created")
+
+        create.__annotations__["data"] = self.create_schema  # the schema is known at runtime
+
+        async def list_(params: Annotated[_ListQuery, Depends(list_params)],
+                        service: Service) -> Any:
+            page = await service.list(params.page, filters=params.filters, sort=params.sort)
+            return self.page_envelope(page)
+
+        async def list_deleted(params: Annotated[_ListQuery, Depends(list_params)],
+                               service: Service) -> Any:
+            page = await service.list(params.page, filters=params.filters, sort=params.sort,
+                                      only_deleted=True)
+            return self.page_envelope(page)
+
+        async def read(id: str, service: Service) -> Any:
+            return self._one(data=self.public(await service.get(id)))
+
+        async def update(id: str, data: Any, service: Service) -> Any:
+            obj = await service.update(id, data)
+            return self._one(data=self.public(obj), message=f"{label} updated")
+
+        update.__annotations__["data"] = self.update_schema
+
+        async def delete(id: str, service: Service) -> Any:
+            obj = await service.delete(id)
+            if obj is None:
+                return none_envelope(data=None, message=f"{label} deleted")
+            return self._one(data=self.public(obj), message=f"{label} deleted")
+
+        async def restore(id: str, service: Service) -> Any:
+            obj = await service.restore(id)
+            return self._one(data=self.public(obj), message=f"{label} restored")
+
+        async def purge(id: str, service: Service) -> Any:
+            await service.purge(id)
+            return none_envelope(data=None, message=f"{label} permanently deleted")
+
+        route = self._route
+        route("", create, "POST", "create", self._one, f"Create a {label}",
+              status_code=status.HTTP_201_CREATED)
+        route("", list_, "GET", "read", self._many, f"List {label} items",
+              description=list_description)
+        if self.soft_delete:
+            route("/deleted", list_deleted, "GET", "read_deleted", self._many,
+                  f"List soft-deleted {label} items", description=list_description)
+        route("/{id}", read, "GET", "read", self._one, f"Read a {label}")
+        route("/{id}", update, "PATCH", "update", self._one, f"Update a {label} (partial)")
+        route("/{id}", delete, "DELETE", "delete", self._one if self.soft_delete
+              else none_envelope, f"Delete a {label}")
+        if self.soft_delete:
+            route("/{id}/restore", restore, "POST", "restore", self._one,
+                  f"Restore a deleted {label}")
+            if self.hard_delete:
+                route("/{id}/purge", purge, "DELETE", "hard_delete", none_envelope,
+                      f"Delete a {label} for good")
+
+    def _route(self, path: str, endpoint: Callable[..., Any], method: str, action: Action,
+               response_model: Any, summary: str, **options: Any) -> None:
+        self.add_api_route(
+            path, endpoint, methods=[method], response_model=response_model, summary=summary,
+            name=f"{self.route_name}_{endpoint.__name__.strip('_')}",
+            dependencies=self.checks(action), responses=_ERRORS, **options)
+
+    def _list_params(self) -> Callable[..., _ListQuery]:
+        default_size, max_size = self.default_page_size, self.max_page_size
+
+        def params(
+            request: Request,
+            page: Annotated[int, Query(ge=1, description="1-based page number.")] = 1,
+            size: Annotated[int, Query(ge=1, le=max_size, description="Items per page.")]
+            = default_size,
+            offset: Annotated[int | None, Query(ge=0, description="Instead of page.")] = None,
+            limit: Annotated[int | None, Query(ge=1, le=max_size, description="With offset.")]
+            = None,
+            sort: Annotated[str | None, Query(
+                description="Comma-separated fields, '-' for descending: -created_at,name")]
+            = None,
+        ) -> _ListQuery:
+            if offset is not None:
+                request_page = PageRequest(offset, limit or size)
+            else:
+                request_page = PageRequest.of(page, limit or size)
+            filters = [(k, v) for k, v in request.query_params.multi_items()
+                       if k not in RESERVED_QUERY]
+            return _ListQuery(request_page, filters, sort)
+
+        return params
+
+    @staticmethod
+    def _list_description(service: Any) -> str:
+        repository = getattr(service, "repository_class", None)
+        if repository is None:
+            return "Any other query parameter is a filter."
+        fields = ", ".join(sorted(repository.filter_fields)) or "none"
+        sortable = ", ".join(sorted(repository.sort_fields)) or "none"
+        ops = ", ".join(sorted(OPERATORS - {"eq"}))
+        return (f"Filters: {fields} (as `field=value` or `field{SEPARATOR}op=value`, op one "
+                f"of {ops}). Sort on: {sortable}.")
+
+
+def _model_of(service: Any) -> Any:
+    if isinstance(service, type) and issubclass(service, BaseService):
+        repository = getattr(service, "repository_class", None)
+        return getattr(repository, "model", None)
+    return None
+

@@ -1,0 +1,64 @@
+"""What an IntegrityError means, read the same way on SQLite and PostgreSQL.
+
+Drivers report constraint violations differently (SQLSTATE codes on PostgreSQL, message text
+on SQLite); callers want to know "which unique field clashed" without knowing the driver.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy.exc import IntegrityError
+
+ViolationKind = Literal["unique", "foreign_key", "not_null", "check", "other"]
+
+_PG_CODES: dict[str, ViolationKind] = {
+    "23505": "unique",
+    "23503": "foreign_key",
+    "23502": "not_null",
+    "23514": "check",
+}
+_SQLITE = re.compile(r"(UNIQUE|FOREIGN KEY|NOT NULL|CHECK) constraint failed:?\s*(.*)")
+_SQLITE_KINDS: dict[str, ViolationKind] = {
+    "UNIQUE": "unique",
+    "FOREIGN KEY": "foreign_key",
+    "NOT NULL": "not_null",
+    "CHECK": "check",
+}
+_PG_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)")
+
+
+@dataclass(frozen=True, slots=True)
+class ConstraintViolation:
+    """The kind of constraint that failed and, when the database says, its columns."""
+
+    kind: ViolationKind
+    columns: tuple[str, ...] = ()
+    constraint: str | None = None
+
+
+def constraint_violation(exc: IntegrityError) -> ConstraintViolation:
+    """Classify `exc`; unknown shapes come back as kind "other", never raise."""
+    orig = exc.orig
+    cause = getattr(orig, "__cause__", None)  # asyncpg's own exception behind the adapter
+    code = getattr(orig, "sqlstate", None) or getattr(cause, "sqlstate", None)
+    if code is not None:
+        kind = _PG_CODES.get(str(code), "other")
+        detail = getattr(cause, "detail", None) or ""
+        match = _PG_KEY.search(detail)
+        column = getattr(cause, "column_name", None)
+        if match:
+            columns = tuple(c.strip() for c in match.group("cols").split(","))
+        else:
+            columns = (column,) if column else ()
+        return ConstraintViolation(kind, columns, getattr(cause, "constraint_name", None))
+    found = _SQLITE.search(str(orig))
+    if found is None:
+        return ConstraintViolation("other")
+    names = [n.strip() for n in found.group(2).split(",") if n.strip()]
+    kind = _SQLITE_KINDS[found.group(1)]
+    if kind == "check":
+        return ConstraintViolation(kind, (), names[0] if names else None)
+    return ConstraintViolation(kind, tuple(n.rsplit(".", 1)[-1] for n in names))
