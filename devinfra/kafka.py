@@ -43,6 +43,7 @@ from devinfra.process import (
     run_checked,
     wait_until,
 )
+from devinfra.server import LocalServer
 
 __all__ = ["KafkaBroker", "KafkaCluster", "ensure_kafka"]
 
@@ -54,7 +55,7 @@ _CLEAN_EXIT_CODES = (0, 143)  # 143: the JVM's exit code after SIGTERM and a cle
 _admin_log = logging.getLogger("devinfra.kafka.client")
 
 
-class KafkaBroker:
+class KafkaBroker(LocalServer):
     """One KRaft node (broker + controller). Use `start()` or `KafkaCluster.start()`.
 
     `stop()` ends the process but keeps its data, so `restart()` comes back on the same ports
@@ -136,10 +137,6 @@ class KafkaBroker:
         return f"{LOOPBACK}:{self.port}"
 
     @property
-    def workdir(self) -> Path:
-        return self._workdir.path
-
-    @property
     def data_dir(self) -> Path:
         return self.workdir / "data"
 
@@ -147,17 +144,9 @@ class KafkaBroker:
     def logs_dir(self) -> Path:
         return self.workdir / "logs"
 
-    @property
-    def running(self) -> bool:
-        return self._process.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Shut down cleanly (SIGTERM, then SIGKILL after `timeout`); data is kept."""
-        code = self._process.stop(timeout)
+        code = self._process.stop(self.STOP_TIMEOUT if timeout is None else timeout)
         self._finish_cds_dump(clean=code in _CLEAN_EXIT_CODES)
 
     def kill(self) -> None:
@@ -170,25 +159,6 @@ class KafkaBroker:
         self.stop()
         self._launch()
         self._wait_ready({self.node_id}, timeout)
-
-    def close(self) -> None:
-        """Stop and delete the workdir if it is a temp dir we created."""
-        self.stop()
-        self._workdir.remove()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self._process.log_tail(lines)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

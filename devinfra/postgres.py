@@ -21,8 +21,6 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from devinfra.files import Workdir
 from devinfra.process import (
@@ -35,6 +33,7 @@ from devinfra.process import (
     running_as_root,
     wait_until,
 )
+from devinfra.server import LocalServer
 
 __all__ = ["PostgresServer", "postgres_bin_dir"]
 
@@ -100,7 +99,7 @@ def _chown_tree(path: Path, user: str) -> None:
             os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """One PostgreSQL server with one database, reachable over TCP on 127.0.0.1.
 
     `stop()` ends the server but keeps its data (`restart()` brings it back on the same port);
@@ -176,28 +175,12 @@ class PostgresServer:
         return f"postgresql://{self.user}@{LOOPBACK}:{self.port}/{self.database}"
 
     @property
-    def workdir(self) -> Path:
-        return self._workdir.path
-
-    @property
     def data_dir(self) -> Path:
         return self.workdir / "data"
 
     @property
     def socket_dir(self) -> Path:
         return self.workdir / "run"
-
-    @property
-    def running(self) -> bool:
-        return self._process.running
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (SIGINT: roll back open transactions, disconnect clients)."""
-        self._process.stop(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster: a crash; the next start runs crash recovery."""
-        self._process.kill()
 
     def restart(self, timeout: float = POSTGRES_TIMEOUT) -> None:
         """Stop if running, start again on the same port and data, block until ready."""
@@ -207,24 +190,6 @@ class PostgresServer:
             stale_pid.unlink()
         self._process.start()
         self._wait_ready(timeout)
-
-    def close(self) -> None:
-        self.stop()
-        self._workdir.remove()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self._process.log_tail(lines)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresServer({self.dsn}, {'running' if self.running else 'stopped'})"

@@ -12,8 +12,6 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from devinfra.files import Workdir
 from devinfra.process import (
@@ -23,6 +21,7 @@ from devinfra.process import (
     free_port,
     wait_until,
 )
+from devinfra.server import LocalServer
 
 __all__ = ["RedisServer", "redis_server_binary"]
 
@@ -50,7 +49,7 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(LocalServer):
     """One redis-server process. `stop()` ends it (all data is gone: no persistence)."""
 
     def __init__(self, *, port: int, workdir: Workdir) -> None:
@@ -106,43 +105,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
-    @property
-    def workdir(self) -> Path:
-        return self._workdir.path
-
-    @property
-    def running(self) -> bool:
-        return self._process.running
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._process.stop(timeout)
-
-    def kill(self) -> None:
-        self._process.kill()
+    STOP_TIMEOUT = 10.0
 
     def restart(self, timeout: float = REDIS_TIMEOUT) -> None:
         """Stop if running and start again, empty, on the same port."""
         self.stop()
         self._process.start()
         self._wait_ready(timeout)
-
-    def close(self) -> None:
-        self.stop()
-        self._workdir.remove()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self._process.log_tail(lines)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RedisServer({self.url}, {'running' if self.running else 'stopped'})"
