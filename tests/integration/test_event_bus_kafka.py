@@ -288,3 +288,35 @@ async def eventually_async(probe: Any, timeout: float = 30.0) -> Any:
         assert time.monotonic() < deadline, "condition not met"
         await asyncio.sleep(0.2)
     return result
+
+
+async def test_a_retrying_key_does_not_block_other_keys_in_its_partition(
+    make_bus: BusFactory, kafka_config: KafkaConfig
+) -> None:
+    topic = unique("one-partition")
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=1)
+    handled: list[str] = []
+    stuck_attempts: list[int] = []
+    attempts_when_others_done: list[int] = []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        if event.aggregate_id == "stuck":
+            stuck_attempts.append(ctx.attempt)
+            raise ConnectionError("downstream for this order is down")
+        handled.append(event.aggregate_id)
+        if len(handled) == 20:
+            attempts_when_others_done.append(len(stuck_attempts))
+
+    policy = RetryPolicy(max_attempts=4, initial_delay=0.5, max_delay=2.0, jitter=False)
+    bus = make_bus(order_registry(), retry=policy)
+    bus.subscribe(topic, handle)
+    await bus.start()
+    await bus.publish(topic, placed("stuck"))
+    await bus.publish_many(topic, [placed(f"flowing-{i}") for i in range(20)])  # behind it
+    letters = await eventually_async(lambda: dlq.list_dead_letters(kafka_config, topic))
+    assert len(handled) == 20
+    # The 20 records behind the stuck one, in the same partition, were all handled while it
+    # was still between retries: its backoff (0.5 + 1 + 2 s) held up only its own key.
+    assert attempts_when_others_done and attempts_when_others_done[0] < 4
+    assert stuck_attempts == [1, 2, 3, 4]
+    assert [x.record.key for x in letters] == [b"stuck"]
