@@ -98,10 +98,6 @@ class EventConsumer:
         for topic in [topics] if isinstance(topics, str) else topics:
             self._routes[topic] = dispatcher
 
-    @property
-    def topics(self) -> list[str]:
-        return list(self._routes)
-
     async def start(self) -> None:
         if not self._routes:
             raise RuntimeError("nothing subscribed")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -42,7 +42,6 @@ class MessageContext:
     session: Any = None
     """The idempotency store's transaction (an SQLAlchemy AsyncSession with the inbox), or
     None in memory: write through it and the writes commit together with the inbox row."""
-    extras: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def correlation_id(self) -> str | None:
