@@ -214,20 +214,29 @@ async def test_stop_finishes_in_flight_work_and_commits_it(
     make_bus: BusFactory, topic: str
 ) -> None:
     group = unique("graceful")
-    started, finished = asyncio.Event(), []
+    events = [placed(f"o-{i}") for i in range(5)]
+    started: list[str] = []
+    finished: list[str] = []
+
+    release = asyncio.Event()
 
     async def slow(event: OrderPlaced) -> None:
-        started.set()
-        await asyncio.sleep(1.0)
+        started.append(str(event.event_id))
+        await release.wait()
         finished.append(str(event.event_id))
 
     first = make_bus(order_registry(), group=group)
     first.subscribe(topic, slow)
     await first.start()
-    events = [placed(f"o-{i}") for i in range(5)]
     await first.publish_many(topic, events)
-    await asyncio.wait_for(started.wait(), 30)
-    await first.stop()  # while handlers sleep: they must finish, and their offsets commit
+    # Every record must be in flight (their partitions may be fetched at different times)
+    # before the stop, or the test would prove nothing about in-flight work.
+    await eventually(lambda: len(started) == len(events))
+    stopping = asyncio.create_task(first.stop())
+    await asyncio.sleep(0.3)
+    assert not stopping.done(), "stop() returned while handlers were still running"
+    release.set()
+    await stopping  # the in-flight handlers finish, and their offsets commit
     assert sorted(finished) == sorted(str(e.event_id) for e in events)
 
     again: list[str] = []
