@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
 
@@ -61,11 +62,15 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 30.0,
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 30.0,
                      interval: float = 0.05) -> None:
-    """Wait until `check()` holds; fail with a clear message when it never does."""
+    """Wait until `check()` (plain or async) holds; fail with a clear message when it never
+    does."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while True:
+        result = check()
+        if await result if inspect.isawaitable(result) else result:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)

@@ -56,11 +56,13 @@ async def make_bus(kafka_config: KafkaConfig) -> AsyncIterator[BusFactory]:
 
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Starts `python -m MODULE ARGS` from the repository root; kills leftovers afterwards."""
+    """Starts `python -m MODULE ARGS` (with `env` added to the environment) from the repository
+    root; kills leftovers afterwards."""
     procs: list[subprocess.Popen[str]] = []
 
-    def start(module: str, *args: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    def start(module: str, *args: str, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[str]:
+        env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, text=True)
         procs.append(proc)

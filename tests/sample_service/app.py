@@ -1,15 +1,27 @@
-"""Assembles the sample service's app, the way create_service will."""
+"""Assembles the sample service's app: `service()` the way a real service runs (through
+`create_service`), `create_app()` bare, for tests that hand it a database of their own."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI, Request
 
+from core.app import Subscription, create_service
 from core.bases import BaseRouter, ForbiddenError, Permissions, install_exception_handlers
 from core.bases.deps import attach
 from core.bases.types import EventOutbox
+from core.config import Settings
 from core.db.engine import Database
+from core.messaging.handlers import HandlerRegistry
+from core.messaging.types import MessageContext
+from tests.sample_service.events import WidgetCreated, WidgetDeleted
+from tests.sample_service.models import Base
 from tests.sample_service.schemas import WidgetCreate, WidgetPublic, WidgetUpdate
 from tests.sample_service.service import WidgetService
+
+SERVICE_DIR = Path(__file__).resolve().parent
+AUDIT_HANDLER = "sample.audit"
 
 ROLE_HEADER = "x-role"
 
@@ -38,3 +50,19 @@ def create_app(database: Database, outbox: EventOutbox | None = None) -> FastAPI
     attach(app, database, outbox)
     app.include_router(router)
     return app
+
+
+handlers = HandlerRegistry()
+handlers.events.register(WidgetDeleted)
+
+
+@handlers.handles(WidgetCreated, name=AUDIT_HANDLER)
+async def audit(event: WidgetCreated, ctx: MessageContext) -> None:
+    """Its effect is its inbox row, written in `ctx.session`: proof the consumer ran it once."""
+
+
+def service(settings: Settings | None = None) -> FastAPI:
+    return create_service(
+        "sample", metadata=Base.metadata, service_dir=SERVICE_DIR, events=handlers.events,
+        routers=[router], subscriptions=[Subscription(WidgetService.events_topic, handlers)],
+        settings=settings)

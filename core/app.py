@@ -1,0 +1,172 @@
+"""`create_service`: one call builds a service's FastAPI app and wires its runtime.
+
+Nothing is opened at import or at `create_service` time; the app's lifespan builds, in order,
+the database (migrated to head in development; checked to be at head elsewhere), the Kafka bus
+with the database inbox as its idempotency store, and the outbox writer and relay, and closes
+them in reverse. Everything built lands on `app.state.runtime`; routes reach the database and
+outbox through `core.bases.deps`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import MetaData
+
+from core.bases.deps import attach
+from core.bases.exceptions import ConfigurationError, install_exception_handlers
+from core.config import Settings, get_settings
+from core.db import migrations
+from core.db.engine import Database
+from core.messaging.consumer import Handler
+from core.messaging.event_bus import KafkaEventBus
+from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
+from core.messaging.kafka_client import KafkaAdmin
+from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter
+from core.messaging.serialization import EventRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Run `handler` (a function or a `HandlerRegistry`) for records on `topics`."""
+
+    topics: str | tuple[str, ...]
+    handler: Handler
+    group_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRuntime:
+    """What a running service owns, built at start-up and closed at shutdown."""
+
+    settings: Settings
+    database: Database
+    bus: KafkaEventBus
+    outbox: OutboxWriter
+    relay: OutboxRelay
+
+
+def create_service(
+    name: str,
+    *,
+    metadata: MetaData,
+    service_dir: str | Path,
+    events: EventRegistry | None = None,
+    routers: Iterable[APIRouter] = (),
+    subscriptions: Sequence[Subscription] = (),
+    settings: Settings | None = None,
+    **fastapi_options: Any,
+) -> FastAPI:
+    """Build the FastAPI app of service `name`.
+
+    `metadata` is the service's own (`Base.metadata`) and must declare the outbox and lease
+    tables, and the inbox table when the service subscribes to anything, so that its
+    migrations (in `service_dir/migrations`) create them. `settings` defaults to the
+    environment's, with `service_name` set to `name`.
+    """
+    cfg = settings or get_settings().model_copy(update={"service_name": name})
+    _require_tables(metadata, needs_inbox=bool(subscriptions))
+    registry = events or EventRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await _start(cfg, metadata, Path(service_dir), registry, subscriptions)
+        app.state.runtime = runtime
+        attach(app, runtime.database, runtime.outbox)
+        log.info("%s started (%s): database %s, kafka %s", name, cfg.environment,
+                 runtime.database.dialect, cfg.kafka_bootstrap_servers)
+        try:
+            yield
+        finally:
+            await _stop(runtime)
+            log.info("%s stopped", name)
+
+    app = FastAPI(title=name, lifespan=lifespan, **fastapi_options)
+    install_exception_handlers(app)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+async def _start(
+    settings: Settings,
+    metadata: MetaData,
+    service_dir: Path,
+    events: EventRegistry,
+    subscriptions: Sequence[Subscription],
+) -> ServiceRuntime:
+    database = Database(settings.database_url)
+    try:
+        await _prepare_schema(settings, service_dir, database)
+        bus = KafkaEventBus(
+            settings.kafka(), events,
+            idempotency=DatabaseIdempotencyStore(database, metadata) if subscriptions else None,
+        )
+        await _create_topics(settings, subscriptions)
+        for sub in subscriptions:
+            bus.subscribe(sub.topics, sub.handler, group_id=sub.group_id)
+        writer = OutboxWriter(metadata, bus.serializer)
+        relay = OutboxRelay(database, bus.producer, metadata, owner=settings.instance_id)
+        writer.on_commit(relay.notify)
+        await bus.start()
+        await relay.start()
+    except BaseException:
+        await database.dispose()
+        raise
+    return ServiceRuntime(settings, database, bus, writer, relay)
+
+
+async def _stop(runtime: ServiceRuntime) -> None:
+    """Consumers drain first (their handlers may still write), then the relay hands its lease
+    back, then the producer flushes; events committed meanwhile wait in the outbox."""
+    try:
+        for consumer in runtime.bus.consumers.values():
+            await consumer.stop()
+        await runtime.relay.stop()
+        await runtime.bus.stop()  # the consumers are stopped already: this flushes the producer
+    finally:
+        await runtime.database.dispose()
+
+
+async def _prepare_schema(settings: Settings, service_dir: Path, database: Database) -> None:
+    """Development migrates to head at start-up; elsewhere migrating is a deploy step
+    (`python -m core migrate`), and a database behind the code refuses to start."""
+    if settings.environment == "development":
+        await migrations.upgrade(service_dir, database)
+        return
+    at, expected = await migrations.current(service_dir, database), migrations.heads(service_dir)
+    if set(at) != set(expected):
+        raise migrations.MigrationError(
+            f"the database is at {list(at) or 'no revision'}, the code expects "
+            f"{list(expected)}: run `python -m core migrate {service_dir}` first")
+
+
+async def _create_topics(settings: Settings, subscriptions: Sequence[Subscription]) -> None:
+    """Subscribed topics must exist before the consumer joins: a consumer subscribed to a
+    missing topic only notices its creation at the next metadata refresh (minutes)."""
+    topics = {t for sub in subscriptions for t in _as_tuple(sub.topics)}
+    await KafkaAdmin(settings.kafka()).create_topics(
+        sorted(topics), partitions=settings.kafka_topic_partitions,
+        replication_factor=settings.kafka_topic_replication_factor)
+
+
+def _as_tuple(topics: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (topics,) if isinstance(topics, str) else topics
+
+
+def _require_tables(metadata: MetaData, *, needs_inbox: bool) -> None:
+    needed = [OUTBOX, LEASE] + ([INBOX] if needs_inbox else [])
+    missing = [table for table in needed if table not in metadata.tables]
+    if missing:
+        raise ConfigurationError(
+            f"the service's metadata has no {', '.join(missing)} table: declare "
+            "outbox_table(Base.metadata), lease_table(...) and inbox_table(...) in its models, "
+            "then make a migration")
