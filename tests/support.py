@@ -7,11 +7,14 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from pydantic import BaseModel
 
 from core.messaging.events import DomainEvent
 from core.messaging.serialization import EventRegistry
+
+T = TypeVar("T")
 
 
 class OrderPlacedV1Data(BaseModel):
@@ -62,15 +65,16 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 30.0,
-                     interval: float = 0.05) -> None:
-    """Wait until `check()` (plain or async) holds; fail with a clear message when it never
-    does."""
+async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 30.0,
+                     interval: float = 0.05) -> T:
+    """Wait until `check()` (plain or async) returns something true, and return it; fail with
+    a clear message when it never does."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
-        if await result if inspect.isawaitable(result) else result:
-            return
+        value = await result if inspect.isawaitable(result) else result
+        if value:
+            return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -123,16 +122,7 @@ async def test_failing_handler_backs_off_dead_letters_and_replays_once(
     event = placed("o-dlq")
     await bus.publish(topic, event)
 
-    letters: list[dlq.DeadLetter] = []
-
-    async def dead_lettered() -> bool:
-        letters[:] = await dlq.list_dead_letters(kafka_config, topic)
-        return bool(letters)
-
-    deadline = time.monotonic() + 30
-    while not await dead_lettered():
-        assert time.monotonic() < deadline, "nothing reached the DLQ"
-        await asyncio.sleep(0.2)
+    letters = await eventually(lambda: dlq.list_dead_letters(kafka_config, topic), interval=0.2)
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert len(attempts) == 4
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39  # exponential backoff
@@ -269,7 +259,7 @@ async def test_dlq_command_lists_and_replays(
     bus.subscribe(topic, handlers)
     await bus.start()
     await bus.publish(topic, placed("o-cli"))
-    await eventually_async(lambda: dlq.list_dead_letters(kafka_config, topic))
+    await eventually(lambda: dlq.list_dead_letters(kafka_config, topic), interval=0.2)
 
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers,
            "COLUMNS": "200"}
@@ -289,14 +279,6 @@ async def test_dlq_command_lists_and_replays(
                                      "replay", topic], env=env, capture_output=True, text=True)
     assert replay.returncode == 0 and "replayed 1 dead letter" in replay.stdout
     await eventually(lambda: effects == ["o-cli"])
-
-
-async def eventually_async(probe: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := await probe()):
-        assert time.monotonic() < deadline, "condition not met"
-        await asyncio.sleep(0.2)
-    return result
 
 
 async def test_a_retrying_key_does_not_block_other_keys_in_its_partition(
@@ -322,7 +304,7 @@ async def test_a_retrying_key_does_not_block_other_keys_in_its_partition(
     await bus.start()
     await bus.publish(topic, placed("stuck"))
     await bus.publish_many(topic, [placed(f"flowing-{i}") for i in range(20)])  # behind it
-    letters = await eventually_async(lambda: dlq.list_dead_letters(kafka_config, topic))
+    letters = await eventually(lambda: dlq.list_dead_letters(kafka_config, topic), interval=0.2)
     assert len(handled) == 20
     # The 20 records behind the stuck one, in the same partition, were all handled while it
     # was still between retries: its backoff (0.5 + 1 + 2 s) held up only its own key.
