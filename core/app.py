@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from core.db import migrations
 from core.db.engine import Database
 from core.messaging.consumer import Handler
 from core.messaging.event_bus import KafkaEventBus
+from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter
@@ -74,20 +75,19 @@ def create_service(
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
-    registry = events or EventRegistry()
+    registry = _event_registry(events, subscriptions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await _start(cfg, metadata, Path(service_dir), registry, subscriptions)
-        app.state.runtime = runtime
-        attach(app, runtime.database, runtime.outbox)
-        log.info("%s started (%s): database %s, kafka %s", name, cfg.environment,
-                 runtime.database.dialect, cfg.kafka_bootstrap_servers)
-        try:
+        async with AsyncExitStack() as stack:
+            runtime = await _start(stack, cfg, metadata, Path(service_dir), registry,
+                                   subscriptions)
+            app.state.runtime = runtime
+            attach(app, runtime.database, runtime.outbox)
+            log.info("%s started (%s): database %s, kafka %s", name, cfg.environment,
+                     runtime.database.dialect, cfg.kafka_bootstrap_servers)
             yield
-        finally:
-            await _stop(runtime)
-            log.info("%s stopped", name)
+        log.info("%s stopped", name)
 
     app = FastAPI(title=name, lifespan=lifespan, **fastapi_options)
     install_exception_handlers(app)
@@ -97,43 +97,37 @@ def create_service(
 
 
 async def _start(
+    stack: AsyncExitStack,
     settings: Settings,
     metadata: MetaData,
     service_dir: Path,
     events: EventRegistry,
     subscriptions: Sequence[Subscription],
 ) -> ServiceRuntime:
+    """Open each part and register its closing on `stack`, so shutdown (or a failed start)
+    closes in reverse: consumers drain first (their handlers may still write events), then the
+    relay hands its lease back, then the producer flushes, then the database closes."""
     database = Database(settings.database_url)
-    try:
-        await _prepare_schema(settings, service_dir, database)
-        bus = KafkaEventBus(
-            settings.kafka(), events,
-            idempotency=DatabaseIdempotencyStore(database, metadata) if subscriptions else None,
-        )
-        await _create_topics(settings, subscriptions)
-        for sub in subscriptions:
-            bus.subscribe(sub.topics, sub.handler, group_id=sub.group_id)
-        writer = OutboxWriter(metadata, bus.serializer)
-        relay = OutboxRelay(database, bus.producer, metadata, owner=settings.instance_id)
-        writer.on_commit(relay.notify)
-        await bus.start()
-        await relay.start()
-    except BaseException:
-        await database.dispose()
-        raise
+    stack.push_async_callback(database.dispose)
+    await _prepare_schema(settings, service_dir, database)
+    bus = KafkaEventBus(
+        settings.kafka(), events,
+        idempotency=DatabaseIdempotencyStore(database, metadata) if subscriptions else None,
+    )
+    await _create_topics(settings, subscriptions)
+    for sub in subscriptions:
+        bus.subscribe(sub.topics, sub.handler, group_id=sub.group_id)
+    writer = OutboxWriter(metadata, bus.serializer)
+    relay = OutboxRelay(database, bus.producer, metadata, owner=settings.instance_id)
+    writer.on_commit(relay.notify)
+    stack.push_async_callback(bus.stop)  # consumers (already stopped below), then the producer
+    await bus.producer.start()
+    stack.push_async_callback(relay.stop)
+    await relay.start()
+    for consumer in bus.consumers.values():
+        stack.push_async_callback(consumer.stop)
+        await consumer.start()
     return ServiceRuntime(settings, database, bus, writer, relay)
-
-
-async def _stop(runtime: ServiceRuntime) -> None:
-    """Consumers drain first (their handlers may still write), then the relay hands its lease
-    back, then the producer flushes; events committed meanwhile wait in the outbox."""
-    try:
-        for consumer in runtime.bus.consumers.values():
-            await consumer.stop()
-        await runtime.relay.stop()
-        await runtime.bus.stop()  # the consumers are stopped already: this flushes the producer
-    finally:
-        await runtime.database.dispose()
 
 
 async def _prepare_schema(settings: Settings, service_dir: Path, database: Database) -> None:
@@ -160,6 +154,26 @@ async def _create_topics(settings: Settings, subscriptions: Sequence[Subscriptio
 
 def _as_tuple(topics: str | tuple[str, ...]) -> tuple[str, ...]:
     return (topics,) if isinstance(topics, str) else topics
+
+
+def _event_registry(
+    events: EventRegistry | None, subscriptions: Sequence[Subscription]
+) -> EventRegistry:
+    """The one registry the bus decodes with: `events`, or the handler registry's own when
+    there is exactly one; every event a handler registry asks for must be in it."""
+    theirs = {id(s.handler.events): s.handler.events for s in subscriptions
+              if isinstance(s.handler, HandlerRegistry)}
+    if events is None:
+        events = next(iter(theirs.values())) if len(theirs) == 1 else EventRegistry()
+    missing = sorted(
+        f"{cls.EVENT_TYPE} v{cls.EVENT_VERSION}"
+        for registry in theirs.values() if registry is not events
+        for cls in registry if events.get(cls.EVENT_TYPE, cls.EVENT_VERSION) is not cls)
+    if missing:
+        raise ConfigurationError(
+            f"events handled but not in the service's registry: {', '.join(missing)}; pass "
+            "one EventRegistry as events= and build the HandlerRegistry objects on it")
+    return events
 
 
 def _require_tables(metadata: MetaData, *, needs_inbox: bool) -> None:

@@ -9,8 +9,11 @@ from sqlalchemy import MetaData
 
 from core.app import Subscription, create_service
 from core.bases import ConfigurationError
+from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import inbox_table
 from core.messaging.outbox import lease_table, outbox_table
+from core.messaging.serialization import EventRegistry
+from tests.support import OrderPlaced, order_registry
 
 
 async def noop(event: object) -> None: ...
@@ -33,3 +36,19 @@ def test_a_subscribing_service_needs_an_inbox(tmp_path: Path) -> None:
     app = create_service("consumer", metadata=metadata, service_dir=tmp_path,
                          subscriptions=[Subscription("orders", noop)])
     assert app.title == "consumer"
+
+
+def test_handled_events_must_be_in_the_service_registry(tmp_path: Path) -> None:
+    metadata = MetaData()
+    for declare in (outbox_table, lease_table, inbox_table):
+        declare(metadata)
+    handlers = HandlerRegistry()
+    handlers.add(OrderPlaced, noop)
+    subscribed = [Subscription("orders", handlers)]
+    # Alone, the handler registry's own events are the service's.
+    create_service("one", metadata=metadata, service_dir=tmp_path, subscriptions=subscribed)
+    with pytest.raises(ConfigurationError, match=r"order.placed v2"):
+        create_service("two", metadata=metadata, service_dir=tmp_path,
+                       events=EventRegistry(), subscriptions=subscribed)
+    create_service("three", metadata=metadata, service_dir=tmp_path,
+                   events=order_registry(), subscriptions=subscribed)
