@@ -179,6 +179,7 @@ class OutboxRelay:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._holding = False
+        self._held_until = 0.0  # monotonic: a paused process stops trusting a lapsed lease
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.published_total = 0
@@ -189,7 +190,10 @@ class OutboxRelay:
 
     @property
     def holds_lease(self) -> bool:
-        return self._holding
+        """Whether this relay may start a batch: it won the lease, and by its own monotonic clock
+        the lease is not about to lapse (a process paused past the TTL must renew first)."""
+        # The last third of the TTL is a margin for the batch in flight to finish in.
+        return self._holding and time.monotonic() < self._held_until - self.lease_ttl / 3
 
     async def start(self) -> None:
         self._stopping = False
@@ -215,8 +219,8 @@ class OutboxRelay:
         last_housekeeping = 0.0
         while not self._stopping:
             try:
-                published = await self.publish_batch() if self._holding else 0
-                if time.monotonic() - last_housekeeping > 5.0 and self._holding:
+                published = await self.publish_batch() if self.holds_lease else 0
+                if time.monotonic() - last_housekeeping > 5.0 and self.holds_lease:
                     last_housekeeping = time.monotonic()
                     await self._housekeeping()
                 if published < self.batch_size:
@@ -288,6 +292,7 @@ class OutboxRelay:
 
     async def _keep_lease(self) -> None:
         while True:
+            asked = time.monotonic()  # before the database stamps the expiry: errs early
             try:
                 holding = await self._acquire_lease()
             except asyncio.CancelledError:
@@ -295,6 +300,7 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox lease renewal failed")
                 holding = False
+            self._held_until = asked + self.lease_ttl if holding else 0.0
             if holding != self._holding:
                 log.info("outbox relay %s %s the lease", self.owner,
                          "holds" if holding else "lost")
@@ -302,8 +308,14 @@ class OutboxRelay:
                 self._wake.set()
             await asyncio.sleep(self.lease_ttl / 3)
 
+    def _clock(self) -> Any:
+        """The time leases are stamped and judged by: the database's own clock on PostgreSQL,
+        where relays may run on hosts whose clocks disagree; the process clock on SQLite,
+        whose file lives on one host."""
+        return func.now() if self.db.dialect == "postgresql" else _now()
+
     async def _acquire_lease(self) -> bool:
-        lease, now = self.lease, _now()
+        lease, now = self.lease, self._clock()
         until = now + timedelta(seconds=self.lease_ttl)
         async with self.db.transaction() as session:
             renewed = await session.execute(
@@ -327,7 +339,7 @@ class OutboxRelay:
         async with self.db.transaction() as session:
             await session.execute(
                 update(lease).where(lease.c.name == self.name, lease.c.owner == self.owner)
-                .values(expires_at=_now() - timedelta(seconds=1)))
+                .values(expires_at=self._clock() - timedelta(seconds=1)))
         self._holding = False
 
 

@@ -15,6 +15,7 @@ from core.config import KafkaConfig
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.serialization import EventRegistry
+from tests.integration.databases import BACKENDS, DatabaseFactory
 from tests.support import unique
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,18 +76,10 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         proc.wait()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=BACKENDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh, empty database: a SQLite file, or a new database on the test PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
-    import asyncpg
-
-    server = request.getfixturevalue("postgres")
-    name = unique("db").replace("-", "_")
-    conn = await asyncpg.connect(server.dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"{server.url.rsplit('/', 1)[0]}/{name}"
+    server = request.getfixturevalue("postgres") if request.param == "postgres" else None
+    databases = DatabaseFactory(request.param, tmp_path, server)
+    yield await databases.new()
+    await databases.drop_all()

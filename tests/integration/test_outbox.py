@@ -6,6 +6,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,12 +14,14 @@ from sqlalchemy import func, insert, select
 
 from core.config import KafkaConfig
 from core.db.engine import Database
+from core.messaging import outbox as outbox_module
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
 from core.messaging.outbox import OutboxRelay, OutboxWriter
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import MessageContext
+from tests.integration.databases import DatabaseFactory
 from tests.integration.procs.inbox_consumer import HANDLER
 from tests.outbox_service import (
     MoneyDeposited,
@@ -153,6 +156,50 @@ async def test_two_relays_never_publish_the_same_event(
     for r in records:
         by_key[r.key or b""].append(serializer.deserialize(r.value, r.headers).data.seq)  # type: ignore[attr-defined]
     assert all(seqs == sorted(seqs) for seqs in by_key.values())
+
+
+async def test_a_relay_whose_lease_lapses_stops_publishing_until_it_renews(
+    db: Database, producer: KafkaProducer, kafka_config: KafkaConfig
+) -> None:
+    """A holder whose renewals stall (a paused process, a slow database) must stop by its own
+    clock once the lease lapses, since another relay may take the lease over by then."""
+    topic, writer = unique("accounts"), _writer()
+    relay = OutboxRelay(db, producer, metadata, owner="stalled", lease_ttl=1.5,
+                        poll_interval=0.05)
+    writer.on_commit(relay.notify)
+    await relay.start()
+    try:
+        await eventually(lambda: relay.holds_lease)
+        renewing = relay._tasks[0]
+        assert renewing.get_name().startswith("outbox-lease")
+        renewing.cancel()  # renewals stop; the relay still believes it won the lease
+        await eventually(lambda: not relay.holds_lease, timeout=5)
+        async with db.transaction() as session:
+            await writer.add(session, topic, deposit("a-1", 0))
+        await asyncio.sleep(1.0)
+        assert relay.published_total == 0, "published on a lapsed lease"
+        relay._tasks[0] = asyncio.create_task(relay._keep_lease())  # renewals resume
+        await eventually(lambda: relay.published_total == 1, timeout=10)
+    finally:
+        await relay.stop()
+
+
+async def test_leases_are_judged_by_the_database_clock_on_postgres(
+    postgres: Any, tmp_path: Any, producer: KafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relays of one service run on several hosts; a host whose clock runs an hour ahead
+    must not see a live lease as expired."""
+    db = await create_schema(await DatabaseFactory("postgres", tmp_path, postgres).new())
+    try:
+        holder = OutboxRelay(db, producer, metadata, owner="on-time", lease_ttl=30)
+        skewed = OutboxRelay(db, producer, metadata, owner="an-hour-ahead", lease_ttl=30)
+        assert await holder._acquire_lease()
+        ahead = datetime.now(UTC) + timedelta(hours=1)
+        monkeypatch.setattr(outbox_module, "_now", lambda: ahead)
+        assert not await skewed._acquire_lease(), "a skewed clock stole a live lease"
+        assert await holder._acquire_lease(), "the holder could not renew"
+    finally:
+        await db.dispose()
 
 
 async def test_kafka_down_for_30s_while_writes_continue_loses_nothing(
