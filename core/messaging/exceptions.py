@@ -20,7 +20,12 @@ class UnknownEventError(DeserializationError):
 
 
 class PublishError(MessagingError):
-    """The broker did not acknowledge a record."""
+    """The broker did not acknowledge a record. `permanent` when sending the same record
+    again cannot succeed as things stand (too large, invalid topic, not authorized)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class RequestTimeoutError(MessagingError):

@@ -137,7 +137,8 @@ class KafkaProducer:
             if fut.done():
                 continue
             if err is not None:
-                fut.set_exception(PublishError(f"{msg.topic()}: {err}"))
+                fut.set_exception(PublishError(f"{msg.topic()}: {err}",
+                                               permanent=_permanent(err)))
             else:
                 fut.set_result(DeliveryReport(msg.topic(), msg.partition(), msg.offset()))
 
@@ -187,7 +188,7 @@ class KafkaProducer:
             except BufferError:
                 await asyncio.sleep(0.005)
             except KafkaException as exc:
-                raise PublishError(str(exc)) from exc
+                raise PublishError(str(exc), permanent=_permanent(exc.args[0])) from exc
 
     async def produce_batch(
         self, topic: str, records: Sequence[tuple[bytes | None, bytes | str | None, Headers]]
@@ -237,6 +238,19 @@ class KafkaProducer:
             await asyncio.to_thread(self._thread.join)
         self._resolve_reports()
         self._producer = None
+
+
+_PERMANENT_ERRORS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG, KafkaError.TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError._INVALID_ARG, KafkaError._INVALID_TYPE,
+})
+
+
+def _permanent(err: KafkaError) -> bool:
+    """Whether resending the record cannot help. Not `err.retriable()`: librdkafka reports
+    a delivery timeout (broker away) as not retriable too, and that one heals."""
+    return err.code() in _PERMANENT_ERRORS
 
 
 class _BatchAck:

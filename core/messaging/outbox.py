@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -48,13 +49,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.engine import Database
 from core.messaging.events import BaseEvent
-from core.messaging.kafka_client import KafkaProducer
+from core.messaging.exceptions import PublishError
+from core.messaging.kafka_client import DeliveryReport, KafkaProducer
 from core.messaging.serialization import EventSerializer
 
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
 LEASE = "outbox_lease"
+MAX_ATTEMPTS = 3
+"""Permanent refusals after which a row is parked."""
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -140,6 +144,19 @@ class OutboxWriter:
             callback()
 
 
+@dataclass(frozen=True, slots=True)
+class ParkedEvent:
+    """An outbox row Kafka refused `attempts` times for good; `last_error` says why."""
+
+    id: int
+    event_id: str
+    topic: str
+    event_type: str
+    attempts: int
+    last_error: str
+    created_at: datetime
+
+
 class OutboxMetrics(Protocol):
     """Where the relay reports; a Prometheus adapter implements it in core.metrics."""
 
@@ -150,7 +167,13 @@ class OutboxMetrics(Protocol):
 
 class OutboxRelay:
     """Publishes pending outbox rows to Kafka. Start one per process; the lease decides which
-    process's relay actually publishes."""
+    process's relay actually publishes.
+
+    A row Kafka refuses for good (too large, invalid topic, not authorized) is parked after
+    `max_attempts` tries: left unpublished, logged, and skipped, so it cannot hold up the rows
+    behind it. `requeue()` (or `python -m core outbox requeue`) sends parked rows again once
+    the cause is fixed. Failures that heal (the broker away) never count toward parking.
+    """
 
     def __init__(
         self,
@@ -164,6 +187,7 @@ class OutboxRelay:
         poll_interval: float = 0.5,
         lease_ttl: float = 10.0,
         retention: timedelta = timedelta(days=1),
+        max_attempts: int = MAX_ATTEMPTS,
         metrics: OutboxMetrics | None = None,
     ) -> None:
         self.db = db
@@ -176,6 +200,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.lease_ttl = lease_ttl
         self.retention = retention
+        self.max_attempts = max_attempts
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._holding = False
@@ -244,15 +269,14 @@ class OutboxRelay:
         t = self.table
         async with self.db.session() as session:
             rows = (await session.execute(
-                select(t.c.id, t.c.topic, t.c.key, t.c.payload, t.c.headers, t.c.created_at)
-                .where(t.c.published_at.is_(None)).order_by(t.c.id).limit(self.batch_size)
+                select(t.c.id, t.c.topic, t.c.key, t.c.payload, t.c.headers, t.c.created_at,
+                       t.c.attempts)
+                .where(t.c.published_at.is_(None), t.c.attempts < self.max_attempts)
+                .order_by(t.c.id).limit(self.batch_size)
             )).all()
         if not rows:
             return 0
-        futures = []
-        for row in rows:
-            headers = [(name, value.encode()) for name, value in row.headers]
-            futures.append(await self.producer.enqueue(row.topic, row.payload, row.key, headers))
+        futures = [await self._enqueue(row) for row in rows]
         results = await asyncio.gather(*futures, return_exceptions=True)
         acked_at = _now()
         sent = [row for row, r in zip(rows, results, strict=True)
@@ -264,8 +288,12 @@ class OutboxRelay:
                 await session.execute(update(t).where(t.c.id.in_([r.id for r in sent]))
                                       .values(published_at=acked_at))
             for row, error in failed:
+                permanent = isinstance(error, PublishError) and error.permanent
                 await session.execute(update(t).where(t.c.id == row.id).values(
-                    attempts=t.c.attempts + 1, last_error=str(error)[:2000]))
+                    attempts=t.c.attempts + int(permanent), last_error=str(error)[:2000]))
+                if permanent and row.attempts + 1 >= self.max_attempts:
+                    log.error("outbox: event row %d parked after %d attempts: %s", row.id,
+                              row.attempts + 1, error)
         if failed:
             log.warning("outbox: %d of %d events not acknowledged: %s", len(failed), len(rows),
                         failed[0][1])
@@ -274,6 +302,17 @@ class OutboxRelay:
             self.metrics.published(len(sent), [
                 (acked_at - _aware(row.created_at)).total_seconds() for row in sent])
         return len(sent)
+
+    async def _enqueue(self, row: Any) -> asyncio.Future[DeliveryReport]:
+        """Queue one row; a refusal at queueing time (e.g. too large) becomes that row's
+        failed future rather than the whole batch's exception."""
+        headers = [(name, value.encode()) for name, value in row.headers]
+        try:
+            return await self.producer.enqueue(row.topic, row.payload, row.key, headers)
+        except PublishError as exc:
+            refused: asyncio.Future[DeliveryReport] = asyncio.get_running_loop().create_future()
+            refused.set_exception(exc)
+            return refused
 
     async def backlog(self) -> int:
         """How many events wait to be published."""
@@ -341,6 +380,39 @@ class OutboxRelay:
                 update(lease).where(lease.c.name == self.name, lease.c.owner == self.owner)
                 .values(expires_at=self._clock() - timedelta(seconds=1)))
         self._holding = False
+
+
+async def parked(
+    db: Database, metadata: MetaData, *, max_attempts: int = MAX_ATTEMPTS
+) -> list[ParkedEvent]:
+    """The rows parked after `max_attempts` permanent refusals, oldest first."""
+    t = outbox_table(metadata)
+    async with db.session() as session:
+        rows = (await session.execute(
+            select(t.c.id, t.c.event_id, t.c.topic, t.c.event_type, t.c.attempts,
+                   t.c.last_error, t.c.created_at)
+            .where(t.c.published_at.is_(None), t.c.attempts >= max_attempts)
+            .order_by(t.c.id))).all()
+    return [ParkedEvent(r.id, r.event_id, r.topic, r.event_type, r.attempts,
+                        r.last_error or "", _aware(r.created_at)) for r in rows]
+
+
+async def requeue(
+    db: Database,
+    metadata: MetaData,
+    ids: Sequence[int] | None = None,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> int:
+    """Give parked rows (all, or those with `ids`) their attempts back, so the relay sends
+    them again at its next poll; returns how many."""
+    t = outbox_table(metadata)
+    where = [t.c.published_at.is_(None), t.c.attempts >= max_attempts]
+    if ids is not None:
+        where.append(t.c.id.in_(list(ids)))
+    async with db.transaction() as session:
+        result = await session.execute(update(t).where(*where).values(attempts=0))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _aware(value: datetime) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -200,6 +201,37 @@ async def test_leases_are_judged_by_the_database_clock_on_postgres(
         assert await holder._acquire_lease(), "the holder could not renew"
     finally:
         await db.dispose()
+
+
+async def test_an_event_kafka_refuses_for_good_is_parked_and_holds_up_nothing(
+    db: Database, producer: KafkaProducer, kafka_config: KafkaConfig
+) -> None:
+    topic, writer, outbox = unique("accounts"), _writer(), metadata.tables["outbox"]
+    relay = OutboxRelay(db, producer, metadata, owner="r", poll_interval=0.05, max_attempts=2)
+    writer.on_commit(relay.notify)
+    async with db.transaction() as session:
+        await writer.add(session, topic, deposit("a-1", 0))
+        await session.execute(insert(outbox).values(  # over the producer's 1 MB limit
+            event_id=str(uuid.uuid4()), topic=topic, key="a-huge", event_type="account.deposited",
+            payload=b"x" * 2_000_000, headers=[], created_at=datetime.now(UTC), attempts=0))
+        await writer.add(session, topic, deposit("a-2", 0))
+    await relay.start()
+    try:
+        (stuck,) = await eventually(lambda: outbox_module.parked(db, metadata, max_attempts=2))
+        assert stuck.attempts == 2 and "MSG_SIZE_TOO_LARGE" in stuck.last_error
+        await eventually(lambda: relay.published_total == 2)
+        async with db.transaction() as session:  # and what comes later still flows
+            await writer.add(session, topic, deposit("a-3", 0))
+        await eventually(lambda: relay.published_total == 3)
+        # Requeued, it is tried again (and, still too large, parked again).
+        assert await outbox_module.requeue(db, metadata, [stuck.id], max_attempts=2) == 1
+        assert await outbox_module.parked(db, metadata, max_attempts=2) == []
+        await eventually(lambda: outbox_module.parked(db, metadata, max_attempts=2))
+    finally:
+        await relay.stop()
+    keys = sorted(r.key for r in await read_topic(kafka_config, topic))
+    assert keys == [b"a-1", b"a-2", b"a-3"]
+    assert await relay.backlog() == 1, "the parked event is still owed"
 
 
 async def test_kafka_down_for_30s_while_writes_continue_loses_nothing(
