@@ -171,7 +171,7 @@ class OutboxRelay:
 
     A row Kafka refuses for good (too large, invalid topic, not authorized) is parked after
     `max_attempts` tries: left unpublished, logged, and skipped, so it cannot hold up the rows
-    behind it. `parked()` lists them, and `requeue()` sends them again once
+    behind it. This module's `parked()` lists such rows and `requeue()` sends them again once
     the cause is fixed. Failures that heal (the broker away) never count toward parking.
     """
 
