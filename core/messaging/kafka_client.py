@@ -137,8 +137,7 @@ class KafkaProducer:
             if fut.done():
                 continue
             if err is not None:
-                fut.set_exception(PublishError(f"{msg.topic()}: {err}",
-                                               permanent=_permanent(err)))
+                fut.set_exception(_publish_error(err, msg.topic()))
             else:
                 fut.set_result(DeliveryReport(msg.topic(), msg.partition(), msg.offset()))
 
@@ -188,7 +187,7 @@ class KafkaProducer:
             except BufferError:
                 await asyncio.sleep(0.005)
             except KafkaException as exc:
-                raise PublishError(str(exc), permanent=_permanent(exc.args[0])) from exc
+                raise _publish_error(exc.args[0]) from exc
 
     async def produce_batch(
         self, topic: str, records: Sequence[tuple[bytes | None, bytes | str | None, Headers]]
@@ -215,11 +214,11 @@ class KafkaProducer:
                     await asyncio.sleep(0.005)  # the local queue is full: let it drain
                 except KafkaException as exc:
                     ack.abandon(len(records) - ack.queued)
-                    raise PublishError(str(exc)) from exc
+                    raise _publish_error(exc.args[0]) from exc
             ack.queued += 1
         await ack.future
         if ack.error is not None:
-            raise PublishError(ack.error)
+            raise ack.error
 
     async def flush(self, timeout: float = 30.0) -> int:
         """Wait until queued records are acknowledged; returns how many are still queued."""
@@ -253,6 +252,11 @@ def _permanent(err: KafkaError) -> bool:
     return err.code() in _PERMANENT_ERRORS
 
 
+def _publish_error(err: KafkaError, topic: str | None = None) -> PublishError:
+    """The one translation of a refused record into `PublishError`, permanence included."""
+    return PublishError(f"{topic}: {err}" if topic else str(err), permanent=_permanent(err))
+
+
 class _BatchAck:
     """Counts a batch's delivery reports on the producer's thread; resolves one future."""
 
@@ -261,13 +265,13 @@ class _BatchAck:
     def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
         self.remaining = size
         self.queued = 0
-        self.error: str | None = None
+        self.error: PublishError | None = None
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
 
     def __call__(self, err: Any, msg: Any) -> None:
         if err is not None and self.error is None:
-            self.error = f"{msg.topic()}: {err}"
+            self.error = _publish_error(err, msg.topic())
         self.remaining -= 1
         if self.remaining == 0:
             self.loop.call_soon_threadsafe(self._resolve)
