@@ -14,8 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -43,7 +42,7 @@ from devinfra.process import (
     run_checked,
     wait_until,
 )
-from devinfra.server import LocalServer
+from devinfra.server import ClosedOnExit, LocalServer
 
 __all__ = ["KafkaBroker", "KafkaCluster", "ensure_kafka"]
 
@@ -205,7 +204,7 @@ class KafkaBroker(LocalServer):
         _wait_for_brokers([self], expected_ids, self.bootstrap_servers, timeout)
 
 
-class KafkaCluster:
+class KafkaCluster(ClosedOnExit):
     """`size` KRaft nodes, each broker + controller, forming one quorum of `size` voters.
 
     With 3 nodes: default.replication.factor=3 and min.insync.replicas=2 (also for the offsets
@@ -300,17 +299,6 @@ class KafkaCluster:
         """
         self.stop(timeout=2.0)
         self._workdir.remove()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"KafkaCluster({self.brokers!r})"

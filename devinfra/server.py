@@ -10,7 +10,25 @@ from devinfra.files import Workdir
 from devinfra.process import ManagedProcess
 
 
-class LocalServer:
+class ClosedOnExit:
+    """As a context manager, leaving the block calls `close()`."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LocalServer(ClosedOnExit):
     """Base of `KafkaBroker`, `PostgresServer` and `RedisServer`.
 
     Subclasses set `_process` and `_workdir` in `__init__` and add what is their own (start,
@@ -49,14 +67,3 @@ class LocalServer:
 
     def log_tail(self, lines: int = 40) -> str:
         return self._process.log_tail(lines)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
