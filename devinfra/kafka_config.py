@@ -69,9 +69,11 @@ def node_properties(
         "controller.listener.names": "CONTROLLER",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(data_dir),
-        # Topics and internal topics: replicated across the cluster, few partitions (fast to
-        # create on 2 cores; 50 partitions per internal topic is the production default).
-        "auto.create.topics.enable": True,
+        # Topics are created on purpose, as in production: a client that writes to or reads a
+        # topic nobody created fails here too, instead of getting a broker-default topic.
+        "auto.create.topics.enable": False,
+        # Internal topics: replicated across the cluster, few partitions (fast to create on
+        # 2 cores; 50 partitions per internal topic is the production default).
         "num.partitions": 1,
         "default.replication.factor": rf,
         "min.insync.replicas": min_isr,
