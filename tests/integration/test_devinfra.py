@@ -123,14 +123,22 @@ def test_broker_creates_topics_and_round_trips_records(kafka: KafkaBroker) -> No
     assert sorted(_consume(kafka.bootstrap_servers, topic, len(sent))) == sorted(sent)
 
 
-def test_broker_auto_creates_topics_on_first_produce(kafka: KafkaBroker) -> None:
+def test_broker_does_not_create_topics_on_first_produce(kafka: KafkaBroker) -> None:
+    """As in production: a record for a topic nobody created is refused, not a new topic."""
     topic = _name("auto")
-    _produce(kafka.bootstrap_servers, topic, ["hello"])
-    assert _consume(kafka.bootstrap_servers, topic, 1) == ["hello"]
+    errors: list[str] = []
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers,
+                         "message.timeout.ms": 5000})
+    producer.produce(topic, b"hello", on_delivery=lambda err, _msg: errors.append(str(err)))
+    producer.flush(30)
+    assert errors and errors[0] != "None", "the record was acknowledged"
+    meta = AdminClient({"bootstrap.servers": kafka.bootstrap_servers}).list_topics(timeout=10)
+    assert topic not in meta.topics
 
 
 def test_restart_keeps_data_and_address(kafka: KafkaBroker) -> None:
     topic = _name("durable")
+    _create_topic(kafka.bootstrap_servers, topic)
     _produce(kafka.bootstrap_servers, topic, ["before-restart"])
     address = kafka.bootstrap_servers
     kafka.restart()
@@ -141,6 +149,7 @@ def test_restart_keeps_data_and_address(kafka: KafkaBroker) -> None:
 
 def test_killed_broker_recovers_acknowledged_records(kafka: KafkaBroker) -> None:
     topic = _name("crash")
+    _create_topic(kafka.bootstrap_servers, topic)
     _produce(kafka.bootstrap_servers, topic, [f"r{i}" for i in range(20)])
     kafka.kill()
     assert not kafka.running
@@ -151,6 +160,7 @@ def test_killed_broker_recovers_acknowledged_records(kafka: KafkaBroker) -> None
 def test_kept_workdir_is_reused_with_its_data(tmp_path: Path) -> None:
     topic = _name("kept")
     with KafkaBroker.start(tmp_path / "kafka") as broker:
+        _create_topic(broker.bootstrap_servers, topic)
         _produce(broker.bootstrap_servers, topic, ["kept"])
     assert (tmp_path / "kafka" / "data" / "meta.properties").is_file()  # caller's dir stays
     with KafkaBroker.start(tmp_path / "kafka") as broker:
@@ -191,6 +201,7 @@ def test_cluster_internal_topics_are_replicated(kafka_cluster: KafkaCluster) -> 
     """Consumer offsets survive a node loss because __consumer_offsets has RF 3 here."""
     bootstrap = kafka_cluster.bootstrap_servers
     topic = _name("offsets")
+    _create_topic(bootstrap, topic, rf=3)
     _produce(bootstrap, topic, ["x"])
     assert _consume(bootstrap, topic, 1) == ["x"]
     meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
