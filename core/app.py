@@ -28,7 +28,6 @@ from core.messaging.consumer import Handler
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
-from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter
 from core.messaging.serialization import EventRegistry
 
@@ -114,7 +113,6 @@ async def _start(
         settings.kafka(), events,
         idempotency=DatabaseIdempotencyStore(database, metadata) if subscriptions else None,
     )
-    await _create_topics(settings, subscriptions)
     for sub in subscriptions:
         bus.subscribe(sub.topics, sub.handler, group_id=sub.group_id)
     writer = OutboxWriter(metadata, bus.serializer)
@@ -141,19 +139,6 @@ async def _prepare_schema(settings: Settings, service_dir: Path, database: Datab
         raise migrations.MigrationError(
             f"the database is at {list(at) or 'no revision'}, the code expects "
             f"{list(expected)}: run `python -m core migrate {service_dir}` first")
-
-
-async def _create_topics(settings: Settings, subscriptions: Sequence[Subscription]) -> None:
-    """Subscribed topics must exist before the consumer joins: a consumer subscribed to a
-    missing topic only notices its creation at the next metadata refresh (minutes)."""
-    topics = {t for sub in subscriptions for t in _as_tuple(sub.topics)}
-    await KafkaAdmin(settings.kafka()).create_topics(
-        sorted(topics), partitions=settings.kafka_topic_partitions,
-        replication_factor=settings.kafka_topic_replication_factor)
-
-
-def _as_tuple(topics: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (topics,) if isinstance(topics, str) else topics
 
 
 def _event_registry(

@@ -22,6 +22,11 @@ class KafkaConfig:
     client_id: str
     consumer_group: str
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    service_name: str = ""
+    """Written into the envelope of events published without one."""
+    topic_partitions: int = 3
+    topic_replication_factor: int = 1
+    """How topics this process creates (subscribed, dead-letter, reply topics) are made."""
     extra: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
@@ -59,6 +64,9 @@ class Settings(BaseSettings):
             client_id=f"{self.service_name}-{self.instance_id}",
             consumer_group=self.kafka_consumer_group or self.service_name,
             auto_offset_reset=self.kafka_auto_offset_reset,
+            service_name=self.service_name,
+            topic_partitions=self.kafka_topic_partitions,
+            topic_replication_factor=self.kafka_topic_replication_factor,
         )
 
 

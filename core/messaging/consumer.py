@@ -1,22 +1,34 @@
 """`EventConsumer`: a Kafka consumer-group member that runs handlers with the right guarantees.
 
 - Order per key: records with the same key (in one partition) run one after another, in
-  offset order. Records with different keys run concurrently, up to `max_in_flight`.
+  offset order. Records with different keys run concurrently. A record is never overtaken by
+  a later one of its key: not by a retry, not even when the dispatcher itself crashes (the
+  record is tried again, its key waits, and the crash is logged as critical).
 - Retries happen inside the record's own lane (see `dispatch.py`), so a failing key delays
   only itself and records queued behind it with the same key, never other keys, and only
   for as long as the retry policy allows before the record is dead-lettered.
+- Flow control: each owned partition may hold about `max_in_flight / owned partitions`
+  unfinished records. A full partition is paused (and resumed once it has drained to half),
+  while the loop keeps polling: other partitions keep flowing and the member stays in its
+  group however long one key is stuck.
 - Offsets are stored for commit only up to the lowest record still in flight, after its
   handlers finished (or it was dead-lettered): at-least-once delivery, and with idempotent
   handlers, exactly-once effects.
+- Topics: before joining the group, the consumer makes sure each subscribed topic's
+  `<topic>.dlq` exists (and, unless told not to, the subscribed topics themselves), with the
+  config's partitions and replication: a dead letter never waits for a topic nobody made.
 - Rebalance: before partitions are taken away, in-flight records on them finish (up to
   `drain_timeout`) and their offsets are committed, so the next owner starts where this one
-  stopped. `stop()` finishes in-flight work the same way, then leaves the group.
+  stopped. Partitions *lost* (the member was thrown out) stop their handlers at once: their
+  new owner is already redoing those records. `stop()` finishes in-flight work within
+  `drain_timeout`, then leaves the group; a stopped consumer can be started again.
+- Failure: an error the consumer cannot recover from (authentication, authorization, a
+  fenced member) stops it; `failure` holds the error, for readiness checks to report.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,10 +36,16 @@ from typing import Any
 
 from core.config import KafkaConfig
 from core.messaging.dispatch import DEFAULT_RETRY, Outcome, RecordDispatcher
-from core.messaging.dlq import DeadLetterSink, KafkaDeadLetterSink
+from core.messaging.dlq import DeadLetterSink, KafkaDeadLetterSink, dlq_topic
+from core.messaging.exceptions import ConsumerFailedError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.idempotency import IdempotencyStore, InMemoryIdempotencyStore
-from core.messaging.kafka_client import KafkaConsumer, KafkaProducer, TopicPartitionKey
+from core.messaging.kafka_client import (
+    KafkaAdmin,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartitionKey,
+)
 from core.messaging.offsets import OffsetTracker
 from core.messaging.serialization import EventRegistry
 from core.messaging.types import Record
@@ -37,6 +55,8 @@ log = logging.getLogger(__name__)
 
 Handler = HandlerRegistry | Callable[..., Awaitable[None]]
 Lane = tuple[str, int, bytes | None]
+CRASH_RETRY = RetryPolicy(max_attempts=1_000_000, initial_delay=1.0, max_delay=30.0)
+"""Waits before a record that crashed the dispatcher is tried again (its key waits too)."""
 
 
 class EventConsumer:
@@ -59,6 +79,7 @@ class EventConsumer:
         retry: RetryPolicy = DEFAULT_RETRY,
         max_in_flight: int = 1000,
         drain_timeout: float = 30.0,
+        create_topics: bool = True,
         **kafka_overrides: Any,
     ) -> None:
         self.config = config
@@ -70,26 +91,34 @@ class EventConsumer:
         self._routes: dict[str, RecordDispatcher] = {}
         self._max_in_flight = max_in_flight
         self._drain_timeout = drain_timeout
+        self._create_topics = create_topics
         self._kafka_overrides = kafka_overrides
         self._client: KafkaConsumer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._assigned = asyncio.Event()
+        self.failure: BaseException | None = None
+        """Why the consumer stopped by itself (see `ConsumerFailedError`), else None."""
+        self.processed: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self._reset()
+
+    def _reset(self) -> None:
+        """The per-run state: fresh for every start()."""
+        self._stopping = False
         self._tracker = OffsetTracker()
         # One worker task per lane with work queued; it drains its lane's deque in order.
         self._lanes: dict[Lane, deque[Record]] = {}
         self._workers: dict[Lane, asyncio.Task[None]] = {}
         self._owned: set[TopicPartitionKey] = set()
-        self._in_flight = 0
-        self._room = asyncio.Event()
-        self._room.set()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._assigned = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.processed: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self._paused: set[TopicPartitionKey] = set()
+        self._pending: dict[TopicPartitionKey, int] = {}  # unfinished records per partition
+        self._assigned.clear()
+        self.failure = None
 
     def subscribe(self, topics: Iterable[str] | str, handler: Handler) -> None:
-        """Route `topics` to `handler`: a `HandlerRegistry`, or one async function called with
-        every event (of a type in `events`) on those topics."""
-        if self._client is not None:
+        """Route `topics` to `handler`: a `HandlerRegistry`, or one async callable (a function,
+        or an object with an async `__call__`) run for every event of a type in `events`."""
+        if self._loop_task is not None:
             raise RuntimeError("subscribe before start()")
         registry = (handler if isinstance(handler, HandlerRegistry)
                     else HandlerRegistry.for_all(self.events, handler))
@@ -98,43 +127,90 @@ class EventConsumer:
         for topic in [topics] if isinstance(topics, str) else topics:
             self._routes[topic] = dispatcher
 
+    @property
+    def topics(self) -> list[str]:
+        return list(self._routes)
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
     async def start(self) -> None:
+        """Make sure the topics exist, join the group, and start consuming.
+
+        Raises `TopicSetupError` when a needed topic is missing and cannot be created."""
         if not self._routes:
             raise RuntimeError("nothing subscribed")
+        if self._loop_task is not None:
+            raise RuntimeError("already started")
+        await self._ensure_topics()
+        self._reset()
         self._loop = asyncio.get_running_loop()
         self._client = KafkaConsumer(
             self.config, self.group_id, on_assign=self._on_assign, on_revoke=self._on_revoke,
-            **self._kafka_overrides,
+            on_lost=self._on_lost, **self._kafka_overrides,
         )
         await self._client.subscribe(self._routes)
         self._loop_task = asyncio.create_task(self._run(), name=f"consumer:{self.group_id}")
 
+    async def _ensure_topics(self) -> None:
+        needed = list(self._routes) if self._create_topics else []
+        if isinstance(self._dead_letters, KafkaDeadLetterSink):
+            needed += [dlq_topic(t) for t in self._routes]
+        await KafkaAdmin(self.config).create_topics(needed)
+
     async def wait_assigned(self, timeout: float = 30.0) -> None:
         """Until this member owns at least one partition (useful before relying on it)."""
-        await asyncio.wait_for(self._assigned.wait(), timeout)
+        waiter = asyncio.ensure_future(self._assigned.wait())
+        watched = [waiter] + ([self._loop_task] if self._loop_task is not None else [])
+        try:
+            await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self.failure is not None:
+            raise ConsumerFailedError(f"group {self.group_id} failed: {self.failure}")
+        if not self._assigned.is_set():
+            raise TimeoutError(
+                f"group {self.group_id} was assigned no partition of {self.topics} within "
+                f"{timeout:g}s: do the topics exist, and are there more members than "
+                "partitions?")
 
     async def _run(self) -> None:
         assert self._client is not None
         client, tracker = self._client, self._tracker
         while not self._stopping:
             try:
-                await self._room.wait()
-                room = self._max_in_flight - self._in_flight
-                records = await client.poll(min(500, room), 0.1, tracker.take())
+                pause, resume = self._flow()
+                records = await client.poll(500, 0.1, tracker.take(), pause, resume)
                 for record in records:
                     if (record.topic, record.partition) in self._owned:
                         self._schedule(record)
             except asyncio.CancelledError:
                 raise
+            except ConsumerFailedError as exc:
+                log.critical("consumer of group %s stops: %s", self.group_id, exc)
+                self.failure = exc
+                for task in self._workers.values():
+                    task.cancel()
+                return
             except Exception:
                 log.exception("consumer loop error in group %s; continuing", self.group_id)
                 await asyncio.sleep(1.0)
 
+    def _flow(self) -> tuple[list[TopicPartitionKey], list[TopicPartitionKey]]:
+        """Partitions to pause (full) and to resume (drained to half) before the next poll."""
+        limit = max(1, self._max_in_flight // max(1, len(self._owned)))
+        pending, paused = self._pending, self._paused
+        pause = [tp for tp in self._owned if tp not in paused and pending.get(tp, 0) >= limit]
+        resume = [tp for tp in paused if pending.get(tp, 0) <= limit // 2]
+        paused.update(pause)
+        paused.difference_update(resume)
+        return pause, resume
+
     def _schedule(self, record: Record) -> None:
-        self._tracker.received((record.topic, record.partition), record.offset)
-        self._in_flight += 1
-        if self._in_flight >= self._max_in_flight:
-            self._room.clear()
+        tp = (record.topic, record.partition)
+        self._tracker.received(tp, record.offset)
+        self._pending[tp] = self._pending.get(tp, 0) + 1
         lane = (record.topic, record.partition, record.key)
         queue = self._lanes.get(lane)
         if queue is None:
@@ -144,31 +220,36 @@ class EventConsumer:
 
     async def _drain_lane(self, lane: Lane, queue: deque[Record]) -> None:
         """Process a lane's records one after another until its queue is empty."""
-        routes, tracker, processed = self._routes, self._tracker, self.processed
+        routes, tracker, processed, pending = (self._routes, self._tracker, self.processed,
+                                               self._pending)
+        tp = lane[:2]
+        crashes = 0
         try:
             while queue:
                 record = queue[0]
                 try:
                     outcome = await routes[record.topic].process(record)
                 except Exception:
-                    # A bug, not a handler failure (the dispatcher catches those). The lane
-                    # stops here and its offsets stay uncommitted: redelivered after restart.
-                    log.critical("record %s/%d@%d crashed the dispatcher", record.topic,
-                                 record.partition, record.offset, exc_info=True)
-                    return
+                    # A bug, not a handler failure (the dispatcher catches those). The record
+                    # stays at the head of its lane, so nothing of its key overtakes it.
+                    crashes += 1
+                    delay = CRASH_RETRY.delay(min(crashes, 10))
+                    log.critical("record %s/%d@%d crashed the dispatcher; its key waits, "
+                                 "trying again in %.1fs", record.topic, record.partition,
+                                 record.offset, delay, exc_info=True)
+                    await asyncio.sleep(delay)
+                    continue
+                crashes = 0
                 queue.popleft()
                 processed[outcome] += 1
-                tracker.finished((record.topic, record.partition), record.offset)
-                self._in_flight -= 1
-                if not self._room.is_set() and self._in_flight < self._max_in_flight:
-                    self._room.set()
+                tracker.finished(tp, record.offset)
+                pending[tp] -= 1
         finally:
             if self._lanes.get(lane) is queue:
                 del self._lanes[lane]
                 del self._workers[lane]
-            if queue:  # abandoned (revoked, stopped or crashed): free their room
-                self._in_flight -= len(queue)
-                self._room.set()
+            if queue and tp in pending:  # abandoned (revoked, lost or stopped)
+                pending[tp] -= len(queue)
 
     # Rebalance callbacks run on the consumer's own thread, inside poll; they hand the work
     # to the event loop and block that thread until it is done.
@@ -189,32 +270,72 @@ class EventConsumer:
             log.exception("draining revoked partitions failed")
             return {}
 
+    def _on_lost(self, partitions: list[TopicPartitionKey]) -> None:
+        assert self._loop is not None
+        log.warning("group %s lost %s; cancelling their handlers", self.group_id, partitions)
+        future = asyncio.run_coroutine_threadsafe(self._abandon(partitions), self._loop)
+        try:
+            future.result()
+        except Exception:
+            log.exception("abandoning lost partitions failed")
+
     async def _drain(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         revoked = set(partitions)
         self._owned.difference_update(revoked)
-        await self._finish([w for lane, w in self._workers.items() if lane[:2] in revoked])
+        await self._finish([w for lane, w in self._workers.items() if lane[:2] in revoked],
+                           self._drain_timeout)
+        return self._forget(partitions)
+
+    async def _abandon(self, partitions: list[TopicPartitionKey]) -> None:
+        lost = set(partitions)
+        self._owned.difference_update(lost)
+        await self._finish([w for lane, w in self._workers.items() if lane[:2] in lost], 0)
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        for tp in partitions:
+            self._paused.discard(tp)
+            self._pending.pop(tp, None)
         return self._tracker.forget(partitions)
 
-    async def _finish(self, tasks: list[asyncio.Task[None]]) -> None:
-        """Let lane workers finish within `drain_timeout`; cancel the rest (their records stay
+    @staticmethod
+    async def _finish(tasks: list[asyncio.Task[None]], timeout: float) -> None:
+        """Let lane workers finish within `timeout`; cancel the rest (their records stay
         uncommitted, so whoever owns the partition next redoes them)."""
         if not tasks:
             return
-        _, late = await asyncio.wait(tasks, timeout=self._drain_timeout)
+        late = set(tasks)
+        if timeout > 0:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
         for task in late:
             task.cancel()
         if late:
             await asyncio.wait(late)
 
     async def stop(self) -> None:
-        """Finish in-flight records (up to `drain_timeout`), commit, and leave the group."""
-        if self._loop_task is None or self._client is None:
+        """Finish in-flight records within `drain_timeout`, commit, and leave the group.
+
+        A cancellation of the caller is not swallowed: lanes are cancelled, the group is
+        left, and the `CancelledError` goes on up."""
+        task, client = self._loop_task, self._client
+        if task is None or client is None:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._drain_timeout
         self._stopping = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._loop_task
-        await self._finish(list(self._workers.values()))
-        await self._client.store_offsets(self._tracker.take())
-        await self._client.close()
-        self._client = None
-        self._loop_task = None
+        try:
+            await asyncio.wait([task], timeout=self._drain_timeout)
+            await self._finish(list(self._workers.values()), deadline - loop.time())
+            await client.store_offsets(self._tracker.take())
+        finally:
+            task.cancel()
+            for worker in list(self._workers.values()):
+                worker.cancel()
+            await asyncio.wait([task, *self._workers.values()])
+            try:
+                await client.close()
+            except Exception:  # a failed consumer may not leave cleanly; it is gone either way
+                log.warning("closing the consumer of group %s failed", self.group_id,
+                            exc_info=True)
+            self._client = None
+            self._loop_task = None

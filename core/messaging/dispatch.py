@@ -3,11 +3,17 @@
 This is the one place where the ack/retry/dead-letter policy is decided; the Kafka consumer
 and the in-memory bus both hand every record to a `RecordDispatcher`.
 
-- A record that cannot be decoded is poison: it goes to the DLQ at once.
+- A well-formed record of an event type this consumer has no handler for (another team's
+  event on a shared topic) is `NO_HANDLER`: acknowledged and counted, not dead-lettered.
+- A record that cannot be decoded, whatever the reason (bad bytes, a null header, a bug in
+  an upcaster), is poison: it goes to the DLQ at once with the error.
 - Each handler runs through the idempotency store, so one that already succeeded for this
   event (before a crash, or on an earlier attempt) is skipped.
 - Failing handlers are retried with the policy's backoff; only the failing ones run again.
   `PermanentHandlerError`, or the policy's `should_retry` saying no, ends the retries early.
+- A store that cannot be reached (`StoreUnavailableError`: the database down, no free
+  connection) is not the handler's failure: the record waits and is tried again without
+  spending an attempt, for as long as it takes; it is never dead-lettered for that.
 - Out of attempts, the record goes to the DLQ with the error. If even the DLQ cannot take it,
   that is retried without end and logged loudly: the record is never dropped, and the
   caller does not acknowledge it until `process` returns.
@@ -24,10 +30,14 @@ from typing import Any
 
 from core.messaging.dlq import DeadLetterSink, dead_letter_headers
 from core.messaging.events import BaseEvent
-from core.messaging.exceptions import DeserializationError, PermanentHandlerError
+from core.messaging.exceptions import (
+    PermanentHandlerError,
+    StoreUnavailableError,
+    UnknownEventTypeError,
+)
 from core.messaging.handlers import HandlerRegistry, NamedHandler
 from core.messaging.idempotency import IdempotencyStore, Work
-from core.messaging.serialization import EventSerializer
+from core.messaging.serialization import EventSerializer, event_type_of
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy
 
@@ -47,6 +57,9 @@ def _retryable(exc: BaseException) -> bool:
 DEFAULT_RETRY = RetryPolicy(max_attempts=5, initial_delay=0.2, max_delay=10.0,
                             should_retry=_retryable)
 DLQ_RETRY_DELAY = 1.0
+STORE_RETRY = RetryPolicy(max_attempts=1_000_000, initial_delay=0.1, max_delay=5.0)
+"""Waits between tries while the idempotency store is unavailable (the count is not a limit
+that matters: the record is never given up for it)."""
 
 
 class RecordDispatcher:
@@ -69,21 +82,36 @@ class RecordDispatcher:
         self.group = consumer_group
 
     async def process(self, record: Record) -> Outcome:
+        event_type = event_type_of(record.headers)
+        if event_type is not None and not self.handlers.may_handle(event_type):
+            return self._not_ours(record, event_type)
         try:
             event = self.serializer.deserialize(record.value, record.headers)
-        except DeserializationError as exc:
+        except UnknownEventTypeError:
+            return self._not_ours(record, event_type)
+        except Exception as exc:  # any failure to decode is poison, never a crash
             log.warning("poison record %s/%d@%d: %s", record.topic, record.partition,
                         record.offset, exc)
             await self._dead_letter(record, exc, 1, [])
             return Outcome.DEAD_LETTERED
         pending = self.handlers.handlers_for(event)
         if not pending:
-            return Outcome.NO_HANDLER
-        attempt = 1
+            return self._not_ours(record, event_type)
+        attempt, outages = 1, 0
         while True:
             failures = await self._run(event, record, pending, attempt)
             if not failures:
                 return Outcome.HANDLED
+            unavailable = [f for f in failures if isinstance(f[1], StoreUnavailableError)]
+            if unavailable:  # not the handlers' fault: wait, and spend no attempt
+                outages += 1
+                delay = STORE_RETRY.delay(min(outages, 20))
+                log.warning("idempotency store unavailable for %s %s; retrying in %.2fs: %s",
+                            event.EVENT_TYPE, event.event_id, delay, unavailable[0][1])
+                await asyncio.sleep(delay)
+                pending = [h for h, _ in failures]
+                continue
+            outages = 0
             error = failures[0][1]
             if not self.retry.retries(error, attempt):
                 log.error("giving up on %s %s after %d attempts: %r", event.EVENT_TYPE,
@@ -96,6 +124,11 @@ class RecordDispatcher:
             await asyncio.sleep(delay)
             pending = [h for h, _ in failures]
             attempt += 1
+
+    def _not_ours(self, record: Record, event_type: bytes | None) -> Outcome:
+        log.debug("no handler for %r at %s/%d@%d", event_type, record.topic, record.partition,
+                  record.offset)
+        return Outcome.NO_HANDLER
 
     async def _run(
         self,

@@ -28,9 +28,10 @@ class EventBus(Protocol):
     """Publishes events to topics and runs subscribed handlers.
 
     `publish` returns once the event is durable (acknowledged by all in-sync replicas on
-    Kafka). Events with the same partition key are delivered to handlers in publish order.
-    Delivery is at-least-once; handlers run through an idempotency store, so effects happen
-    once per (event, handler).
+    Kafka), with where it was stored. Events with the same partition key are delivered to
+    handlers in publish order. Delivery is at-least-once; handlers run through an idempotency
+    store, so effects happen once per (event, handler). An event that does not name its
+    origin (`service_name`) is published with the bus's service name.
     """
 
     async def start(self) -> None: ...
@@ -40,17 +41,23 @@ class EventBus(Protocol):
     async def publish(
         self, topic: str, event: BaseEvent[Any], *, key: str | None = None,
         headers: Headers | None = None,
-    ) -> None: ...
+    ) -> DeliveryReport: ...
 
     async def publish_many(self, topic: str, events: Sequence[BaseEvent[Any]]) -> None: ...
 
     def subscribe(
         self, topics: Iterable[str] | str, handler: Handler, *, group_id: str | None = None
-    ) -> None: ...
+    ) -> Any: ...
 
 
 class KafkaEventBus:
-    """The production bus: one shared idempotent producer, one `EventConsumer` per group."""
+    """The production bus: one shared idempotent producer, one `EventConsumer` per group.
+
+    `start()` creates what its consumers need before they join their groups: each subscribed
+    topic's `<topic>.dlq` and (unless `create_topics=False`) the subscribed topics, with the
+    config's partitions and replication. Topics it only publishes to are not created: make
+    them with `KafkaAdmin.create_topics` (a record for a missing topic fails to publish).
+    """
 
     def __init__(
         self,
@@ -64,7 +71,7 @@ class KafkaEventBus:
     ) -> None:
         self.config = config
         self.events = events or EventRegistry()
-        self.serializer = EventSerializer(self.events)
+        self.serializer = EventSerializer(self.events, service_name=config.service_name)
         self.producer = producer or KafkaProducer(config)
         self._idempotency = idempotency or InMemoryIdempotencyStore()
         self._retry = retry
@@ -131,9 +138,10 @@ class InMemoryEventBus:
         *,
         idempotency: IdempotencyStore | None = None,
         retry: RetryPolicy = IMMEDIATE_RETRY,
+        service_name: str = "",
     ) -> None:
         self.events = events or EventRegistry()
-        self.serializer = EventSerializer(self.events)
+        self.serializer = EventSerializer(self.events, service_name=service_name)
         self._idempotency = idempotency or InMemoryIdempotencyStore()
         self._retry = retry
         self.dead_letters = InMemoryDeadLetterSink()
@@ -149,7 +157,7 @@ class InMemoryEventBus:
     async def publish(
         self, topic: str, event: BaseEvent[Any], *, key: str | None = None,
         headers: Headers | None = None,
-    ) -> None:
+    ) -> DeliveryReport:
         value, event_headers = self.serializer.serialize(event)
         partition_key = key if key is not None else event.partition_key()
         record = Record(
@@ -158,6 +166,7 @@ class InMemoryEventBus:
             value=value, headers=event_headers + list(headers or []),
         )
         await self.deliver(record)
+        return DeliveryReport(topic, 0, record.offset)
 
     async def deliver(self, record: Record) -> list[Outcome]:
         """Hand a raw record to every subscriber of its topic (also for poison-record tests)."""

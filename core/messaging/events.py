@@ -19,7 +19,14 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    computed_field,
+    field_serializer,
+)
 
 DataT = TypeVar("DataT")
 
@@ -47,6 +54,14 @@ class BaseEvent(BaseModel, Generic[DataT]):
     correlation_id: str | None = None
     causation_id: str | None = None
     data: DataT
+
+    @field_serializer("service_name")
+    def _origin(self, value: str, info: SerializationInfo) -> str:
+        """An event that does not name its origin gets the publishing service's name (the
+        serializer passes it as context), so no caller has to remember to set it."""
+        if value or not info.context:
+            return value
+        return str(info.context.get("service_name", ""))
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -82,7 +97,11 @@ E = TypeVar("E", bound=BaseEvent[Any])
 
 
 class DomainEvent(BaseEvent[DataT], Generic[DataT]):
-    """Something that happened to one aggregate inside a service; keyed by that aggregate."""
+    """Something that happened to one aggregate inside a service; keyed by that aggregate.
+
+    `aggregate_id` is part of the envelope on the wire (a top-level field beside `data`); a
+    record without it does not decode as this event.
+    """
 
     aggregate_id: str
 

@@ -19,6 +19,11 @@ class UnknownEventError(DeserializationError):
     """The record names an event type or version this service does not know."""
 
 
+class UnknownEventTypeError(UnknownEventError):
+    """The record's event type is not one this process knows at all (another team's event on
+    a shared topic): not poison for this consumer, only none of its business."""
+
+
 class PublishError(MessagingError):
     """The broker did not acknowledge a record. `permanent` when sending the same record
     again cannot succeed as things stand (too large, invalid topic, not authorized)."""
@@ -38,6 +43,20 @@ class RemoteHandlerError(MessagingError):
 
 class ConsumerStoppedError(MessagingError):
     """The consumer was stopped before the operation finished."""
+
+
+class ConsumerFailedError(MessagingError):
+    """The consumer hit an error it cannot recover from (authentication, authorization, a
+    fenced or invalid group member) and stopped; restarting it as it is will not help."""
+
+
+class TopicSetupError(MessagingError):
+    """A topic the component needs does not exist and could not be created."""
+
+
+class StoreUnavailableError(MessagingError):
+    """The idempotency store (the inbox's database) could not be reached or had no free
+    connection: not the handler's fault, so it costs no attempt and never dead-letters."""
 
 
 class PermanentHandlerError(MessagingError):

@@ -31,7 +31,12 @@ class NamedHandler:
 
 
 def as_event_handler(fn: Callable[..., Awaitable[None]]) -> EventHandler:
-    """Accept `async def h(event)` as well as `async def h(event, ctx)`; decided once here."""
+    """Accept `async def h(event)` as well as `async def h(event, ctx)`, and objects whose
+    `__call__` is such a coroutine function; decided once here."""
+    if not (inspect.iscoroutinefunction(fn)
+            or inspect.iscoroutinefunction(getattr(fn, "__call__", None))):  # noqa: B004
+        raise TypeError(f"handler {fn!r} must be an async function (or an object with an "
+                        "async __call__) taking (event) or (event, ctx)")
     params = [
         p for p in inspect.signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
@@ -48,7 +53,9 @@ def as_event_handler(fn: Callable[..., Awaitable[None]]) -> EventHandler:
 
 
 def handler_name(fn: Callable[..., Any]) -> str:
-    return f"{fn.__module__}.{fn.__qualname__}"
+    """`module.qualname` of a function, or of the class of a callable object."""
+    named = fn if hasattr(fn, "__qualname__") else type(fn)
+    return f"{named.__module__}.{named.__qualname__}"
 
 
 class HandlerRegistry:
@@ -58,14 +65,15 @@ class HandlerRegistry:
     def __init__(self, events: EventRegistry | None = None) -> None:
         self.events = events or EventRegistry()
         self._handlers: dict[tuple[str, int], list[NamedHandler]] = {}
+        self._every: list[NamedHandler] = []
+        self._types: set[bytes] = set()
 
     @classmethod
     def for_all(cls, events: EventRegistry, fn: Callable[..., Awaitable[None]]) -> HandlerRegistry:
-        """A registry that runs one function for every event type `events` knows."""
+        """A registry that runs one function for every event `events` can decode, including
+        types registered after this call."""
         registry = cls(events)
-        wrapped, name = as_event_handler(fn), handler_name(fn)
-        for event_cls in list(events):
-            registry.add(event_cls, wrapped, name=name)
+        registry._every.append(NamedHandler(handler_name(fn), as_event_handler(fn)))
         return registry
 
     def handles(
@@ -92,9 +100,18 @@ class HandlerRegistry:
         if any(h.name == named.name for h in bucket):
             raise ValueError(f"handler {named.name!r} is already registered for {event_cls}")
         bucket.append(named)
+        self._types.add(event_cls.EVENT_TYPE.encode())
 
     def handlers_for(self, event: BaseEvent[Any]) -> list[NamedHandler]:
-        return self._handlers.get((event.EVENT_TYPE, event.EVENT_VERSION), [])
+        found = self._handlers.get((event.EVENT_TYPE, event.EVENT_VERSION))
+        if not self._every:
+            return found or []
+        return [*self._every, *(found or [])]
+
+    def may_handle(self, event_type: bytes) -> bool:
+        """Whether an event of this (raw header) type could have a handler here; False lets a
+        consumer skip another team's events on a shared topic without decoding them."""
+        return bool(self._every) or event_type in self._types
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._handlers.values())
+        return len(self._every) + sum(len(b) for b in self._handlers.values())

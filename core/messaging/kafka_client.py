@@ -36,15 +36,25 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import MessagingError, PublishError
+from core.messaging.exceptions import (
+    ConsumerFailedError,
+    MessagingError,
+    PublishError,
+    TopicSetupError,
+)
 from core.messaging.types import Headers, Record
 
 log = logging.getLogger(__name__)
+RDKAFKA_LOG = logging.getLogger("librdkafka")
+"""librdkafka's own log lines (`%4|...|GETPID|...`) come here instead of raw to stderr."""
 
 TopicPartitionKey = tuple[str, int]
 AssignCallback = Callable[[list[TopicPartitionKey]], None]
 RevokeCallback = Callable[[list[TopicPartitionKey]], Mapping[TopicPartitionKey, int]]
 """Called before partitions are taken away; returns the next offsets to commit for them."""
+LostCallback = Callable[[list[TopicPartitionKey]], None]
+"""Called when partitions were lost (another member may own them already): nothing of theirs
+may be committed, and work on them should stop at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,7 @@ def _base(config: KafkaConfig) -> dict[str, Any]:
     return {
         "bootstrap.servers": config.bootstrap_servers,
         "client.id": config.client_id,
+        "logger": RDKAFKA_LOG,
         **config.extra,
     }
 
@@ -317,6 +328,7 @@ class KafkaConsumer:
         *,
         on_assign: AssignCallback | None = None,
         on_revoke: RevokeCallback | None = None,
+        on_lost: LostCallback | None = None,
         **overrides: Any,
     ) -> None:
         self._conf = {
@@ -329,6 +341,7 @@ class KafkaConsumer:
         self.group_id = group_id
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._on_lost = on_lost
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._consumer: Consumer | None = None
 
@@ -363,27 +376,56 @@ class KafkaConsumer:
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may already own them, so nothing may be committed.
-        if self._on_revoke is not None:
-            self._on_revoke([(p.topic, p.partition) for p in partitions])
+        if self._on_lost is not None:
+            self._on_lost([(p.topic, p.partition) for p in partitions])
 
     async def poll(
         self,
         max_records: int = 500,
         timeout: float = 0.1,
         store: Mapping[TopicPartitionKey, int] | None = None,
+        pause: Iterable[TopicPartitionKey] = (),
+        resume: Iterable[TopicPartitionKey] = (),
     ) -> list[Record]:
         """Up to `max_records` records, as soon as at least one is there (or [] after
-        `timeout`). `store` offsets are stored first, in the same trip to the consumer
-        thread: one hop per poll keeps the loop's overhead low."""
-        records = await self._call(self._poll, max_records, timeout, store)
+        `timeout`). `store` offsets are stored and `pause` / `resume` applied first, in the
+        same trip to the consumer thread: one hop per poll keeps the loop's overhead low.
+
+        Raises `ConsumerFailedError` on an error the consumer cannot recover from."""
+        records = await self._call(self._poll, max_records, timeout, store, pause, resume)
         return records  # type: ignore[no-any-return]
 
     def _poll(
-        self, max_records: int, timeout: float, store: Mapping[TopicPartitionKey, int] | None
+        self,
+        max_records: int,
+        timeout: float,
+        store: Mapping[TopicPartitionKey, int] | None,
+        pause: Iterable[TopicPartitionKey],
+        resume: Iterable[TopicPartitionKey],
+    ) -> list[Record]:
+        try:
+            return self._poll_once(max_records, timeout, store, pause, resume)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and _consumer_failed(err):
+                raise ConsumerFailedError(f"group {self.group_id}: {err}") from exc
+            raise
+
+    def _poll_once(
+        self,
+        max_records: int,
+        timeout: float,
+        store: Mapping[TopicPartitionKey, int] | None,
+        pause: Iterable[TopicPartitionKey],
+        resume: Iterable[TopicPartitionKey],
     ) -> list[Record]:
         assert self._consumer is not None
         if store:
             self._store(store)
+        if pause:
+            self._consumer.pause([TopicPartition(t, p) for t, p in pause])
+        if resume:
+            self._consumer.resume([TopicPartition(t, p) for t, p in resume])
         # Wait for the first record only, then take what is already fetched: a batch call with
         # a timeout would sit out the whole timeout whenever fewer than max_records arrive.
         first = self._consumer.poll(timeout)
@@ -397,10 +439,10 @@ class KafkaConsumer:
             err = msg.error()
             if err is None:
                 records.append(_record(msg))
-            elif err.fatal():
+            elif _consumer_failed(err):
                 raise KafkaException(err)
             elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", err)
+                log.warning("consumer error in group %s: %s", self.group_id, err)
         return records
 
     async def store_offsets(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
@@ -426,34 +468,61 @@ class KafkaConsumer:
         self._executor.shutdown(wait=True)
 
 
+_CONSUMER_FAILURES = frozenset({
+    KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.INVALID_GROUP_ID, KafkaError.FENCED_INSTANCE_ID, KafkaError._FENCED,
+    KafkaError.UNSUPPORTED_SASL_MECHANISM, KafkaError.ILLEGAL_SASL_STATE,
+})
+
+
+def _consumer_failed(err: KafkaError) -> bool:
+    """Whether a consumer error will not heal by itself: librdkafka's fatal errors, and the
+    ones that need someone to change credentials, ACLs or the group's configuration."""
+    return bool(err.fatal()) or err.code() in _CONSUMER_FAILURES
+
+
 class KafkaAdmin:
     """Topic management; every call is idempotent where Kafka allows it."""
 
     def __init__(self, config: KafkaConfig) -> None:
         self._admin = AdminClient(_base(config))
+        self._config = config
 
     async def create_topics(
         self,
         topics: Iterable[str],
-        partitions: int = 3,
-        replication_factor: int = 1,
+        partitions: int | None = None,
+        replication_factor: int | None = None,
         configs: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
     ) -> None:
-        """Create the topics that do not exist yet; existing ones are left as they are."""
+        """Create the topics that do not exist yet; existing ones are left as they are.
+
+        Partitions and replication default to the config's. Raises `TopicSetupError`, naming
+        the topic and the reason, when one cannot be created within `timeout` seconds (the
+        broker away, not authorized, a replication factor above the broker count)."""
         new = [
-            NewTopic(t, num_partitions=partitions, replication_factor=replication_factor,
+            NewTopic(t, num_partitions=partitions or self._config.topic_partitions,
+                     replication_factor=replication_factor
+                     or self._config.topic_replication_factor,
                      config=dict(configs or {}))
             for t in topics
         ]
         if not new:
             return
-        futures = await asyncio.to_thread(self._admin.create_topics, new, operation_timeout=30)
+        futures = await asyncio.to_thread(self._admin.create_topics, new,
+                                          operation_timeout=timeout, request_timeout=timeout)
         for topic, fut in futures.items():
             try:
-                await asyncio.wrap_future(fut)
+                await asyncio.wait_for(asyncio.wrap_future(fut), timeout + 5)
+            except TimeoutError:
+                raise TopicSetupError(
+                    f"cannot create topic {topic}: no answer from Kafka at "
+                    f"{self._config.bootstrap_servers} within {timeout:g}s") from None
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise MessagingError(f"cannot create topic {topic}: {exc}") from exc
+                    raise TopicSetupError(f"cannot create topic {topic}: {exc}") from exc
 
     async def topics(self) -> dict[str, int]:
         """Topic name to partition count."""

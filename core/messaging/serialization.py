@@ -15,7 +15,12 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from core.messaging.events import BaseEvent
-from core.messaging.exceptions import MalformedEventError, UnknownEventError
+from core.messaging.exceptions import (
+    DeserializationError,
+    MalformedEventError,
+    UnknownEventError,
+    UnknownEventTypeError,
+)
 from core.messaging.types import (
     HEADER_CAUSATION_ID,
     HEADER_CONTENT_TYPE,
@@ -97,10 +102,15 @@ class EventSerializer:
     Hot path: the type and version headers (raw bytes) map through a small cache straight to
     the class that parses the body, so a current-version record costs one dict look-up plus
     pydantic's JSON validation.
+
+    `service_name` is written into the envelope of every event that does not name its origin,
+    so publishers need not set it on each event they build.
     """
 
-    def __init__(self, registry: EventRegistry) -> None:
+    def __init__(self, registry: EventRegistry, *, service_name: str = "") -> None:
         self.registry = registry
+        self.service_name = service_name
+        self._context = {"service_name": service_name}
         self._current: dict[tuple[bytes, bytes], EventClass] = {}
         self._generation = registry.generation
 
@@ -116,10 +126,21 @@ class EventSerializer:
             headers.append((HEADER_CORRELATION_ID, event.correlation_id.encode()))
         if event.causation_id:
             headers.append((HEADER_CAUSATION_ID, event.causation_id.encode()))
-        return event.__pydantic_serializer__.to_json(event), headers  # bytes, no str detour
+        # bytes, no str detour; the context fills an empty service_name (see BaseEvent)
+        return event.__pydantic_serializer__.to_json(event, context=self._context), headers
 
     def deserialize(self, value: bytes | None, headers: Headers | None = None) -> BaseEvent[Any]:
-        """Decode one record's value; raise a `DeserializationError` subclass if it is poison."""
+        """Decode one record's value. Every failure, whatever raised it (a malformed header, a
+        bug in an upcaster), is a `DeserializationError`: the record is poison, not a crash.
+        `UnknownEventTypeError` means the type is not known here at all."""
+        try:
+            return self._deserialize(value, headers)
+        except DeserializationError:
+            raise
+        except Exception as exc:
+            raise MalformedEventError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+
+    def _deserialize(self, value: bytes | None, headers: Headers | None) -> BaseEvent[Any]:
         if not value:
             raise MalformedEventError("record has no value")
         if headers:
@@ -142,7 +163,7 @@ class EventSerializer:
         event_type, version, body = _identify(value, headers)
         target = self.registry.latest(event_type)
         if target is None:
-            raise UnknownEventError(f"unknown event type {event_type!r}")
+            raise UnknownEventTypeError(f"unknown event type {event_type!r}")
         if version > target.EVENT_VERSION:
             raise UnknownEventError(
                 f"{event_type} v{version} is newer than the newest known v{target.EVENT_VERSION}"
@@ -154,8 +175,15 @@ class EventSerializer:
                 return event
             if body is None:
                 body = _parse(value)
-            body["data"] = self.registry.upcast(event_type, version, target.EVENT_VERSION,
-                                                body.get("data"))
+            try:
+                body["data"] = self.registry.upcast(event_type, version, target.EVENT_VERSION,
+                                                    body.get("data"))
+            except DeserializationError:
+                raise
+            except Exception as exc:
+                raise MalformedEventError(
+                    f"upcasting {event_type} v{version} to v{target.EVENT_VERSION} failed: "
+                    f"{type(exc).__name__}: {exc}") from exc
             return target.model_validate(body)
         except ValidationError as exc:
             raise MalformedEventError(f"{event_type} v{version}: {_first_errors(exc)}") from exc
@@ -165,6 +193,8 @@ def _identify(value: bytes, headers: Headers) -> tuple[str, int, dict[str, Any] 
     """Type and version from headers when present (no parse), else from the body."""
     event_type = version = None
     for name, raw in headers:
+        if raw is None:  # Kafka allows a header without a value: as good as absent
+            continue
         if name == HEADER_EVENT_TYPE:
             event_type = raw.decode("utf-8", "replace")
         elif name == HEADER_EVENT_VERSION:
@@ -190,6 +220,14 @@ def _parse(value: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise MalformedEventError("record value is not a JSON object")
     return body
+
+
+def event_type_of(headers: Headers) -> bytes | None:
+    """The raw `event_type` header, or None: enough to route a record without decoding it."""
+    for name, raw in headers:
+        if name == HEADER_EVENT_TYPE:
+            return raw
+    return None
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
