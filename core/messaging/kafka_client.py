@@ -469,7 +469,7 @@ class KafkaConsumer:
 
 
 _CONSUMER_FAILURES = frozenset({
-    KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._FATAL, KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
     KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.INVALID_GROUP_ID, KafkaError.FENCED_INSTANCE_ID, KafkaError._FENCED,
     KafkaError.UNSUPPORTED_SASL_MECHANISM, KafkaError.ILLEGAL_SASL_STATE,
@@ -607,5 +607,29 @@ def _commit_offsets(config: KafkaConfig, group: str, topic: str, offsets: dict[i
     try:
         consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
                         asynchronous=False)
+    finally:
+        consumer.close()
+
+
+async def group_lag(config: KafkaConfig, group: str, topic: str) -> dict[int, int]:
+    """Records per partition of `topic` that `group` has not committed yet (a partition the
+    group never committed counts from its low watermark)."""
+    return await asyncio.to_thread(_group_lag, config, group, topic)
+
+
+def _group_lag(config: KafkaConfig, group: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({**_base(config), "group.id": group, "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return {}
+        parts = [TopicPartition(topic, p) for p in meta.partitions]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
+        lag = {}
+        for tp in parts:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            done = committed.get(tp.partition, -1)
+            lag[tp.partition] = high - (done if done >= 0 else low)
+        return lag
     finally:
         consumer.close()

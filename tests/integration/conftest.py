@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -45,7 +46,8 @@ async def make_bus(kafka_config: KafkaConfig) -> AsyncIterator[BusFactory]:
     def factory(events: EventRegistry | None = None, *, group: str | None = None,
                 config: KafkaConfig | None = None, **options: Any) -> KafkaEventBus:
         base = config or kafka_config
-        cfg = KafkaConfig(base.bootstrap_servers, unique("client"), group or unique("group"))
+        cfg = dataclasses.replace(base, client_id=unique("client"),
+                                  consumer_group=group or unique("group"))
         bus = KafkaEventBus(cfg, events, **options)
         buses.append(bus)
         return bus

@@ -1,0 +1,389 @@
+"""The consumer's unhappy paths against the real broker (which, like production, does not
+create topics by itself): records that cannot be decoded, other teams' event types, a key
+stuck in retries while the in-flight limit is full, a dispatcher crash, stop and restart,
+lost partitions, and errors the consumer cannot recover from."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from core.config import KafkaConfig
+from core.messaging import dlq
+from core.messaging.dispatch import Outcome
+from core.messaging.events import IntegrationEvent
+from core.messaging.exceptions import (
+    ConsumerFailedError,
+    PermanentHandlerError,
+    TopicSetupError,
+)
+from core.messaging.kafka_client import (
+    KafkaAdmin,
+    KafkaProducer,
+    group_lag,
+    read_topic,
+)
+from core.messaging.types import MessageContext, Record
+from tests.integration.conftest import BusFactory
+from tests.support import OrderPlaced, eventually, order_registry, placed, unique
+
+pytestmark = pytest.mark.kafka
+
+
+async def _lag_is_zero(config: KafkaConfig, group: str, topic: str) -> bool:
+    lag = await group_lag(config, group, topic)
+    return bool(lag) and not any(lag.values())
+
+
+async def _produce_raw(config: KafkaConfig, topic: str,
+                       records: list[tuple[bytes | None, bytes, list[tuple[str, Any]]]]) -> None:
+    producer = KafkaProducer(config)
+    await producer.start()
+    try:
+        for value, key, headers in records:
+            await producer.produce(topic, value, key, headers)
+    finally:
+        await producer.stop()
+
+
+# --- topics the consumer needs --------------------------------------------------------------
+
+
+async def test_dead_letter_topic_is_created_at_start_and_takes_dead_letters(
+    make_bus: BusFactory, kafka_config: KafkaConfig
+) -> None:
+    topic = unique("fresh")  # nobody created it, nor its .dlq; the broker will not either
+    config = KafkaConfig(kafka_config.bootstrap_servers, unique("c"), unique("g"),
+                         topic_partitions=2)
+    bus = make_bus(order_registry(), config=config)
+
+    async def refuse(event: OrderPlaced) -> None:
+        raise PermanentHandlerError("never")
+
+    consumer = bus.subscribe(topic, refuse)
+    await bus.start()
+    topics = await KafkaAdmin(kafka_config).topics()
+    assert topics.get(topic) == 2 and topics.get(dlq.dlq_topic(topic)) == 2
+    await consumer.wait_assigned()
+    await bus.publish(topic, placed("o-dead"))
+    letters = await eventually(lambda: dlq.list_dead_letters(kafka_config, topic), interval=0.2)
+    assert [x.record.key for x in letters] == [b"o-dead"]
+    await eventually(lambda: _lag_is_zero(kafka_config, consumer.group_id, topic))
+
+
+async def test_start_fails_clearly_when_its_topics_cannot_be_created(
+    make_bus: BusFactory, kafka_config: KafkaConfig
+) -> None:
+    config = KafkaConfig(kafka_config.bootstrap_servers, unique("c"), unique("g"),
+                         topic_replication_factor=3)  # one broker cannot hold 3 replicas
+    bus = make_bus(order_registry(), config=config)
+
+    async def handle(event: OrderPlaced) -> None:
+        pass
+
+    topic = unique("unmakeable")
+    bus.subscribe(topic, handle)
+    with pytest.raises(TopicSetupError, match=topic):
+        await bus.start()
+
+
+async def test_existing_topics_are_used_without_creating_them(
+    make_bus: BusFactory, kafka_config: KafkaConfig, topic: str
+) -> None:
+    bus = make_bus(order_registry(), create_topics=False)
+    seen: list[str] = []
+
+    async def handle(event: OrderPlaced) -> None:
+        seen.append(event.aggregate_id)
+
+    consumer = bus.subscribe(topic, handle)
+    await bus.start()
+    await consumer.wait_assigned()
+    await bus.publish(topic, placed("o-1"))
+    await eventually(lambda: seen == ["o-1"])
+    missing = make_bus(order_registry(), create_topics=False)
+    absent = unique("absent")
+    lonely = missing.subscribe(absent, handle)
+    await missing.start()
+    with pytest.raises(TimeoutError, match=absent):
+        await lonely.wait_assigned(timeout=3)
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+async def test_any_decode_failure_is_poison_and_later_records_of_its_key_follow_it(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig
+) -> None:
+    events = order_registry()
+
+    @events.upcaster("order.placed", from_version=0)  # a buggy upcaster: raises KeyError
+    def broken(data: dict[str, Any]) -> dict[str, Any]:
+        return {"missing": data["nope"]}
+
+    seen: list[int] = []
+
+    async def book(event: OrderPlaced) -> None:
+        seen.append(event.data.seq)
+
+    bus = make_bus(events)
+    consumer = bus.subscribe(topic, book)
+    await bus.start()
+    await consumer.wait_assigned()
+    v0 = b'{"event_type": "order.placed", "event_version": 0, "aggregate_id": "k", "data": {}}'
+    await bus.publish(topic, placed("k", seq=1))
+    await _produce_raw(kafka_config, topic, [
+        (v0, b"k", [("event_type", b"order.placed"), ("event_version", b"0")]),
+        (b"{}", b"k", [("event_type", b"order.placed"), ("event_version", None)]),
+    ])
+    await bus.publish(topic, placed("k", seq=2))
+    await eventually(lambda: seen == [1, 2])
+    dead = await eventually(lambda: read_topic(kafka_config, dlq.dlq_topic(topic)))
+    errors = sorted(r.header(dlq.H_ERROR) or "" for r in dead)
+    assert len(errors) == 2
+    assert any("KeyError" in e and "upcasting" in e for e in errors), errors
+    await eventually(lambda: _lag_is_zero(kafka_config, consumer.group_id, topic))
+
+
+async def test_a_crash_of_the_dispatcher_never_lets_its_key_be_overtaken(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig
+) -> None:
+    seen: list[int] = []
+
+    async def book(event: OrderPlaced) -> None:
+        seen.append(event.data.seq)
+
+    bus = make_bus(order_registry())
+    consumer = bus.subscribe(topic, book)
+    dispatcher = consumer._routes[topic]
+    real, crashes = dispatcher.process, []
+
+    async def crash_once(record: Record) -> Outcome:
+        if not crashes:
+            crashes.append(record.offset)
+            raise RuntimeError("a bug in the dispatcher")
+        return await real(record)
+
+    dispatcher.process = crash_once  # type: ignore[method-assign]
+    await bus.start()
+    await consumer.wait_assigned()
+    await bus.publish_many(topic, [placed("k", seq=i) for i in range(5)])
+    await eventually(lambda: len(seen) == 5)
+    assert seen == [0, 1, 2, 3, 4] and crashes
+    await eventually(lambda: _lag_is_zero(kafka_config, consumer.group_id, topic))
+
+
+class InvoiceData(BaseModel):
+    invoice_id: str
+
+
+class InvoiceIssued(IntegrationEvent[InvoiceData]):
+    EVENT_TYPE = "billing.invoice_issued"
+
+
+async def test_other_teams_event_types_are_skipped_not_dead_lettered(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig
+) -> None:
+    seen: list[str] = []
+
+    async def book(event: OrderPlaced) -> None:
+        seen.append(event.aggregate_id)
+
+    bus = make_bus(order_registry())
+    consumer = bus.subscribe(topic, book)
+    await bus.start()
+    await consumer.wait_assigned()
+    billing = make_bus()
+    billing.events.register(InvoiceIssued)
+    await billing.start()
+    for i in range(3):
+        await billing.publish(topic, InvoiceIssued(key="k", data=InvoiceData(invoice_id=str(i))))
+    await bus.publish(topic, placed("k"))
+    await eventually(lambda: seen == ["k"])
+    await eventually(lambda: _lag_is_zero(kafka_config, consumer.group_id, topic))
+    assert consumer.processed[Outcome.NO_HANDLER] == 3
+    assert consumer.processed[Outcome.DEAD_LETTERED] == 0
+    assert await read_topic(kafka_config, dlq.dlq_topic(topic), timeout=2) == []
+
+
+# --- flow control, stop, restart -------------------------------------------------------------
+
+
+async def test_a_full_partition_is_paused_while_other_partitions_keep_flowing(
+    make_bus: BusFactory, kafka_config: KafkaConfig
+) -> None:
+    topic = unique("two")
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=2)
+    stuck = asyncio.Event()
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        if event.aggregate_id == "stuck":
+            stuck.set()
+            await release.wait()
+        handled.append(event.aggregate_id)
+
+    bus = make_bus(order_registry(), max_in_flight=20)
+    consumer = bus.subscribe(topic, handle)
+    await bus.start()
+    await consumer.wait_assigned()
+    reports = [await bus.publish(topic, placed("stuck", seq=i)) for i in range(40)]
+    stuck_partition = reports[0].partition
+    await asyncio.wait_for(stuck.wait(), 30)
+    await eventually(lambda: consumer._pending.get((topic, stuck_partition), 0) >= 10)
+    # Only now the other partition gets records: the stuck one is at its limit.
+    others: list[str] = []
+    n = 0
+    while len(others) < 30:
+        key = f"other-{n}"
+        n += 1
+        if (await bus.publish(topic, placed(key))).partition != stuck_partition:
+            others.append(key)
+    await eventually(lambda: set(others) <= set(handled), timeout=30)
+    assert (topic, stuck_partition) in consumer._paused
+    assert consumer._pending[(topic, stuck_partition)] <= 40
+    release.set()
+    await eventually(lambda: handled.count("stuck") == 40, timeout=30)
+    await eventually(lambda: _lag_is_zero(kafka_config, consumer.group_id, topic))
+    assert not consumer._paused
+
+
+async def test_stop_finishes_within_drain_timeout_even_when_the_in_flight_limit_is_full(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig
+) -> None:
+    started, cancelled = [], []
+    hang = asyncio.Event()
+
+    async def handle(event: OrderPlaced) -> None:
+        started.append(event.aggregate_id)
+        try:
+            await hang.wait()
+        except asyncio.CancelledError:
+            cancelled.append(event.aggregate_id)
+            raise
+
+    bus = make_bus(order_registry(), max_in_flight=3, drain_timeout=1.0)
+    consumer = bus.subscribe(topic, handle)
+    await bus.start()
+    await consumer.wait_assigned()
+    await bus.publish_many(topic, [placed(f"o-{i}") for i in range(12)])
+    await eventually(lambda: len(started) >= 3)
+    began = time.monotonic()
+    await asyncio.wait_for(consumer.stop(), 15)
+    assert time.monotonic() - began < 10
+    assert sorted(cancelled) == sorted(started)
+    assert not consumer.running
+
+
+async def test_stop_passes_on_a_cancellation_it_did_not_cause(
+    make_bus: BusFactory, topic: str
+) -> None:
+    started = asyncio.Event()
+
+    async def handle(event: OrderPlaced) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    bus = make_bus(order_registry(), drain_timeout=60.0)
+    consumer = bus.subscribe(topic, handle)
+    await bus.start()
+    await consumer.wait_assigned()
+    await bus.publish(topic, placed("o-hang"))
+    await asyncio.wait_for(started.wait(), 30)
+    stopping = asyncio.create_task(consumer.stop())
+    await asyncio.sleep(0.5)
+    stopping.cancel()
+    done, _ = await asyncio.wait([stopping], timeout=15)
+    assert done and stopping.cancelled(), "stop() swallowed its caller's cancellation"
+    assert not consumer.running and consumer._client is None
+
+
+async def test_a_stopped_consumer_starts_again(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig
+) -> None:
+    seen: list[str] = []
+
+    async def handle(event: OrderPlaced) -> None:
+        seen.append(event.aggregate_id)
+
+    bus = make_bus(order_registry())
+    consumer = bus.subscribe(topic, handle)
+    await bus.start()
+    await consumer.wait_assigned()
+    await bus.publish(topic, placed("before"))
+    await eventually(lambda: seen == ["before"])
+    await consumer.stop()
+    await bus.publish(topic, placed("between"))
+    await consumer.start()
+    await consumer.wait_assigned()
+    await bus.publish(topic, placed("after"))
+    await eventually(lambda: seen == ["before", "between", "after"])
+
+
+async def test_lost_partitions_cancel_their_handlers_at_once(
+    make_bus: BusFactory, topic: str
+) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def handle(event: OrderPlaced) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    bus = make_bus(order_registry(), drain_timeout=60.0)
+    consumer = bus.subscribe(topic, handle)
+    await bus.start()
+    await consumer.wait_assigned()
+    await bus.publish(topic, placed("o-lost"))
+    await asyncio.wait_for(started.wait(), 30)
+    owned = sorted(consumer._owned)
+    # librdkafka calls this on its thread when the member was thrown out of the group.
+    await asyncio.to_thread(consumer._on_lost, owned)
+    assert cancelled.is_set(), "a lost partition's handler kept running"
+    assert not consumer._owned and not consumer._workers
+
+
+async def test_an_error_the_consumer_cannot_recover_from_stops_it(
+    make_bus: BusFactory, topic: str
+) -> None:
+    async def handle(event: OrderPlaced) -> None:
+        pass
+
+    member = unique("static")
+    first = make_bus(order_registry(), **{"group.instance.id": member})
+    group = first.config.consumer_group
+    fenced = first.subscribe(topic, handle)
+    await first.start()
+    await fenced.wait_assigned()
+    second = make_bus(order_registry(), group=group, **{"group.instance.id": member})
+    usurper = second.subscribe(topic, handle)
+    await second.start()
+    await usurper.wait_assigned()
+    await eventually(lambda: fenced.failure is not None, timeout=60)
+    assert isinstance(fenced.failure, ConsumerFailedError)
+    assert not fenced.running
+    with pytest.raises(ConsumerFailedError):
+        await fenced.wait_assigned(timeout=1)
+
+
+async def test_librdkafka_logs_go_through_logging(
+    kafka_config: KafkaConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = KafkaConfig("127.0.0.1:1", unique("c"), unique("g"))  # nothing listens there
+    producer = KafkaProducer(dead)
+    with caplog.at_level(logging.INFO, logger="librdkafka"):
+        await producer.start()
+        try:
+            await eventually(lambda: [r for r in caplog.records if r.name == "librdkafka"],
+                             timeout=20)
+        finally:
+            await producer.stop(timeout=1)
