@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 CHECKS = (
     "not_a_server_error",
@@ -55,17 +56,19 @@ class ContractRun:
 
 def run_schemathesis(
     base_url: str,
+    workdir: Path,
     *,
     headers: Mapping[str, str] | None = None,
     checks: Sequence[str] = CHECKS,
     phases: Sequence[str] = PHASES,
-    max_examples: int = 25,
+    max_examples: int = 50,
     request_timeout: float = 10,
     timeout: float = 240,
 ) -> ContractRun:
     """Run schemathesis against the service at `base_url`, with `headers` on every request
-    (credentials for routes behind permissions). `timeout` ends a run that hangs; a run that
-    overruns it raises `subprocess.TimeoutExpired` rather than passing."""
+    (credentials for routes behind permissions). It runs in `workdir`, where it keeps its
+    crash records (`st replay` there reruns a failure), never in the repository. `timeout`
+    ends a run that hangs: it raises `subprocess.TimeoutExpired` rather than passing."""
     command = (
         sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json",
         "--checks", ",".join(checks),
@@ -78,6 +81,7 @@ def run_schemathesis(
         *(arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")),
     )
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          check=False)
     return ContractRun(command, done.returncode, done.stdout + done.stderr,
                        time.monotonic() - started)

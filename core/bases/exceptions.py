@@ -180,8 +180,22 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    fields = [_field_error(err) for err in exc.errors()]
+    errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        # Not JSON at all is a request that cannot be understood (400), like a body FastAPI
+        # cannot even decode; 422 is for well-formed input that breaks a rule.
+        return error_response(BadRequestError.status_code, BadRequestError.code,
+                              "The request body is not valid JSON",
+                              [_json_error(err) for err in errors])
+    fields = [_field_error(err) for err in errors]
     return error_response(422, ValidationError.code, ValidationError.default_message, fields)
+
+
+def _json_error(err: Mapping[str, Any]) -> FieldError:
+    loc = list(err.get("loc", ()))
+    where = f" at character {loc[1]}" if len(loc) > 1 else ""
+    reason = str((err.get("ctx") or {}).get("error") or err.get("msg", "invalid JSON"))
+    return FieldError("body", f"{reason}{where}", "json_invalid", "body")
 
 
 def _field_error(err: Mapping[str, Any]) -> FieldError:

@@ -39,8 +39,10 @@ async def test_the_service_keeps_its_openapi_contract(
     log = tmp_path / f"{service.name}.log"
     served = await serve(spawn, service.module, kafka=kafka_config, output=log,
                          database_url=f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}")
-    run = await asyncio.to_thread(run_schemathesis, served.base_url, headers=service.headers)
+    run = await asyncio.to_thread(run_schemathesis, served.base_url, tmp_path,
+                                  headers=service.headers)
     assert served.proc.poll() is None, f"the service died during the run:\n{log.read_text()}"
+    print(f"{service.name}: {run.cases} cases in {run.seconds:.1f}s")
     assert run.cases > 0, f"schemathesis ran no case:\n{run.output}"
     assert run.passed, (
         f"{service.name} breaks its OpenAPI contract ({run.cases} cases, {run.seconds:.0f}s)\n"
