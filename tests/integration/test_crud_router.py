@@ -224,6 +224,21 @@ async def test_an_integer_its_column_cannot_hold_is_422_naming_the_field(
     assert fields(filtered)["price_cents__gte"]["code"] == "invalid_value"
 
 
+async def test_a_value_the_database_refuses_is_422_not_500(
+    client: AsyncClient, database: Database
+) -> None:
+    response = await client.post("/widgets", json={"name": "nul\u0000", "sku": sku(),
+                                                   "price_cents": 1})
+    if database.dialect == "sqlite":  # SQLite stores NUL characters; PostgreSQL refuses them
+        assert response.status_code == 201, response.text
+        return
+    assert response.status_code == 422, response.text
+    assert error(response)["code"] == "validation_error"
+    assert await widget_count(database) == 0
+    listed = await client.get("/widgets", params={"name": "nul\u0000"})
+    assert listed.status_code == 422, listed.text
+
+
 @pytest.mark.parametrize("body", [b'{"name": ', b'{"name": "\xff"}', b"\xff\xfe\x00"])
 async def test_a_body_that_is_not_json_is_400(client: AsyncClient, body: bytes) -> None:
     widget = await make(client)
