@@ -61,7 +61,7 @@ def run_schemathesis(
     headers: Mapping[str, str] | None = None,
     checks: Sequence[str] = CHECKS,
     phases: Sequence[str] = PHASES,
-    max_examples: int = 50,
+    max_examples: int = 80,
     request_timeout: float = 10,
     timeout: float = 240,
 ) -> ContractRun:
