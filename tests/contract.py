@@ -1,8 +1,9 @@
 """The API contract check every service gets: schemathesis against the service's own OpenAPI.
 
-`run_schemathesis(base_url)` runs the `st` command line against `{base_url}/openapi.json` in a
-child process (its own interpreter, so nothing it imports or patches leaks into the test run)
-and returns what it printed. The checks are the promises a service makes to its clients:
+`run_schemathesis(base_url, workdir)` runs the `st` command line against
+`{base_url}/openapi.json` in a child process (its own interpreter, so nothing it imports or
+patches leaks into the test run) and returns what it printed. The checks are the promises a
+service makes to its clients:
 
 - `not_a_server_error`: no input, however odd, gets a 5xx;
 - `status_code_conformance`: every status a route answers is declared in the OpenAPI;
@@ -10,8 +11,8 @@ and returns what it printed. The checks are the promises a service makes to its 
 - `response_schema_conformance`: bodies match the declared schemas (errors included).
 
 The run is bounded and repeatable: deterministic generation (the same cases every run, no
-example database carried between runs), a cap on examples per operation and a hard timeout, so it
-fits CI on a small shared machine and a failure reproduces with the same command.
+example database carried between runs), a cap on examples per operation and a hard timeout,
+so it fits CI on a small shared machine and a failure reproduces with the same command.
 """
 
 from __future__ import annotations

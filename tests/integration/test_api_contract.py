@@ -5,6 +5,8 @@ a line to SERVICES."""
 from __future__ import annotations
 
 import asyncio
+import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,5 +48,15 @@ async def test_the_service_keeps_its_openapi_contract(
     assert run.cases > 0, f"schemathesis ran no case:\n{run.output}"
     assert run.passed, (
         f"{service.name} breaks its OpenAPI contract ({run.cases} cases, {run.seconds:.0f}s)\n"
-        f"$ {' '.join(run.command)}\n{run.output}\n--- service log (tail) ---\n"
-        f"{''.join(log.read_text().splitlines(keepends=True)[-60:])}")
+        f"$ (cd {tmp_path} && {shlex.join(run.command)})\n{run.output}\n"
+        f"--- service log, without access lines (tail) ---\n{_errors(log)}")
+
+
+def _errors(log: Path, lines: int = 80) -> str:
+    """The service log without uvicorn's line per request: what is left is what went wrong
+    (the traceback behind a 500)."""
+    kept = [line for line in log.read_text().splitlines() if not _ACCESS.match(line)]
+    return "\n".join(kept[-lines:])
+
+
+_ACCESS = re.compile(r'^INFO:\s+[\d.]+:\d+ - "')
