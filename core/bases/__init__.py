@@ -15,6 +15,7 @@ from core.bases.exceptions import (
 from core.bases.pagination import Page, PageRequest
 from core.bases.permissions import Permissions, allow_if, deny
 from core.bases.repository import BaseRepository
+from core.bases.responses import error_responses
 from core.bases.router import BaseRouter
 from core.bases.service import BaseService
 from core.bases.types import EventOutbox, Permission
@@ -39,5 +40,6 @@ __all__ = [
     "ValidationError",
     "allow_if",
     "deny",
+    "error_responses",
     "install_exception_handlers",
 ]

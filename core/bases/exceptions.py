@@ -16,11 +16,11 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.bases.schemas import ErrorDetail, ErrorResponse, FieldProblem
-from core.db.errors import constraint_violation
+from core.db.errors import constraint_violation, refused_value
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -180,8 +181,22 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    fields = [_field_error(err) for err in exc.errors()]
+    errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        # Not JSON at all is a request that cannot be understood (400), like a body FastAPI
+        # cannot even decode; 422 is for well-formed input that breaks a rule.
+        return error_response(BadRequestError.status_code, BadRequestError.code,
+                              "The request body is not valid JSON",
+                              [_json_error(err) for err in errors])
+    fields = [_field_error(err) for err in errors]
     return error_response(422, ValidationError.code, ValidationError.default_message, fields)
+
+
+def _json_error(err: Mapping[str, Any]) -> FieldError:
+    loc = list(err.get("loc", ()))
+    where = f" at character {loc[1]}" if len(loc) > 1 else ""
+    reason = str((err.get("ctx") or {}).get("error") or err.get("msg", "invalid JSON"))
+    return FieldError("body", f"{reason}{where}", "json_invalid", "body")
 
 
 def _field_error(err: Mapping[str, Any]) -> FieldError:
@@ -205,6 +220,21 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     log.info("constraint violation on %s %s: %s", request.method, request.url.path, exc.orig)
     app_error = from_integrity_error(exc)
     return await _app_error(request, app_error)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database refused as data (too long for its column, out of range, a NUL
+    character on PostgreSQL) was the client's input: a 422, not a 500. Bounds checked earlier
+    name the field; this is the net for what only the database knows. Any other database
+    error is the service's fault (500)."""
+    assert isinstance(exc, DBAPIError)
+    if not refused_value(exc):
+        return await _unexpected(request, exc)
+    log.info("value refused by the database on %s %s: %s", request.method, request.url.path,
+             exc.orig)
+    return error_response(422, ValidationError.code,
+                          "A value cannot be stored as sent: too long, out of range, or with "
+                          "characters the database refuses")
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

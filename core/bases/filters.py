@@ -5,13 +5,17 @@ contains, startswith (both case-insensitive), isnull. A repeated key means `in`.
 as strings (query parameters) or Python values and are converted to the column's Python type,
 so `price_cents__gte=10` compares numbers on every backend. Naive datetimes are taken as UTC.
 
+Filters from an HTTP query come wrapped in `QueryFilters`: there, parameters that are not
+about the resource (`utm_source`, a cache buster) are dropped instead of refused, see
+`meant_as_filters`. Filters given in code are strict: an unknown field is a mistake.
+
 Ordering is `"-price_cents,name"` or `["-price_cents", "name"]`; the primary key is always
 appended so pages are stable when sort keys tie.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -22,11 +26,25 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
 
 from core.bases.exceptions import ConfigurationError, FieldError, ValidationError
+from core.db.limits import IntRange, integer_range
 
 SEPARATOR = "__"
 OPERATORS = frozenset(
     {"eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "startswith", "isnull"})
 _TEXT_OPERATORS = frozenset({"contains", "startswith"})
+
+
+
+@dataclass(frozen=True, slots=True)
+class QueryFilters:
+    """The query parameters of a list request, other than paging and sorting, as the client
+    sent them; read leniently (see `meant_as_filters`)."""
+
+    pairs: tuple[tuple[str, Any], ...]
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(self.pairs)
+
 
 FilterInput: TypeAlias = Mapping[str, Any] | Iterable[tuple[str, Any]]
 
@@ -42,6 +60,23 @@ class Filter:
     @property
     def key(self) -> str:
         return self.field if self.op == "eq" else f"{self.field}{SEPARATOR}{self.op}"
+
+
+def meant_as_filters(
+    model: type[Any], params: Iterable[tuple[str, Any]], allowed: Collection[str]
+) -> list[tuple[str, Any]]:
+    """The query parameters a client meant as filters on `model`: those naming a field of the
+    resource, alone or with an operator (`status`, `price_cents__gte`; also `note` when it may
+    not be filtered on, so the client learns that instead of getting everything), and those of
+    the form `name__op` with a known operator (`colour__in`: only a filter looks like that).
+    Anything else is not addressed to the resource and is dropped."""
+    fields = set(inspect(model).column_attrs.keys()) | set(allowed)
+    kept = []
+    for key, value in params:
+        field, separator, op = key.partition(SEPARATOR)
+        if field in fields or (separator and op in OPERATORS):
+            kept.append((key, value))
+    return kept
 
 
 def parse_filters(filters: FilterInput) -> list[Filter]:
@@ -120,6 +155,9 @@ def coerce(model: type[Any], field: str, value: Any) -> Any:
         raise ValueError(exc.errors()[0]["msg"]) from None
     if isinstance(converted, datetime) and converted.tzinfo is None:
         converted = converted.replace(tzinfo=UTC)
+    holds = _integer_range(model, field)
+    if holds is not None and isinstance(converted, int) and converted not in holds:
+        raise ValueError(holds.describe())  # the driver would overflow: a 500, not a miss
     return converted
 
 
@@ -180,6 +218,11 @@ def _attribute(model: type[Any], field: str) -> InstrumentedAttribute[Any]:
     if not isinstance(attribute, InstrumentedAttribute):
         raise ConfigurationError(f"{field!r} is not a column of {model.__name__}")
     return attribute
+
+
+def _integer_range(model: type[Any], field: str) -> IntRange | None:
+    prop = inspect(model).column_attrs.get(field)
+    return None if prop is None else integer_range(prop.columns[0].type)
 
 
 def _python_type(model: type[Any], field: str) -> type[Any] | None:

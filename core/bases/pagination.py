@@ -1,4 +1,9 @@
-"""Page requests (page/size or offset/limit) and the page of results a list returns."""
+"""Page requests (page/size or offset/limit) and the page of results a list returns.
+
+OFFSET and LIMIT are 64-bit integers in SQL: a request past that is refused here rather than
+overflowing in the driver. `BaseRouter` declares the same bounds on its query parameters
+(`max_page`), so clients get a 422 naming the parameter first.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from core.db.limits import BIGINT
+
 T = TypeVar("T")
 U = TypeVar("U")
+
+MAX_OFFSET = BIGINT.high
+"""The largest offset (and limit) the databases take."""
+
+
+def max_page(size: int) -> int:
+    """The last page number whose offset, at `size` items per page, is still a valid one."""
+    return MAX_OFFSET // size + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,10 +33,10 @@ class PageRequest:
     limit: int = 20
 
     def __post_init__(self) -> None:
-        if self.offset < 0:
-            raise ValueError(f"offset must be >= 0, not {self.offset}")
-        if self.limit < 1:
-            raise ValueError(f"limit must be >= 1, not {self.limit}")
+        if not 0 <= self.offset <= MAX_OFFSET:
+            raise ValueError(f"offset must be between 0 and {MAX_OFFSET}, not {self.offset}")
+        if not 1 <= self.limit <= MAX_OFFSET:
+            raise ValueError(f"limit must be between 1 and {MAX_OFFSET}, not {self.limit}")
 
     @classmethod
     def of(cls, page: int = 1, size: int = 20) -> PageRequest:

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, Select, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.bases.bounds import out_of_range
 from core.bases.exceptions import (
     ConfigurationError,
     FieldError,
@@ -31,7 +32,15 @@ from core.bases.exceptions import (
     ValidationError,
     from_integrity_error,
 )
-from core.bases.filters import FilterInput, coerce, order_clauses, parse_filters, where_clauses
+from core.bases.filters import (
+    FilterInput,
+    QueryFilters,
+    coerce,
+    meant_as_filters,
+    order_clauses,
+    parse_filters,
+    where_clauses,
+)
 from core.bases.pagination import Page, PageRequest
 from core.bases.types import ModelT
 from core.db.models import is_soft_deletable
@@ -102,9 +111,12 @@ class BaseRepository(Generic[ModelT]):
         include_deleted: bool = False,
         only_deleted: bool = False,
     ) -> Page[ModelT]:
-        """One page of rows matching `filters` (allowed fields only) and `where` (trusted SQL
-        from the service), in `sort` order, with the total count over all pages."""
+        """One page of rows matching `filters` (allowed fields only; `QueryFilters` from an HTTP
+        query drop the parameters that are not about this model) and `where` (trusted SQL from
+        the service), in `sort` order, with the total count over all pages."""
         page = page or PageRequest()
+        if isinstance(filters, QueryFilters):
+            filters = meant_as_filters(self.model, filters, self.filter_fields)
         conditions = [
             *where_clauses(self.model, parse_filters(filters), self.filter_fields),
             *where,
@@ -130,7 +142,7 @@ class BaseRepository(Generic[ModelT]):
     # --- writes -----------------------------------------------------------------------------
 
     async def create(self, values: Mapping[str, Any]) -> ModelT:
-        self._reject_nulls(values)
+        self._check_values(values)
         obj = self.model(**values)
         self.session.add(obj)
         await self._flush()
@@ -139,7 +151,7 @@ class BaseRepository(Generic[ModelT]):
     async def bulk_create(self, rows: Sequence[Mapping[str, Any]]) -> builtins.list[ModelT]:
         """Insert many rows in one flush: all or none."""
         for values in rows:
-            self._reject_nulls(values)
+            self._check_values(values)
         objs = [self.model(**values) for values in rows]
         self.session.add_all(objs)
         await self._flush()
@@ -147,7 +159,7 @@ class BaseRepository(Generic[ModelT]):
 
     async def update(self, obj: ModelT, values: Mapping[str, Any]) -> ModelT:
         """Apply the given fields only (a partial update)."""
-        self._reject_nulls(values)
+        self._check_values(values)
         columns = inspect(self.model).column_attrs
         unknown = set(values) - set(columns.keys())
         if unknown:
@@ -204,16 +216,20 @@ class BaseRepository(Generic[ModelT]):
             return id  # composite keys: the caller passes the tuple
         return coerce(self.model, mapper.get_property_by_column(mapper.primary_key[0]).key, id)
 
-    def _reject_nulls(self, values: Mapping[str, Any]) -> None:
-        """A clear 422 instead of a NOT NULL violation from the database."""
+    def _check_values(self, values: Mapping[str, Any]) -> None:
+        """A clear 422 for values the columns cannot take, instead of what the database or
+        its driver would do with them: a NOT NULL violation, an integer overflow (a 500)."""
         columns = inspect(self.model).column_attrs
         problems = [
             FieldError(key, "may not be null", "not_null", "body")
             for key, value in values.items()
             if value is None and key in columns and not columns[key].columns[0].nullable
         ]
+        problems += out_of_range(self.model, values)
         if problems:
-            raise ValidationError("A required value is missing", fields=problems)
+            message = ("A required value is missing" if all(p.code == "not_null" for p in problems)
+                       else "A value does not fit its field")
+            raise ValidationError(message, fields=problems)
 
     async def _flush(self) -> None:
         try:

@@ -18,8 +18,16 @@ Routes (`{id}` is the primary key):
     POST   /widgets/{id}/restore    undo a soft delete
     DELETE /widgets/{id}/purge      hard delete         (only with hard_delete=True)
 
-List query: `page`/`size` or `offset`/`limit`, `sort=-price_cents,name`, and any other
-parameter is a filter (`status=active`, `price_cents__gte=100`; see core.bases.filters).
+List query: `page`/`size` or `offset`/`limit`, `sort=-price_cents,name`, and filters
+(`status=active`, `price_cents__gte=100`; see core.bases.filters). Other parameters
+(`utm_source=...`) are ignored, unless they look like a filter (`colour__in=...`): see
+`core.bases.filters.meant_as_filters`.
+
+What a client sends is bounded by what the model stores: the create and update schemas get the
+ranges of their integer columns (core.bases.bounds), and paging values stay within SQL's 64-bit
+OFFSET, so a value too large is a 422 naming it, never an overflow in the driver. Every status a
+route can answer is declared in the OpenAPI with the standard error body (core.bases.responses).
+
 Each route runs its action's permission dependencies first, then the service inside one
 transaction per request (core.bases.deps.SessionDep). Routes stay thin: rules live in the
 service, error responses in core.bases.exceptions.
@@ -36,12 +44,14 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.params import Depends as DependsParam
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.bases.bounds import bounded_schema
 from core.bases.deps import OutboxDep, SessionDep
 from core.bases.exceptions import ConfigurationError
-from core.bases.filters import OPERATORS, SEPARATOR
-from core.bases.pagination import Page, PageRequest
+from core.bases.filters import OPERATORS, SEPARATOR, QueryFilters
+from core.bases.pagination import MAX_OFFSET, Page, PageRequest, max_page
 from core.bases.permissions import Action, Permissions
-from core.bases.schemas import Envelope, ErrorResponse, ListEnvelope, PageMeta
+from core.bases.responses import error_responses
+from core.bases.schemas import Envelope, ListEnvelope, PageMeta
 from core.bases.service import BaseService
 from core.bases.types import CreateT, EventOutbox, ModelT, PublicT, UpdateT
 from core.db.models import is_soft_deletable
@@ -50,9 +60,8 @@ ServiceFactory = Callable[[AsyncSession, EventOutbox | None], BaseService[ModelT
 """Builds the service for one request; a BaseService subclass itself fits."""
 
 RESERVED_QUERY = frozenset({"page", "size", "offset", "limit", "sort"})
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (403, 404, 409, 422)
-}
+ALWAYS = (422, 500)
+"""Any route can answer these: its parameters are validated, and nothing is infallible."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +69,7 @@ class _ListQuery:
     """The parsed list query: which page, which filters, which order."""
 
     page: PageRequest
-    filters: list[tuple[str, str]]
+    filters: QueryFilters
     sort: str | None
 
 
@@ -93,8 +102,10 @@ class BaseRouter(APIRouter, Generic[ModelT, CreateT, UpdateT, PublicT]):
         if not 1 <= default_page_size <= max_page_size:
             raise ConfigurationError("need 1 <= default_page_size <= max_page_size")
         self.service_factory = service
-        self.create_schema = create_schema
-        self.update_schema = update_schema
+        # Bounded by the model's columns when the model is known; the service still receives
+        # instances of the given schemas (these are subclasses).
+        self.create_schema = bounded_schema(create_schema, model) if model else create_schema
+        self.update_schema = bounded_schema(update_schema, model) if model else update_schema
         self.public_schema = public_schema
         self.permissions = permissions or Permissions()
         self.label = label or (model.__name__ if model else prefix.strip("/").title())
@@ -172,41 +183,53 @@ class BaseRouter(APIRouter, Generic[ModelT, CreateT, UpdateT, PublicT]):
             await service.purge(id)
             return none_envelope(data=None, message=f"{label} permanently deleted")
 
+        # The statuses beyond ALWAYS that each route answers: 400 for a body that is not
+        # JSON, 404 for an unknown id, 409 where a write can clash with stored state.
         route = self._route
-        route("", create, "POST", "create", self._one, f"Create a {label}",
+        route("", create, "POST", "create", self._one, f"Create a {label}", (400, 409),
               status_code=status.HTTP_201_CREATED)
-        route("", list_, "GET", "read", self._many, f"List {label} items",
+        route("", list_, "GET", "read", self._many, f"List {label} items", (),
               description=list_description)
         if self.soft_delete:
             route("/deleted", list_deleted, "GET", "read_deleted", self._many,
-                  f"List soft-deleted {label} items", description=list_description)
-        route("/{id}", read, "GET", "read", self._one, f"Read a {label}")
-        route("/{id}", update, "PATCH", "update", self._one, f"Update a {label} (partial)")
+                  f"List soft-deleted {label} items", (), description=list_description)
+        route("/{id}", read, "GET", "read", self._one, f"Read a {label}", (404,))
+        route("/{id}", update, "PATCH", "update", self._one, f"Update a {label} (partial)",
+              (400, 404, 409))
         route("/{id}", delete, "DELETE", "delete", self._one if self.soft_delete
-              else none_envelope, f"Delete a {label}")
+              else none_envelope, f"Delete a {label}", (404, 409))
         if self.soft_delete:
             route("/{id}/restore", restore, "POST", "restore", self._one,
-                  f"Restore a deleted {label}")
+                  f"Restore a deleted {label}", (404, 409))
             if self.hard_delete:
                 route("/{id}/purge", purge, "DELETE", "hard_delete", none_envelope,
-                      f"Delete a {label} for good")
+                      f"Delete a {label} for good", (404, 409))
 
     def _route(self, path: str, endpoint: Callable[..., Any], method: str, action: Action,
-               response_model: Any, summary: str, **options: Any) -> None:
+               response_model: Any, summary: str, errors: tuple[int, ...],
+               **options: Any) -> None:
+        checks = self.checks(action)
         self.add_api_route(
             path, endpoint, methods=[method], response_model=response_model, summary=summary,
-            name=f"{self.route_name}_{endpoint.__name__.strip('_')}",
-            dependencies=self.checks(action), responses=_ERRORS, **options)
+            name=f"{self.route_name}_{endpoint.__name__.strip('_')}", dependencies=checks,
+            responses=error_responses(
+                ALWAYS, errors,
+                (401, 403) if checks else (),  # a permission refuses anonymous or unallowed
+                (413,) if self.max_body_size is not None else ()),  # the router limits bodies
+            **options)
 
     def _list_params(self) -> Callable[..., _ListQuery]:
         default_size, max_size = self.default_page_size, self.max_page_size
+        last_page = max_page(max_size)
 
         def params(
             request: Request,
-            page: Annotated[int, Query(ge=1, description="1-based page number.")] = 1,
+            page: Annotated[int, Query(ge=1, le=last_page, description="1-based page number.")]
+            = 1,
             size: Annotated[int, Query(ge=1, le=max_size, description="Items per page.")]
             = default_size,
-            offset: Annotated[int | None, Query(ge=0, description="Instead of page.")] = None,
+            offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET,
+                                                description="Instead of page.")] = None,
             limit: Annotated[int | None, Query(ge=1, le=max_size, description="With offset.")]
             = None,
             sort: Annotated[str | None, Query(
@@ -217,8 +240,8 @@ class BaseRouter(APIRouter, Generic[ModelT, CreateT, UpdateT, PublicT]):
                 request_page = PageRequest(offset, limit or size)
             else:
                 request_page = PageRequest.of(page, limit or size)
-            filters = [(k, v) for k, v in request.query_params.multi_items()
-                       if k not in RESERVED_QUERY]
+            filters = QueryFilters(tuple((k, v) for k, v in request.query_params.multi_items()
+                                         if k not in RESERVED_QUERY))
             return _ListQuery(request_page, filters, sort)
 
         return params
@@ -227,12 +250,14 @@ class BaseRouter(APIRouter, Generic[ModelT, CreateT, UpdateT, PublicT]):
     def _list_description(service: Any) -> str:
         repository = getattr(service, "repository_class", None)
         if repository is None:
-            return "Any other query parameter is a filter."
+            return ("Fields of the resource are filters; other query parameters are ignored, "
+                    f"unless shaped like a filter (`name{SEPARATOR}op`).")
         fields = ", ".join(sorted(repository.filter_fields)) or "none"
         sortable = ", ".join(sorted(repository.sort_fields)) or "none"
         ops = ", ".join(sorted(OPERATORS - {"eq"}))
         return (f"Filters: {fields} (as `field=value` or `field{SEPARATOR}op=value`, op one "
-                f"of {ops}). Sort on: {sortable}.")
+                f"of {ops}). Sort on: {sortable}. Other query parameters are ignored, unless "
+                f"shaped like a filter (`name{SEPARATOR}op`).")
 
 
 def _model_of(service: Any) -> Any:

@@ -1,7 +1,9 @@
-"""What an IntegrityError means, read the same way on SQLite and PostgreSQL.
+"""What a database error means, read the same way on SQLite and PostgreSQL.
 
 Drivers report constraint violations differently (SQLSTATE codes on PostgreSQL, message text
 on SQLite); callers want to know "which unique field clashed" without knowing the driver.
+Likewise whether the database refused a value as data (`refused_value`): the client's input
+then, not a fault of the service.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 ViolationKind = Literal["unique", "foreign_key", "not_null", "check", "other"]
 
@@ -39,13 +41,29 @@ class ConstraintViolation:
     constraint: str | None = None
 
 
-def constraint_violation(exc: IntegrityError) -> ConstraintViolation:
-    """Classify `exc`; unknown shapes come back as kind "other", never raise."""
+def refused_value(exc: DBAPIError) -> bool:
+    """Whether the database refused a value as data: too long for its column, out of range, a
+    character it cannot store (SQLSTATE class 22). The asyncpg adapter reports some of these
+    as a plain DBAPIError, so the SQLSTATE decides, not only the class."""
+    if isinstance(exc, DataError):
+        return True
+    code = _sqlstate(exc)
+    return code is not None and code.startswith("22")
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
     orig = exc.orig
     cause = getattr(orig, "__cause__", None)  # asyncpg's own exception behind the adapter
     code = getattr(orig, "sqlstate", None) or getattr(cause, "sqlstate", None)
+    return None if code is None else str(code)
+
+
+def constraint_violation(exc: IntegrityError) -> ConstraintViolation:
+    """Classify `exc`; unknown shapes come back as kind "other", never raise."""
+    cause = getattr(exc.orig, "__cause__", None)  # asyncpg's own exception behind the adapter
+    code = _sqlstate(exc)
     if code is not None:
-        kind = _PG_CODES.get(str(code), "other")
+        kind = _PG_CODES.get(code, "other")
         detail = getattr(cause, "detail", None) or ""
         match = _PG_KEY.search(detail)
         column = getattr(cause, "column_name", None)
@@ -54,7 +72,7 @@ def constraint_violation(exc: IntegrityError) -> ConstraintViolation:
         else:
             columns = (column,) if column else ()
         return ConstraintViolation(kind, columns, getattr(cause, "constraint_name", None))
-    found = _SQLITE.search(str(orig))
+    found = _SQLITE.search(str(exc.orig))
     if found is None:
         return ConstraintViolation("other")
     names = [n.strip() for n in found.group(2).split(",") if n.strip()]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -60,14 +60,22 @@ async def make_bus(kafka_config: KafkaConfig) -> AsyncIterator[BusFactory]:
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Starts `python -m MODULE ARGS` (with `env` added to the environment) from the repository
-    root; kills leftovers afterwards."""
+    root; kills leftovers afterwards. Its stdout is a pipe for the test to read, or, for a
+    chatty process that nobody reads while it runs, the file `output` (a pipe nobody drains
+    fills up and stalls the process)."""
     procs: list[subprocess.Popen[str]] = []
+    files: list[IO[str]] = []
 
-    def start(module: str, *args: str, env: dict[str, str] | None = None
-              ) -> subprocess.Popen[str]:
+    def start(module: str, *args: str, env: dict[str, str] | None = None,
+              output: Path | None = None) -> subprocess.Popen[str]:
         env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+        stdout: IO[str] | int = subprocess.PIPE
+        if output is not None:
+            stdout = output.open("w")
+            files.append(stdout)
         proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=stdout, stderr=None if output is None else stdout,
+                                text=True)
         procs.append(proc)
         return proc
 
@@ -76,6 +84,8 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+    for file in files:
+        file.close()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,36 +15,19 @@ from core.db import migrations
 from core.db.engine import Database
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.kafka_client import read_topic
-from devinfra.process import free_port
+from tests.integration.served import Spawn, serve
 from tests.sample_service.app import AUDIT_HANDLER, SERVICE_DIR, service
 from tests.sample_service.models import Base
 from tests.sample_service.service import WidgetService
 from tests.support import eventually, unique
 
-Spawn = Callable[..., subprocess.Popen[str]]
-
-
-async def _serving(base: str, proc: subprocess.Popen[str]) -> bool:
-    assert proc.poll() is None, f"the service exited with {proc.returncode}"
-    try:
-        async with httpx.AsyncClient(base_url=base) as http:
-            return (await http.get("/widgets")).status_code == 200
-    except httpx.TransportError:
-        return False
-
 
 async def test_service_migrates_serves_publishes_and_consumes(
     db_url: str, kafka_config: KafkaConfig, spawn: Spawn
 ) -> None:
-    port = free_port()
-    proc = spawn("tests.integration.procs.sample_app", str(port), env={
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": db_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers,
-        "KAFKA_CONSUMER_GROUP": unique("sample"),
-    })
-    base = f"http://127.0.0.1:{port}"
-    await eventually(lambda: _serving(base, proc), timeout=60, interval=0.2)
+    served = await serve(spawn, "tests.integration.procs.sample_app", database_url=db_url,
+                         kafka=kafka_config, ready_path="/widgets")
+    base, proc = served.base_url, served.proc
 
     sku = unique("SKU").upper()
     async with httpx.AsyncClient(base_url=base) as http:

@@ -13,7 +13,7 @@ from httpx import ASGITransport, AsyncClient
 from pydantic import BaseModel
 from sqlalchemy import String
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.bases import (
@@ -34,7 +34,7 @@ from core.bases import (
 from core.bases.exceptions import from_integrity_error
 from core.bases.filters import order_clauses, parse_filters, where_clauses
 from core.bases.pagination import Page
-from core.db.errors import constraint_violation
+from core.db.errors import constraint_violation, refused_value
 from core.db.models import ServiceBase, TimestampMixin, UUIDPrimaryKeyMixin
 
 
@@ -178,6 +178,23 @@ def test_postgres_sqlstate_and_detail_are_understood() -> None:
     assert violation.kind == "unique"
     assert violation.columns == ("name", "size")
     assert violation.constraint == "uq_things_name"
+
+
+def test_values_the_database_refuses_are_told_from_other_database_errors() -> None:
+    class AsyncpgError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            self.sqlstate = sqlstate
+
+    def dbapi(sqlstate: str) -> DBAPIError:
+        orig = Exception("adapted")
+        orig.__cause__ = AsyncpgError(sqlstate)
+        return DBAPIError("INSERT ...", {}, orig)
+
+    assert refused_value(dbapi("22021"))  # NUL character in text
+    assert refused_value(dbapi("22001"))  # too long for varchar(n)
+    assert not refused_value(dbapi("42P01"))  # no such table: the service's fault
+    assert refused_value(DataError("SELECT ...", {}, Exception("numeric value out of range")))
+    assert not refused_value(DBAPIError("SELECT ...", {}, sqlite3.OperationalError("locked")))
 
 
 def test_integrity_errors_become_client_errors() -> None:
