@@ -23,6 +23,8 @@ class KafkaConfig:
     consumer_group: str
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     extra: dict[str, str | int | float | bool] = field(default_factory=dict)
+    replication_factor: int = 1
+    """For topics the messaging layer creates for itself (request-reply's reply topics)."""
 
 
 class Settings(BaseSettings):
@@ -59,6 +61,7 @@ class Settings(BaseSettings):
             client_id=f"{self.service_name}-{self.instance_id}",
             consumer_group=self.kafka_consumer_group or self.service_name,
             auto_offset_reset=self.kafka_auto_offset_reset,
+            replication_factor=self.kafka_topic_replication_factor,
         )
 
 

@@ -5,7 +5,8 @@ and the in-memory bus both hand every record to a `RecordDispatcher`.
 
 - A record that cannot be decoded is poison: it goes to the DLQ at once.
 - Each handler runs through the idempotency store, so one that already succeeded for this
-  event (before a crash, or on an earlier attempt) is skipped.
+  event (before a crash, or on an earlier attempt) is skipped; a handler registered with
+  `once=False` (a request-reply responder) bypasses the store and runs on every delivery.
 - Failing handlers are retried with the policy's backoff; only the failing ones run again.
   `PermanentHandlerError`, or the policy's `should_retry` saying no, ends the retries early.
 - Out of attempts, the record goes to the DLQ with the error. If even the DLQ cannot take it,
@@ -109,7 +110,11 @@ class RecordDispatcher:
         failures = []
         for handler in handlers:
             try:
-                await self.idempotency.run_once(event_id, handler.name, _bind(handler, event, ctx))
+                if handler.once:
+                    await self.idempotency.run_once(event_id, handler.name,
+                                                    _bind(handler, event, ctx))
+                else:
+                    await handler.fn(event, ctx)
             except Exception as exc:
                 failures.append((handler, exc))
         return failures

@@ -600,3 +600,28 @@ def _commit_offsets(config: KafkaConfig, group: str, topic: str, offsets: dict[i
                         asynchronous=False)
     finally:
         consumer.close()
+
+
+async def group_member_counts(config: KafkaConfig, groups: Iterable[str]) -> dict[str, int]:
+    """Active members per consumer group; a group that does not exist (or has no members
+    left) counts 0. Groups the broker could not describe are left out: unknown is not
+    empty, and callers deciding to delete something must not mistake the one for the other.
+    """
+    wanted = list(groups)
+    if not wanted:
+        return {}
+    return await asyncio.to_thread(_group_member_counts, config, wanted)
+
+
+def _group_member_counts(config: KafkaConfig, groups: list[str]) -> dict[str, int]:
+    admin = AdminClient(_base(config))
+    counts: dict[str, int] = {}
+    for group, fut in admin.describe_consumer_groups(groups, request_timeout=10).items():
+        try:
+            counts[group] = len(fut.result().members)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+                counts[group] = 0
+            else:
+                log.warning("cannot describe consumer group %s: %s", group, exc)
+    return counts
