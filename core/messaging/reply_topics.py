@@ -61,11 +61,14 @@ class ReplyTopicJanitor:
         self.own_topic = own_topic
         self.grace = grace
         self._clock = clock
-        self._admin = KafkaAdmin(config)
+        # Made on the first sweep: a client that is never started should hold no connection.
+        self._admin: KafkaAdmin | None = None
         self._memberless_since: dict[str, float] = {}
 
     async def sweep(self) -> list[str]:
         """Delete the reply topics found orphaned; returns their names."""
+        if self._admin is None:
+            self._admin = KafkaAdmin(self.config)
         topics = [t for t in await self._admin.topics()
                   if t.startswith(REPLY_TOPIC_PREFIX) and t != self.own_topic]
         members = await group_member_counts(self.config, [reader_group(t) for t in topics])

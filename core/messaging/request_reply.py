@@ -243,7 +243,10 @@ class RequestReplyClient:
         if self._consumer is not None:
             await self._consumer.close()
         if delete_topic:
-            await KafkaAdmin(self.config).delete_topics([self.reply_topic])
+            try:
+                await KafkaAdmin(self.config).delete_topics([self.reply_topic])
+            except Exception as exc:  # the other clients' janitors will delete it
+                log.warning("could not delete reply topic %s: %s", self.reply_topic, exc)
 
     async def send_request(
         self, topic: str, request: BaseEvent[Any], timeout: float, *, key: str | None = None
