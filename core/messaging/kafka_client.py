@@ -314,36 +314,38 @@ def _publish_error(err: KafkaError, topic: str | None = None) -> PublishError:
 class _BatchAck:
     """Counts a batch's delivery reports on the producer's thread; resolves one future.
 
-    `remaining` is counted down from two threads (reports on librdkafka's, `abandon` on the
-    loop's), hence the lock: an unguarded `-=` can lose a decrement and hang the batch.
+    Two threads meet here, so each counter has one writer: `reported` is written only by
+    librdkafka's thread, `expected` only by the loop's (`abandon`). A shared `remaining -= n`
+    from both could lose an update and leave the batch waiting for good; a lock would cost
+    each record more than the rest of its callback.
     """
 
-    __slots__ = ("error", "future", "lock", "loop", "queued", "remaining")
+    __slots__ = ("error", "expected", "future", "loop", "queued", "reported")
 
     def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.remaining = size
+        self.expected = size
+        self.reported = 0
         self.queued = 0
         self.error: PublishError | None = None
         self.loop = loop
-        self.lock = threading.Lock()
         self.future: asyncio.Future[None] = loop.create_future()
 
     def __call__(self, err: Any, msg: Any) -> None:
         if err is not None and self.error is None:
             self.error = _publish_error(err, msg.topic())
-        if self._count_down(1):
+        self.reported += 1
+        if self.reported == self.expected:
             self.loop.call_soon_threadsafe(self._resolve)
 
     def abandon(self, count: int) -> None:
-        """`count` records will never be produced; stop waiting for them. On the loop."""
-        if self._count_down(count):
-            self._resolve()
+        """`count` records will never be produced; stop waiting for them. On the loop.
 
-    def _count_down(self, count: int) -> bool:
-        """True for the one call that brings `remaining` to zero."""
-        with self.lock:
-            self.remaining -= count
-            return self.remaining == 0
+        Whichever side moves last sees both counters agree (the loop writes `expected` then
+        reads `reported`; the reporter writes `reported` then reads `expected`), so the
+        future is resolved at least once, and `_resolve` tolerates twice."""
+        self.expected -= count
+        if self.reported >= self.expected:
+            self._resolve()
 
     def _resolve(self) -> None:
         if not self.future.done():
