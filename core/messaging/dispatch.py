@@ -8,7 +8,8 @@ and the in-memory bus both hand every record to a `RecordDispatcher`.
 - A record that cannot be decoded, whatever the reason (bad bytes, a null header, a bug in
   an upcaster), is poison: it goes to the DLQ at once with the error.
 - Each handler runs through the idempotency store, so one that already succeeded for this
-  event (before a crash, or on an earlier attempt) is skipped.
+  event (before a crash, or on an earlier attempt) is skipped; a handler registered with
+  `once=False` (a request-reply responder) bypasses the store and runs on every delivery.
 - Failing handlers are retried with the policy's backoff; only the failing ones run again.
   `PermanentHandlerError`, or the policy's `should_retry` saying no, ends the retries early.
 - A store that cannot be reached (`StoreUnavailableError`: the database down, no free
@@ -142,7 +143,11 @@ class RecordDispatcher:
         failures = []
         for handler in handlers:
             try:
-                await self.idempotency.run_once(event_id, handler.name, _bind(handler, event, ctx))
+                if handler.once:
+                    await self.idempotency.run_once(event_id, handler.name,
+                                                    _bind(handler, event, ctx))
+                else:
+                    await handler.fn(event, ctx)
             except Exception as exc:
                 failures.append((handler, exc))
         return failures

@@ -33,8 +33,16 @@ class PublishError(MessagingError):
         self.permanent = permanent
 
 
+class ProducerStoppedError(PublishError):
+    """The producer stopped before the broker acknowledged the record, or was already stopped."""
+
+
 class RequestTimeoutError(MessagingError):
     """No reply arrived for a request within its timeout."""
+
+
+class RequestCancelledError(MessagingError):
+    """The request-reply client stopped while the request waited for its reply."""
 
 
 class RemoteHandlerError(MessagingError):

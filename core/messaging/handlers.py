@@ -28,6 +28,9 @@ F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 class NamedHandler:
     name: str
     fn: EventHandler
+    once: bool = True
+    """Run through the idempotency store (at most once per event). False: run on every
+    delivery, for handlers whose effect is wanted each time (request-reply responders)."""
 
 
 def as_event_handler(fn: Callable[..., Awaitable[None]]) -> EventHandler:
@@ -93,9 +96,10 @@ class HandlerRegistry:
         fn: Callable[..., Awaitable[None]],
         *,
         name: str | None = None,
+        once: bool = True,
     ) -> None:
         self.events.register(event_cls)
-        named = NamedHandler(name or handler_name(fn), as_event_handler(fn))
+        named = NamedHandler(name or handler_name(fn), as_event_handler(fn), once)
         bucket = self._handlers.setdefault((event_cls.EVENT_TYPE, event_cls.EVENT_VERSION), [])
         if any(h.name == named.name for h in bucket):
             raise ValueError(f"handler {named.name!r} is already registered for {event_cls}")

@@ -6,7 +6,8 @@ for handing records over. Each wrapper here turns librdkafka's threads and callb
 awaitables without blocking the event loop:
 
 - `KafkaProducer`: one background thread serves delivery reports; `produce()` returns once
-  the broker acknowledged the record (idempotent producer, `acks=all`).
+  the broker acknowledged the record (idempotent producer, `acks=all`); `stop()` leaves no
+  caller waiting.
 - `KafkaConsumer`: every call runs on one dedicated thread, because a librdkafka consumer
   must not be driven from two threads at once; rebalance callbacks run on that thread too.
 - `KafkaAdmin`: topic creation and inspection.
@@ -39,6 +40,7 @@ from core.config import KafkaConfig
 from core.messaging.exceptions import (
     ConsumerFailedError,
     MessagingError,
+    ProducerStoppedError,
     PublishError,
     TopicSetupError,
 )
@@ -93,6 +95,10 @@ class KafkaProducer:
 
     Records with the same key go to the same partition and, thanks to idempotence, keep the
     order in which `produce` was called even across broker retries.
+
+    Every acknowledgement future resolves: with the broker's answer, or with
+    `ProducerStoppedError` for records still unacknowledged when `stop()` gives up on them.
+    Once `stop()` has begun, new records are refused with `ProducerStoppedError`.
     """
 
     DEFAULTS: Mapping[str, Any] = {
@@ -115,10 +121,12 @@ class KafkaProducer:
         self._reports: deque[tuple[asyncio.Future[DeliveryReport], Any, Any]] = deque()
         self._wakeup_pending = False
         self._wakeup_lock = threading.Lock()
+        self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self._producer is not None:
             return
+        self._stopping = None
         self._loop = asyncio.get_running_loop()
         self._producer = Producer(self._conf)
         self._running = True
@@ -161,8 +169,8 @@ class KafkaProducer:
     ) -> asyncio.Future[DeliveryReport]:
         """Queue one record; the future resolves on acknowledgement. Raises BufferError when
         the local queue is full (use `produce`, which waits for room)."""
-        if self._producer is None or self._loop is None:
-            raise MessagingError("producer is not started")
+        if self._producer is None or self._loop is None or self._stopping is not None:
+            raise self._not_running()
         fut: asyncio.Future[DeliveryReport] = self._loop.create_future()
         self._producer.produce(
             topic,
@@ -211,8 +219,8 @@ class KafkaProducer:
         """
         if not records:
             return
-        if self._producer is None or self._loop is None:
-            raise MessagingError("producer is not started")
+        if self._producer is None or self._loop is None or self._stopping is not None:
+            raise self._not_running()
         ack = _BatchAck(len(records), self._loop)
         produce = self._producer.produce
         for value, key, headers in records:
@@ -223,6 +231,9 @@ class KafkaProducer:
                     break
                 except BufferError:
                     await asyncio.sleep(0.005)  # the local queue is full: let it drain
+                    if self._stopping is not None:  # captured `produce` would outlive stop
+                        ack.abandon(len(records) - ack.queued)
+                        raise self._not_running() from None
                 except KafkaException as exc:
                     ack.abandon(len(records) - ack.queued)
                     raise _publish_error(exc.args[0]) from exc
@@ -238,16 +249,51 @@ class KafkaProducer:
         return int(await asyncio.to_thread(self._producer.flush, timeout))
 
     async def stop(self, timeout: float = 30.0) -> None:
+        """Refuse new records, wait up to `timeout` seconds for queued ones to be
+        acknowledged, then fail the rest with `ProducerStoppedError` and close.
+
+        Idempotent, and concurrent calls share one shutdown. Cancelling the caller does not
+        cut the shutdown short (it finishes in the background): a half-stopped producer
+        would leave acknowledgement futures pending for good.
+        """
         if self._producer is None:
             return
-        remaining = await self.flush(timeout)
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self._shut_down(self._producer, timeout),
+                                                 name="kafka-producer-stop")
+        await asyncio.shield(self._stopping)
+
+    async def _shut_down(self, producer: Producer, timeout: float) -> None:
+        remaining = await asyncio.to_thread(producer.flush, timeout)
         if remaining:
-            log.error("producer stopped with %d unacknowledged records", remaining)
+            log.error("producer stopping with %d unacknowledged records; failing them",
+                      remaining)
+            remaining = await asyncio.to_thread(_purge, producer)
+            if remaining:
+                log.error("producer stopped with %d requests still outstanding", remaining)
         self._running = False
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(producer.poll, 0)  # reports the serving thread did not take
         self._resolve_reports()
         self._producer = None
+
+    def _not_running(self) -> MessagingError:
+        if self._stopping is not None:
+            return ProducerStoppedError("producer is stopped")
+        return MessagingError("producer is not started")
+
+
+PURGE_TIMEOUT = 5.0
+"""How long stop waits for librdkafka to report the records it purged."""
+
+
+def _purge(producer: Producer) -> int:
+    """Drop every record librdkafka still holds, queued or in flight; each gets a delivery
+    report with a `_PURGE_*` error, which `_publish_error` turns into `ProducerStoppedError`.
+    Returns what is still outstanding after those reports were served."""
+    producer.purge(in_queue=True, in_flight=True)
+    return int(producer.flush(PURGE_TIMEOUT))
 
 
 _PERMANENT_ERRORS = frozenset({
@@ -263,18 +309,34 @@ def _permanent(err: KafkaError) -> bool:
     return err.code() in _PERMANENT_ERRORS
 
 
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
 def _publish_error(err: KafkaError, topic: str | None = None) -> PublishError:
     """The one translation of a refused record into `PublishError`, permanence included."""
-    return PublishError(f"{topic}: {err}" if topic else str(err), permanent=_permanent(err))
+    where = f"{topic}: " if topic else ""
+    if err.code() in _PURGED:
+        # In flight means sent: the broker may have stored it, so not "lost", only unconfirmed.
+        return ProducerStoppedError(
+            f"{where}the producer stopped before the broker acknowledged the record"
+        )
+    return PublishError(f"{where}{err}", permanent=_permanent(err))
 
 
 class _BatchAck:
-    """Counts a batch's delivery reports on the producer's thread; resolves one future."""
+    """Counts a batch's delivery reports on the producer's thread; resolves one future.
 
-    __slots__ = ("error", "future", "loop", "queued", "remaining")
+    Two threads meet here, so each counter has one writer: `reported` is written only by
+    librdkafka's thread, `expected` only by the loop's (`abandon`). A shared `remaining -= n`
+    from both could lose an update and leave the batch waiting for good; a lock would cost
+    each record more than the rest of its callback.
+    """
+
+    __slots__ = ("error", "expected", "future", "loop", "queued", "reported")
 
     def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.remaining = size
+        self.expected = size
+        self.reported = 0
         self.queued = 0
         self.error: PublishError | None = None
         self.loop = loop
@@ -283,17 +345,18 @@ class _BatchAck:
     def __call__(self, err: Any, msg: Any) -> None:
         if err is not None and self.error is None:
             self.error = _publish_error(err, msg.topic())
-        self.remaining -= 1
-        if self.remaining == 0:
+        self.reported += 1
+        if self.reported == self.expected:
             self.loop.call_soon_threadsafe(self._resolve)
 
     def abandon(self, count: int) -> None:
-        """`count` records will never be produced; stop waiting for them."""
-        self.loop.call_soon_threadsafe(self._discount, count)
+        """`count` records will never be produced; stop waiting for them. On the loop.
 
-    def _discount(self, count: int) -> None:
-        self.remaining -= count
-        if self.remaining <= 0:
+        Whichever side moves last sees both counters agree (the loop writes `expected` then
+        reads `reported`; the reporter writes `reported` then reads `expected`), so the
+        future is resolved at least once, and `_resolve` tolerates twice."""
+        self.expected -= count
+        if self.reported >= self.expected:
             self._resolve()
 
     def _resolve(self) -> None:
@@ -633,3 +696,28 @@ def _group_lag(config: KafkaConfig, group: str, topic: str) -> dict[int, int]:
         return lag
     finally:
         consumer.close()
+
+
+async def group_member_counts(config: KafkaConfig, groups: Iterable[str]) -> dict[str, int]:
+    """Active members per consumer group; a group that does not exist (or has no members
+    left) counts 0. Groups the broker could not describe are left out: unknown is not
+    empty, and callers deciding to delete something must not mistake the one for the other.
+    """
+    wanted = list(groups)
+    if not wanted:
+        return {}
+    return await asyncio.to_thread(_group_member_counts, config, wanted)
+
+
+def _group_member_counts(config: KafkaConfig, groups: list[str]) -> dict[str, int]:
+    admin = AdminClient(_base(config))
+    counts: dict[str, int] = {}
+    for group, fut in admin.describe_consumer_groups(groups, request_timeout=10).items():
+        try:
+            counts[group] = len(fut.result().members)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+                counts[group] = 0
+            else:
+                log.warning("cannot describe consumer group %s: %s", group, exc)
+    return counts

@@ -58,5 +58,9 @@ HEADER_CORRELATION_ID = "correlation_id"
 HEADER_CAUSATION_ID = "causation_id"
 HEADER_CONTENT_TYPE = "content-type"
 HEADER_REPLY_TO = "reply_to"
+HEADER_REQUEST_ID = "request_id"
+"""On a request: the id of this one call, new for every send, so one request event sent twice
+makes two calls, each answered."""
 HEADER_IN_REPLY_TO = "in_reply_to"
-"""On a reply: the event id of the request it answers (the request-reply correlation id)."""
+"""On a reply: the `request_id` of the call it answers (the request-reply correlation id), or
+the request's event id when the requester set no `request_id`."""
