@@ -49,6 +49,13 @@ class Database:
     def dialect(self) -> str:
         return self.url.get_backend_name()
 
+    @property
+    def pool_capacity(self) -> int:
+        """How many connections the pool hands out at most (size plus overflow)."""
+        pool = self.engine.sync_engine.pool
+        size = pool.size() if hasattr(pool, "size") else 1
+        return max(1, int(size) + max(0, int(getattr(pool, "_max_overflow", 0))))
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session without an implicit commit: for reads, or for callers that commit."""

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 ViolationKind = Literal["unique", "foreign_key", "not_null", "check", "other"]
 
@@ -49,6 +50,31 @@ def refused_value(exc: DBAPIError) -> bool:
         return True
     code = _sqlstate(exc)
     return code is not None and code.startswith("22")
+
+
+_TRANSIENT_SQLSTATES = ("08", "53", "57P", "40001", "40P01")
+"""Connection exceptions, insufficient resources, operator intervention (shutdown, cannot
+connect now), serialization failure, deadlock: conditions that pass, not bugs."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot serve right now (down, restarting, no free
+    connection in the pool, SQLite's file locked by another writer), as opposed to refusing
+    what was asked of it. Such a failure is worth waiting out; it is nobody's bug."""
+    if isinstance(exc, PoolTimeoutError | OSError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    code = _sqlstate(exc)
+    if code is not None:
+        return code.startswith(_TRANSIENT_SQLSTATES)
+    if isinstance(exc, OperationalError):
+        message = str(exc.orig).lower()
+        # SQLite: contention is transient; "no such table" and the like are not.
+        return "locked" in message or "busy" in message or "connect" in message
+    return False
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

@@ -5,18 +5,40 @@ handler receives that transaction as `ctx.session`). Redelivery of an event whos
 skips the handler; a crash before commit leaves neither the row nor the effects, so the
 redelivery does the work once. Two concurrent deliveries of one event race on the primary
 key: the second waits for the first transaction and then skips (or runs, if it rolled back).
+
+Only writes made through `ctx.session` are exactly-once. An effect elsewhere (an HTTP call, an
+email, another database) happens at least once: it may repeat if the process dies between the
+effect and the commit. The store warns once per handler that never writes through the session.
+
+Each handler holds a pooled connection and an open transaction while it runs, so the store
+runs at most `max_concurrency` handlers at a time: half the pool on PostgreSQL (the rest
+stays for requests and the outbox relay), one on SQLite (a claim holds SQLite's single write
+lock until commit; more would only queue on the lock and time out). A database that cannot
+serve (down, no free connection, the file locked) raises `StoreUnavailableError`: the
+dispatcher waits it out without spending the handler's attempts or dead-lettering the event.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from core.db.engine import Database
+from core.db.errors import unavailable
+from core.messaging.exceptions import StoreUnavailableError
 from core.messaging.idempotency import Work
+
+log = logging.getLogger(__name__)
+_EXECUTES = "inbox.executes"
 
 INBOX = "inbox"
 
@@ -37,25 +59,57 @@ def inbox_table(metadata: MetaData) -> Table:
 class DatabaseIdempotencyStore:
     """`IdempotencyStore` on the service's database, for exactly-once effects across restarts."""
 
-    def __init__(self, db: Database, metadata: MetaData) -> None:
+    def __init__(
+        self, db: Database, metadata: MetaData, *, max_concurrency: int | None = None
+    ) -> None:
         self.db = db
         self.table = inbox_table(metadata)
         dialect_insert = pg_insert if db.dialect == "postgresql" else sqlite_insert
         self._claim = dialect_insert(self.table).on_conflict_do_nothing()
+        if max_concurrency is None:
+            max_concurrency = 1 if db.dialect == "sqlite" else max(1, db.pool_capacity // 2)
+        self.max_concurrency = max_concurrency
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._warned: set[str] = set()
+        if not sa_event.contains(Session, "do_orm_execute", _count_execute):
+            sa_event.listen(Session, "do_orm_execute", _count_execute)
 
     async def run_once(self, event_id: str, handler: str, work: Work) -> bool:
-        async with self.db.transaction() as session:
-            claimed = await session.execute(
-                self._claim.values(event_id=event_id, handler=handler,
-                                   processed_at=datetime.now(UTC)))
-            if not claimed.rowcount:  # type: ignore[attr-defined]
-                return False
-            await work(session)
+        async with self._slots:
+            try:
+                async with self.db.transaction() as session:
+                    claimed = await session.execute(
+                        self._claim.values(event_id=event_id, handler=handler,
+                                           processed_at=datetime.now(UTC)))
+                    if not claimed.rowcount:  # type: ignore[attr-defined]
+                        return False
+                    await work(session)
+                    if handler not in self._warned and not _wrote(session):
+                        self._warned.add(handler)
+                        log.warning(
+                            "handler %s wrote nothing through ctx.session: its effects "
+                            "elsewhere are at-least-once, not exactly-once", handler)
+            except Exception as exc:
+                if unavailable(exc):
+                    raise StoreUnavailableError(f"inbox database: {exc}") from exc
+                raise
         return True
 
     async def seen(self, event_id: str, handler: str) -> bool:
+        """Whether the pair is recorded (for tests and tools; `run_once` does not need it)."""
         t = self.table
         async with self.db.session() as session:
             found = await session.scalar(
                 select(t.c.event_id).where(t.c.event_id == event_id, t.c.handler == handler))
         return found is not None
+
+
+def _count_execute(state: Any) -> None:
+    info = state.session.info
+    info[_EXECUTES] = info.get(_EXECUTES, 0) + 1
+
+
+def _wrote(session: AsyncSession) -> bool:
+    """Whether the handler used the session beyond the inbox's own claim."""
+    sync = session.sync_session
+    return sync.info.get(_EXECUTES, 0) > 1 or bool(sync.new or sync.dirty or sync.deleted)
