@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from typing import Annotated
 
 import typer
@@ -29,11 +30,18 @@ def _when(letter: dlq.DeadLetter) -> str:
 
 
 @app.command("list")
-def list_(topic: Topic, all_: Annotated[bool, typer.Option("--all", help="Include replayed.")]
-          = False) -> None:
+def list_(
+    topic: Topic,
+    all_: Annotated[bool, typer.Option("--all", help="Include replayed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")]
+    = False,
+) -> None:
     """List dead letters of TOPIC with the error that put them there."""
     letters = asyncio.run(dlq.list_dead_letters(get_settings().kafka(), topic))
     shown = [x for x in letters if all_ or not x.replayed]
+    if as_json:
+        typer.echo(json.dumps([x.as_dict() for x in shown], indent=2))
+        return
     table = Table(title=f"{dlq.dlq_topic(topic)}: {len(shown)} shown, {len(letters)} in all")
     for column in ("partition/offset", "failed at", "event", "attempts", "error", "replayed"):
         table.add_column(column, overflow="fold")

@@ -8,10 +8,12 @@ a consumer-group offset on the DLQ topic, so a record is replayed once unless as
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from functools import cached_property
+from typing import Any, Protocol
 
 from core.config import KafkaConfig
 from core.messaging.kafka_client import KafkaProducer, commit_offsets, committed_offsets, read_topic
@@ -90,9 +92,10 @@ class InMemoryDeadLetterSink:
         self.records.append((record, headers))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DeadLetter:
-    """A dead-letter record as an operator sees it."""
+    """A dead-letter record as an operator sees it. Type and id come from the headers, or
+    from the JSON body when a producer did not set them."""
 
     record: Record
     replayed: bool
@@ -115,11 +118,39 @@ class DeadLetter:
 
     @property
     def event_type(self) -> str | None:
-        return self.record.header("event_type")
+        return self.record.header("event_type") or self._body_field("event_type")
 
     @property
     def event_id(self) -> str | None:
-        return self.record.header("event_id")
+        return self.record.header("event_id") or self._body_field("event_id")
+
+    @cached_property
+    def _body(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.record.value or b"")
+        except ValueError:  # not JSON (or not UTF-8): that may be why it is here
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    def _body_field(self, name: str) -> str | None:
+        value = self._body.get(name)
+        return None if value is None else str(value)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `dlq list --json` prints for this letter."""
+        r = self.record
+        return {
+            "partition": r.partition, "offset": r.offset,
+            "key": r.key.decode("utf-8", "replace") if r.key is not None else None,
+            "original_topic": self.original_topic, "event_type": self.event_type,
+            "event_id": self.event_id, "attempts": self.attempts, "error": self.error,
+            "error_type": self.error_type, "failed_at_ms": _int(r.header(H_FAILED_AT)),
+            "consumer_group": r.header(H_GROUP), "replayed": self.replayed,
+        }
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
 
 
 async def list_dead_letters(config: KafkaConfig, topic: str) -> list[DeadLetter]:

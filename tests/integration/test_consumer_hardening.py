@@ -6,7 +6,11 @@ lost partitions, and errors the consumer cannot recover from."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -387,3 +391,29 @@ async def test_librdkafka_logs_go_through_logging(
                              timeout=20)
         finally:
             await producer.stop(timeout=1)
+
+
+async def test_dlq_list_json_reads_type_and_id_from_the_body_when_headers_lack_them(
+    make_bus: BusFactory, topic: str, kafka_config: KafkaConfig
+) -> None:
+    async def book(event: OrderPlaced) -> None:
+        pass
+
+    bus = make_bus(order_registry())
+    consumer = bus.subscribe(topic, book)
+    await bus.start()
+    await consumer.wait_assigned()
+    bare = (b'{"event_type": "order.placed", "event_version": 2, '
+            b'"event_id": "0b7c0a3e-2f7a-4d55-9d1e-1c2b3a4d5e6f", "data": {}}')
+    await _produce_raw(kafka_config, topic, [(bare, b"k", [])])  # no headers at all
+    await eventually(lambda: dlq.list_dead_letters(kafka_config, topic), interval=0.2)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers}
+    listing = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "core", "dlq", "list", topic, "--json"],
+        env=env, capture_output=True, text=True)
+    assert listing.returncode == 0, listing.stderr
+    (letter,) = json.loads(listing.stdout)
+    assert letter["event_type"] == "order.placed"
+    assert letter["event_id"] == "0b7c0a3e-2f7a-4d55-9d1e-1c2b3a4d5e6f"
+    assert letter["key"] == "k" and letter["original_topic"] == topic
+    assert "MalformedEventError" in letter["error_type"] and not letter["replayed"]
