@@ -73,11 +73,11 @@ async def test_more_slow_keys_than_pool_connections_are_all_handled_once(
             await asyncio.sleep(0.3)  # holds its transaction (and connection) meanwhile
 
         store = DatabaseIdempotencyStore(db, metadata)
-        assert store.max_concurrency == 1  # half of a 2-connection pool
         consumer = await _run(make_bus, topic, store, apply, 20)
         assert consumer.processed[Outcome.DEAD_LETTERED] == 0
         assert await _effects(db) == 20
         assert await read_topic(kafka_config, dlq.dlq_topic(topic), timeout=2) == []
+        assert store.max_concurrency == 1  # half of a 2-connection pool
     finally:
         await db.dispose()
 
