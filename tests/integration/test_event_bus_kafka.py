@@ -40,10 +40,17 @@ async def test_publish_in_one_process_consume_in_another_in_order_per_key(
     keys, per_key = 8, 250
     bus = make_bus(order_registry())
     seen: dict[str, list[int]] = collections.defaultdict(list)
+    running: set[str] = set()
+    overlaps: list[tuple[str, int]] = []
 
     async def record(event: OrderPlaced) -> None:
-        seen[event.aggregate_id].append(event.data.seq)
+        key = event.aggregate_id
+        if key in running:  # a record of this key started before the last one finished
+            overlaps.append((key, event.data.seq))
+        running.add(key)
+        seen[key].append(event.data.seq)
         await asyncio.sleep(0.0005 * (event.data.seq % 3))  # uneven work shuffles completion
+        running.discard(key)
 
     bus.subscribe(topic, record)
     await bus.start()
@@ -54,6 +61,7 @@ async def test_publish_in_one_process_consume_in_another_in_order_per_key(
     assert publisher.returncode == 0 and f"acknowledged {keys * per_key}" in out
     await eventually(lambda: sum(map(len, seen.values())) >= keys * per_key, timeout=60)
     assert len(seen) == keys
+    assert overlaps == [], "records of one key ran at the same time"
     for key, seqs in seen.items():
         assert seqs == list(range(per_key)), f"{key} out of order"
 
