@@ -53,6 +53,13 @@ async def producer(kafka_config: KafkaConfig) -> Any:
     await p.stop()
 
 
+async def _topic(config: KafkaConfig, partitions: int = 3) -> str:
+    """A new topic: the brokers, as in production, create none on first use."""
+    name = unique("accounts")
+    await KafkaAdmin(config).create_topics([name], partitions=partitions)
+    return name
+
+
 def _writer() -> OutboxWriter:
     return OutboxWriter(metadata, EventSerializer(registry()))
 
@@ -82,7 +89,7 @@ async def test_state_change_and_event_commit_or_roll_back_together(db: Database)
 async def test_relay_wakes_on_commit_not_on_a_timer(
     db: Database, producer: KafkaProducer, kafka_config: KafkaConfig
 ) -> None:
-    topic, writer = unique("accounts"), _writer()
+    topic, writer = await _topic(kafka_config), _writer()
     relay = OutboxRelay(db, producer, metadata, owner="r1", poll_interval=60.0, lease_ttl=3.0)
     writer.on_commit(relay.notify)
     await relay.start()
@@ -104,7 +111,7 @@ async def test_relay_wakes_on_commit_not_on_a_timer(
 async def test_crash_between_commit_and_publish_publishes_once_after_restart(
     db: Database, db_url: str, producer: KafkaProducer, kafka_config: KafkaConfig, spawn
 ) -> None:
-    topic, n = unique("accounts"), 25
+    topic, n = await _topic(kafka_config), 25
     proc = spawn("tests.integration.procs.outbox_crash", db_url, topic, str(n))
     out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
     assert "committed" in out and proc.returncode == -9  # SIGKILL, after commit
@@ -122,7 +129,7 @@ async def test_crash_between_commit_and_publish_publishes_once_after_restart(
 async def test_two_relays_never_publish_the_same_event(
     db: Database, kafka_config: KafkaConfig
 ) -> None:
-    topic, writer = unique("accounts"), _writer()
+    topic, writer = await _topic(kafka_config), _writer()
     producers = [KafkaProducer(kafka_config), KafkaProducer(kafka_config)]
     relays = [OutboxRelay(db, p, metadata, owner=f"relay-{i}", lease_ttl=1.5,
                           poll_interval=0.05) for i, p in enumerate(producers)]
@@ -164,7 +171,7 @@ async def test_a_relay_whose_lease_lapses_stops_publishing_until_it_renews(
 ) -> None:
     """A holder whose renewals stall (a paused process, a slow database) must stop by its own
     clock once the lease lapses, since another relay may take the lease over by then."""
-    topic, writer = unique("accounts"), _writer()
+    topic, writer = await _topic(kafka_config), _writer()
     relay = OutboxRelay(db, producer, metadata, owner="stalled", lease_ttl=1.5,
                         poll_interval=0.05)
     writer.on_commit(relay.notify)
@@ -206,7 +213,7 @@ async def test_leases_are_judged_by_the_database_clock_on_postgres(
 async def test_an_event_kafka_refuses_for_good_is_parked_and_holds_up_nothing(
     db: Database, producer: KafkaProducer, kafka_config: KafkaConfig
 ) -> None:
-    topic, writer, outbox = unique("accounts"), _writer(), metadata.tables["outbox"]
+    topic, writer, outbox = await _topic(kafka_config), _writer(), metadata.tables["outbox"]
     relay = OutboxRelay(db, producer, metadata, owner="r", poll_interval=0.05, max_attempts=2)
     writer.on_commit(relay.notify)
     async with db.transaction() as session:
@@ -237,8 +244,7 @@ async def test_an_event_kafka_refuses_for_good_is_parked_and_holds_up_nothing(
 async def test_kafka_down_for_30s_while_writes_continue_loses_nothing(
     db: Database, db_url: str, kafka: Any, kafka_config: KafkaConfig, tmp_path: Any
 ) -> None:
-    topic, writer = unique("accounts"), _writer()
-    await KafkaAdmin(kafka_config).create_topics([topic], partitions=3)
+    topic, writer = await _topic(kafka_config), _writer()
     consumer_db = await create_schema(f"sqlite+aiosqlite:///{tmp_path / 'consumer.db'}")
     consumer = KafkaEventBus(KafkaConfig(kafka.bootstrap_servers, unique("c"), unique("g")),
                              registry(), idempotency=DatabaseIdempotencyStore(consumer_db,
@@ -302,8 +308,7 @@ async def test_kafka_down_for_30s_while_writes_continue_loses_nothing(
 async def test_handler_killed_mid_transaction_has_its_effect_exactly_once(
     db: Database, db_url: str, kafka_config: KafkaConfig, spawn
 ) -> None:
-    topic, group = unique("accounts"), unique("inbox")
-    await KafkaAdmin(kafka_config).create_topics([topic], partitions=1)
+    topic, group = await _topic(kafka_config, partitions=1), unique("inbox")
     bus = KafkaEventBus(kafka_config, registry())
     await bus.start()
     event = deposit("a-1", 0)
