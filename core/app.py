@@ -24,6 +24,7 @@ from core.bases.exceptions import ConfigurationError, install_exception_handlers
 from core.config import Settings, get_settings
 from core.db import migrations
 from core.db.engine import Database
+from core.db.models import table_key
 from core.messaging.consumer import Handler
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.handlers import HandlerRegistry
@@ -178,7 +179,7 @@ def _event_registry(
 
 def _require_tables(metadata: MetaData, *, needs_inbox: bool) -> None:
     needed = [OUTBOX, LEASE] + ([INBOX] if needs_inbox else [])
-    missing = [table for table in needed if table not in metadata.tables]
+    missing = [table for table in needed if table_key(metadata, table) not in metadata.tables]
     if missing:
         raise ConfigurationError(
             f"the service's metadata has no {', '.join(missing)} table: declare "

@@ -16,15 +16,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.db.engine import Database
+from core.db.models import table_key
 from core.messaging.idempotency import Work
 
 INBOX = "inbox"
 
 
 def inbox_table(metadata: MetaData) -> Table:
-    """The inbox table in `metadata` (created once, returned on later calls)."""
-    if INBOX in metadata.tables:
-        return metadata.tables[INBOX]
+    """The inbox table in `metadata` (created once, returned on later calls), in the
+    metadata's schema if it has one."""
+    existing = metadata.tables.get(table_key(metadata, INBOX))
+    if existing is not None:
+        return existing
     return Table(
         INBOX,
         metadata,

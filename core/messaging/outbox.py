@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.engine import Database
+from core.db.models import table_key
 from core.messaging.events import BaseEvent
 from core.messaging.exceptions import PublishError
 from core.messaging.kafka_client import DeliveryReport, KafkaProducer
@@ -62,9 +63,11 @@ MAX_ATTEMPTS = 3
 
 
 def outbox_table(metadata: MetaData) -> Table:
-    """The outbox table in `metadata` (created once, returned on later calls)."""
-    if OUTBOX in metadata.tables:
-        return metadata.tables[OUTBOX]
+    """The outbox table in `metadata` (created once, returned on later calls), in the
+    metadata's schema if it has one."""
+    existing = metadata.tables.get(table_key(metadata, OUTBOX))
+    if existing is not None:
+        return existing
     return Table(
         OUTBOX,
         metadata,
@@ -87,8 +90,9 @@ def outbox_table(metadata: MetaData) -> Table:
 
 def lease_table(metadata: MetaData) -> Table:
     """One row per relay group: who may publish, and until when."""
-    if LEASE in metadata.tables:
-        return metadata.tables[LEASE]
+    existing = metadata.tables.get(table_key(metadata, LEASE))
+    if existing is not None:
+        return existing
     return Table(
         LEASE,
         metadata,
