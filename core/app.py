@@ -118,7 +118,7 @@ async def _start(
     await _create_topics(settings, subscriptions)
     for sub in subscriptions:
         bus.subscribe(sub.topics, sub.handler, group_id=sub.group_id)
-    writer = OutboxWriter(metadata, bus.serializer)
+    writer = OutboxWriter(metadata, bus.serializer, service_name=settings.service_name)
     relay = OutboxRelay(database, bus.producer, metadata, owner=settings.instance_id)
     writer.on_commit(relay.notify)
     stack.push_async_callback(bus.stop)  # consumers (already stopped below), then the producer

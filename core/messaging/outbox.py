@@ -107,10 +107,17 @@ def _now() -> datetime:
 
 
 class OutboxWriter:
-    """Adds events to the outbox inside the caller's transaction. Stateless per call."""
+    """Adds events to the outbox inside the caller's transaction. Stateless per call.
 
-    def __init__(self, metadata: MetaData, serializer: EventSerializer) -> None:
+    `service_name` stamps the envelope of every event that does not name its origin, so
+    consumers see who emitted it without each call site setting it.
+    """
+
+    def __init__(
+        self, metadata: MetaData, serializer: EventSerializer, *, service_name: str = ""
+    ) -> None:
         self.table = outbox_table(metadata)
+        self.service_name = service_name
         self._serializer = serializer
         self._on_commit: list[Callable[[], None]] = []
 
@@ -126,6 +133,8 @@ class OutboxWriter:
         *,
         key: str | None = None,
     ) -> None:
+        if not event.service_name and self.service_name:
+            event = event.model_copy(update={"service_name": self.service_name})
         value, headers = self._serializer.serialize(event)
         await session.execute(insert(self.table).values(
             event_id=str(event.event_id),

@@ -122,6 +122,30 @@ async def test_outside_development_a_database_behind_the_code_refuses_to_start(
     assert not app.state.runtime.relay.holds_lease, "the relay kept its lease after shutdown"
 
 
+async def test_events_published_through_the_service_carry_its_name(
+    tmp_path: Path, kafka_config: KafkaConfig
+) -> None:
+    """`BaseService.publish_event` goes through the service's outbox writer, which stamps the
+    envelope's `service_name` from the settings."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}"
+    settings = Settings(environment="development", service_name="sample", database_url=url,
+                        kafka_bootstrap_servers=kafka_config.bootstrap_servers,
+                        kafka_consumer_group=unique("sample"))
+    app = service(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            created = await http.post("/widgets", json={"name": "gear", "sku": "SKU-1",
+                                                        "price_cents": 250})
+        assert created.status_code == 201, created.text
+        async with app.state.runtime.database.session() as session:
+            (payload,) = (await session.execute(select(outbox_table(Base.metadata).c.payload))
+                          ).scalars().all()
+    envelope = json.loads(payload)
+    assert envelope["aggregate_id"] == created.json()["data"]["id"]
+    assert envelope["service_name"] == "sample"
+
+
 SCHEMA_MODELS = """
 from core.db.models import service_metadata
 from core.messaging.inbox import inbox_table

@@ -86,6 +86,26 @@ async def test_state_change_and_event_commit_or_roll_back_together(db: Database)
     assert key == "a-1"
 
 
+async def test_the_writer_stamps_events_with_its_service_name(db: Database) -> None:
+    """Every event says which service emitted it, without each caller setting it; an event
+    that names its origin keeps it."""
+    serializer = EventSerializer(registry())
+    writer = OutboxWriter(metadata, serializer, service_name="accounts")
+    own, forwarded = deposit("a-1", 0), deposit("a-2", 0).model_copy(
+        update={"service_name": "tellers"})
+    async with db.transaction() as session:
+        await writer.add(session, "accounts", own)
+        await writer.add(session, "accounts", forwarded)
+    outbox = metadata.tables["outbox"]
+    async with db.session() as session:
+        rows = (await session.execute(
+            select(outbox.c.event_id, outbox.c.payload).order_by(outbox.c.id))).all()
+    stamped = [serializer.deserialize(row.payload) for row in rows]
+    assert [(str(e.event_id), e.service_name) for e in stamped] == [
+        (str(own.event_id), "accounts"), (str(forwarded.event_id), "tellers")]
+    assert [row.event_id for row in rows] == [str(own.event_id), str(forwarded.event_id)]
+
+
 async def test_relay_wakes_on_commit_not_on_a_timer(
     db: Database, producer: KafkaProducer, kafka_config: KafkaConfig
 ) -> None:
