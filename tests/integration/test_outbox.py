@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from core.config import KafkaConfig
 from core.db.engine import Database
@@ -259,6 +259,34 @@ async def test_an_event_kafka_refuses_for_good_is_parked_and_holds_up_nothing(
     keys = sorted(r.key for r in await read_topic(kafka_config, topic))
     assert keys == [b"a-1", b"a-2", b"a-3"]
     assert await relay.backlog() == 1, "the parked event is still owed"
+
+
+async def test_the_purge_of_published_rows_reads_an_index_not_the_table(
+    postgres: Any, tmp_path: Any, producer: KafkaProducer
+) -> None:
+    """Housekeeping deletes rows published before the retention every few seconds; on a busy
+    outbox (most rows recent) that must be an index range, not a scan of the whole table."""
+    db = await create_schema(await DatabaseFactory("postgres", tmp_path, postgres).new())
+    try:
+        async with db.transaction() as session:  # 20 000 recent rows, 50 due for the purge
+            await session.execute(text(
+                "INSERT INTO outbox (event_id, topic, key, event_type, payload, headers, "
+                "created_at, published_at, attempts) "
+                "SELECT gen_random_uuid()::text, 't', 'k' || (n % 100), 'e', '\\x00', '[]', "
+                "now(), now() - make_interval(mins => CASE WHEN n <= 50 THEN 3000 ELSE n % 60 "
+                "END), 0 FROM generate_series(1, 20000) AS n"))
+        async with db.engine.begin() as conn:
+            await conn.execute(text("ANALYZE outbox"))
+        relay = OutboxRelay(db, producer, metadata, owner="purger")
+        purge = relay._purge_statement()
+        async with db.engine.connect() as conn:
+            sql = str(purge.compile(conn.sync_connection, compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(row[0] for row in await conn.execute(text(f"EXPLAIN {sql}")))
+        assert "ix_outbox_published_at" in plan and "Seq Scan" not in plan, plan
+        async with db.transaction() as session:
+            assert (await session.execute(purge)).rowcount == 50  # type: ignore[attr-defined]
+    finally:
+        await db.dispose()
 
 
 async def test_kafka_down_for_30s_while_writes_continue_loses_nothing(
