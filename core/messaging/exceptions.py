@@ -29,6 +29,10 @@ class PublishError(MessagingError):
         self.permanent = permanent
 
 
+class UnknownTopicError(PublishError):
+    """The topic does not exist, and the brokers create none on first use."""
+
+
 class DeliveryTimeoutError(PublishError):
     """No acknowledgement within the producer's message timeout: the broker or the partition's
     leader was away (heals), or the topic does not exist (does not, until someone creates it)."""

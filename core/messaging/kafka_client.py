@@ -36,7 +36,12 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import DeliveryTimeoutError, MessagingError, PublishError
+from core.messaging.exceptions import (
+    DeliveryTimeoutError,
+    MessagingError,
+    PublishError,
+    UnknownTopicError,
+)
 from core.messaging.types import Headers, Record
 
 log = logging.getLogger(__name__)
@@ -275,6 +280,8 @@ def _publish_error(err: KafkaError, topic: str | None = None) -> PublishError:
     message = f"{topic}: {err}" if topic else str(err)
     if err.code() == KafkaError._MSG_TIMED_OUT:
         return DeliveryTimeoutError(message)
+    if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+        return UnknownTopicError(message, permanent=True)
     return PublishError(message, permanent=_permanent(err))
 
 

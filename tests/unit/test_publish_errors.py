@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError
 
-from core.messaging.exceptions import DeliveryTimeoutError
+from core.messaging.exceptions import DeliveryTimeoutError, UnknownTopicError
 from core.messaging.kafka_client import _permanent, _publish_error
 
 
@@ -21,6 +21,8 @@ def test_a_missing_topic_is_permanent_and_a_timeout_says_it_timed_out() -> None:
     # With brokers that create no topic on first use, resending to a missing topic cannot help.
     assert _permanent(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
     assert _permanent(KafkaError(KafkaError._UNKNOWN_TOPIC))
+    missing = _publish_error(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), "orders")
+    assert isinstance(missing, UnknownTopicError) and missing.permanent
     timed_out = _publish_error(KafkaError(KafkaError._MSG_TIMED_OUT), "orders")
     assert isinstance(timed_out, DeliveryTimeoutError) and not timed_out.permanent
     assert str(timed_out).startswith("orders: ")
