@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -259,6 +261,159 @@ async def test_an_event_kafka_refuses_for_good_is_parked_and_holds_up_nothing(
     keys = sorted(r.key for r in await read_topic(kafka_config, topic))
     assert keys == [b"a-1", b"a-2", b"a-3"]
     assert await relay.backlog() == 1, "the parked event is still owed"
+
+
+async def test_a_row_to_a_missing_topic_holds_up_no_other_key_and_is_parked(
+    db: Database, producer: KafkaProducer, kafka_config: KafkaConfig
+) -> None:
+    """The brokers create no topic on first use, and librdkafka gives up on a missing topic
+    only after 30 s. Rows of other keys must not wait for that; the row itself is parked after
+    its attempts, with the reason, holding back only the later rows of its own key."""
+    topic, missing, writer = await _topic(kafka_config), unique("missing"), _writer()
+    relay = OutboxRelay(db, producer, metadata, owner="r", poll_interval=0.05, max_attempts=2)
+    writer.on_commit(relay.notify)
+    async with db.transaction() as session:
+        await writer.add(session, topic, deposit("a-1", 0))
+        await writer.add(session, missing, deposit("b-1", 0))
+        await writer.add(session, topic, deposit("a-2", 0))
+        await writer.add(session, missing, deposit("b-1", 1))
+    await relay.start()
+    try:
+        await eventually(lambda: relay.published_total == 2, timeout=10)
+        async with db.transaction() as session:  # and what comes later flows as well
+            await writer.add(session, topic, deposit("a-3", 0))
+        await eventually(lambda: relay.published_total == 3, timeout=5)
+
+        (stuck,) = await eventually(
+            lambda: outbox_module.parked(db, metadata, max_attempts=2), timeout=50)
+        assert (stuck.topic, stuck.key, stuck.held) == (missing, "b-1", 1)
+        assert "the topic does not exist" in stuck.last_error
+        assert "UNKNOWN_TOPIC" in stuck.last_error
+
+        # Once the topic exists, the requeued row goes out first, then the row it held back.
+        await KafkaAdmin(kafka_config).create_topics([missing], partitions=1)
+        assert await outbox_module.requeue(db, metadata, [stuck.id], max_attempts=2) == 1
+        await eventually(lambda: relay.published_total == 5, timeout=20)
+    finally:
+        await relay.stop()
+    assert sorted(r.key for r in await read_topic(kafka_config, topic)) == [
+        b"a-1", b"a-2", b"a-3"]
+    serializer = EventSerializer(registry())
+    assert [serializer.deserialize(r.value, r.headers).data.seq  # type: ignore[attr-defined]
+            for r in await read_topic(kafka_config, missing)] == [0, 1]
+
+
+async def test_a_delivery_timeout_to_a_missing_topic_counts_toward_parking(
+    db: Database, kafka_config: KafkaConfig
+) -> None:
+    """With `message.timeout.ms` below librdkafka's 30 s wait for a topic to appear, a missing
+    topic shows as a delivery timeout: the relay asks the cluster, and parks the row."""
+    producer = KafkaProducer(kafka_config, **{"message.timeout.ms": 2000})
+    await producer.start()
+    missing, writer = unique("missing"), _writer()
+    relay = OutboxRelay(db, producer, metadata, owner="r", poll_interval=0.05, max_attempts=2)
+    async with db.transaction() as session:
+        await writer.add(session, missing, deposit("b-1", 0))
+    await relay.start()
+    try:
+        (stuck,) = await eventually(
+            lambda: outbox_module.parked(db, metadata, max_attempts=2), timeout=30)
+        assert "the topic does not exist" in stuck.last_error
+    finally:
+        await relay.stop()
+        await producer.stop()
+
+
+async def test_a_parked_row_holds_back_the_later_rows_of_its_key_only(
+    db: Database, producer: KafkaProducer, kafka_config: KafkaConfig
+) -> None:
+    """A later event of a key must never overtake a parked one (a consumer would apply them
+    out of order): it waits until the parked row is requeued or discarded; other keys flow."""
+    topic, writer, outbox = await _topic(kafka_config), _writer(), metadata.tables["outbox"]
+    relay = OutboxRelay(db, producer, metadata, owner="r", poll_interval=0.05, max_attempts=2)
+    writer.on_commit(relay.notify)
+    async with db.transaction() as session:
+        await session.execute(insert(outbox).values(  # over the producer's 1 MB limit
+            event_id=str(uuid.uuid4()), topic=topic, key="a-1", event_type="account.deposited",
+            payload=b"x" * 2_000_000, headers=[], created_at=datetime.now(UTC), attempts=0))
+        await writer.add(session, topic, deposit("a-1", 1))  # same key, same batch
+        await writer.add(session, topic, deposit("a-2", 0))
+    await relay.start()
+    try:
+        await eventually(lambda: relay.published_total >= 1)
+        await eventually(lambda: outbox_module.parked(db, metadata, max_attempts=2))
+        async with db.transaction() as session:  # later batches: other keys still flow
+            await writer.add(session, topic, deposit("a-3", 0))
+        await eventually(lambda: relay.published_total >= 2)
+        keys = sorted(r.key for r in await read_topic(kafka_config, topic))
+        assert keys == [b"a-2", b"a-3"], "a later event of a-1 overtook the parked one"
+
+        (stuck,) = await outbox_module.parked(db, metadata, max_attempts=2)
+        assert (stuck.key, stuck.held) == ("a-1", 1) and "MSG_SIZE_TOO_LARGE" in stuck.last_error
+        assert await outbox_module.discard(db, metadata, [stuck.id + 1], max_attempts=2) == 0
+        assert await outbox_module.discard(db, metadata, [stuck.id], max_attempts=2) == 1
+        await eventually(lambda: relay.published_total == 3)  # the held row goes out
+    finally:
+        await relay.stop()
+    assert sorted(r.key for r in await read_topic(kafka_config, topic)) == [
+        b"a-1", b"a-2", b"a-3"]
+    assert await relay.backlog() == 0 and await outbox_module.parked(db, metadata) == []
+
+
+async def test_stop_lets_the_batch_in_flight_finish_then_hands_the_lease_back(
+    db: Database, producer: KafkaProducer, kafka_config: KafkaConfig, kafka: Any
+) -> None:
+    """The broker is paused with a batch in flight: stop() waits for its acknowledgements,
+    records them, and only then gives the lease back, so nothing is published twice."""
+    topic, writer = await _topic(kafka_config), _writer()
+    relay = OutboxRelay(db, producer, metadata, owner="stopping", poll_interval=0.05)
+    writer.on_commit(relay.notify)
+    await relay.start()
+    await eventually(lambda: relay.holds_lease)
+    await producer.produce(topic, b"warm-up")  # metadata and producer id, before the pause
+    os.kill(kafka.pid, signal.SIGSTOP)
+    try:
+        async with db.transaction() as session:
+            for i in range(20):
+                await writer.add(session, topic, deposit(f"a-{i}", 0))
+        await eventually(lambda: relay.in_flight == 20)
+        stopping = asyncio.create_task(relay.stop())
+        await asyncio.sleep(0.5)
+        assert not stopping.done(), "stop() returned with the batch in flight"
+    finally:
+        os.kill(kafka.pid, signal.SIGCONT)
+    await asyncio.wait_for(stopping, 30)
+    assert relay.published_total == 20 and await relay.backlog() == 0
+    successor = OutboxRelay(db, producer, metadata, owner="successor")
+    assert await successor._acquire_lease(), "the lease was not handed back"
+    assert len(await read_topic(kafka_config, topic)) == 21
+
+
+async def test_a_cancelled_stop_cancels_the_relay_and_is_cancelled_itself(
+    db: Database, producer: KafkaProducer, kafka_config: KafkaConfig, kafka: Any
+) -> None:
+    topic, writer = await _topic(kafka_config), _writer()
+    relay = OutboxRelay(db, producer, metadata, owner="cancelled", poll_interval=0.05)
+    writer.on_commit(relay.notify)
+    await relay.start()
+    await eventually(lambda: relay.holds_lease)
+    await producer.produce(topic, b"warm-up")
+    tasks = list(relay._tasks)
+    os.kill(kafka.pid, signal.SIGSTOP)
+    try:
+        async with db.transaction() as session:
+            await writer.add(session, topic, deposit("a-1", 0))
+        await eventually(lambda: relay.in_flight == 1)
+        stopping = asyncio.create_task(relay.stop())
+        await eventually(lambda: relay._stopping)
+        await asyncio.sleep(0.2)  # stop() is now waiting for the acknowledgement
+        stopping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopping
+        await asyncio.wait(tasks, timeout=5)
+        assert all(task.done() for task in tasks), "the relay's tasks outlived stop()"
+    finally:
+        os.kill(kafka.pid, signal.SIGCONT)
 
 
 async def test_the_purge_of_published_rows_reads_an_index_not_the_table(
