@@ -148,6 +148,12 @@ class OutboxMetrics(Protocol):
     def backlog(self, count: int) -> None: ...
 
 
+def _retrieve(ack: asyncio.Future[DeliveryReport]) -> None:
+    """Read an abandoned acknowledgement's outcome, so asyncio does not report it as lost."""
+    if not ack.cancelled():
+        ack.exception()
+
+
 @dataclass(frozen=True, slots=True)
 class _Sending:
     """A row handed to the producer, until its acknowledgement or refusal is recorded."""
@@ -266,6 +272,8 @@ class OutboxRelay:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        for abandoned in self._in_flight.values():  # published again by the next relay
+            abandoned.ack.add_done_callback(_retrieve)
         self._in_flight.clear()
         if self._holding:
             await self._release_lease()
