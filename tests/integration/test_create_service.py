@@ -22,7 +22,7 @@ from core.db.engine import Database
 from core.db.scaffold import init_migrations
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import DatabaseIdempotencyStore
-from core.messaging.kafka_client import read_topic
+from core.messaging.kafka_client import KafkaAdmin, read_topic
 from core.messaging.outbox import outbox_table
 from devinfra.process import free_port
 from tests.integration.databases import DatabaseFactory
@@ -120,6 +120,22 @@ async def test_outside_development_a_database_behind_the_code_refuses_to_start(
         assert listed.status_code == 200 and listed.json()["data"] == []
         await eventually(lambda: app.state.runtime.relay.holds_lease)
     assert not app.state.runtime.relay.holds_lease, "the relay kept its lease after shutdown"
+
+
+async def test_the_topics_a_service_publishes_to_are_created_at_start_up(
+    tmp_path: Path, kafka_config: KafkaConfig
+) -> None:
+    """The brokers create no topic on first use: the topics a service declares it publishes to
+    exist, with the configured partitions, before its relay sends anything."""
+    audit = unique("audit")
+    settings = Settings(environment="development", service_name="sample",
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}",
+                        kafka_bootstrap_servers=kafka_config.bootstrap_servers,
+                        kafka_consumer_group=unique("sample"), kafka_topic_partitions=2)
+    app = create_service("sample", metadata=Base.metadata, service_dir=SERVICE_DIR,
+                         publishes=[audit], settings=settings)
+    async with app.router.lifespan_context(app):
+        assert (await KafkaAdmin(kafka_config).topics()).get(audit) == 2
 
 
 async def test_events_published_through_the_service_carry_its_name(

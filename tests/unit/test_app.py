@@ -65,3 +65,14 @@ def test_a_service_in_its_own_schema_finds_its_tables(tmp_path: Path) -> None:
     assert [declare(metadata) for declare in (outbox_table, lease_table, inbox_table)] == tables
     create_service("drivers", metadata=metadata, service_dir=tmp_path,
                    subscriptions=[Subscription("trips", noop)])
+
+
+def test_topic_names_kafka_would_refuse_are_refused_at_build_time(tmp_path: Path) -> None:
+    metadata = MetaData()
+    outbox_table(metadata)
+    lease_table(metadata)
+    with pytest.raises(ConfigurationError, match=r"invalid topic names \['driver events'\]"):
+        create_service("drivers", metadata=metadata, service_dir=tmp_path,
+                       publishes=["driver.events", "driver events"])
+    create_service("drivers", metadata=metadata, service_dir=tmp_path,
+                   publishes=["driver.events", "driver.events.dlq"])
