@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import MetaData, func, insert, or_, select, tuple_, update
+from sqlalchemy import MetaData, Select, func, insert, or_, select, tuple_, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -347,6 +347,11 @@ class OutboxRelay:
         return sent + await self._await(acks, ack_wait)
 
     async def _pending(self, limit: int) -> Sequence[Any]:
+        async with self.db.session() as session:
+            rows: Sequence[Any] = (await session.execute(self._pending_statement(limit))).all()
+        return rows
+
+    def _pending_statement(self, limit: int) -> Select[Any]:
         """The next rows to send, in id order: unpublished, not parked, not in flight, and not
         behind a failing row, or a row in flight, of the same topic and key."""
         t = self.table
@@ -367,8 +372,7 @@ class OutboxRelay:
             if keys:
                 query = query.where(or_(t.c.key.is_(None),
                                         tuple_(t.c.topic, t.c.key).not_in(list(keys))))
-        async with self.db.session() as session:
-            return (await session.execute(query.order_by(t.c.id).limit(limit))).all()
+        return query.order_by(t.c.id).limit(limit)
 
     async def _hand_over(self, rows: Sequence[Any]) -> list[asyncio.Future[DeliveryReport]]:
         """Queue `rows` in order. A row refused on the spot (too large, topic known missing)

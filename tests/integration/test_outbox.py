@@ -434,12 +434,48 @@ async def test_the_purge_of_published_rows_reads_an_index_not_the_table(
             await conn.execute(text("ANALYZE outbox"))
         relay = OutboxRelay(db, producer, metadata, owner="purger")
         purge = relay._purge_statement()
-        async with db.engine.connect() as conn:
-            sql = str(purge.compile(conn.sync_connection, compile_kwargs={"literal_binds": True}))
-            plan = "\n".join(row[0] for row in await conn.execute(text(f"EXPLAIN {sql}")))
+        plan = await _explain(db, purge)
         assert "ix_outbox_published_at" in plan and "Seq Scan" not in plan, plan
         async with db.transaction() as session:
             assert (await session.execute(purge)).rowcount == 50  # type: ignore[attr-defined]
+    finally:
+        await db.dispose()
+
+
+async def _explain(db: Database, statement: Any) -> str:
+    async with db.engine.connect() as conn:
+        sql = str(statement.compile(conn.sync_connection,
+                                    compile_kwargs={"literal_binds": True}))
+        return "\n".join(row[0] for row in await conn.execute(text(f"EXPLAIN {sql}")))
+
+
+async def test_the_next_batch_finds_held_keys_through_the_failing_rows_index(
+    postgres: Any, tmp_path: Any, producer: KafkaProducer
+) -> None:
+    """Every batch asks which pending rows sit behind a failing row of their key: with a
+    large backlog that must be a probe of the (tiny) index of failing rows per row, or one
+    pass over it, never a scan of the outbox."""
+    db = await create_schema(await DatabaseFactory("postgres", tmp_path, postgres).new())
+    try:
+        async with db.transaction() as session:  # 20 000 published, 5 000 pending, 5 failing
+            await session.execute(text(
+                "INSERT INTO outbox (event_id, topic, key, event_type, payload, headers, "
+                "created_at, published_at, attempts) "
+                "SELECT gen_random_uuid()::text, 't', 'k' || (n % 1000), 'e', '\\x00', '[]', "
+                "now(), CASE WHEN n <= 20000 THEN now() END, "
+                "CASE WHEN n > 20000 AND n <= 20005 THEN 3 ELSE 0 END "
+                "FROM generate_series(1, 25000) AS n"))
+        async with db.engine.begin() as conn:
+            await conn.execute(text("ANALYZE outbox"))
+        relay = OutboxRelay(db, producer, metadata, owner="planner", max_attempts=3)
+        plan = await _explain(db, relay._pending_statement(500))
+        assert "Seq Scan" not in plan, plan
+        assert "ix_outbox_failing" in plan and "ix_outbox_pending" in plan, plan
+        async with db.session() as session:
+            rows = (await session.execute(relay._pending_statement(5000))).all()
+        held = {f"k{n % 1000}" for n in range(20001, 20006)}
+        assert len(rows) == 5000 - 5 - sum(1 for n in range(20006, 25001)
+                                           if f"k{n % 1000}" in held)
     finally:
         await db.dispose()
 
