@@ -263,6 +263,9 @@ class OutboxRelay:
         try:
             if runner is not None and not runner.done():
                 await asyncio.wait([runner], timeout=self.drain_timeout)
+                if not runner.done():  # stuck (the database?): what it recorded, it recorded
+                    runner.cancel()
+                    await asyncio.wait([runner])
             await self._drain(deadline)
         except asyncio.CancelledError:
             for task in tasks:
@@ -300,14 +303,16 @@ class OutboxRelay:
         last_housekeeping = 0.0
         while not self._stopping:
             try:
+                more = False
                 if self.holds_lease:
                     published = await self.publish_batch(ack_wait=self.ack_wait)
+                    more = self._full_batch and published > 0  # a backlog, and it moves
                 else:  # an acknowledgement is a fact, lease or not
-                    published = await self._record_settled()
+                    await self._record_settled()
                 if time.monotonic() - last_housekeeping > 5.0 and self.holds_lease:
                     last_housekeeping = time.monotonic()
                     await self._housekeeping()
-                if published < self.batch_size and not self._full_batch:
+                if not more:
                     await self._idle(self.poll_interval if self._holding else self.lease_ttl / 3)
             except asyncio.CancelledError:
                 raise
@@ -435,7 +440,7 @@ class OutboxRelay:
                 await session.execute(update(t).where(t.c.id == row.id).values(
                     attempts=t.c.attempts + int(permanent), last_error=error[:2000]))
         for s in settled:
-            del self._in_flight[s.id]
+            self._in_flight.pop(s.id, None)
         for row, permanent, error in failed:
             if permanent and row.attempts + 1 >= self.max_attempts:
                 log.error("outbox: event row %d parked after %d attempts, holding back the "
