@@ -8,8 +8,9 @@ it describes; a relay publishes pending rows to Kafka and marks them sent.
   is done. Several instances of a service may each run a relay: a lease row elects one
   publisher at a time, renewed in the background while it lives; if it dies, another takes
   over once the lease expires.
-- The tables, and the tools for parked rows (`parked`, `requeue`, `discard`), live in
-  `core.messaging.outbox_store`; they are re-exported here.
+- Its parts have their own modules, re-exported here: the writer (`outbox_writer`), the
+  tables and the tools for parked rows, `parked`, `requeue`, `discard` (`outbox_store`), and
+  the lease (`outbox_lease`).
 
 ORDER PER KEY, AND WHAT STOPS IT. Rows with the same topic and key reach Kafka in commit order.
 To keep that promise, a row that fails HOLDS BACK EVERY LATER ROW OF ITS TOPIC AND KEY (and
@@ -43,19 +44,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import MetaData, Select, func, insert, or_, select, tuple_, update
-from sqlalchemy import event as sa_event
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import MetaData, Select, func, or_, select, tuple_, update
 from sqlalchemy.sql.dml import Delete
 
 from core.db.engine import Database
-from core.messaging.events import BaseEvent
 from core.messaging.exceptions import (
     DeliveryTimeoutError,
     MessagingError,
@@ -63,6 +60,7 @@ from core.messaging.exceptions import (
     UnknownTopicError,
 )
 from core.messaging.kafka_client import DeliveryReport, KafkaProducer
+from core.messaging.outbox_lease import RelayLease
 from core.messaging.outbox_store import (
     LEASE,
     MAX_ATTEMPTS,
@@ -75,7 +73,7 @@ from core.messaging.outbox_store import (
     parked,
     requeue,
 )
-from core.messaging.serialization import EventSerializer
+from core.messaging.outbox_writer import OutboxWriter
 
 __all__ = [
     "LEASE", "MAX_ATTEMPTS", "OUTBOX", "OutboxMetrics", "OutboxRelay", "OutboxWriter",
@@ -87,57 +85,6 @@ log = logging.getLogger(__name__)
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class OutboxWriter:
-    """Adds events to the outbox inside the caller's transaction. Stateless per call.
-
-    `service_name` stamps the envelope of every event that does not name its origin, so
-    consumers see who emitted it without each call site setting it.
-    """
-
-    def __init__(
-        self, metadata: MetaData, serializer: EventSerializer, *, service_name: str = ""
-    ) -> None:
-        self.table = outbox_table(metadata)
-        self.service_name = service_name
-        self._serializer = serializer
-        self._on_commit: list[Callable[[], None]] = []
-
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        """Call `callback` after any transaction that added events commits."""
-        self._on_commit.append(callback)
-
-    async def add(
-        self,
-        session: AsyncSession,
-        topic: str,
-        event: BaseEvent[Any],
-        *,
-        key: str | None = None,
-    ) -> None:
-        if not event.service_name and self.service_name:
-            event = event.model_copy(update={"service_name": self.service_name})
-        value, headers = self._serializer.serialize(event)
-        await session.execute(insert(self.table).values(
-            event_id=str(event.event_id),
-            topic=topic,
-            key=key if key is not None else event.partition_key(),
-            event_type=event.EVENT_TYPE,
-            payload=value,
-            headers=[[name, raw.decode()] for name, raw in headers],
-            created_at=_now(),
-            attempts=0,
-        ))
-        sync = session.sync_session
-        if self._on_commit and not sync.info.get("outbox_wakeup"):
-            sync.info["outbox_wakeup"] = True
-            sa_event.listen(sync, "after_commit", self._committed, once=True)
-
-    def _committed(self, session: Any) -> None:
-        session.info.pop("outbox_wakeup", None)
-        for callback in self._on_commit:
-            callback()
 
 
 class OutboxMetrics(Protocol):
@@ -201,7 +148,8 @@ class OutboxRelay:
         self.db = db
         self.producer = producer
         self.table = outbox_table(metadata)
-        self.lease = lease_table(metadata)
+        self.lease = RelayLease(db, lease_table(metadata), name=name, owner=owner,
+                                ttl=lease_ttl)
         self.owner = owner
         self.name = name
         self.batch_size = batch_size
@@ -214,8 +162,6 @@ class OutboxRelay:
         self.drain_timeout = drain_timeout
         self.metrics = metrics
         self._wake = asyncio.Event()
-        self._holding = False
-        self._held_until = 0.0  # monotonic: a paused process stops trusting a lapsed lease
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
@@ -231,8 +177,7 @@ class OutboxRelay:
     def holds_lease(self) -> bool:
         """Whether this relay may start a batch: it won the lease, and by its own monotonic clock
         the lease is not about to lapse (a process paused past the TTL must renew first)."""
-        # The last third of the TTL is a margin for the batch in flight to finish in.
-        return self._holding and time.monotonic() < self._held_until - self.lease_ttl / 3
+        return self.lease.valid
 
     @property
     def in_flight(self) -> int:
@@ -243,7 +188,8 @@ class OutboxRelay:
         self._stopping = False
         self._runner = asyncio.create_task(self._run(), name=f"outbox-relay:{self.owner}")
         self._tasks = [
-            asyncio.create_task(self._keep_lease(), name=f"outbox-lease:{self.owner}"),
+            asyncio.create_task(self.lease.keep(self._wake.set),
+                                name=f"outbox-lease:{self.owner}"),
             self._runner,
         ]
 
@@ -278,8 +224,8 @@ class OutboxRelay:
         for abandoned in self._in_flight.values():  # published again by the next relay
             abandoned.ack.add_done_callback(_retrieve)
         self._in_flight.clear()
-        if self._holding:
-            await self._release_lease()
+        if self.lease.holding:
+            await self.lease.release()
 
     async def _drain(self, deadline: float) -> None:
         """Record acknowledgements of the rows in flight as they arrive, until none is left or
@@ -313,7 +259,8 @@ class OutboxRelay:
                     last_housekeeping = time.monotonic()
                     await self._housekeeping()
                 if not more:
-                    await self._idle(self.poll_interval if self._holding else self.lease_ttl / 3)
+                    await self._idle(self.poll_interval if self.lease.holding
+                                     else self.lease_ttl / 3)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -496,55 +443,3 @@ class OutboxRelay:
         """Rows published longer than `retention` ago; `ix_outbox_published_at` makes this
         a range of the index, not a scan of the table, every few seconds."""
         return self.table.delete().where(self.table.c.published_at < _now() - self.retention)
-
-    async def _keep_lease(self) -> None:
-        while True:
-            asked = time.monotonic()  # before the database stamps the expiry: errs early
-            try:
-                holding = await self._acquire_lease()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox lease renewal failed")
-                holding = False
-            self._held_until = asked + self.lease_ttl if holding else 0.0
-            if holding != self._holding:
-                log.info("outbox relay %s %s the lease", self.owner,
-                         "holds" if holding else "lost")
-                self._holding = holding
-                self._wake.set()
-            await asyncio.sleep(self.lease_ttl / 3)
-
-    def _clock(self) -> Any:
-        """The time leases are stamped and judged by: the database's own clock on PostgreSQL,
-        where relays may run on hosts whose clocks disagree; the process clock on SQLite,
-        whose file lives on one host."""
-        return func.now() if self.db.dialect == "postgresql" else _now()
-
-    async def _acquire_lease(self) -> bool:
-        lease, now = self.lease, self._clock()
-        until = now + timedelta(seconds=self.lease_ttl)
-        async with self.db.transaction() as session:
-            renewed = await session.execute(
-                update(lease)
-                .where(lease.c.name == self.name)
-                .where((lease.c.owner == self.owner) | (lease.c.expires_at < now))
-                .values(owner=self.owner, expires_at=until)
-            )
-            if renewed.rowcount:  # type: ignore[attr-defined]
-                return True
-        try:
-            async with self.db.transaction() as session:
-                await session.execute(
-                    insert(lease).values(name=self.name, owner=self.owner, expires_at=until))
-            return True
-        except IntegrityError:
-            return False  # someone else holds it
-
-    async def _release_lease(self) -> None:
-        lease = self.lease
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(lease).where(lease.c.name == self.name, lease.c.owner == self.owner)
-                .values(expires_at=self._clock() - timedelta(seconds=1)))
-        self._holding = False

@@ -18,6 +18,7 @@ from sqlalchemy import func, insert, select, text
 from core.config import KafkaConfig
 from core.db.engine import Database
 from core.messaging import outbox as outbox_module
+from core.messaging import outbox_lease
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
@@ -170,7 +171,7 @@ async def test_two_relays_never_publish_the_same_event(
                 holder = next(r for r in relays if r.holds_lease)
                 for task in holder._tasks:
                     task.cancel()
-                holder._holding = False
+                holder.lease.holding = False
             await asyncio.sleep(0.1)
         await eventually(lambda: sum(r.published_total for r in relays) >= total, timeout=30)
     finally:
@@ -208,7 +209,7 @@ async def test_a_relay_whose_lease_lapses_stops_publishing_until_it_renews(
             await writer.add(session, topic, deposit("a-1", 0))
         await asyncio.sleep(1.0)
         assert relay.published_total == 0, "published on a lapsed lease"
-        relay._tasks[0] = asyncio.create_task(relay._keep_lease())  # renewals resume
+        relay._tasks[0] = asyncio.create_task(relay.lease.keep(relay.notify))  # renewals resume
         await eventually(lambda: relay.published_total == 1, timeout=10)
     finally:
         await relay.stop()
@@ -223,11 +224,11 @@ async def test_leases_are_judged_by_the_database_clock_on_postgres(
     try:
         holder = OutboxRelay(db, producer, metadata, owner="on-time", lease_ttl=30)
         skewed = OutboxRelay(db, producer, metadata, owner="an-hour-ahead", lease_ttl=30)
-        assert await holder._acquire_lease()
+        assert await holder.lease.acquire()
         ahead = datetime.now(UTC) + timedelta(hours=1)
-        monkeypatch.setattr(outbox_module, "_now", lambda: ahead)
-        assert not await skewed._acquire_lease(), "a skewed clock stole a live lease"
-        assert await holder._acquire_lease(), "the holder could not renew"
+        monkeypatch.setattr(outbox_lease, "_now", lambda: ahead)
+        assert not await skewed.lease.acquire(), "a skewed clock stole a live lease"
+        assert await holder.lease.acquire(), "the holder could not renew"
     finally:
         await db.dispose()
 
@@ -385,7 +386,7 @@ async def test_stop_lets_the_batch_in_flight_finish_then_hands_the_lease_back(
     await asyncio.wait_for(stopping, 30)
     assert relay.published_total == 20 and await relay.backlog() == 0
     successor = OutboxRelay(db, producer, metadata, owner="successor")
-    assert await successor._acquire_lease(), "the lease was not handed back"
+    assert await successor.lease.acquire(), "the lease was not handed back"
     assert len(await read_topic(kafka_config, topic)) == 21
 
 
