@@ -406,8 +406,7 @@ async def test_a_cancelled_stop_cancels_the_relay_and_is_cancelled_itself(
             await writer.add(session, topic, deposit("a-1", 0))
         await eventually(lambda: relay.in_flight == 1)
         stopping = asyncio.create_task(relay.stop())
-        await eventually(lambda: relay._stopping)
-        await asyncio.sleep(0.2)  # stop() is now waiting for the acknowledgement
+        await eventually(lambda: relay._stopping)  # stop() is waiting for the acknowledgement
         stopping.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stopping
