@@ -390,6 +390,32 @@ async def test_stop_lets_the_batch_in_flight_finish_then_hands_the_lease_back(
     assert len(await read_topic(kafka_config, topic)) == 21
 
 
+async def test_stop_gives_up_on_a_batch_after_its_drain_timeout(
+    db: Database, producer: KafkaProducer, kafka_config: KafkaConfig, kafka: Any
+) -> None:
+    """A broker that stays away must not hold a shutdown hostage: after `drain_timeout` the
+    relay stops anyway, hands the lease back, and the rows stay owed for the next relay."""
+    topic, writer = await _topic(kafka_config), _writer()
+    relay = OutboxRelay(db, producer, metadata, owner="impatient", poll_interval=0.05,
+                        drain_timeout=1.0)
+    writer.on_commit(relay.notify)
+    await relay.start()
+    await eventually(lambda: relay.holds_lease)
+    await producer.produce(topic, b"warm-up")
+    os.kill(kafka.pid, signal.SIGSTOP)
+    try:
+        async with db.transaction() as session:
+            await writer.add(session, topic, deposit("a-1", 0))
+        await eventually(lambda: relay.in_flight == 1)
+        started = time.monotonic()
+        await asyncio.wait_for(relay.stop(), 10)
+        assert time.monotonic() - started < 5
+    finally:
+        os.kill(kafka.pid, signal.SIGCONT)
+    assert relay.published_total == 0 and await relay.backlog() == 1
+    assert await OutboxRelay(db, producer, metadata, owner="next").lease.acquire()
+
+
 async def test_a_cancelled_stop_cancels_the_relay_and_is_cancelled_itself(
     db: Database, producer: KafkaProducer, kafka_config: KafkaConfig, kafka: Any
 ) -> None:
