@@ -10,6 +10,7 @@ outbox through `core.bases.deps`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -24,10 +25,12 @@ from core.bases.exceptions import ConfigurationError, install_exception_handlers
 from core.config import Settings, get_settings
 from core.db import migrations
 from core.db.engine import Database
+from core.db.models import table_key
 from core.messaging.consumer import Handler
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
+from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter
 from core.messaging.serialization import EventRegistry
 
@@ -62,6 +65,7 @@ def create_service(
     events: EventRegistry | None = None,
     routers: Iterable[APIRouter] = (),
     subscriptions: Sequence[Subscription] = (),
+    publishes: Iterable[str] = (),
     settings: Settings | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
@@ -69,18 +73,23 @@ def create_service(
 
     `metadata` is the service's own (`Base.metadata`) and must declare the outbox and lease
     tables, and the inbox table when the service subscribes to anything, so that its
-    migrations (in `service_dir/migrations`) create them. `settings` defaults to the
-    environment's, with `service_name` set to `name`.
+    migrations (in `service_dir/migrations`) create them. `publishes` names the topics its
+    events go to: like the subscribed ones, they are created at start-up (with the settings'
+    partitions and replication) before the outbox relay starts, since the brokers create no
+    topic on first use. `settings` defaults to the environment's, with `service_name` set to
+    `name`.
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
     registry = _event_registry(events, subscriptions)
+    topics = _topic_names(
+        [*publishes, *(t for sub in subscriptions for t in _as_tuple(sub.topics))])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             runtime = await _start(stack, cfg, metadata, Path(service_dir), registry,
-                                   subscriptions)
+                                   subscriptions, topics)
             app.state.runtime = runtime
             attach(app, runtime.database, runtime.outbox)
             log.info("%s started (%s): database %s, kafka %s", name, cfg.environment,
@@ -102,6 +111,7 @@ async def _start(
     service_dir: Path,
     events: EventRegistry,
     subscriptions: Sequence[Subscription],
+    topics: Sequence[str],
 ) -> ServiceRuntime:
     """Open each part and register its closing on `stack`, so shutdown (or a failed start)
     closes in reverse: consumers drain first (their handlers may still write events), then the
@@ -113,9 +123,10 @@ async def _start(
         settings.kafka(), events,
         idempotency=DatabaseIdempotencyStore(database, metadata) if subscriptions else None,
     )
+    await _create_topics(settings, topics)
     for sub in subscriptions:
         bus.subscribe(sub.topics, sub.handler, group_id=sub.group_id)
-    writer = OutboxWriter(metadata, bus.serializer)
+    writer = OutboxWriter(metadata, bus.serializer)  # stamps SERVICE_NAME on events
     relay = OutboxRelay(database, bus.producer, metadata, owner=settings.instance_id)
     writer.on_commit(relay.notify)
     stack.push_async_callback(bus.stop)  # consumers (already stopped below), then the producer
@@ -141,6 +152,32 @@ async def _prepare_schema(settings: Settings, service_dir: Path, database: Datab
             f"{list(expected)}: run `python -m core migrate {service_dir}` first")
 
 
+async def _create_topics(settings: Settings, topics: Sequence[str]) -> None:
+    """Subscribed topics must exist before the consumer joins: a consumer subscribed to a
+    missing topic only notices its creation at the next metadata refresh (minutes). Published
+    ones must exist before the relay sends to them: the brokers create none on first use, and
+    a row to a missing topic is parked (see core.messaging.outbox)."""
+    await KafkaAdmin(settings.kafka()).create_topics(topics)
+
+
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def _topic_names(topics: Iterable[str]) -> list[str]:
+    """The distinct topic names, sorted; refuses names Kafka would refuse, before anything
+    starts."""
+    names = sorted(set(topics))
+    bad = [name for name in names if not _TOPIC_NAME.fullmatch(name) or name in (".", "..")]
+    if bad:
+        raise ConfigurationError(
+            f"invalid topic names {bad}: Kafka allows 1 to 249 of a-z, A-Z, 0-9, '.', '_', '-'")
+    return names
+
+
+def _as_tuple(topics: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (topics,) if isinstance(topics, str) else topics
+
+
 def _event_registry(
     events: EventRegistry | None, subscriptions: Sequence[Subscription]
 ) -> EventRegistry:
@@ -163,7 +200,7 @@ def _event_registry(
 
 def _require_tables(metadata: MetaData, *, needs_inbox: bool) -> None:
     needed = [OUTBOX, LEASE] + ([INBOX] if needs_inbox else [])
-    missing = [table for table in needed if table not in metadata.tables]
+    missing = [table for table in needed if table_key(metadata, table) not in metadata.tables]
     if missing:
         raise ConfigurationError(
             f"the service's metadata has no {', '.join(missing)} table: declare "

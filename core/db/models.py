@@ -45,6 +45,12 @@ def service_metadata(schema: str | None = None) -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION, schema=schema)
 
 
+def table_key(metadata: MetaData, name: str) -> str:
+    """The key of table `name` in `metadata.tables`: a table takes its metadata's schema,
+    and SQLAlchemy keys it `schema.name`, so a lookup by the bare name would miss it."""
+    return f"{metadata.schema}.{name}" if metadata.schema else name
+
+
 class ServiceBase:
     """Mixin for a service's declarative root: `class Base(ServiceBase, DeclarativeBase)`.
 

@@ -26,7 +26,8 @@ class UnknownEventTypeError(UnknownEventError):
 
 class PublishError(MessagingError):
     """The broker did not acknowledge a record. `permanent` when sending the same record
-    again cannot succeed as things stand (too large, invalid topic, not authorized)."""
+    again cannot succeed as things stand (too large, invalid or missing topic, not
+    authorized)."""
 
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
@@ -35,6 +36,15 @@ class PublishError(MessagingError):
 
 class ProducerStoppedError(PublishError):
     """The producer stopped before the broker acknowledged the record, or was already stopped."""
+
+
+class UnknownTopicError(PublishError):
+    """The topic does not exist, and the brokers create none on first use."""
+
+
+class DeliveryTimeoutError(PublishError):
+    """No acknowledgement within the producer's message timeout: the broker or the partition's
+    leader was away (heals), or the topic does not exist (does not, until someone creates it)."""
 
 
 class RequestTimeoutError(MessagingError):

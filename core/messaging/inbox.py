@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from core.db.engine import Database
 from core.db.errors import unavailable
+from core.db.models import table_key
 from core.messaging.exceptions import StoreUnavailableError
 from core.messaging.idempotency import Work
 
@@ -44,9 +45,11 @@ INBOX = "inbox"
 
 
 def inbox_table(metadata: MetaData) -> Table:
-    """The inbox table in `metadata` (created once, returned on later calls)."""
-    if INBOX in metadata.tables:
-        return metadata.tables[INBOX]
+    """The inbox table in `metadata` (created once, returned on later calls), in the
+    metadata's schema if it has one."""
+    existing = metadata.tables.get(table_key(metadata, INBOX))
+    if existing is not None:
+        return existing
     return Table(
         INBOX,
         metadata,

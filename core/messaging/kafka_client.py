@@ -39,10 +39,12 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from core.config import KafkaConfig
 from core.messaging.exceptions import (
     ConsumerFailedError,
+    DeliveryTimeoutError,
     MessagingError,
     ProducerStoppedError,
     PublishError,
     TopicSetupError,
+    UnknownTopicError,
 )
 from core.messaging.types import Headers, Record
 
@@ -242,6 +244,19 @@ class KafkaProducer:
         if ack.error is not None:
             raise ack.error
 
+    async def topic_exists(self, topic: str, timeout: float = 5.0) -> bool:
+        """Whether the cluster has `topic`, from fresh metadata. Lists every topic rather than
+        asking for this one: a request naming a topic would create it on a broker that
+        creates topics on first use. Raises MessagingError when no broker answers."""
+        if self._producer is None:
+            raise MessagingError("producer is not started")
+        try:
+            meta = await asyncio.to_thread(self._producer.list_topics, timeout=timeout)
+        except KafkaException as exc:
+            raise MessagingError(f"no topic metadata: {exc}") from exc
+        found = meta.topics.get(topic)
+        return found is not None and found.error is None
+
     async def flush(self, timeout: float = 30.0) -> int:
         """Wait until queued records are acknowledged; returns how many are still queued."""
         if self._producer is None:
@@ -300,12 +315,17 @@ _PERMANENT_ERRORS = frozenset({
     KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
     KafkaError.INVALID_MSG, KafkaError.TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError._INVALID_ARG, KafkaError._INVALID_TYPE,
+    # A missing topic, with brokers that create none on first use (as in production): a
+    # delivery report once librdkafka has waited `topic.metadata.propagation.max.ms` (30 s)
+    # for it to appear, then refused at once by produce() until a metadata refresh finds it.
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
 })
 
 
 def _permanent(err: KafkaError) -> bool:
-    """Whether resending the record cannot help. Not `err.retriable()`: librdkafka reports
-    a delivery timeout (broker away) as not retriable too, and that one heals."""
+    """Whether resending the record cannot help as things stand. Not `err.retriable()`:
+    librdkafka reports a delivery timeout (broker away) as not retriable too, and that one
+    heals."""
     return err.code() in _PERMANENT_ERRORS
 
 
@@ -320,7 +340,12 @@ def _publish_error(err: KafkaError, topic: str | None = None) -> PublishError:
         return ProducerStoppedError(
             f"{where}the producer stopped before the broker acknowledged the record"
         )
-    return PublishError(f"{where}{err}", permanent=_permanent(err))
+    message = f"{where}{err}"
+    if err.code() == KafkaError._MSG_TIMED_OUT:
+        return DeliveryTimeoutError(message)
+    if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+        return UnknownTopicError(message, permanent=True)
+    return PublishError(message, permanent=_permanent(err))
 
 
 class _BatchAck:

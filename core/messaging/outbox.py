@@ -1,160 +1,90 @@
 """Transactional outbox: an event is a row written in the same transaction as the state change
 it describes; a relay publishes pending rows to Kafka and marks them sent.
 
-- `outbox_table(metadata)` / `lease_table(metadata)` add the tables to a service's own
-  metadata, so its Alembic history creates them and no table is shared between services.
 - `OutboxWriter.add(session, topic, event)` inserts the row through the caller's session;
   after that session commits, in-process relays are woken at once (no poll delay).
-- `OutboxRelay` publishes in id order, pipelined through the idempotent producer, so events
-  with the same key reach Kafka in commit order. Several instances of a service may each run
-  a relay: a lease row elects one publisher at a time, renewed in the background while it
-  lives; if it dies, another takes over once the lease expires.
+- `OutboxRelay` hands pending rows to the idempotent producer in id order, pipelined, and
+  records each row sent (or refused) as its acknowledgement arrives, not when the whole batch
+  is done. Several instances of a service may each run a relay: a lease row elects one
+  publisher at a time, renewed in the background while it lives; if it dies, another takes
+  over once the lease expires.
+- Its parts have their own modules, re-exported here: the writer (`outbox_writer`), the
+  tables and the tools for parked rows, `parked`, `requeue`, `discard` (`outbox_store`), and
+  the lease (`outbox_lease`).
 
-Delivery is at-least-once: a relay that dies after Kafka acknowledged a batch but before it
-marked the rows sent publishes them again after restart; consumers' inbox absorbs the repeat.
+ORDER PER KEY, AND WHAT STOPS IT. Rows with the same topic and key reach Kafka in commit order.
+To keep that promise, a row that fails HOLDS BACK EVERY LATER ROW OF ITS TOPIC AND KEY (and
+nothing else: other keys, other topics and rows without a key flow on):
+
+- while it is retried, and, once parked after `max_attempts` permanent refusals, until it is
+  requeued (`requeue()`) and published, or discarded for good (`discard()`). A parked row is
+  an incident that stops its key; `parked()` lists each with how many rows it holds back.
+- Within a batch, a row refused when handed to the producer (too large; a topic known to be
+  missing) keeps the later rows of its key out of that batch. A refusal that only comes back
+  in the delivery report cannot recall the later rows of its key already handed over with it:
+  those may reach Kafka first. Refusals of a whole topic (missing, not authorized) refuse them
+  too, so only a broker refusing one record (say, a topic whose `max.message.bytes` is below
+  the producer's limit) lets that happen; from then on the key is held.
+
+MISSING TOPICS. Brokers that create no topic on first use (production does not) refuse a row
+to a missing topic, but only after librdkafka has waited `topic.metadata.propagation.max.ms`
+(30 s) for the topic to appear; after that, produce() refuses it at once. The relay waits at
+most `ack_wait` for a batch: a row still unacknowledged then stays in flight, holding back
+only its own key, and the relay moves on. A missing topic counts as a permanent refusal, and
+so does a delivery timeout when fresh metadata shows the topic missing; the row is parked
+after its attempts with the reason in `last_error`. Create topics before publishing to them:
+`create_service(publishes=[...])` does so at start-up.
+
+Delivery is at-least-once: a relay that dies (or loses its lease) after Kafka acknowledged a
+row but before it recorded it publishes it again later; consumers' inbox absorbs the repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    DateTime,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy import event as sa_event
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import MetaData, Select, func, or_, select, tuple_, update
+from sqlalchemy.sql.dml import Delete
 
 from core.db.engine import Database
-from core.messaging.events import BaseEvent
-from core.messaging.exceptions import PublishError
+from core.messaging.exceptions import (
+    DeliveryTimeoutError,
+    MessagingError,
+    PublishError,
+    UnknownTopicError,
+)
 from core.messaging.kafka_client import DeliveryReport, KafkaProducer
-from core.messaging.serialization import EventSerializer
+from core.messaging.outbox_lease import RelayLease
+from core.messaging.outbox_store import (
+    LEASE,
+    MAX_ATTEMPTS,
+    OUTBOX,
+    ParkedEvent,
+    aware,
+    discard,
+    lease_table,
+    outbox_table,
+    parked,
+    requeue,
+)
+from core.messaging.outbox_writer import OutboxWriter
+
+__all__ = [
+    "LEASE", "MAX_ATTEMPTS", "OUTBOX", "OutboxMetrics", "OutboxRelay", "OutboxWriter",
+    "ParkedEvent", "discard", "lease_table", "outbox_table", "parked", "requeue",
+]
 
 log = logging.getLogger(__name__)
-
-OUTBOX = "outbox"
-LEASE = "outbox_lease"
-MAX_ATTEMPTS = 3
-"""Permanent refusals after which a row is parked."""
-
-
-def outbox_table(metadata: MetaData) -> Table:
-    """The outbox table in `metadata` (created once, returned on later calls)."""
-    if OUTBOX in metadata.tables:
-        return metadata.tables[OUTBOX]
-    return Table(
-        OUTBOX,
-        metadata,
-        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-               autoincrement=True),
-        Column("event_id", String(36), nullable=False, unique=True),
-        Column("topic", String(249), nullable=False),
-        Column("key", String(255), nullable=True),
-        Column("event_type", String(255), nullable=False),
-        Column("payload", LargeBinary, nullable=False),
-        Column("headers", JSON, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("published_at", DateTime(timezone=True), nullable=True),
-        Column("attempts", Integer, nullable=False, default=0),
-        Column("last_error", Text, nullable=True),
-        Index("ix_outbox_pending", "id", postgresql_where=Column("published_at").is_(None),
-              sqlite_where=Column("published_at").is_(None)),
-    )
-
-
-def lease_table(metadata: MetaData) -> Table:
-    """One row per relay group: who may publish, and until when."""
-    if LEASE in metadata.tables:
-        return metadata.tables[LEASE]
-    return Table(
-        LEASE,
-        metadata,
-        Column("name", String(100), primary_key=True),
-        Column("owner", String(255), nullable=False),
-        Column("expires_at", DateTime(timezone=True), nullable=False),
-    )
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class OutboxWriter:
-    """Adds events to the outbox inside the caller's transaction. Stateless per call."""
-
-    def __init__(self, metadata: MetaData, serializer: EventSerializer) -> None:
-        self.table = outbox_table(metadata)
-        self._serializer = serializer
-        self._on_commit: list[Callable[[], None]] = []
-
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        """Call `callback` after any transaction that added events commits."""
-        self._on_commit.append(callback)
-
-    async def add(
-        self,
-        session: AsyncSession,
-        topic: str,
-        event: BaseEvent[Any],
-        *,
-        key: str | None = None,
-    ) -> None:
-        value, headers = self._serializer.serialize(event)
-        await session.execute(insert(self.table).values(
-            event_id=str(event.event_id),
-            topic=topic,
-            key=key if key is not None else event.partition_key(),
-            event_type=event.EVENT_TYPE,
-            payload=value,
-            headers=[[name, raw.decode()] for name, raw in headers],
-            created_at=_now(),
-            attempts=0,
-        ))
-        sync = session.sync_session
-        if self._on_commit and not sync.info.get("outbox_wakeup"):
-            sync.info["outbox_wakeup"] = True
-            sa_event.listen(sync, "after_commit", self._committed, once=True)
-
-    def _committed(self, session: Any) -> None:
-        session.info.pop("outbox_wakeup", None)
-        for callback in self._on_commit:
-            callback()
-
-
-@dataclass(frozen=True, slots=True)
-class ParkedEvent:
-    """An outbox row Kafka refused `attempts` times for good; `last_error` says why."""
-
-    id: int
-    event_id: str
-    topic: str
-    event_type: str
-    attempts: int
-    last_error: str
-    created_at: datetime
 
 
 class OutboxMetrics(Protocol):
@@ -165,14 +95,36 @@ class OutboxMetrics(Protocol):
     def backlog(self, count: int) -> None: ...
 
 
+def _retrieve(ack: asyncio.Future[DeliveryReport]) -> None:
+    """Read an abandoned acknowledgement's outcome, so asyncio does not report it as lost."""
+    if not ack.cancelled():
+        ack.exception()
+
+
+@dataclass(frozen=True, slots=True)
+class _Sending:
+    """A row handed to the producer, until its acknowledgement or refusal is recorded."""
+
+    id: int
+    topic: str
+    key: str | None
+    created_at: datetime
+    attempts: int
+    ack: asyncio.Future[DeliveryReport]
+
+
 class OutboxRelay:
     """Publishes pending outbox rows to Kafka. Start one per process; the lease decides which
     process's relay actually publishes.
 
-    A row Kafka refuses for good (too large, invalid topic, not authorized) is parked after
-    `max_attempts` tries: left unpublished, logged, and skipped, so it cannot hold up the rows
-    behind it. This module's `parked()` lists such rows and `requeue()` sends them again once
-    the cause is fixed. Failures that heal (the broker away) never count toward parking.
+    A row Kafka refuses for good (too large, missing or invalid topic, not authorized) is
+    parked after `max_attempts` tries: left unpublished and logged. It holds back the later
+    rows of its own topic and key (see the module docstring), never other keys. Failures
+    that heal (the broker away) never count toward parking.
+
+    `ack_wait` bounds how long the running relay waits for a batch before it starts the next
+    (rows still unacknowledged stay in flight, at most `max_in_flight` of them); `stop()`
+    lets the rows in flight finish for up to `drain_timeout` seconds.
     """
 
     def __init__(
@@ -188,12 +140,16 @@ class OutboxRelay:
         lease_ttl: float = 10.0,
         retention: timedelta = timedelta(days=1),
         max_attempts: int = MAX_ATTEMPTS,
+        ack_wait: float = 1.0,
+        max_in_flight: int | None = None,
+        drain_timeout: float = 10.0,
         metrics: OutboxMetrics | None = None,
     ) -> None:
         self.db = db
         self.producer = producer
         self.table = outbox_table(metadata)
-        self.lease = lease_table(metadata)
+        self.lease = RelayLease(db, lease_table(metadata), name=name, owner=owner,
+                                ttl=lease_ttl)
         self.owner = owner
         self.name = name
         self.batch_size = batch_size
@@ -201,12 +157,16 @@ class OutboxRelay:
         self.lease_ttl = lease_ttl
         self.retention = retention
         self.max_attempts = max_attempts
+        self.ack_wait = ack_wait
+        self.max_in_flight = max_in_flight or 4 * batch_size
+        self.drain_timeout = drain_timeout
         self.metrics = metrics
         self._wake = asyncio.Event()
-        self._holding = False
-        self._held_until = 0.0  # monotonic: a paused process stops trusting a lapsed lease
         self._tasks: list[asyncio.Task[None]] = []
+        self._runner: asyncio.Task[None] | None = None
         self._stopping = False
+        self._in_flight: dict[int, _Sending] = {}
+        self._full_batch = False
         self.published_total = 0
 
     def notify(self) -> None:
@@ -217,39 +177,90 @@ class OutboxRelay:
     def holds_lease(self) -> bool:
         """Whether this relay may start a batch: it won the lease, and by its own monotonic clock
         the lease is not about to lapse (a process paused past the TTL must renew first)."""
-        # The last third of the TTL is a margin for the batch in flight to finish in.
-        return self._holding and time.monotonic() < self._held_until - self.lease_ttl / 3
+        return self.lease.valid
+
+    @property
+    def in_flight(self) -> int:
+        """Rows handed to the producer whose acknowledgement is not recorded yet."""
+        return len(self._in_flight)
 
     async def start(self) -> None:
         self._stopping = False
+        self._runner = asyncio.create_task(self._run(), name=f"outbox-relay:{self.owner}")
         self._tasks = [
-            asyncio.create_task(self._keep_lease(), name=f"outbox-lease:{self.owner}"),
-            asyncio.create_task(self._run(), name=f"outbox-relay:{self.owner}"),
+            asyncio.create_task(self.lease.keep(self._wake.set),
+                                name=f"outbox-lease:{self.owner}"),
+            self._runner,
         ]
 
     async def stop(self) -> None:
-        """Finish the batch in flight, give the lease back, stop."""
+        """Start no new batch; let the batch in flight finish and record its acknowledgements
+        (for at most `drain_timeout` seconds: rows still unacknowledged then are published
+        again by the next relay), hand the lease back, stop.
+
+        If the caller is cancelled meanwhile, the relay's tasks are cancelled, the lease is
+        left to expire, and the cancellation goes on up.
+        """
         self._stopping = True
         self._wake.set()
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        runner, self._runner = self._runner, None
+        deadline = time.monotonic() + self.drain_timeout
+        try:
+            if runner is not None and not runner.done():
+                await asyncio.wait([runner], timeout=self.drain_timeout)
+                if not runner.done():  # stuck (the database?): what it recorded, it recorded
+                    runner.cancel()
+                    await asyncio.wait([runner])
+            await self._drain(deadline)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        if self._holding:
-            await self._release_lease()
+        if tasks:
+            await asyncio.wait(tasks)
+        for abandoned in self._in_flight.values():  # published again by the next relay
+            abandoned.ack.add_done_callback(_retrieve)
+        self._in_flight.clear()
+        if self.lease.holding:
+            await self.lease.release()
+
+    async def _drain(self, deadline: float) -> None:
+        """Record acknowledgements of the rows in flight as they arrive, until none is left or
+        `deadline` passes."""
+        while self._in_flight:
+            waiting = [s.ack for s in self._in_flight.values() if not s.ack.done()]
+            left = deadline - time.monotonic()
+            if waiting and left > 0:
+                await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await self._record_settled()
+            except Exception:
+                log.exception("outbox relay %s could not record acknowledgements", self.owner)
+                return
+            if waiting and left <= 0:
+                log.warning("outbox relay %s stopped with %d rows unacknowledged; they will be "
+                            "published again", self.owner, len(self._in_flight))
+                return
 
     async def _run(self) -> None:
         last_housekeeping = 0.0
         while not self._stopping:
             try:
-                published = await self.publish_batch() if self.holds_lease else 0
+                more = False
+                if self.holds_lease:
+                    published = await self.publish_batch(ack_wait=self.ack_wait)
+                    more = self._full_batch and published > 0  # a backlog, and it moves
+                else:  # an acknowledgement is a fact, lease or not
+                    await self._record_settled()
                 if time.monotonic() - last_housekeeping > 5.0 and self.holds_lease:
                     last_housekeeping = time.monotonic()
                     await self._housekeeping()
-                if published < self.batch_size:
-                    await self._idle(self.poll_interval if self._holding else self.lease_ttl / 3)
+                if not more:
+                    await self._idle(self.poll_interval if self.lease.holding
+                                     else self.lease_ttl / 3)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -257,65 +268,165 @@ class OutboxRelay:
                 await self._idle(1.0)
 
     async def _idle(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
+        if self._stopping:
+            return
+        try:
             await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
         self._wake.clear()
 
-    async def publish_batch(self) -> int:
-        """Publish up to `batch_size` pending rows in id order; returns how many were sent.
+    async def publish_batch(self, *, ack_wait: float | None = None) -> int:
+        """Hand up to `batch_size` pending rows to the producer in id order and record each
+        row as its acknowledgement arrives; returns how many rows were recorded sent (this
+        batch's, and those of earlier batches that arrived meanwhile).
+
+        `ack_wait=None` waits for every row of the batch. A number waits at most that long:
+        rows still unacknowledged then stay in flight, their keys held back, and are recorded
+        when their reports arrive, by a later call or by `stop()`.
 
         Call directly only where no other relay runs (tests, benchmarks); `start()` otherwise.
         """
-        t = self.table
+        sent = await self._record_settled()
+        room = self.max_in_flight - len(self._in_flight)
+        self._full_batch = False
+        if self._stopping or room <= 0:
+            return sent
+        limit = min(self.batch_size, room)
+        rows = await self._pending(limit)
+        self._full_batch = len(rows) == limit
+        acks = await self._hand_over(rows)
+        return sent + await self._await(acks, ack_wait)
+
+    async def _pending(self, limit: int) -> Sequence[Any]:
         async with self.db.session() as session:
-            rows = (await session.execute(
-                select(t.c.id, t.c.topic, t.c.key, t.c.payload, t.c.headers, t.c.created_at,
-                       t.c.attempts)
-                .where(t.c.published_at.is_(None), t.c.attempts < self.max_attempts)
-                .order_by(t.c.id).limit(self.batch_size)
-            )).all()
-        if not rows:
+            rows: Sequence[Any] = (await session.execute(self._pending_statement(limit))).all()
+        return rows
+
+    def _pending_statement(self, limit: int) -> Select[Any]:
+        """The next rows to send, in id order: unpublished, not parked, not in flight, and not
+        behind a failing row, or a row in flight, of the same topic and key."""
+        t = self.table
+        earlier = t.alias("earlier")
+        behind_failing = select(earlier.c.id).where(  # ix_outbox_failing answers this
+            earlier.c.published_at.is_(None), earlier.c.attempts > 0,
+            earlier.c.topic == t.c.topic, earlier.c.key == t.c.key, earlier.c.id < t.c.id,
+        ).exists()
+        query = (
+            select(t.c.id, t.c.topic, t.c.key, t.c.payload, t.c.headers, t.c.created_at,
+                   t.c.attempts)
+            .where(t.c.published_at.is_(None), t.c.attempts < self.max_attempts,
+                   ~behind_failing)
+        )
+        if self._in_flight:
+            query = query.where(t.c.id.not_in(list(self._in_flight)))
+            keys = {(s.topic, s.key) for s in self._in_flight.values() if s.key is not None}
+            if keys:
+                query = query.where(or_(t.c.key.is_(None),
+                                        tuple_(t.c.topic, t.c.key).not_in(list(keys))))
+        return query.order_by(t.c.id).limit(limit)
+
+    async def _hand_over(self, rows: Sequence[Any]) -> list[asyncio.Future[DeliveryReport]]:
+        """Queue `rows` in order. A row refused on the spot (too large, topic known missing)
+        becomes that row's failed acknowledgement, and keeps the later rows of its topic and
+        key out of this batch, since they would overtake it."""
+        refused: set[tuple[str, str]] = set()
+        acks = []
+        for row in rows:
+            if row.key is not None and (row.topic, row.key) in refused:
+                continue
+            headers = [(name, value.encode()) for name, value in row.headers]
+            try:
+                ack = await self.producer.enqueue(row.topic, row.payload, row.key, headers)
+            except PublishError as exc:
+                ack = asyncio.get_running_loop().create_future()
+                ack.set_exception(exc)
+                if row.key is not None:
+                    refused.add((row.topic, row.key))
+            self._in_flight[row.id] = _Sending(row.id, row.topic, row.key, row.created_at,
+                                               row.attempts, ack)
+            acks.append(ack)
+        return acks
+
+    async def _await(
+        self, acks: list[asyncio.Future[DeliveryReport]], timeout: float | None
+    ) -> int:
+        """Record acknowledgements as they arrive, until all of `acks` have or `timeout`
+        passes; the rest wake the relay when they arrive."""
+        sent = 0
+        waiting = set(acks)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while waiting:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, waiting = await asyncio.wait(waiting, timeout=left,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break
+            sent += await self._record_settled()
+        for ack in waiting:
+            ack.add_done_callback(lambda _: self._wake.set())
+        return sent
+
+    async def _record_settled(self) -> int:
+        """Record every row in flight whose report arrived: sent rows get `published_at`,
+        refused ones their error, and an attempt when the refusal is permanent."""
+        settled = [s for s in self._in_flight.values() if s.ack.done()]
+        if not settled:
             return 0
-        futures = [await self._enqueue(row) for row in rows]
-        results = await asyncio.gather(*futures, return_exceptions=True)
         acked_at = _now()
-        sent = [row for row, r in zip(rows, results, strict=True)
-                if not isinstance(r, BaseException)]
-        failed = [(row, r) for row, r in zip(rows, results, strict=True)
-                  if isinstance(r, BaseException)]
+        sent = [s for s in settled if not s.ack.cancelled() and s.ack.exception() is None]
+        sent_ids = {s.id for s in sent}
+        topics: dict[str, bool | None] = {}
+        failed = [(s, *await self._refusal(s, topics)) for s in settled if s.id not in sent_ids]
+        t = self.table
         async with self.db.transaction() as session:
             if sent:
-                await session.execute(update(t).where(t.c.id.in_([r.id for r in sent]))
+                await session.execute(update(t).where(t.c.id.in_([s.id for s in sent]))
                                       .values(published_at=acked_at))
-            for row, error in failed:
-                permanent = isinstance(error, PublishError) and error.permanent
+            for row, permanent, error in failed:
                 await session.execute(update(t).where(t.c.id == row.id).values(
-                    attempts=t.c.attempts + int(permanent), last_error=str(error)[:2000]))
-                if permanent and row.attempts + 1 >= self.max_attempts:
-                    log.error("outbox: event row %d parked after %d attempts: %s", row.id,
-                              row.attempts + 1, error)
+                    attempts=t.c.attempts + int(permanent), last_error=error[:2000]))
+        for s in settled:
+            self._in_flight.pop(s.id, None)
+        for row, permanent, error in failed:
+            if permanent and row.attempts + 1 >= self.max_attempts:
+                log.error("outbox: event row %d parked after %d attempts, holding back the "
+                          "later rows of key %r on %s: %s", row.id, row.attempts + 1, row.key,
+                          row.topic, error)
         if failed:
-            log.warning("outbox: %d of %d events not acknowledged: %s", len(failed), len(rows),
-                        failed[0][1])
+            log.warning("outbox: %d of %d events not acknowledged: %s", len(failed),
+                        len(settled), failed[0][2])
         self.published_total += len(sent)
         if self.metrics is not None and sent:
             self.metrics.published(len(sent), [
-                (acked_at - _aware(row.created_at)).total_seconds() for row in sent])
+                (acked_at - aware(s.created_at)).total_seconds() for s in sent])
         return len(sent)
 
-    async def _enqueue(self, row: Any) -> asyncio.Future[DeliveryReport]:
-        """Queue one row; a refusal at queueing time (e.g. too large) becomes that row's
-        failed future rather than the whole batch's exception."""
-        headers = [(name, value.encode()) for name, value in row.headers]
-        try:
-            return await self.producer.enqueue(row.topic, row.payload, row.key, headers)
-        except PublishError as exc:
-            refused: asyncio.Future[DeliveryReport] = asyncio.get_running_loop().create_future()
-            refused.set_exception(exc)
-            return refused
+    async def _refusal(
+        self, row: _Sending, topics: dict[str, bool | None]
+    ) -> tuple[bool, str]:
+        """Whether the row's failure counts toward parking, and the error to record. Missing
+        topics are checked against fresh metadata (cached in `topics` for one call): a
+        timeout is permanent only if the topic is missing, and a refusal as unknown is not
+        when the topic exists by now (the producer's view was stale)."""
+        error = None if row.ack.cancelled() else row.ack.exception()
+        if not isinstance(error, PublishError):
+            return False, f"not acknowledged: {error or 'cancelled'}"
+        if isinstance(error, UnknownTopicError | DeliveryTimeoutError):
+            if row.topic not in topics:
+                try:
+                    topics[row.topic] = await self.producer.topic_exists(row.topic)
+                except MessagingError:
+                    topics[row.topic] = None  # no broker answers: cannot tell
+            exists = topics[row.topic]
+            if exists is False:
+                return True, f"{row.topic}: the topic does not exist ({error})"
+            if exists is True:
+                return False, str(error)
+        return error.permanent, str(error)
 
     async def backlog(self) -> int:
-        """How many events wait to be published."""
+        """How many events wait to be published (parked ones and those they hold included)."""
         async with self.db.session() as session:
             count = await session.scalar(
                 select(func.count()).select_from(self.table)
@@ -326,95 +437,9 @@ class OutboxRelay:
         if self.metrics is not None:
             self.metrics.backlog(await self.backlog())
         async with self.db.transaction() as session:
-            await session.execute(delete(self.table).where(
-                self.table.c.published_at < _now() - self.retention))
+            await session.execute(self._purge_statement())
 
-    async def _keep_lease(self) -> None:
-        while True:
-            asked = time.monotonic()  # before the database stamps the expiry: errs early
-            try:
-                holding = await self._acquire_lease()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox lease renewal failed")
-                holding = False
-            self._held_until = asked + self.lease_ttl if holding else 0.0
-            if holding != self._holding:
-                log.info("outbox relay %s %s the lease", self.owner,
-                         "holds" if holding else "lost")
-                self._holding = holding
-                self._wake.set()
-            await asyncio.sleep(self.lease_ttl / 3)
-
-    def _clock(self) -> Any:
-        """The time leases are stamped and judged by: the database's own clock on PostgreSQL,
-        where relays may run on hosts whose clocks disagree; the process clock on SQLite,
-        whose file lives on one host."""
-        return func.now() if self.db.dialect == "postgresql" else _now()
-
-    async def _acquire_lease(self) -> bool:
-        lease, now = self.lease, self._clock()
-        until = now + timedelta(seconds=self.lease_ttl)
-        async with self.db.transaction() as session:
-            renewed = await session.execute(
-                update(lease)
-                .where(lease.c.name == self.name)
-                .where((lease.c.owner == self.owner) | (lease.c.expires_at < now))
-                .values(owner=self.owner, expires_at=until)
-            )
-            if renewed.rowcount:  # type: ignore[attr-defined]
-                return True
-        try:
-            async with self.db.transaction() as session:
-                await session.execute(
-                    insert(lease).values(name=self.name, owner=self.owner, expires_at=until))
-            return True
-        except IntegrityError:
-            return False  # someone else holds it
-
-    async def _release_lease(self) -> None:
-        lease = self.lease
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(lease).where(lease.c.name == self.name, lease.c.owner == self.owner)
-                .values(expires_at=self._clock() - timedelta(seconds=1)))
-        self._holding = False
-
-
-async def parked(
-    db: Database, metadata: MetaData, *, max_attempts: int = MAX_ATTEMPTS
-) -> list[ParkedEvent]:
-    """The rows parked after `max_attempts` permanent refusals, oldest first."""
-    t = outbox_table(metadata)
-    async with db.session() as session:
-        rows = (await session.execute(
-            select(t.c.id, t.c.event_id, t.c.topic, t.c.event_type, t.c.attempts,
-                   t.c.last_error, t.c.created_at)
-            .where(t.c.published_at.is_(None), t.c.attempts >= max_attempts)
-            .order_by(t.c.id))).all()
-    return [ParkedEvent(r.id, r.event_id, r.topic, r.event_type, r.attempts,
-                        r.last_error or "", _aware(r.created_at)) for r in rows]
-
-
-async def requeue(
-    db: Database,
-    metadata: MetaData,
-    ids: Sequence[int] | None = None,
-    *,
-    max_attempts: int = MAX_ATTEMPTS,
-) -> int:
-    """Give parked rows (all, or those with `ids`) their attempts back, so the relay sends
-    them again at its next poll; returns how many."""
-    t = outbox_table(metadata)
-    where = [t.c.published_at.is_(None), t.c.attempts >= max_attempts]
-    if ids is not None:
-        where.append(t.c.id.in_(list(ids)))
-    async with db.transaction() as session:
-        result = await session.execute(update(t).where(*where).values(attempts=0))
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; every time written here is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    def _purge_statement(self) -> Delete:
+        """Rows published longer than `retention` ago; `ix_outbox_published_at` makes this
+        a range of the index, not a scan of the table, every few seconds."""
+        return self.table.delete().where(self.table.c.published_at < _now() - self.retention)

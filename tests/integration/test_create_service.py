@@ -3,19 +3,28 @@ real Kafka, with SQLite and PostgreSQL; and refuses to start on a database behin
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select, text
 
+from core.app import Subscription, create_service
 from core.config import KafkaConfig, Settings
 from core.db import migrations
 from core.db.engine import Database
+from core.db.scaffold import init_migrations
+from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import DatabaseIdempotencyStore
-from core.messaging.kafka_client import read_topic
+from core.messaging.kafka_client import KafkaAdmin, read_topic
+from core.messaging.outbox import outbox_table
+from tests.integration.databases import DatabaseFactory
 from tests.integration.served import Spawn, serve
+from tests.outbox_service import MoneyDeposited, deposit
 from tests.sample_service.app import AUDIT_HANDLER, SERVICE_DIR, service
 from tests.sample_service.models import Base
 from tests.sample_service.service import WidgetService
@@ -92,3 +101,115 @@ async def test_outside_development_a_database_behind_the_code_refuses_to_start(
         assert listed.status_code == 200 and listed.json()["data"] == []
         await eventually(lambda: app.state.runtime.relay.holds_lease)
     assert not app.state.runtime.relay.holds_lease, "the relay kept its lease after shutdown"
+
+
+async def test_the_topics_a_service_publishes_to_are_created_at_start_up(
+    tmp_path: Path, kafka_config: KafkaConfig
+) -> None:
+    """The brokers create no topic on first use: the topics a service declares it publishes to
+    exist, with the configured partitions, before its relay sends anything."""
+    audit = unique("audit")
+    settings = Settings(environment="development", service_name="sample",
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}",
+                        kafka_bootstrap_servers=kafka_config.bootstrap_servers,
+                        kafka_consumer_group=unique("sample"), kafka_topic_partitions=2)
+    app = create_service("sample", metadata=Base.metadata, service_dir=SERVICE_DIR,
+                         publishes=[audit], settings=settings)
+    async with app.router.lifespan_context(app):
+        assert (await KafkaAdmin(kafka_config).topics()).get(audit) == 2
+
+
+async def test_events_published_through_the_service_carry_its_name(
+    tmp_path: Path, kafka_config: KafkaConfig
+) -> None:
+    """`BaseService.publish_event` goes through the service's outbox writer, which stamps the
+    envelope's `service_name` from the settings."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}"
+    settings = Settings(environment="development", service_name="sample", database_url=url,
+                        kafka_bootstrap_servers=kafka_config.bootstrap_servers,
+                        kafka_consumer_group=unique("sample"))
+    app = service(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            created = await http.post("/widgets", json={"name": "gear", "sku": "SKU-1",
+                                                        "price_cents": 250})
+        assert created.status_code == 201, created.text
+        async with app.state.runtime.database.session() as session:
+            (payload,) = (await session.execute(select(outbox_table(Base.metadata).c.payload))
+                          ).scalars().all()
+    envelope = json.loads(payload)
+    assert envelope["aggregate_id"] == created.json()["data"]["id"]
+    assert envelope["service_name"] == "sample"
+
+
+SCHEMA_MODELS = """
+from core.db.models import service_metadata
+from core.messaging.inbox import inbox_table
+from core.messaging.outbox import lease_table, outbox_table
+
+metadata = service_metadata(schema={schema!r})
+outbox_table(metadata)
+lease_table(metadata)
+inbox_table(metadata)
+"""
+
+
+async def test_a_service_in_its_own_postgres_schema_publishes_and_consumes(
+    postgres: Any, tmp_path: Path, kafka_config: KafkaConfig
+) -> None:
+    """`service_metadata(schema=...)` keys tables as `schema.name`: the outbox, the inbox and
+    `create_service` must find them there, and write nothing to `public`."""
+    schema = unique("ledger").replace("-", "_")
+    package = tmp_path / schema
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(SCHEMA_MODELS.format(schema=schema))
+    databases = DatabaseFactory("postgres", tmp_path, postgres)
+    try:
+        url = await databases.new()
+        init_migrations(package, f"{schema}.models:metadata")  # puts tmp_path on sys.path
+        metadata = importlib.import_module(f"{schema}.models").metadata
+        assert await migrations.make_migration(package, "ledger", database=url) is not None
+        await migrations.upgrade(package, url)
+
+        topic = unique("ledger")
+        handlers = HandlerRegistry()
+
+        @handlers.handles(MoneyDeposited, name="ledger.book")
+        async def book(event: MoneyDeposited) -> None:
+            """Its effect is its inbox row, in the service's schema."""
+
+        settings = Settings(environment="test", service_name="ledger", database_url=url,
+                            kafka_bootstrap_servers=kafka_config.bootstrap_servers,
+                            kafka_consumer_group=unique("ledger"))
+        app = create_service("ledger", metadata=metadata, service_dir=package,
+                             subscriptions=[Subscription(topic, handlers)], settings=settings)
+        event = deposit("acct-1", 0)
+        async with app.router.lifespan_context(app):
+            runtime = app.state.runtime
+            async with runtime.database.transaction() as session:
+                await runtime.outbox.add(session, topic, event)
+            inbox = DatabaseIdempotencyStore(runtime.database, metadata)
+            await eventually(lambda: inbox.seen(str(event.event_id), "ledger.book"))
+
+            async def relayed() -> bool:
+                return await runtime.relay.backlog() == 0
+
+            await eventually(relayed)
+
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                published = await session.scalar(
+                    select(func.count()).select_from(outbox_table(metadata))
+                    .where(outbox_table(metadata).c.published_at.is_not(None)))
+                public = await session.scalar(text(
+                    "SELECT count(*) FROM information_schema.tables "
+                    "WHERE table_schema = 'public'"))
+            assert published == 1
+            assert public == 0, "a table landed in public"
+        finally:
+            await db.dispose()
+    finally:
+        await databases.drop_all()

@@ -65,4 +65,4 @@ def service(settings: Settings | None = None) -> FastAPI:
     return create_service(
         "sample", metadata=Base.metadata, service_dir=SERVICE_DIR, events=handlers.events,
         routers=[router], subscriptions=[Subscription(WidgetService.events_topic, handlers)],
-        settings=settings)
+        publishes=[WidgetService.events_topic], settings=settings)

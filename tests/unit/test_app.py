@@ -9,6 +9,7 @@ from sqlalchemy import MetaData
 
 from core.app import Subscription, create_service
 from core.bases import ConfigurationError
+from core.db.models import service_metadata
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import inbox_table
 from core.messaging.outbox import lease_table, outbox_table
@@ -52,3 +53,26 @@ def test_handled_events_must_be_in_the_service_registry(tmp_path: Path) -> None:
                        events=EventRegistry(), subscriptions=subscribed)
     create_service("three", metadata=metadata, service_dir=tmp_path,
                    events=order_registry(), subscriptions=subscribed)
+
+
+def test_a_service_in_its_own_schema_finds_its_tables(tmp_path: Path) -> None:
+    """Tables of `service_metadata(schema=...)` are keyed `schema.name`; declaring them again
+    (models, then the inbox store, the relay...) must return them, not define them twice."""
+    metadata = service_metadata(schema="drivers")
+    tables = [declare(metadata) for declare in (outbox_table, lease_table, inbox_table)]
+    assert [t.fullname for t in tables] == ["drivers.outbox", "drivers.outbox_lease",
+                                            "drivers.inbox"]
+    assert [declare(metadata) for declare in (outbox_table, lease_table, inbox_table)] == tables
+    create_service("drivers", metadata=metadata, service_dir=tmp_path,
+                   subscriptions=[Subscription("trips", noop)])
+
+
+def test_topic_names_kafka_would_refuse_are_refused_at_build_time(tmp_path: Path) -> None:
+    metadata = MetaData()
+    outbox_table(metadata)
+    lease_table(metadata)
+    with pytest.raises(ConfigurationError, match=r"invalid topic names \['driver events'\]"):
+        create_service("drivers", metadata=metadata, service_dir=tmp_path,
+                       publishes=["driver.events", "driver events"])
+    create_service("drivers", metadata=metadata, service_dir=tmp_path,
+                   publishes=["driver.events", "driver.events.dlq"])

@@ -1,0 +1,125 @@
+"""`python -m core outbox parked|requeue|discard SERVICE`: events Kafka refused for good.
+
+SERVICE is found as the migration commands find it (a directory, a name under `services/`, or
+a dotted package); its tables are read from `<package>.models:Base.metadata` unless
+`--metadata` names another, and the database is `--url`, else DATABASE_URL. A parked event
+holds back the later events of its topic and key until it is requeued (and published) or
+discarded; `parked` shows how many each holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import MetaData
+
+from core.db import migrations
+from core.db.engine import Database
+from core.db.models import table_key
+from core.messaging import outbox_store
+from core.messaging.outbox_store import MAX_ATTEMPTS, OUTBOX
+
+app = typer.Typer(help="Parked outbox events: list them with their errors, requeue or "
+                       "discard them.", no_args_is_help=True)
+console = Console()
+T = TypeVar("T")
+
+Service = Annotated[str, typer.Argument(
+    help="Service directory, name under services/, or dotted package.")]
+Url = Annotated[str | None, typer.Option(
+    "--url", help="Database URL; default: DATABASE_URL from the settings.")]
+MetadataPath = Annotated[str | None, typer.Option(
+    "--metadata", help="'module:Base.metadata' (default: <package>.models:Base.metadata).")]
+MaxAttempts = Annotated[int, typer.Option(
+    "--max-attempts", min=1, help="The relay's max_attempts: refusals after which a row is "
+                                  "parked.")]
+Ids = Annotated[list[int] | None, typer.Option("--id", help="Outbox row id (repeatable).")]
+
+
+@app.command()
+def parked(service: Service, url: Url = None, metadata: MetadataPath = None,
+           max_attempts: MaxAttempts = MAX_ATTEMPTS) -> None:
+    """List SERVICE's parked events, oldest first, with the error and what each holds back."""
+    tables = _metadata(service, metadata)
+    rows = _run(url, lambda db: outbox_store.parked(db, tables, max_attempts=max_attempts))
+    table = Table(title=f"{len(rows)} parked event(s)")
+    for column in ("id", "created", "topic", "key", "event", "attempts", "holds back",
+                   "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(str(row.id), row.created_at.strftime("%Y-%m-%d %H:%M:%S"), row.topic,
+                      row.key or "", f"{row.event_type} {row.event_id}", str(row.attempts),
+                      str(row.held), row.last_error)
+    console.print(table)
+
+
+@app.command()
+def requeue(service: Service, ids: Ids = None, all_: Annotated[bool, typer.Option(
+                "--all", help="Requeue every parked event.")] = False,
+            url: Url = None, metadata: MetadataPath = None,
+            max_attempts: MaxAttempts = MAX_ATTEMPTS) -> None:
+    """Send parked events again (fix the cause first: a missing topic, an ACL...)."""
+    if bool(ids) == all_:
+        raise typer.BadParameter("name the events with --id ID (repeatable), or pass --all",
+                                 param_hint="--id / --all")
+    tables = _metadata(service, metadata)
+    count = _run(url, lambda db: outbox_store.requeue(db, tables, None if all_ else ids,
+                                                      max_attempts=max_attempts))
+    console.print(f"requeued {count} parked event(s)")
+
+
+@app.command()
+def discard(service: Service, ids: Ids = None, url: Url = None,
+            metadata: MetadataPath = None, max_attempts: MaxAttempts = MAX_ATTEMPTS) -> None:
+    """Delete parked events for good, so the events they held back go out."""
+    if not ids:
+        raise typer.BadParameter("name the events to discard with --id ID (repeatable)",
+                                 param_hint="--id")
+    tables = _metadata(service, metadata)
+    count = _run(url, lambda db: outbox_store.discard(db, tables, ids,
+                                                      max_attempts=max_attempts))
+    console.print(f"discarded {count} parked event(s)")
+
+
+def _metadata(service: str, spec: str | None) -> MetaData:
+    """The service's MetaData, which must declare the outbox table."""
+    try:
+        found = migrations.locate(service)
+    except migrations.MigrationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SERVICE") from exc
+    default = f"{found.package}.models" if found.package else "models"
+    module_name, _, attribute = (spec or f"{default}:Base.metadata").partition(":")
+    try:
+        value: object = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise typer.BadParameter(f"cannot load {module_name}:{attribute}: {exc}",
+                                 param_hint="--metadata") from exc
+    if not isinstance(value, MetaData) or table_key(value, OUTBOX) not in value.tables:
+        raise typer.BadParameter(f"{module_name}:{attribute} is not a MetaData with an "
+                                 "outbox table", param_hint="--metadata")
+    return value
+
+
+def _run(url: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
+    async def run() -> T:
+        db = Database(url or _settings_url())
+        try:
+            return await action(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _settings_url() -> str:
+    from core.config import get_settings
+
+    return get_settings().database_url

@@ -1,0 +1,70 @@
+"""`OutboxWriter`: adds an event to the outbox in the caller's own transaction.
+
+The row commits with the state change it describes, or not at all; after the commit, the
+callbacks given to `on_commit` (in-process relays' `notify`) run at once, so the relay does not
+wait for its poll interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import MetaData, insert
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.messaging.events import BaseEvent
+from core.messaging.outbox_store import outbox_table
+from core.messaging.serialization import EventSerializer
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OutboxWriter:
+    """Adds events to the outbox inside the caller's transaction. Stateless per call.
+
+    Events are encoded by `serializer`, which stamps its `service_name` on every event that
+    does not name its origin (`create_service` hands in the bus's, built from SERVICE_NAME).
+    """
+
+    def __init__(self, metadata: MetaData, serializer: EventSerializer) -> None:
+        self.table = outbox_table(metadata)
+        self._serializer = serializer
+        self._on_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after any transaction that added events commits."""
+        self._on_commit.append(callback)
+
+    async def add(
+        self,
+        session: AsyncSession,
+        topic: str,
+        event: BaseEvent[Any],
+        *,
+        key: str | None = None,
+    ) -> None:
+        value, headers = self._serializer.serialize(event)
+        await session.execute(insert(self.table).values(
+            event_id=str(event.event_id),
+            topic=topic,
+            key=key if key is not None else event.partition_key(),
+            event_type=event.EVENT_TYPE,
+            payload=value,
+            headers=[[name, raw.decode()] for name, raw in headers],
+            created_at=_now(),
+            attempts=0,
+        ))
+        sync = session.sync_session
+        if self._on_commit and not sync.info.get("outbox_wakeup"):
+            sync.info["outbox_wakeup"] = True
+            sa_event.listen(sync, "after_commit", self._committed, once=True)
+
+    def _committed(self, session: Any) -> None:
+        session.info.pop("outbox_wakeup", None)
+        for callback in self._on_commit:
+            callback()
