@@ -146,6 +146,8 @@ class InMemoryEventBus:
         self._retry = retry
         self.dead_letters = InMemoryDeadLetterSink()
         self.published: dict[str, list[Record]] = defaultdict(list)
+        self.processed: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        """Outcomes of every delivery, counted like `EventConsumer.processed`."""
         self._routes: dict[str, list[RecordDispatcher]] = defaultdict(list)
 
     async def start(self) -> None:
@@ -171,7 +173,10 @@ class InMemoryEventBus:
     async def deliver(self, record: Record) -> list[Outcome]:
         """Hand a raw record to every subscriber of its topic (also for poison-record tests)."""
         self.published[record.topic].append(record)
-        return [await d.process(record) for d in self._routes.get(record.topic, [])]
+        outcomes = [await d.process(record) for d in self._routes.get(record.topic, [])]
+        for outcome in outcomes:
+            self.processed[outcome] += 1
+        return outcomes
 
     async def publish_many(self, topic: str, events: Sequence[BaseEvent[Any]]) -> None:
         for event in events:

@@ -29,6 +29,7 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -78,6 +79,7 @@ class DatabaseIdempotencyStore:
             sa_event.listen(Session, "do_orm_execute", _count_execute)
 
     async def run_once(self, event_id: str, handler: str, work: Work) -> bool:
+        work_error: BaseException | None = None
         async with self._slots:
             try:
                 async with self.db.transaction() as session:
@@ -86,14 +88,22 @@ class DatabaseIdempotencyStore:
                                            processed_at=datetime.now(UTC)))
                     if not claimed.rowcount:  # type: ignore[attr-defined]
                         return False
-                    await work(session)
+                    try:
+                        await work(session)
+                    except Exception as exc:
+                        work_error = exc
+                        raise
                     if handler not in self._warned and not _wrote(session):
                         self._warned.add(handler)
                         log.warning(
                             "handler %s wrote nothing through ctx.session: its effects "
                             "elsewhere are at-least-once, not exactly-once", handler)
             except Exception as exc:
-                if unavailable(exc):
+                # The handler's own failure (its HTTP call refused: an OSError) is its to
+                # retry and dead-letter; only the database failing, even under the handler's
+                # writes through the session, is waited out.
+                ours = exc is not work_error or isinstance(exc, SQLAlchemyError)
+                if ours and unavailable(exc):
                     raise StoreUnavailableError(f"inbox database: {exc}") from exc
                 raise
         return True
