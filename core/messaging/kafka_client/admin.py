@@ -1,0 +1,81 @@
+"""`KafkaAdmin`: topic creation and inspection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+
+from confluent_kafka import (
+    KafkaError,
+    KafkaException,
+)
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from core.config import KafkaConfig
+from core.messaging.exceptions import (
+    TopicSetupError,
+)
+from core.messaging.kafka_client._common import (
+    _base,
+)
+
+
+class KafkaAdmin:
+    """Topic management; every call is idempotent where Kafka allows it."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._admin = AdminClient(_base(config))
+        self._config = config
+
+    async def create_topics(
+        self,
+        topics: Iterable[str],
+        partitions: int | None = None,
+        replication_factor: int | None = None,
+        configs: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Create the topics that do not exist yet; existing ones are left as they are.
+
+        Partitions and replication default to the config's. Raises `TopicSetupError`, naming
+        the topic and the reason, when one cannot be created within `timeout` seconds (the
+        broker away, not authorized, a replication factor above the broker count)."""
+        new = [
+            NewTopic(
+                t,
+                num_partitions=partitions or self._config.topic_partitions,
+                replication_factor=replication_factor or self._config.topic_replication_factor,
+                config=dict(configs or {}),
+            )
+            for t in topics
+        ]
+        if not new:
+            return
+        futures = await asyncio.to_thread(
+            self._admin.create_topics, new, operation_timeout=timeout, request_timeout=timeout
+        )
+        for topic, fut in futures.items():
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(fut), timeout + 5)
+            except TimeoutError:
+                raise TopicSetupError(
+                    f"cannot create topic {topic}: no answer from Kafka at "
+                    f"{self._config.bootstrap_servers} within {timeout:g}s"
+                ) from None
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise TopicSetupError(f"cannot create topic {topic}: {exc}") from exc
+
+    async def topics(self) -> dict[str, int]:
+        """Topic name to partition count."""
+        meta = await asyncio.to_thread(self._admin.list_topics, timeout=10)
+        return {name: len(t.partitions) for name, t in meta.topics.items()}
+
+    async def delete_topics(self, topics: Iterable[str]) -> None:
+        futures = await asyncio.to_thread(self._admin.delete_topics, list(topics))
+        for fut in futures.values():
+            try:
+                await asyncio.wrap_future(fut)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise

@@ -1,0 +1,201 @@
+"""`KafkaConsumer`: a group member driven from one dedicated thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
+from core.config import KafkaConfig
+from core.messaging.exceptions import (
+    ConsumerFailedError,
+)
+from core.messaging.kafka_client._common import (
+    AssignCallback,
+    LostCallback,
+    RevokeCallback,
+    TopicPartitionKey,
+    _base,
+    _record,
+)
+from core.messaging.kafka_client.errors import _consumer_failed
+from core.messaging.types import Record
+
+log = logging.getLogger(__name__)
+
+
+class KafkaConsumer:
+    """A group member that polls in batches and stores offsets only when told to.
+
+    Auto-commit is on, but librdkafka commits only offsets stored through `store_offsets`,
+    which the caller does after a record's work is durable: that is at-least-once delivery
+    with a commit at most `auto.commit.interval.ms` behind. Every librdkafka call runs on one
+    dedicated thread, so the callbacks given for rebalances run there too and may block it.
+    """
+
+    DEFAULTS: Mapping[str, Any] = {
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.commit.interval.ms": 500,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "max.poll.interval.ms": 300_000,
+        "fetch.wait.max.ms": 100,
+    }
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        group_id: str,
+        *,
+        on_assign: AssignCallback | None = None,
+        on_revoke: RevokeCallback | None = None,
+        on_lost: LostCallback | None = None,
+        **overrides: Any,
+    ) -> None:
+        self._conf = {
+            **_base(config),
+            **self.DEFAULTS,
+            "group.id": group_id,
+            "auto.offset.reset": config.auto_offset_reset,
+            **overrides,
+        }
+        self.group_id = group_id
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._on_lost = on_lost
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        self._consumer: Consumer | None = None
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        await self._call(self._subscribe, list(topics))
+
+    def _subscribe(self, topics: list[str]) -> None:
+        self._consumer = Consumer(self._conf)
+        self._consumer.subscribe(
+            topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._on_assign is not None:
+            self._on_assign([(p.topic, p.partition) for p in partitions])
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._on_revoke is None:
+            return
+        offsets = self._on_revoke([(p.topic, p.partition) for p in partitions])
+        if offsets:
+            consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            )
+            try:
+                consumer.commit(asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._NO_OFFSET:
+                    log.warning("commit on revoke failed: %s", exc)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: another member may already own them, so nothing may be committed.
+        if self._on_lost is not None:
+            self._on_lost([(p.topic, p.partition) for p in partitions])
+
+    async def poll(
+        self,
+        max_records: int = 500,
+        timeout: float = 0.1,
+        store: Mapping[TopicPartitionKey, int] | None = None,
+        pause: Iterable[TopicPartitionKey] = (),
+        resume: Iterable[TopicPartitionKey] = (),
+    ) -> list[Record]:
+        """Up to `max_records` records, as soon as at least one is there (or [] after
+        `timeout`). `store` offsets are stored and `pause` / `resume` applied first, in the
+        same trip to the consumer thread: one hop per poll keeps the loop's overhead low.
+
+        Raises `ConsumerFailedError` on an error the consumer cannot recover from."""
+        records = await self._call(self._poll, max_records, timeout, store, pause, resume)
+        return records  # type: ignore[no-any-return]
+
+    def _poll(
+        self,
+        max_records: int,
+        timeout: float,
+        store: Mapping[TopicPartitionKey, int] | None,
+        pause: Iterable[TopicPartitionKey],
+        resume: Iterable[TopicPartitionKey],
+    ) -> list[Record]:
+        try:
+            return self._poll_once(max_records, timeout, store, pause, resume)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and _consumer_failed(err):
+                raise ConsumerFailedError(f"group {self.group_id}: {err}") from exc
+            raise
+
+    def _poll_once(
+        self,
+        max_records: int,
+        timeout: float,
+        store: Mapping[TopicPartitionKey, int] | None,
+        pause: Iterable[TopicPartitionKey],
+        resume: Iterable[TopicPartitionKey],
+    ) -> list[Record]:
+        assert self._consumer is not None
+        if store:
+            self._store(store)
+        if pause:
+            self._consumer.pause([TopicPartition(t, p) for t, p in pause])
+        if resume:
+            self._consumer.resume([TopicPartition(t, p) for t, p in resume])
+        # Wait for the first record only, then take what is already fetched: a batch call with
+        # a timeout would sit out the whole timeout whenever fewer than max_records arrive.
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        messages = [first]
+        if max_records > 1:
+            messages.extend(self._consumer.consume(max_records - 1, 0))
+        records = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                records.append(_record(msg))
+            elif _consumer_failed(err):
+                raise KafkaException(err)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error in group %s: %s", self.group_id, err)
+        return records
+
+    async def store_offsets(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
+        """Mark `offsets` (the next offset to read, per partition) as safe to commit."""
+        if offsets:
+            await self._call(self._store, dict(offsets))
+
+    def _store(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
+        assert self._consumer is not None
+        try:
+            self._consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            )
+        except KafkaException as exc:
+            # Storing for a partition we no longer own fails; its new owner will redo it.
+            log.info("could not store offsets %s: %s", offsets, exc)
+
+    async def close(self) -> None:
+        """Commit stored offsets and leave the group."""
+        if self._consumer is not None:
+            await self._call(self._consumer.close)
+            self._consumer = None
+        self._executor.shutdown(wait=True)
