@@ -7,10 +7,11 @@
 - Retries happen inside the record's own lane (see `dispatch.py`), so a failing key delays
   only itself and records queued behind it with the same key, never other keys, and only
   for as long as the retry policy allows before the record is dead-lettered.
-- Flow control: each owned partition may hold about `max_in_flight / owned partitions`
-  unfinished records. A full partition is paused (and resumed once it has drained to half),
-  while the loop keeps polling: other partitions keep flowing and the member stays in its
-  group however long one key is stuck.
+- Flow control: at most about `max_in_flight` records are unfinished. A full consumer waits
+  for room (up to `STALL_WAIT`); if none frees up, the partitions holding their share
+  (`max_in_flight / owned partitions`) or more are paused, resumed once drained to half, and
+  the loop keeps polling: other partitions keep flowing and the member stays in its group
+  however long one key is stuck.
 - Offsets are stored for commit only up to the lowest record still in flight, after its
   handlers finished (or it was dead-lettered): at-least-once delivery, and with idempotent
   handlers, exactly-once effects.
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 Handler = HandlerRegistry | Callable[..., Awaitable[None]]
 Lane = tuple[str, int, bytes | None]
+STALL_WAIT = 1.0
+"""How long a full consumer waits for room before pausing the partitions that are full."""
 CRASH_RETRY = RetryPolicy(max_attempts=1_000_000, initial_delay=1.0, max_delay=30.0)
 """Waits before a record that crashed the dispatcher is tried again (its key waits too)."""
 
@@ -112,6 +115,8 @@ class EventConsumer:
         self._owned: set[TopicPartitionKey] = set()
         self._paused: set[TopicPartitionKey] = set()
         self._pending: dict[TopicPartitionKey, int] = {}  # unfinished records per partition
+        self._room_freed = asyncio.Event()
+        self._waiting_for_room = False
         self._assigned.clear()
         self.failure = None
 
@@ -180,8 +185,9 @@ class EventConsumer:
         client, tracker = self._client, self._tracker
         while not self._stopping:
             try:
-                pause, resume = self._flow()
-                records = await client.poll(500, 0.1, tracker.take(), pause, resume)
+                pause, resume, room = await self._flow()
+                records = await client.poll(min(500, max(1, room)), 0.1, tracker.take(),
+                                            pause, resume)
                 for record in records:
                     if (record.topic, record.partition) in self._owned:
                         self._schedule(record)
@@ -197,15 +203,43 @@ class EventConsumer:
                 log.exception("consumer loop error in group %s; continuing", self.group_id)
                 await asyncio.sleep(1.0)
 
-    def _flow(self) -> tuple[list[TopicPartitionKey], list[TopicPartitionKey]]:
-        """Partitions to pause (full) and to resume (drained to half) before the next poll."""
+    async def _flow(self) -> tuple[list[TopicPartitionKey], list[TopicPartitionKey], int]:
+        """Partitions to pause and to resume before the next poll, and how many records it
+        may bring.
+
+        While handlers keep up, a full consumer waits briefly for room, as a plain bounded
+        queue would: pausing costs librdkafka its prefetched records, so it is kept for real
+        stalls. Only when no room frees up within `STALL_WAIT` are the partitions at their
+        share of `max_in_flight` paused, and polling goes on for the rest. A paused partition
+        resumes once it has drained to half its share."""
         limit = max(1, self._max_in_flight // max(1, len(self._owned)))
         pending, paused = self._pending, self._paused
-        pause = [tp for tp in self._owned if tp not in paused and pending.get(tp, 0) >= limit]
+        room = self._room()
+        if room <= 0:
+            self._room_freed.clear()
+            self._waiting_for_room = True
+            try:
+                await asyncio.wait_for(self._room_freed.wait(), STALL_WAIT)
+            except TimeoutError:
+                pass
+            finally:
+                self._waiting_for_room = False
+            room = self._room()
+        pause = []
+        if room <= 0:
+            pause = [tp for tp in self._owned if tp not in paused and pending.get(tp, 0) >= limit]
+            paused.update(pause)
+            room = self._room()
         resume = [tp for tp in paused if pending.get(tp, 0) <= limit // 2]
-        paused.update(pause)
         paused.difference_update(resume)
-        return pause, resume
+        return pause, resume, room
+
+    def _room(self) -> int:
+        """Records the next poll may bring: `max_in_flight` less those unfinished on
+        partitions that are not paused."""
+        paused = self._paused
+        busy = sum(n for tp, n in self._pending.items() if tp not in paused)
+        return self._max_in_flight - busy
 
     def _schedule(self, record: Record) -> None:
         tp = (record.topic, record.partition)
@@ -244,6 +278,8 @@ class EventConsumer:
                 processed[outcome] += 1
                 tracker.finished(tp, record.offset)
                 pending[tp] -= 1
+                if self._waiting_for_room:
+                    self._room_freed.set()
         finally:
             if self._lanes.get(lane) is queue:
                 del self._lanes[lane]
