@@ -90,7 +90,7 @@ async def test_a_record_typed_only_by_its_headers_is_handled() -> None:
         seen.append(event.data.order_id)
 
     event = placed("o-1")
-    value, headers = EventSerializer(order_registry()).serialize(event)
+    _, headers = EventSerializer(order_registry()).serialize(event)
     body = event.model_dump(mode="json", exclude={"event_type", "event_version"})
     bare = Record("orders", 0, 0, b"o-1", _json(body), headers)
     assert await _dispatcher(handlers).process(bare) is Outcome.HANDLED

@@ -75,7 +75,7 @@ def test_missing_upcaster_is_unknown() -> None:
     registry = _registry_with(OrderPlaced)
     body = {"event_type": "order.placed", "event_version": 1, "aggregate_id": "a",
             "data": {"order_id": "a", "amount": 1}}
-    with pytest.raises(UnknownEventError, match="no upcaster for order.placed v1 -> v2"):
+    with pytest.raises(UnknownEventError, match=r"no upcaster for order\.placed v1 -> v2"):
         EventSerializer(registry).deserialize(json.dumps(body).encode())  # type: ignore[arg-type]
 
 
