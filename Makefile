@@ -33,9 +33,10 @@ bench: bootstrap
 	$(RUN) python -m bench.outbox
 
 # Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). One worker at
-# the lowest priority: other people's timing-sensitive tests share the machine. Results are
-# cached in mutants/, so a second run only retests functions whose code or tests changed.
+# the lowest priority: other people's timing-sensitive tests share the machine. Always from
+# scratch: mutmut keeps a survivor's verdict even after a new test would kill it.
 mutate: bootstrap
+	rm -rf mutants
 	nice -n 19 $(RUN) mutmut run --max-children 1
 	$(RUN) python scripts/mutate_report.py $(MUTATE_ARGS)
 
