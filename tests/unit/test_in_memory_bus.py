@@ -313,14 +313,20 @@ async def test_a_retry_runs_only_the_failing_handler_even_with_a_store_that_forg
 async def test_an_explicit_name_keeps_a_renamed_handler_from_running_again() -> None:
     store, seen = InMemoryIdempotencyStore(), []
     event = placed("o-1")
-    for version in ("before", "after"):  # the same service, deployed twice
+
+    async def welcome(event: OrderPlaced) -> None:
+        seen.append("welcome")
+
+    async def greet(event: OrderPlaced) -> None:  # the same handler, renamed in a later deploy
+        seen.append("greet")
+
+    for fn in (welcome, greet):
         bus = InMemoryEventBus(order_registry(), idempotency=store)
         handlers = HandlerRegistry(bus.events)
-
-        handlers.handles(OrderPlaced, name="send-welcome")(_recorder(seen, version))
+        handlers.handles(OrderPlaced, name="send-welcome")(fn)
         bus.subscribe("orders", handlers)
         await bus.publish("orders", event)
-    assert seen == ["before"]
+    assert seen == ["welcome"]
 
 
 def test_a_handler_is_named_after_its_function_or_its_class() -> None:
@@ -342,16 +348,9 @@ def test_a_name_twice_for_one_event_or_a_non_function_is_refused() -> None:
     handlers.add(OrderPlaced, _audit, name="audit")
     with pytest.raises(ValueError, match="'audit' is already registered"):
         handlers.add(OrderPlaced, _audit, name="audit")
-    with pytest.raises(TypeError, match="must be an async function"):
+    with pytest.raises(TypeError, match=r"must be an async function .* \(event, ctx\)$"):
         handlers.add(OrderPlaced, "not a function")  # type: ignore[arg-type]
 
 
 async def _audit(event: OrderPlaced) -> None:
     return None
-
-
-def _recorder(seen: list[str], label: str) -> Any:
-    async def handler(event: OrderPlaced) -> None:
-        seen.append(label)
-
-    return handler

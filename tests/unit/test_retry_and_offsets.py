@@ -48,6 +48,14 @@ async def test_call_does_not_retry_what_should_retry_refuses() -> None:
         await policy.call(invalid)
     assert calls == [1]
 
+    async def flaky() -> str:
+        calls.append(2)
+        if calls.count(2) == 1:
+            raise ConnectionError("down")
+        return "up"
+
+    assert await policy.call(flaky) == "up"
+
 
 async def test_call_retries_then_raises_last_error() -> None:
     calls = []
