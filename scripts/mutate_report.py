@@ -55,7 +55,8 @@ def changed_lines(mutant: str, path: str) -> str:
 def main(argv: list[str]) -> int:
     console = Console(highlight=False, width=max(Console().width, 160))  # names are long
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
-    equivalents = {e["mutant"]: e for e in tomllib.loads(EQUIVALENT.read_text())["equivalent"]}
+    listed = tomllib.loads(EQUIVALENT.read_text()).get("equivalent", [])
+    equivalents = {e["mutant"]: e for e in listed}
     modules, excused, stale = [], [], []
     for path in config["only_mutate"]:
         meta = ROOT / "mutants" / f"{path}.meta"
