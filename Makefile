@@ -3,13 +3,14 @@
 UV ?= python3 -m uv
 RUN = $(UV) run --frozen
 
-.PHONY: help bootstrap up test test-unit lint bench clean
+.PHONY: help bootstrap up test test-unit lint bench mutate clean
 
 help:
 	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything)"
 	@echo "make test   - install what the tests need, then run them against real servers"
 	@echo "make lint   - ruff on everything, mypy on core/"
 	@echo "make bench  - core bus vs FastStream, aiokafka, confluent-kafka; outbox on SQLite/PostgreSQL"
+	@echo "make mutate - mutation testing of the data-and-order modules against tests/unit"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -31,5 +32,13 @@ bench: bootstrap
 	$(RUN) python -m bench $(BENCH_ARGS)
 	$(RUN) python -m bench.outbox
 
+# Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). One worker at
+# the lowest priority: other people's timing-sensitive tests share the machine. Always from
+# scratch: mutmut keeps a survivor's verdict even after a new test would kill it.
+mutate: bootstrap
+	rm -rf mutants
+	nice -n 19 $(RUN) mutmut run --max-children 1
+	$(RUN) python scripts/mutate_report.py $(MUTATE_ARGS)
+
 clean:
-	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .cache
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .cache mutants

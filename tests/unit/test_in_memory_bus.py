@@ -13,6 +13,7 @@ from core.messaging.event_bus import InMemoryEventBus
 from core.messaging.events import DomainEvent
 from core.messaging.exceptions import PermanentHandlerError, StoreUnavailableError
 from core.messaging.handlers import HandlerRegistry
+from core.messaging.idempotency import InMemoryIdempotencyStore
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy
 from tests.support import (
@@ -307,3 +308,49 @@ async def test_a_retry_runs_only_the_failing_handler_even_with_a_store_that_forg
     bus.subscribe("orders", handlers)
     await bus.publish("orders", placed("o-1"))
     assert calls == {"ok": 1, "flaky": 3}
+
+
+async def test_an_explicit_name_keeps_a_renamed_handler_from_running_again() -> None:
+    store, seen = InMemoryIdempotencyStore(), []
+    event = placed("o-1")
+
+    async def welcome(event: OrderPlaced) -> None:
+        seen.append("welcome")
+
+    async def greet(event: OrderPlaced) -> None:  # the same handler, renamed in a later deploy
+        seen.append("greet")
+
+    for fn in (welcome, greet):
+        bus = InMemoryEventBus(order_registry(), idempotency=store)
+        handlers = HandlerRegistry(bus.events)
+        handlers.handles(OrderPlaced, name="send-welcome")(fn)
+        bus.subscribe("orders", handlers)
+        await bus.publish("orders", event)
+    assert seen == ["welcome"]
+
+
+def test_a_handler_is_named_after_its_function_or_its_class() -> None:
+    class Auditor:
+        async def __call__(self, event: OrderPlaced) -> None:
+            return None
+
+    events = order_registry()
+    (named,) = HandlerRegistry.for_all(events, Auditor()).handlers_for(placed("o-1"))
+    assert named.name == f"{__name__}.{Auditor.__qualname__}"
+    handlers = HandlerRegistry(events)
+    handlers.add(OrderPlaced, _audit)
+    assert [h.name for h in handlers.handlers_for(placed("o-1"))] == [f"{__name__}._audit"]
+    assert len(handlers) == 1 and len(HandlerRegistry.for_all(events, Auditor())) == 1
+
+
+def test_a_name_twice_for_one_event_or_a_non_function_is_refused() -> None:
+    handlers = HandlerRegistry(order_registry())
+    handlers.add(OrderPlaced, _audit, name="audit")
+    with pytest.raises(ValueError, match="'audit' is already registered"):
+        handlers.add(OrderPlaced, _audit, name="audit")
+    with pytest.raises(TypeError, match=r"must be an async function .* \(event, ctx\)$"):
+        handlers.add(OrderPlaced, "not a function")  # type: ignore[arg-type]
+
+
+async def _audit(event: OrderPlaced) -> None:
+    return None
