@@ -83,6 +83,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+RECORD_TICK = 0.05
+"""Longest wait before acknowledgements that arrived are recorded (see `_await`)."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -352,17 +356,22 @@ class OutboxRelay:
         self, acks: list[asyncio.Future[DeliveryReport]], timeout: float | None
     ) -> int:
         """Record acknowledgements as they arrive, until all of `acks` have or `timeout`
-        passes; the rest wake the relay when they arrive."""
+        passes; the rest wake the relay when they arrive.
+
+        Arrivals are recorded together every `RECORD_TICK` at most, not one transaction per
+        wake-up: reports come in bursts, and on SQLite each recording transaction competes
+        with the service's own writers for the one write lock."""
         sent = 0
         waiting = set(acks)
         deadline = None if timeout is None else time.monotonic() + timeout
         while waiting:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, waiting = await asyncio.wait(waiting, timeout=left,
-                                               return_when=asyncio.FIRST_COMPLETED)
-            if not done:
+            tick = RECORD_TICK if left is None else min(RECORD_TICK, left)
+            done, waiting = await asyncio.wait(waiting, timeout=tick)
+            if done:
+                sent += await self._record_settled()
+            if deadline is not None and time.monotonic() >= deadline:
                 break
-            sent += await self._record_settled()
         for ack in waiting:
             ack.add_done_callback(lambda _: self._wake.set())
         return sent
