@@ -136,22 +136,6 @@ class KafkaConsumer:
         pause: Iterable[TopicPartitionKey],
         resume: Iterable[TopicPartitionKey],
     ) -> list[Record]:
-        try:
-            return self._poll_once(max_records, timeout, store, pause, resume)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and _consumer_failed(err):
-                raise ConsumerFailedError(f"group {self.group_id}: {err}") from exc
-            raise
-
-    def _poll_once(
-        self,
-        max_records: int,
-        timeout: float,
-        store: Mapping[TopicPartitionKey, int] | None,
-        pause: Iterable[TopicPartitionKey],
-        resume: Iterable[TopicPartitionKey],
-    ) -> list[Record]:
         assert self._consumer is not None
         if store:
             self._store(store)
@@ -161,19 +145,25 @@ class KafkaConsumer:
             self._consumer.resume([TopicPartition(t, p) for t, p in resume])
         # Wait for the first record only, then take what is already fetched: a batch call with
         # a timeout would sit out the whole timeout whenever fewer than max_records arrive.
-        first = self._consumer.poll(timeout)
-        if first is None:
-            return []
-        messages = [first]
-        if max_records > 1:
-            messages.extend(self._consumer.consume(max_records - 1, 0))
+        try:
+            first = self._consumer.poll(timeout)
+            if first is None:
+                return []
+            messages = [first]
+            if max_records > 1:
+                messages.extend(self._consumer.consume(max_records - 1, 0))
+        except KafkaException as exc:  # librdkafka raises its fatal errors from poll itself
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and _consumer_failed(err):
+                raise ConsumerFailedError(f"group {self.group_id}: {err}") from exc
+            raise
         records = []
         for msg in messages:
             err = msg.error()
             if err is None:
                 records.append(_record(msg))
             elif _consumer_failed(err):
-                raise KafkaException(err)
+                raise ConsumerFailedError(f"group {self.group_id}: {err}")
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error in group %s: %s", self.group_id, err)
         return records

@@ -72,19 +72,29 @@ async def committed_offsets(config: KafkaConfig, group: str, topic: str) -> dict
 
 
 def _committed_offsets(config: KafkaConfig, group: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({**_base(config), "group.id": group, "enable.auto.commit": False})
+    consumer = _group_consumer(config, group)
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return {}
-        parts = [TopicPartition(topic, p) for p in meta.partitions]
+        parts = _partitions(consumer, topic)
         return {
             tp.partition: tp.offset
             for tp in consumer.committed(parts, timeout=10)
             if tp.offset >= 0
-        }
+        } if parts else {}
     finally:
         consumer.close()
+
+
+def _group_consumer(config: KafkaConfig, group: str) -> Consumer:
+    """A consumer of `group` that never joins it: for reading and committing its offsets."""
+    return Consumer({**_base(config), "group.id": group, "enable.auto.commit": False})
+
+
+def _partitions(consumer: Consumer, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic`; none if it does not exist."""
+    meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if meta is None or meta.error is not None:
+        return []
+    return [TopicPartition(topic, p) for p in meta.partitions]
 
 
 async def commit_offsets(
@@ -95,7 +105,7 @@ async def commit_offsets(
 
 
 def _commit_offsets(config: KafkaConfig, group: str, topic: str, offsets: dict[int, int]) -> None:
-    consumer = Consumer({**_base(config), "group.id": group, "enable.auto.commit": False})
+    consumer = _group_consumer(config, group)
     try:
         consumer.commit(
             offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
@@ -111,12 +121,11 @@ async def group_lag(config: KafkaConfig, group: str, topic: str) -> dict[int, in
 
 
 def _group_lag(config: KafkaConfig, group: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({**_base(config), "group.id": group, "enable.auto.commit": False})
+    consumer = _group_consumer(config, group)
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
+        parts = _partitions(consumer, topic)
+        if not parts:
             return {}
-        parts = [TopicPartition(topic, p) for p in meta.partitions]
         committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
         lag = {}
         for tp in parts:
