@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,13 @@ from core.config import Settings, get_settings
 from core.db import migrations
 from core.db.engine import Database
 from core.db.models import table_key
+from core.health_check import (
+    Check,
+    HealthChecks,
+    consumer_check,
+    database_check,
+    kafka_check,
+)
 from core.messaging.consumer import Handler
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.handlers import HandlerRegistry
@@ -66,6 +73,7 @@ def create_service(
     routers: Iterable[APIRouter] = (),
     subscriptions: Sequence[Subscription] = (),
     publishes: Iterable[str] = (),
+    checks: Mapping[str, Check] | None = None,
     settings: Settings | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
@@ -76,8 +84,10 @@ def create_service(
     migrations (in `service_dir/migrations`) create them. `publishes` names the topics its
     events go to: like the subscribed ones, they are created at start-up (with the settings'
     partitions and replication) before the outbox relay starts, since the brokers create no
-    topic on first use. `settings` defaults to the environment's, with `service_name` set to
-    `name`.
+    topic on first use. `checks` are the service's own readiness checks, beside the database,
+    Kafka and consumer checks every service gets (`/health/ready`; more can be added later
+    through `app.state.health`). `settings` defaults to the environment's, with
+    `service_name` set to `name`.
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
@@ -92,12 +102,18 @@ def create_service(
                                    subscriptions, topics)
             app.state.runtime = runtime
             attach(app, runtime.database, runtime.outbox)
+            _register_checks(health, runtime, checks or {})
             log.info("%s started (%s): database %s, kafka %s", name, cfg.environment,
                      runtime.database.dialect, cfg.kafka_bootstrap_servers)
             yield
+            for check in list(health.names):  # shutting down: no longer ready
+                health.remove(check)
         log.info("%s stopped", name)
 
+    health = HealthChecks()
     app = FastAPI(title=name, lifespan=lifespan, **fastapi_options)
+    app.state.health = health
+    app.include_router(health.router())
     install_exception_handlers(app)
     for router in routers:
         app.include_router(router)
@@ -137,6 +153,17 @@ async def _start(
         stack.push_async_callback(consumer.stop)
         await consumer.start()
     return ServiceRuntime(settings, database, bus, writer, relay)
+
+
+def _register_checks(
+    health: HealthChecks, runtime: ServiceRuntime, checks: Mapping[str, Check]
+) -> None:
+    health.add("database", database_check(runtime.database))
+    health.add("kafka", kafka_check(runtime.bus.producer))
+    for group, consumer in runtime.bus.consumers.items():
+        health.add(f"consumer:{group}", consumer_check(consumer))
+    for name, check in checks.items():
+        health.add(name, check)
 
 
 async def _prepare_schema(settings: Settings, service_dir: Path, database: Database) -> None:
