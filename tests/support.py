@@ -9,8 +9,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from click.testing import Result
 from pydantic import BaseModel
+from typer.testing import CliRunner
 
+from core.commands.cli import app
 from core.messaging.events import DomainEvent
 from core.messaging.serialization import EventRegistry
 
@@ -78,3 +81,10 @@ async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 30.
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def cli(*args: str) -> Result:
+    """`python -m core ARGS`, in-process (a worker thread: the commands run their own loop).
+    A wide terminal, so table cells are not folded."""
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args),
+                                   env={"COLUMNS": "250"})

@@ -16,7 +16,7 @@ from core.config import KafkaConfig
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.serialization import EventRegistry
-from tests.integration.databases import BACKENDS, DatabaseFactory
+from tests.integration.databases import BACKENDS, DatabaseFactory, open_databases
 from tests.support import unique
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +95,11 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     databases = DatabaseFactory(request.param, tmp_path, server)
     yield await databases.new()
     await databases.drop_all()
+
+
+@pytest.fixture(params=BACKENDS)
+async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
+        DatabaseFactory]:
+    """A factory of fresh databases on SQLite and on the test PostgreSQL, dropped afterwards."""
+    async with open_databases(request, tmp_path) as factory:
+        yield factory

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,11 @@ import pytest
 from click.testing import Result
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
-from typer.testing import CliRunner
 
-from core.commands.cli import app
 from core.db import migrations
 from core.db.scaffold import init_migrations
-from tests.integration.databases import BACKENDS, DatabaseFactory, open_databases
-from tests.support import unique
+from tests.integration.databases import BACKENDS, DatabaseFactory
+from tests.support import cli, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "sample_service"
@@ -49,18 +46,6 @@ NOTES_V2 = NOTES_V1.replace(
     "mapped_column(String(80))",
     "mapped_column(String(80), unique=True)\n"
     "    body: Mapped[str | None] = mapped_column(String(500))")
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
-        DatabaseFactory]:
-    async with open_databases(request, tmp_path) as factory:
-        yield factory
-
-
-async def cli(*args: str) -> Result:
-    """`python -m core ARGS`, in-process (a worker thread: the commands run their own loop)."""
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args))
 
 
 def python_m_core(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -4,40 +4,21 @@ bad input refused with exit code 2 and a reason."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
 from sqlalchemy import insert, select, update
-from typer.testing import CliRunner
 
-from core.commands.cli import app
 from core.db import migrations
 from core.db.engine import Database
-from tests.integration.databases import BACKENDS, DatabaseFactory, open_databases
+from tests.integration.databases import DatabaseFactory
 from tests.sample_service.app import SERVICE_DIR
 from tests.sample_service.models import outbox
+from tests.support import cli
 
 SERVICE = "tests/sample_service"
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
-        DatabaseFactory]:
-    async with open_databases(request, tmp_path) as factory:
-        yield factory
-
-
-async def cli(*args: str) -> Result:
-    """`python -m core ARGS`, in-process (a worker thread: the commands run their own loop).
-    A wide terminal, so table cells are not folded."""
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args),
-                                   env={"COLUMNS": "250"})
 
 
 def _row(key: str, attempts: int, error: str | None = None) -> dict[str, Any]:
