@@ -58,6 +58,8 @@ Handler = HandlerRegistry | Callable[..., Awaitable[None]]
 Lane = tuple[str, int, bytes | None]
 STALL_WAIT = 1.0
 """How long a full consumer waits for room before pausing the partitions that are full."""
+POLL_ERROR_WAIT = 1.0
+"""How long the loop waits after an unexpected error from a poll before polling again."""
 CRASH_RETRY = RetryPolicy(max_attempts=1_000_000, initial_delay=1.0, max_delay=30.0)
 """Waits before a record that crashed the dispatcher is tried again (its key waits too)."""
 
@@ -201,7 +203,7 @@ class EventConsumer:
                 return
             except Exception:
                 log.exception("consumer loop error in group %s; continuing", self.group_id)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(POLL_ERROR_WAIT)
 
     async def _flow(self) -> tuple[list[TopicPartitionKey], list[TopicPartitionKey], int]:
         """Partitions to pause and to resume before the next poll, and how many records it
