@@ -1,0 +1,150 @@
+"""The rate limiter's arithmetic and its fallback on a clock the test moves (the same cases
+against real Redis: tests/contracts/test_rate_limit_contract.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import Settings
+from core.resilience.rate_limit import (
+    Decision,
+    FallbackRateLimiter,
+    LocalRateLimiter,
+    RateLimiterUnavailable,
+    RateLimitPolicy,
+    RedisRateLimiter,
+    rate_limiter,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+FOUR_PER_8S = RateLimitPolicy("api", 4, 8)  # one unit back every 2 s
+
+
+async def test_gcra_spends_the_burst_then_refills_one_unit_per_interval() -> None:
+    clock = Clock()
+    limiter = LocalRateLimiter(clock=clock)
+    burst = [await limiter.hit("c", FOUR_PER_8S) for _ in range(5)]
+    assert [(d.allowed, d.remaining) for d in burst] == [
+        (True, 3), (True, 2), (True, 1), (True, 0), (False, 0)]
+    assert [d.reset_after for d in burst] == [2, 4, 6, 8, 8]
+    assert [d.retry_after for d in burst] == [0, 0, 0, 0, 2]
+    clock.now += 1.5
+    refused = await limiter.hit("c", FOUR_PER_8S)
+    assert not refused.allowed and refused.retry_after == pytest.approx(0.5)
+    clock.now += 0.5
+    again = await limiter.hit("c", FOUR_PER_8S)
+    assert again.allowed and again.remaining == 0 and again.reset_after == pytest.approx(8)
+    clock.now += 100  # long idle: a full quota, no more
+    assert (await limiter.hit("c", FOUR_PER_8S)).remaining == 3
+
+
+async def test_cost_is_checked_and_a_refusal_spends_nothing() -> None:
+    clock = Clock()
+    limiter = LocalRateLimiter(clock=clock)
+    assert (await limiter.hit("c", FOUR_PER_8S, cost=4)).remaining == 0
+    assert not (await limiter.hit("c", FOUR_PER_8S)).allowed
+    clock.now += 2
+    assert (await limiter.hit("c", FOUR_PER_8S)).allowed
+    for cost in (0, 5):
+        with pytest.raises(ValueError, match="between 1 and the limit 4"):
+            await limiter.hit("c", FOUR_PER_8S, cost=cost)
+    assert (await limiter.hit("c", FOUR_PER_8S, cost=1)).allowed is False
+
+
+async def test_the_least_recent_key_is_dropped_beyond_max_keys() -> None:
+    limiter = LocalRateLimiter(max_keys=2, clock=Clock())
+    one = RateLimitPolicy("one", 1, 60)
+    for key in ("a", "b", "a", "c"):  # "b" is the least recently seen when "c" comes
+        await limiter.hit(key, one)
+    assert not (await limiter.hit("a", one)).allowed
+    assert (await limiter.hit("b", one)).allowed, "b was dropped: a full quota again"
+    await limiter.close()
+    assert (await limiter.hit("a", one)).allowed
+
+
+@pytest.mark.parametrize(
+    ("limit", "window", "message"),
+    [(0, 1, "limit must be >= 1"), (1, 0, "window must be > 0"), (1, -1, "window must be > 0")],
+)
+def test_a_policy_that_cannot_work_is_refused(limit: int, window: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RateLimitPolicy("p", limit, window)
+
+
+@pytest.mark.parametrize("name", ["", 'a"b', "a\\b"])
+def test_a_policy_name_must_fit_in_a_header(name: str) -> None:
+    with pytest.raises(ValueError, match="without quotes"):
+        RateLimitPolicy(name, 1, 1)
+
+
+def test_headers_round_seconds_up_and_name_the_policy() -> None:
+    policy = RateLimitPolicy("per-user", 100, 60.0)
+    ok = Decision(policy, True, 42, 17.2, 0.0)
+    assert ok.headers() == {"RateLimit-Policy": '"per-user";q=100;w=60',
+                            "RateLimit": '"per-user";r=42;t=18'}
+    refused = Decision(policy, False, 0, 60.0, 0.6).headers()
+    assert refused["Retry-After"] == "1" and refused["RateLimit"] == '"per-user";r=0;t=60'
+    assert Decision(policy, True, 0, 3.0, 0.0).headers()["RateLimit"].endswith("t=3")
+    assert Decision(policy, False, 0, 0.0, 0.0).headers()["Retry-After"] == "0"
+    assert RateLimitPolicy("p", 1, 0.5).interval == 0.5
+
+
+class Flaky:
+    """A primary that fails while `down`; counts what it was asked."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.asked = 0
+        self.closed = False
+        self.local = LocalRateLimiter(clock=Clock())
+
+    async def hit(self, key: str, policy: RateLimitPolicy, cost: int = 1) -> Decision:
+        self.asked += 1
+        if self.down:
+            raise RateLimiterUnavailable("connection refused")
+        return await self.local.hit(key, policy, cost)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_fallback_decides_during_the_cooldown_then_the_primary_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, primary, fallback = Clock(), Flaky(), LocalRateLimiter(clock=Clock())
+    limiter = FallbackRateLimiter(primary, fallback, cooldown=5, clock=clock)
+    two = RateLimitPolicy("two", 2, 60)
+    assert (await limiter.hit("c", two)).remaining == 1 and not limiter.degraded
+    primary.down = True
+    assert (await limiter.hit("c", two)).remaining == 1, "the fallback starts full"
+    assert limiter.degraded and primary.asked == 2
+    clock.now += 4.9
+    assert (await limiter.hit("c", two)).remaining == 0
+    assert primary.asked == 2, "asked within the cool-down"
+    clock.now += 0.1
+    assert not (await limiter.hit("c", two)).allowed
+    assert primary.asked == 3 and limiter.degraded
+    primary.down = False
+    clock.now += 5
+    assert (await limiter.hit("c", two)).remaining == 0
+    assert not limiter.degraded and primary.asked == 4
+    assert caplog.text.count("shared rate limiter unavailable") == 1
+    assert caplog.text.count("limits are shared again") == 1
+    await limiter.close()
+    assert primary.closed
+
+
+def test_redis_is_used_when_configured() -> None:
+    shared = rate_limiter(Settings(redis_url="redis://127.0.0.1:1/0"))
+    assert isinstance(shared, FallbackRateLimiter)
+    assert isinstance(shared.primary, RedisRateLimiter)
+    assert isinstance(shared.fallback, LocalRateLimiter)
+    assert isinstance(rate_limiter(Settings(redis_url=None)), LocalRateLimiter)
