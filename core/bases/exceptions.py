@@ -124,6 +124,14 @@ class ConflictError(AppError):
     default_message = "Conflict with the current state"
 
 
+class TooManyRequestsError(AppError):
+    """The caller used up its rate limit; `headers` say when to come back (`Retry-After`)."""
+
+    status_code = 429
+    code = "rate_limited"
+    default_message = "Too many requests"
+
+
 def from_integrity_error(exc: IntegrityError, resource: str = "record") -> AppError:
     """Translate a database constraint violation into the error the client should see."""
     violation = constraint_violation(exc)

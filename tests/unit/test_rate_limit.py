@@ -148,3 +148,29 @@ def test_redis_is_used_when_configured() -> None:
     assert isinstance(shared.primary, RedisRateLimiter)
     assert isinstance(shared.fallback, LocalRateLimiter)
     assert isinstance(rate_limiter(Settings(redis_url=None)), LocalRateLimiter)
+
+
+async def test_a_refusal_is_a_429_with_the_headers() -> None:
+    from fastapi import FastAPI
+    from httpx import ASGITransport, AsyncClient
+
+    from core.bases import TooManyRequestsError, install_exception_handlers
+
+    app, limiter = FastAPI(), LocalRateLimiter(clock=Clock())
+    install_exception_handlers(app)
+    one = RateLimitPolicy("one", 1, 30)
+
+    @app.get("/thing")
+    async def thing() -> dict[str, str]:
+        decision = await limiter.hit("client", one)
+        if not decision.allowed:
+            raise TooManyRequestsError(headers=decision.headers())
+        return {"ok": "yes"}
+
+    async with AsyncClient(transport=ASGITransport(app), base_url="http://t") as client:
+        assert (await client.get("/thing")).status_code == 200
+        refused = await client.get("/thing")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert refused.headers["retry-after"] == "30"
+    assert refused.headers["ratelimit"] == '"one";r=0;t=30'
