@@ -232,7 +232,7 @@ class EventConsumer:
             pause = [tp for tp in self._owned if tp not in paused and pending.get(tp, 0) >= limit]
             paused.update(pause)
             room = self._room()
-        resume = [tp for tp in paused if pending.get(tp, 0) <= limit // 2]
+        resume = [tp for tp in paused if pending[tp] <= limit // 2]  # paused ones have counts
         paused.difference_update(resume)
         return pause, resume, room
 
@@ -283,11 +283,11 @@ class EventConsumer:
                 if self._waiting_for_room:
                     self._room_freed.set()
         finally:
+            # A lane cut short (revoked, lost, stopped) leaves its records counted in
+            # `pending`: the partition's count goes with it (`_forget`), or with the run.
             if self._lanes.get(lane) is queue:
                 del self._lanes[lane]
                 del self._workers[lane]
-            if queue and tp in pending:  # abandoned (revoked, lost or stopped)
-                pending[tp] -= len(queue)
 
     # Rebalance callbacks run on the consumer's own thread, inside poll; they hand the work
     # to the event loop and block that thread until it is done.

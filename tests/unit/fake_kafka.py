@@ -42,6 +42,7 @@ class FakeBroker:
         self.paused: set[TP] = set()
         self.pause_calls: list[list[TP]] = []
         self.created_topics: list[str] = []
+        self.configs: list[Any] = []  # the config each client and admin was built with
         self.clients: list[FakeConsumer] = []
         self.max_records: list[int] = []
 
@@ -57,13 +58,17 @@ class FakeBroker:
 
     def consumer_factory(self) -> Callable[..., FakeConsumer]:
         def build(config: Any, group_id: str, **kwargs: Any) -> FakeConsumer:
+            self.configs.append(config)
             client = FakeConsumer(self, group_id, **kwargs)
             self.clients.append(client)
             return client
         return build
 
     def admin_factory(self) -> Callable[[Any], FakeAdmin]:
-        return lambda config: FakeAdmin(self)
+        def build(config: Any) -> FakeAdmin:
+            self.configs.append(config)
+            return FakeAdmin(self)
+        return build
 
 
 class FakeAdmin:
@@ -101,6 +106,9 @@ class FakeConsumer:
         self.polls = 0
         self.polled = threading.Event()
 
+    def assign(self, partitions: list[TP]) -> None:
+        self._events.append(("assign", partitions))
+
     def revoke(self, partitions: list[TP]) -> None:
         self._events.append(("revoke", partitions))
 
@@ -126,6 +134,8 @@ class FakeConsumer:
         pause: Iterable[TP] = (),
         resume: Iterable[TP] = (),
     ) -> list[Record]:
+        # A short poll keeps stop() and flow control responsive (the real poll waits this long).
+        assert 0 < timeout <= 0.1, f"poll timeout {timeout}"
         loop = asyncio.get_running_loop()
         records = await loop.run_in_executor(
             self._executor, self._poll, max_records, store, list(pause), list(resume))
@@ -185,3 +195,14 @@ class FakeConsumer:
     async def close(self) -> None:
         self.closed = True
         self._executor.shutdown(wait=False)
+
+
+class FakeProducer:
+    """Keeps what was produced (dead letters go through `produce`)."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes | None, bytes | None, Any]] = []
+
+    async def produce(self, topic: str, value: bytes | None, key: bytes | None,
+                      headers: Any = None) -> None:
+        self.produced.append((topic, value, key, headers))

@@ -15,12 +15,13 @@ import core.messaging.consumer as consumer_module
 from core.config import KafkaConfig
 from core.messaging.consumer import EventConsumer
 from core.messaging.dispatch import Outcome
-from core.messaging.dlq import InMemoryDeadLetterSink
+from core.messaging.dlq import H_GROUP, InMemoryDeadLetterSink
 from core.messaging.exceptions import ConsumerFailedError
+from core.messaging.handlers import HandlerRegistry
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy
 from tests.support import OrderPlaced, eventually, order_registry, placed
-from tests.unit.fake_kafka import FakeBroker
+from tests.unit.fake_kafka import FakeBroker, FakeProducer
 
 P0, P1 = ("orders", 0), ("orders", 1)
 CONFIG = KafkaConfig("fake:9092", "client", "orders-group")
@@ -424,7 +425,8 @@ async def test_wait_assigned_says_which_topics_got_no_partition(
     consumer.subscribe("orders", ignore)
     await consumer.start()
     try:
-        with pytest.raises(TimeoutError, match=r"orders-group .*\['orders'\] within 0.1s"):
+        with pytest.raises(TimeoutError, match=r"orders-group .*\['orders'\] within 0.1s: do "
+                           r"the topics exist, and are there more members than partitions\?$"):
             await consumer.wait_assigned(0.1)
     finally:
         await consumer.stop()
@@ -457,7 +459,7 @@ async def test_subscribing_and_starting_are_checked(broker: FakeBroker) -> None:
     consumer = EventConsumer(CONFIG, producer=None, events=order_registry(),  # type: ignore[arg-type]
                              dead_letters=InMemoryDeadLetterSink(), group_id="other",
                              create_topics=False, fetch_min_bytes=1)
-    with pytest.raises(RuntimeError, match="nothing subscribed"):
+    with pytest.raises(RuntimeError, match=r"^nothing subscribed$"):
         await consumer.start()
     consumer.subscribe("orders", ignore)
     await consumer.start()
@@ -465,11 +467,313 @@ async def test_subscribing_and_starting_are_checked(broker: FakeBroker) -> None:
         assert consumer.running and consumer.topics == ["orders"]
         assert broker.client.group_id == "other"
         assert broker.client.overrides == {"fetch_min_bytes": 1}
-        with pytest.raises(RuntimeError, match="already started"):
+        with pytest.raises(RuntimeError, match=r"^already started$"):
             await consumer.start()
-        with pytest.raises(RuntimeError, match="subscribe before start"):
+        with pytest.raises(RuntimeError, match=r"^subscribe before start\(\)$"):
             consumer.subscribe("more", ignore)
     finally:
         await consumer.stop()
     assert not consumer.running
     await consumer.stop()  # a second stop is a no-op
+
+
+def header(headers: list[tuple[str, bytes]], name: str) -> str:
+    return dict(headers)[name].decode()
+
+
+async def test_a_failing_handler_is_retried_by_the_policy_then_dead_lettered_to_the_producer(
+    broker: FakeBroker,
+) -> None:
+    producer, calls = FakeProducer(), []
+
+    async def fail(event: OrderPlaced, ctx: MessageContext) -> None:
+        calls.append(ctx.attempt)
+        raise ValueError("no such customer")
+
+    broker.append(P0, placed("a", 0))
+    consumer = EventConsumer(CONFIG, producer=producer, events=order_registry(),  # type: ignore[arg-type]
+                             retry=RetryPolicy(max_attempts=3, initial_delay=0),
+                             create_topics=False)
+    consumer.subscribe("orders", fail)
+    await consumer.start()
+    try:
+        await eventually(lambda: producer.produced, SOON)
+        topic, value, key, headers = producer.produced[0]
+        assert (topic, key) == ("orders.dlq", b"a") and value == broker.logs[P0][0].value
+        assert header(headers, H_GROUP) == "orders-group"
+        assert calls == [1, 2, 3]
+        assert consumer.processed[Outcome.DEAD_LETTERED] == 1
+        await eventually(lambda: broker.stored.get(P0) == 1, SOON)
+        assert broker.configs == [CONFIG, CONFIG], "the admin and the client get the config"
+    finally:
+        await consumer.stop()
+
+
+async def test_a_handler_registry_is_dispatched_as_it_is(
+    broker: FakeBroker, running: Any
+) -> None:
+    handlers, seen = HandlerRegistry(order_registry()), []
+
+    @handlers.handles(OrderPlaced)
+    async def on_placed(event: OrderPlaced) -> None:
+        seen.append(event.aggregate_id)
+
+    broker.append(P0, placed("a", 0))
+    await running(handlers)
+    await eventually(lambda: seen == ["a"], SOON)
+
+
+async def test_every_crash_waits_longer_up_to_a_cap_and_a_success_starts_over(
+    broker: FakeBroker, running: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[int] = []
+
+    class Backoff:
+        def delay(self, crashes: int) -> float:
+            waits.append(crashes)
+            return 0.0
+
+    monkeypatch.setattr(consumer_module, "CRASH_RETRY", Backoff())
+    done: list[int] = []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        done.append(seq_of(event))
+
+    consumer = await running(handle)
+    process = consumer._routes["orders"].process
+    crashes = {0: 12, 1: 1}
+
+    async def crashing(record: Record) -> Outcome:
+        if crashes.get(record.offset, 0) > 0:
+            crashes[record.offset] -= 1
+            raise RuntimeError("a bug in dispatch")
+        return await process(record)
+
+    consumer._routes["orders"].process = crashing  # type: ignore[method-assign]
+    broker.append(P0, placed("a", 0))
+    broker.append(P0, placed("a", 1))
+    await eventually(lambda: done == [0, 1], SOON)
+    assert waits == [*range(1, 11), 10, 10, 1]
+
+
+async def test_a_full_consumer_waits_for_room_before_pausing_anything(
+    broker: FakeBroker, running: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer_module, "STALL_WAIT", 2.0)
+    done: list[int] = []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        await asyncio.sleep(0.02)
+        done.append(seq_of(event))
+
+    for seq in range(12):
+        broker.append(P0, placed(f"k{seq}", seq))
+    await running(handle, max_in_flight=2)
+    await eventually(lambda: len(done) == 12, SOON)
+    assert broker.pause_calls == [], "paused although handlers were freeing room"
+
+
+async def test_a_consumer_with_room_does_not_wait(
+    broker: FakeBroker, running: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer_module, "STALL_WAIT", 60.0)
+    gate, started = asyncio.Event(), []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        started.append(seq_of(event))
+        await gate.wait()
+
+    broker.append(P0, placed("a", 0))
+    await running(handle, max_in_flight=2)  # one left: polling goes on at once
+    await eventually(lambda: started == [0], SOON)
+    broker.append(P0, placed("b", 1))
+    await eventually(lambda: started == [0, 1], SOON)
+    gate.set()
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+async def test_partitions_at_their_share_are_paused_and_resume_at_half_of_it(
+    monkeypatch: pytest.MonkeyPatch, partitions: int
+) -> None:
+    """max_in_flight 4 over 1 partition: a share of 4, resumed at 2 left; over 3 partitions a
+    share of 1 (4 // 3), so each with one record stuck is paused, resumed when empty."""
+    tps = [("orders", p) for p in range(partitions)]
+    broker = FakeBroker(tps)
+    monkeypatch.setattr(consumer_module, "KafkaConsumer", broker.consumer_factory())
+    monkeypatch.setattr(consumer_module, "KafkaAdmin", broker.admin_factory())
+    monkeypatch.setattr(consumer_module, "STALL_WAIT", 0.02)
+    gates: dict[tuple[int, int], asyncio.Event] = {}
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        await gates.setdefault((ctx.record.partition, seq_of(event)), asyncio.Event()).wait()
+
+    stuck = {0: 4} if partitions == 1 else {0: 1, 1: 1, 2: 2}
+    for p, count in stuck.items():
+        for seq in range(count):
+            broker.append(("orders", p), placed(f"k{p}-{seq}", seq))
+    consumer = EventConsumer(CONFIG, producer=None, events=order_registry(),  # type: ignore[arg-type]
+                             dead_letters=InMemoryDeadLetterSink(), create_topics=False,
+                             max_in_flight=4)
+    consumer.subscribe("orders", handle)
+    await consumer.start()
+    try:
+        await eventually(lambda: set(broker.paused) == set(tps), SOON)
+        assert len(broker.pause_calls) == 1
+        release = [(0, 0), (0, 1)] if partitions == 1 else [(0, 0), (2, 0)]
+        for key in release:
+            gates.setdefault(key, asyncio.Event()).set()
+        await eventually(lambda: ("orders", 0) not in broker.paused, SOON)
+        await asyncio.sleep(0.05)
+        if partitions == 3:
+            assert ("orders", 2) in broker.paused, "resumed with one record left of a share of 1"
+            assert ("orders", 1) in broker.paused
+    finally:
+        for gate in gates.values():
+            gate.set()
+        consumer._drain_timeout = 0.5
+        await consumer.stop()
+
+
+async def test_two_partitions_at_exactly_their_share_are_both_paused(
+    broker: FakeBroker, running: Any
+) -> None:
+    gate = asyncio.Event()
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        await gate.wait()
+
+    for tp in (P0, P1):
+        for seq in range(2):
+            broker.append(tp, placed(f"{tp[1]}-{seq}", seq))
+    await running(handle, max_in_flight=4)
+    await eventually(lambda: broker.paused == {P0, P1}, SOON)
+    gate.set()
+    await eventually(lambda: broker.paused == set(), SOON)
+
+
+async def test_with_a_share_of_one_an_idle_partition_is_not_paused(
+    broker: FakeBroker, running: Any
+) -> None:
+    gate = asyncio.Event()
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        await gate.wait()
+
+    for seq in range(2):
+        broker.append(P0, placed(f"k{seq}", seq))
+    consumer = await running(handle, max_in_flight=2)  # a share of 1 per partition
+    await eventually(lambda: P0 in broker.paused, SOON)
+    assert broker.pause_calls == [[P0]]
+    broker.append(P1, placed("other", 0))
+    await eventually(lambda: consumer._pending.get(P1) == 1, SOON)
+    gate.set()
+
+
+async def test_a_paused_partition_that_is_revoked_and_assigned_again_flows(
+    broker: FakeBroker, running: Any
+) -> None:
+    gate, done = asyncio.Event(), []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        if event.aggregate_id == "stuck":
+            await gate.wait()
+        done.append(event.aggregate_id)
+
+    for seq in range(4):
+        broker.append(P0, placed("stuck", seq))
+    consumer = await running(handle, max_in_flight=4, drain_timeout=0.05)
+    await eventually(lambda: P0 in broker.paused, SOON)
+    broker.client.revoke([P0, P1])  # P1 never had a record
+    await eventually(lambda: broker.revoked_commits, SOON)
+    assert broker.revoked_commits == [{}]
+    broker.paused.clear()  # a partition assigned again starts unpaused
+    gate.set()
+    broker.append(P0, placed("fresh", 0))
+    broker.client.assign([P0, P1])
+    await eventually(lambda: "fresh" in done, SOON)
+    assert done.count("stuck") == 4, "the cancelled records are redone after the assignment"
+    assert consumer.failure is None
+
+
+async def test_revoking_partitions_with_and_without_records_commits_those_with(
+    broker: FakeBroker, running: Any
+) -> None:
+    done: list[int] = []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        done.append(seq_of(event))
+
+    broker.append(P0, placed("a", 0))
+    await running(handle)
+    await eventually(lambda: done == [0], SOON)
+    broker.client.revoke([P0, P1])
+    await eventually(lambda: broker.revoked_commits, SOON)
+    assert broker.revoked_commits == [{P0: 1}]
+
+
+async def test_a_record_that_needs_a_moment_finishes_within_a_short_drain_timeout(
+    broker: FakeBroker, running: Any
+) -> None:
+    done: list[int] = []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        await asyncio.sleep(0.2)
+        done.append(seq_of(event))
+
+    broker.append(P0, placed("a", 0))
+    consumer = await running(handle, drain_timeout=0.9)
+    await eventually(lambda: consumer._pending.get(P0) == 1, SOON)
+    broker.client.revoke([P0])
+    await eventually(lambda: broker.revoked_commits, SOON)
+    assert broker.revoked_commits == [{P0: 1}] and done == [0]
+
+
+async def test_lost_partitions_do_not_wait_for_handlers_even_briefly(
+    broker: FakeBroker, running: Any
+) -> None:
+    finished: list[int] = []
+
+    async def handle(event: OrderPlaced, ctx: MessageContext) -> None:
+        await asyncio.sleep(0.3)
+        finished.append(seq_of(event))
+
+    broker.append(P0, placed("a", 0))
+    consumer = await running(handle, drain_timeout=60)
+    await eventually(lambda: consumer._pending.get(P0) == 1, SOON)
+    broker.client.lose([P0])
+    await eventually(lambda: P0 not in consumer._owned and not consumer._workers, SOON)
+    await asyncio.sleep(0.4)
+    assert finished == [], "a lost partition's handler was left to finish"
+
+
+async def test_wait_assigned_returns_the_failure_at_once_and_before_start_times_out(
+    broker: FakeBroker,
+) -> None:
+    consumer = EventConsumer(CONFIG, producer=None, events=order_registry(),  # type: ignore[arg-type]
+                             dead_letters=InMemoryDeadLetterSink(), create_topics=False)
+    consumer.subscribe("orders", ignore)
+    with pytest.raises(TimeoutError):
+        await consumer.wait_assigned(0.05)
+    broker.assign = False
+    await consumer.start()
+    try:
+        broker.client.fail(RuntimeError("fenced"))
+        with pytest.raises(ConsumerFailedError, match="fenced"):
+            await asyncio.wait_for(consumer.wait_assigned(60), SOON)
+    finally:
+        await consumer.stop()
+
+
+async def test_a_default_consumer_polls_up_to_500_and_creates_its_topics(
+    broker: FakeBroker,
+) -> None:
+    consumer = EventConsumer(CONFIG, producer=FakeProducer(), events=order_registry())  # type: ignore[arg-type]
+    consumer.subscribe("orders", ignore)
+    await consumer.start()
+    try:
+        await consumer.wait_assigned(SOON)
+        await eventually(lambda: broker.max_records, SOON)
+        assert broker.max_records[0] == 500
+        assert broker.created_topics == ["orders", "orders.dlq"]
+    finally:
+        await consumer.stop()
