@@ -33,8 +33,9 @@ class JwksError(SecurityError):
 
 
 def parse_jwks(document: Any) -> dict[str, VerificationKey]:
-    """The usable signing keys of a JWKS document by kid. Keys without a kid, for encryption,
-    or that PyJWT cannot load are skipped (logged): one odd key must not hide the others."""
+    """The usable public signing keys of a JWKS document by kid. Keys without a kid, for
+    encryption, symmetric, or that PyJWT cannot load are skipped (logged): one odd key must not
+    hide the others."""
     if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
         raise JwksError('a JWKS is a JSON object with a "keys" list')
     keys: dict[str, VerificationKey] = {}
@@ -44,6 +45,9 @@ def parse_jwks(document: Any) -> dict[str, VerificationKey]:
         kid = entry.get("kid")
         if not isinstance(kid, str) or not kid or entry.get("use", "sig") != "sig":
             log.info("JWKS key skipped: no kid or not for signatures")
+            continue
+        if entry.get("kty") == "oct":
+            log.warning("JWKS key %s skipped: a secret key has no place in a JWKS", kid)
             continue
         try:
             jwk = PyJWK(dict(entry))

@@ -144,7 +144,7 @@ class ClientCredentials:
         try:
             return response.json()
         except ValueError as e:
-            raise ServiceTokenError("token endpoint answered something else than JSON") from e
+            raise ServiceTokenError("token endpoint answered not JSON") from e
 
     async def aclose(self) -> None:
         if self._own_http:

@@ -1,0 +1,211 @@
+"""TokenVerifier: good tokens become principals; every forged or broken one is refused with
+the rule it broke, directly and through a FastAPI app (401, WWW-Authenticate)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jwt
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from core.bases import install_exception_handlers
+from core.security import (
+    CurrentPrincipal,
+    KeyManager,
+    LocalKeySource,
+    MemoryKeyStore,
+    Security,
+    StaticKeySource,
+    TokenIssuer,
+    TokenRejected,
+    TokenVerifier,
+    install_security,
+)
+from core.security.errors import SecurityError
+from core.security.keys import SigningKey
+from core.security.verifier import MAX_TOKEN_BYTES
+from tests.security_support import ATTACKS, AUDIENCE, ISSUER, Attack, claims, sign
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey.generate("EdDSA", now=time.time())
+
+
+@pytest.fixture(scope="module")
+def verifier(key: SigningKey) -> TokenVerifier:
+    return TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER, audience=AUDIENCE)
+
+
+@pytest.fixture
+async def client(verifier: TokenVerifier) -> AsyncIterator[AsyncClient]:
+    app = FastAPI()
+    install_exception_handlers(app)
+    install_security(app, Security(verifier))
+
+    @app.get("/me")
+    async def me(principal: CurrentPrincipal) -> dict[str, Any]:
+        return {"sub": principal.subject, "kind": principal.kind,
+                "roles": sorted(principal.roles)}
+
+    async with AsyncClient(transport=ASGITransport(app), base_url="http://test") as http:
+        yield http
+
+
+async def test_a_good_token_gives_its_principal(verifier: TokenVerifier, key: SigningKey) -> None:
+    token = sign(key, claims(kind="service", roles=["a", "b"], permissions=["x:y"]))
+    principal = await verifier.verify(token)
+    assert principal.subject == "user-1"
+    assert principal.kind == "service"
+    assert principal.roles == {"a", "b"}
+    assert principal.permissions == {"x:y"}
+    assert principal.token == token
+    assert principal.claims["jti"] == "j-1"
+
+
+async def test_kind_roles_and_permissions_may_be_left_out(verifier: TokenVerifier,
+                                                         key: SigningKey) -> None:
+    principal = await verifier.verify(sign(key, claims(kind=None, roles=None,
+                                                       permissions=None)))
+    assert (principal.kind, principal.roles, principal.permissions) == ("user", set(), set())
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.name)
+async def test_the_verifier_refuses(attack: Attack, verifier: TokenVerifier,
+                                    key: SigningKey) -> None:
+    with pytest.raises(TokenRejected) as refused:
+        await verifier.verify(attack.make(key))
+    assert refused.value.rule == attack.rule
+    assert refused.value.status_code == 401
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.name)
+async def test_the_app_answers_401_naming_the_rule(attack: Attack, client: AsyncClient,
+                                                   key: SigningKey) -> None:
+    response = await client.get("/me", headers={"authorization": f"Bearer {attack.make(key)}"})
+    assert response.status_code == 401, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_token"
+    assert error["message"].startswith(f"{attack.rule}: ")
+    assert error["fields"][0]["code"] == attack.rule
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith('Bearer error="invalid_token", error_description="')
+
+
+async def test_the_app_lets_a_good_token_through(client: AsyncClient, key: SigningKey) -> None:
+    response = await client.get("/me", headers={"authorization": f"bearer {sign(key)}"})
+    assert response.status_code == 200
+    assert response.json() == {"sub": "user-1", "kind": "user", "roles": ["driver"]}
+
+
+@pytest.mark.parametrize("skew", [-25, 25])
+async def test_clock_skew_within_the_leeway_is_accepted(skew: int, verifier: TokenVerifier,
+                                                        key: SigningKey) -> None:
+    now = int(time.time())
+    token = sign(key, claims(iat=now + skew, nbf=now + skew, exp=now + 300 if skew > 0
+                             else now + skew))
+    assert (await verifier.verify(token)).subject == "user-1"
+
+
+async def test_the_leeway_is_configurable(key: SigningKey) -> None:
+    strict = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
+                           audience=AUDIENCE, leeway=0)
+    with pytest.raises(TokenRejected, match="expired"):
+        await strict.verify(sign(key, claims(exp=int(time.time()) - 5)))
+
+
+async def test_a_token_may_name_several_audiences(verifier: TokenVerifier,
+                                                  key: SigningKey) -> None:
+    principal = await verifier.verify(sign(key, claims(aud=["billing", AUDIENCE])))
+    assert principal.subject == "user-1"
+
+
+async def test_a_verifier_may_accept_several_audiences(key: SigningKey) -> None:
+    either = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
+                           audience=["gateway", AUDIENCE])
+    assert (await either.verify(sign(key))).subject == "user-1"
+
+
+async def test_an_algorithm_off_the_allow_list_is_refused_even_with_its_key() -> None:
+    es = SigningKey.generate("ES256", now=time.time())
+    eddsa_only = TokenVerifier(StaticKeySource([es.verification]), issuer=ISSUER,
+                               audience=AUDIENCE, algorithms=["EdDSA"])
+    with pytest.raises(TokenRejected) as refused:
+        await eddsa_only.verify(sign(es))
+    assert refused.value.rule == "algorithm_not_allowed"
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+async def test_es256_and_rs256_tokens_verify(alg: str) -> None:
+    other = SigningKey.generate(alg, now=time.time())
+    verifier = TokenVerifier(StaticKeySource([other.verification]), issuer=ISSUER,
+                             audience=AUDIENCE)
+    assert (await verifier.verify(sign(other))).subject == "user-1"
+
+
+async def test_the_size_bound_is_configurable_and_exact(key: SigningKey) -> None:
+    token = sign(key)
+    exact = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
+                          audience=AUDIENCE, max_token_bytes=len(token))
+    assert (await exact.verify(token)).subject == "user-1"
+    smaller = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
+                            audience=AUDIENCE, max_token_bytes=len(token) - 1)
+    with pytest.raises(TokenRejected, match="token_too_large"):
+        await smaller.verify(token)
+    assert MAX_TOKEN_BYTES == 8192
+
+
+async def test_a_missing_claim_is_named(verifier: TokenVerifier, key: SigningKey) -> None:
+    with pytest.raises(TokenRejected, match='"aud"'):
+        await verifier.verify(sign(key, claims(aud=None)))
+
+
+async def test_a_non_string_jti_or_iat_is_an_invalid_claim(verifier: TokenVerifier,
+                                                           key: SigningKey) -> None:
+    for bad in (claims(jti=5), claims(iat="yesterday")):
+        with pytest.raises(TokenRejected) as refused:
+            await verifier.verify(sign(key, bad))
+        assert refused.value.rule == "invalid_claim"
+
+
+async def test_permissions_must_be_strings(verifier: TokenVerifier, key: SigningKey) -> None:
+    with pytest.raises(TokenRejected, match="permissions must be a list of strings"):
+        await verifier.verify(sign(key, claims(permissions=["a", 1])))
+
+
+async def test_non_ascii_is_malformed(verifier: TokenVerifier) -> None:
+    with pytest.raises(TokenRejected) as refused:
+        await verifier.verify("é.b.c")
+    assert refused.value.rule == "malformed"
+
+
+async def test_the_description_is_a_safe_quoted_string() -> None:
+    rejected = TokenRejected("malformed", 'say "hi"\\\n')
+    assert rejected.headers["WWW-Authenticate"] == (
+        'Bearer error="invalid_token", error_description="say \'hi\'\\\\ "')
+
+
+@pytest.mark.parametrize("options", [
+    {"algorithms": ["HS256"]}, {"algorithms": ["EdDSA", "none"]}, {"algorithms": []},
+    {"issuer": ""}, {"audience": ""}, {"leeway": -1}, {"max_token_bytes": 0},
+])
+def test_unsafe_configurations_are_refused(options: dict[str, Any], key: SigningKey) -> None:
+    settings: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE, **options}
+    with pytest.raises(SecurityError):
+        TokenVerifier(StaticKeySource([key.verification]), **settings)
+
+
+async def test_the_issuer_verifies_its_own_tokens_across_rotation() -> None:
+    manager = await KeyManager.open(MemoryKeyStore(), max_token_ttl=600)
+    issuer = TokenIssuer(manager, ISSUER)
+    verifier = TokenVerifier(LocalKeySource(manager), issuer=ISSUER, audience=AUDIENCE)
+    before = issuer.issue("u-1", AUDIENCE, 60)
+    await manager.rotate("ES256")
+    after = issuer.issue("u-2", AUDIENCE, 60)
+    assert jwt.get_unverified_header(after)["alg"] == "ES256"
+    assert (await verifier.verify(before)).subject == "u-1"
+    assert (await verifier.verify(after)).subject == "u-2"
