@@ -267,8 +267,8 @@ async def test_settings_with_a_jwks_url_build_a_jwks_verifier() -> None:
     assert (security.jwks.url, security.jwks.refresh_interval,
             security.jwks.min_refresh_interval) == ("http://auth/jwks", 60, 2)
     verifier = security.verifier
-    assert (verifier.issuer, verifier.audience, verifier.algorithms, verifier.leeway) == (
-        "i", "a", {"ES256"}, 3)
+    assert (verifier.issuer, verifier.audiences, verifier.algorithms, verifier.leeway) == (
+        "i", {"a"}, {"ES256"}, 3)
     await security.stop()
 
 
