@@ -82,6 +82,28 @@ def signed_bytes(key: SigningKey, body: bytes) -> str:
                               headers={"kid": key.kid})
 
 
+def short_signature(token: str) -> str:
+    """The signature cut in half, still canonical base64url."""
+    header, payload, signature = token.split(".")
+    raw_signature = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    return f"{header}.{payload}.{b64(raw_signature[: len(raw_signature) // 2])}"
+
+
+def non_canonical_signature(token: str) -> str:
+    """The same signature bytes spelled differently: unused low bits of the last character set
+    (an Ed25519 signature is 64 bytes, so its last character carries 4 such bits)."""
+    header, payload, signature = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet[alphabet.index(signature[-1]) | 1]
+    return f"{header}.{payload}.{signature[:-1]}{last}"
+
+
+def with_header(key: SigningKey, **extra: Any) -> str:
+    """A token signed by `key` whose header carries `extra` too."""
+    return jwt.encode(claims(), key.private_key, algorithm=key.alg,
+                      headers={"kid": key.kid, **extra})
+
+
 @dataclass(frozen=True, slots=True)
 class Attack:
     name: str
@@ -124,6 +146,21 @@ ATTACKS = [
     Attack("empty signature", lambda k: sign(k).rsplit(".", 1)[0] + ".", "malformed"),
     Attack("signed by a key of another type", other_type_key_same_kid,
            "key_algorithm_mismatch"),
+    Attack("signature cut short", lambda k: short_signature(sign(k)), "bad_signature"),
+    Attack("signature spelled non-canonically", lambda k: non_canonical_signature(sign(k)),
+           "malformed"),
+    Attack("signature with padding", lambda k: sign(k) + "==", "malformed"),
+    Attack("a critical header extension", lambda k: with_header(k, crit=["exp"], exp=1),
+           "malformed"),
+    Attack("exp not a number", lambda k: sign(k, claims(exp="tomorrow")), "invalid_claim"),
+    Attack("exp true", lambda k: sign(k, claims(exp=True)), "invalid_claim"),
+    Attack("exp infinite", lambda k: signed_bytes(
+        k, json.dumps(claims(exp=float("inf"))).encode()), "invalid_claim"),
+    Attack("nbf not a number", lambda k: sign(k, claims(nbf="now")), "invalid_claim"),
+    Attack("aud a number", lambda k: sign(k, claims(aud=7)), "invalid_claim"),
+    Attack("aud a list with a number", lambda k: sign(k, claims(aud=[AUDIENCE, 7])),
+           "invalid_claim"),
+    Attack("sub empty", lambda k: sign(k, claims(sub="")), "invalid_claim"),
     Attack("huge", lambda k: sign(k, claims(pad="x" * 10_000)), "token_too_large"),
     Attack("roles not a list", lambda k: sign(k, claims(roles="admin")), "invalid_claim"),
     Attack("unknown kind", lambda k: sign(k, claims(kind="root")), "invalid_claim"),

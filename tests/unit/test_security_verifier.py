@@ -209,3 +209,40 @@ async def test_the_issuer_verifies_its_own_tokens_across_rotation() -> None:
     assert jwt.get_unverified_header(after)["alg"] == "ES256"
     assert (await verifier.verify(before)).subject == "u-1"
     assert (await verifier.verify(after)).subject == "u-2"
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+async def test_a_short_or_foreign_signature_is_a_bad_signature(alg: str) -> None:
+    from tests.security_support import short_signature
+
+    own = SigningKey.generate(alg, now=time.time())
+    stranger = SigningKey.generate(alg, now=time.time())
+    verifier = TokenVerifier(StaticKeySource([own.verification]), issuer=ISSUER,
+                             audience=AUDIENCE)
+    for token in (short_signature(sign(own)), sign(stranger, kid=own.kid)):
+        with pytest.raises(TokenRejected) as refused:
+            await verifier.verify(token)
+        assert refused.value.rule == "bad_signature"
+
+
+async def test_the_clock_decides_expiry(key: SigningKey) -> None:
+    now = [1_000_000.0]
+    verifier = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
+                             audience=AUDIENCE, leeway=10, clock=lambda: now[0])
+    token = sign(key, claims(iat=1_000_000, nbf=1_000_000, exp=1_000_100))
+    now[0] = 1_000_109.9
+    assert (await verifier.verify(token)).subject == "user-1"
+    now[0] = 1_000_110
+    with pytest.raises(TokenRejected, match="expired"):
+        await verifier.verify(token)
+    now[0] = 999_990
+    assert (await verifier.verify(token)).subject == "user-1"
+    now[0] = 999_989.9
+    with pytest.raises(TokenRejected, match=r"not_yet_valid: .*\(iat\)"):
+        await verifier.verify(token)
+    late_nbf = sign(key, claims(iat=1_000_000, nbf=1_000_050, exp=1_000_100))
+    now[0] = 1_000_039.9
+    with pytest.raises(TokenRejected, match=r"not_yet_valid: .*\(nbf\)"):
+        await verifier.verify(late_nbf)
+    now[0] = 1_000_040
+    assert (await verifier.verify(late_nbf)).subject == "user-1"
