@@ -65,6 +65,8 @@ class ServiceTokenError(SecurityError):
 
 
 def _quoted(text: str) -> str:
-    """A quoted-string of RFC 7230 may not hold `"` or `\\` unescaped, nor control characters."""
-    clean = "".join(ch if ch.isprintable() else " " for ch in text)
+    """A quoted-string of RFC 7230 may not hold `"` or `\\` unescaped, nor control characters;
+    and a header is Latin-1 at best: the description quotes the attacker's header (kid, alg),
+    so anything but printable ASCII becomes `?` rather than an encoding error (a 500)."""
+    clean = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text)
     return clean.replace("\\", "\\\\").replace('"', "'")

@@ -86,7 +86,7 @@ class TokenVerifier:
         if not isinstance(alg, str) or alg.lower() == "none":
             raise TokenRejected("alg_none", "unsigned tokens (alg none) are refused")
         if alg not in self.algorithms:
-            raise TokenRejected("algorithm_not_allowed", f"algorithm {alg} is not allowed")
+            raise TokenRejected("algorithm_not_allowed", f"algorithm {alg[:32]!r} is not allowed")
         if "crit" in header:
             raise TokenRejected("malformed", "no critical header extension is supported")
         kid = header.get("kid")
@@ -97,7 +97,7 @@ class TokenVerifier:
             raise TokenRejected("unknown_kid", f"no key {kid[:64]!r} at the issuer")
         if key.alg != alg:
             raise TokenRejected("key_algorithm_mismatch",
-                                f"key {kid[:64]!r} is for {key.alg}, the token says {alg}")
+                                f"key {kid[:64]!r} is for {key.alg}, the token says {alg[:32]!r}")
         signature = _decode(parts[2], "signature")
         if not signature:
             raise TokenRejected("malformed", "the token has no signature")

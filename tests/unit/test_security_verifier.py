@@ -186,7 +186,8 @@ async def test_non_ascii_is_malformed(verifier: TokenVerifier) -> None:
 async def test_the_description_is_a_safe_quoted_string() -> None:
     rejected = TokenRejected("malformed", 'say "hi"\\\n')
     assert rejected.headers["WWW-Authenticate"] == (
-        'Bearer error="invalid_token", error_description="say \'hi\'\\\\ "')
+        'Bearer error="invalid_token", error_description="say \'hi\'\\\\?"')
+    assert TokenRejected("malformed", "k\u00e9y").headers["WWW-Authenticate"].endswith('"k?y"')
 
 
 @pytest.mark.parametrize("options", [
