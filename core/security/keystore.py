@@ -96,7 +96,7 @@ class FileKeyStore:
         keys = []
         for meta_path in sorted(self.directory.glob("*.json")):
             try:
-                meta = json.loads(meta_path.read_text("utf-8"))
+                meta = json.loads(meta_path.read_bytes())
                 pem = (self.directory / f"{meta['kid']}.pem").read_bytes()
                 keys.append(StoredKey(
                     kid=check_kid(str(meta["kid"])), alg=str(meta["alg"]), private_pem=pem,

@@ -158,7 +158,8 @@ def _token_of(body: Any, started: float, renew_at: float) -> _Token:
     value, lifetime = body.get("access_token"), body.get("expires_in")
     if not isinstance(value, str) or not value:
         raise ServiceTokenError("token response has no access_token")
-    if str(body.get("token_type", "")).lower() != "bearer":
+    token_type = body.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise ServiceTokenError("token response is not a bearer token")
     if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
         raise ServiceTokenError("token response has no positive expires_in")
@@ -172,7 +173,8 @@ def _oauth_error(response: httpx.Response) -> str:
         return "no OAuth error body"
     if not isinstance(body, dict):
         return "no OAuth error body"
-    return f"{body.get('error', '?')}: {body.get('error_description', '')}".strip(": ")
+    error, description = body.get("error", "?"), body.get("error_description")
+    return f"{error}: {description}" if description else str(error)
 
 
 def client_credentials_from_settings(settings: Settings, *,

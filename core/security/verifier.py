@@ -83,7 +83,9 @@ class TokenVerifier:
             raise TokenRejected("malformed", "a token is three base64url parts")
         header = _json_object(parts[0], "header")
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg.lower() == "none":
+        if not isinstance(alg, str) or not alg:
+            raise TokenRejected("malformed", "the token header names no algorithm (alg)")
+        if alg.lower() == "none":
             raise TokenRejected("alg_none", "unsigned tokens (alg none) are refused")
         if alg not in self.algorithms:
             raise TokenRejected("algorithm_not_allowed", f"algorithm {alg[:32]!r} is not allowed")
