@@ -297,3 +297,79 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds) == (
         "auth", "platform", 30.0)
     assert (settings.jwks_refresh_seconds, settings.jwks_min_refresh_seconds) == (300.0, 5.0)
+
+
+def test_get_verifier_without_security_says_what_to_call() -> None:
+    from types import SimpleNamespace
+
+    from core.security.deps import get_verifier
+
+    for state in (SimpleNamespace(), SimpleNamespace(security=SimpleNamespace(verifier=1))):
+        request: Any = SimpleNamespace(app=SimpleNamespace(state=state))
+        with pytest.raises(ConfigurationError, match=(
+                r"^no verifier: call core\.security\.install_security\(app, \.\.\.\)$")):
+            get_verifier(request)
+
+
+async def test_bearer_refusals_say_what_is_expected(http: AsyncClient) -> None:
+    response = await http.get("/me", headers={"authorization": "Basic dTpw"})
+    assert response.json()["error"]["message"] == (
+        "malformed: expected Authorization: Bearer <token>")
+
+
+async def test_the_openapi_names_the_bearer_scheme(http: AsyncClient) -> None:
+    spec = (await http.get("/openapi.json")).json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http", "scheme": "bearer",
+        "description": "An access token from the auth service"}
+
+
+async def test_keys_unavailable_says_retry_shortly() -> None:
+    from core.security import KeysUnavailable
+    from core.security.wiring import RETRY_AFTER_SECONDS
+
+    assert (KeysUnavailable.status_code, KeysUnavailable.code) == (503, "keys_unavailable")
+    assert KeysUnavailable().message == (
+        "Token verification keys are unavailable; retry shortly")
+    assert RETRY_AFTER_SECONDS == 5
+    app = FastAPI()
+    install_exception_handlers(app)
+    jwks = JwksClient("http://127.0.0.1:9/jwks", http=httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(500))))
+    install_security(app, Security(TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE)))
+
+    @app.get("/me")
+    async def me(principal: CurrentPrincipal) -> None: ...
+
+    async with AsyncClient(transport=ASGITransport(app), base_url="http://t") as client:
+        body = (await client.get("/me", headers=bearer())).json()
+    assert body["error"]["message"] == "Token verification keys are unavailable; retry shortly"
+    assert app.state.security.jwks is None
+
+
+async def test_security_start_and_stop_drive_the_jwks_client() -> None:
+    k = SigningKey.generate("EdDSA", now=time.time())
+    served = {"n": 0}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        served["n"] += 1
+        return httpx.Response(200, json={"keys": [k.public_jwk]})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    jwks = JwksClient("http://issuer/jwks", http=http, refresh_interval=60)
+    security = Security(TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE), jwks)
+    await security.start()
+    assert served["n"] == 1 and k.kid in jwks.keys
+    assert jwks._loop is not None
+    await security.stop()
+    assert jwks._loop is None
+
+
+def test_settings_without_a_jwks_url_but_local_keys_need_an_audience() -> None:
+    from core.security import KeyManager as Manager
+
+    manager = Manager(MemoryKeyStore())
+    with pytest.raises(ConfigurationError, match=r"^JWT_AUDIENCE is required to verify tokens$"):
+        security_from_settings(Settings(jwt_audience=""), local_keys=manager)
+    built = security_from_settings(Settings(jwt_issuer="me"), local_keys=manager)
+    assert built is not None and built.verifier.issuer == "me"

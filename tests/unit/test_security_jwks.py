@@ -264,3 +264,72 @@ async def test_static_and_local_sources() -> None:
     local = LocalKeySource(manager)
     assert await local.get(manager.signer.kid) is manager.signer.verification
     assert await local.get("x") is None
+
+
+async def test_a_known_kid_never_fetches_even_after_the_interval() -> None:
+    k = key()
+    issuer, clock = Issuer(k), Clock()
+    jwks = client(issuer, clock, min_refresh_interval=1)
+    await jwks.get(k.kid)
+    clock.now += 100
+    assert await jwks.get(k.kid) is not None
+    assert issuer.requests == 1
+
+
+async def test_the_fetch_asks_for_json_within_the_timeout() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"keys": []})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    await JwksClient("http://issuer/jwks", http=http, timeout=1.5).refresh()
+    await JwksClient("http://issuer/jwks", http=http).refresh()
+    assert seen[0].headers["accept"] == "application/json"
+    assert str(seen[0].url) == "http://issuer/jwks"
+    assert seen[0].extensions["timeout"]["read"] == 1.5
+    assert seen[1].extensions["timeout"]["read"] == 5.0
+
+
+def test_the_defaults() -> None:
+    jwks = JwksClient("http://x")
+    assert (jwks.refresh_interval, jwks.min_refresh_interval, jwks.timeout) == (300.0, 5.0, 5.0)
+    assert jwks.clock is time.monotonic
+    assert jwks.fetches == 0 and jwks.keys == {}
+    assert MAX_JWKS_BYTES == 256 * 1024
+
+
+async def test_a_jwks_of_exactly_the_size_bound_is_read() -> None:
+    head, tail = b'{"keys": [], "pad": "', b'"}'
+    issuer, clock = Issuer(), Clock()
+    issuer.body = head + b"x" * (MAX_JWKS_BYTES - len(head) - len(tail)) + tail
+    jwks = client(issuer, clock)
+    assert await jwks.get("kid") is None, "read, and empty: an unknown kid, not a 503"
+
+
+async def test_the_refresh_task_is_named() -> None:
+    issuer = Issuer(key())
+    jwks = JwksClient("http://issuer/jwks", refresh_interval=60,
+                      http=httpx.AsyncClient(transport=httpx.MockTransport(issuer)))
+    await jwks.start()
+    assert jwks._loop is not None and jwks._loop.get_name() == "jwks-refresh"
+    await jwks.stop()
+    assert jwks._loop is None
+
+
+def test_a_zero_min_interval_is_allowed() -> None:
+    assert JwksClient("http://x", min_refresh_interval=0).min_refresh_interval == 0
+
+
+@pytest.mark.parametrize("options", [{"refresh_interval": 0}, {"min_refresh_interval": -1},
+                                     {"timeout": 0}])
+def test_bad_intervals_say_what(options: dict[str, Any]) -> None:
+    with pytest.raises(SecurityError, match=r"^JWKS intervals and timeout must be positive$"):
+        JwksClient("http://x", **options)
+
+
+@pytest.mark.parametrize("document", [[], {"keys": "x"}])
+def test_a_document_that_is_not_a_jwks_says_so(document: Any) -> None:
+    with pytest.raises(JwksError, match=r'^a JWKS is a JSON object with a "keys" list$'):
+        parse_jwks(document)

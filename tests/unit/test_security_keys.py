@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,105 @@ async def test_the_longest_ttl_is_allowed() -> None:
     keys, clock = await manager(max_token_ttl=900)
     token = TokenIssuer(keys, "iss", clock=clock).issue("u", "aud", 900)
     assert jwt.decode(token, options={"verify_signature": False})["exp"] == int(clock.now) + 900
+
+
+def test_rsa_keys_are_2048_bits_with_the_usual_exponent() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = generate_private_key("RS256")
+    assert isinstance(private, rsa.RSAPrivateKey)
+    assert private.key_size == 2048
+    assert private.public_key().public_numbers().e == 65537
+
+
+def test_key_errors_say_what() -> None:
+    with pytest.raises(SecurityError, match=r"^key k: not a ES256 key$"):
+        SigningKey("k", "ES256", generate_private_key("EdDSA"), 0)
+    with pytest.raises(SecurityError, match=r"^key k: not a HS256 key$"):
+        SigningKey("k", "HS256", generate_private_key("EdDSA"), 0)
+    with pytest.raises(SecurityError, match=r"^unsupported signing algorithm 'HS256'; one of "):
+        generate_private_key("HS256")
+    with pytest.raises(SecurityError, match=r"^unsupported signing algorithm 'HS256'$"):
+        KeyManager(MemoryKeyStore(), alg="HS256")
+    with pytest.raises(SecurityError, match=r"^max_token_ttl must be > 0 and leeway >= 0$"):
+        KeyManager(MemoryKeyStore(), leeway=-0.1)
+    with pytest.raises(KeyStoreError, match=r"^kid '\.\.' is not 1-64 characters"):
+        check_kid("..")
+
+
+def test_edge_options_are_accepted() -> None:
+    manager = KeyManager(MemoryKeyStore(), max_token_ttl=0.5, leeway=0)
+    assert (manager.max_token_ttl, manager.leeway) == (0.5, 0)
+    assert check_kid("x" * 64) == "x" * 64
+
+
+async def test_the_defaults_are_eddsa_an_hour_and_thirty_seconds() -> None:
+    store = MemoryKeyStore()
+    keys, clock = await manager(store)
+    old = keys.signer.kid
+    await keys.rotate()
+    assert store.keys[old].retire_at == clock.now + 3600 + 30
+    assert keys.signer.alg == "EdDSA"
+
+
+async def test_two_signers_from_concurrent_rotations_resolve_to_the_newest() -> None:
+    store = MemoryKeyStore()
+    for created, kid in ((5.0, "b-old"), (9.0, "a-new"), (9.0, "0-tie")):
+        pem = generate_private_key("EdDSA")
+        stored = SigningKey(kid, "EdDSA", pem, created).to_stored()
+        await store.save(stored)
+    keys, _ = await manager(store)
+    assert keys.signer.kid == "a-new"
+
+
+async def test_a_key_retiring_now_is_gone() -> None:
+    keys, clock = await manager(max_token_ttl=10, leeway=0)
+    old = keys.signer.kid
+    await keys.rotate()
+    clock.now += 9.99
+    assert keys.get(old) is not None
+    clock.now += 0.01
+    assert keys.get(old) is None
+    assert old not in [k.kid for k in keys.keys()]
+
+
+async def test_memory_store_deletes_absent_keys_quietly() -> None:
+    store = MemoryKeyStore()
+    await store.delete("nothing")
+    assert await store.load() == []
+
+
+async def test_the_metadata_file_holds_no_private_key(tmp_path: Path) -> None:
+    import json
+
+    store = FileKeyStore(tmp_path / "a" / "b")
+    key = SigningKey.generate("EdDSA", now=1.0).to_stored()
+    await store.save(key)
+    meta = json.loads((tmp_path / "a" / "b" / f"{key.kid}.json").read_bytes())
+    assert meta == {"kid": key.kid, "alg": "EdDSA", "created_at": 1.0, "retire_at": None}
+    assert (tmp_path / "a" / "b" / f"{key.kid}.pem").read_bytes() == key.private_pem
+
+
+async def test_a_temporary_file_left_by_a_crash_does_not_block_the_next_save(
+        tmp_path: Path) -> None:
+    store = FileKeyStore(tmp_path)
+    key = SigningKey.generate("EdDSA", now=1.0).to_stored()
+    (tmp_path / f".{key.kid}.pem.tmp").write_bytes(b"half")
+    await store.save(key)
+    assert await store.load() == [key]
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{key.kid}.pem", f"{key.kid}.json"])
+
+
+async def test_the_issuer_accepts_a_one_second_ttl_and_any_iterable_audience() -> None:
+    keys, clock = await manager()
+    issuer = TokenIssuer(keys, "iss", clock=clock)
+    token = issuer.issue("u", iter(["a", "b"]), 1)
+    payload = jwt.decode(token, options={"verify_signature": False})
+    assert (payload["aud"], payload["exp"] - payload["iat"]) == (["a", "b"], 1)
+    with pytest.raises(SecurityError, match=r"^a token needs a subject$"):
+        issuer.issue("", "a", 1)
+    with pytest.raises(SecurityError, match=r"^ttl must be in \[1, 3600.0\] s"):
+        issuer.issue("u", "a", 0)
+    with pytest.raises(SecurityError, match=r"^kind must be one of \['service', 'user'\]$"):
+        issuer.issue("u", "a", 1, kind="x")  # type: ignore[arg-type]
+    assert issuer.clock is clock and TokenIssuer(keys, "i").clock is time.time

@@ -259,3 +259,131 @@ async def test_aclose_leaves_a_client_handed_in_open() -> None:
     await tokens.aclose()
     assert not http.is_closed
     await http.aclose()
+
+
+async def test_the_request_carries_the_timeout_and_asks_for_json() -> None:
+    endpoint, clock = TokenEndpoint(), Clock()
+    await provider(endpoint, clock, timeout=2.5).token()
+    request = endpoint.requests[0]
+    assert request.headers["accept"] == "application/json"
+    assert request.extensions["timeout"] == {"connect": 2.5, "read": 2.5, "write": 2.5,
+                                             "pool": 2.5}
+    await provider(endpoint, clock).token()
+    assert endpoint.requests[1].extensions["timeout"]["read"] == 5.0
+
+
+async def test_defaults_renewal_retry_and_margin() -> None:
+    endpoint, clock = TokenEndpoint(lifetime=100), Clock()
+    tokens = provider(endpoint, clock)
+    assert (tokens.renew_at, tokens.retry_after, tokens.auth, EXPIRY_MARGIN) == (
+        0.8, 1.0, "basic", 5.0)
+    await tokens.token()
+    endpoint.answer = httpx.Response(503)
+    clock.now += 80
+    assert await tokens.token() == "t1"
+    clock.now += 0.99
+    assert await tokens.token() == "t1"
+    assert len(endpoint.requests) == 2
+    clock.now += 0.01
+    assert await tokens.token() == "t1"
+    assert len(endpoint.requests) == 3
+
+
+async def test_a_success_clears_the_failure() -> None:
+    endpoint, clock = TokenEndpoint(lifetime=100), Clock()
+    tokens = provider(endpoint, clock, retry_after=10)
+    await tokens.token()
+    endpoint.answer = httpx.Response(503)
+    clock.now += 80
+    assert await tokens.token() == "t1"
+    endpoint.answer = None
+    tokens.invalidate()
+    assert await tokens.token() == "t3"
+    endpoint.answer = httpx.Response(503)
+    clock.now += 80
+    assert await tokens.token() == "t3"
+    assert len(endpoint.requests) == 4, "the earlier failure no longer holds renewal back"
+
+
+async def test_a_recent_failure_without_a_valid_token_tries_again() -> None:
+    endpoint, clock = TokenEndpoint(), Clock()
+    endpoint.answer = httpx.Response(503)
+    tokens = provider(endpoint, clock, retry_after=60)
+    for _ in range(2):
+        with pytest.raises(ServiceTokenError):
+            await tokens.token()
+    assert len(endpoint.requests) == 2
+    endpoint.answer = None
+    assert await tokens.token() == "t3"
+
+
+async def test_a_one_second_lifetime_is_accepted() -> None:
+    endpoint, clock = TokenEndpoint(), Clock()
+    endpoint.answer = httpx.Response(200, json={"access_token": "t", "token_type": "Bearer",
+                                                "expires_in": 1})
+    assert await provider(endpoint, clock).token() == "t"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"error_description": "no such client"}, "401: \\?: no such client$"),
+    ({"error": "invalid_client", "error_description": ""}, "401: invalid_client$"),
+])
+async def test_oauth_errors_are_quoted(body: dict[str, Any], message: str) -> None:
+    endpoint, clock = TokenEndpoint(), Clock()
+    endpoint.answer = httpx.Response(401, json=body)
+    with pytest.raises(ServiceTokenError, match=message):
+        await provider(endpoint, clock).token()
+
+
+@pytest.mark.parametrize(("response", "message"), [
+    (httpx.Response(200, content=b"<html>"), "^token endpoint answered not JSON$"),
+    (httpx.Response(200, json=["x"]), "^token response is not a JSON object$"),
+    (httpx.Response(200, json={"token_type": "Bearer", "expires_in": 5}),
+     "^token response has no access_token$"),
+    (httpx.Response(200, json={"access_token": "t", "token_type": 1, "expires_in": 5}),
+     "^token response is not a bearer token$"),
+    (httpx.Response(200, json={"access_token": "t", "token_type": "Bearer"}),
+     "^token response has no positive expires_in$"),
+    (httpx.Response(500), "^token endpoint answered 500: no OAuth error body$"),
+])
+async def test_token_errors_say_exactly_what(response: httpx.Response, message: str) -> None:
+    endpoint, clock = TokenEndpoint(), Clock()
+    endpoint.answer = response
+    with pytest.raises(ServiceTokenError, match=message):
+        await provider(endpoint, clock).token()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"renew_at": 0.0}, r"^renew_at is a fraction of the lifetime, in \(0, 1\)$"),
+    ({"client_id": ""}, "^client credentials need a client id and secret$"),
+])
+def test_option_errors_say_what(options: dict[str, Any], message: str) -> None:
+    arguments: dict[str, Any] = {"client_id": "c", **options}
+    with pytest.raises(SecurityError, match=message):
+        ClientCredentials("http://x", arguments.pop("client_id"), SecretStr("s"), **arguments)
+
+
+def test_a_renewal_point_just_inside_the_bounds_is_accepted() -> None:
+    assert ClientCredentials("http://x", "c", SecretStr("s"), renew_at=0.01).renew_at == 0.01
+    assert ClientCredentials("http://x", "c", SecretStr("s"), renew_at=0.99).renew_at == 0.99
+
+
+@pytest.mark.parametrize("missing", ["auth_token_url", "service_client_id",
+                                     "service_client_secret"])
+def test_settings_need_all_three(missing: str) -> None:
+    values: dict[str, Any] = {"auth_token_url": "http://auth/token",
+                              "service_client_id": "driver",
+                              "service_client_secret": SecretStr("s"), missing: None}
+    with pytest.raises(SecurityError, match=(
+            r"^set AUTH_TOKEN_URL, SERVICE_CLIENT_ID and SERVICE_CLIENT_SECRET$")):
+        client_credentials_from_settings(Settings(**values))
+
+
+async def test_settings_with_a_client_handed_in() -> None:
+    http = httpx.AsyncClient()
+    settings = Settings(auth_token_url="http://auth/token", service_client_id="driver",
+                        service_client_secret=SecretStr("s"))
+    tokens = client_credentials_from_settings(settings, http=http)
+    assert tokens._http is http
+    assert tokens.client_secret.get_secret_value() == "s"
+    await http.aclose()

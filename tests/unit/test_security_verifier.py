@@ -247,3 +247,99 @@ async def test_the_clock_decides_expiry(key: SigningKey) -> None:
         await verifier.verify(late_nbf)
     now[0] = 1_000_040
     assert (await verifier.verify(late_nbf)).subject == "user-1"
+
+
+DESCRIPTIONS = {
+    "alg none": "unsigned tokens (alg none) are refused",
+    "no alg": "the token header names no algorithm (alg)",
+    "HS256 with the public key as secret": "algorithm 'HS256' is not allowed",
+    "unknown kid": "no key 'not-a-key' at the issuer",
+    "no kid": "the token header names no key (kid)",
+    "tampered payload": "the signature does not match",
+    "expired": "the token has expired",
+    "nbf in the future": "the token is not valid yet (nbf)",
+    "iat in the future": "the token is issued in the future (iat)",
+    "wrong issuer": "the token is from another issuer",
+    "wrong audience": "the token is for another audience",
+    "no sub": 'the token has no "sub" claim',
+    "one part": "a token is three base64url parts",
+    "header not base64": "the token header is not base64url",
+    "header not JSON": "the token header is not JSON",
+    "header a JSON list": "the token header is not a JSON object",
+    "payload not JSON": "the token payload is not JSON",
+    "payload a JSON list": "the token payload is not a JSON object",
+    "empty signature": "the token has no signature",
+    "signature spelled non-canonically": "the token signature is not canonical base64url",
+    "a critical header extension": "no critical header extension is supported",
+    "exp not a number": "exp must be a number of seconds",
+    "nbf not a number": "nbf must be a number of seconds",
+    "aud a number": "aud must be a string or a list of strings",
+    "sub empty": "sub must be a non-empty string",
+    "huge": "token longer than 8192 bytes",
+    "roles not a list": "roles must be a list of strings",
+    "unknown kind": "kind must be user or service",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DESCRIPTIONS))
+async def test_each_refusal_says_why_in_words(name: str, verifier: TokenVerifier,
+                                              key: SigningKey) -> None:
+    attack = next(a for a in ATTACKS if a.name == name)
+    with pytest.raises(TokenRejected) as refused:
+        await verifier.verify(attack.make(key))
+    assert refused.value.description == DESCRIPTIONS[name]
+
+
+async def test_a_key_of_another_algorithm_is_named(verifier: TokenVerifier,
+                                                   key: SigningKey) -> None:
+    from tests.security_support import other_type_key_same_kid
+
+    with pytest.raises(TokenRejected) as refused:
+        await verifier.verify(other_type_key_same_kid(key))
+    assert refused.value.description == f"key {key.kid!r} is for EdDSA, the token says 'ES256'"
+
+
+async def test_a_jti_of_another_type_says_so(verifier: TokenVerifier, key: SigningKey) -> None:
+    with pytest.raises(TokenRejected, match=r"^invalid_claim: jti must be a string$"):
+        await verifier.verify(sign(key, claims(jti=1)))
+    assert (await verifier.verify(sign(key, claims(jti=None)))).subject == "user-1"
+
+
+def test_the_defaults(key: SigningKey) -> None:
+    verifier = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
+                             audience=AUDIENCE)
+    assert verifier.algorithms == {"EdDSA", "ES256", "RS256"}
+    assert (verifier.leeway, verifier.max_token_bytes) == (30.0, 8192)
+    assert verifier.clock is time.time
+    assert verifier.audiences == {AUDIENCE}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"algorithms": ["HS256", "EdDSA"]}, r"^algorithms must be asymmetric ones, not \['HS256'\]$"),
+    ({"audience": ["a", ""]}, "^a verifier needs an issuer and an audience$"),
+    ({"audience": []}, "^a verifier needs an issuer and an audience$"),
+    ({"max_token_bytes": -1}, "^leeway must be >= 0 and max_token_bytes > 0$"),
+])
+def test_configuration_errors_say_what(options: dict[str, Any], message: str,
+                                       key: SigningKey) -> None:
+    settings: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE, **options}
+    with pytest.raises(SecurityError, match=message):
+        TokenVerifier(StaticKeySource([key.verification]), **settings)
+
+
+def test_every_asymmetric_algorithm_may_be_allowed_and_zero_leeway_too(
+        key: SigningKey) -> None:
+    from core.security.verifier import ASYMMETRIC
+
+    assert ASYMMETRIC == {"EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512",
+                          "PS256", "PS384", "PS512"}
+    verifier = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
+                             audience=AUDIENCE, algorithms=sorted(ASYMMETRIC), leeway=0,
+                             max_token_bytes=1)
+    assert verifier.leeway == 0
+
+
+async def test_a_float_time_and_an_absent_nbf_are_fine(verifier: TokenVerifier,
+                                                       key: SigningKey) -> None:
+    token = sign(key, claims(exp=time.time() + 60.5, nbf=None))
+    assert (await verifier.verify(token)).subject == "user-1"
