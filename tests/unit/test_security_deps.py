@@ -373,3 +373,26 @@ def test_settings_without_a_jwks_url_but_local_keys_need_an_audience() -> None:
         security_from_settings(Settings(jwt_audience=""), local_keys=manager)
     built = security_from_settings(Settings(jwt_issuer="me"), local_keys=manager)
     assert built is not None and built.verifier.issuer == "me"
+
+
+def test_require_permission_without_one_says_so() -> None:
+    with pytest.raises(ConfigurationError,
+                       match=r"^require_permission needs at least one permission$"):
+        require_permission()
+
+
+async def test_every_missing_permission_is_named(http: AsyncClient) -> None:
+    refused = await http.post("/both", headers=bearer(permissions=[]))
+    assert refused.json()["error"]["message"] == "missing permission a, b"
+
+
+async def test_local_keys_verify_the_issuers_tokens() -> None:
+    from core.security import KeyManager as Manager
+    from core.security import TokenIssuer
+
+    manager = await Manager.open(MemoryKeyStore())
+    security = security_from_settings(Settings(jwt_issuer=ISSUER, jwt_audience=AUDIENCE),
+                                      local_keys=manager)
+    assert security is not None
+    token = TokenIssuer(manager, ISSUER).issue("me", AUDIENCE, 60)
+    assert (await security.verifier.verify(token)).subject == "me"

@@ -333,3 +333,22 @@ def test_bad_intervals_say_what(options: dict[str, Any]) -> None:
 def test_a_document_that_is_not_a_jwks_says_so(document: Any) -> None:
     with pytest.raises(JwksError, match=r'^a JWKS is a JSON object with a "keys" list$'):
         parse_jwks(document)
+
+
+def test_parse_jwks_skips_bad_entries_wherever_they_are() -> None:
+    good = key()
+    no_use = {k: v for k, v in good.public_jwk.items() if k != "use"}
+    for bad in ("text", {**good.public_jwk, "kid": None}, {**good.public_jwk, "use": "enc"},
+                {"kid": "hmac", "kty": "oct", "k": "c2VjcmV0"},
+                {"kid": "broken", "kty": "OKP", "crv": "Ed25519", "x": "!!"}):
+        assert set(parse_jwks({"keys": [bad, no_use]})) == {good.kid}, bad
+
+
+async def test_fetches_are_counted_and_small_timeouts_allowed() -> None:
+    k = key()
+    issuer, clock = Issuer(k), Clock()
+    jwks = client(issuer, clock, timeout=0.5)
+    await jwks.refresh()
+    await jwks.refresh()
+    assert jwks.fetches == 2 == issuer.requests
+    assert jwks.timeout == 0.5

@@ -385,3 +385,8 @@ async def test_the_issuer_accepts_a_one_second_ttl_and_any_iterable_audience() -
     with pytest.raises(SecurityError, match=r"^kind must be one of \['service', 'user'\]$"):
         issuer.issue("u", "a", 1, kind="x")  # type: ignore[arg-type]
     assert issuer.clock is clock and TokenIssuer(keys, "i").clock is time.time
+
+
+def test_the_random_part_of_a_kid_is_16_hex_digits() -> None:
+    suffix = new_kid("EdDSA", 0).rsplit("-", 1)[1]
+    assert len(suffix) == 16 and int(suffix, 16) >= 0

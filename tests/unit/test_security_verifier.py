@@ -343,3 +343,42 @@ async def test_a_float_time_and_an_absent_nbf_are_fine(verifier: TokenVerifier,
                                                        key: SigningKey) -> None:
     token = sign(key, claims(exp=time.time() + 60.5, nbf=None))
     assert (await verifier.verify(token)).subject == "user-1"
+
+
+async def test_the_refusal_names_the_authorization_header(client: AsyncClient) -> None:
+    response = await client.get("/me", headers={"authorization": "Bearer a.b"})
+    assert response.json()["error"]["fields"] == [{
+        "field": "authorization", "reason": "a token is three base64url parts",
+        "code": "malformed", "location": "header"}]
+
+
+async def test_long_kids_and_algs_are_quoted_short(verifier: TokenVerifier,
+                                                   key: SigningKey) -> None:
+    long_kid = "k" * 70
+    with pytest.raises(TokenRejected) as refused:
+        await verifier.verify(sign(key, kid=long_kid))
+    assert refused.value.description == f"no key {'k' * 64!r} at the issuer"
+    long_alg = "A" * 40
+    from tests.security_support import raw
+
+    with pytest.raises(TokenRejected) as refused:
+        await verifier.verify(raw({"alg": long_alg, "kid": key.kid}, claims(), b"x"))
+    assert refused.value.description == f"algorithm {'A' * 32!r} is not allowed"
+    other = SigningKey(long_kid, "ES256", SigningKey.generate("ES256", now=0).private_key, 0)
+    mixed = TokenVerifier(StaticKeySource([other.verification]), issuer=ISSUER,
+                          audience=AUDIENCE, algorithms=["EdDSA", "ES256"])
+    with pytest.raises(TokenRejected) as refused:
+        await mixed.verify(sign(key, kid=long_kid))
+    assert refused.value.description == (
+        f"key {'k' * 64!r} is for ES256, the token says 'EdDSA'")
+
+
+def test_a_segment_whose_encoding_ends_in_x_is_canonical() -> None:
+    """The canonical check strips only padding: base64url may end in X (an ES384 signature
+    could)."""
+    from core.security.verifier import _decode
+
+    assert _decode("QUJX", "signature") == b"AB\x57"
+    assert _decode("", "signature") == b""
+    with pytest.raises(TokenRejected, match="not canonical"):
+        _decode("QUJY" + "QR", "signature")
