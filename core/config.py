@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,27 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./service.db"
     redis_url: str | None = None
+
+    # --- security (core.security): verifying tokens, and this service's own identity ---
+    jwt_issuer: str = "auth"
+    """The `iss` every accepted token must carry (the auth service's issuer name)."""
+    jwt_audience: str = "platform"
+    """The `aud` a token must be for (this service or the platform as a whole)."""
+    jwks_url: str | None = None
+    """Where the auth service publishes its public keys; unset: this service verifies nothing."""
+    jwt_algorithms: list[str] = ["EdDSA", "ES256", "RS256"]
+    """The allow-list (JSON list in the environment); asymmetric algorithms only."""
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    jwks_refresh_seconds: float = Field(default=300.0, gt=0)
+    jwks_min_refresh_seconds: float = Field(default=5.0, ge=0)
+    """Least time between two JWKS fetches caused by unknown kids (a flood costs one)."""
+    jwt_keys_dir: str = "./.keys"
+    """The issuer's signing keys (core.security.keystore.FileKeyStore); auth service only."""
+    service_client_id: str | None = None
+    service_client_secret: SecretStr | None = None
+    auth_token_url: str | None = None
+    """OAuth2 client-credentials endpoint this service gets its own tokens from."""
+    # --- end of security ---
 
     @model_validator(mode="after")
     def _safe_outside_development(self) -> Settings:

@@ -1,0 +1,53 @@
+"""JWT security: issuing (keys, rotation, JWKS), verifying (JWKS client, verifier), FastAPI
+dependencies for routes and permissions, and a service's own identity (client credentials)."""
+
+from core.security.deps import (
+    CurrentPrincipal,
+    OptionalPrincipal,
+    owner_or,
+    path_param,
+    require_permission,
+    require_role,
+)
+from core.security.errors import KeysUnavailable, Rule, ServiceTokenError, TokenRejected
+from core.security.issuer import TokenIssuer
+from core.security.jwks import JwksClient, LocalKeySource, StaticKeySource
+from core.security.keys import KeyManager, SigningKey
+from core.security.keystore import FileKeyStore, KeyStore, MemoryKeyStore, StoredKey
+from core.security.service_identity import ClientCredentials, client_credentials_from_settings
+from core.security.types import KeySource, Principal, TokenProvider, VerificationKey
+from core.security.verifier import TokenVerifier
+from core.security.wiring import Security, install_security, security_from_settings
+
+__all__ = [
+    "ClientCredentials",
+    "CurrentPrincipal",
+    "FileKeyStore",
+    "JwksClient",
+    "KeyManager",
+    "KeySource",
+    "KeyStore",
+    "KeysUnavailable",
+    "LocalKeySource",
+    "MemoryKeyStore",
+    "OptionalPrincipal",
+    "Principal",
+    "Rule",
+    "Security",
+    "ServiceTokenError",
+    "SigningKey",
+    "StaticKeySource",
+    "StoredKey",
+    "TokenIssuer",
+    "TokenProvider",
+    "TokenRejected",
+    "TokenVerifier",
+    "VerificationKey",
+    "client_credentials_from_settings",
+    "install_security",
+    "owner_or",
+    "path_param",
+    "require_permission",
+    "require_role",
+    "security_from_settings",
+]

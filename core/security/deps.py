@@ -1,0 +1,130 @@
+"""FastAPI dependencies of authenticated routes, as `Annotated` aliases and permission makers.
+
+    @router.get("/me")
+    async def me(principal: CurrentPrincipal) -> ...
+
+    Permissions(create=[require_permission("drivers:write")],
+                update=[owner_or("drivers:write", owner_of=driver_owner)])
+
+Each one is a core.bases.types.Permission: it returns to allow, raises TokenRejected (401) for
+a missing or bad token and ForbiddenError (403) for a good token without the right. The
+verifier comes from `app.state.security` (core.security.wiring.install_security), so a
+service wires it once. Within one request the token is verified once, however many checks
+ask for the principal (FastAPI caches a dependency per request).
+"""
+
+# No `from __future__ import annotations`: the checks are closures, and FastAPI must see their
+# annotations as objects, not as strings it would resolve in module globals.
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from core.bases.exceptions import ConfigurationError, ForbiddenError
+from core.bases.types import Permission
+from core.security.errors import TokenRejected
+from core.security.types import Principal
+from core.security.verifier import TokenVerifier
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from the auth service")
+"""Only for the OpenAPI security scheme; the header itself is read below, strictly."""
+
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_verifier(request: Request) -> TokenVerifier:
+    security = getattr(request.app.state, "security", None)
+    verifier = getattr(security, "verifier", None)
+    if not isinstance(verifier, TokenVerifier):
+        raise ConfigurationError("no verifier: call core.security.install_security(app, ...)")
+    return verifier
+
+
+Verifier = Annotated[TokenVerifier, Depends(get_verifier)]
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`; None without the header. Any other
+    scheme, or a bearer without a token, is a refused credential, not an anonymous caller."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise TokenRejected("malformed", "expected Authorization: Bearer <token>")
+    return token
+
+
+async def optional_principal(request: Request, verifier: Verifier,
+                             _: Bearer = None) -> Principal | None:
+    """The caller on a public route: None when anonymous; a bad token is still a 401."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    return await verifier.verify(token)
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
+
+
+async def current_principal(principal: OptionalPrincipal) -> Principal:
+    if principal is None:
+        raise TokenRejected("missing_token", "this route needs a bearer token")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_permission(*permissions: str) -> Permission:
+    """Allow a principal holding every one of `permissions`."""
+    if not permissions:
+        raise ConfigurationError("require_permission needs at least one permission")
+
+    def check(principal: CurrentPrincipal) -> None:
+        missing = [p for p in permissions if not principal.has_permission(p)]
+        if missing:
+            raise ForbiddenError(f"missing permission {', '.join(missing)}")
+
+    return check
+
+
+def require_role(role: str) -> Permission:
+    """Allow a principal with `role`."""
+
+    def check(principal: CurrentPrincipal) -> None:
+        if not principal.has_role(role):
+            raise ForbiddenError(f"requires role {role}")
+
+    return check
+
+
+OwnerOf = Callable[..., Awaitable[str | None] | str | None]
+"""A FastAPI dependency giving the subject that owns the resource of the request (None when
+there is none), e.g. `path_param("id")`, or one that loads the row through SessionDep."""
+
+
+def owner_or(permission: str, *, owner_of: OwnerOf) -> Permission:
+    """Allow the resource's owner, or a principal holding `permission` (say, an admin)."""
+
+    def check(principal: CurrentPrincipal,
+              resource_owner: Annotated[str | None, Depends(owner_of)]) -> None:
+        if principal.has_permission(permission):
+            return
+        if resource_owner is None or resource_owner != principal.subject:
+            raise ForbiddenError(f"only the owner or a holder of {permission} may do this")
+
+    return check
+
+
+def path_param(name: str) -> Callable[[Request], str | None]:
+    """An `owner_of` for resources whose path id is the owner's subject (`/users/{id}`)."""
+
+    def owner(request: Request) -> str | None:
+        value: Any = request.path_params.get(name)
+        return None if value is None else str(value)
+
+    return owner
