@@ -9,6 +9,8 @@ import aiohttp
 
 from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse
 
+KEEPALIVE = 4.0
+"""Seconds an idle pooled connection is kept."""
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None, sock_read=None)
 
 
@@ -54,7 +56,11 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
 
     def _open_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0)
+        # Idle connections are dropped before uvicorn's 5 s keep-alive would drop them: a
+        # request sent on a connection the server is closing fails, even a POST we may not
+        # retry (aiohttp's own default keeps them 15 s).
+        connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0,
+                                         keepalive_timeout=KEEPALIVE)
         return aiohttp.ClientSession(connector=connector, timeout=_NO_TIMEOUT,
                                      cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
 

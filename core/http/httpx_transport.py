@@ -48,7 +48,8 @@ class HttpxTransport:
     client's cookie and redirect handling)."""
 
     def __init__(self, pool_size: int = 256) -> None:
-        limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+        limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size,
+                              keepalive_expiry=4.0)  # under uvicorn's 5 s, as for aiohttp
         self._transport = httpx.AsyncHTTPTransport(limits=limits)
 
     async def open(self, method: str, url: str, headers: Sequence[tuple[str, str]],
