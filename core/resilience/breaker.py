@@ -118,8 +118,7 @@ class _Window:
                 sum(b.slow for b in live))
 
     def clear(self) -> None:
-        for bucket in self._ring:
-            bucket.epoch = -1
+        self._ring = [_Bucket() for _ in self._ring]
 
 
 class Permit:
@@ -231,7 +230,7 @@ class CircuitBreaker:
 
     def _advance(self, now: float) -> None:
         if self._state is State.OPEN and now >= self._open_until:
-            self._move(State.HALF_OPEN, now)
+            self._move(State.HALF_OPEN)
 
     def _recorded(self, permit: Permit, failed: bool) -> None:
         if permit.generation != self._generation:
@@ -241,30 +240,32 @@ class CircuitBreaker:
         if permit.probe:
             self._probes_out -= 1
             if failed or slow:
-                self._move(State.OPEN, now)
+                self._open(now)
                 return
             self._probes_passed += 1
             if self._probes_passed >= self.config.half_open_probes:
-                self._move(State.CLOSED, now)
+                self._move(State.CLOSED)
             return
         self._window.add(now, failed=failed, slow=slow)
         calls, failures, slow_calls = self._window.totals(now)
         if calls >= self.config.min_calls and (
                 failures >= self.config.failure_rate * calls
                 or slow_calls >= self.config.slow_call_rate * calls):
-            self._move(State.OPEN, now)
+            self._open(now)
 
     def _released(self, permit: Permit) -> None:
         if permit.probe and permit.generation == self._generation:
             self._probes_out -= 1
 
-    def _move(self, new: State, now: float) -> None:
+    def _open(self, now: float) -> None:
+        self._open_until = now + self.config.open_for
+        self._move(State.OPEN)
+
+    def _move(self, new: State) -> None:
         old = self._state
         self._state = new
         self._generation += 1
         self._probes_out = self._probes_passed = 0
-        if new is State.OPEN:
-            self._open_until = now + self.config.open_for
         self._window.clear()
         log.info("circuit %s: %s -> %s", self.name, old, new)
         if self._listener is not None:

@@ -24,9 +24,13 @@ def breaker(clock: Clock, events: list[tuple[State, State]] | None = None,
             **config: object) -> CircuitBreaker:
     settings = {"min_calls": 4, "failure_rate": 0.5, "window": 10.0, "buckets": 10,
                 "open_for": 5.0, "slow_call_duration": 1.0, **config}
-    listener = None if events is None else (lambda name, old, new: events.append((old, new)))
+    def listener(name: str, old: State, new: State) -> None:
+        assert name == "users@1"
+        assert events is not None
+        events.append((old, new))
+
     return CircuitBreaker("users@1", BreakerConfig(**settings),  # type: ignore[arg-type]
-                          clock=clock, on_state_change=listener)
+                          clock=clock, on_state_change=None if events is None else listener)
 
 
 def outcomes(cb: CircuitBreaker, *failed: bool) -> None:
@@ -148,6 +152,7 @@ def test_half_open_after_the_wait_admits_only_n_probes() -> None:
     with pytest.raises(CircuitOpenError) as refused:
         cb.acquire()
     assert refused.value.retry_after == 0.0
+    assert refused.value.name == "users@1"
     first.success()
     assert cb.state is State.HALF_OPEN  # one of two probes passed
     assert not cb.allows()  # the passed probe keeps its place: only 2 probes in all
@@ -385,3 +390,53 @@ def test_config_refuses_nonsense(bad: dict[str, float], named: str) -> None:
 def test_edge_config_values_are_allowed() -> None:
     BreakerConfig(failure_rate=1.0, slow_call_rate=1.0, open_for=0, buckets=1, min_calls=1,
                   half_open_probes=1)
+
+
+def test_a_few_slow_calls_under_the_rate_keep_it_closed() -> None:
+    clock = Clock()
+    cb = breaker(clock, min_calls=2, slow_call_rate=0.5, slow_call_duration=1.0)
+    for duration in (0.1, 0.1, 0.1, 2.0):
+        permit = cb.acquire()
+        clock.advance(duration)
+        permit.success()
+    assert cb.state is State.CLOSED  # 1 slow of 4
+
+
+def test_a_passed_probe_frees_its_slot_for_the_remaining_probes() -> None:
+    clock = Clock()
+    cb = breaker(clock, half_open_probes=3)
+    trip(cb)
+    clock.advance(5.0)
+    cb.acquire().success()  # one of three passed, none out
+    second, third = cb.acquire(), cb.acquire()
+    assert not cb.allows()
+    second.success()
+    assert cb.state is State.HALF_OPEN
+    third.success()
+    assert cb.state is State.CLOSED
+
+
+def test_a_released_probe_frees_exactly_one_slot() -> None:
+    clock = Clock()
+    cb = breaker(clock, half_open_probes=2)
+    trip(cb)
+    clock.advance(5.0)
+    first, _second = cb.acquire(), cb.acquire()
+    first.release()
+    cb.acquire()
+    assert not cb.allows()
+
+
+def test_a_window_near_the_clocks_start_holds_nothing_stale() -> None:
+    clock = Clock()
+    clock.now = 0.5
+    cb = breaker(clock, min_calls=4, window=10.0, buckets=10)
+    trip(cb)
+    clock.advance(5.0)
+    cb.acquire().success()  # closed again at t=5.5, with an empty window
+    outcomes(cb, True, True, True)
+    assert cb.state is State.CLOSED
+
+
+def test_a_sub_second_window_is_allowed() -> None:
+    assert BreakerConfig(window=0.5).window == 0.5

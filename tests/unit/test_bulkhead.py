@@ -76,7 +76,8 @@ async def test_the_wait_is_bounded_in_time() -> None:
     await bulkhead.acquire()
     with pytest.raises(BulkheadFullError) as refused:
         await bulkhead.acquire()
-    assert refused.value.waited > 0
+    assert 0 < refused.value.waited < 10
+    assert (refused.value.name, refused.value.limit) == ("users", 1)
     assert bulkhead.waiting == 0
     bulkhead.release()
     assert bulkhead.idle
@@ -151,9 +152,12 @@ def test_bulkhead_refuses_nonsense(args: dict[str, float], message: str) -> None
 async def test_zero_wait_means_no_queue_even_with_room_for_waiters() -> None:
     bulkhead = Bulkhead("users", 1, max_waiters=5, max_wait=0)
     await bulkhead.acquire()
-    with pytest.raises(BulkheadFullError):
+    with pytest.raises(BulkheadFullError) as refused:
         await bulkhead.acquire()
+    assert refused.value.waited == 0.0  # refused, not queued for no time
     assert bulkhead.waiting == 0
+    default = Bulkhead("users", 3)
+    assert (default.max_waiters, default.max_wait) == (0, 0.0)
 
 
 # --- timeout --------------------------------------------------------------------------------
@@ -184,6 +188,13 @@ async def test_the_outer_timeout_is_the_one_reported() -> None:
     assert not inner.expired()
 
 
+async def test_a_zero_timeout_reports_zero() -> None:
+    with pytest.raises(CallTimeoutError) as expired:
+        async with timeout(0, "now"):
+            await asyncio.sleep(1)
+    assert expired.value.after == 0
+
+
 async def test_no_timeout_and_a_result() -> None:
     async def answer() -> int:
         return 42
@@ -209,6 +220,8 @@ def test_registry_makes_one_per_key_and_reuses_it() -> None:
     assert registry.get("a") is first
     assert made == ["a"]
     assert registry.peek("b") is None
+    assert registry.peek("a") is first
+    assert KeyedRegistry(str).max_size == 1024
     assert len(registry) == 1 and list(registry) == ["a"]
 
 

@@ -197,7 +197,18 @@ def test_the_budget_defaults_and_refuses_nonsense() -> None:
         RetryBudget(window=0)
     with pytest.raises(ValueError, match=r"^window must be > 0 and slices >= 1$"):
         RetryBudget(slices=0)
-    RetryBudget(0, min_retries=0, slices=1)
+    RetryBudget(0, min_retries=0, slices=1, window=0.5)
+
+
+def test_the_default_budget_window_is_ten_one_second_slices() -> None:
+    clock = Clock()
+    budget = RetryBudget(clock=clock)
+    clock.now = 500.95
+    budget.record_call()
+    clock.now = 509.99
+    assert budget.totals() == (1, 0)
+    clock.now = 510.05  # the slice [500, 501) has left the window
+    assert budget.totals() == (0, 0)
 
 
 # --- request context ------------------------------------------------------------------------
