@@ -194,7 +194,7 @@ async def test_the_deadline_bounds_the_whole_call() -> None:
         raise AssertionError
 
     client, transport = make(hang, timeout=30, deadline=0.05)
-    with pytest.raises(UpstreamTimeout, match=r"timed out after 0\.05"):
+    with pytest.raises(UpstreamTimeout, match="timed out after"):
         await client.get("b", "/x")
     assert len(transport.sent) == 1  # no time left for another try
     assert client._bulkheads.get("b").idle
