@@ -31,7 +31,11 @@ lint: bootstrap
 bench: bootstrap
 	$(RUN) python -m bench $(BENCH_ARGS)
 	$(RUN) python -m bench.outbox
+<<<<<<< HEAD
 	$(RUN) python -m bench.jwt
+=======
+	$(RUN) python -m bench.s2s
+>>>>>>> resilience
 
 # Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). One worker at
 # the lowest priority: other people's timing-sensitive tests share the machine. Always from

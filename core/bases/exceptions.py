@@ -2,7 +2,8 @@
 (and FastAPI's, Starlette's and the database's own) to the standard error body.
 
 Raise these from services and repositories; routes never build error responses by hand.
-5xx answers never carry the exception's text: it is logged, the client gets a generic line.
+5xx answers never carry the exception's text: it is logged, the client gets a generic line
+(unless the error class says its message is written for clients: `expose`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class AppError(Exception):
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     default_message: ClassVar[str] = "Internal server error"
+    expose: ClassVar[bool] = False
+    """A 5xx whose message is written for clients (it names no internals): answered as is,
+    with its code and headers, instead of the generic line."""
 
     def __init__(
         self,
@@ -183,7 +187,8 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code >= 500:
         log.error("%s on %s %s", type(exc).__name__, request.method, request.url.path,
                   exc_info=exc)
-        return error_response(exc.status_code, "internal_error", AppError.default_message)
+        if not exc.expose:
+            return error_response(exc.status_code, "internal_error", AppError.default_message)
     return error_response(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
 
 

@@ -1,0 +1,42 @@
+"""Calling other services over HTTP by name: `ServiceClient`, with the request context that
+carries ids and identity from an incoming request to the calls it makes."""
+
+from core.http.auth import Auth, CallerOrService, ForwardCaller, NoAuth, ServiceToken, TokenProvider
+from core.http.client import ClientConfig, ServiceClient
+from core.http.context import (
+    CORRELATION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    RequestContext,
+    RequestContextMiddleware,
+    install_request_context,
+)
+from core.http.errors import (
+    UpstreamError,
+    UpstreamFailure,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from core.http.response import Response
+
+__all__ = [
+    "CORRELATION_ID_HEADER",
+    "REQUEST_ID_HEADER",
+    "Auth",
+    "CallerOrService",
+    "ClientConfig",
+    "ForwardCaller",
+    "NoAuth",
+    "RequestContext",
+    "RequestContextMiddleware",
+    "Response",
+    "ServiceClient",
+    "ServiceToken",
+    "TokenProvider",
+    "UpstreamError",
+    "UpstreamFailure",
+    "UpstreamRejected",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "install_request_context",
+]

@@ -1,0 +1,332 @@
+"""`ServiceClient`: call another service by name, over whichever of its instances is healthy.
+
+One call, in order: resolve the name through the `ServiceRegistry`; skip instances whose
+breaker is open (all open: fail fast, `UpstreamUnavailable` with `Retry-After`); pick the one
+with the fewest calls in flight; take a slot of the service's bulkhead; send under the attempt
+timeout, with the caller's identity and the request and correlation ids. Connection failures,
+timeouts and 502/503/504 are retried, on another instance when there is one, with backoff and
+jitter (longer if the upstream sent `Retry-After`), but only for requests that are safe to
+repeat, only while the whole call's deadline allows, and only while the service's retry budget
+lasts. Whatever still fails is an `UpstreamUnavailable` (503), `UpstreamTimeout` (504) or
+`UpstreamError` (502); 4xx answers are returned as responses unless `raise_for_status`.
+
+Task safety: one client per process (per event loop), shared by all requests; it holds the
+connection pool, so build it at start-up and `aclose()` it at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode
+
+from core.http import context
+from core.http.aiohttp_transport import AiohttpTransport
+from core.http.auth import Auth, NoAuth
+from core.http.balancer import LeastOutstanding
+from core.http.errors import UpstreamError, UpstreamFailure, UpstreamTimeout, UpstreamUnavailable
+from core.http.response import Response
+from core.http.retries import RETRY_STATUSES, RetryBudget, may_retry, parse_retry_after, retry_delay
+from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse, Transport
+from core.resilience.breaker import BreakerConfig, CircuitBreaker, Clock, StateListener
+from core.resilience.bulkhead import Bulkhead
+from core.resilience.errors import BulkheadFullError, CallTimeoutError, CircuitOpenError
+from core.resilience.registry import KeyedRegistry
+from core.resilience.retry import RetryPolicy
+from core.resilience.timeout import timeout as call_timeout
+from core.service_registry.base import Instance, RegistryError, ServiceRegistry
+
+_UNSET: Any = object()
+
+
+def _default_retry() -> RetryPolicy:
+    return RetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Limits of a `ServiceClient`; every service called gets its own bulkhead and budget,
+    every instance its own breaker, all with these settings."""
+
+    timeout: float = 5.0
+    """Seconds one attempt may take, up to the end of the body (streams: up to the headers)."""
+    deadline: float = 15.0
+    """Seconds the whole call may take, retries and their waits included."""
+    retry: RetryPolicy = field(default_factory=_default_retry)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    max_in_flight: int = 100
+    """Calls in flight to one service at once (the bulkhead)."""
+    max_waiting: int = 100
+    max_wait: float = 1.0
+    """Calls that may wait for a slot, and for how long, before `UpstreamUnavailable`."""
+    retry_ratio: float = 0.2
+    min_retries: int = 10
+    """Retry budget per service: `min_retries + retry_ratio * calls` over the last 10 s."""
+    max_upstreams: int = 1024
+    """Breakers, bulkheads and budgets kept (least recently used idle ones are forgotten)."""
+    pool_size: int = 256
+    """Connections kept open, all services together."""
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.deadline <= 0:
+            raise ValueError("timeout and deadline must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str
+    service: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    content: bytes | None
+    retryable: bool
+    timeout: float
+    deadline: float
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way another attempt might fix; `error` is what to raise if none
+    is made."""
+
+    def __init__(self, error: UpstreamFailure, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+_Key = tuple[str, str, str]
+"""An instance as the client tells them apart: service, instance id, url."""
+
+
+def _key(instance: Instance) -> _Key:
+    return (instance.service, instance.instance_id, instance.url)
+
+
+class ServiceClient:
+    """Calls services by name. `auth` is the default identity of every call (see
+    `core.http.auth`); each call may pass another."""
+
+    def __init__(self, registry: ServiceRegistry, *, auth: Auth | None = None,
+                 config: ClientConfig | None = None, transport: Transport | None = None,
+                 clock: Clock = time.monotonic,
+                 on_breaker_change: StateListener | None = None) -> None:
+        self.config = config = config or ClientConfig()
+        self._registry = registry
+        self._auth = auth or NoAuth()
+        self._transport = transport or AiohttpTransport(config.pool_size)
+        self._clock = clock
+        self._balancer = LeastOutstanding()
+
+        def breaker(key: _Key) -> CircuitBreaker:
+            return CircuitBreaker(f"{key[0]}@{key[2]}", config.breaker, clock=clock,
+                                  on_state_change=on_breaker_change)
+
+        self._breakers: KeyedRegistry[_Key, CircuitBreaker] = KeyedRegistry(
+            breaker, max_size=config.max_upstreams, idle=lambda b: b.idle)
+        self._bulkheads: KeyedRegistry[str, Bulkhead] = KeyedRegistry(
+            lambda service: Bulkhead(service, config.max_in_flight,
+                                     max_waiters=config.max_waiting, max_wait=config.max_wait),
+            max_size=config.max_upstreams, idle=lambda b: b.idle)
+        self._budgets: KeyedRegistry[str, RetryBudget] = KeyedRegistry(
+            lambda _: RetryBudget(config.retry_ratio, min_retries=config.min_retries,
+                                  clock=clock),
+            max_size=config.max_upstreams)
+
+    def breaker(self, instance: Instance) -> CircuitBreaker:
+        """The breaker of `instance` (for health pages and tests)."""
+        return self._breakers.get(_key(instance))
+
+    async def request(self, method: str, service: str, path: str, *,
+                      params: Mapping[str, Any] | None = None, json: Any = _UNSET,
+                      content: bytes | None = None, headers: Mapping[str, str] | None = None,
+                      auth: Auth | None = None, idempotency_key: str | None = None,
+                      timeout: float | None = None, deadline: float | None = None,
+                      raise_for_status: bool = False) -> Response:
+        """Send `method path` to `service`; return its answer with the body read."""
+        call = await self._prepare(method, service, path, params, json, content, headers,
+                                   auth, idempotency_key, timeout, deadline)
+        response = await self._send(call, stream=False)
+        return response.raise_for_status() if raise_for_status else response
+
+    @asynccontextmanager
+    async def stream(self, method: str, service: str, path: str, *,
+                     params: Mapping[str, Any] | None = None, json: Any = _UNSET,
+                     content: bytes | None = None, headers: Mapping[str, str] | None = None,
+                     auth: Auth | None = None, idempotency_key: str | None = None,
+                     timeout: float | None = None, deadline: float | None = None,
+                     raise_for_status: bool = False) -> AsyncIterator[Response]:
+        """`async with client.stream(...) as response:` read the body as it arrives
+        (`aiter_bytes()`). Timeouts and retries cover the call up to the headers; the
+        bulkhead slot is held until the block ends."""
+        call = await self._prepare(method, service, path, params, json, content, headers,
+                                   auth, idempotency_key, timeout, deadline)
+        response = await self._send(call, stream=True)
+        try:
+            yield response.raise_for_status() if raise_for_status else response
+        finally:
+            await response.aclose()
+
+    async def get(self, service: str, path: str, **options: Any) -> Response:
+        return await self.request("GET", service, path, **options)
+
+    async def head(self, service: str, path: str, **options: Any) -> Response:
+        return await self.request("HEAD", service, path, **options)
+
+    async def post(self, service: str, path: str, **options: Any) -> Response:
+        return await self.request("POST", service, path, **options)
+
+    async def put(self, service: str, path: str, **options: Any) -> Response:
+        return await self.request("PUT", service, path, **options)
+
+    async def patch(self, service: str, path: str, **options: Any) -> Response:
+        return await self.request("PATCH", service, path, **options)
+
+    async def delete(self, service: str, path: str, **options: Any) -> Response:
+        return await self.request("DELETE", service, path, **options)
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> ServiceClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # --- one call ---------------------------------------------------------------------------
+
+    async def _prepare(self, method: str, service: str, path: str,
+                       params: Mapping[str, Any] | None, json: Any, content: bytes | None,
+                       headers: Mapping[str, str] | None, auth: Auth | None,
+                       idempotency_key: str | None, timeout: float | None,
+                       deadline: float | None) -> _Call:
+        method = method.upper()
+        sent = list((headers or {}).items())
+        given = {name.lower() for name, _ in sent}
+        current = context.current()
+        request_id = current.request_id if current else context.new_id()
+        extra = [(context.REQUEST_ID_HEADER, request_id),
+                 (context.CORRELATION_ID_HEADER,
+                  current.correlation_id if current else request_id)]
+        if "authorization" not in given:
+            authorization = await (auth or self._auth).authorization()
+            if authorization:
+                extra.append(("Authorization", authorization))
+        if json is not _UNSET:
+            content = jsonlib.dumps(json, separators=(",", ":")).encode()
+            extra.append(("Content-Type", "application/json"))
+        if idempotency_key:
+            extra.append(("Idempotency-Key", idempotency_key))
+        sent += [(name, value) for name, value in extra if name.lower() not in given]
+        target = path if path.startswith("/") else f"/{path}"
+        if params:
+            target = f"{target}?{urlencode(params, doseq=True)}"
+        return _Call(method, service, target, tuple(sent), content,
+                     may_retry(method, idempotency_key), timeout or self.config.timeout,
+                     deadline or self.config.deadline)
+
+    async def _send(self, call: _Call, *, stream: bool) -> Response:
+        budget = self._budgets.get(call.service)
+        budget.record_call()
+        deadline_at = self._clock() + call.deadline
+        tried: set[_Key] = set()
+        attempt = 1
+        while True:
+            instance = await self._choose(call.service, tried)
+            tried.add(_key(instance))
+            limit = min(call.timeout, deadline_at - self._clock())
+            try:
+                return await self._attempt(call, instance, limit, stream=stream)
+            except _Retryable as failed:
+                delay = None
+                if call.retryable:
+                    delay = retry_delay(self.config.retry, attempt, failed.retry_after,
+                                        deadline_at - self._clock())
+                if delay is None or not budget.try_spend():
+                    raise failed.error from failed.error.__cause__
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _choose(self, service: str, tried: set[_Key]) -> Instance:
+        try:
+            instances = await self._registry.discover(service)
+        except RegistryError as exc:
+            raise UpstreamUnavailable(service, f"registry: {exc}") from exc
+        if not instances:
+            raise UpstreamUnavailable(service, "no instance is registered")
+        allowed = [i for i in instances if self._breakers.get(_key(i)).allows()]
+        if not allowed:
+            wait = min(self._breakers.get(_key(i)).retry_after() for i in instances)
+            raise UpstreamUnavailable(
+                service, f"the circuit of all {len(instances)} instances is open",
+                retry_after=wait)
+        untried = [i for i in allowed if _key(i) not in tried]
+        return self._balancer.pick(untried or allowed, _key)
+
+    async def _attempt(self, call: _Call, instance: Instance, limit: float, *,
+                       stream: bool) -> Response:
+        service, key = call.service, _key(instance)
+        bulkhead = self._bulkheads.get(service)
+        try:
+            await bulkhead.acquire()
+        except BulkheadFullError as exc:
+            raise UpstreamUnavailable(service, str(exc)) from exc
+        try:
+            permit = self._breakers.get(key).acquire()
+        except CircuitOpenError as exc:  # opened while we waited for the slot
+            bulkhead.release()
+            raise _Retryable(_caused(UpstreamUnavailable(service, str(exc)), exc)) from exc
+        self._balancer.started(key)
+
+        def done() -> None:
+            self._balancer.finished(key)
+            bulkhead.release()
+
+        raw: RawResponse | None = None
+        content: bytes | None = None
+        try:
+            async with call_timeout(limit, f"{call.method} {service}{call.target}"):
+                raw = await self._transport.open(call.method, instance.url + call.target,
+                                                 call.headers, call.content)
+                if not stream:
+                    content = await raw.read()
+        except BaseException as exc:
+            done()
+            permit.error(exc)
+            if raw is not None:
+                await raw.close()
+            if isinstance(exc, CallTimeoutError):
+                raise _Retryable(_caused(UpstreamTimeout(service, str(exc)), exc)) from exc
+            if isinstance(exc, ConnectFailed):
+                raise _Retryable(_caused(UpstreamUnavailable(service, str(exc)), exc)) from exc
+            if isinstance(exc, ExchangeFailed):
+                raise _Retryable(_caused(UpstreamError(service, str(exc)), exc)) from exc
+            raise
+        if raw.status >= 500:
+            permit.failure()
+            done()
+            if stream:
+                await raw.close()
+            error = UpstreamError(service, f"{instance.url} answered {raw.status}",
+                                  status=raw.status)
+            if raw.status in RETRY_STATUSES:
+                raise _Retryable(error, parse_retry_after(raw.headers.get("Retry-After")))
+            raise error
+        permit.success()
+        if stream:
+            return Response(service, raw, None, on_close=done)
+        done()
+        return Response(service, raw, content)
+
+
+def _caused(error: UpstreamFailure, cause: BaseException) -> UpstreamFailure:
+    error.__cause__ = cause
+    return error

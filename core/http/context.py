@@ -1,0 +1,108 @@
+"""Who and what the current request is about, for the calls it makes to other services.
+
+`RequestContextMiddleware` (a plain ASGI middleware, so it costs no extra task or body copy)
+runs for every incoming request: it keeps the caller's `X-Request-ID` and `X-Correlation-ID`
+when they are sane (at most 128 characters from a safe set), makes new ones otherwise, echoes
+both on the response and binds them, with the incoming `Authorization`, to a context variable
+for the length of the request. The service client reads them from `current()` and sends them on.
+
+The correlation id spans everything one user action causes (defaulting to the first request
+id); the request id names one request and is passed on as is, so the logs of every hop of a
+call share it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "X-Request-ID"
+CORRELATION_ID_HEADER = "X-Correlation-ID"
+MAX_ID_LENGTH = 128
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:+=@/-]+")
+_REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
+_CORRELATION_ID = CORRELATION_ID_HEADER.lower().encode()
+_AUTHORIZATION = b"authorization"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    request_id: str
+    correlation_id: str
+    authorization: str | None = field(default=None, repr=False)
+    """The incoming `Authorization` header as received (kept out of reprs and logs)."""
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("request_context", default=None)
+
+
+def current() -> RequestContext | None:
+    """The context of the request being served, or None outside one (a consumer, a job)."""
+    return _current.get()
+
+
+@contextmanager
+def bound(context: RequestContext) -> Iterator[RequestContext]:
+    """Make `context` current for a block: for work that is not an HTTP request (a consumer
+    handling an event can bind the event's correlation id before calling other services)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def sane_id(value: str | None) -> str | None:
+    """`value` if it is a usable id (1 to 128 safe characters), else None."""
+    if value and len(value) <= MAX_ID_LENGTH and _SAFE_ID.fullmatch(value):
+        return value
+    return None
+
+
+class RequestContextMiddleware:
+    """Reads or makes the request and correlation ids, echoes them, binds the context."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        found: dict[bytes, str] = {}
+        for name, value in scope["headers"]:
+            if name in (_REQUEST_ID, _CORRELATION_ID, _AUTHORIZATION):
+                found.setdefault(name, value.decode("latin-1"))
+        request_id = sane_id(found.get(_REQUEST_ID)) or new_id()
+        correlation_id = sane_id(found.get(_CORRELATION_ID)) or request_id
+        context = RequestContext(request_id, correlation_id, found.get(_AUTHORIZATION))
+        echoed = [(_REQUEST_ID, request_id.encode()), (_CORRELATION_ID, correlation_id.encode())]
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ())
+                           if k.lower() not in (_REQUEST_ID, _CORRELATION_ID)]
+                message = {**message, "headers": [*headers, *echoed]}
+            await send(message)
+
+        with bound(context):
+            await self.app(scope, receive, send_with_ids)
+
+
+def install_request_context(app: ASGIApp) -> None:
+    """Add `RequestContextMiddleware` to a FastAPI/Starlette app (outermost of the middleware
+    added so far: add it last so every other middleware sees the ids)."""
+    add_middleware = getattr(app, "add_middleware", None)
+    if add_middleware is None:
+        raise TypeError("install_request_context needs a Starlette or FastAPI app")
+    add_middleware(RequestContextMiddleware)

@@ -1,0 +1,242 @@
+"""ServiceClient over an in-memory transport: what it sends, which failures it retries and how
+it reports them. The same behaviour over real HTTP: tests/integration/test_service_client.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from multidict import CIMultiDict
+
+from core.http import (
+    ClientConfig,
+    ForwardCaller,
+    ServiceClient,
+    ServiceToken,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from core.http.context import RequestContext, bound
+from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse
+from core.resilience import BreakerConfig, RetryPolicy
+from core.service_registry import Instance, RegistryError
+from tests.fixed_registry import FixedRegistry
+
+
+@dataclass
+class Raw:
+    status: int
+    body: bytes = b"{}"
+    headers: Mapping[str, str] = field(default_factory=CIMultiDict)
+    closed: bool = False
+
+    async def read(self) -> bytes:
+        self.closed = True
+        return self.body
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        yield self.body
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class Sent:
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None
+
+
+Answer = Callable[[Sent], Awaitable[Raw]]
+
+
+class Transport:
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.sent: list[Sent] = []
+        self.closed = False
+
+    async def open(self, method: str, url: str, headers: Sequence[tuple[str, str]],
+                   content: bytes | None) -> RawResponse:
+        sent = Sent(method, url, dict(headers), content)
+        self.sent.append(sent)
+        return await self.answer(sent)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def answering(*statuses: int, headers: Mapping[str, str] | None = None) -> Answer:
+    """Answers the statuses in turn, the last one for ever."""
+    queue = list(statuses)
+
+    async def answer(sent: Sent) -> Raw:
+        status = queue.pop(0) if len(queue) > 1 else queue[0]
+        return Raw(status, headers=CIMultiDict(headers or {}))
+    return answer
+
+
+def raising(exc: Exception) -> Answer:
+    async def answer(sent: Sent) -> Raw:
+        raise exc
+    return answer
+
+
+def make(answer: Answer, urls: Sequence[str] = ("http://b1", "http://b2"),
+         **config: object) -> tuple[ServiceClient, Transport]:
+    transport = Transport(answer)
+    settings: dict[str, object] = {
+        "retry": RetryPolicy(max_attempts=3, initial_delay=0, max_delay=0),
+        "breaker": BreakerConfig(min_calls=1000), **config}
+    client = ServiceClient(FixedRegistry({"b": list(urls)}),
+                           config=ClientConfig(**settings),  # type: ignore[arg-type]
+                           transport=transport)
+    return client, transport
+
+
+async def test_sends_ids_identity_body_and_query() -> None:
+    async def token() -> str:
+        return "svc"
+
+    client, transport = make(answering(200))
+    with bound(RequestContext("r-1", "c-1", "Bearer user")):
+        await client.post("b", "orders", json={"n": 1}, params={"a": "x y", "b": [1, 2]},
+                          idempotency_key="k-1", auth=ForwardCaller())
+        await client.get("b", "/orders", auth=ServiceToken(token),
+                         headers={"X-Request-ID": "mine", "Accept": "text/plain"})
+    first, second = transport.sent
+    assert first.method == "POST"
+    assert first.url.endswith("/orders?a=x+y&b=1&b=2")
+    assert first.content == b'{"n":1}'
+    assert first.headers == {"X-Request-ID": "r-1", "X-Correlation-ID": "c-1",
+                             "Authorization": "Bearer user",
+                             "Content-Type": "application/json", "Idempotency-Key": "k-1"}
+    assert second.headers == {"X-Request-ID": "mine", "Accept": "text/plain",
+                              "X-Correlation-ID": "c-1", "Authorization": "Bearer svc"}
+    assert second.content is None
+
+
+async def test_a_callers_own_authorization_header_wins() -> None:
+    async def token() -> str:
+        raise AssertionError("not asked when the caller set the header")
+
+    client, transport = make(answering(200))
+    await client.get("b", "/x", headers={"authorization": "Basic abc"}, auth=ServiceToken(token))
+    assert transport.sent[0].headers["authorization"] == "Basic abc"
+
+
+async def test_a_500_is_not_retried_and_a_503_is_on_the_other_instance() -> None:
+    client, transport = make(answering(500))
+    with pytest.raises(UpstreamError) as failed:
+        await client.get("b", "/x")
+    assert failed.value.status == 500 and len(transport.sent) == 1
+
+    client, transport = make(answering(503, 200))
+    response = await client.get("b", "/x")
+    assert response.status_code == 200
+    assert [s.url for s in transport.sent] in (["http://b1/x", "http://b2/x"],
+                                               ["http://b2/x", "http://b1/x"])
+
+
+@pytest.mark.parametrize(("exc", "raised"), [
+    (ConnectFailed("refused"), UpstreamUnavailable),
+    (ExchangeFailed("reset"), UpstreamError),
+])
+async def test_transport_failures_are_retried_then_typed(exc: Exception,
+                                                         raised: type[Exception]) -> None:
+    client, transport = make(raising(exc))
+    with pytest.raises(raised) as failed:
+        await client.get("b", "/x")
+    assert failed.value.__cause__ is exc
+    assert len(transport.sent) == 3
+    client, transport = make(raising(exc))
+    with pytest.raises(raised):
+        await client.post("b", "/x")
+    assert len(transport.sent) == 1
+
+
+async def test_all_circuits_open_fails_fast_with_retry_after() -> None:
+    client, transport = make(answering(503), breaker=BreakerConfig(min_calls=1, open_for=30),
+                             retry=RetryPolicy(max_attempts=1))
+    for _ in range(2):
+        with pytest.raises(UpstreamError):
+            await client.get("b", "/x")
+    with pytest.raises(UpstreamUnavailable) as refused:
+        await client.get("b", "/x")
+    assert refused.value.headers == {"Retry-After": "30"}
+    assert len(transport.sent) == 2
+
+
+async def test_no_instance_or_no_registry_is_unavailable() -> None:
+    client, transport = make(answering(200), urls=())
+    with pytest.raises(UpstreamUnavailable, match="no instance"):
+        await client.get("b", "/x")
+
+    class Broken(FixedRegistry):
+        async def discover(self, service: str) -> list[Instance]:
+            raise RegistryError("kafka away")
+
+    broken = ServiceClient(Broken({}), transport=transport)
+    with pytest.raises(UpstreamUnavailable, match="kafka away") as failed:
+        await broken.get("b", "/x")
+    assert failed.value.message == "Service 'b' is unavailable"
+    assert transport.sent == []
+
+
+async def test_the_deadline_bounds_the_whole_call() -> None:
+    async def hang(sent: Sent) -> Raw:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    client, transport = make(hang, timeout=30, deadline=0.05)
+    with pytest.raises(UpstreamTimeout, match="timed out after"):
+        await client.get("b", "/x")
+    assert len(transport.sent) == 1  # no time left for another try
+    assert client._bulkheads.get("b").idle
+
+
+async def test_a_bulkhead_full_is_unavailable_and_not_retried() -> None:
+    gate = asyncio.Event()
+
+    async def wait(sent: Sent) -> Raw:
+        await gate.wait()
+        return Raw(200)
+
+    client, transport = make(wait, max_in_flight=1, max_waiting=0)
+    first = asyncio.create_task(client.get("b", "/x"))
+    await asyncio.sleep(0)
+    with pytest.raises(UpstreamUnavailable, match="bulkhead"):
+        await client.get("b", "/x")
+    gate.set()
+    assert (await first).status_code == 200
+    assert len(transport.sent) == 1
+
+
+async def test_streams_hold_the_slot_until_closed_and_aclose_closes_the_pool() -> None:
+    raw = Raw(200, body=b"abc")
+
+    async def answer(sent: Sent) -> Raw:
+        return raw
+
+    client, transport = make(answer)
+    async with client.stream("GET", "b", "/s") as response:
+        assert client._bulkheads.get("b").in_use == 1
+        assert [c async for c in response.aiter_bytes()] == [b"abc"]
+        with pytest.raises(RuntimeError, match="aread"):
+            _ = response.content
+    assert raw.closed and client._bulkheads.get("b").idle
+    async with client:
+        pass
+    assert transport.closed
+
+
+def test_config_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="timeout and deadline"):
+        ClientConfig(timeout=0)
+    with pytest.raises(ValueError, match="timeout and deadline"):
+        ClientConfig(deadline=-1)
