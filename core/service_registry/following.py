@@ -78,7 +78,8 @@ class LogRegistry(ServiceRegistry):
         self._spawn("reader", self._read_forever())
         self._spawn("sweeper", self._sweep_forever())
         try:
-            await asyncio.wait_for(self._caught_up.wait(), self._catch_up_timeout)
+            async with asyncio.timeout(self._catch_up_timeout):
+                await self._caught_up.wait()
         except TimeoutError:
             log.warning("registry: not caught up with the log after %gs; discover may miss "
                         "instances until it is (readiness says so)", self._catch_up_timeout)
@@ -174,7 +175,8 @@ class LogRegistry(ServiceRegistry):
 
     async def _write(self, key: str, value: bytes | None) -> None:
         try:
-            await asyncio.wait_for(self._log.write(key, value), self.ttl)
+            async with asyncio.timeout(self.ttl):
+                await self._log.write(key, value)
         except TimeoutError:
             raise RegistryError(f"no acknowledgement within {self.ttl:g}s") from None
 

@@ -8,6 +8,7 @@ other, like processes sharing a Kafka topic. Never the evidence that the Kafka b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from core.service_registry.base import RegistryError
@@ -24,22 +25,22 @@ class MemoryHub:
     def __init__(self) -> None:
         self.records: list[LogRecord] = []
         self.available = True
-        self._grown = asyncio.Condition()
+        self._grown = asyncio.Event()
 
     async def append(self, key: str, value: bytes | None) -> None:
         if not self.available:
             raise RegistryError("the in-memory registry log is unavailable")
         self.records.append(LogRecord(key.encode(), value, int(time.time() * 1000)))
-        async with self._grown:
-            self._grown.notify_all()
+        self._grown.set()
+        self._grown = asyncio.Event()
 
     async def wait_beyond(self, position: int, timeout: float) -> None:
-        async with self._grown:
-            try:
-                await asyncio.wait_for(
-                    self._grown.wait_for(lambda: len(self.records) > position), timeout)
-            except TimeoutError:
-                pass
+        """Return once the log holds more than `position` records, or after `timeout`."""
+        if len(self.records) > position:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._grown.wait()
 
 
 class MemoryLog:
