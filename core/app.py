@@ -3,8 +3,9 @@
 Nothing is opened at import or at `create_service` time; the app's lifespan builds, in order,
 the database (migrated to head in development; checked to be at head elsewhere), the Kafka bus
 with the database inbox as its idempotency store, the outbox writer and relay, and last the
-service registry with this instance registered in it, and closes them in reverse. Everything built lands on `app.state.runtime`; routes reach the database and
-outbox through `core.bases.deps`.
+service registry with this instance registered in it, and closes them in reverse. Everything
+built lands on `app.state.runtime` (the registry as `runtime.registry`, for HTTP clients);
+routes reach the database and outbox through `core.bases.deps`.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ async def _start(
 ) -> ServiceRuntime:
     """Open each part and register its closing on `stack`, so shutdown (or a failed start)
     closes in reverse: the instance deregisters first (callers stop coming), consumers drain
-    (their handlers may still write events), then the relay hands its lease back, then the producer flushes, then the database closes."""
+    (their handlers may still write events), then the relay hands its lease back, then the
+    producer flushes, then the database closes."""
     database = Database(settings.database_url)
     stack.push_async_callback(database.dispose)
     await _prepare_schema(settings, service_dir, database)
