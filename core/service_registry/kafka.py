@@ -59,8 +59,8 @@ class KafkaLog:
         except MessagingError as exc:
             await self._follower.close()
             raise RegistryError(
-                f"the service registry cannot reach Kafka at {self.config.bootstrap_servers}: "
-                f"{exc}") from exc
+                f"the service registry cannot open topic {self.topic} on Kafka at "
+                f"{self.config.bootstrap_servers}: {exc}") from exc
         await self._producer.start()
         self._opened = True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -67,14 +68,19 @@ class TopicFollower:
 
     def _start(self, timeout: float) -> None:
         consumer = Consumer(self._conf)
-        try:
-            meta = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
-        except KafkaException as exc:
-            consumer.close()
-            raise MessagingError(f"cannot read topic {self.topic}: {exc.args[0]}") from exc
-        if meta is None or meta.error is not None or not meta.partitions:
-            consumer.close()
-            raise MessagingError(f"topic {self.topic} does not exist")
+        deadline = time.monotonic() + timeout
+        while True:  # a topic just created (by another process, say) takes a moment to show
+            try:
+                meta = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
+            except KafkaException as exc:
+                consumer.close()
+                raise MessagingError(f"cannot read topic {self.topic}: {exc.args[0]}") from exc
+            if meta is not None and meta.error is None and meta.partitions:
+                break
+            if time.monotonic() > deadline:
+                consumer.close()
+                raise MessagingError(f"topic {self.topic} does not exist")
+            time.sleep(0.2)
         self._behind = set(meta.partitions)
         consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
         self._consumer = consumer
