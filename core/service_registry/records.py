@@ -82,7 +82,8 @@ def decode(key: bytes | None, value: bytes | None) -> Instance | Tombstone:
 def _text(body: dict[str, Any], name: str, where: str, *, required: bool = True) -> str:
     value = body.get(name, None if required else "")
     if not isinstance(value, str) or (required and not value):
-        raise RecordError(f"{where}: {name!r} must be a non-empty string, got {value!r}")
+        kind = "a non-empty string" if required else "a string"
+        raise RecordError(f"{where}: {name!r} must be {kind}, got {value!r}")
     return value
 
 
