@@ -65,6 +65,7 @@ class LogRegistry(ServiceRegistry):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._caught_up = asyncio.Event()
         self._read_error: str | None = None
+        self._unreadable: set[bytes | None] = set()
         self._beat_failures = 0
         self._started = False
 
@@ -187,8 +188,13 @@ class LogRegistry(ServiceRegistry):
             try:
                 meaning = decode(record.key, record.value)
             except RecordError as exc:
-                log.warning("registry: skipping a record: %s", exc)
+                # Once per key until it reads again: an instance of a newer release heartbeats
+                # every few seconds, and each reader would repeat the same line for each beat.
+                if record.key not in self._unreadable:
+                    self._unreadable.add(record.key)
+                    log.warning("registry: skipping a record: %s", exc)
                 continue
+            self._unreadable.discard(record.key)
             if isinstance(meaning, Tombstone):
                 if self._instance is None or meaning.instance_id != self._instance.instance_id:
                     self.table.remove(meaning.instance_id)

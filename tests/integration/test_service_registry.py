@@ -1,16 +1,20 @@
 """The Kafka registry across real processes: two instances of the sample service (uvicorn,
 `create_service`) register on start; a third party (this test) discovers both; a SIGKILLed
 one drops out within the TTL and gets a tombstone after the grace period; a SIGTERMed one
-deregisters on its way out (its tombstone is in the topic, written by itself)."""
+deregisters on its way out (its tombstone is in the topic, written by itself). And the broker
+away for longer than the TTL: heartbeats fail, are logged once, and resume on their own."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from core.config import KafkaConfig
 from core.messaging.kafka_client import read_topic
@@ -86,3 +90,35 @@ async def _only(registry: object, served: Served) -> bool:
 
 async def _records(config: KafkaConfig, topic: str) -> list[tuple[bytes | None, bytes | None]]:
     return [(r.key, r.value) for r in await read_topic(config, topic)]
+
+
+async def test_heartbeats_survive_the_broker_away_and_the_instance_comes_back(
+    kafka: Any, kafka_config: KafkaConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = unique("platform.registry")
+
+    def registry(name: str) -> Any:
+        return kafka_registry(dataclasses.replace(kafka_config, client_id=unique(name)),
+                              ttl=TTL, heartbeat_interval=BEAT, grace=60, topic=topic)
+
+    writer, reader = registry("writer"), registry("reader")
+    await writer.start()
+    await reader.start()
+    try:
+        from core.service_registry import Instance
+        me = Instance(service="sample", instance_id=unique("sample"), url="http://127.0.0.1:1")
+        await writer.register(me)
+        await eventually(lambda: reader.discover("sample"), timeout=15)
+        caplog.set_level(logging.INFO, "core.service_registry")
+        await asyncio.to_thread(kafka.stop)
+        await eventually(lambda: "heartbeat failed" in caplog.text, timeout=30, interval=0.2)
+        await asyncio.sleep(TTL)  # long enough to age out everywhere
+        assert await reader.discover("sample") == []
+        await asyncio.to_thread(kafka.restart)
+        assert await eventually(lambda: reader.discover("sample"), timeout=60) == [me]
+        await eventually(lambda: "heartbeats resumed" in caplog.text, timeout=30)
+        assert await writer.discover("sample") == [me]
+        assert caplog.text.count("heartbeat failed") == 1  # once per outage, not per beat
+    finally:
+        await writer.stop()
+        await reader.stop()

@@ -142,3 +142,19 @@ async def test_replayed_records_are_aged_by_their_timestamps() -> None:
 def test_timings_that_cannot_work_are_refused(ttl: float, interval: float, grace: float) -> None:
     with pytest.raises(RegistryError, match="heartbeat interval < TTL <= grace"):
         LogRegistry(MemoryLog(MemoryHub()), ttl=ttl, heartbeat_interval=interval, grace=grace)
+
+
+async def test_an_unreadable_record_is_skipped_with_one_warning_per_key(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from core.service_registry.records import encode
+    registry = LogRegistry(MemoryLog(MemoryHub()), **FAST)
+    future = b'{"v": 2}'
+    for _ in range(3):
+        registry.apply([LogRecord(b"user-1", future, None), LogRecord(b"x", b"nope", None)],
+                       replayed=False)
+    warned = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(warned) == 2 and "schema version 2 is not known" in warned[0]
+    registry.apply([LogRecord(b"user-1", encode(ME), None)], replayed=False)
+    assert await registry.discover("user") == [ME]
+    registry.apply([LogRecord(b"user-1", future, None)], replayed=False)
+    assert len([r for r in caplog.records if "skipping" in r.getMessage()]) == 3
