@@ -40,7 +40,7 @@ def test_the_static_list_parses_into_instances_by_id() -> None:
 @pytest.mark.parametrize(("spec", "reason"), [
     ("user", "'user' is not service=url"),
     ("user http://x:1", "is not service=url"),
-    ("=http://x:1", "'' is not a service name"),
+    ("=http://x:1", r"'' is not a service name \(letters, digits, '\.', '_', '-'\)$"),
     ("us er=http://x:1", "'us er' is not a service name"),
     ("-user=http://x:1", "'-user' is not a service name"),
     ("user=http://x:1;user=http://y:1", "service 'user' is listed twice"),
@@ -66,10 +66,12 @@ def test_base_urls_get_their_default_ports() -> None:
     assert base_url("http://[::1]:81") == ("http://[::1]:81", "[::1]:81")
     with pytest.raises(RegistryError, match=r"^SERVICE_URL: "):
         base_url("nope", where="SERVICE_URL")
+    with pytest.raises(RegistryError, match=r"^URL: 'nope' is not an http"):
+        base_url("nope")
 
 
 async def test_the_static_registry_answers_from_its_list_and_ignores_writes() -> None:
-    registry = StaticRegistry.from_spec("user=http://b:1,http://a:1")
+    registry = StaticRegistry.from_spec("auth=http://c:1;user=http://b:1,http://a:1")
     await registry.start()
     await registry.register(static("other", "z:1"))
     await registry.heartbeat()
@@ -96,13 +98,23 @@ async def test_watchers_yield_the_state_then_changes_of_their_service_only() -> 
     assert await anext(one) == Change("user", (static("user", "a:1"),))
     assert [await anext(every), await anext(every)] == [
         Change("auth", (static("auth", "b:1"),)), Change("user", (static("user", "a:1"),))]
-    watchers.publish({"auth": []})
     watchers.publish({"user": [static("user", "a:1")]})  # no change: not yielded
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(one), 0.05)
+    one = watchers.watch("user")
+    await anext(one)
+    watchers.publish({"auth": [static("auth", "x:1")]})  # not the service `one` watches
     watchers.publish({"user": []})
+    watchers.publish({"auth": []})  # pending again: now after user
     watchers.publish({"user": [static("user", "c:1")]})  # the latest replaces the pending one
     assert await anext(one) == Change("user", (static("user", "c:1"),))
+    # `every` is behind: each service once, in the order of their latest changes.
     assert await anext(every) == Change("auth", ())
     assert await anext(every) == Change("user", (static("user", "c:1"),))
+    watchers.publish({"ghost": []})  # a service never seen, still empty: no change
+    watchers.publish({"user": []})
+    assert await anext(one) == Change("user", ())
+    assert await anext(every) == Change("user", ())
     await one.aclose()  # type: ignore[attr-defined]
     await every.aclose()  # type: ignore[attr-defined]
     watchers.publish({"user": []})  # nobody listens any more: nothing is kept
