@@ -6,8 +6,9 @@ record. `deregister` stops the heartbeats, then writes a tombstone. A heartbeat 
 logged and retried at the next beat; the process never gives up on its own instance.
 
 Readers: a task applies every record to an `InstanceTable` (rules and clocks: `table.py`). A
-sweeper, every `tick`, tells watchers about age-outs and writes tombstones for instances silent
-past the grace period (any reader may: the writes are idempotent, and a mistaken one is undone
+sweeper, every `tick`, asks the log whether it is there (while it is not, aging stops: see
+`PausingClock`), tells watchers about age-outs and writes tombstones for instances silent past
+the grace period (any reader may: the writes are idempotent, and a mistaken one is undone
 by the instance's next heartbeat). `start` waits, up to `catch_up_timeout`, until the reader
 has read what the log held, so the first `discover` is not empty by mistake.
 """
@@ -24,13 +25,15 @@ from typing import Any
 from core.service_registry.base import Change, Instance, RegistryError, ServiceRegistry
 from core.service_registry.log import LogRecord, RegistryLog
 from core.service_registry.records import RecordError, Tombstone, decode, encode
-from core.service_registry.table import InstanceTable, heard_at
+from core.service_registry.table import InstanceTable, PausingClock, heard_at
 from core.service_registry.watch import Watchers
 
 log = logging.getLogger(__name__)
 
 READ_RETRY = 1.0
 """Seconds between attempts when reading the log fails."""
+PING_TIMEOUT = 3.0
+"""Seconds the log has to answer the sweeper's "are you there"."""
 
 
 class LogRegistry(ServiceRegistry):
@@ -57,7 +60,7 @@ class LogRegistry(ServiceRegistry):
         self.tick = min(heartbeat_interval, ttl / 4)
         self._start_timeout = start_timeout
         self._catch_up_timeout = catch_up_timeout
-        self._clock = clock
+        self._time = PausingClock(clock)
         self._wall = wall_clock
         self.table = InstanceTable(ttl, grace)
         self._watchers = Watchers(self._snapshot)
@@ -112,6 +115,9 @@ class LogRegistry(ServiceRegistry):
             raise RegistryError(f"the registry reader cannot read: {self._read_error}")
         if not self._caught_up.is_set():
             raise RegistryError("the registry reader has not caught up with the log yet")
+        if not self._time.in_contact:
+            raise RegistryError("the registry log is out of reach; instances are kept as they "
+                                "were when it was last reached")
 
     # -- this instance
 
@@ -151,7 +157,7 @@ class LogRegistry(ServiceRegistry):
     # -- everyone
 
     async def discover(self, service: str) -> list[Instance]:
-        return self.table.live(service, self._clock())
+        return self.table.live(service, self._time.now())
 
     def watch(self, service: str | None = None) -> AsyncIterator[Change]:
         return self._watchers.watch(service)
@@ -159,18 +165,18 @@ class LogRegistry(ServiceRegistry):
     # -- internals
 
     def _snapshot(self) -> dict[str, list[Instance]]:
-        now = self._clock()
+        now = self._time.now()
         return {service: self.table.live(service, now) for service in self.table.services(now)}
 
     def _publish(self) -> None:
-        changes = self.table.changed(self._clock())
+        changes = self.table.changed(self._time.now())
         if changes:
             self._watchers.publish(changes)
 
     def _heard(self, instance: Instance) -> None:
         """The log acknowledged `instance`'s record: it is live as of now, whether or not this
         process's own reader has read the record back yet."""
-        now = self._clock()
+        now = self._time.now()
         self.table.upsert(instance, heard=now, received=now)
         self._publish()
 
@@ -183,7 +189,7 @@ class LogRegistry(ServiceRegistry):
 
     def apply(self, records: list[LogRecord], *, replayed: bool) -> None:
         """Apply records read from the log; a record that cannot be read is skipped."""
-        now, wall = self._clock(), self._wall()
+        now, wall = self._time.now(), self._wall()
         for record in records:
             try:
                 meaning = decode(record.key, record.value)
@@ -213,8 +219,11 @@ class LogRegistry(ServiceRegistry):
                 if self._read_error is None:
                     log.warning("registry: reading the log failed, retrying: %s", exc)
                 self._read_error = str(exc) or type(exc).__name__
+                self._time.lost()
                 await asyncio.sleep(READ_RETRY)
                 continue
+            if records:
+                self._time.contact()
             if self._read_error is not None:
                 log.info("registry: reading the log again")
                 self._read_error = None
@@ -225,15 +234,32 @@ class LogRegistry(ServiceRegistry):
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick)
+            await self._probe()
             self._publish()
             if self._caught_up.is_set():
                 await self._bury()
+
+    async def _probe(self) -> None:
+        """Ask the log whether it is there; while it is not, the table's clock stands still
+        (see `PausingClock`)."""
+        try:
+            async with asyncio.timeout(PING_TIMEOUT):
+                await self._log.ping()
+        except Exception as exc:
+            if self._time.in_contact:
+                log.warning("registry: the log is out of reach (%s); keeping every instance "
+                            "as it was until it is back", exc or "no answer")
+            self._time.lost()
+            return
+        if not self._time.in_contact:
+            log.info("registry: the log is back")
+        self._time.contact()
 
     async def _bury(self) -> None:
         """Tombstone the instances silent past the grace period, so the compacted log does
         not keep one record for every instance that ever crashed."""
         own = self._instance.instance_id if self._instance is not None else None
-        for instance_id in self.table.dead(self._clock(), spare=own):
+        for instance_id in self.table.dead(self._time.now(), spare=own):
             try:
                 await self._write(instance_id, None)
             except RegistryError as exc:

@@ -10,7 +10,8 @@ Kafka away at start: `start` fails with a `RegistryError` naming the bootstrap s
 `start_timeout`, rather than running on without a registry: a service nobody can discover, that
 cannot discover anyone, is better restarted by its supervisor than left half-alive, and
 `create_service` already refuses to start without Kafka for its topics. Kafka away later:
-heartbeats fail, are logged once and retried; reads are retried; readiness says so.
+heartbeats fail, are logged once and retried; reads are retried; the instances known stay
+discoverable (aging stops while the topic is out of reach); readiness says so.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class KafkaLog:
             await self._producer.produce(self.topic, value, key)
         except MessagingError as exc:
             raise RegistryError(str(exc)) from exc
+
+    async def ping(self) -> None:
+        if not await self._producer.topic_exists(self.topic, timeout=2.0):
+            raise RegistryError(f"topic {self.topic} is gone")
 
     async def close(self) -> None:
         if self._opened:

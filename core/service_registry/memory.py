@@ -74,6 +74,10 @@ class MemoryLog:
     async def write(self, key: str, value: bytes | None) -> None:
         await self.hub.append(key, value)
 
+    async def ping(self) -> None:
+        if not self.hub.available:
+            raise RegistryError("the in-memory registry log is unavailable")
+
     async def close(self) -> None:
         self._end_at_open = None
 

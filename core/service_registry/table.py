@@ -18,6 +18,7 @@ every rule here is unit-tested without a broker.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.service_registry.base import Instance
@@ -106,3 +107,43 @@ class InstanceTable:
         self._reported = {service: instances for service, instances in current.items()
                           if instances}
         return moved
+
+
+class PausingClock:
+    """Monotonic time that stands still while the log is out of reach.
+
+    A reader that cannot reach the log hears no heartbeats, from anyone: that says nothing
+    about the instances, only about the reader. Were it to age them by real time, a broker
+    outage longer than the TTL would empty every `discover` in the fleet at once, turning a
+    registry outage into an outage of every call between services. So the table is aged by
+    this clock, which stops at the last contact with the log and resumes, without a jump,
+    when contact is back (Eureka calls the same idea self-preservation). Crashes during the
+    outage are noticed one TTL after it ends.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._paused = 0.0
+        self._last_contact = clock()
+        self._lost_at: float | None = None
+
+    @property
+    def in_contact(self) -> bool:
+        return self._lost_at is None
+
+    def now(self) -> float:
+        real = self._clock() if self._lost_at is None else self._lost_at
+        return real - self._paused
+
+    def contact(self) -> None:
+        """The log answered just now."""
+        now = self._clock()
+        if self._lost_at is not None:
+            self._paused += now - self._lost_at
+            self._lost_at = None
+        self._last_contact = now
+
+    def lost(self) -> None:
+        """The log did not answer: time stops at the last contact."""
+        if self._lost_at is None:
+            self._lost_at = self._last_contact

@@ -43,11 +43,13 @@ async def test_heartbeats_that_fail_are_logged_once_retried_and_resume(
     await eventually(lambda: other.discover("user"), timeout=5)
     caplog.set_level(logging.INFO, "core.service_registry")
     hub.available = False
-    await asyncio.sleep(0.6)  # several heartbeats fail
+    await asyncio.sleep(FAST["ttl"] * 1.5)  # heartbeats fail, for longer than the TTL
     failed = [r for r in caplog.records if "heartbeat failed" in r.getMessage()]
     assert len(failed) == 1 and failed[0].levelno == logging.WARNING
     with pytest.raises(RegistryError, match="cannot read"):
         await other.check()
+    # Nobody can hear anyone: that says nothing about the instances, so they are kept.
+    assert await other.discover("user") == [ME] and await mine.discover("user") == [ME]
     hub.available = True
     await eventually(lambda: any("heartbeats resumed" in r.getMessage()
                                  for r in caplog.records), timeout=5)
@@ -158,3 +160,35 @@ async def test_an_unreadable_record_is_skipped_with_one_warning_per_key(
     assert await registry.discover("user") == [ME]
     registry.apply([LogRecord(b"user-1", future, None)], replayed=False)
     assert len([r for r in caplog.records if "skipping" in r.getMessage()]) == 3
+
+
+async def test_aging_stops_while_the_log_is_away_and_resumes_without_a_jump(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "core.service_registry")
+    hub = MemoryHub()
+    timing = {"ttl": 0.6, "heartbeat_interval": 0.1, "grace": 30.0}
+    crashed, live, reader = (memory_registry(hub, **timing) for _ in range(3))
+    for registry in (crashed, live, reader):
+        await registry.start()
+    other = Instance(service="user", instance_id="user-2", url="http://h:2", started_at=0.0)
+    await crashed.register(ME)
+    await live.register(other)
+    await eventually(lambda: _count(reader, 2), timeout=5)
+    hub.available = False
+    await crashed.abandon()  # dies during the outage
+    await asyncio.sleep(1.5)
+    assert len(await reader.discover("user")) == 2  # frozen as it was
+    assert "the log is out of reach" in caplog.text
+    with pytest.raises(RegistryError, match="cannot read|out of reach"):
+        await reader.check()
+    hub.available = True
+    await eventually(lambda: "the log is back" in caplog.text, timeout=5)
+    assert other in await reader.discover("user")  # no jump: the live one never flaps out
+    await eventually(lambda: _count(reader, 1), timeout=5)  # the dead one, a TTL later
+    assert await reader.discover("user") == [other]
+    await live.stop()
+    await reader.stop()
+
+
+async def _count(registry: LogRegistry, n: int) -> bool:
+    return len(await registry.discover("user")) == n

@@ -17,7 +17,7 @@ from core.service_registry.records import (
     decode,
     encode,
 )
-from core.service_registry.table import InstanceTable, heard_at
+from core.service_registry.table import InstanceTable, PausingClock, heard_at
 
 ONE = Instance(service="user", instance_id="user-1", url="http://10.0.0.5:8000",
                version="1.2.3", started_at=1700000000.5,
@@ -167,3 +167,32 @@ def test_changed_reports_joins_leaves_and_age_outs_once() -> None:
     assert table.changed(13) == {}  # an empty service is reported once
     table.upsert(inst("auth", 1), heard=0, received=0)
     assert table.changed(20) == {}  # never live: nothing to report
+
+
+# -- the clock that stops while the log is away
+
+
+def test_the_clock_stops_at_the_last_contact_and_resumes_without_a_jump() -> None:
+    real = [100.0]
+    clock = PausingClock(lambda: real[0])
+    assert clock.now() == 100.0 and clock.in_contact
+    real[0] = 105.0
+    clock.contact()
+    real[0] = 107.0
+    clock.lost()
+    assert not clock.in_contact and clock.now() == 105.0
+    real[0] = 120.0
+    clock.lost()  # still away: still the last contact
+    assert clock.now() == 105.0
+    clock.contact()
+    assert clock.in_contact and clock.now() == 105.0
+    real[0] = 121.5
+    assert clock.now() == 106.5
+    clock.contact()
+    clock.contact()
+    assert clock.now() == 106.5
+    real[0] = 130.0
+    clock.lost()  # lost since the last contact, at 121.5
+    assert clock.now() == 106.5
+    clock.contact()
+    assert clock.now() == 106.5
