@@ -124,3 +124,31 @@ async def test_heartbeats_survive_the_broker_away_and_the_instance_comes_back(
     finally:
         await writer.stop()
         await reader.stop()
+
+
+async def test_a_static_empty_list_turns_registration_off(
+    kafka_config: KafkaConfig, tmp_path: Path
+) -> None:
+    """Tests and tools: REGISTRY_BACKEND=static with no list registers nothing anywhere, and
+    the service still starts, serves and is ready."""
+    from core.config import Settings
+    from core.service_registry.static import StaticRegistry
+    from tests.sample_service.app import service
+
+    topic = unique("platform.registry")
+    settings = Settings(environment="development", service_name="sample",
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}",
+                        kafka_bootstrap_servers=kafka_config.bootstrap_servers,
+                        kafka_consumer_group=unique("sample"), registry_backend="static",
+                        registry_topic=topic)
+    app = service(settings)
+    async with app.router.lifespan_context(app):
+        registry = app.state.runtime.registry
+        assert isinstance(registry, StaticRegistry)
+        assert await registry.discover("sample") == []
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            ready = await http.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        assert "registry" in {c["name"] for c in ready.json()["checks"]}
+    assert await read_topic(kafka_config, topic) == []
