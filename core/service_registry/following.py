@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 READ_RETRY = 1.0
 """Seconds between attempts when reading the log fails."""
+DEREGISTER_TIMEOUT = 5.0
+"""At most this long a shutdown waits for its tombstone: without it, the TTL removes it."""
 PING_TIMEOUT = 3.0
 """Seconds the log has to answer the sweeper's "are you there"."""
 
@@ -147,7 +149,7 @@ class LogRegistry(ServiceRegistry):
             return
         await self._cancel("heartbeat")
         try:
-            await self._write(instance.instance_id, None)
+            await self._write(instance.instance_id, None, DEREGISTER_TIMEOUT)
         except RegistryError as exc:
             log.warning("registry: could not deregister %s (%s); it ages out within %gs",
                         instance.instance_id, exc, self.ttl)
@@ -180,12 +182,15 @@ class LogRegistry(ServiceRegistry):
         self.table.upsert(instance, heard=now, received=now)
         self._publish()
 
-    async def _write(self, key: str, value: bytes | None) -> None:
+    async def _write(self, key: str, value: bytes | None, timeout: float | None = None) -> None:
+        """Write and wait for the acknowledgement, up to the TTL: a heartbeat older than that
+        is worth nothing."""
+        limit = self.ttl if timeout is None else min(timeout, self.ttl)
         try:
-            async with asyncio.timeout(self.ttl):
+            async with asyncio.timeout(limit):
                 await self._log.write(key, value)
         except TimeoutError:
-            raise RegistryError(f"no acknowledgement within {self.ttl:g}s") from None
+            raise RegistryError(f"no acknowledgement within {limit:g}s") from None
 
     def apply(self, records: list[LogRecord], *, replayed: bool) -> None:
         """Apply records read from the log; a record that cannot be read is skipped."""

@@ -115,9 +115,24 @@ async def test_watchers_yield_the_state_then_changes_of_their_service_only() -> 
     watchers.publish({"user": []})
     assert await anext(one) == Change("user", ())
     assert await anext(every) == Change("user", ())
+    watchers.publish({"auth": [static("auth", "y:1")]})
+    watchers.publish({"user": [static("user", "d:1")]})
+    assert await anext(one) == Change("user", (static("user", "d:1"),))  # auth never reaches it
     await one.aclose()  # type: ignore[attr-defined]
     await every.aclose()  # type: ignore[attr-defined]
     watchers.publish({"user": []})  # nobody listens any more: nothing is kept
+
+
+async def test_a_watcher_of_everything_when_nothing_is_known_yet() -> None:
+    watchers = Watchers(lambda: {})
+    changes = watchers.watch(None)
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0)
+    watchers.publish({"user": [static("user", "a:1")]})
+    assert await asyncio.wait_for(pending, 1) == Change("user", (static("user", "a:1"),))
+    watchers.publish({"user": []})
+    assert await anext(changes) == Change("user", ())
+    await changes.aclose()  # type: ignore[attr-defined]
 
 
 async def test_a_watcher_of_an_unknown_service_starts_empty() -> None:
