@@ -33,8 +33,9 @@ class TopicFollower:
     Partitions are assigned, not subscribed through a consumer group: each reader wants every
     partition, so a group would only add a join (and its rebalance delay) before the first
     record, and leave committed offsets behind that nobody reads. `caught_up` turns true once
-    every partition has been read to the end it had at `start`. Every librdkafka call runs on
-    one dedicated thread, as in `KafkaConsumer`.
+    every partition has been read to the end it had at `start`; partitions added later are
+    picked up within `refresh` seconds. Every librdkafka call runs on one dedicated thread, as
+    in `KafkaConsumer`.
     """
 
     DEFAULTS: dict[str, Any] = {
@@ -44,7 +45,9 @@ class TopicFollower:
         "fetch.wait.max.ms": 100,
     }
 
-    def __init__(self, config: KafkaConfig, topic: str, **overrides: Any) -> None:
+    def __init__(self, config: KafkaConfig, topic: str, *, refresh: float = 30.0,
+                 **overrides: Any) -> None:
+        """`refresh`: seconds between looks for partitions added to the topic since."""
         # librdkafka wants a group id even without a group; nothing is ever committed under it.
         self._conf = {**_base(config), **self.DEFAULTS, "group.id": f"{config.client_id}-follow",
                       **overrides}
@@ -52,6 +55,9 @@ class TopicFollower:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-follower")
         self._consumer: Consumer | None = None
         self._behind: set[int] | None = None
+        self._partitions: set[int] = set()
+        self._refresh = refresh
+        self._next_refresh = 0.0
 
     @property
     def caught_up(self) -> bool:
@@ -82,8 +88,26 @@ class TopicFollower:
                 raise MessagingError(f"topic {self.topic} does not exist")
             time.sleep(0.2)
         self._behind = set(meta.partitions)
+        self._partitions = set(meta.partitions)
         consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
         self._consumer = consumer
+        self._next_refresh = time.monotonic() + self._refresh
+
+    def _follow_new_partitions(self, consumer: Consumer) -> None:
+        """Partitions added to the topic after `start` are read too, from their beginning."""
+        self._next_refresh = time.monotonic() + self._refresh
+        try:
+            meta = consumer.list_topics(self.topic, timeout=1.0).topics.get(self.topic)
+        except KafkaException:
+            return  # the broker is away: the next refresh looks again
+        if meta is None or meta.error is not None:
+            return
+        new = sorted(set(meta.partitions) - self._partitions)
+        if new:
+            log.info("following %s: new partitions %s", self.topic, new)
+            consumer.incremental_assign(
+                [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in new])
+            self._partitions.update(new)
 
     async def poll(self, max_records: int = 500, timeout: float = 0.2) -> list[Record]:
         """Up to `max_records` records, as soon as one is there (or [] after `timeout`).
@@ -94,6 +118,8 @@ class TopicFollower:
     def _poll(self, max_records: int, timeout: float) -> list[Record]:
         if self._consumer is None:
             raise MessagingError("the follower is not started")
+        if time.monotonic() >= self._next_refresh:
+            self._follow_new_partitions(self._consumer)
         try:
             first = self._consumer.poll(timeout)
             if first is None:
