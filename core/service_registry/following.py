@@ -129,8 +129,12 @@ class LogRegistry(ServiceRegistry):
         if self._instance is not None and self._instance.instance_id != instance.instance_id:
             raise RegistryError(f"instance {self._instance.instance_id} is registered already; "
                                 "deregister it first")
-        self._instance = instance
-        await self._write(instance.instance_id, encode(instance))
+        previous, self._instance = self._instance, instance
+        try:
+            await self._write(instance.instance_id, encode(instance))
+        except RegistryError:
+            self._instance = previous  # not registered: nothing to heartbeat or deregister
+            raise
         self._heard(instance)
         if "heartbeat" not in self._tasks:
             self._spawn("heartbeat", self._beat_forever())

@@ -192,3 +192,19 @@ async def test_aging_stops_while_the_log_is_away_and_resumes_without_a_jump(
 
 async def _count(registry: LogRegistry, n: int) -> bool:
     return len(await registry.discover("user")) == n
+
+
+async def test_a_registration_the_log_refuses_is_not_half_done() -> None:
+    hub = MemoryHub()
+    registry = memory_registry(hub, **FAST)
+    await registry.start()
+    hub.available = False
+    with pytest.raises(RegistryError, match="unavailable"):
+        await registry.register(ME)
+    with pytest.raises(RegistryError, match="no instance is registered"):
+        await registry.heartbeat()
+    assert "heartbeat" not in registry._tasks
+    hub.available = True
+    await registry.register(ME)
+    assert await registry.discover("user") == [ME]
+    await registry.stop()
