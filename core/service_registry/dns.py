@@ -68,7 +68,7 @@ class DnsRegistry(ServiceRegistry):
         self._port = port
         self._scheme = scheme
         self.refresh = refresh
-        self._resolve_timeout = resolve_timeout
+        self.resolve_timeout = resolve_timeout
         self._resolver = resolver
         self._cache: dict[str, list[Instance]] = {}
         self._watchers = Watchers(lambda: self._cache)
@@ -114,7 +114,7 @@ class DnsRegistry(ServiceRegistry):
         host = self.host(service)
         try:
             addresses = await asyncio.wait_for(self._resolver(host, self._port),
-                                               self._resolve_timeout)
+                                               self.resolve_timeout)
         except socket.gaierror as exc:
             if exc.errno not in _NO_SUCH_NAME:
                 log.warning("registry: cannot resolve %s (%s); keeping the last answer",

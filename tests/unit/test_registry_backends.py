@@ -118,6 +118,9 @@ async def test_watchers_yield_the_state_then_changes_of_their_service_only() -> 
     watchers.publish({"auth": [static("auth", "y:1")]})
     watchers.publish({"user": [static("user", "d:1")]})
     assert await anext(one) == Change("user", (static("user", "d:1"),))  # auth never reaches it
+    watchers.publish({"user": [static("user", "d:1")]})  # what it yielded last: not again
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(one), 0.05)
     await one.aclose()  # type: ignore[attr-defined]
     await every.aclose()  # type: ignore[attr-defined]
     watchers.publish({"user": []})  # nobody listens any more: nothing is kept
@@ -212,12 +215,48 @@ async def test_a_dns_lookup_that_hangs_times_out_and_is_retried_later() -> None:
         return []
 
     registry = DnsRegistry("{service}", resolver=hangs, resolve_timeout=0.05)
-    assert await registry.discover("user") == []
+    assert await asyncio.wait_for(registry.discover("user"), 2) == []
     assert "user" in registry._cache  # the refresher will try it again
+
+
+async def test_a_first_dns_failure_is_empty_and_retried_later() -> None:
+    dns = FakeDns({"user": socket.gaierror(socket.EAI_AGAIN, "try again")})
+    registry = DnsRegistry("{service}", resolver=dns)
+    assert await registry.discover("user") == []
+    assert registry._cache == {"user": []}
+
+
+def test_dns_defaults() -> None:
+    registry = DnsRegistry()
+    assert registry.host("user") == "user.default.svc.cluster.local"
+    assert (registry.refresh, registry.resolve_timeout) == (5.0, 2.0)
+
+
+async def test_dns_watch_of_one_service_and_of_all() -> None:
+    dns = FakeDns({"a": ["10.0.0.1"], "user": ["10.0.0.2"]})
+    registry = DnsRegistry("{service}", resolver=dns)
+    await registry.discover("a")
+    one = registry.watch("user")
+    assert (await anext(one)).service == "user"
+    every = registry.watch()
+    assert [(await anext(every)).service, (await anext(every)).service] == ["a", "user"]
+    await one.aclose()  # type: ignore[attr-defined]
+    await every.aclose()  # type: ignore[attr-defined]
+    assert dns.asked == [("a", 8000), ("user", 8000)]
+
+
+async def test_the_dns_refresher_is_named_and_stops() -> None:
+    registry = DnsRegistry("{service}", resolver=FakeDns({}))
+    await registry.start()
+    task = registry._refresher
+    assert task is not None and task.get_name() == "registry-dns-refresh"
+    await registry.stop()
+    assert registry._refresher is None and task.cancelled()
 
 
 async def test_the_real_resolver_finds_localhost() -> None:
     assert "127.0.0.1" in await getaddrinfo("localhost", 80)
+    assert await getaddrinfo("127.0.0.2", 80) == ["127.0.0.2"]
     registry = DnsRegistry("{service}")
     assert "http://127.0.0.1:8000" in [i.url for i in await registry.discover("localhost")]
 
@@ -232,6 +271,12 @@ def test_good_dns_templates(template: str) -> None:
 def test_bad_dns_templates_are_refused(template: str) -> None:
     with pytest.raises(RegistryError, match="REGISTRY_DNS_TEMPLATE"):
         check_template(template)
+
+
+def test_a_bad_dns_template_says_what_it_needs() -> None:
+    with pytest.raises(RegistryError, match=r"^REGISTRY_DNS_TEMPLATE 'x' must contain \{service\} "
+                                            r"and no placeholder but \{namespace\}$"):
+        check_template("x")
 
 
 # -- settings and the factory
