@@ -196,3 +196,11 @@ def test_the_clock_stops_at_the_last_contact_and_resumes_without_a_jump() -> Non
     assert clock.now() == 106.5
     clock.contact()
     assert clock.now() == 106.5
+
+
+def test_a_clock_that_never_had_contact_stops_where_it_started() -> None:
+    real = [100.0]
+    clock = PausingClock(lambda: real[0])
+    real[0] = 130.0
+    clock.lost()
+    assert not clock.in_contact and clock.now() == 100.0
