@@ -2,9 +2,10 @@
 
 Nothing is opened at import or at `create_service` time; the app's lifespan builds, in order,
 the database (migrated to head in development; checked to be at head elsewhere), the Kafka bus
-with the database inbox as its idempotency store, and the outbox writer and relay, and closes
-them in reverse. Everything built lands on `app.state.runtime`; routes reach the database and
-outbox through `core.bases.deps`.
+with the database inbox as its idempotency store, the outbox writer and relay, and last the
+service registry with this instance registered in it, and closes them in reverse. Everything
+built lands on `app.state.runtime` (the registry as `runtime.registry`, for HTTP clients);
+routes reach the database and outbox through `core.bases.deps`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter
 from core.messaging.serialization import EventRegistry
+from core.service_registry import Instance, ServiceRegistry
+from core.service_registry.factory import registry_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,8 @@ class ServiceRuntime:
     bus: KafkaEventBus
     outbox: OutboxWriter
     relay: OutboxRelay
+    registry: ServiceRegistry
+    """Where the other services are (`discover`); this instance is registered in it."""
 
 
 def create_service(
@@ -130,8 +135,9 @@ async def _start(
     topics: Sequence[str],
 ) -> ServiceRuntime:
     """Open each part and register its closing on `stack`, so shutdown (or a failed start)
-    closes in reverse: consumers drain first (their handlers may still write events), then the
-    relay hands its lease back, then the producer flushes, then the database closes."""
+    closes in reverse: the instance deregisters first (callers stop coming), consumers drain
+    (their handlers may still write events), then the relay hands its lease back, then the
+    producer flushes, then the database closes."""
     database = Database(settings.database_url)
     stack.push_async_callback(database.dispose)
     await _prepare_schema(settings, service_dir, database)
@@ -152,7 +158,22 @@ async def _start(
     for consumer in bus.consumers.values():
         stack.push_async_callback(consumer.stop)
         await consumer.start()
-    return ServiceRuntime(settings, database, bus, writer, relay)
+    registry = await _register(stack, settings)
+    return ServiceRuntime(settings, database, bus, writer, relay, registry)
+
+
+async def _register(stack: AsyncExitStack, settings: Settings) -> ServiceRegistry:
+    """Announce this instance last, once everything it serves with runs, so no caller is sent
+    to a half-started instance; its stop (deregistering) is the first thing shutdown does, so
+    callers stop coming before the consumers drain. REGISTRY_BACKEND=static with an empty
+    REGISTRY_STATIC announces nothing (tests, tools)."""
+    registry = registry_from_settings(settings)
+    stack.push_async_callback(registry.stop)
+    await registry.start()
+    await registry.register(Instance(
+        service=settings.service_name, instance_id=settings.instance_id,
+        url=settings.advertised_url(), version=settings.service_version))
+    return registry
 
 
 def _register_checks(
@@ -162,6 +183,7 @@ def _register_checks(
     health.add("kafka", kafka_check(runtime.bus.producer))
     for group, consumer in runtime.bus.consumers.items():
         health.add(f"consumer:{group}", consumer_check(consumer))
+    health.add("registry", runtime.registry.check)
     for name, check in checks.items():
         health.add(name, check)
 

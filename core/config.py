@@ -13,6 +13,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.service_registry.base import RegistryError
+from core.service_registry.dns import DEFAULT_TEMPLATE, check_template
+from core.service_registry.static import base_url, parse_static
+
 
 @dataclass(frozen=True, slots=True)
 class KafkaConfig:
@@ -70,6 +74,28 @@ class Settings(BaseSettings):
     """OAuth2 client-credentials endpoint this service gets its own tokens from."""
     # --- end of security ---
 
+    service_url: str | None = None
+    """The URL other services reach this instance at; else http://SERVICE_HOST:SERVICE_PORT."""
+    service_host: str = "127.0.0.1"
+    service_port: int = Field(default=8000, ge=1, le=65535)
+    service_version: str = "0.0.0"
+
+    registry_backend: Literal["kafka", "static", "dns"] = "kafka"
+    registry_topic: str = "platform.registry"
+    registry_ttl: float = Field(default=15.0, gt=0)
+    """Seconds without a heartbeat after which an instance is no longer discovered."""
+    registry_heartbeat_interval: float = Field(default=3.0, gt=0)
+    registry_grace: float = Field(default=600.0, gt=0)
+    """Seconds without a heartbeat after which a reader tombstones the instance's record."""
+    registry_start_timeout: float = Field(default=30.0, gt=0)
+    registry_static: str = ""
+    """`service=url[,url];service=url`: the instances, when REGISTRY_BACKEND=static."""
+    registry_dns_template: str = DEFAULT_TEMPLATE
+    registry_dns_namespace: str = "default"
+    registry_dns_port: int = Field(default=8000, ge=1, le=65535)
+    registry_dns_scheme: Literal["http", "https"] = "http"
+    registry_dns_refresh: float = Field(default=5.0, gt=0)
+
     @model_validator(mode="after")
     def _safe_outside_development(self) -> Settings:
         if self.environment == "production":
@@ -78,6 +104,35 @@ class Settings(BaseSettings):
             if self.kafka_topic_replication_factor < 3:
                 raise ValueError("KAFKA_TOPIC_REPLICATION_FACTOR must be >= 3 in production")
         return self
+
+    @model_validator(mode="after")
+    def _registry(self) -> Settings:
+        """Registry settings that would misbehave quietly are refused at start, by name."""
+        if self.registry_heartbeat_interval * 3 > self.registry_ttl:
+            raise ValueError(
+                f"REGISTRY_HEARTBEAT_INTERVAL ({self.registry_heartbeat_interval:g}s) must be at "
+                f"most a third of REGISTRY_TTL ({self.registry_ttl:g}s): a live instance must "
+                "survive two lost heartbeats")
+        if self.registry_grace < 2 * self.registry_ttl:
+            raise ValueError(
+                f"REGISTRY_GRACE ({self.registry_grace:g}s) must be at least twice REGISTRY_TTL "
+                f"({self.registry_ttl:g}s): records are deleted only for long-dead instances")
+        try:
+            if self.service_url is not None:
+                base_url(self.service_url, where="SERVICE_URL")
+            if self.registry_backend == "static":
+                parse_static(self.registry_static)
+            if self.registry_backend == "dns":
+                check_template(self.registry_dns_template)
+        except RegistryError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def advertised_url(self) -> str:
+        """Where other services reach this instance (scheme, host and port)."""
+        if self.service_url is not None:
+            return base_url(self.service_url, where="SERVICE_URL")[0]
+        return f"http://{self.service_host}:{self.service_port}"
 
     def kafka(self) -> KafkaConfig:
         return KafkaConfig(

@@ -57,6 +57,11 @@ class ServiceRegistry(ABC):
         """Deregister (if registered) and close; idempotent."""
         await self.deregister()
 
+    async def check(self) -> None:
+        """Raise `RegistryError` when `discover` cannot be trusted now (the backend lost its
+        source, or has not read it yet): the service's readiness check."""
+        return None  # backends that answer from settings are always ready
+
     @abstractmethod
     async def register(self, instance: Instance) -> None:
         """Announce `instance` as live."""

@@ -10,6 +10,7 @@ awaitables without blocking the event loop:
   caller waiting.
 - `KafkaConsumer`: every call runs on one dedicated thread, because a librdkafka consumer
   must not be driven from two threads at once; rebalance callbacks run on that thread too.
+- `TopicFollower`: a whole topic from its beginning, outside any group (compacted state).
 - `KafkaAdmin`: topic creation and inspection.
 """
 
@@ -24,6 +25,7 @@ from core.messaging.kafka_client._common import (
 from core.messaging.kafka_client.admin import KafkaAdmin
 from core.messaging.kafka_client.consumer import KafkaConsumer
 from core.messaging.kafka_client.errors import _permanent, _publish_error
+from core.messaging.kafka_client.follower import TopicFollower
 from core.messaging.kafka_client.producer import KafkaProducer
 from core.messaging.kafka_client.tools import (
     commit_offsets,
@@ -42,6 +44,7 @@ __all__ = [
     "KafkaProducer",
     "LostCallback",
     "RevokeCallback",
+    "TopicFollower",
     "TopicPartitionKey",
     "_permanent",
     "_publish_error",

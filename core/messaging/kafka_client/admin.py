@@ -9,7 +9,11 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
 )
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    NewPartitions,
+    NewTopic,
+)
 
 from core.config import KafkaConfig
 from core.messaging.exceptions import (
@@ -65,6 +69,17 @@ class KafkaAdmin:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise TopicSetupError(f"cannot create topic {topic}: {exc}") from exc
+
+    async def add_partitions(self, topic: str, total: int, timeout: float = 30.0) -> None:
+        """Grow `topic` to `total` partitions (Kafka never shrinks one)."""
+        futures = await asyncio.to_thread(
+            self._admin.create_partitions, [NewPartitions(topic, total)],
+            operation_timeout=timeout, request_timeout=timeout)
+        for fut in futures.values():
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(fut), timeout + 5)
+            except KafkaException as exc:
+                raise TopicSetupError(f"cannot grow topic {topic}: {exc}") from exc
 
     async def topics(self) -> dict[str, int]:
         """Topic name to partition count."""

@@ -1,0 +1,65 @@
+"""`TopicFollower` on the real broker: a whole topic from its beginning, caught up on an empty
+one, partitions added later followed too, and a clear error for a topic that is not there."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import KafkaConfig
+from core.messaging.exceptions import MessagingError
+from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, TopicFollower
+from core.messaging.types import Record
+from tests.support import eventually, unique
+
+
+async def test_a_follower_reads_everything_and_new_partitions_too(
+        kafka_config: KafkaConfig) -> None:
+    topic = unique("follow")
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=1)
+    producer = KafkaProducer(kafka_config, **{"topic.metadata.refresh.interval.ms": 200})
+    await producer.start()
+    follower = TopicFollower(kafka_config, topic, refresh=0.3)
+    try:
+        await producer.produce(topic, b"old", "k0")
+        await follower.start()
+        seen: list[Record] = []
+
+        async def caught_up() -> bool:
+            seen.extend(await follower.poll())
+            return follower.caught_up
+
+        await eventually(caught_up, timeout=20)
+        assert [r.value for r in seen] == [b"old"]  # from the beginning, not from the end
+
+        await KafkaAdmin(kafka_config).add_partitions(topic, 3)
+
+        async def on_new_partitions() -> bool:
+            for n in range(10):
+                await producer.produce(topic, b"new", f"key-{n}")
+            seen.extend(await follower.poll())
+            return {1, 2} <= {r.partition for r in seen}
+
+        await eventually(on_new_partitions, timeout=30, interval=0.3)
+    finally:
+        await follower.close()
+        await producer.stop()
+
+
+async def test_an_empty_topic_is_caught_up_at_once_and_a_missing_one_is_refused(
+        kafka_config: KafkaConfig) -> None:
+    topic = unique("follow")
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=2)
+    follower = TopicFollower(kafka_config, topic)
+    await follower.start()
+    await eventually(lambda: _poll_until_caught_up(follower), timeout=20)
+    await follower.close()
+
+    missing = TopicFollower(kafka_config, unique("missing"))
+    with pytest.raises(MessagingError, match="does not exist"):
+        await missing.start(timeout=1.0)
+    await missing.close()
+
+
+async def _poll_until_caught_up(follower: TopicFollower) -> bool:
+    assert await follower.poll() == []
+    return follower.caught_up
