@@ -34,6 +34,7 @@ from core.health_check import (
     database_check,
     kafka_check,
 )
+from core.http import Auth, CallerOrService, ForwardCaller, ServiceClient, install_request_context
 from core.messaging.consumer import Handler
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.handlers import HandlerRegistry
@@ -41,6 +42,8 @@ from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter
 from core.messaging.serialization import EventRegistry
+from core.security.service_identity import ClientCredentials
+from core.security.wiring import Security, install_security, security_from_settings
 from core.service_registry import Instance, ServiceRegistry
 from core.service_registry.factory import registry_from_settings
 
@@ -67,6 +70,8 @@ class ServiceRuntime:
     relay: OutboxRelay
     registry: ServiceRegistry
     """Where the other services are (`discover`); this instance is registered in it."""
+    services: ServiceClient
+    """Calls other services by name (routes: `core.http.ServicesDep`)."""
 
 
 def create_service(
@@ -80,6 +85,7 @@ def create_service(
     publishes: Iterable[str] = (),
     checks: Mapping[str, Check] | None = None,
     settings: Settings | None = None,
+    security: Security | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
     """Build the FastAPI app of service `name`.
@@ -93,16 +99,26 @@ def create_service(
     Kafka and consumer checks every service gets (`/health/ready`; more can be added later
     through `app.state.health`). `settings` defaults to the environment's, with
     `service_name` set to `name`.
+
+    Tokens are verified (`core.security.deps`) with `security`, else with the auth service's
+    JWKS when `JWKS_URL` is set; the issuer itself passes one over its own keys. Every request
+    carries a request and correlation id (`core.http.context`), which calls to other services
+    (`runtime.services`) pass on with the caller's token, or with the service's own
+    (client credentials, when `SERVICE_CLIENT_ID` and `AUTH_TOKEN_URL` are set).
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
     registry = _event_registry(events, subscriptions)
     topics = _topic_names(
         [*publishes, *(t for sub in subscriptions for t in _as_tuple(sub.topics))])
+    security = security or security_from_settings(cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if security is not None:
+                stack.push_async_callback(security.stop)
+                await security.start()
             runtime = await _start(stack, cfg, metadata, Path(service_dir), registry,
                                    subscriptions, topics)
             app.state.runtime = runtime
@@ -120,6 +136,9 @@ def create_service(
     app.state.health = health
     app.include_router(health.router())
     install_exception_handlers(app)
+    install_request_context(app)
+    if security is not None:
+        install_security(app, security)
     for router in routers:
         app.include_router(router)
     return app
@@ -155,25 +174,40 @@ async def _start(
     await bus.producer.start()
     stack.push_async_callback(relay.stop)
     await relay.start()
+    registry = registry_from_settings(settings)
+    stack.push_async_callback(registry.stop)
+    await registry.start()  # followed before the consumers start: handlers may call services
+    services = ServiceClient(registry, auth=await _service_auth(stack, settings))
+    stack.push_async_callback(services.aclose)
     for consumer in bus.consumers.values():
         stack.push_async_callback(consumer.stop)
         await consumer.start()
-    registry = await _register(stack, settings)
-    return ServiceRuntime(settings, database, bus, writer, relay, registry)
+    await _register(stack, settings, registry)
+    return ServiceRuntime(settings, database, bus, writer, relay, registry, services)
 
 
-async def _register(stack: AsyncExitStack, settings: Settings) -> ServiceRegistry:
+async def _register(stack: AsyncExitStack, settings: Settings,
+                    registry: ServiceRegistry) -> None:
     """Announce this instance last, once everything it serves with runs, so no caller is sent
-    to a half-started instance; its stop (deregistering) is the first thing shutdown does, so
-    callers stop coming before the consumers drain. REGISTRY_BACKEND=static with an empty
+    to a half-started instance; deregistering is the first thing shutdown does, so callers
+    stop coming before the consumers drain. REGISTRY_BACKEND=static with an empty
     REGISTRY_STATIC announces nothing (tests, tools)."""
-    registry = registry_from_settings(settings)
-    stack.push_async_callback(registry.stop)
-    await registry.start()
+    stack.push_async_callback(registry.deregister)
     await registry.register(Instance(
         service=settings.service_name, instance_id=settings.instance_id,
         url=settings.advertised_url(), version=settings.service_version))
-    return registry
+
+
+async def _service_auth(stack: AsyncExitStack, settings: Settings) -> Auth:
+    """The caller's token, forwarded; outside a request (or without one), the service's own
+    when it has client credentials."""
+    if not (settings.service_client_id and settings.service_client_secret
+            and settings.auth_token_url):
+        return ForwardCaller()
+    credentials = ClientCredentials(settings.auth_token_url, settings.service_client_id,
+                                    settings.service_client_secret)
+    stack.push_async_callback(credentials.aclose)
+    return CallerOrService(credentials.token)
 
 
 def _register_checks(

@@ -10,6 +10,7 @@ from core.http.context import (
     RequestContextMiddleware,
     install_request_context,
 )
+from core.http.deps import ServicesDep, get_services
 from core.http.errors import (
     UpstreamError,
     UpstreamFailure,
@@ -32,11 +33,13 @@ __all__ = [
     "Response",
     "ServiceClient",
     "ServiceToken",
+    "ServicesDep",
     "TokenProvider",
     "UpstreamError",
     "UpstreamFailure",
     "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "get_services",
     "install_request_context",
 ]

@@ -60,8 +60,13 @@ class KeysUnavailable(AppError):
     default_message = "Token verification keys are unavailable; retry shortly"
 
 
-class ServiceTokenError(SecurityError):
-    """This service has no valid token of its own and the auth service did not give one."""
+class ServiceTokenError(SecurityError, AppError):
+    """This service has no valid token of its own and the auth service did not give one.
+
+    A route that needed it answers 503 (the cause is logged, never sent to the client)."""
+
+    status_code = 503
+    code = "service_identity_unavailable"
 
 
 def _quoted(text: str) -> str:

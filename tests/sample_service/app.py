@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 
 from core.app import Subscription, create_service
 from core.bases import BaseRouter, ForbiddenError, Permissions, install_exception_handlers
@@ -13,8 +14,10 @@ from core.bases.deps import attach
 from core.bases.types import EventOutbox
 from core.config import Settings
 from core.db.engine import Database
+from core.http import ServicesDep
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.types import MessageContext
+from core.security import CurrentPrincipal
 from tests.sample_service.events import WidgetCreated, WidgetDeleted
 from tests.sample_service.models import Base
 from tests.sample_service.schemas import WidgetCreate, WidgetPublic, WidgetUpdate
@@ -61,8 +64,25 @@ async def audit(event: WidgetCreated, ctx: MessageContext) -> None:
     """Its effect is its inbox row, written in `ctx.session`: proof the consumer ran it once."""
 
 
+calls = APIRouter(tags=["calls"])
+
+
+@calls.get("/whoami")
+async def whoami(principal: CurrentPrincipal) -> dict[str, Any]:
+    """Who the verified token says the caller is (401 without a valid one)."""
+    return {"subject": principal.subject, "permissions": sorted(principal.permissions)}
+
+
+@calls.get("/relay/{service_name}")
+async def relay(service_name: str, principal: CurrentPrincipal,
+                services: ServicesDep) -> Any:
+    """Calls `service_name`'s /echo on the caller's behalf: what the other service received."""
+    return (await services.get(service_name, "/echo")).json()
+
+
 def service(settings: Settings | None = None) -> FastAPI:
     return create_service(
         "sample", metadata=Base.metadata, service_dir=SERVICE_DIR, events=handlers.events,
-        routers=[router], subscriptions=[Subscription(WidgetService.events_topic, handlers)],
+        routers=[router, calls],
+        subscriptions=[Subscription(WidgetService.events_topic, handlers)],
         publishes=[WidgetService.events_topic], settings=settings)
