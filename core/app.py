@@ -43,7 +43,12 @@ from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter
 from core.messaging.serialization import EventRegistry
 from core.security.service_identity import ClientCredentials
-from core.security.wiring import Security, install_security, security_from_settings
+from core.security.wiring import (
+    Security,
+    install_security,
+    needs_verifier,
+    security_from_settings,
+)
 from core.service_registry import Instance, ServiceRegistry
 from core.service_registry.factory import registry_from_settings
 
@@ -137,10 +142,14 @@ def create_service(
     app.include_router(health.router())
     install_exception_handlers(app)
     install_request_context(app)
-    if security is not None:
-        install_security(app, security)
     for router in routers:
         app.include_router(router)
+    if security is not None:
+        install_security(app, security)
+    elif needing := needs_verifier(app):
+        raise ConfigurationError(
+            f"{', '.join(needing[:3])}{' and more' if len(needing) > 3 else ''} read a bearer "
+            "token, but nothing verifies tokens: set JWKS_URL (or pass security=)")
     return app
 
 

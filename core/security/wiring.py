@@ -11,11 +11,14 @@ calls `start()`/`stop()` (the JWKS background refresh).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from core.bases.exceptions import ConfigurationError, error_response
+from core.bases.schemas import ErrorResponse
 from core.config import Settings
 from core.security.errors import KeysUnavailable
 from core.security.jwks import JwksClient, LocalKeySource
@@ -68,10 +71,66 @@ def security_from_settings(settings: Settings, *,
 
 
 def install_security(app: FastAPI, security: Security) -> None:
-    """Give the app's routes their verifier, and answer KeysUnavailable as a 503 with
-    Retry-After (the generic handler would hide it behind a bare 500-style body)."""
+    """Give the app's routes their verifier, answer KeysUnavailable as a 503 with
+    Retry-After (the generic handler would hide it behind a bare 500-style body), and declare
+    in the OpenAPI the 401, 403 and 503 every route that reads a token may answer."""
     app.state.security = security
     app.add_exception_handler(KeysUnavailable, _keys_unavailable)
+    _document_refusals(app)
+
+
+def needs_verifier(app: FastAPI) -> list[str]:
+    """The operations (as `METHOD path`) that read a bearer token, as the OpenAPI declares
+    them: a service with any of them and no verifier is wired wrongly, and should not start
+    (rather than answer 500s)."""
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    return [f"{method.upper()} {path}" for path, operations in schema.get("paths", {}).items()
+            for method, operation in operations.items() if _reads_token(operation)]
+
+
+def _reads_token(operation: Any) -> bool:
+    return isinstance(operation, dict) and any(
+        "HTTPBearer" in requirement for requirement in operation.get("security", ()))
+
+
+_REF = "#/components/schemas/{model}"
+_REFUSALS = {
+    "401": "No valid bearer token (the body says which rule failed)",
+    "403": "The token's subject may not do this",
+    "503": "Token verification keys are unavailable; retry shortly",
+}
+
+
+def _document_refusals(app: FastAPI) -> None:
+    """Add the refusals to each operation that declares the bearer scheme, once, when the
+    schema is first built (so routes included later are covered too)."""
+
+    built = app.openapi  # FastAPI's own: builds the schema once and keeps it
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = built()
+        if fresh:
+            operations = [op for path in schema.get("paths", {}).values() for op in path.values()]
+            if [op for op in operations if _with_refusals(op)]:
+                error = ErrorResponse.model_json_schema(ref_template=_REF)
+                schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+                for name, sub in error.pop("$defs", {}).items():
+                    schemas.setdefault(name, sub)
+                schemas.setdefault("ErrorResponse", error)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _with_refusals(operation: Any) -> bool:
+    if not _reads_token(operation):
+        return False
+    responses = operation.setdefault("responses", {})
+    for status, description in _REFUSALS.items():
+        responses.setdefault(status, {"description": description, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}})
+    return True
 
 
 async def _keys_unavailable(request: Request, exc: Exception) -> JSONResponse:

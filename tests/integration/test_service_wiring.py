@@ -32,11 +32,11 @@ async def test_a_service_verifies_tokens_and_calls_another_by_name_with_the_call
     issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp_path / "keys", spawn)
     await issuer.start()
     echo_port = free_port()
-    spawn("tests.integration.procs.upstream", str(echo_port), "echo-1")
+    echo = spawn("tests.integration.procs.upstream", str(echo_port), "echo-1")
     await eventually(lambda: _answers(f"http://127.0.0.1:{echo_port}/echo"), timeout=60,
                      interval=0.2)
     served = await serve(
-        spawn, "tests.integration.procs.sample_app",
+        spawn, "tests.integration.procs.secured_app",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}", kafka=kafka_config,
         env={"JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
              "REGISTRY_BACKEND": "static",
@@ -52,7 +52,9 @@ async def test_a_service_verifies_tokens_and_calls_another_by_name_with_the_call
                                                 "X-Request-ID": "req-42"})
         relayed = await http.get("/relay/echo", headers={"Authorization": f"Bearer {token}",
                                                         "X-Request-ID": "req-43"})
-        nobody = await http.get("/relay/nowhere", headers={"Authorization": f"Bearer {token}"})
+        echo.kill()
+        echo.wait()
+        gone = await http.get("/relay/echo", headers={"Authorization": f"Bearer {token}"})
 
     assert anonymous.status_code == 401
     assert anonymous.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
@@ -68,5 +70,6 @@ async def test_a_service_verifies_tokens_and_calls_another_by_name_with_the_call
     assert seen["headers"]["x-request-id"] == "req-43"
     assert seen["headers"]["x-correlation-id"] == "req-43"
     assert relayed.headers["x-request-id"] == "req-43"
-    assert nobody.status_code == 503
-    assert nobody.json()["error"]["code"] == "upstream_unavailable"
+    assert gone.status_code == 503, gone.text
+    assert gone.json()["error"] == {"code": "upstream_unavailable", "fields": [],
+                                    "message": "Service 'echo' is unavailable"}

@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 
 from core.app import Subscription, create_service
-from core.bases import BaseRouter, ForbiddenError, Permissions, install_exception_handlers
+from core.bases import (
+    BaseRouter,
+    ForbiddenError,
+    Permissions,
+    error_responses,
+    install_exception_handlers,
+)
 from core.bases.deps import attach
 from core.bases.types import EventOutbox
 from core.config import Settings
@@ -73,16 +79,18 @@ async def whoami(principal: CurrentPrincipal) -> dict[str, Any]:
     return {"subject": principal.subject, "permissions": sorted(principal.permissions)}
 
 
-@calls.get("/relay/{service_name}")
-async def relay(service_name: str, principal: CurrentPrincipal,
+@calls.get("/relay/{service_name}", responses=error_responses(502, 503, 504))
+async def relay(service_name: Literal["echo"], principal: CurrentPrincipal,
                 services: ServicesDep) -> Any:
     """Calls `service_name`'s /echo on the caller's behalf: what the other service received."""
     return (await services.get(service_name, "/echo")).json()
 
 
-def service(settings: Settings | None = None) -> FastAPI:
+def service(settings: Settings | None = None, *, secured: bool = False) -> FastAPI:
+    """The sample service; `secured` adds the routes that need a verified token (the
+    environment must then say where the keys are: JWKS_URL)."""
     return create_service(
         "sample", metadata=Base.metadata, service_dir=SERVICE_DIR, events=handlers.events,
-        routers=[router, calls],
+        routers=[router, calls] if secured else [router],
         subscriptions=[Subscription(WidgetService.events_topic, handlers)],
         publishes=[WidgetService.events_topic], settings=settings)
