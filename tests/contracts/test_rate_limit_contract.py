@@ -17,8 +17,8 @@ from core.resilience.rate_limit import (
     RateLimiter,
     RateLimiterUnavailable,
     RateLimitPolicy,
-    RedisRateLimiter,
 )
+from core.resilience.rate_limit_redis import RedisRateLimiter
 from tests.support import unique
 
 

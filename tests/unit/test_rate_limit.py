@@ -12,9 +12,9 @@ from core.resilience.rate_limit import (
     LocalRateLimiter,
     RateLimiterUnavailable,
     RateLimitPolicy,
-    RedisRateLimiter,
     rate_limiter,
 )
+from core.resilience.rate_limit_redis import RedisRateLimiter
 
 
 class Clock:
@@ -85,6 +85,12 @@ def test_a_policy_name_must_fit_in_a_header(name: str) -> None:
         RateLimitPolicy(name, 1, 1)
 
 
+async def test_a_decision_names_its_policy_in_its_headers() -> None:
+    limiter, policy = LocalRateLimiter(clock=Clock()), RateLimitPolicy("X-api", 2, 10)
+    assert (await limiter.hit("c", policy)).headers() == {
+        "RateLimit-Policy": '"X-api";q=2;w=10', "RateLimit": '"X-api";r=1;t=5'}
+
+
 def test_headers_round_seconds_up_and_name_the_policy() -> None:
     policy = RateLimitPolicy("per-user", 100, 60.0)
     ok = Decision(policy, True, 42, 17.2, 0.0)
@@ -123,8 +129,11 @@ async def test_the_fallback_decides_during_the_cooldown_then_the_primary_again(
     limiter = FallbackRateLimiter(primary, fallback, cooldown=5, clock=clock)
     two = RateLimitPolicy("two", 2, 60)
     assert (await limiter.hit("c", two)).remaining == 1 and not limiter.degraded
+    assert (await limiter.hit("other", two)).remaining == 1, "keys apart in the primary"
+    primary.asked -= 1
     primary.down = True
     assert (await limiter.hit("c", two)).remaining == 1, "the fallback starts full"
+    assert "shared rate limiter unavailable" in caplog.text, "the first failure is logged"
     assert limiter.degraded and primary.asked == 2
     clock.now += 4.9
     assert (await limiter.hit("c", two)).remaining == 0
@@ -136,8 +145,12 @@ async def test_the_fallback_decides_during_the_cooldown_then_the_primary_again(
     clock.now += 5
     assert (await limiter.hit("c", two)).remaining == 0
     assert not limiter.degraded and primary.asked == 4
-    assert caplog.text.count("shared rate limiter unavailable") == 1
+    assert caplog.text.count("shared rate limiter unavailable") == 1, "logged once an outage"
     assert caplog.text.count("limits are shared again") == 1
+    assert (await limiter.hit("c", FOUR_PER_8S, cost=3)).remaining == 1, "cost reaches Redis"
+    primary.down = True
+    assert (await limiter.hit("d", FOUR_PER_8S, cost=3)).remaining == 1, "and the fallback"
+    assert (await limiter.hit("d", FOUR_PER_8S, cost=2)).allowed is False, "during the cool-down"
     await limiter.close()
     assert primary.closed
 
