@@ -37,12 +37,14 @@ bench: bootstrap
 	$(RUN) python -m bench.s2s
 >>>>>>> resilience
 
-# Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). One worker at
+# Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). Two workers at
 # the lowest priority: other people's timing-sensitive tests share the machine. Always from
 # scratch: mutmut keeps a survivor's verdict even after a new test would kill it.
+# MUTANTS narrows the run to mutant names matching a glob, e.g. MUTANTS='core.security.*'.
+MUTANTS ?=
 mutate: bootstrap
 	rm -rf mutants
-	nice -n 19 $(RUN) mutmut run --max-children 1
+	nice -n 19 $(RUN) mutmut run --max-children 2 $(MUTANTS)
 	$(RUN) python scripts/mutate_report.py $(MUTATE_ARGS)
 
 clean:

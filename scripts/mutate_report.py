@@ -32,6 +32,8 @@ class Module:
     path: str
     killed: int = 0
     equivalent: int = 0
+    unchecked: int = 0
+    """Mutants this run left out (`make mutate MUTANTS=...` narrows it)."""
     survivors: list[tuple[str, str]] = field(default_factory=list)  # (mutant, status)
 
     @property
@@ -65,6 +67,9 @@ def main(argv: list[str]) -> int:
             return 1
         module = Module(path)
         for mutant, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if code is None:
+                module.unchecked += 1
+                continue
             if code in KILLED:
                 module.killed += 1
                 continue
@@ -80,12 +85,13 @@ def main(argv: list[str]) -> int:
         modules.append(module)
 
     scores = Table(title="Mutation score (killed / total, equivalents excluded)")
-    for column in ("module", "killed", "total", "score", "equivalent"):
+    for column in ("module", "killed", "total", "score", "equivalent", "not run"):
         scores.add_column(column, justify="left" if column == "module" else "right")
+    modules = [m for m in modules if m.total or m.equivalent or not m.unchecked]
     for m in modules:
         colour = "green" if m.score >= THRESHOLD else "red"
         scores.add_row(m.path, str(m.killed), str(m.total), f"[{colour}]{m.score:.1f}%[/]",
-                       str(m.equivalent))
+                       str(m.equivalent), str(m.unchecked))
     console.print(scores)
 
     survivors = [(m.path, name, status) for m in modules for name, status in m.survivors]
