@@ -255,7 +255,7 @@ async def test_stop_cancels_waiting_calls_and_a_stopped_client_refuses_work(
             break
         await asyncio.sleep(0.01)
     stopping = asyncio.create_task(c.stop())
-    with pytest.raises(RequestCancelledError, match="replies.i-2 stopped"):
+    with pytest.raises(RequestCancelledError, match=r"replies\.i-2 stopped"):
         await asyncio.wait_for(waiting, 5)
     await stopping
     await c.stop()  # again: no error
@@ -298,7 +298,7 @@ async def test_a_reply_topic_never_assigned_fails_start(wiring: Wiring) -> None:
     wiring.assign = False
     c = RequestReplyClient(CONFIG, wiring.producer, events(), instance_id="i-4",  # type: ignore[arg-type]
                            orphan_grace=None)
-    with pytest.raises(MessagingError, match="not assigned within 0.1s"):
+    with pytest.raises(MessagingError, match=r"not assigned within 0\.1s"):
         await c.start(timeout=0.1)
     assert wiring.readers[0].closed
 
