@@ -193,11 +193,13 @@ class FakeTopicAdmin:
         self._producer = producer
         self.fail_delete = fail_delete
         self.deleted: list[str] = []
+        self.created: list[tuple[list[str], dict[str, Any]]] = []
 
     def __call__(self, config: Any) -> FakeTopicAdmin:
         return self
 
     async def create_topics(self, topics: Iterable[str], **options: Any) -> None:
+        self.created.append((list(topics), options))
         self._producer.topics.update(topics)
 
     async def delete_topics(self, topics: Iterable[str]) -> None:

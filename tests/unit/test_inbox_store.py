@@ -9,17 +9,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, insert, orm, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from core.db.engine import Database
+from core.messaging import inbox as inbox_module
 from core.messaging.exceptions import StoreUnavailableError
 from core.messaging.inbox import DatabaseIdempotencyStore
 from tests.outbox_service import create_schema, effects, metadata
@@ -61,6 +67,7 @@ async def test_the_effect_and_the_inbox_row_commit_together_and_a_duplicate_is_s
     assert await store.run_once("e-1", HANDLER, effect("e-1", 1))
     assert await store.seen("e-1", HANDLER)
     assert not await store.seen("e-1", "other.handler")
+    assert not await store.seen("e-9", HANDLER)
     assert not await store.run_once("e-1", HANDLER, effect("e-1", 2))
     assert await store.run_once("e-1", "other.handler", effect("e-1", 3))  # its own row
     assert await store.run_once("e-2", HANDLER, effect("e-2", 4))
@@ -146,9 +153,12 @@ async def test_a_database_that_is_down_is_a_store_outage_and_the_handler_does_no
 class QuickDatabase:
     """A database whose every claim succeeds at once and holds no lock, so that only the
     store's own limit decides how many handlers run together (SQLite's single write lock
-    would serialise the claims anyway)."""
+    would serialise the claims anyway). It keeps the statements it was given."""
 
-    dialect = "sqlite"
+    def __init__(self, dialect: str = "sqlite") -> None:
+        self.dialect = dialect
+        self.pool_capacity = 4
+        self.statements: list[Any] = []
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
@@ -159,6 +169,7 @@ class QuickDatabase:
         yield session
 
     async def _execute(self, statement: Any) -> Any:
+        self.statements.append(statement)
         return SimpleNamespace(rowcount=1)
 
 
@@ -191,8 +202,8 @@ async def test_the_limit_is_what_is_asked_and_half_the_pool_on_postgresql(
     db: Database,
 ) -> None:
     assert DatabaseIdempotencyStore(db, metadata, max_concurrency=3).max_concurrency == 3
-    pg = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none", pool_size=6, max_overflow=4)
-    assert DatabaseIdempotencyStore(pg, metadata).max_concurrency == 5
+    pg = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none", pool_size=7, max_overflow=4)
+    assert DatabaseIdempotencyStore(pg, metadata).max_concurrency == 5  # 11 // 2
     tiny = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none", pool_size=1,
                     max_overflow=0)
     assert DatabaseIdempotencyStore(tiny, metadata).max_concurrency == 1
@@ -200,10 +211,50 @@ async def test_the_limit_is_what_is_asked_and_half_the_pool_on_postgresql(
     await tiny.dispose()
 
 
+async def test_on_postgresql_the_claim_is_an_insert_that_skips_a_duplicate() -> None:
+    db: Any = QuickDatabase("postgresql")
+    store = DatabaseIdempotencyStore(db, metadata)
+    assert store.max_concurrency == 2
+    assert await store.run_once("e-1", HANDLER, effect("e-1"))
+    claim = str(db.statements[0].compile(dialect=postgresql.dialect()))
+    assert claim.startswith("INSERT INTO inbox") and claim.endswith("ON CONFLICT DO NOTHING")
+
+
+async def test_the_claim_is_stamped_in_utc(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # a host whose clock is not on UTC
+    time.tzset()
+    try:
+        store = DatabaseIdempotencyStore(db, metadata)
+        assert await store.run_once("e-1", HANDLER, effect("e-1"))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    inbox = metadata.tables["inbox"]
+    async with db.session() as session:
+        stamped = await session.scalar(select(inbox.c.processed_at))
+    assert abs((stamped.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()) < 600
+
+
+class EffectRow:
+    """An ORM object on the effects table: a handler may write by adding objects."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+orm.registry().map_imperatively(EffectRow, effects)
+
+
 async def test_a_handler_that_writes_nothing_through_the_session_is_warned_about_once(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # As in a fresh process: the store itself must set up what it counts writes with.
+    if sa_event.contains(Session, "do_orm_execute", inbox_module._count_execute):
+        sa_event.remove(Session, "do_orm_execute", inbox_module._count_execute)
     store = DatabaseIdempotencyStore(db, metadata)
+
+    async def adds_an_object(session: Any) -> None:
+        session.add(EffectRow(event_id="e-4", account_id="a", seq=4))
 
     async def elsewhere(session: Any) -> None:
         return None
@@ -212,6 +263,7 @@ async def test_a_handler_that_writes_nothing_through_the_session_is_warned_about
         await store.run_once("e-1", "mailer", elsewhere)
         await store.run_once("e-2", "mailer", elsewhere)
         await store.run_once("e-3", HANDLER, effect("e-3"))
+        await store.run_once("e-4", "orm.handler", adds_an_object)
     warned = [r.getMessage() for r in caplog.records if "wrote nothing" in r.getMessage()]
     assert warned == ["handler mailer wrote nothing through ctx.session: its effects "
                       "elsewhere are at-least-once, not exactly-once"]

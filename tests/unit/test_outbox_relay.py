@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from core.messaging.exceptions import DeliveryTimeoutError, PublishError, Unknow
 from core.messaging.outbox import (
     OutboxRelay,
     OutboxWriter,
+    aware,
     discard,
     parked,
     requeue,
@@ -233,6 +234,60 @@ async def test_requeue_and_discard_act_only_on_the_rows_named_and_parked(
     assert await r.publish_batch() == 0  # b:1 refused like every b
     assert [p.id for p in await parked(db, metadata, max_attempts=1)] == [5]
     assert await discard(db, metadata, [], max_attempts=1) == 0
+
+
+async def test_parked_counts_only_the_unpublished_later_rows_of_its_own_topic_and_key(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(lambda rec: rec.key == b"a" and rec.offset == 0,
+                    PublishError("too large", permanent=True))
+    producer.refuse(lambda rec: rec.topic == OTHER, PublishError("away"))
+    await write(db, ("a", None, 0), ("a", None, 1))  # a:1 goes out with it
+    r = relay(db, producer, max_attempts=1)
+    assert await r.publish_batch() == 1
+    await write(db, ("a", None, 2), ("b", None, 0))
+    await write(db, ("a", None, 0), topic=OTHER)  # same key, other topic, failing
+    await r.publish_batch()
+    [stuck] = await parked(db, metadata, max_attempts=1)
+    event_id = (await rows(db))[0].event_id
+    assert (stuck.id, stuck.event_id, stuck.held) == (1, event_id, 1)
+
+
+async def test_a_row_sent_after_a_refusal_is_not_parked(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(by_key("a"), PublishError("too large", permanent=True), times=1)
+    await write(db, ("a", None, 0))
+    r = relay(db, producer, max_attempts=3)
+    await r.publish_batch()
+    await r.publish_batch()
+    assert seqs(producer.published(TOPIC)) == [("a", 0)]
+    assert await parked(db, metadata, max_attempts=1) == []  # published, though refused once
+
+
+async def test_parked_rows_come_oldest_first(db: Database, producer: FakeProducer) -> None:
+    producer.refuse(lambda rec: True, PublishError("no", permanent=True))
+    await write(db, ("z", None, 0), topic=OTHER)
+    await write(db, ("a", None, 0))
+    await relay(db, producer, max_attempts=1).publish_batch()
+    assert [(p.id, p.topic) for p in await parked(db, metadata, max_attempts=1)] == [
+        (1, OTHER), (2, TOPIC)]
+
+
+async def test_a_long_error_is_cut_to_2000_characters(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(lambda rec: True, PublishError("x" * 5000))
+    await write(db, ("a", None, 0))
+    await relay(db, producer).publish_batch()
+    assert (await rows(db))[0].last_error == "x" * 2000
+
+
+def test_times_read_back_from_sqlite_are_utc_and_aware_ones_are_kept() -> None:
+    naive = datetime(2026, 1, 1, 12, 0)
+    assert aware(naive) == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    paris = datetime(2026, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert aware(paris) is paris
 
 
 async def test_rows_to_a_missing_topic_are_parked_and_other_topics_flow(

@@ -141,6 +141,9 @@ async def test_a_request_gets_its_reply_on_the_clients_own_topic(
     reader = wiring.readers[0]
     assert reader.group_id == "replies.i-1.reader" and reader.topics == ["replies.i-1"]
     assert reader.overrides == {"enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    assert wiring.admin.created == [(["replies.i-1"], {  # one partition keeps nothing apart
+        "partitions": 1, "replication_factor": CONFIG.topic_replication_factor,
+        "configs": {"retention.ms": "3600000"}})]
     assert client.waiting == 0
 
 
@@ -270,8 +273,9 @@ async def test_stop_may_keep_the_topic_and_survives_failing_to_delete_it(
     wiring: Wiring,
 ) -> None:
     kept = RequestReplyClient(CONFIG, wiring.producer, events(), instance_id="kept",  # type: ignore[arg-type]
-                              orphan_grace=None)
+                              orphan_grace=None, replication_factor=3)
     await kept.start(timeout=5)
+    assert wiring.admin.created[0][1]["replication_factor"] == 3
     await kept.stop(delete_topic=False)
     assert wiring.admin.deleted == [] and "replies.kept" in wiring.producer.topics
     wiring.admin.fail_delete = True
