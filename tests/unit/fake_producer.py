@@ -194,8 +194,10 @@ class FakeTopicAdmin:
         self.fail_delete = fail_delete
         self.deleted: list[str] = []
         self.created: list[tuple[list[str], dict[str, Any]]] = []
+        self.configs: list[Any] = []
 
     def __call__(self, config: Any) -> FakeTopicAdmin:
+        self.configs.append(config)
         return self
 
     async def create_topics(self, topics: Iterable[str], **options: Any) -> None:

@@ -114,6 +114,26 @@ async def test_state_change_and_event_commit_or_roll_back_together(db: Database)
     assert (await rows(db))[-1].key == "chosen"
 
 
+async def test_a_session_used_for_two_transactions_wakes_the_relay_after_each(
+    db: Database,
+) -> None:
+    writer, wakeups = OutboxWriter(metadata, serializer), []
+    writer.on_commit(lambda: wakeups.append("relay"))
+    writer.on_commit(lambda: wakeups.append("other relay"))
+    async with db.sessions() as session:
+        async with session.begin():
+            await writer.add(session, TOPIC, deposit("a", 0))
+        async with session.begin():
+            await writer.add(session, TOPIC, deposit("a", 1))
+    assert wakeups == ["relay", "other relay"] * 2
+    assert len(await rows(db)) == 2
+
+
+async def test_nobody_to_wake_is_fine(db: Database) -> None:
+    await write(db, ("a", None, 0))
+    assert len(await rows(db)) == 1
+
+
 # -- publishing --------------------------------------------------------------------------------
 async def test_rows_go_out_in_order_per_key_and_are_recorded_sent(
     db: Database, producer: FakeProducer

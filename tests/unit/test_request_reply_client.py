@@ -22,6 +22,7 @@ from core.messaging.exceptions import (
     RequestCancelledError,
     RequestTimeoutError,
 )
+from core.messaging.handlers import handler_name
 from core.messaging.request_reply import RequestFailed, RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry, EventSerializer
 from core.messaging.types import (
@@ -263,6 +264,7 @@ async def test_stop_cancels_waiting_calls_and_a_stopped_client_refuses_work(
     await stopping
     await c.stop()  # again: no error
     assert wiring.readers[0].closed and wiring.admin.deleted == ["replies.i-2"]
+    assert wiring.admin.configs == [CONFIG, CONFIG]  # created, then deleted, on its cluster
     with pytest.raises(RequestCancelledError, match="is stopped"):
         await c.send_request(REQUESTS, ask("ann"), timeout=1)
     with pytest.raises(MessagingError, match="cannot start again"):
@@ -339,9 +341,14 @@ async def test_the_responder_answers_every_delivery_and_only_requests_with_a_rep
         calls.append(request.event_id)
         return await found(request)
 
-    responder = RequestResponder(wiring.producer, events())  # type: ignore[arg-type]
-    responder.responds(GetDriver)(counted)
+    shared = EventRegistry()  # the consumer's registry: it must learn the request types
+    responder = RequestResponder(wiring.producer, shared)  # type: ignore[arg-type]
+    assert responder.responds(GetDriver)(counted) is counted
+    assert responder.handlers.events is shared
+    assert shared.get("driver.get", 1) is GetDriver
+    assert shared.get(RequestFailed.EVENT_TYPE, 1) is RequestFailed
     [handler] = responder.handlers.handlers_for(ask("x"))
+    assert handler.name == handler_name(counted)  # logs and metrics name the responder
     wiring.producer.topics.add("replies.a")
     request = ask("ann")
     value, headers = EventSerializer(events()).serialize(request)
