@@ -50,6 +50,7 @@ def producer() -> FakeProducer:
 
 def relay(db: Database, producer: FakeProducer, **options: Any) -> OutboxRelay:
     options.setdefault("owner", "r1")
+    options.setdefault("drain_timeout", 1.0)  # a broken stop() fails the test in a second
     return OutboxRelay(db, producer, metadata, **options)  # type: ignore[arg-type]
 
 
