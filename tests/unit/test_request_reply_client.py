@@ -160,6 +160,10 @@ async def test_replies_out_of_order_reach_their_own_calls(
 
     responder_for(wiring, gated)
     slow = asyncio.create_task(client.send_request(REQUESTS, ask("slow"), timeout=5))
+    for _ in range(100):  # the slow call waits first
+        if wiring.producer.published(REQUESTS):
+            break
+        await asyncio.sleep(0.01)
     quick = await client.send_request(REQUESTS, ask("quick"), timeout=5)
     assert quick.data.answer == "driver quick"  # type: ignore[attr-defined]
     assert not slow.done() and client.waiting == 1
