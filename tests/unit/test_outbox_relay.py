@@ -129,6 +129,12 @@ async def test_a_session_used_for_two_transactions_wakes_the_relay_after_each(
             await writer.add(session, TOPIC, deposit("a", 1))
     assert wakeups == ["relay", "other relay"] * 2
     assert len(await rows(db)) == 2
+    async with db.sessions() as session:  # a transaction that adds no event wakes nobody
+        async with session.begin():
+            await writer.add(session, TOPIC, deposit("a", 2))
+        async with session.begin():
+            await session.execute(insert(accounts).values(id="a", balance=1))
+    assert wakeups == ["relay", "other relay"] * 3
 
 
 async def test_nobody_to_wake_is_fine(db: Database) -> None:
