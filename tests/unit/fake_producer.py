@@ -48,6 +48,8 @@ class FakeProducer:
         self._refusals: list[Refusal] = []
         self._held: list[tuple[Record, asyncio.Future[DeliveryReport]]] | None = None
         self._arrived = asyncio.Event()
+        self.queue_full: asyncio.Event | None = None
+        """Set to an unset Event: `enqueue` waits for room until it is set."""
 
     # -- scripting -------------------------------------------------------------------------
     def refuse(self, matches: Callable[[Record], bool], error: BaseException, *,
@@ -79,6 +81,8 @@ class FakeProducer:
         self, topic: str, value: bytes | None, key: bytes | str | None = None,
         headers: Headers | None = None,
     ) -> asyncio.Future[DeliveryReport]:
+        if self.queue_full is not None:
+            await self.queue_full.wait()
         raw_key = key.encode() if isinstance(key, str) else key
         rec = Record(topic, 0, len(self.handed), raw_key, value, list(headers or []))
         error = self._refusal(rec, on_enqueue=True)

@@ -32,6 +32,7 @@ from core.messaging.types import (
     MessageContext,
     Record,
 )
+from tests.support import placed
 from tests.unit.fake_producer import FakeProducer, FakeReplyConsumer, FakeTopicAdmin
 
 CONFIG = KafkaConfig("fake:9092", "client", "group")
@@ -72,11 +73,13 @@ class Wiring:
         self.producer = FakeProducer([REQUESTS])
         self.admin = FakeTopicAdmin(self.producer)
         self.readers: list[FakeReplyConsumer] = []
+        self.configs: list[Any] = []
         self.assign = True
 
     def consumer(self, config: Any, group_id: str, **kwargs: Any) -> FakeReplyConsumer:
         if not self.assign:
             kwargs["on_assign"] = lambda partitions: None
+        self.configs.append(config)
         reader = FakeReplyConsumer(self.producer, group_id, **kwargs)
         self.readers.append(reader)
         return reader
@@ -131,8 +134,18 @@ async def test_a_request_gets_its_reply_on_the_clients_own_topic(
     wiring: Wiring, client: RequestReplyClient
 ) -> None:
     responder_for(wiring, found)
-    reply = await client.send_request(REQUESTS, ask("ann"), timeout=5)
+    problems: list[str] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: problems.append(context["message"]))
+    try:
+        reply = await client.send_request(REQUESTS, ask("ann"), timeout=5)
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert problems == []  # the acknowledgement's callback ran clean
     assert isinstance(reply, DriverFound) and reply.data.answer == "driver ann"
+    assert wiring.configs == [CONFIG]
     assert client.reply_topic == "replies.i-1" and "replies.i-1" in wiring.producer.topics
     [request] = wiring.producer.published(REQUESTS)
     assert request.header(HEADER_REPLY_TO) == "replies.i-1"
@@ -215,10 +228,24 @@ async def test_a_request_the_broker_does_not_acknowledge_in_time_says_so(
     wiring: Wiring, client: RequestReplyClient
 ) -> None:
     wiring.producer.hold()
-    with pytest.raises(RequestTimeoutError, match="broker did not acknowledge"):
+    with pytest.raises(RequestTimeoutError, match=r"^broker did not acknowledge driver\.get"):
         await client.send_request(REQUESTS, ask("ann"), timeout=0.2)
     wiring.producer.release()
+    wiring.producer.queue_full = asyncio.Event()  # not even queued in time
+    with pytest.raises(RequestTimeoutError, match=r"^broker did not acknowledge driver\.get"):
+        await client.send_request(REQUESTS, ask("bob"), timeout=0.1)
+    wiring.producer.queue_full.set()
     assert client.waiting == 0
+
+
+async def test_a_request_goes_under_its_own_partition_key_unless_given_one(
+    wiring: Wiring, client: RequestReplyClient
+) -> None:
+    order = placed("order-7")
+    for key in (None, "chosen"):
+        with pytest.raises(RequestTimeoutError):
+            await client.send_request(REQUESTS, order, timeout=0.05, key=key)
+    assert [r.key for r in wiring.producer.published(REQUESTS)] == [b"order-7", b"chosen"]
 
 
 async def test_a_refused_request_fails_at_once_not_at_the_timeout(
@@ -251,7 +278,7 @@ async def test_stop_cancels_waiting_calls_and_a_stopped_client_refuses_work(
 ) -> None:
     c = RequestReplyClient(CONFIG, wiring.producer, events(), instance_id="i-2",  # type: ignore[arg-type]
                            orphan_grace=None)
-    with pytest.raises(MessagingError, match="not started"):
+    with pytest.raises(MessagingError, match=r"^RequestReplyClient is not started$"):
         await c.send_request(REQUESTS, ask("ann"), timeout=1)
     await c.stop()  # never started: nothing to do
     await c.start(timeout=5)
@@ -271,7 +298,8 @@ async def test_stop_cancels_waiting_calls_and_a_stopped_client_refuses_work(
     assert wiring.admin.configs == [CONFIG, CONFIG]  # created, then deleted, on its cluster
     with pytest.raises(RequestCancelledError, match="is stopped"):
         await c.send_request(REQUESTS, ask("ann"), timeout=1)
-    with pytest.raises(MessagingError, match="cannot start again"):
+    with pytest.raises(MessagingError,
+                       match=r"^a stopped RequestReplyClient cannot start again$"):
         await c.start()
 
 
