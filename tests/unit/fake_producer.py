@@ -208,6 +208,9 @@ class FakeTopicAdmin:
         self.created.append((list(topics), options))
         self._producer.topics.update(topics)
 
+    async def topics(self) -> list[str]:
+        return sorted(self._producer.topics)
+
     async def delete_topics(self, topics: Iterable[str]) -> None:
         if self.fail_delete:
             raise MessagingError("delete refused")

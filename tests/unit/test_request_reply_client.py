@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+import core.messaging.reply_topics as reply_topics
 import core.messaging.request_reply as rr
 from core.config import KafkaConfig
 from core.messaging.events import IntegrationEvent
@@ -354,6 +355,30 @@ async def test_the_reader_carries_on_after_a_poll_error(
     assert reader.fail_next is None  # raised by now
     reply = await client.send_request(REQUESTS, ask("ann"), timeout=5)
     assert reply.data.answer == "driver ann"  # type: ignore[attr-defined]
+
+
+async def test_a_started_client_sweeps_reply_topics_dead_clients_left(
+    wiring: Wiring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def members(config: Any, groups: list[str]) -> dict[str, int]:
+        assert config is CONFIG
+        return {group: 0 if group == "replies.dead.reader" else 1 for group in groups}
+
+    monkeypatch.setattr(reply_topics, "KafkaAdmin", wiring.admin)
+    monkeypatch.setattr(reply_topics, "group_member_counts", members)
+    wiring.producer.topics.update({"replies.dead", "replies.alive"})
+    c = RequestReplyClient(CONFIG, wiring.producer, events(), instance_id="me",  # type: ignore[arg-type]
+                           orphan_grace=0.0, sweep_interval=0.02)
+    await c.start(timeout=5)
+    try:
+        for _ in range(250):
+            if wiring.admin.deleted:
+                break
+            await asyncio.sleep(0.02)
+        assert wiring.admin.deleted == ["replies.dead"]  # never its own, nor a live one's
+        assert all(config is CONFIG for config in wiring.admin.configs)
+    finally:
+        await asyncio.wait_for(c.stop(delete_topic=False), 5)
 
 
 async def test_the_janitor_runs_unless_told_not_to(wiring: Wiring) -> None:
