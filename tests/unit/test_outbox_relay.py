@@ -555,6 +555,15 @@ async def test_a_lapsed_lease_stops_publishing_but_acknowledgements_are_still_re
         await r.stop()
 
 
+async def test_an_idle_relay_stops_at_once_not_after_its_drain_timeout(
+    db: Database, producer: FakeProducer
+) -> None:
+    r = relay(db, producer, poll_interval=30.0, lease_ttl=0.6, drain_timeout=30.0)
+    await r.start()
+    await soon(lambda: r.holds_lease)
+    await asyncio.wait_for(r.stop(), 5)  # generous; the drain timeout is 30 s
+
+
 async def test_stop_drains_acknowledgements_that_arrive_within_its_timeout(
     db: Database, producer: FakeProducer
 ) -> None:
