@@ -118,3 +118,11 @@ async def test_keep_survives_a_database_failure_as_not_holding(
         await asyncio.gather(task, return_exceptions=True)
     assert changes[:3] == [True, False, True]
     assert task.cancelled()
+
+
+async def test_handing_back_one_lease_keeps_the_owners_others(db: Database) -> None:
+    orders, billing = lease(db, "me", name="orders"), lease(db, "me", name="billing")
+    assert await orders.acquire() and await billing.acquire()
+    await orders.release()
+    assert await lease(db, "other", name="orders").acquire()
+    assert not await lease(db, "other", name="billing").acquire()
