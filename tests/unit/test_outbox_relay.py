@@ -569,7 +569,7 @@ async def test_stop_drains_acknowledgements_that_arrive_within_its_timeout(
 ) -> None:
     await write(db, ("a", None, 0), ("b", None, 0))
     r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6, ack_wait=0.01,
-              drain_timeout=5.0)
+              drain_timeout=0.9)  # under a second: the drain must wait, not spin
     producer.hold()
     await r.start()
     await soon(lambda: r.in_flight == 2)
