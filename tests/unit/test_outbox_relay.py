@@ -507,6 +507,18 @@ async def test_a_running_relay_wakes_on_commit_and_publishes(
     assert not r.lease.holding
 
 
+async def test_a_backlog_drains_batch_after_batch_without_waiting_for_the_poll(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, *[(f"k{i}", None, i) for i in range(7)])
+    r = relay(db, producer, batch_size=2, poll_interval=30.0, lease_ttl=0.6)
+    await r.start()
+    try:
+        await soon(lambda: r.published_total == 7)  # four batches, no 30 s poll between
+    finally:
+        await r.stop()
+
+
 async def test_one_relay_publishes_at_a_time_and_another_takes_over_when_it_stops(
     db: Database, producer: FakeProducer
 ) -> None:
