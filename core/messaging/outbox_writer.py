@@ -62,9 +62,14 @@ class OutboxWriter:
         sync = session.sync_session
         if self._on_commit and not sync.info.get("outbox_wakeup"):
             sync.info["outbox_wakeup"] = True
-            sa_event.listen(sync, "after_commit", self._committed, once=True)
+            # Listening for good, not `once=True`: a once-listener stays registered after it
+            # fired, so listening again on a session reused for another transaction was a
+            # no-op and that transaction's commit woke nobody.
+            if not sa_event.contains(sync, "after_commit", self._committed):
+                sa_event.listen(sync, "after_commit", self._committed)
 
     def _committed(self, session: Any) -> None:
-        session.info.pop("outbox_wakeup", None)
+        if not session.info.pop("outbox_wakeup", False):
+            return  # this transaction added no event
         for callback in self._on_commit:
             callback()

@@ -1,0 +1,128 @@
+"""The relay lease on SQLite: one holder at a time, renewal, expiry, hand-back, and what
+`keep()` reports. Against PostgreSQL (the database's clock): tests/integration/test_outbox.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.db.engine import Database
+from core.messaging.outbox_lease import RelayLease
+from tests.outbox_service import create_schema, metadata
+
+TTL = 0.6
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await create_schema(f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}")
+    yield database
+    await database.dispose()
+
+
+def lease(db: Database, owner: str, name: str = "default", ttl: float = TTL) -> RelayLease:
+    return RelayLease(db, metadata.tables["outbox_lease"], name=name, owner=owner, ttl=ttl)
+
+
+async def test_one_holder_at_a_time_until_it_expires_or_is_handed_back(db: Database) -> None:
+    first, second, third = lease(db, "first"), lease(db, "second"), lease(db, "third")
+    assert await first.acquire()
+    assert not await second.acquire()
+    assert await first.acquire()  # renewed
+    assert not await second.acquire()
+    await asyncio.sleep(TTL + 0.1)
+    assert await second.acquire()  # expired: taken over
+    assert not await first.acquire()
+    await first.release()  # not its lease any more: changes nothing
+    assert not await third.acquire()
+    second.holding = True
+    await second.release()
+    assert not second.holding
+    assert await third.acquire()  # handed back: free at once
+
+
+async def test_leases_of_different_names_are_independent(db: Database) -> None:
+    assert await lease(db, "first", name="orders").acquire()
+    assert await lease(db, "second", name="billing").acquire()
+    assert not await lease(db, "second", name="orders").acquire()
+
+
+async def test_renewal_moves_the_expiry_forward(db: Database) -> None:
+    first, second = lease(db, "first"), lease(db, "second")
+    assert await first.acquire()
+    await asyncio.sleep(TTL / 2)
+    assert await first.acquire()
+    await asyncio.sleep(TTL / 2 + 0.1)  # past the first expiry, not the renewed one
+    assert not await second.acquire()
+
+
+async def test_keep_reports_winning_and_losing_and_a_lapsed_lease_is_not_valid(
+    db: Database,
+) -> None:
+    keeper, thief = lease(db, "keeper"), lease(db, "thief")
+    changes: list[bool] = []
+    assert not keeper.valid
+    task = asyncio.create_task(keeper.keep(lambda: changes.append(keeper.holding)))
+    try:
+        for _ in range(250):
+            if changes:
+                break
+            await asyncio.sleep(0.02)
+        assert changes == [True] and keeper.holding and keeper.valid
+        assert keeper.held_until > time.monotonic() + TTL / 3
+        keeper.held_until = time.monotonic() + TTL / 3 - 0.05  # in its last third: margin
+        assert not keeper.valid
+        await asyncio.sleep(TTL / 3 + 0.1)
+        assert keeper.valid and changes == [True]  # renewed, no change reported
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(TTL + 0.1)
+        assert await thief.acquire()
+        task = asyncio.create_task(keeper.keep(lambda: changes.append(keeper.holding)))
+        for _ in range(250):
+            if len(changes) > 1:
+                break
+            await asyncio.sleep(0.02)
+        assert changes == [True, False] and not keeper.valid and keeper.held_until == 0.0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_keep_survives_a_database_failure_as_not_holding(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keeper = lease(db, "keeper", ttl=0.3)
+    changes: list[bool] = []
+    outcomes = iter([True, RuntimeError("database away"), True])
+
+    async def acquire() -> bool:
+        outcome = next(outcomes, True)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(keeper, "acquire", acquire)
+    task = asyncio.create_task(keeper.keep(lambda: changes.append(keeper.holding)))
+    try:
+        for _ in range(250):
+            if len(changes) >= 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert changes[:3] == [True, False, True]
+    assert task.cancelled()
+
+
+async def test_handing_back_one_lease_keeps_the_owners_others(db: Database) -> None:
+    orders, billing = lease(db, "me", name="orders"), lease(db, "me", name="billing")
+    assert await orders.acquire() and await billing.acquire()
+    await orders.release()
+    assert await lease(db, "other", name="orders").acquire()
+    assert not await lease(db, "other", name="billing").acquire()

@@ -1,0 +1,682 @@
+"""The transactional outbox's own logic on SQLite, relaying to a stand-in producer
+(tests/unit/fake_producer.py): commit together, order per key, acknowledgements recorded,
+retries, parking and what a parked row holds back, `requeue` / `discard`, purge, `stop()`.
+The same against real Kafka and PostgreSQL: tests/integration/test_outbox.py."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, update
+
+from core.db.engine import Database
+from core.messaging.exceptions import DeliveryTimeoutError, PublishError, UnknownTopicError
+from core.messaging.outbox import (
+    OutboxRelay,
+    OutboxWriter,
+    aware,
+    discard,
+    parked,
+    requeue,
+)
+from core.messaging.serialization import EventSerializer
+from core.messaging.types import Record
+from tests.outbox_service import accounts, create_schema, deposit, metadata, registry
+from tests.support import eventually
+from tests.unit.fake_producer import FakeProducer
+
+TOPIC, OTHER = "accounts", "audit"
+outbox = metadata.tables["outbox"]
+serializer = EventSerializer(registry())
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await create_schema(f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}")
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def producer() -> FakeProducer:
+    return FakeProducer([TOPIC, OTHER])
+
+
+def relay(db: Database, producer: FakeProducer, **options: Any) -> OutboxRelay:
+    options.setdefault("owner", "r1")
+    options.setdefault("drain_timeout", 1.0)  # a broken stop() fails the test in a second
+    return OutboxRelay(db, producer, metadata, **options)  # type: ignore[arg-type]
+
+
+async def write(db: Database, *events: tuple[str, str | None, int], topic: str = TOPIC,
+                writer: OutboxWriter | None = None) -> None:
+    """One row per `(account, key, seq)`, in one transaction; `key` None: the account id."""
+    writer = writer or OutboxWriter(metadata, serializer)
+    async with db.transaction() as session:
+        for account, key, seq in events:
+            await writer.add(session, topic, deposit(account, seq), key=key)
+
+
+def seqs(records: Sequence[Record]) -> list[tuple[str | None, int]]:
+    out = []
+    for r in records:
+        event = serializer.deserialize(r.value, r.headers)
+        out.append((r.key.decode() if r.key is not None else None, event.data.seq))  # type: ignore[attr-defined]
+    return out
+
+
+async def rows(db: Database) -> list[Any]:
+    async with db.session() as session:
+        return list((await session.execute(select(outbox).order_by(outbox.c.id))).all())
+
+
+async def soon(check: Any) -> None:
+    """Bounded: a failing test (or a mutant) ends in seconds, not 30."""
+    await eventually(check, timeout=5.0, interval=0.02)
+
+
+def by_key(key: str) -> Any:
+    return lambda r: r.key == key.encode()
+
+
+# -- the writer --------------------------------------------------------------------------------
+async def test_state_change_and_event_commit_or_roll_back_together(db: Database) -> None:
+    writer, wakeups = OutboxWriter(metadata, serializer), []
+    writer.on_commit(lambda: wakeups.append("relay"))
+    async with db.transaction() as session:
+        await session.execute(insert(accounts).values(id="a-1", balance=10))
+        await writer.add(session, TOPIC, deposit("a-1", 0))
+        await writer.add(session, TOPIC, deposit("a-1", 1))
+        assert wakeups == []  # not before the commit
+    assert wakeups == ["relay"]  # once per transaction, not per event
+    with pytest.raises(RuntimeError, match="boom"):
+        async with db.transaction() as session:
+            await session.execute(insert(accounts).values(id="a-2", balance=10))
+            await writer.add(session, TOPIC, deposit("a-2", 0))
+            raise RuntimeError("boom")
+    assert wakeups == ["relay"]
+    async with db.session() as session:
+        assert (await session.execute(select(accounts.c.id))).scalars().all() == ["a-1"]
+    stored = await rows(db)
+    assert [(r.topic, r.key, r.event_type, r.attempts, r.published_at) for r in stored] == [
+        (TOPIC, "a-1", "account.deposited", 0, None)] * 2
+    event = serializer.deserialize(stored[1].payload, [
+        (name, value.encode()) for name, value in stored[1].headers])
+    assert event.data.seq == 1  # type: ignore[attr-defined]
+    assert stored[0].event_id != stored[1].event_id and stored[0].created_at is not None
+    async with db.transaction() as session:  # a later transaction wakes the relay again
+        await writer.add(session, TOPIC, deposit("a-3", 0), key="chosen")
+    assert wakeups == ["relay", "relay"]
+    assert (await rows(db))[-1].key == "chosen"
+
+
+async def test_a_session_used_for_two_transactions_wakes_the_relay_after_each(
+    db: Database,
+) -> None:
+    writer, wakeups = OutboxWriter(metadata, serializer), []
+    writer.on_commit(lambda: wakeups.append("relay"))
+    writer.on_commit(lambda: wakeups.append("other relay"))
+    async with db.sessions() as session:
+        async with session.begin():
+            await writer.add(session, TOPIC, deposit("a", 0))
+        async with session.begin():
+            await writer.add(session, TOPIC, deposit("a", 1))
+    assert wakeups == ["relay", "other relay"] * 2
+    assert len(await rows(db)) == 2
+    async with db.sessions() as session:  # a transaction that adds no event wakes nobody
+        async with session.begin():
+            await writer.add(session, TOPIC, deposit("a", 2))
+        async with session.begin():
+            await session.execute(insert(accounts).values(id="a", balance=1))
+    assert wakeups == ["relay", "other relay"] * 3
+
+
+async def test_nobody_to_wake_is_fine(db: Database) -> None:
+    await write(db, ("a", None, 0))
+    assert len(await rows(db)) == 1
+
+
+# -- publishing --------------------------------------------------------------------------------
+async def test_rows_go_out_in_order_per_key_and_are_recorded_sent(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0), ("b", None, 0), ("a", None, 1), ("a", None, 2))
+    r = relay(db, producer)
+    assert await r.backlog() == 4
+    assert await r.publish_batch() == 4
+    assert seqs(producer.published(TOPIC)) == [("a", 0), ("b", 0), ("a", 1), ("a", 2)]
+    first = producer.published(TOPIC)[0]
+    assert first.value == (await rows(db))[0].payload
+    assert dict(first.headers)["event_type"] == b"account.deposited"
+    assert all(row.published_at is not None for row in await rows(db))
+    assert await r.backlog() == 0 and r.published_total == 4 and r.in_flight == 0
+    assert await r.publish_batch() == 0  # nothing is sent twice
+    assert len(producer.handed) == 4
+
+
+async def test_a_batch_takes_at_most_batch_size_rows_oldest_first(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, *[(f"k{i}", None, i) for i in range(5)])
+    r = relay(db, producer, batch_size=2)
+    assert await r.publish_batch() == 2
+    assert [k for k, _ in seqs(producer.published(TOPIC))] == ["k0", "k1"]
+    assert await r.publish_batch() == 2
+    assert await r.publish_batch() == 1
+    assert [s for _, s in seqs(producer.published(TOPIC))] == [0, 1, 2, 3, 4]
+
+
+async def test_a_failure_that_heals_is_retried_and_never_parks(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(by_key("a"), PublishError("broker away"), times=3)
+    await write(db, ("a", None, 0), ("b", None, 0), ("k", "", 0))
+    await write(db, ("n", None, 0), topic=OTHER)
+    r = relay(db, producer, max_attempts=1)
+    assert await r.publish_batch() == 3
+    failed = (await rows(db))[0]
+    assert failed.published_at is None and failed.attempts == 0  # heals: never counts
+    assert "broker away" in failed.last_error
+    assert await r.publish_batch() == 0
+    assert await r.publish_batch() == 0
+    assert await parked(db, metadata, max_attempts=1) == []
+    assert await r.publish_batch() == 1
+    assert seqs(producer.published(TOPIC)) == [("b", 0), ("", 0), ("a", 0)]
+    assert seqs(producer.published(OTHER)) == [("n", 0)]
+
+
+async def test_later_rows_of_a_failing_key_wait_while_other_keys_flow(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(by_key("a"), PublishError("too large", permanent=True), on_enqueue=True,
+                    times=1)
+    await write(db, ("a", None, 0), ("a", None, 1), ("b", None, 0))
+    await write(db, ("a", None, 0), topic=OTHER)  # the same key on another topic
+    await write(db, ("x", None, 5), ("y", None, 6))
+    async with db.transaction() as session:  # keyless rows
+        await session.execute(update(outbox).where(outbox.c.id > 4).values(key=None))
+    r = relay(db, producer)
+    assert await r.publish_batch() == 4
+    # a:1 was never handed over: it would have overtaken a:0
+    assert [(x.topic, x.key) for x in producer.handed] == [
+        (TOPIC, b"b"), (OTHER, b"a"), (TOPIC, None), (TOPIC, None)]
+    assert (await rows(db))[0].attempts == 1
+    assert await r.publish_batch() == 1  # retried alone: a:1 waits behind it
+    assert await r.publish_batch() == 1
+    assert seqs(producer.published(TOPIC))[-2:] == [("a", 0), ("a", 1)]
+
+
+async def test_a_row_refused_for_good_is_parked_and_holds_its_key_until_requeued(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(by_key("a"), PublishError("too large", permanent=True), times=2)
+    await write(db, ("a", None, 0), ("b", None, 0))
+    r = relay(db, producer, max_attempts=2)
+    assert await r.publish_batch() == 1
+    await write(db, ("a", None, 1), ("a", None, 2), ("c", None, 0))
+    assert await r.publish_batch() == 1  # c; a:0 fails again and parks; a:1, a:2 wait
+    assert await r.publish_batch() == 0
+    assert seqs(producer.published(TOPIC)) == [("b", 0), ("c", 0)]
+    [stuck] = await parked(db, metadata, max_attempts=2)
+    assert (stuck.id, stuck.key, stuck.topic, stuck.attempts, stuck.held) == (1, "a", TOPIC, 2, 2)
+    assert "too large" in stuck.last_error and stuck.event_type == "account.deposited"
+    assert stuck.created_at.tzinfo is not None
+    assert await parked(db, metadata, max_attempts=3) == []  # not parked at 3 attempts
+    assert await r.backlog() == 3
+
+    assert await requeue(db, metadata, [999], max_attempts=2) == 0
+    assert await requeue(db, metadata, max_attempts=2) == 1
+    assert await r.publish_batch() == 3
+    assert seqs(producer.published(TOPIC))[-3:] == [("a", 0), ("a", 1), ("a", 2)]
+    assert await parked(db, metadata, max_attempts=2) == []
+
+
+async def test_requeue_and_discard_act_only_on_the_rows_named_and_parked(
+    db: Database, producer: FakeProducer
+) -> None:
+    refused = {b"a", b"b"}
+    producer.refuse(lambda rec: rec.key in refused, PublishError("no", permanent=True))
+    await write(db, ("a", None, 0), ("b", None, 0), ("c", None, 0))
+    r = relay(db, producer, max_attempts=1)
+    assert await r.publish_batch() == 1  # c
+    await write(db, ("a", None, 1), ("b", None, 1))
+    assert await r.publish_batch() == 0
+    assert [(p.id, p.held) for p in await parked(db, metadata, max_attempts=1)] == [
+        (1, 1), (2, 1)]
+    assert await discard(db, metadata, [3, 4], max_attempts=1) == 0  # sent; not parked
+    assert await requeue(db, metadata, [2], max_attempts=1) == 1  # b:0 only
+    assert [(p.id, p.attempts) for p in await parked(db, metadata, max_attempts=1)] == [(1, 1)]
+    assert await r.publish_batch() == 0  # b:0 refused again, parked again
+    assert await discard(db, metadata, [1], max_attempts=1) == 1
+    assert [row.id for row in await rows(db)] == [2, 3, 4, 5]
+    refused.discard(b"a")
+    assert await r.publish_batch() == 1  # a:1, which a:0 held back
+    assert seqs(producer.published(TOPIC)) == [("c", 0), ("a", 1)]
+    assert await discard(db, metadata, [2], max_attempts=1) == 1
+    assert await r.publish_batch() == 0  # b:1 refused like every b
+    assert [p.id for p in await parked(db, metadata, max_attempts=1)] == [5]
+    assert await discard(db, metadata, [], max_attempts=1) == 0
+
+
+async def test_parked_counts_only_the_unpublished_later_rows_of_its_own_topic_and_key(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(lambda rec: rec.key == b"a" and rec.offset == 0,
+                    PublishError("too large", permanent=True))
+    producer.refuse(lambda rec: rec.topic == OTHER, PublishError("away"))
+    await write(db, ("a", None, 0), ("a", None, 1))  # a:1 goes out with it
+    r = relay(db, producer, max_attempts=1)
+    assert await r.publish_batch() == 1
+    await write(db, ("a", None, 2), ("b", None, 0))
+    await write(db, ("a", None, 0), topic=OTHER)  # same key, other topic, failing
+    await r.publish_batch()
+    [stuck] = await parked(db, metadata, max_attempts=1)
+    event_id = (await rows(db))[0].event_id
+    assert (stuck.id, stuck.event_id, stuck.held) == (1, event_id, 1)
+
+
+async def test_a_row_sent_after_a_refusal_is_not_parked(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(by_key("a"), PublishError("too large", permanent=True), times=1)
+    await write(db, ("a", None, 0))
+    r = relay(db, producer, max_attempts=3)
+    await r.publish_batch()
+    await r.publish_batch()
+    assert seqs(producer.published(TOPIC)) == [("a", 0)]
+    assert await parked(db, metadata, max_attempts=1) == []  # published, though refused once
+
+
+async def test_parked_rows_come_oldest_first(db: Database, producer: FakeProducer) -> None:
+    producer.refuse(lambda rec: True, PublishError("no", permanent=True))
+    await write(db, ("z", None, 0), topic=OTHER)
+    await write(db, ("a", None, 0))
+    await relay(db, producer, max_attempts=1).publish_batch()
+    assert [(p.id, p.topic) for p in await parked(db, metadata, max_attempts=1)] == [
+        (1, OTHER), (2, TOPIC)]
+
+
+async def test_a_long_error_is_cut_to_2000_characters(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(lambda rec: True, PublishError("x" * 5000))
+    await write(db, ("a", None, 0))
+    await relay(db, producer).publish_batch()
+    assert (await rows(db))[0].last_error == "x" * 2000
+
+
+def test_times_read_back_from_sqlite_are_utc_and_aware_ones_are_kept() -> None:
+    naive = datetime(2026, 1, 1, 12, 0)
+    assert aware(naive) == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    paris = datetime(2026, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert aware(paris) is paris
+
+
+async def test_rows_to_a_missing_topic_are_parked_and_other_topics_flow(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0), topic="nowhere")
+    await write(db, ("a", None, 0), ("a", None, 1))
+    r = relay(db, producer, max_attempts=2)
+    assert await r.publish_batch() == 2
+    assert await r.publish_batch() == 0
+    [stuck] = await parked(db, metadata, max_attempts=2)
+    assert stuck.topic == "nowhere" and "does not exist" in stuck.last_error
+    assert seqs(producer.published(TOPIC)) == [("a", 0), ("a", 1)]
+
+
+async def test_whether_a_timeout_or_unknown_topic_counts_is_decided_by_fresh_metadata(
+    db: Database, producer: FakeProducer
+) -> None:
+    r = relay(db, producer)
+    producer.refuse(lambda rec: True, DeliveryTimeoutError("timed out"), times=1)
+    await write(db, ("a", None, 0))
+    await r.publish_batch()
+    assert ((await rows(db))[0].attempts, producer.metadata_asks) == (0, [TOPIC])  # exists
+    assert (await rows(db))[0].last_error == "timed out"
+
+    producer.refuse(lambda rec: True, UnknownTopicError("stale view", permanent=True),
+                    times=2)
+    await r.publish_batch()
+    assert (await rows(db))[0].attempts == 0  # the topic exists by now
+    assert (await rows(db))[0].last_error == "stale view"
+    producer.metadata_down = True
+    await r.publish_batch()
+    assert (await rows(db))[0].attempts == 1  # cannot tell: the error's own permanence
+    assert "stale view" in (await rows(db))[0].last_error
+
+    producer.topics.discard(TOPIC)
+    producer.refuse(lambda rec: True, DeliveryTimeoutError("timed out"), times=2)
+    await r.publish_batch()
+    assert (await rows(db))[0].attempts == 1  # metadata down: a timeout heals
+    producer.metadata_down = False
+    await r.publish_batch()
+    row = (await rows(db))[0]
+    assert row.attempts == 2 and "the topic does not exist" in row.last_error
+    asks = len(producer.metadata_asks)
+    await write(db, ("b", None, 0), ("c", None, 0))
+    producer.refuse(lambda rec: True, DeliveryTimeoutError("timed out"), times=3)
+    await r.publish_batch()
+    assert len(producer.metadata_asks) == asks + 1  # one question per topic per recording
+
+
+async def test_a_report_that_is_no_publish_error_never_parks(
+    db: Database, producer: FakeProducer
+) -> None:
+    producer.refuse(by_key("a"), RuntimeError("odd"), times=1)
+    producer.refuse(by_key("b"), asyncio.CancelledError(), times=1)
+    await write(db, ("a", None, 0), ("b", None, 0))
+    r = relay(db, producer, max_attempts=1)
+    assert await r.publish_batch() == 0
+    stored = await rows(db)
+    assert [(x.attempts, x.published_at) for x in stored] == [(0, None), (0, None)]
+    assert "not acknowledged: odd" in stored[0].last_error
+    assert stored[1].last_error == "not acknowledged: cancelled"
+    assert await r.publish_batch() == 2
+
+
+async def test_unacknowledged_rows_stay_in_flight_and_hold_back_only_their_key(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0), ("b", None, 0))
+    r = relay(db, producer)
+    producer.hold()
+    assert await r.publish_batch(ack_wait=0.05) == 0
+    assert r.in_flight == 2
+    await write(db, ("a", None, 1), ("c", None, 0))
+    producer.release()
+    producer.hold()
+    assert await r.publish_batch(ack_wait=0.05) == 2  # a:0 and b:0 recorded on the way
+    assert [x.key for x in producer.handed] == [b"a", b"b", b"a", b"c"]
+    producer.release()
+    assert await r.publish_batch(ack_wait=None) == 2
+    assert seqs(producer.published(TOPIC)) == [("a", 0), ("b", 0), ("a", 1), ("c", 0)]
+    assert await r.publish_batch() == 0
+
+
+async def test_a_key_in_flight_is_not_sent_again_nor_overtaken(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0))
+    r = relay(db, producer)
+    producer.hold()
+    await r.publish_batch(ack_wait=0.01)
+    await write(db, ("a", None, 1), ("b", None, 0))
+    async with db.transaction() as session:
+        await session.execute(update(outbox).where(outbox.c.id == 3).values(key=None))
+    await r.publish_batch(ack_wait=0.01)
+    assert [(x.key, x.offset) for x in producer.handed] == [(b"a", 0), (None, 1)]
+
+
+async def test_in_flight_rows_are_bounded(db: Database, producer: FakeProducer) -> None:
+    await write(db, *[(f"k{i}", None, i) for i in range(5)])
+    r = relay(db, producer, batch_size=10, max_in_flight=3)
+    producer.hold()
+    await r.publish_batch(ack_wait=0.01)
+    assert r.in_flight == 3
+    await r.publish_batch(ack_wait=0.01)
+    assert r.in_flight == 3 and len(producer.handed) == 3
+    producer.release()
+    await asyncio.sleep(0)
+    assert await r.publish_batch() == 5
+
+
+async def test_default_in_flight_bound_is_four_batches(db: Database,
+                                                       producer: FakeProducer) -> None:
+    assert relay(db, producer, batch_size=7).max_in_flight == 28
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.published_calls: list[tuple[int, list[float]]] = []
+        self.backlogs: list[int] = []
+
+    def published(self, count: int, latencies: Sequence[float]) -> None:
+        self.published_calls.append((count, list(latencies)))
+
+    def backlog(self, count: int) -> None:
+        self.backlogs.append(count)
+
+
+async def test_metrics_hear_of_published_rows(db: Database, producer: FakeProducer) -> None:
+    metrics = Metrics()
+    producer.refuse(by_key("b"), PublishError("no"))
+    await write(db, ("a", None, 0), ("b", None, 0))
+    r = relay(db, producer, metrics=metrics)
+    await r.publish_batch()
+    await r.publish_batch()
+    [(count, latencies)] = metrics.published_calls
+    assert count == 1 and len(latencies) == 1 and 0 <= latencies[0] < 60
+
+
+async def test_rows_published_longer_ago_than_the_retention_are_purged(
+    db: Database, producer: FakeProducer
+) -> None:
+    metrics = Metrics()
+    producer.refuse(by_key("stuck"), PublishError("no"))
+    await write(db, ("old", None, 0), ("recent", None, 0), ("pending", None, 0),
+                ("stuck", None, 0))
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        await session.execute(update(outbox).where(outbox.c.id == 1)
+                              .values(published_at=now - timedelta(hours=3)))
+        await session.execute(update(outbox).where(outbox.c.id == 2)
+                              .values(published_at=now - timedelta(minutes=30)))
+    r = relay(db, producer, retention=timedelta(hours=1), poll_interval=0.05, lease_ttl=0.6,
+              metrics=metrics)
+    await r.start()
+    try:
+        await soon(lambda: producer.published(TOPIC) and metrics.backlogs)
+        await soon(rows_are(db, [2, 3, 4]))
+    finally:
+        await r.stop()
+    assert seqs(producer.published(TOPIC)) == [("pending", 0)]
+    assert set(metrics.backlogs) == {1}
+
+
+def rows_are(db: Database, ids: list[int]) -> Any:
+    async def check() -> bool:
+        return [row.id for row in await rows(db)] == ids
+    return check
+
+
+# -- running, the lease, stopping --------------------------------------------------------------
+
+
+async def test_a_running_relay_wakes_on_commit_and_publishes(
+    db: Database, producer: FakeProducer
+) -> None:
+    r = relay(db, producer, poll_interval=30.0, lease_ttl=0.6)
+    writer = OutboxWriter(metadata, serializer)
+    writer.on_commit(r.notify)
+    await r.start()
+    try:
+        await soon(lambda: r.holds_lease)
+        await asyncio.sleep(0.05)
+        await write(db, ("a", None, 0), writer=writer)
+        await soon(lambda: len(producer.published(TOPIC)) == 1)
+        await soon(lambda: r.published_total == 1)
+    finally:
+        await r.stop()
+    assert not r.lease.holding
+
+
+async def test_a_backlog_drains_batch_after_batch_without_waiting_for_the_poll(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, *[(f"k{i}", None, i) for i in range(7)])
+    r = relay(db, producer, batch_size=2, poll_interval=30.0, lease_ttl=0.6)
+    await r.start()
+    try:
+        await soon(lambda: r.published_total == 7)  # four batches, no 30 s poll between
+    finally:
+        await r.stop()
+
+
+async def test_one_relay_publishes_at_a_time_and_another_takes_over_when_it_stops(
+    db: Database, producer: FakeProducer
+) -> None:
+    first = relay(db, producer, owner="first", poll_interval=0.05, lease_ttl=0.6)
+    second = relay(db, producer, owner="second", poll_interval=0.05, lease_ttl=0.6)
+    await first.start()
+    await soon(lambda: first.holds_lease)
+    await second.start()
+    try:
+        await write(db, ("a", None, 0))
+        await soon(lambda: first.published_total == 1)
+        assert not second.lease.holding and second.published_total == 0
+        await first.stop()
+        await write(db, ("a", None, 1))
+        await soon(lambda: second.published_total == 1)
+    finally:
+        await first.stop()
+        await second.stop()
+    assert seqs(producer.published(TOPIC)) == [("a", 0), ("a", 1)]
+
+
+async def test_a_lapsed_lease_stops_publishing_but_acknowledgements_are_still_recorded(
+    db: Database, producer: FakeProducer
+) -> None:
+    r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6)
+    await r.start()
+    try:
+        await soon(lambda: r.holds_lease)
+        producer.hold()
+        await write(db, ("a", None, 0))
+        await soon(lambda: r.in_flight == 1)
+        lease = metadata.tables["outbox_lease"]
+        async with db.transaction() as session:  # another relay took it while we were paused
+            await session.execute(update(lease).values(
+                owner="thief", expires_at=datetime.now(UTC) + timedelta(hours=1)))
+        r.lease.held_until = 0.0  # the process was paused past its lease
+        assert not r.holds_lease
+        await write(db, ("b", None, 0))
+        producer.release()
+        await soon(lambda: r.published_total == 1)
+        await soon(lambda: not r.lease.holding)
+        await asyncio.sleep(0.2)
+        assert [x.key for x in producer.handed] == [b"a"]
+        assert [row.published_at is not None for row in await rows(db)] == [True, False]
+    finally:
+        await r.stop()
+
+
+async def test_an_idle_relay_stops_at_once_not_after_its_drain_timeout(
+    db: Database, producer: FakeProducer
+) -> None:
+    r = relay(db, producer, poll_interval=30.0, lease_ttl=0.6, drain_timeout=30.0)
+    await r.start()
+    await soon(lambda: r.holds_lease)
+    await asyncio.wait_for(r.stop(), 5)  # generous; the drain timeout is 30 s
+
+
+async def test_stop_drains_acknowledgements_that_arrive_within_its_timeout(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0), ("b", None, 0))
+    r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6, ack_wait=0.01,
+              drain_timeout=0.9)  # under a second: the drain must wait, not spin
+    producer.hold()
+    await r.start()
+    await soon(lambda: r.in_flight == 2)
+    stopping = asyncio.create_task(r.stop())
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # waiting for the acknowledgements
+    producer.release()
+    await asyncio.wait_for(stopping, 5)
+    assert all(row.published_at is not None for row in await rows(db))
+    assert r.in_flight == 0
+
+
+async def test_stop_gives_up_after_its_drain_timeout_and_hands_the_lease_back(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0))
+    r = relay(db, producer, poll_interval=0.02, lease_ttl=30.0, ack_wait=0.01,
+              drain_timeout=0.2)
+    producer.hold()
+    await r.start()
+    await soon(lambda: r.in_flight == 1)
+    await asyncio.wait_for(r.stop(), 5)
+    assert r.in_flight == 0
+    assert (await rows(db))[0].published_at is None  # published again by the next relay
+    other = relay(db, producer, owner="next")
+    assert await other.lease.acquire()  # released, not left to expire (30 s)
+    lost: list[str] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: lost.append(context["message"]))
+    try:
+        producer.refuse(lambda rec: True, PublishError("came back refused"))
+        producer.release()  # the abandoned acknowledgement fails after the stop
+        await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert lost == []  # its outcome was read: asyncio reports no lost exception
+
+
+async def test_a_cancelled_stop_is_re_raised_and_leaves_the_lease_to_expire(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0))
+    r = relay(db, producer, poll_interval=0.02, lease_ttl=30.0, ack_wait=0.01,
+              drain_timeout=30.0)
+    producer.hold()
+    await r.start()
+    await soon(lambda: r.in_flight == 1)
+    lease_keeper = r._tasks[0]
+    stopping = asyncio.create_task(r.stop())
+    await asyncio.sleep(0.05)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(stopping, 5)
+    await asyncio.sleep(0)
+    assert lease_keeper.cancelled() or lease_keeper.done()
+    assert not await relay(db, producer, owner="next").lease.acquire()
+    producer.release()
+
+
+async def test_a_relay_stuck_on_its_database_is_cut_short_by_stop(
+    db: Database, producer: FakeProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6, drain_timeout=0.2)
+    await r.start()
+    await soon(lambda: r.holds_lease)
+    stuck = asyncio.Event()
+
+    async def pending(limit: int) -> Any:
+        stuck.set()
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(r, "_pending", pending)
+    await asyncio.wait_for(stuck.wait(), 5)
+    await asyncio.wait_for(r.stop(), 5)
+
+
+async def test_a_failing_batch_is_retried(
+    db: Database, producer: FakeProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6)
+    calls = []
+    original = r._pending
+
+    async def flaky(limit: int) -> Any:
+        calls.append(limit)
+        if len(calls) == 1:
+            raise RuntimeError("database hiccup")
+        return await original(limit)
+
+    monkeypatch.setattr(r, "_pending", flaky)
+    await write(db, ("a", None, 0))
+    await r.start()
+    try:
+        await soon(lambda: r.published_total == 1)
+    finally:
+        await r.stop()
