@@ -88,3 +88,14 @@ async def cli(*args: str) -> Result:
     A wide terminal, so table cells are not folded."""
     return await asyncio.to_thread(CliRunner().invoke, app, list(args),
                                    env={"COLUMNS": "250"})
+
+
+async def answers_ok(url: str) -> bool:
+    """Whether GET `url` answers 200 now (False while nothing listens there yet)."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(url)).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -10,7 +10,6 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from core.config import KafkaConfig
@@ -20,7 +19,7 @@ from tests.integration.served import Spawn, serve
 from tests.integration.test_security_issuer import IssuerProc
 from tests.sample_service.app import ROLE_HEADER
 from tests.security_support import AUDIENCE, ISSUER
-from tests.support import eventually
+from tests.support import answers_ok, eventually
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +54,7 @@ async def test_the_service_keeps_its_openapi_contract(
         await issuer.start()
         echo_port = free_port()
         spawn("tests.integration.procs.upstream", str(echo_port), "echo")
-        await eventually(lambda: _up(f"http://127.0.0.1:{echo_port}/echo"), timeout=60,
+        await eventually(lambda: answers_ok(f"http://127.0.0.1:{echo_port}/echo"), timeout=60,
                          interval=0.2)
         env = {"JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
                "REGISTRY_BACKEND": "static",
@@ -72,14 +71,6 @@ async def test_the_service_keeps_its_openapi_contract(
         f"{service.name} breaks its OpenAPI contract ({run.cases} cases, {run.seconds:.0f}s)\n"
         f"$ (cd {tmp_path} && {shlex.join(run.command)})\n{run.output}\n"
         f"--- service log, without access lines (tail) ---\n{_errors(log)}")
-
-
-async def _up(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient() as http:
-            return (await http.get(url)).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _errors(log: Path, lines: int = 80) -> str:

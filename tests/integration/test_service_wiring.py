@@ -15,15 +15,7 @@ from devinfra.process import free_port
 from tests.integration.served import Spawn, serve
 from tests.integration.test_security_issuer import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
-from tests.support import eventually
-
-
-async def _answers(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient() as http:
-            return (await http.get(url)).status_code == 200
-    except httpx.TransportError:
-        return False
+from tests.support import answers_ok, eventually
 
 
 async def test_a_service_verifies_tokens_and_calls_another_by_name_with_the_callers_identity(
@@ -33,7 +25,7 @@ async def test_a_service_verifies_tokens_and_calls_another_by_name_with_the_call
     await issuer.start()
     echo_port = free_port()
     echo = spawn("tests.integration.procs.upstream", str(echo_port), "echo-1")
-    await eventually(lambda: _answers(f"http://127.0.0.1:{echo_port}/echo"), timeout=60,
+    await eventually(lambda: answers_ok(f"http://127.0.0.1:{echo_port}/echo"), timeout=60,
                      interval=0.2)
     served = await serve(
         spawn, "tests.integration.procs.secured_app",
