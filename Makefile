@@ -9,7 +9,7 @@ help:
 	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything)"
 	@echo "make test   - install what the tests need, then run them against real servers"
 	@echo "make lint   - ruff on everything, mypy on core/"
-	@echo "make bench  - core bus vs FastStream, aiokafka, confluent-kafka; outbox on SQLite/PostgreSQL"
+	@echo "make bench  - core bus vs FastStream, aiokafka, confluent-kafka; outbox; JWT checks; service calls"
 	@echo "make mutate - mutation testing of the data-and-order modules against tests/unit"
 
 bootstrap:
@@ -31,11 +31,8 @@ lint: bootstrap
 bench: bootstrap
 	$(RUN) python -m bench $(BENCH_ARGS)
 	$(RUN) python -m bench.outbox
-<<<<<<< HEAD
 	$(RUN) python -m bench.jwt
-=======
 	$(RUN) python -m bench.s2s
->>>>>>> resilience
 
 # Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). Two workers at
 # the lowest priority: other people's timing-sensitive tests share the machine. Always from
