@@ -207,7 +207,9 @@ async def test_later_rows_of_a_failing_key_wait_while_other_keys_flow(
     assert [(x.topic, x.key) for x in producer.handed] == [
         (TOPIC, b"b"), (OTHER, b"a"), (TOPIC, None), (TOPIC, None)]
     assert (await rows(db))[0].attempts == 1
-    assert await r.publish_batch() == 1  # retried alone: a:1 waits behind it
+    await write(db, ("a", None, 1), topic=OTHER)  # key a of another topic is not held
+    assert await r.publish_batch() == 2  # a:0 retried; a:1 waits behind it
+    assert seqs(producer.published(OTHER)) == [("a", 0), ("a", 1)]
     assert await r.publish_batch() == 1
     assert seqs(producer.published(TOPIC))[-2:] == [("a", 0), ("a", 1)]
 
@@ -680,3 +682,12 @@ async def test_a_failing_batch_is_retried(
         await soon(lambda: r.published_total == 1)
     finally:
         await r.stop()
+
+
+async def test_a_stopped_relay_hands_nothing_over(db: Database, producer: FakeProducer) -> None:
+    r = relay(db, producer)
+    await r.start()
+    await r.stop()
+    await write(db, ("a", None, 0))
+    assert await r.publish_batch() == 0
+    assert producer.handed == []
