@@ -26,7 +26,10 @@ from tests.support import unique
 async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
     made: RateLimiter
     if request.param == "redis":
-        made = RedisRateLimiter(request.getfixturevalue("redis").url, prefix=unique("rl"))
+        # A generous timeout: these cases are about the counts, and a loaded CI machine can
+        # take longer than the production default to open a burst of connections.
+        made = RedisRateLimiter(request.getfixturevalue("redis").url, prefix=unique("rl"),
+                                timeout=5.0)
     else:
         made = LocalRateLimiter()
     yield made
@@ -101,7 +104,7 @@ async def test_concurrent_requests_get_exactly_the_limit(limiter: RateLimiter) -
 @pytest.mark.redis
 async def test_replicas_sharing_redis_share_one_exact_limit(redis: Any) -> None:
     prefix, ten = unique("rl"), policy(10, 60)
-    replicas = [RedisRateLimiter(redis.url, prefix=prefix) for _ in range(3)]
+    replicas = [RedisRateLimiter(redis.url, prefix=prefix, timeout=5.0) for _ in range(3)]
     try:
         decisions = await asyncio.gather(
             *(replicas[i % 3].hit("client", ten) for i in range(45)))
