@@ -412,9 +412,11 @@ async def test_a_key_in_flight_is_not_sent_again_nor_overtaken(
     await write(db, ("a", None, 1), ("b", None, 0), ("c", None, 0))
     async with db.transaction() as session:
         await session.execute(update(outbox).where(outbox.c.id == 3).values(key=None))
+    await write(db, ("a", None, 0), topic=OTHER)
     await r.publish_batch(ack_wait=0.01)
-    # a:1 waits for a:0; the keyless row and another key go
-    assert [(x.key, x.offset) for x in producer.handed] == [(b"a", 0), (None, 1), (b"c", 2)]
+    # a:1 waits for a:0; the keyless row, another key, and key a of another topic go
+    assert [(x.topic, x.key, x.offset) for x in producer.handed] == [
+        (TOPIC, b"a", 0), (TOPIC, None, 1), (TOPIC, b"c", 2), (OTHER, b"a", 3)]
 
 
 async def test_in_flight_rows_are_bounded(db: Database, producer: FakeProducer) -> None:
