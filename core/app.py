@@ -2,23 +2,24 @@
 
 Nothing is opened at import or at `create_service` time; the app's lifespan builds, in order,
 the database (migrated to head in development; checked to be at head elsewhere), the Kafka bus
-with the database inbox as its idempotency store, the outbox writer and relay, and last the
-service registry with this instance registered in it, and closes them in reverse. Everything
-built lands on `app.state.runtime` (the registry as `runtime.registry`, for HTTP clients);
-routes reach the database and outbox through `core.bases.deps`.
+with the database inbox as its idempotency store, the outbox writer and relay, the service
+registry, the consumers, the service's own hooks, and last this instance registered in the
+registry; it closes them in reverse. Everything built lands on `app.state.runtime` (routes:
+`RuntimeDep`); routes reach the database and outbox through `core.bases.deps`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy import MetaData
 
 from core.bases.deps import attach
@@ -41,6 +42,7 @@ from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter
+from core.messaging.request_reply import RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry
 from core.security.service_identity import ClientCredentials
 from core.security.wiring import (
@@ -60,8 +62,15 @@ class Subscription:
     """Run `handler` (a function or a `HandlerRegistry`) for records on `topics`."""
 
     topics: str | tuple[str, ...]
-    handler: Handler
+    handler: Handler | RequestResponder
+    """A `RequestResponder` is bound to the service's producer at start-up and answers every
+    delivered request (its handlers skip the inbox: see core.messaging.request_reply)."""
     group_id: str | None = None
+
+    @property
+    def handlers(self) -> Handler:
+        return self.handler.handlers if isinstance(self.handler, RequestResponder) \
+            else self.handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,33 @@ class ServiceRuntime:
     """Where the other services are (`discover`); this instance is registered in it."""
     services: ServiceClient
     """Calls other services by name (routes: `core.http.ServicesDep`)."""
+    requests: RequestReplyClient | None = None
+    """Request-reply over Kafka, when the service asked for it (`create_service(requests=True)`)."""
+    hooked: Mapping[str, Any] | None = None
+    """What each of the service's own hooks yielded, by hook name."""
+
+    def hook(self, name: str) -> Any:
+        """What hook `name` yielded (a cache, a stream hub, ...)."""
+        if not self.hooked or name not in self.hooked:
+            raise ConfigurationError(f"no hook {name!r} ran in this service")
+        return self.hooked[name]
+
+
+Hook = Callable[["ServiceRuntime"], AbstractAsyncContextManager[Any]]
+"""A service's own start-up part: entered once the runtime runs (consumers included) and
+before the instance is registered, exited first at shutdown. What it yields is
+`runtime.hook(name)`."""
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    runtime = getattr(request.app.state, "runtime", None)
+    if not isinstance(runtime, ServiceRuntime):
+        raise ConfigurationError("the app has no runtime: build it with create_service")
+    return runtime
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
+"""The running service's parts, for routes that need more than a session (requests, hooks)."""
 
 
 def create_service(
@@ -91,6 +127,8 @@ def create_service(
     checks: Mapping[str, Check] | None = None,
     settings: Settings | None = None,
     security: Security | None = None,
+    requests: bool = False,
+    hooks: Mapping[str, Hook] | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
     """Build the FastAPI app of service `name`.
@@ -110,6 +148,10 @@ def create_service(
     carries a request and correlation id (`core.http.context`), which calls to other services
     (`runtime.services`) pass on with the caller's token, or with the service's own
     (client credentials, when `SERVICE_CLIENT_ID` and `AUTH_TOKEN_URL` are set).
+
+    `requests=True` gives the service a request-reply client (`runtime.requests`, with its
+    own reply topic); a `Subscription` whose handler is a `RequestResponder` answers requests.
+    `hooks` are the service's own parts (see `Hook`), entered in order after the runtime.
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
@@ -125,8 +167,13 @@ def create_service(
                 stack.push_async_callback(security.stop)
                 await security.start()
             runtime = await _start(stack, cfg, metadata, Path(service_dir), registry,
-                                   subscriptions, topics)
+                                   subscriptions, topics, requests)
+            hooked: dict[str, Any] = {}
+            runtime = dataclasses.replace(runtime, hooked=hooked)
             app.state.runtime = runtime
+            for hook_name, hook in (hooks or {}).items():
+                hooked[hook_name] = await stack.enter_async_context(hook(runtime))
+            await _register(stack, cfg, runtime.registry)
             attach(app, runtime.database, runtime.outbox)
             _register_checks(health, runtime, checks or {})
             log.info("%s started (%s): database %s, kafka %s", name, cfg.environment,
@@ -161,6 +208,7 @@ async def _start(
     events: EventRegistry,
     subscriptions: Sequence[Subscription],
     topics: Sequence[str],
+    requests: bool = False,
 ) -> ServiceRuntime:
     """Open each part and register its closing on `stack`, so shutdown (or a failed start)
     closes in reverse: the instance deregisters first (callers stop coming), consumers drain
@@ -175,7 +223,9 @@ async def _start(
     )
     await _create_topics(settings, topics)
     for sub in subscriptions:
-        bus.subscribe(sub.topics, sub.handler, group_id=sub.group_id)
+        if isinstance(sub.handler, RequestResponder):
+            sub.handler.bind(bus.producer)
+        bus.subscribe(sub.topics, sub.handlers, group_id=sub.group_id)
     writer = OutboxWriter(metadata, bus.serializer)  # stamps SERVICE_NAME on events
     relay = OutboxRelay(database, bus.producer, metadata, owner=settings.instance_id)
     writer.on_commit(relay.notify)
@@ -188,11 +238,16 @@ async def _start(
     await registry.start()  # followed before the consumers start: handlers may call services
     services = ServiceClient(registry, auth=await _service_auth(stack, settings))
     stack.push_async_callback(services.aclose)
+    client = None
+    if requests:
+        client = RequestReplyClient(settings.kafka(), bus.producer, events,
+                                    instance_id=settings.instance_id)
+        stack.push_async_callback(client.stop)
+        await client.start()
     for consumer in bus.consumers.values():
         stack.push_async_callback(consumer.stop)
         await consumer.start()
-    await _register(stack, settings, registry)
-    return ServiceRuntime(settings, database, bus, writer, relay, registry, services)
+    return ServiceRuntime(settings, database, bus, writer, relay, registry, services, client)
 
 
 async def _register(stack: AsyncExitStack, settings: Settings,
@@ -275,8 +330,8 @@ def _event_registry(
 ) -> EventRegistry:
     """The one registry the bus decodes with: `events`, or the handler registry's own when
     there is exactly one; every event a handler registry asks for must be in it."""
-    theirs = {id(s.handler.events): s.handler.events for s in subscriptions
-              if isinstance(s.handler, HandlerRegistry)}
+    theirs = {id(s.handlers.events): s.handlers.events for s in subscriptions
+              if isinstance(s.handlers, HandlerRegistry)}
     if events is None:
         events = next(iter(theirs.values())) if len(theirs) == 1 else EventRegistry()
     missing = sorted(

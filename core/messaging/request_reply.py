@@ -315,13 +315,22 @@ def _acknowledged(ack: asyncio.Future[DeliveryReport] | None) -> bool:
 
 
 class RequestResponder:
-    """Turns `async def (request) -> reply` functions into consumer handlers that answer."""
+    """Turns `async def (request) -> reply` functions into consumer handlers that answer.
 
-    def __init__(self, producer: KafkaProducer, events: EventRegistry | None = None) -> None:
+    The producer may come later (`bind`): a service declares its responders at import, and
+    `create_service` binds them to its producer at start-up (pass the responder itself as a
+    `Subscription`'s handler)."""
+
+    def __init__(self, producer: KafkaProducer | None = None,
+                 events: EventRegistry | None = None) -> None:
         self._producer = producer
         self.handlers = HandlerRegistry(events)
         self.handlers.events.register(RequestFailed)
         self._serializer = EventSerializer(self.handlers.events)
+
+    def bind(self, producer: KafkaProducer) -> None:
+        """Answer through `producer` from now on."""
+        self._producer = producer
 
     def responds(self, request_cls: type[Req]) -> Callable[[Responder[Req]], Responder[Req]]:
         def decorator(fn: Responder[Req]) -> Responder[Req]:
@@ -349,6 +358,8 @@ class RequestResponder:
                 RequestFailed,
                 RequestFailedData(error=str(exc), error_type=type(exc).__name__),
             )
+        if self._producer is None:  # a handler error: the consumer retries, then dead-letters
+            raise MessagingError(f"responder for {request.EVENT_TYPE} has no producer: bind() it")
         value, headers = self._serializer.serialize(reply)
         # Requesters that predate per-call ids are answered under the request's event id.
         in_reply_to = ctx.record.header(HEADER_REQUEST_ID) or str(request.event_id)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -18,8 +15,6 @@ from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.serialization import EventRegistry
 from tests.integration.databases import BACKENDS, DatabaseFactory, open_databases
 from tests.support import unique
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -55,37 +50,6 @@ async def make_bus(kafka_config: KafkaConfig) -> AsyncIterator[BusFactory]:
     yield factory
     for bus in buses:
         await bus.stop()
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Starts `python -m MODULE ARGS` (with `env` added to the environment) from the repository
-    root; kills leftovers afterwards. Its stdout is a pipe for the test to read, or, for a
-    chatty process that nobody reads while it runs, the file `output` (a pipe nobody drains
-    fills up and stalls the process)."""
-    procs: list[subprocess.Popen[str]] = []
-    files: list[IO[str]] = []
-
-    def start(module: str, *args: str, env: dict[str, str] | None = None,
-              output: Path | None = None) -> subprocess.Popen[str]:
-        env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
-        stdout: IO[str] | int = subprocess.PIPE
-        if output is not None:
-            stdout = output.open("w")
-            files.append(stdout)
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-                                stdout=stdout, stderr=None if output is None else stdout,
-                                text=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    for file in files:
-        file.close()
 
 
 @pytest.fixture(params=BACKENDS)

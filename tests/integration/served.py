@@ -42,6 +42,7 @@ async def serve(
     topics, consumer, relay) has started. `output` receives the process's log, see `spawn`."""
     port = free_port()
     proc = spawn(module, str(port), output=output, env={
+        "SERVICE_PORT": str(port),
         "ENVIRONMENT": "development",
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,

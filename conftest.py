@@ -1,4 +1,5 @@
-"""Real servers for the tests, started lazily: only when a collected test asks for one.
+"""Real servers for the tests (under tests/ and services/*/tests), started lazily: only when a
+collected test asks for one.
 
 - `kafka`: one KRaft broker for the whole session.
 - `kafka_cluster`: three brokers (RF 3, min.insync.replicas 2), one per test module.
@@ -12,7 +13,12 @@ so `-m "not cluster"` deselects them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -27,6 +33,7 @@ _MARKERS: dict[str, tuple[str, ...]] = {
     "redis": ("redis",),
 }
 
+ROOT = Path(__file__).resolve().parent
 Restartable = KafkaBroker | PostgresServer | RedisServer
 _started: list[Restartable] = []  # servers to bring back up before each test
 _clusters: list[KafkaCluster] = []
@@ -82,3 +89,34 @@ def redis() -> Iterator[RedisServer]:
         _started.append(server)
         yield server
         _started.remove(server)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Starts `python -m MODULE ARGS` (with `env` added to the environment) from the repository
+    root; kills leftovers afterwards. Its stdout is a pipe for the test to read, or, for a
+    chatty process that nobody reads while it runs, the file `output` (a pipe nobody drains
+    fills up and stalls the process)."""
+    procs: list[subprocess.Popen[str]] = []
+    files: list[IO[str]] = []
+
+    def start(module: str, *args: str, env: dict[str, str] | None = None,
+              output: Path | None = None) -> subprocess.Popen[str]:
+        env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+        stdout: IO[str] | int = subprocess.PIPE
+        if output is not None:
+            stdout = output.open("w")
+            files.append(stdout)
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                                stdout=stdout, stderr=None if output is None else stdout,
+                                text=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    for file in files:
+        file.close()
