@@ -6,14 +6,16 @@ from __future__ import annotations
 import importlib
 import json
 import signal
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter
 from sqlalchemy import func, select, text
 
-from core.app import Subscription, create_service
+from core.app import RuntimeDep, ServiceRuntime, Subscription, create_service
 from core.config import KafkaConfig, Settings
 from core.db import migrations
 from core.db.engine import Database
@@ -22,8 +24,11 @@ from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin, read_topic
 from core.messaging.outbox import outbox_table
+from core.messaging.request_reply import RequestResponder
+from core.messaging.serialization import EventRegistry
 from tests.integration.databases import DatabaseFactory
 from tests.integration.served import Spawn, serve
+from tests.integration.test_request_reply_kafka import GetQuote, Quote, QuoteQuery, priced
 from tests.outbox_service import MoneyDeposited, deposit
 from tests.sample_service.app import AUDIT_HANDLER, SERVICE_DIR, service
 from tests.sample_service.models import Base
@@ -213,3 +218,60 @@ async def test_a_service_in_its_own_postgres_schema_publishes_and_consumes(
             await db.dispose()
     finally:
         await databases.drop_all()
+
+
+async def test_a_service_answers_requests_asks_others_and_runs_its_hooks_before_registering(
+    tmp_path: Path, kafka_config: KafkaConfig
+) -> None:
+    """`requests=True` gives the runtime a request-reply client; a `RequestResponder` passed as
+    a subscription is bound to the service's producer and answers; `hooks` are entered after
+    the consumers run but before the instance is announced, and what they yield is
+    `runtime.hook(name)`, reachable from routes through `RuntimeDep`."""
+    topic = unique("pricing.requests")
+    events = EventRegistry()
+    events.register(GetQuote)
+    events.register(Quote)
+    responder = RequestResponder(events=events)
+
+    @responder.responds(GetQuote)
+    async def quote(request: GetQuote) -> Quote:
+        return priced(request)
+
+    seen: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def probe(runtime: ServiceRuntime) -> Any:
+        seen["registered at entry"] = await runtime.registry.discover("sample")
+        seen["consumers running at entry"] = all(
+            c.running for c in runtime.bus.consumers.values())
+        yield {"probe": "yielded"}
+        seen["registered at exit"] = await runtime.registry.discover("sample")
+
+    calls = APIRouter()
+
+    @calls.get("/quote")
+    async def ask(runtime: RuntimeDep, km: float) -> dict[str, Any]:
+        assert runtime.requests is not None
+        reply = await runtime.requests.send_request(
+            topic, GetQuote(data=QuoteQuery(distance_km=km)), timeout=15)
+        return {"price_cents": reply.data.price_cents, **runtime.hook("probe")}
+
+    settings = Settings(environment="development", service_name="sample",
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}",
+                        kafka_bootstrap_servers=kafka_config.bootstrap_servers,
+                        kafka_consumer_group=unique("sample"))
+    app = create_service("sample", metadata=Base.metadata, service_dir=SERVICE_DIR,
+                         events=events, routers=[calls], settings=settings,
+                         subscriptions=[Subscription(topic, responder)], requests=True,
+                         hooks={"probe": probe})
+    async with app.router.lifespan_context(app):
+        runtime = app.state.runtime
+        await eventually(lambda: runtime.registry.discover("sample"))
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            answered = await http.get("/quote", params={"km": 2})
+    assert answered.status_code == 200, answered.text
+    assert answered.json() == {"price_cents": 300, "probe": "yielded"}
+    assert seen["registered at entry"] == [], "announced before the hooks ran"
+    assert seen["consumers running at entry"] is True
+    assert seen["registered at exit"] == [], "hooks exited while still announced"
