@@ -3,8 +3,12 @@ stand-in services (tests/e2e/procs/standin.py) on the test session's Kafka and P
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,8 +20,10 @@ from devinfra.kafka import KafkaBroker
 from devinfra.postgres import PostgresServer
 from devinfra.stack import JWT_AUDIENCE, JWT_ISSUER, Stack, StackError
 from tests.e2e.procs.standins import standins
-from tests.e2e.standin_support import alive, recording_console
+from tests.e2e.standin_support import alive, processes_mentioning, recording_console
 from tests.support import unique
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(stack: Stack, name: str) -> dict[str, object]:
@@ -71,8 +77,8 @@ def test_services_start_in_order_wired_to_each_other_with_prefixed_logs(
     assert not [pid for pid in pids if pid is not None and alive(pid)]
 
     # A second run on the same state folder logs in with the kept admin: no new one.
-    again = Stack(standins(), state_dir=tmp_path, base_port=0, kafka=kafka, prefix="t1_",
-                  console=recording_console()[0])
+    again = Stack(standins(only=("auth", "user")), state_dir=tmp_path, base_port=0,
+                  kafka=kafka, prefix="t1_", console=recording_console()[0])
     with again:
         assert again.admin is not None and not again.admin.created
         assert again.admin.password == admin.password
@@ -82,8 +88,8 @@ def test_services_start_in_order_wired_to_each_other_with_prefixed_logs(
 def test_a_service_that_exits_early_fails_the_start_with_its_last_lines(
         kafka: KafkaBroker, tmp_path: Path) -> None:
     console, out = recording_console()
-    stack = Stack(standins({"user": {"STANDIN_MODE": "exit"}}), state_dir=tmp_path,
-                  base_port=0, kafka=kafka, console=console)
+    stack = Stack(standins({"user": {"STANDIN_MODE": "exit"}}, only=("auth", "user")),
+                  state_dir=tmp_path, base_port=0, kafka=kafka, console=console)
     with pytest.raises(StackError) as failure:
         stack.start()
     message = str(failure.value)
@@ -96,7 +102,8 @@ def test_a_service_that_exits_early_fails_the_start_with_its_last_lines(
 
 def test_a_service_that_never_gets_ready_times_out_with_the_reason(
         kafka: KafkaBroker, tmp_path: Path) -> None:
-    stack = Stack(standins({"driver": {"STANDIN_MODE": "never_ready"}}), state_dir=tmp_path,
+    stack = Stack(standins({"driver": {"STANDIN_MODE": "never_ready"}},
+                                    only=("auth", "driver")), state_dir=tmp_path,
                   base_port=0, kafka=kafka, console=recording_console()[0], ready_timeout=8)
     started = time.monotonic()
     with pytest.raises(StackError) as failure:
@@ -111,7 +118,8 @@ def test_a_service_that_never_gets_ready_times_out_with_the_reason(
 def test_close_kills_a_service_that_ignores_sigterm_and_stops_dependents_first(
         kafka: KafkaBroker, tmp_path: Path) -> None:
     console, out = recording_console()
-    stack = Stack(standins({"notification": {"STANDIN_MODE": "stubborn"}}), state_dir=tmp_path,
+    stack = Stack(standins({"notification": {"STANDIN_MODE": "stubborn"}},
+                                    only=("auth", "user", "notification")), state_dir=tmp_path,
                   base_port=0, kafka=kafka, console=console, stop_timeout=1.5)
     stack.start()
     pids = {name: proc.process.pid for name, proc in stack.processes.items()}
@@ -128,9 +136,8 @@ def test_close_kills_a_service_that_ignores_sigterm_and_stops_dependents_first(
 def test_watch_reports_a_service_that_dies_while_running(
         kafka: KafkaBroker, tmp_path: Path) -> None:
     console, out = recording_console()
-    only_auth = [spec for spec in standins() if spec.name == "auth"]
-    with Stack(only_auth, state_dir=tmp_path, base_port=0, kafka=kafka, console=console,
-               admin_email=None) as stack:
+    with Stack(standins(only=("auth",)), state_dir=tmp_path, base_port=0, kafka=kafka,
+               console=console, admin_email=None) as stack:
         assert stack.watch(duration=0.6) == 0  # nothing wrong: runs out its time
         stack.processes["auth"].kill()
         started = time.monotonic()
@@ -160,3 +167,38 @@ async def test_postgres_gives_each_service_its_own_database(
         assert envs[name]["database"] == f"{prefix}{name}"  # it connected to its own
         assert str(envs[name]["DATABASE_URL"]).endswith(f":{postgres.port}/{prefix}{name}")
     assert postgres.running  # a given server is left running
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_command_stops_everything_on_ctrl_c_or_sigterm(
+        kafka: KafkaBroker, tmp_path: Path, signum: signal.Signals) -> None:
+    """`python -m devinfra.stack` as `make up` runs it: the summary once all are ready, then a
+    signal stops every process it started (none is left behind) and it exits 0."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devinfra.stack", "--services", "tests.e2e.procs.standins:SERVICES",
+         "--base-port", "0", "--kafka", kafka.bootstrap_servers, "--state-dir", str(tmp_path)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert proc.poll() is None, "".join(lines)
+        children = set(processes_mentioning(str(tmp_path))) - {proc.pid}
+        assert len(children) == 4, "".join(lines)  # the four stand-ins
+        proc.send_signal(signum)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    for name in ("auth", "user", "driver", "notification"):
+        assert re.search(rf"^ *{name} │ standin {name} stopped cleanly$", out, re.M), out
+        assert re.search(rf"^{name} ready at http://127\.0\.0\.1:\d+ ", out, re.M), out
+    assert "admin@example.com" in out and "curl -s -X POST" in out
+    assert out.rstrip().endswith("stopped")
+    assert processes_mentioning(str(tmp_path)) == []

@@ -21,11 +21,12 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Response
+
+from tests.e2e.procs.standin_cli import users_file
 
 NAME = os.environ.get("SERVICE_NAME", "standin")
 MODE = os.environ.get("STANDIN_MODE", "ok")
@@ -35,11 +36,6 @@ SHOWN = ("SERVICE_NAME", "SERVICE_HOST", "SERVICE_PORT", "DATABASE_URL", "KAFKA_
          "REDIS_URL", "ENVIRONMENT", "AUTH_TOKEN_URL")
 started = time.time()
 state: dict[str, Any] = {"database": None}
-
-
-def users_file() -> Path:
-    """Where `standin_cli create-admin` keeps users: beside the issuer's keys."""
-    return Path(os.environ["JWT_KEYS_DIR"]) / "standin-users.json"
 
 
 async def _current_database(url: str) -> str:

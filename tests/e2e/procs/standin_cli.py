@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
+from pathlib import Path
 
-from tests.e2e.procs.standin import users_file
+
+def users_file() -> Path:
+    """Where the stand-in auth keeps its users: beside the issuer's keys."""
+    return Path(os.environ["JWT_KEYS_DIR"]) / "standin-users.json"
 
 
 def main() -> int:
