@@ -345,6 +345,18 @@ class Stack:
                     return 1
         return 0
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one service (a crash, for tests); `restart(name)` brings it back."""
+        self.processes[name].kill()
+
+    def restart(self, name: str) -> None:
+        """Stop `name` if it runs (SIGTERM, then SIGKILL), start it again on the same port and
+        database, and wait until it is ready."""
+        proc = self.processes[name]
+        proc.stop(self.stop_timeout)
+        proc.start()
+        self._wait_ready([proc])
+
     def close(self) -> None:
         """Stop the services (dependents first; each SIGTERM, then SIGKILL after
         `stop_timeout`), then the PostgreSQL and Kafka this stack started. Idempotent."""
@@ -511,8 +523,10 @@ class Stack:
         for name, proc in self.processes.items():
             table.add_row(Text(name, style=proc.spec.color), proc.url, proc.docs_url)
         table.add_row("kafka", self.bootstrap_servers, "")
-        if self.db == "postgres":
-            table.add_row("postgresql", self.database_url("auth").rsplit("/", 1)[0], "")
+        server = self.postgres
+        if self.db == "postgres" and server is not None:
+            table.add_row("postgresql", f"{LOOPBACK}:{server.port} (user {server.user}), "
+                          f"database {self.database_name('<service>')}", "")
         else:
             table.add_row("sqlite", f"{self.state_dir}/<service>.db", "")
         self.console.print(table)
