@@ -27,8 +27,8 @@ async def system(kafka: KafkaBroker, postgres: PostgresServer,
                   prefix=prefix, ready_timeout=90, stop_timeout=15,
                   # Its own registry, so no instance another test left behind is discovered.
                   env={"REGISTRY_TOPIC": f"{prefix}platform.registry"})
-    stack.start()
     try:
+        stack.start()
         yield System(stack)
     finally:
         stack.close()
