@@ -1,203 +1,46 @@
-"""`python -m devinfra.stack`: the whole local system as plain processes (what `make up` runs).
-
-`Stack` starts an Apache Kafka broker (or uses one it is given), optionally a PostgreSQL server
-with one database per service, then the services in dependency order, each its own process
-with its output prefixed and coloured on the console (and kept in `<state>/logs/<name>.log`).
-It waits for each service's `/health/ready`, creates the admin user through auth's CLI, and on
-`close()` stops the services (SIGTERM, then SIGKILL after a grace period), then the servers it
-started. `make up` and the end-to-end tests (tests/e2e) both run the system through it.
-
-The admin's password is generated once and kept in `<state>/admin.txt` (mode 0600): a second
-`make up` logs in with it instead of creating another admin.
-"""
+"""`Stack`: Kafka, an optional PostgreSQL and the services, started, watched and stopped."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Literal, Self
+from types import TracebackType
+from typing import Self
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from devinfra.files import tail
 from devinfra.kafka import KafkaBroker
 from devinfra.postgres import PostgresServer, postgres_bin_dir
-from devinfra.process import (
-    LOOPBACK,
-    DevInfraError,
-    ManagedProcess,
-    free_ports,
-    port_is_free,
-    run_checked,
+from devinfra.process import LOOPBACK, DevInfraError, port_is_free, run_checked
+from devinfra.stack.process import ServiceProcess
+from devinfra.stack.specs import (
+    DEFAULT_ADMIN_EMAIL,
+    DEFAULT_STATE_DIR,
+    GATEWAY_PORT,
+    JWT_AUDIENCE,
+    JWT_ISSUER,
+    ROOT,
+    SERVICES,
+    AdminLogin,
+    Database,
+    ServiceSpec,
+    StackError,
+    StackInterrupted,
+    port_map,
+    read_admin,
+    start_order,
+    write_admin,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STATE_DIR = ROOT / ".local"
-DEFAULT_ADMIN_EMAIL = "admin@example.com"
-JWT_ISSUER = "auth"
-JWT_AUDIENCE = "platform"
-GATEWAY_PORT = 8000
-"""Kept free for the gateway (issue 9); `base_port` offsets every port from it."""
-
-Database = Literal["sqlite", "postgres"]
-
-
-class StackError(DevInfraError):
-    """The stack could not start: the message names the process and shows its last lines."""
-
-
-class StackInterrupted(StackError):
-    """`request_stop()` (Ctrl-C, SIGTERM) arrived while the stack was starting."""
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
-    """One process of the stack: `python -m <module>` on `port`, started once every service
-    named in `after` is ready."""
-
-    name: str
-    module: str
-    port: int
-    color: str = "white"
-    after: tuple[str, ...] = ()
-    issuer: bool = False
-    """The token issuer: gets `JWT_KEYS_DIR`; every other service gets its `JWKS_URL`."""
-    database: bool = True
-    admin_cli: str | None = None
-    """A module with `create-admin --email E --password-stdin` (the issuer's CLI)."""
-    env: Mapping[str, str] = field(default_factory=dict)
-    ready_path: str = "/health/ready"
-    docs_path: str = "/docs"
-
-
-SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("auth", "services.auth", 8001, "magenta", issuer=True,
-                admin_cli="services.auth.cli"),
-    # The others only need auth's JWKS to start; driver reaches user by HTTP at request time.
-    ServiceSpec("user", "services.user", 8002, "cyan", after=("auth",)),
-    ServiceSpec("driver", "services.driver", 8003, "green", after=("auth",)),
-    ServiceSpec("notification", "services.notification", 8004, "yellow", after=("auth",)),
-    # The gateway (issue 9) joins here, last and on GATEWAY_PORT, e.g.
-    # ServiceSpec("gateway", "gateway", GATEWAY_PORT, "blue", database=False,
-    #             after=("auth", "user", "driver", "notification")),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class AdminLogin:
-    """The admin user `make up` made (or found in `file` from an earlier run)."""
-
-    email: str
-    password: str
-    created: bool
-    file: Path
-
-    def curl(self, auth_url: str) -> str:
-        body = f'{{"email": "{self.email}", "password": "{self.password}"}}'
-        return (f"curl -s -X POST {auth_url}/auth/login "
-                f"-H 'content-type: application/json' -d '{body}'")
-
-
-class ServiceProcess:
-    """A service's process, its log file and the thread that echoes new lines, prefixed."""
-
-    def __init__(self, spec: ServiceSpec, port: int, env: Mapping[str, str], log: Path,
-                 console: Console) -> None:
-        self.spec = spec
-        self.port = port
-        self.env = dict(env)
-        self.log = log
-        self._console = console
-        self.process = ManagedProcess(spec.name, [sys.executable, "-m", spec.module], cwd=ROOT,
-                                      output=log, env={**os.environ, **env})
-        self._pump: threading.Thread | None = None
-        self._pump_stop = threading.Event()
-        self.last_health = ""
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def docs_url(self) -> str:
-        return self.url + self.spec.docs_path
-
-    @property
-    def running(self) -> bool:
-        return self.process.running
-
-    def start(self) -> None:
-        """Launch (again, after `kill()` or `stop()`); output is appended to the same log."""
-        if self._pump is None:
-            self.log.parent.mkdir(parents=True, exist_ok=True)
-            self.log.write_bytes(b"")  # this run's lines only
-        self.process.start()
-        if self._pump is None:
-            self._pump = threading.Thread(target=self._echo, name=f"log-{self.spec.name}",
-                                          daemon=True)
-            self._pump.start()
-
-    def ready(self) -> bool:
-        try:
-            response = httpx.get(self.url + self.spec.ready_path, timeout=2.0)
-        except httpx.HTTPError as exc:
-            self.last_health = f"{type(exc).__name__}: {exc}"
-            return False
-        self.last_health = f"{response.status_code} {response.text[:500]}"
-        return response.status_code == 200
-
-    def stop(self, timeout: float) -> int | None:
-        """SIGTERM, SIGKILL after `timeout` seconds; returns the exit code."""
-        if self.running:
-            self._console.print(f"stopping {self.spec.name} (pid {self.process.pid})")
-        return self.process.stop(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL, for crash tests; `start()` brings it back on the same port."""
-        self.process.kill()
-
-    def tail(self, lines: int = 30) -> str:
-        return tail(self.log, lines)
-
-    def close(self) -> None:
-        """After the process has ended: echo what is left of the log, then end the thread."""
-        self._pump_stop.set()
-        if self._pump is not None:
-            self._pump.join(timeout=5)
-
-    def _echo(self) -> None:
-        prefix = Text(f"{self.spec.name:>12} │ ", style=self.spec.color)
-        with self.log.open("rb") as fh:
-            partial = b""
-            while True:
-                chunk = fh.readline()
-                if chunk.endswith(b"\n"):
-                    line = (partial + chunk).decode(errors="replace").rstrip()
-                    partial = b""
-                    self._console.print(Text.assemble(prefix, line))
-                    continue
-                partial += chunk
-                if self._pump_stop.is_set():
-                    if partial:
-                        self._console.print(Text.assemble(prefix, partial.decode(errors="replace")))
-                    return
-                time.sleep(0.1)
 
 
 class Stack:
@@ -235,7 +78,7 @@ class Stack:
         self.services = list(services)
         self.state_dir = Path(state_dir).resolve()
         self.db = db
-        self.ports = _ports(self.services, ports, base_port)
+        self.ports = port_map(self.services, ports, base_port)
         self.redis_url = redis_url
         self.env = dict(env or {})
         self.prefix = prefix
@@ -249,7 +92,7 @@ class Stack:
         self._given_postgres = postgres
         self._broker: KafkaBroker | None = None
         self._postgres: PostgresServer | None = None
-        self._waves: list[list[ServiceSpec]] = _waves(self.services)
+        self._waves: list[list[ServiceSpec]] = start_order(self.services)
         self._stopping = threading.Event()
         self._closed = False
 
@@ -388,7 +231,7 @@ class Stack:
 
     def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._check_ports()
+        self._checkport_map()
         if self._given_kafka is None:
             port = 9092 if port_is_free(9092) else None
             with self.console.status("starting Apache Kafka (KRaft)..."):
@@ -407,7 +250,7 @@ class Stack:
         if self.admin_email is not None:
             self.admin = self._ensure_admin(self.admin_email)
 
-    def _check_ports(self) -> None:
+    def _checkport_map(self) -> None:
         busy = [f"{name} ({port})" for name, port in self.ports.items() if not port_is_free(port)]
         if busy:
             raise StackError(f"ports in use: {', '.join(busy)}. Is another stack running? "
@@ -479,7 +322,7 @@ class Stack:
         if issuer is None:
             return None
         file = self.state_dir / "admin.txt"
-        kept = _read_admin(file)
+        kept = read_admin(file)
         if kept is not None and kept.email == email and self._logs_in(issuer, kept):
             return kept
         password = secrets.token_urlsafe(18)
@@ -497,7 +340,7 @@ class Stack:
                 f"from a clean state folder ({self.state_dir}).", style="red"))
             return None
         admin = AdminLogin(email, password, created=True, file=file)
-        _write_admin(admin)
+        write_admin(admin)
         if not self._logs_in(issuer, admin):
             self.console.print(Text(f"the admin {email} was created but cannot log in",
                                     style="red"))
@@ -539,106 +382,3 @@ class Stack:
                 f"({how}; kept in {self.admin.file})\nlog in:\n  "
                 + self.admin.curl(self.url(issuer.name)), markup=True, soft_wrap=True)
         self.console.print("[dim]Ctrl-C stops everything[/]")
-
-
-def _ports(services: Sequence[ServiceSpec], ports: Mapping[str, int] | None,
-           base_port: int | None) -> dict[str, int]:
-    if base_port == 0:
-        result = dict(zip([s.name for s in services], free_ports(len(services)), strict=True))
-    elif base_port is not None:
-        result = {s.name: base_port + s.port - GATEWAY_PORT for s in services}
-    else:
-        result = {s.name: s.port for s in services}
-    result.update(ports or {})
-    if len(set(result.values())) != len(result):
-        raise StackError(f"two services on one port: {result}")
-    return result
-
-
-def _waves(services: Sequence[ServiceSpec]) -> list[list[ServiceSpec]]:
-    """Groups to start one after another: each waits only for services of earlier groups."""
-    known = {s.name for s in services}
-    done: set[str] = set()
-    remaining = list(services)
-    waves: list[list[ServiceSpec]] = []
-    while remaining:
-        wave = [s for s in remaining if set(s.after) & known <= done]
-        if not wave:
-            raise StackError(f"services wait for each other: {[s.name for s in remaining]}")
-        waves.append(wave)
-        done |= {s.name for s in wave}
-        remaining = [s for s in remaining if s not in wave]
-    return waves
-
-
-def _read_admin(file: Path) -> AdminLogin | None:
-    try:
-        fields = dict(line.split(": ", 1) for line in file.read_text().splitlines()
-                      if ": " in line)
-        return AdminLogin(fields["email"], fields["password"], created=False, file=file)
-    except (OSError, KeyError):
-        return None
-
-
-def _write_admin(admin: AdminLogin) -> None:
-    admin.file.unlink(missing_ok=True)
-    fd = os.open(admin.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"email: {admin.email}\npassword: {admin.password}\n")
-
-
-def _load_services(ref: str) -> Sequence[ServiceSpec]:
-    module, _, attr = ref.partition(":")
-    specs: Sequence[ServiceSpec] = getattr(importlib.import_module(module), attr or "SERVICES")
-    return specs
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devinfra.stack",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
-                        help="sqlite: a file per service in the state folder; postgres: a local "
-                             "PostgreSQL, one database per service")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                        help="databases, keys, logs, Kafka's data and admin.txt (default .local)")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds")
-    parser.add_argument("--base-port", type=int,
-                        help="ports from here (auth at base+1, ...); 0: any free ports")
-    parser.add_argument("--kafka", help="use this running broker (bootstrap servers)")
-    parser.add_argument("--redis-url", help="REDIS_URL for the services (default: none)")
-    parser.add_argument("--admin-email", default=DEFAULT_ADMIN_EMAIL)
-    parser.add_argument("--services", default="devinfra.stack:SERVICES",
-                        help="module:attribute of the ServiceSpec list to run")
-    args = parser.parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True)
-    stack = Stack(_load_services(args.services), state_dir=args.state_dir, db=args.db,
-                  base_port=args.base_port, kafka=args.kafka, redis_url=args.redis_url,
-                  admin_email=args.admin_email, console=console)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stack._stopping.is_set():
-            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting politely
-        console.print(f"{signal.Signals(signum).name}: stopping (again to hurry)")
-        stack.request_stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    code = 0
-    try:
-        stack.start()
-        stack.print_summary()
-        code = stack.watch(args.duration)
-    except StackInterrupted:
-        code = 0
-    except DevInfraError as exc:
-        console.print(Text(str(exc), style="red"))
-        code = 1
-    finally:
-        with contextlib.suppress(KeyboardInterrupt):
-            stack.close()
-        console.print("stopped")
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
