@@ -8,17 +8,22 @@ logs in the users its CLI (`standin_cli`) wrote. `STANDIN_MODE` makes it misbeha
 - `never_ready`: `/health/ready` answers 503 for ever;
 - `stubborn`: ignores SIGTERM (the stack must SIGKILL it).
 
-`STANDIN_READY_AFTER` (seconds) delays readiness, so the stack has something to wait for.
+`STANDIN_READY_AFTER` (seconds, counted from the first readiness probe, so a slow start does
+not eat it) delays readiness: the stack must keep asking.
 """
 
+# ruff: noqa: E402  (STARTED is taken before the slow imports)
 from __future__ import annotations
+
+import time
+
+STARTED = time.time()  # before the other imports: as close to the launch as Python gets
 
 import asyncio
 import json
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,8 +39,7 @@ READY_AFTER = float(os.environ.get("STANDIN_READY_AFTER", "0"))
 SHOWN = ("SERVICE_NAME", "SERVICE_HOST", "SERVICE_PORT", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS",
          "KAFKA_CONSUMER_GROUP", "JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_KEYS_DIR",
          "REDIS_URL", "ENVIRONMENT", "AUTH_TOKEN_URL")
-started = time.time()
-state: dict[str, Any] = {"database": None}
+state: dict[str, Any] = {"database": None, "first_probe": None, "first_ready": None}
 
 
 async def _current_database(url: str) -> str:
@@ -72,16 +76,19 @@ async def live() -> dict[str, str]:
 
 @app.get("/health/ready")
 async def ready(response: Response) -> dict[str, str]:
-    if MODE == "never_ready" or time.time() - started < READY_AFTER:
+    now = time.time()
+    state["first_probe"] = state["first_probe"] or now
+    if MODE == "never_ready" or now - state["first_probe"] < READY_AFTER:
         response.status_code = 503
         return {"status": "starting", "reason": "the stand-in is not ready yet"}
+    state["first_ready"] = state["first_ready"] or now
     return {"status": "ok"}
 
 
 @app.get("/env")
 async def env() -> dict[str, Any]:
     shown: dict[str, Any] = {key: os.environ.get(key) for key in SHOWN}
-    return {**shown, "database": state["database"], "started": started, "pid": os.getpid()}
+    return {**shown, **state, "started": STARTED, "pid": os.getpid()}
 
 
 @app.post("/auth/login")
