@@ -15,8 +15,11 @@ help:
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+# make up DB=postgres: a local PostgreSQL, one database per service; UP_ARGS for more
+# (python -m devinfra.stack --help), e.g. UP_ARGS="--base-port 9000 --duration 60".
+DB ?= sqlite
 up: bootstrap
-	$(RUN) python -m devinfra.stack
+	$(RUN) python -m devinfra.stack --db $(DB) $(UP_ARGS)
 
 test: bootstrap
 	@bash scripts/test.sh $(PYTEST_ARGS)

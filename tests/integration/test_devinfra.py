@@ -331,3 +331,24 @@ def test_cli_fetch_reports_the_distribution() -> None:
         check=True,
     )
     assert str(ensure_kafka()) in result.stdout
+
+
+def test_make_up_runs_the_stack_for_a_bounded_time(tmp_path: Path) -> None:
+    """What `make up` runs, with its own Kafka and stand-in services (tests/e2e/procs): every
+    service ready, the summary with the admin login, then a clean stop after --duration."""
+    result = subprocess.run(
+        [sys.executable, "-m", "devinfra.stack", "--services", "tests.e2e.procs.standins:SERVICES",
+         "--base-port", "0", "--state-dir", str(tmp_path), "--duration", "3"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=240,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "kafka ready at 127.0.0.1:" in out
+    for name in ("auth", "user", "driver", "notification"):
+        assert f"{name} ready at http://127.0.0.1:" in out, out[-3000:]
+        assert f"{name} │ standin {name} stopped cleanly" in out, out[-3000:]
+    assert "log in:" in out and (tmp_path / "admin.txt").is_file()
+    assert (tmp_path / "kafka" / "data" / "meta.properties").is_file()  # kept in the state dir
+    assert out.rstrip().endswith("stopped")
+

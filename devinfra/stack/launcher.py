@@ -1,0 +1,384 @@
+"""`Stack`: Kafka, an optional PostgreSQL and the services, started, watched and stopped."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from devinfra.kafka import KafkaBroker
+from devinfra.postgres import PostgresServer, postgres_bin_dir
+from devinfra.process import LOOPBACK, DevInfraError, port_is_free, run_checked
+from devinfra.stack.process import ServiceProcess
+from devinfra.stack.specs import (
+    DEFAULT_ADMIN_EMAIL,
+    DEFAULT_STATE_DIR,
+    GATEWAY_PORT,
+    JWT_AUDIENCE,
+    JWT_ISSUER,
+    ROOT,
+    SERVICES,
+    AdminLogin,
+    Database,
+    ServiceSpec,
+    StackError,
+    StackInterrupted,
+    port_map,
+    read_admin,
+    start_order,
+    write_admin,
+)
+
+
+class Stack:
+    """Kafka, an optional PostgreSQL, and `services` as processes; a context manager.
+
+    Ports: each spec's own, shifted by `base_port - 8000` when `base_port` is given
+    (`base_port=0`: free ports), then overridden by `ports`. A `kafka` broker (or bootstrap
+    string) and a `postgres` server that are given are used and left running; the ones the stack
+    starts live in `state_dir` and stop with it. `prefix` goes before database and consumer-group
+    names, so several stacks can share one broker and one PostgreSQL (the tests do).
+    `start()` may be called from one thread while another calls `request_stop()`.
+    """
+
+    def __init__(
+        self,
+        services: Sequence[ServiceSpec] = SERVICES,
+        *,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        db: Database = "sqlite",
+        ports: Mapping[str, int] | None = None,
+        base_port: int | None = None,
+        kafka: KafkaBroker | str | None = None,
+        postgres: PostgresServer | None = None,
+        redis_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        prefix: str = "",
+        admin_email: str | None = DEFAULT_ADMIN_EMAIL,
+        console: Console | None = None,
+        ready_timeout: float = 120.0,
+        stop_timeout: float = 20.0,
+    ) -> None:
+        names = [spec.name for spec in services]
+        if len(set(names)) != len(names):
+            raise StackError(f"service names repeat: {names}")
+        self.services = list(services)
+        self.state_dir = Path(state_dir).resolve()
+        self.db = db
+        self.ports = port_map(self.services, ports, base_port)
+        self.redis_url = redis_url
+        self.env = dict(env or {})
+        self.prefix = prefix
+        self.admin_email = admin_email
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.admin: AdminLogin | None = None
+        self.processes: dict[str, ServiceProcess] = {}
+        self._given_kafka = kafka
+        self._given_postgres = postgres
+        self._broker: KafkaBroker | None = None
+        self._postgres: PostgresServer | None = None
+        self._waves: list[list[ServiceSpec]] = start_order(self.services)
+        self._stopping = threading.Event()
+        self._closed = False
+
+    # --- what the stack offers once started ----------------------------------------------
+
+    @property
+    def bootstrap_servers(self) -> str:
+        given = self._given_kafka
+        if isinstance(given, str):
+            return given
+        broker = given or self._broker
+        if broker is None:
+            raise StackError("Kafka is not started yet")
+        return broker.bootstrap_servers
+
+    @property
+    def postgres(self) -> PostgresServer | None:
+        return self._given_postgres or self._postgres
+
+    def url(self, name: str) -> str:
+        return f"http://{LOOPBACK}:{self.ports[name]}"
+
+    def database_name(self, name: str) -> str:
+        return f"{self.prefix}{name}".replace("-", "_")
+
+    def database_url(self, name: str) -> str:
+        if self.db == "sqlite":
+            return f"sqlite+aiosqlite:///{self.state_dir / self.database_name(name)}.db"
+        server = self.postgres
+        if server is None:
+            raise StackError("PostgreSQL is not started yet")
+        return (f"postgresql+asyncpg://{server.user}@{LOOPBACK}:{server.port}/"
+                f"{self.database_name(name)}")
+
+    def service_env(self, spec: ServiceSpec) -> dict[str, str]:
+        """The environment `spec`'s process gets (on top of ours)."""
+        env = {
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),
+            "ENVIRONMENT": "development",  # migrates its database at start-up
+            "SERVICE_NAME": spec.name,
+            "SERVICE_HOST": LOOPBACK,
+            "SERVICE_PORT": str(self.ports[spec.name]),
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "KAFKA_CONSUMER_GROUP": f"{self.prefix}{spec.name}",
+            "JWT_ISSUER": JWT_ISSUER,
+            "JWT_AUDIENCE": JWT_AUDIENCE,
+            **self.env,
+        }
+        if spec.database:
+            env["DATABASE_URL"] = self.database_url(spec.name)
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        issuer = next((s for s in self.services if s.issuer), None)
+        if spec.issuer:
+            env["JWT_KEYS_DIR"] = str(self.keys_dir)
+        elif issuer is not None:
+            env["JWKS_URL"] = f"{self.url(issuer.name)}/.well-known/jwks.json"
+            env["AUTH_TOKEN_URL"] = f"{self.url(issuer.name)}/oauth/token"
+        return {**env, **spec.env}
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.state_dir / "keys"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start everything and wait until every service is ready; on failure, stop what
+        started and raise StackError (with the failing process's last log lines)."""
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def request_stop(self) -> None:
+        """Ask a running `start()` or `watch()` to give up and return (signal-handler safe)."""
+        self._stopping.set()
+
+    def watch(self, duration: float | None = None) -> int:
+        """Supervise until `request_stop()` or `duration` seconds: 0; a service exits: 1."""
+        deadline = None if duration is None else time.monotonic() + duration
+        while not self._stopping.wait(0.5):
+            if deadline is not None and time.monotonic() >= deadline:
+                return 0
+            for proc in self.processes.values():
+                if not proc.running:
+                    self.console.print(Text(
+                        f"{proc.spec.name} exited with code {proc.process.returncode}; "
+                        f"its last lines:\n{proc.tail()}", style="red"))
+                    return 1
+        return 0
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one service (a crash, for tests); `restart(name)` brings it back."""
+        self.processes[name].kill()
+
+    def restart(self, name: str) -> None:
+        """Stop `name` if it runs (SIGTERM, then SIGKILL), start it again on the same port and
+        database, and wait until it is ready."""
+        proc = self.processes[name]
+        proc.stop(self.stop_timeout)
+        proc.start()
+        self._wait_ready([proc])
+
+    def close(self) -> None:
+        """Stop the services (dependents first; each SIGTERM, then SIGKILL after
+        `stop_timeout`), then the PostgreSQL and Kafka this stack started. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for wave in reversed(self._waves):
+            procs = [self.processes[s.name] for s in wave if s.name in self.processes]
+            if procs:
+                with ThreadPoolExecutor(max_workers=len(procs)) as pool:
+                    list(pool.map(lambda p: p.stop(self.stop_timeout), procs))
+        for proc in self.processes.values():
+            proc.close()
+        if self._postgres is not None:
+            with self.console.status("stopping PostgreSQL..."):
+                self._postgres.close()
+        if self._broker is not None:
+            with self.console.status("stopping Kafka..."):
+                self._broker.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- starting ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._checkport_map()
+        if self._given_kafka is None:
+            port = 9092 if port_is_free(9092) else None
+            with self.console.status("starting Apache Kafka (KRaft)..."):
+                self._broker = KafkaBroker.start(self.state_dir / "kafka", port=port)
+        self.console.print(f"[bold]kafka[/] ready at {self.bootstrap_servers}")
+        if self.db == "postgres":
+            if self._given_postgres is None:
+                port = 5432 if port_is_free(5432) else None
+                with self.console.status("starting PostgreSQL..."):
+                    self._postgres = PostgresServer.start(self.state_dir / "postgres", port=port)
+            self._create_databases()
+        for wave in self._waves:
+            self._check_stopping()
+            procs = [self._launch(spec) for spec in wave]
+            self._wait_ready(procs)
+        if self.admin_email is not None:
+            self.admin = self._ensure_admin(self.admin_email)
+
+    def _checkport_map(self) -> None:
+        busy = [f"{name} ({port})" for name, port in self.ports.items() if not port_is_free(port)]
+        if busy:
+            raise StackError(f"ports in use: {', '.join(busy)}. Is another stack running? "
+                             "Stop it, or pick other ports (--base-port 9000, or 0 for any).")
+
+    def _create_databases(self) -> None:
+        server = self.postgres
+        assert server is not None
+        for spec in self.services:
+            if not spec.database:
+                continue
+            name = self.database_name(spec.name)
+            try:
+                run_checked([str(postgres_bin_dir() / "createdb"), "-h", LOOPBACK,
+                             "-p", str(server.port), "-U", server.user, name],
+                            what=f"creating database {name!r}")
+            except DevInfraError as exc:
+                if "already exists" not in str(exc):  # a kept server keeps its databases
+                    raise
+        self.console.print(f"[bold]postgresql[/] ready at {LOOPBACK}:{server.port}, databases: "
+                           + ", ".join(self.database_name(s.name)
+                                       for s in self.services if s.database))
+
+    def _launch(self, spec: ServiceSpec) -> ServiceProcess:
+        proc = ServiceProcess(spec, self.ports[spec.name], self.service_env(spec),
+                              self.state_dir / "logs" / f"{spec.name}.log", self.console)
+        self.processes[spec.name] = proc
+        proc.start()
+        self.console.print(f"[bold]{spec.name}[/] started (pid {proc.process.pid}, "
+                           f"port {proc.port})")
+        return proc
+
+    def _wait_ready(self, procs: Iterable[ServiceProcess]) -> None:
+        pending = {proc.spec.name: proc for proc in procs}
+        started = time.monotonic()
+        with self.console.status("") as status:
+            while pending:
+                for name, proc in list(pending.items()):
+                    if not proc.running:
+                        raise StackError(
+                            f"{name} exited with code {proc.process.returncode} before it was "
+                            f"ready. Its last log lines ({proc.log}):\n{proc.tail()}")
+                    if proc.ready():
+                        del pending[name]
+                        self.console.print(f"[bold]{name}[/] ready at {proc.url} "
+                                           f"({time.monotonic() - started:.1f}s)")
+                if not pending:
+                    return
+                waited = time.monotonic() - started
+                if waited > self.ready_timeout:
+                    raise StackError("\n".join(
+                        f"{name} not ready after {self.ready_timeout:.0f}s (last "
+                        f"{proc.spec.ready_path}: {proc.last_health}). Its last log lines "
+                        f"({proc.log}):\n{proc.tail()}" for name, proc in pending.items()))
+                status.update(f"waiting for {', '.join(pending)} to be ready ({waited:.0f}s)")
+                self._check_stopping(wait=0.25)
+
+    def _check_stopping(self, wait: float = 0.0) -> None:
+        if self._stopping.wait(wait):
+            raise StackInterrupted("stopped while starting")
+
+    # --- the admin user ---------------------------------------------------------------------
+
+    def _ensure_admin(self, email: str) -> AdminLogin | None:
+        """Log in with the kept password; else create the admin with a new one, and keep it.
+
+        A failure here leaves the stack running and says what to do: the services are fine."""
+        issuer = next((s for s in self.services if s.issuer and s.admin_cli), None)
+        if issuer is None:
+            return None
+        file = self.state_dir / "admin.txt"
+        kept = read_admin(file)
+        if kept is not None and kept.email == email and self._logs_in(issuer, kept):
+            return kept
+        password = secrets.token_urlsafe(18)
+        assert issuer.admin_cli is not None
+        result = subprocess.run(
+            [sys.executable, "-m", issuer.admin_cli, "create-admin", "--email", email,
+             "--password-stdin"],
+            input=password + "\n", cwd=ROOT, env={**os.environ, **self.service_env(issuer)},
+            capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            self.console.print(Text(
+                f"could not create the admin {email} (exit {result.returncode}):\n"
+                f"{(result.stdout + result.stderr).strip()[-2000:]}\n"
+                f"If the admin exists from an earlier run whose {file.name} is gone, start "
+                f"from a clean state folder ({self.state_dir}).", style="red"))
+            return None
+        admin = AdminLogin(email, password, created=True, file=file)
+        write_admin(admin)
+        if not self._logs_in(issuer, admin):
+            self.console.print(Text(f"the admin {email} was created but cannot log in",
+                                    style="red"))
+        return admin
+
+    def _logs_in(self, issuer: ServiceSpec, admin: AdminLogin) -> bool:
+        try:
+            response = httpx.post(f"{self.url(issuer.name)}/auth/login",
+                                  json={"email": admin.email, "password": admin.password},
+                                  timeout=10.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    # --- the summary ------------------------------------------------------------------------
+
+    def print_summary(self) -> None:
+        table = Table(title="the stack is up", title_justify="left")
+        for column in ("process", "url", "docs"):
+            table.add_column(column)
+        if GATEWAY_PORT not in self.ports.values():
+            table.add_row("gateway", f"(issue 9: port {GATEWAY_PORT})", "")
+        for name, proc in self.processes.items():
+            table.add_row(Text(name, style=proc.spec.color), proc.url, proc.docs_url)
+        table.add_row("kafka", self.bootstrap_servers, "")
+        server = self.postgres
+        if self.db == "postgres" and server is not None:
+            table.add_row("postgresql", f"{LOOPBACK}:{server.port} (user {server.user}), "
+                          f"database {self.database_name('<service>')}", "")
+        else:
+            table.add_row("sqlite", f"{self.state_dir}/<service>.db", "")
+        self.console.print(table)
+        self.console.print(f"logs: {self.state_dir / 'logs'}")
+        issuer = next((s for s in self.services if s.issuer), None)
+        if self.admin is not None and issuer is not None:
+            how = "created now" if self.admin.created else "from an earlier run"
+            self.console.print(
+                f"admin: [bold]{self.admin.email}[/] / [bold]{self.admin.password}[/] "
+                f"({how}; kept in {self.admin.file})\nlog in:\n  "
+                + self.admin.curl(self.url(issuer.name)), markup=True, soft_wrap=True)
+        self.console.print("[dim]Ctrl-C stops everything[/]")

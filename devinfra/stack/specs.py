@@ -1,0 +1,123 @@
+"""What the stack runs: the service specs, their ports and start order, the admin's login."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from devinfra.process import DevInfraError, free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_STATE_DIR = ROOT / ".local"
+DEFAULT_ADMIN_EMAIL = "admin@example.com"
+JWT_ISSUER = "auth"
+JWT_AUDIENCE = "platform"
+GATEWAY_PORT = 8000
+"""Kept free for the gateway (issue 9); `base_port` offsets every port from it."""
+
+Database = Literal["sqlite", "postgres"]
+
+
+class StackError(DevInfraError):
+    """The stack could not start: the message names the process and shows its last lines."""
+
+
+class StackInterrupted(StackError):
+    """`request_stop()` (Ctrl-C, SIGTERM) arrived while the stack was starting."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """One process of the stack: `python -m <module>` on `port`, started once every service
+    named in `after` is ready."""
+
+    name: str
+    module: str
+    port: int
+    color: str = "white"
+    after: tuple[str, ...] = ()
+    issuer: bool = False
+    """The token issuer: gets `JWT_KEYS_DIR`; every other service gets its `JWKS_URL`."""
+    database: bool = True
+    admin_cli: str | None = None
+    """A module with `create-admin --email E --password-stdin` (the issuer's CLI)."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_path: str = "/health/ready"
+    docs_path: str = "/docs"
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("auth", "services.auth", 8001, "magenta", issuer=True,
+                admin_cli="services.auth.cli"),
+    # The others only need auth's JWKS to start; driver reaches user by HTTP at request time.
+    ServiceSpec("user", "services.user", 8002, "cyan", after=("auth",)),
+    ServiceSpec("driver", "services.driver", 8003, "green", after=("auth",)),
+    ServiceSpec("notification", "services.notification", 8004, "yellow", after=("auth",)),
+    # The gateway (issue 9) joins here, last and on GATEWAY_PORT, e.g.
+    # ServiceSpec("gateway", "gateway", GATEWAY_PORT, "blue", database=False,
+    #             after=("auth", "user", "driver", "notification")),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminLogin:
+    """The admin user `make up` made (or found in `file` from an earlier run)."""
+
+    email: str
+    password: str
+    created: bool
+    file: Path
+
+    def curl(self, auth_url: str) -> str:
+        body = f'{{"email": "{self.email}", "password": "{self.password}"}}'
+        return (f"curl -s -X POST {auth_url}/auth/login "
+                f"-H 'content-type: application/json' -d '{body}'")
+
+
+def port_map(services: Sequence[ServiceSpec], ports: Mapping[str, int] | None,
+           base_port: int | None) -> dict[str, int]:
+    if base_port == 0:
+        result = dict(zip([s.name for s in services], free_ports(len(services)), strict=True))
+    elif base_port is not None:
+        result = {s.name: base_port + s.port - GATEWAY_PORT for s in services}
+    else:
+        result = {s.name: s.port for s in services}
+    result.update(ports or {})
+    if len(set(result.values())) != len(result):
+        raise StackError(f"two services on one port: {result}")
+    return result
+
+
+def start_order(services: Sequence[ServiceSpec]) -> list[list[ServiceSpec]]:
+    """Groups to start one after another: each waits only for services of earlier groups."""
+    known = {s.name for s in services}
+    done: set[str] = set()
+    remaining = list(services)
+    waves: list[list[ServiceSpec]] = []
+    while remaining:
+        wave = [s for s in remaining if set(s.after) & known <= done]
+        if not wave:
+            raise StackError(f"services wait for each other: {[s.name for s in remaining]}")
+        waves.append(wave)
+        done |= {s.name for s in wave}
+        remaining = [s for s in remaining if s not in wave]
+    return waves
+
+
+def read_admin(file: Path) -> AdminLogin | None:
+    try:
+        fields = dict(line.split(": ", 1) for line in file.read_text().splitlines()
+                      if ": " in line)
+        return AdminLogin(fields["email"], fields["password"], created=False, file=file)
+    except (OSError, KeyError):
+        return None
+
+
+def write_admin(admin: AdminLogin) -> None:
+    admin.file.unlink(missing_ok=True)
+    fd = os.open(admin.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"email: {admin.email}\npassword: {admin.password}\n")

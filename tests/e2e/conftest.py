@@ -1,0 +1,42 @@
+"""The whole system for the end-to-end tests: every service as its own process, started once
+per test session by the same `Stack` as `make up`, on free ports, against the session's Kafka
+broker and PostgreSQL (one fresh database per service, dropped at the end)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from devinfra.kafka import KafkaBroker
+from devinfra.postgres import PostgresServer
+from devinfra.stack import Stack
+from tests.e2e.system import System
+from tests.support import unique
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def system(kafka: KafkaBroker, postgres: PostgresServer,
+                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
+    state: Path = tmp_path_factory.mktemp("stack")
+    prefix = unique("e2e").replace("-", "_") + "_"
+    stack = Stack(state_dir=state, base_port=0, kafka=kafka, db="postgres", postgres=postgres,
+                  prefix=prefix, ready_timeout=90, stop_timeout=15,
+                  # Its own registry, so no instance another test left behind is discovered.
+                  env={"REGISTRY_TOPIC": f"{prefix}platform.registry"})
+    try:
+        stack.start()
+        yield System(stack)
+    finally:
+        stack.close()
+        if postgres.running:
+            conn = await asyncpg.connect(postgres.dsn)
+            try:
+                for spec in stack.services:
+                    name = stack.database_name(spec.name)
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
