@@ -76,5 +76,6 @@ def retry_after(state: FailureState | None, policy: ThrottlePolicy, now: float) 
 
 
 def whole_seconds(seconds: float) -> int:
-    """A Retry-After value: whole seconds, never 0 for a real wait."""
-    return max(1, math.ceil(seconds))
+    """A Retry-After value: whole seconds, never 0 for a real wait (a stored time's last
+    microsecond of rounding does not make 5 s into 6)."""
+    return max(1, math.ceil(seconds - 1e-3))

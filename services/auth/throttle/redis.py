@@ -14,7 +14,7 @@ _RECORD = """
 local got = redis.call('HMGET', KEYS[1], 'f', 's', 'l')
 local now = tonumber(ARGV[1])
 local window, lock_after, lock = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local failures, start, last = tonumber(got[1]), tonumber(got[2]), tonumber(got[3])
+local f, s, l = tonumber(got[1]), tonumber(got[2]), tonumber(got[3])
 local fresh = f == nil or s == nil or l == nil
 if not fresh then
   if f >= lock_after then fresh = now >= l + lock else fresh = now - s > window end
