@@ -30,14 +30,14 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED,
-             responses=error_responses(409, 422, 503))
+             responses=error_responses(400, 409, 422, 503))
 async def register(body: RegisterRequest, accounts: AccountsDep) -> UserPublic:
     """A new account with the `user` role (publishes auth.user_registered)."""
     user, roles = await accounts.register(body.email, body.password)
     return UserPublic(id=user.id, email=user.email, roles=roles)
 
 
-@router.post("/login", responses=error_responses(401, 422, 429, 503))
+@router.post("/login", responses=error_responses(400, 401, 422, 429, 503))
 async def login(body: LoginRequest, accounts: AccountsDep, sessions: SessionsDep,
                 throttle: ThrottleDep, client: ClientAddress, response: Response) -> TokenPair:
     """An access token (about 15 minutes) and a refresh token (rotated on each use)."""
@@ -46,7 +46,7 @@ async def login(body: LoginRequest, accounts: AccountsDep, sessions: SessionsDep
                              password=body.password, client=client)
 
 
-@router.post("/refresh", responses=error_responses(401, 422))
+@router.post("/refresh", responses=error_responses(400, 401, 422))
 async def refresh(body: RefreshRequest, sessions: SessionsDep, response: Response) -> TokenPair:
     """A new pair for a valid refresh token, which is used up; presenting a used one again
     revokes its whole family."""
@@ -55,7 +55,7 @@ async def refresh(body: RefreshRequest, sessions: SessionsDep, response: Respons
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT,
-             responses=error_responses(403, 422))
+             responses=error_responses(400, 403, 422))
 async def logout(body: RefreshRequest, principal: CurrentPrincipal, sessions: SessionsDep,
                  session: SessionDep) -> None:
     """Revoke the refresh token's family (the caller's own tokens only)."""
@@ -63,7 +63,7 @@ async def logout(body: RefreshRequest, principal: CurrentPrincipal, sessions: Se
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT,
-             responses=error_responses(403, 404, 422, 429, 503))
+             responses=error_responses(400, 403, 404, 422, 429, 503))
 async def change_password(body: PasswordChangeRequest, principal: CurrentPrincipal,
                           accounts: AccountsDep, sessions: SessionsDep, throttle: ThrottleDep,
                           client: ClientAddress) -> None:

@@ -39,12 +39,13 @@ async def list_roles(rbac: RbacDep) -> list[RolePublic]:
     return await rbac.roles()
 
 
-@router.post("/roles", status_code=status.HTTP_201_CREATED, responses=error_responses(409, 422))
+@router.post("/roles", status_code=status.HTTP_201_CREATED,
+             responses=error_responses(400, 409, 422))
 async def create_role(body: RoleCreate, rbac: RbacDep) -> RolePublic:
     return await rbac.create_role(body.name, body.description, body.permissions)
 
 
-@router.put("/roles/{name}/permissions", responses=error_responses(404, 409, 422))
+@router.put("/roles/{name}/permissions", responses=error_responses(400, 404, 409, 422))
 async def set_role_permissions(name: RoleParam, body: RolePermissions,
                                rbac: RbacDep) -> RolePublic:
     """Replace the role's permissions; its holders get them with their next token."""
@@ -57,14 +58,15 @@ async def assign_role(user_id: uuid.UUID, role: RoleParam, rbac: RbacDep) -> Use
     return await rbac.assign(user_id, role)
 
 
-@router.delete("/users/{user_id}/roles/{role}", responses=error_responses(404, 409, 422))
+@router.delete("/users/{user_id}/roles/{role}",
+               responses=error_responses(404, 409, 422))
 async def revoke_role(user_id: uuid.UUID, role: RoleParam, rbac: RbacDep) -> UserRoles:
     """Take `role` from the user (idempotent); the last admin keeps the admin role."""
     return await rbac.revoke(user_id, role)
 
 
 @router.post("/clients", status_code=status.HTTP_201_CREATED,
-             responses=error_responses(409, 422))
+             responses=error_responses(400, 409, 422))
 async def create_client(body: ClientCreate, session: SessionDep) -> ClientCreated:
     """A service identity for client credentials; the secret is in this answer only."""
     return await Clients(session).create(body.name, body.permissions)

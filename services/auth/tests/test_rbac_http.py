@@ -204,7 +204,7 @@ async def test_rotate_keys_publishes_a_new_kid_and_old_tokens_still_verify(
             kids = {k["kid"] for k in (await http.get("/.well-known/jwks.json")).json()["keys"]}
             return {old_kid, new_kid} <= kids
 
-        await eventually(published, timeout=10, interval=0.2)
+        await eventually(lambda: published(), timeout=10, interval=0.2)
         after = await login(http, address)
         header = jwt.get_unverified_header(after["access_token"])
         assert header == {"alg": "ES256", "kid": new_kid, "typ": "JWT"}
