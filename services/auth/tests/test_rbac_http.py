@@ -3,6 +3,7 @@ process; the commands (create-admin, create-client, rotate-keys) run beside it."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -204,7 +205,10 @@ async def test_rotate_keys_publishes_a_new_kid_and_old_tokens_still_verify(
             kids = {k["kid"] for k in (await http.get("/.well-known/jwks.json")).json()["keys"]}
             return {old_kid, new_kid} <= kids
 
-        await eventually(lambda: published(), timeout=10, interval=0.2)
+        deadline = time.monotonic() + 10  # the service reloads its key folder every 0.5 s
+        while not await published():
+            assert time.monotonic() < deadline, "the new kid never showed in the JWKS"
+            await asyncio.sleep(0.2)
         after = await login(http, address)
         header = jwt.get_unverified_header(after["access_token"])
         assert header == {"alg": "ES256", "kid": new_kid, "typ": "JWT"}
