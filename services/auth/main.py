@@ -56,7 +56,7 @@ def _throttle(cfg: AuthSettings):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def hook(runtime: ServiceRuntime) -> AsyncIterator[LoginThrottle]:
         store: FailureStore = (RedisFailureStore(cfg.redis_url) if cfg.redis_url
-                               else DatabaseFailureStore(runtime.database))
+                               else DatabaseFailureStore.from_url(cfg.database_url))
         throttle = LoginThrottle(store, cfg.account_policy(), cfg.client_policy())
         try:
             yield throttle

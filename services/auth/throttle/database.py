@@ -17,10 +17,15 @@ from services.auth.throttle.policy import FailureState, ThrottlePolicy
 
 class DatabaseFailureStore:
     """Rows of `login_failures`; stale rows are harmless (the rule ignores them) and are
-    overwritten by the key's next failure."""
+    overwritten by the key's next failure.
 
-    def __init__(self, database: Database) -> None:
+    Give it an engine of its own (`from_url`): a login holds its request's connection while
+    it counts a failure, so drawing both from one pool would let a burst of logins hold every
+    connection and wait for a second one, for ever (pool timeout)."""
+
+    def __init__(self, database: Database, *, owned: bool = False) -> None:
         self.database = database
+        self._owned = owned
         self._insert: Any = postgresql.insert if database.dialect == "postgresql" \
             else sqlite.insert
 
@@ -57,5 +62,10 @@ class DatabaseFailureStore:
         async with self.database.transaction() as session:
             await session.execute(delete(login_failures).where(login_failures.c.key == key))
 
+    @classmethod
+    def from_url(cls, url: str) -> DatabaseFailureStore:
+        return cls(Database(url), owned=True)
+
     async def close(self) -> None:
-        """The database is the service's; it closes it."""
+        if self._owned:
+            await self.database.dispose()
