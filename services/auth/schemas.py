@@ -13,7 +13,8 @@ from services.auth.models import EMAIL_MAX, NAME_MAX
 PERMISSION_PATTERN = r"^[a-z][a-z0-9_-]{0,47}:[a-z][a-z0-9_-]{0,47}$"
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{1,63}$"
 
-Email = Annotated[str, StringConstraints(min_length=3, max_length=EMAIL_MAX + 40)]
+Email = Annotated[str, StringConstraints(min_length=3, max_length=EMAIL_MAX + 40,
+                                         pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s.]+\s*$")]
 """Checked and normalised by services.auth.passwords.normalise_email (spaces around allowed)."""
 Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 """Any password a login may present; the policy (10-128) applies when one is chosen."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +13,13 @@ import pytest_asyncio
 from core.db import migrations
 from core.db.engine import Database
 from services.auth.main import SERVICE_DIR
-from services.auth.throttle import FailureStore, LoginThrottle, Throttled, ThrottlePolicy
+from services.auth.throttle import (
+    FailureStore,
+    LoginThrottle,
+    Throttled,
+    ThrottlePolicy,
+    ThrottleUnavailable,
+)
 from services.auth.throttle.database import DatabaseFailureStore
 from services.auth.throttle.redis import RedisFailureStore
 from tests.integration.databases import DatabaseFactory
@@ -163,13 +168,16 @@ async def test_redis_keys_expire_by_themselves(request: pytest.FixtureRequest,
     assert 0 < ttl <= ACCOUNT.ttl_seconds * 1000
 
 
-async def test_redis_away_is_a_503_not_unlimited_guesses(tmp_path: Path) -> None:
-    from core.bases.exceptions import AppError
-
-    away = RedisFailureStore("redis://127.0.0.1:1", timeout=0.2)
+@pytest.mark.parametrize("away", ["redis", "postgres"])
+async def test_a_store_away_is_a_503_not_unlimited_guesses(away: str) -> None:
+    store: FailureStore = (
+        RedisFailureStore("redis://127.0.0.1:1", timeout=0.2) if away == "redis"
+        else DatabaseFailureStore.from_url("postgresql+asyncpg://nobody@127.0.0.1:1/auth"))
     try:
-        with pytest.raises(AppError) as caught:
-            await LoginThrottle(away, ACCOUNT, CLIENT).check(account="a", client="b")
-        assert caught.value.status_code == 503
+        for attempt in (store.load("k", ACCOUNT), store.record("k", ACCOUNT, 1.0)):
+            with pytest.raises(ThrottleUnavailable) as caught:
+                await attempt
+            assert caught.value.status_code == 503
+            assert caught.value.headers["Retry-After"] == "5"
     finally:
-        await away.close()
+        await store.close()

@@ -5,8 +5,15 @@
 database. Both honour one contract (tests/test_throttle_contract.py).
 """
 
-from services.auth.throttle.base import FailureStore, LoginThrottle, Throttled
+from services.auth.throttle.base import FailureStore, LoginThrottle, Throttled, ThrottleUnavailable
 from services.auth.throttle.policy import FailureState, ThrottlePolicy, retry_after
 
-__all__ = ["FailureState", "FailureStore", "LoginThrottle", "ThrottlePolicy", "Throttled",
-           "retry_after"]
+__all__ = [
+           "FailureState",
+           "FailureStore",
+           "LoginThrottle",
+           "ThrottlePolicy",
+           "ThrottleUnavailable",
+           "Throttled",
+           "retry_after",
+]

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from core.bases.exceptions import TooManyRequestsError
+from core.bases.exceptions import AppError, TooManyRequestsError
 from services.auth.throttle.policy import (
     FailureState,
     ThrottlePolicy,
@@ -22,7 +22,8 @@ class FailureStore(Protocol):
     counted, none lost) and returns the new state, computed as `policy.after_failure` says;
     `load` returns the state, or None for a key with no failure that still matters; `reset`
     forgets a key (a successful login). Keys are opaque strings of at most 300 characters.
-    Implementations raise on I/O failure: a store that cannot answer fails the login (503),
+    Implementations raise ThrottleUnavailable on I/O failure: a store that cannot answer
+    fails the login (503),
     it never lets unlimited guesses through.
     """
 
@@ -33,6 +34,18 @@ class FailureStore(Protocol):
     async def reset(self, key: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class ThrottleUnavailable(AppError):
+    """The failure counts cannot be read or written: logins wait rather than go unchecked."""
+
+    status_code = 503
+    code = "throttle_unavailable"
+    default_message = "Login is unavailable for a moment; retry shortly"
+    expose = True
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "5"})
 
 
 class Throttled(TooManyRequestsError):

@@ -5,13 +5,18 @@ although the request itself answers 401."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import and_, case, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.engine import Database
 from services.auth.models import login_failures
+from services.auth.throttle.base import ThrottleUnavailable
 from services.auth.throttle.policy import FailureState, ThrottlePolicy
 
 
@@ -30,7 +35,7 @@ class DatabaseFailureStore:
             else sqlite.insert
 
     async def load(self, key: str, policy: ThrottlePolicy) -> FailureState | None:
-        async with self.database.session() as session:
+        async with self._session(commit=False) as session:
             row = (await session.execute(
                 select(login_failures.c.failures, login_failures.c.window_started_at,
                        login_failures.c.last_failure_at)
@@ -54,13 +59,23 @@ class DatabaseFailureStore:
                 "last_failure_at": now,
             },
         ).returning(t.c.failures, t.c.window_started_at, t.c.last_failure_at)
-        async with self.database.transaction() as session:
+        async with self._session(commit=True) as session:
             row = (await session.execute(statement)).one()
         return FailureState(row[0], row[1], row[2])
 
     async def reset(self, key: str) -> None:
-        async with self.database.transaction() as session:
+        async with self._session(commit=True) as session:
             await session.execute(delete(login_failures).where(login_failures.c.key == key))
+
+    @asynccontextmanager
+    async def _session(self, *, commit: bool) -> AsyncIterator[AsyncSession]:
+        """A session of its own; the database away is a 503 (ThrottleUnavailable), not a 500."""
+        try:
+            opened = self.database.transaction() if commit else self.database.session()
+            async with opened as session:
+                yield session
+        except (DBAPIError, OSError) as e:
+            raise ThrottleUnavailable() from e
 
     @classmethod
     def from_url(cls, url: str) -> DatabaseFailureStore:

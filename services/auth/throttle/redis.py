@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from core.bases.exceptions import AppError
+from services.auth.throttle.base import ThrottleUnavailable
 from services.auth.throttle.policy import FailureState, ThrottlePolicy
 
 # The same rule as policy.after_failure, in one atomic step. Times are the caller's clock
@@ -25,18 +25,6 @@ redis.call('HSET', KEYS[1], 'f', f, 's', start, 'l', last)
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[5]) * 1000))
 return {f, start, last}
 """
-
-
-class ThrottleUnavailable(AppError):
-    """The failure counts cannot be read or written: logins wait rather than go unchecked."""
-
-    status_code = 503
-    code = "throttle_unavailable"
-    default_message = "Login is unavailable for a moment; retry shortly"
-    expose = True
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "5"})
 
 
 class RedisFailureStore:
