@@ -1,0 +1,66 @@
+"""The auth service's route dependencies, as `Annotated` aliases over the running service's
+parts (its hooks: keys, passwords, throttle) and the request's session."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from core.app import RuntimeDep
+from core.bases.deps import DatabaseDep, OutboxDep, SessionDep
+from core.bases.exceptions import ConfigurationError
+from core.security import TokenIssuer
+from services.auth.config import AuthSettings
+from services.auth.passwords import Passwords
+from services.auth.services.accounts import Accounts
+from services.auth.services.sessions import Sessions
+from services.auth.throttle import LoginThrottle
+
+
+def get_settings(runtime: RuntimeDep) -> AuthSettings:
+    if not isinstance(runtime.settings, AuthSettings):
+        raise ConfigurationError("the auth service runs with AuthSettings")
+    return runtime.settings
+
+
+def get_issuer(runtime: RuntimeDep) -> TokenIssuer:
+    issuer: TokenIssuer = runtime.hook("keys")
+    return issuer
+
+
+def get_passwords(runtime: RuntimeDep) -> Passwords:
+    passwords: Passwords = runtime.hook("passwords")
+    return passwords
+
+
+def get_throttle(runtime: RuntimeDep) -> LoginThrottle:
+    throttle: LoginThrottle = runtime.hook("throttle")
+    return throttle
+
+
+SettingsDep = Annotated[AuthSettings, Depends(get_settings)]
+IssuerDep = Annotated[TokenIssuer, Depends(get_issuer)]
+PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+ThrottleDep = Annotated[LoginThrottle, Depends(get_throttle)]
+
+
+def get_accounts(session: SessionDep, outbox: OutboxDep, passwords: PasswordsDep) -> Accounts:
+    return Accounts(session, outbox, passwords)
+
+
+def get_sessions(database: DatabaseDep, issuer: IssuerDep, settings: SettingsDep) -> Sessions:
+    return Sessions(database, issuer, settings)
+
+
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+
+
+def client_address(request: Request) -> str:
+    """The caller's address, the key of the per-client throttle. Behind the gateway this is
+    the gateway's unless uvicorn trusts its X-Forwarded-For (FORWARDED_ALLOW_IPS)."""
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(client_address)]

@@ -1,0 +1,66 @@
+"""Assembles the auth service: `create_app()` builds it (nothing is built at import)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from core.app import ServiceRuntime, create_service
+from core.security import Security, security_from_settings
+from services.auth.config import AuthSettings
+from services.auth.events import TOPIC, registry
+from services.auth.keys import key_manager, keys_hook
+from services.auth.models import Base
+from services.auth.passwords import Passwords
+from services.auth.routers import ROUTERS
+from services.auth.throttle import FailureStore, LoginThrottle
+from services.auth.throttle.database import DatabaseFailureStore
+from services.auth.throttle.redis import RedisFailureStore
+
+SERVICE_DIR = Path(__file__).resolve().parent
+
+
+def create_app(settings: AuthSettings | None = None, *,
+               security: Security | None = None) -> FastAPI:
+    """The auth service. It verifies its own tokens from its own keys (no JWKS over HTTP):
+    the KeyManager is made here, empty, and filled by the `keys` hook at start-up."""
+    cfg = settings or AuthSettings()
+    keys = key_manager(cfg)
+    return create_service(
+        "auth", metadata=Base.metadata, service_dir=SERVICE_DIR, events=registry(),
+        routers=ROUTERS, publishes=[TOPIC], settings=cfg,
+        security=security or security_from_settings(cfg, local_keys=keys),
+        hooks={"keys": keys_hook(keys, cfg), "passwords": _passwords(cfg),
+               "throttle": _throttle(cfg)},
+        description="Accounts, tokens (JWT, JWKS), RBAC, service identities.")
+
+
+def _passwords(cfg: AuthSettings):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def hook(runtime: ServiceRuntime) -> AsyncIterator[Passwords]:
+        yield passwords_from(cfg)
+
+    return hook
+
+
+def passwords_from(cfg: AuthSettings) -> Passwords:
+    return Passwords(time_cost=cfg.argon2_time_cost, memory_kib=cfg.argon2_memory_kib,
+                     parallelism=cfg.argon2_parallelism,
+                     concurrency=cfg.password_hash_concurrency)
+
+
+def _throttle(cfg: AuthSettings):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def hook(runtime: ServiceRuntime) -> AsyncIterator[LoginThrottle]:
+        store: FailureStore = (RedisFailureStore(cfg.redis_url) if cfg.redis_url
+                               else DatabaseFailureStore.from_url(cfg.database_url))
+        throttle = LoginThrottle(store, cfg.account_policy(), cfg.client_policy())
+        try:
+            yield throttle
+        finally:
+            await throttle.close()
+
+    return hook

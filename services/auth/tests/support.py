@@ -1,0 +1,133 @@
+"""The auth service as its tests run it: its own process (uvicorn, SQLite or PostgreSQL, the
+test broker), its command line beside it on the same database and key folder, and a client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from core.config import KafkaConfig
+from tests.integration.served import Served, serve
+from tests.support import unique
+
+ROOT = Path(__file__).resolve().parents[3]
+FAST_ARGON2 = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024"}
+"""Tests hash cheaply (the parameters are settings); the benchmark measures the real ones."""
+PASSWORD = "correct-Horse-7"
+
+
+@dataclass
+class AuthProc:
+    """A running auth service and the environment its commands share with it."""
+
+    served: Served
+    env: dict[str, str]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return self.served.base_url
+
+    def cli(self, *args: str, stdin: str | None = None,
+            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.auth.cli", *args], cwd=ROOT, input=stdin,
+            env={**os.environ, **self.env, **(env or {}), "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=60, check=False)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=10)
+
+
+@dataclass
+class Spawner:
+    """`spawn` for a module-scoped process (the root fixture is per test)."""
+
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    files: list[IO[str]] = field(default_factory=list)
+
+    def __call__(self, module: str, *args: str, env: dict[str, str] | None = None,
+                 output: Path | None = None) -> subprocess.Popen[str]:
+        assert output is not None
+        out = output.open("w")
+        self.files.append(out)
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
+                                env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
+                                stdout=out, stderr=out, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for file in self.files:
+            file.close()
+
+
+@asynccontextmanager
+async def running_auth(workdir: Path, kafka: Any, *, database_url: str | None = None,
+                       env: Mapping[str, str] | None = None) -> AsyncIterator[AuthProc]:
+    shared = {
+        "DATABASE_URL": database_url or f"sqlite+aiosqlite:///{workdir / 'auth.db'}",
+        "JWT_KEYS_DIR": str(workdir / "keys"),
+        "JWT_KEYS_RELOAD_SECONDS": "0.5",
+        "REGISTRY_BACKEND": "static",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "ENVIRONMENT": "development",
+        **FAST_ARGON2,
+        **(env or {}),
+    }
+    spawner = Spawner()
+    log = workdir / "auth.log"
+    try:
+        served = await serve(spawner, "services.auth", database_url=shared["DATABASE_URL"],
+                             kafka=KafkaConfig(kafka.bootstrap_servers, unique("auth"),
+                                               unique("auth")),
+                             env=shared, output=log)
+        yield AuthProc(served, shared, log)
+    finally:
+        spawner.close()
+
+
+async def register(http: httpx.AsyncClient, email: str | None = None,
+                   password: str = PASSWORD) -> dict[str, Any]:
+    response = await http.post("/auth/register", json={
+        "email": email or f"{unique('u')}@example.com", "password": password})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def login(http: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = await http.post("/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def lines(output: str) -> dict[str, str]:
+    """`key: value` lines of a command's output."""
+    found = {}
+    for line in output.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            found[key.strip()] = value.strip()
+    return found
