@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from core.app import ServiceRuntime, create_service
+from core.app import Hook, ServiceRuntime, create_service
 from core.security import Security, security_from_settings
 from services.auth.config import AuthSettings
 from services.auth.events import TOPIC, registry
@@ -16,11 +20,12 @@ from services.auth.keys import key_manager, keys_hook
 from services.auth.models import Base
 from services.auth.passwords import Passwords
 from services.auth.routers import ROUTERS
-from services.auth.throttle import FailureStore, LoginThrottle
+from services.auth.throttle import FailureStore, LoginThrottle, ThrottleUnavailable
 from services.auth.throttle.database import DatabaseFailureStore
 from services.auth.throttle.redis import RedisFailureStore
 
 SERVICE_DIR = Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: AuthSettings | None = None, *,
@@ -38,7 +43,7 @@ def create_app(settings: AuthSettings | None = None, *,
         description="Accounts, tokens (JWT, JWKS), RBAC, service identities.")
 
 
-def _passwords(cfg: AuthSettings):  # type: ignore[no-untyped-def]
+def _passwords(cfg: AuthSettings) -> Hook:
     @asynccontextmanager
     async def hook(runtime: ServiceRuntime) -> AsyncIterator[Passwords]:
         yield passwords_from(cfg)
@@ -52,15 +57,37 @@ def passwords_from(cfg: AuthSettings) -> Passwords:
                      concurrency=cfg.password_hash_concurrency)
 
 
-def _throttle(cfg: AuthSettings):  # type: ignore[no-untyped-def]
+def _throttle(cfg: AuthSettings) -> Hook:
     @asynccontextmanager
     async def hook(runtime: ServiceRuntime) -> AsyncIterator[LoginThrottle]:
         store: FailureStore = (RedisFailureStore(cfg.redis_url) if cfg.redis_url
                                else DatabaseFailureStore.from_url(cfg.database_url))
         throttle = LoginThrottle(store, cfg.account_policy(), cfg.client_policy())
+        pruning = (asyncio.create_task(_prune(store, throttle), name="auth:prune-failures")
+                   if isinstance(store, DatabaseFailureStore) else None)
         try:
             yield throttle
         finally:
+            if pruning is not None:
+                pruning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruning
             await throttle.close()
 
     return hook
+
+
+PRUNE_INTERVAL_SECONDS = 300.0
+
+
+async def _prune(store: DatabaseFailureStore, throttle: LoginThrottle) -> None:
+    """Redis forgets a key by its TTL; the database store is told to, every few minutes."""
+    keep = max(policy.ttl_seconds for policy in throttle.policies.values())
+    while True:
+        await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+        try:
+            pruned = await store.prune(time.time() - keep)
+        except ThrottleUnavailable:
+            continue  # the database is away; the next round tries again
+        if pruned:
+            log.info("forgot %d stale login-failure keys", pruned)

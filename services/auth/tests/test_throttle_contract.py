@@ -158,14 +158,34 @@ async def test_concurrent_failures_are_all_counted(throttle: LoginThrottle,
     assert state is not None and state.failures == 12
 
 
-async def test_redis_keys_expire_by_themselves(request: pytest.FixtureRequest,
-                                               store: FailureStore, clock: Clock) -> None:
-    if not isinstance(store, RedisFailureStore):
-        pytest.skip("expiry is Redis's; the database keeps stale rows the rule ignores")
-    who = unique("a")
-    await store.record(f"login:account:{who}", ACCOUNT, clock())
-    ttl = await store._redis.pttl(f"{store._prefix}:login:account:{who}")
-    assert 0 < ttl <= ACCOUNT.ttl_seconds * 1000
+async def test_redis_keys_expire_by_themselves(redis: Any, clock: Clock) -> None:
+    """Redis forgets a key by itself, once no state of it can matter any more."""
+    store = RedisFailureStore(redis.url, prefix=unique("t"), timeout=5.0)
+    try:
+        who = unique("a")
+        await store.record(f"login:account:{who}", ACCOUNT, clock())
+        ttl = await store._redis.pttl(f"{store._prefix}:login:account:{who}")
+        assert 0 < ttl <= ACCOUNT.ttl_seconds * 1000
+    finally:
+        await store.close()
+
+
+async def test_the_database_store_forgets_stale_keys_when_pruned(
+        tmp_path_factory: pytest.TempPathFactory, clock: Clock) -> None:
+    """Keys that never fail again (guessed emails) must not grow the table for ever."""
+    factory = DatabaseFactory("sqlite", tmp_path_factory.mktemp("prune"), None)
+    database = Database(await factory.new())
+    await migrations.upgrade(SERVICE_DIR, database)
+    store = DatabaseFailureStore(database)
+    try:
+        await store.record("old", ACCOUNT, clock() - ACCOUNT.ttl_seconds - 1)
+        await store.record("new", ACCOUNT, clock())
+        assert await store.prune(clock() - ACCOUNT.ttl_seconds) == 1
+        assert await store.load("old", ACCOUNT) is None
+        assert await store.load("new", ACCOUNT) is not None
+    finally:
+        await database.dispose()
+        await factory.drop_all()
 
 
 @pytest.mark.parametrize("away", ["redis", "postgres"])

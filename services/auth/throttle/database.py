@@ -21,8 +21,9 @@ from services.auth.throttle.policy import FailureState, ThrottlePolicy
 
 
 class DatabaseFailureStore:
-    """Rows of `login_failures`; stale rows are harmless (the rule ignores them) and are
-    overwritten by the key's next failure.
+    """Rows of `login_failures`; stale rows are harmless (the rule ignores them), overwritten
+    by the key's next failure, and deleted by `prune` (keys that never fail again, such as
+    guessed emails, would otherwise grow the table for ever).
 
     Give it an engine of its own (`from_url`): a login holds its request's connection while
     it counts a failure, so drawing both from one pool would let a burst of logins hold every
@@ -66,6 +67,13 @@ class DatabaseFailureStore:
     async def reset(self, key: str) -> None:
         async with self._session(commit=True) as session:
             await session.execute(delete(login_failures).where(login_failures.c.key == key))
+
+    async def prune(self, older_than: float) -> int:
+        """Forget every key whose last failure is before `older_than`; how many were."""
+        async with self._session(commit=True) as session:
+            result = await session.execute(
+                delete(login_failures).where(login_failures.c.last_failure_at < older_than))
+        return int(getattr(result, "rowcount", 0) or 0)
 
     @asynccontextmanager
     async def _session(self, *, commit: bool) -> AsyncIterator[AsyncSession]:
