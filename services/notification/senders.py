@@ -84,7 +84,10 @@ def sender_from_settings(settings: NotificationSettings) -> NotificationSender:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(f"NOTIFICATION_SENDER={name!r}: {exc}") from exc
-    sender = factory(settings)
+    try:
+        sender = factory(settings)
+    except Exception as exc:
+        raise ConfigurationError(f"NOTIFICATION_SENDER={name!r} failed: {exc!r}") from exc
     if not isinstance(sender, NotificationSender):
         raise ConfigurationError(
             f"NOTIFICATION_SENDER={name!r} made {sender!r}, which has no async send() "
