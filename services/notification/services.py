@@ -20,7 +20,7 @@ from services.notification.schemas import NotificationChange, NotificationDraft
 
 class NotificationRepository(BaseRepository[Notification]):
     model = Notification
-    sort_fields = frozenset({"created_at"})
+    sort_fields = frozenset({"created_at", "id"})
     default_sort = ("-created_at", "-id")
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.messaging.events import BaseEvent
+from core.messaging.events import BaseEvent, DomainEvent
 from core.messaging.exceptions import RequestTimeoutError
 from services.notification.events import (
     ContactData,
@@ -99,3 +99,15 @@ class StandInUsers:
         if request.data.user_id in self.silent:
             raise RequestTimeoutError(f"no reply within {timeout}s")
         return contact_reply(request, self.known)
+
+
+class AuthUserRegistered(DomainEvent[UserRegisteredData]):
+    """`auth.user_registered` as the auth service may declare it (a domain event with an
+    `aggregate_id` in the envelope): the notification service's copy reads it all the same."""
+
+    EVENT_TYPE = "auth.user_registered"
+
+
+def registered_by_auth(user_id: str, email: str) -> AuthUserRegistered:
+    return AuthUserRegistered(aggregate_id=user_id, service_name="auth", data=UserRegisteredData(
+        user_id=user_id, email=email, roles=["user"]))

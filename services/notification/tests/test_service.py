@@ -1,0 +1,371 @@
+"""The notification service as it runs: its own process on PostgreSQL and the real Kafka
+broker, tokens from a real issuer. Events go in through the real producer with the envelope
+the other services send; notifications come out over HTTP and through the sender (a
+recording one, chosen by NOTIFICATION_SENDER)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import select
+
+from core.config import KafkaConfig
+from core.db.engine import Database
+from core.messaging.event_bus import KafkaEventBus
+from core.messaging.events import BaseEvent
+from core.messaging.inbox import inbox_table
+from core.messaging.request_reply import RequestResponder
+from devinfra.process import free_port
+from services.notification.events import (
+    AUTH_EVENTS,
+    DRIVER_EVENTS,
+    USER_EVENTS,
+    USER_REQUESTS,
+    GetContact,
+    UserContact,
+)
+from services.notification.models import Base, Contact
+from services.notification.senders import ContactDetails
+from services.notification.tests.kafka_support import start_at_the_end
+from services.notification.tests.recording_sender import sends
+from services.notification.tests.support import (
+    contact_reply,
+    driver_registered,
+    driver_status_changed,
+    later,
+    new_user,
+    password_changed,
+    profile_created,
+    profile_updated,
+    registered_by_auth,
+)
+from tests.integration.databases import DatabaseFactory
+from tests.integration.served import Served, serve
+from tests.integration.test_security_issuer import IssuerProc
+from tests.security_support import AUDIENCE, ISSUER
+from tests.support import eventually, unique
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
+
+TOPICS = {"auth": AUTH_EVENTS, "user": USER_EVENTS, "driver": DRIVER_EVENTS}
+READ = ["notifications:read"]
+CONTACT_TIMEOUT = 1.0
+WAIT = 20.0
+
+
+@dataclass
+class World:
+    served: Served
+    issuer: IssuerProc
+    bus: KafkaEventBus
+    database: Database
+    sends_file: Path
+    kafka: KafkaConfig
+    log: Path
+
+    async def publish(self, event: BaseEvent[Any]) -> None:
+        await self.bus.publish(TOPICS[event.service_name], event)
+
+    async def token(self, user_id: str, permissions: list[str] = READ, **claims: Any) -> str:
+        return await self.issuer.issue(user_id, permissions=permissions, roles=["user"],
+                                       **claims)
+
+    async def get(self, user_id: str, path: str = "/notifications", **params: Any
+                  ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {await self.token(user_id)}"}
+        async with httpx.AsyncClient(base_url=self.served.base_url, timeout=10) as http:
+            return await http.get(path, params=params, headers=headers)
+
+    async def post(self, path: str, token: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=self.served.base_url, timeout=10) as http:
+            return await http.post(path, headers=headers)
+
+    async def notifications(self, user_id: str) -> list[dict[str, Any]]:
+        response = await self.get(user_id, size=100)
+        assert response.status_code == 200, response.text
+        return list(response.json()["data"])
+
+    async def one(self, user_id: str, kind: str, status: str | None = None,
+                  timeout: float = WAIT) -> dict[str, Any]:
+        """The user's notification of `kind` once it exists (and has `status`)."""
+        async def found() -> dict[str, Any] | None:
+            for n in await self.notifications(user_id):
+                if n["kind"] == kind and status in (None, n["delivery_status"]):
+                    return n
+            return None
+        return await _until(found, timeout, f"{kind} notification for {user_id} ({status})",
+                            self.log)
+
+    def sent_to(self, notification_id: str) -> list[dict[str, Any]]:
+        return [s for s in sends(self.sends_file) if s["notification_id"] == notification_id]
+
+    async def handled(self, event: BaseEvent[Any], handler: str) -> bool:
+        inbox = inbox_table(Base.metadata)
+        async with self.database.session() as session:
+            return await session.scalar(select(inbox.c.event_id).where(
+                inbox.c.event_id == str(event.event_id), inbox.c.handler == handler)) is not None
+
+    async def contact_email(self, user_id: str) -> str | None:
+        async with self.database.session() as session:
+            return await session.scalar(select(Contact.email).where(Contact.user_id == user_id))
+
+
+async def _until(probe: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (value := await probe()) is not None:
+            return value
+        await _sleep(0.1)
+    raise AssertionError(f"no {what} within {timeout}s; service log tail:\n"
+                         + "\n".join(log.read_text().splitlines()[-40:]))
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+    await asyncio.sleep(seconds)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(kafka: Any, postgres: Any, module_spawn: Callable[..., Any],
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    tmp = tmp_path_factory.mktemp("notification")
+    config = KafkaConfig(kafka.bootstrap_servers, unique("notification-test"), unique("group"))
+    group = unique("notification")
+    await start_at_the_end(config, group, TOPICS.values())
+    issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp / "keys", module_spawn)
+    await issuer.start()
+    databases = DatabaseFactory("postgres", tmp, postgres)
+    url = await databases.new()
+    sends_file, log = tmp / "sends.jsonl", tmp / "service.log"
+    served = await serve(module_spawn, "services.notification", database_url=url, kafka=config,
+                         output=log, env={
+        "KAFKA_CONSUMER_GROUP": group,
+        "JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
+        "REGISTRY_BACKEND": "static", "REGISTRY_STATIC": "",
+        "NOTIFICATION_SENDER": "services.notification.tests.recording_sender:recording",
+        "RECORDING_SENDER_FILE": str(sends_file),
+        "CONTACT_TIMEOUT": str(CONTACT_TIMEOUT),
+        "DELIVERY_MAX_ATTEMPTS": "3", "DELIVERY_RETRY_DELAY": "0.2",
+        "DELIVERY_RETRY_MAX_DELAY": "0.5", "DELIVERY_POLL_INTERVAL": "0.2",
+    })
+    bus = KafkaEventBus(config)
+    await bus.producer.start()
+    database = Database(url)
+    try:
+        yield World(served, issuer, bus, database, sends_file, config, log)
+    finally:
+        await bus.stop()
+        await database.dispose()
+        served.proc.terminate()
+        served.proc.wait(30)
+        await databases.drop_all()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stand_in_users(world: World) -> AsyncIterator[dict[str, ContactDetails]]:
+    """The user service's side of `user.get_contact`: a `RequestResponder` on a real
+    `KafkaEventBus`, answering from the returned dict."""
+    known: dict[str, ContactDetails] = {}
+    group = unique("users-standin")
+    await start_at_the_end(world.kafka, group, [USER_REQUESTS])
+    responder = RequestResponder()
+
+    @responder.responds(GetContact)
+    async def get_contact(request: GetContact) -> UserContact:
+        return contact_reply(request, known)
+
+    config = KafkaConfig(world.kafka.bootstrap_servers, unique("users-standin"), group)
+    bus = KafkaEventBus(config, responder.handlers.events)
+    responder.bind(bus.producer)
+    consumer = bus.subscribe(USER_REQUESTS, responder.handlers)
+    await bus.start()
+    await consumer.wait_assigned()
+    try:
+        yield known
+    finally:
+        await bus.stop()
+
+
+# --- events in, notifications out ----------------------------------------------------------
+
+
+async def test_a_registration_becomes_a_welcome_the_user_reads(world: World) -> None:
+    user = new_user()
+    await world.publish(profile_created(user, "ada@example.com"))
+    await world.publish(registered_by_auth(user, "ada@example.com"))
+
+    welcome = await world.one(user, "welcome", "sent")
+
+    assert welcome["title"] == "Welcome aboard" and welcome["read_at"] is None
+    [sent] = world.sent_to(welcome["id"])
+    assert (sent["email"], sent["user_id"], sent["ok"]) == ("ada@example.com", user, True)
+
+
+async def test_a_redelivered_event_creates_nothing_new(world: World) -> None:
+    user = new_user()
+    await world.publish(profile_created(user, "bo@example.com"))
+    event = registered_by_auth(user, "bo@example.com")
+    await world.publish(event)
+    welcome = await world.one(user, "welcome", "sent")
+
+    await world.publish(event)  # the same event again: as after a crash before the commit
+    await world.publish(password_changed(user))  # same key, same partition: handled after it
+    await world.one(user, "security")
+
+    assert sorted(n["kind"] for n in await world.notifications(user)) == ["security", "welcome"]
+    assert len(world.sent_to(welcome["id"])) == 1
+
+
+async def test_driver_events_notify_the_drivers_user(world: World) -> None:
+    user = new_user()
+    await world.publish(profile_created(user, "dee@example.com"))
+    await world.publish(driver_registered(user))
+    await world.publish(driver_status_changed(user, new="available"))
+
+    await world.one(user, "driver", "sent")
+    status = await world.one(user, "driver_status", "sent")
+    assert status["title"] == "You are now available"
+
+
+async def test_the_contact_copy_ignores_an_older_update(world: World) -> None:
+    user = new_user()
+    stale = profile_updated(user, "v2@example.com", at=later(10))
+    await world.publish(profile_created(user, "v1@example.com", at=later(0)))
+    await world.publish(profile_updated(user, "v3@example.com", at=later(20)))
+    await world.publish(stale)  # older than the one before it, delivered after it
+    await eventually(lambda: world.handled(stale, "notification.contact.updated"), timeout=WAIT)
+
+    assert await world.contact_email(user) == "v3@example.com"
+    await world.publish(password_changed(user))
+    security = await world.one(user, "security", "sent")
+    assert [s["email"] for s in world.sent_to(security["id"])] == ["v3@example.com"]
+
+
+# --- a missing contact: request-reply, or waiting for the profile ---------------------------
+
+
+async def test_without_an_answer_the_notification_waits_for_the_profile(world: World) -> None:
+    user = new_user()  # no profile yet, and no user service answering
+    await world.publish(driver_registered(user))
+
+    waiting = await world.one(user, "driver", "awaiting_contact", timeout=WAIT + CONTACT_TIMEOUT)
+    assert world.sent_to(waiting["id"]) == []
+
+    await world.publish(profile_created(user, "late@example.com"))
+    sent = await world.one(user, "driver", "sent")
+    assert sent["id"] == waiting["id"]
+    assert [s["email"] for s in world.sent_to(sent["id"])] == ["late@example.com"]
+
+
+async def test_the_user_service_fills_a_missing_contact(
+        world: World, stand_in_users: dict[str, ContactDetails]) -> None:
+    user = new_user()
+    stand_in_users[user] = ContactDetails(user, "asked@example.com", "Asked")
+
+    await world.publish(driver_status_changed(user))
+
+    first = await world.one(user, "driver_status")
+    assert first["delivery_status"] in ("pending", "sent"), "it never waited for a profile"
+    sent = await world.one(user, "driver_status", "sent")
+    assert [s["email"] for s in world.sent_to(sent["id"])] == ["asked@example.com"]
+    assert await world.contact_email(user) == "asked@example.com"
+
+
+# --- delivery failures ----------------------------------------------------------------------
+
+
+async def test_a_failing_sender_is_retried_until_the_notification_goes(world: World) -> None:
+    user = new_user()
+    await world.publish(profile_created(user, "flaky@example.com"))
+    await world.publish(password_changed(user))
+
+    security = await world.one(user, "security", "sent")
+
+    assert security["delivery_attempts"] == 3
+    assert [(s["attempt"], s["ok"]) for s in world.sent_to(security["id"])] == [
+        (1, False), (2, False), (3, True)]
+
+
+async def test_out_of_attempts_the_notification_is_kept_as_failed(world: World) -> None:
+    user = new_user()
+    await world.publish(profile_created(user, "broken@example.com"))
+    await world.publish(password_changed(user))
+
+    failed = await world.one(user, "security", "failed")
+
+    assert failed["delivery_attempts"] == 3 and len(world.sent_to(failed["id"])) == 3
+
+
+# --- reading and marking read ---------------------------------------------------------------
+
+
+async def test_the_caller_pages_filters_and_marks_their_own(world: World) -> None:
+    user, other = new_user(), new_user()
+    await world.publish(profile_created(user, "pat@example.com"))
+    for _ in range(3):
+        await world.publish(password_changed(user))
+    await eventually(lambda: _has(world, user, 3), timeout=WAIT)
+
+    page = (await world.get(user, size=2, page=1)).json()
+    assert len(page["data"]) == 2
+    assert page["meta"] == {"page": 1, "size": 2, "total": 3, "pages": 2}
+    newest = page["data"][0]
+    token = await world.token(user)
+
+    marked = await world.post(f"/notifications/{newest['id']}/read", token)
+    assert marked.status_code == 200, marked.text
+    read_at = marked.json()["data"]["read_at"]
+    assert read_at is not None
+    again = await world.post(f"/notifications/{newest['id']}/read", token)
+    assert again.json()["data"]["read_at"] == read_at, "marking twice keeps the first time"
+    unread = (await world.get(user, unread="true")).json()
+    assert newest["id"] not in [n["id"] for n in unread["data"]]
+    assert unread["meta"]["total"] == 2
+    assert (await world.get(other)).json()["meta"]["total"] == 0
+
+
+async def test_marking_someone_elses_notification_is_not_found(world: World) -> None:
+    owner, intruder = new_user(), new_user()
+    await world.publish(profile_created(owner, "own@example.com"))
+    await world.publish(password_changed(owner))
+    mine = await world.one(owner, "security")
+    path = f"/notifications/{mine['id']}/read"
+
+    theirs = await world.post(path, await world.token(intruder))
+    missing = await world.post(f"/notifications/{uuid.uuid4()}/read", await world.token(owner))
+
+    assert theirs.status_code == 404, theirs.text
+    assert theirs.json() == {"error": {**missing.json()["error"], "message": theirs.json()[
+        "error"]["message"]}} and theirs.json()["error"]["code"] == "not_found"
+    assert (await world.one(owner, "security"))["read_at"] is None
+
+
+async def test_bad_callers_are_refused(world: World) -> None:
+    user = new_user()
+    path = f"/notifications/{uuid.uuid4()}/read"
+    expired = await world.token(user, ttl=-120)
+    no_right = await world.token(user, permissions=["profile:read"])
+
+    assert (await world.post(path, None)).status_code == 401
+    assert (await world.post(path, expired)).status_code == 401
+    assert (await world.post(path, "not-a-token")).status_code == 401
+    assert (await world.post(path, no_right)).status_code == 403
+    malformed = await world.post("/notifications/not-a-uuid/read", await world.token(user))
+    assert malformed.status_code == 422 and "notification_id" in malformed.text
+    async with httpx.AsyncClient(base_url=world.served.base_url) as http:
+        listed = await http.get("/notifications", params={"size": 1000}, headers={
+            "Authorization": f"Bearer {await world.token(user)}"})
+    assert listed.status_code == 422 and "size" in listed.text
+
+
+async def _has(world: World, user: str, count: int) -> bool:
+    return len(await world.notifications(user)) >= count
