@@ -103,6 +103,7 @@ class DeliveryWorker:
     async def run_once(self) -> int:
         """Claim one batch of due notifications, send them, record the outcomes; how many
         were claimed (for tests, and the loop's drain)."""
+        await self._release_found_contacts()
         claimed = await self._claim()
         if not claimed:
             return 0
@@ -122,6 +123,18 @@ class DeliveryWorker:
                 log.exception("notification delivery round failed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.policy.poll_interval)
+
+    async def _release_found_contacts(self) -> None:
+        """Make due what waits for a contact that is there by now. The profile handler
+        releases them itself, but it cannot see a notification whose handler had not
+        committed yet (it was still asking the user service): this catches those."""
+        async with self.database.transaction() as session:
+            await session.execute(
+                update(Notification)
+                .where(Notification.delivery_status == DeliveryStatus.AWAITING_CONTACT,
+                       Notification.user_id.in_(select(Contact.user_id)))
+                .values(delivery_status=DeliveryStatus.PENDING, next_attempt_at=utcnow())
+                .execution_options(synchronize_session=False))
 
     async def _claim(self) -> list[Outgoing]:
         now = utcnow()

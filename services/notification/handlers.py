@@ -90,7 +90,9 @@ def build_handlers(wiring: Wiring, events: EventRegistry | None = None) -> Handl
             details = await parts.directory.ask(user_id, cause)
             if details is not None:
                 await contacts.remember(details)
-                known = True
+            # The profile may have come in while we asked; one that commits later still
+            # finds this notification (the delivery task releases it).
+            known = details is not None or await contacts.get(user_id) is not None
         await NotificationService(session, parts.outbox).notify(NotificationDraft(
             user_id=user_id, kind=kind, title=title, body=body,
             source_event_id=str(cause.event_id), contact_known=known), cause)

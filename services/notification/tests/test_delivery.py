@@ -206,3 +206,17 @@ def test_a_wrong_sender_fails_at_start_up(name: str) -> None:
 def test_a_lease_shorter_than_a_send_is_refused() -> None:
     with pytest.raises(ValueError, match="DELIVERY_LEASE"):
         NotificationSettings(delivery_lease=5, delivery_send_timeout=10)
+
+
+async def test_a_contact_that_came_while_the_handler_asked_is_found(database: Database) -> None:
+    """The profile handler released nothing (the notification was not committed yet); the
+    delivery task still finds the contact and sends."""
+    h, sender = harness(database), Flaky()
+    user = new_user()
+    h.users.silent.add(user)
+    await h.publish(registered(user))
+    await h.add_contact(user, "raced@example.com")  # committed after the notification
+
+    assert await DeliveryWorker(database, sender, policy()).run_once() == 1
+    [(_, contact)] = sender.calls
+    assert contact.email == "raced@example.com"
