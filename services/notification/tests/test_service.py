@@ -352,11 +352,14 @@ async def test_marking_someone_elses_notification_is_not_found(world: World) -> 
 async def test_bad_callers_are_refused(world: World) -> None:
     user = new_user()
     path = f"/notifications/{uuid.uuid4()}/read"
-    expired = await world.token(user, ttl=-120)
+    good = await world.token(user)
+    forged = good[:-6] + ("AAAAAA" if not good.endswith("AAAAAA") else "BBBBBB")
+    elsewhere = await world.token(user, aud="another-platform")
     no_right = await world.token(user, permissions=["profile:read"])
 
     assert (await world.post(path, None)).status_code == 401
-    assert (await world.post(path, expired)).status_code == 401
+    assert (await world.post(path, forged)).status_code == 401
+    assert (await world.post(path, elsewhere)).status_code == 401
     assert (await world.post(path, "not-a-token")).status_code == 401
     assert (await world.post(path, no_right)).status_code == 403
     malformed = await world.post("/notifications/not-a-uuid/read", await world.token(user))
