@@ -5,9 +5,10 @@ recording one, chosen by NOTIFICATION_SENDER)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from tests.integration.databases import DatabaseFactory
 from tests.integration.served import Served, serve
 from tests.integration.test_security_issuer import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
-from tests.support import eventually, unique
+from tests.support import unique
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 
@@ -102,8 +103,9 @@ class World:
                 if n["kind"] == kind and status in (None, n["delivery_status"]):
                     return n
             return None
-        return await _until(found, timeout, f"{kind} notification for {user_id} ({status})",
-                            self.log)
+        found_one: dict[str, Any] = await _until(
+            found, timeout, f"{kind} notification for {user_id} ({status})", self.log)
+        return found_one
 
     def sent_to(self, notification_id: str) -> list[dict[str, Any]]:
         return [s for s in sends(self.sends_file) if s["notification_id"] == notification_id]
@@ -119,19 +121,19 @@ class World:
             return await session.scalar(select(Contact.email).where(Contact.user_id == user_id))
 
 
-async def _until(probe: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
+async def _until(probe: Callable[[], Awaitable[Any]], timeout: float, what: str,
+                 log: Path) -> Any:
+    """`await probe()` once it is truthy; else fail with the service's log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (value := await probe()) is not None:
+        if value := await probe():
             return value
-        await _sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout}s; service log tail:\n"
-                         + "\n".join(log.read_text().splitlines()[-40:]))
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {what} within {timeout}s; service log tail:\n{_tail(log)}")
 
 
-async def _sleep(seconds: float) -> None:
-    import asyncio
-    await asyncio.sleep(seconds)
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text().splitlines()[-lines:])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -242,7 +244,8 @@ async def test_the_contact_copy_ignores_an_older_update(world: World) -> None:
     await world.publish(profile_created(user, "v1@example.com", at=later(0)))
     await world.publish(profile_updated(user, "v3@example.com", at=later(20)))
     await world.publish(stale)  # older than the one before it, delivered after it
-    await eventually(lambda: world.handled(stale, "notification.contact.updated"), timeout=WAIT)
+    await _until(lambda: world.handled(stale, "notification.contact.updated"), WAIT,
+                 "the stale update handled", world.log)
 
     assert await world.contact_email(user) == "v3@example.com"
     await world.publish(password_changed(user))
@@ -313,7 +316,7 @@ async def test_the_caller_pages_filters_and_marks_their_own(world: World) -> Non
     await world.publish(profile_created(user, "pat@example.com"))
     for _ in range(3):
         await world.publish(password_changed(user))
-    await eventually(lambda: _has(world, user, 3), timeout=WAIT)
+    await _until(lambda: _has(world, user, 3), WAIT, "3 notifications", world.log)
 
     page = (await world.get(user, size=2, page=1)).json()
     assert len(page["data"]) == 2
