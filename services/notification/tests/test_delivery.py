@@ -220,3 +220,31 @@ async def test_a_contact_that_came_while_the_handler_asked_is_found(database: Da
     assert await DeliveryWorker(database, sender, policy()).run_once() == 1
     [(_, contact)] = sender.calls
     assert contact.email == "raced@example.com"
+
+
+async def test_a_send_cut_short_by_a_dying_instance_goes_again_after_the_lease(
+        database: Database) -> None:
+    h = harness(database)
+    notification = await one_due(h)
+    slow = Flaky(delay=30)
+    dying = DeliveryWorker(database, slow, policy(lease=0.5, send_timeout=0.4))
+    await dying.start()
+    for _ in range(100):  # until it holds the claim and is stuck sending
+        if slow.calls:
+            break
+        await asyncio.sleep(0.02)
+    await dying.stop()  # the instance dies mid-send: nothing recorded, the claim stays
+    survivor = Flaky()
+    worker = DeliveryWorker(database, survivor, policy())
+
+    assert await worker.run_once() == 0, "claimed by the dead instance until its lease ends"
+    await asyncio.sleep(0.6)
+    assert await worker.run_once() == 1
+    row = await reread(h, notification)
+    assert (row.delivery_status, row.delivery_attempts) == (DeliveryStatus.SENT, 1)
+    assert [n.notification_id for n, _ in survivor.calls] == [str(notification.id)]
+
+
+def test_the_service_listens_on_its_contract_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SERVICE_PORT", raising=False)
+    assert NotificationSettings().service_port == 8004
