@@ -1,0 +1,92 @@
+"""The handlers and the delivery task in one process, on a migrated database of a test's
+choosing: the in-memory bus delivers events through the real inbox."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import migrations
+from core.db.engine import Database
+from core.messaging.event_bus import InMemoryEventBus
+from core.messaging.events import BaseEvent
+from core.messaging.inbox import DatabaseIdempotencyStore
+from core.messaging.outbox import OutboxWriter
+from core.messaging.serialization import EventRegistry
+from services.notification.contacts import ContactBook, ContactDirectory
+from services.notification.events import AUTH_EVENTS, DRIVER_EVENTS, USER_EVENTS
+from services.notification.handlers import Parts, Wiring, build_handlers
+from services.notification.main import SERVICE_DIR
+from services.notification.models import Base, Contact, Notification, outbox
+from services.notification.senders import ContactDetails
+from services.notification.tests.support import StandInUsers
+from tests.integration.databases import BACKENDS, DatabaseFactory, open_databases
+
+TOPICS = {"auth": AUTH_EVENTS, "user": USER_EVENTS, "driver": DRIVER_EVENTS}
+
+
+@pytest.fixture(params=BACKENDS)
+async def databases(request: pytest.FixtureRequest, tmp_path: Any
+                    ) -> AsyncIterator[DatabaseFactory]:
+    async with open_databases(request, tmp_path) as factory:
+        yield factory
+
+
+@pytest.fixture
+async def database(databases: DatabaseFactory) -> AsyncIterator[Database]:
+    db = Database(await databases.new())
+    await migrations.upgrade(SERVICE_DIR, db)
+    yield db
+    await db.dispose()
+
+
+@dataclass
+class Harness:
+    database: Database
+    bus: InMemoryEventBus
+    users: StandInUsers
+    wakes: list[int] = field(default_factory=list)
+
+    async def publish(self, event: BaseEvent[Any]) -> None:
+        await self.bus.publish(TOPICS[event.service_name], event)
+
+    async def notifications(self, user_id: str) -> list[Notification]:
+        async with self.database.session() as session:
+            rows = await session.scalars(select(Notification).where(
+                Notification.user_id == user_id).order_by(Notification.created_at))
+            return list(rows)
+
+    async def contact(self, user_id: str) -> ContactDetails | None:
+        async with self.database.session() as session:
+            return await ContactBook(session).get(user_id)
+
+    async def count(self, what: Any) -> int:
+        async with self.database.session() as session:
+            return int(await session.scalar(select(func.count()).select_from(what)) or 0)
+
+    async def outbox_rows(self) -> list[Any]:
+        async with self.database.session() as session:
+            return list((await session.execute(select(outbox).order_by(outbox.c.id))).all())
+
+    async def add_contact(self, user_id: str, email: str) -> None:
+        async with self.database.transaction() as session:
+            session.add(Contact(user_id=user_id, email=email, display_name="Ada"))
+
+
+def harness(database: Database, timeout: float = 0.2) -> Harness:
+    events = EventRegistry()
+    wiring = Wiring()
+    handlers = build_handlers(wiring, events)
+    bus = InMemoryEventBus(events, idempotency=DatabaseIdempotencyStore(database, Base.metadata),
+                           service_name="notification")
+    bus.subscribe(tuple(TOPICS.values()), handlers)
+    users = StandInUsers()
+    made = Harness(database, bus, users)
+    wiring.attach(Parts(outbox=OutboxWriter(Base.metadata, bus.serializer),
+                        directory=ContactDirectory(users, timeout),
+                        wake=lambda: made.wakes.append(1)))
+    return made
