@@ -7,10 +7,10 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar, cast
 
 import httpx
 import pytest
@@ -39,6 +39,7 @@ from tests.integration.test_security_issuer import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import eventually, unique
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[3]
 DLQ = f"{AUTH_EVENTS}.dlq"
 EVERY_PERMISSION = ["profile:read", "profile:write", "users:read", "users:write"]
@@ -184,10 +185,16 @@ async def start_service(spawn: Callable[..., Any], issuer: IssuerProc, wire: Wir
     return Service(served, issuer, redis_url, log)
 
 
+async def arrives(check: Callable[[], Awaitable[T | None]], timeout: float = 30) -> T:
+    """`tests.support.eventually` for an async check whose None means "not yet"."""
+    found: Any = await eventually(check, timeout=timeout, interval=0.1)
+    return cast(T, found)
+
+
 async def registered(service: Service, wire: Wire, user_id: str, email: str) -> dict[str, Any]:
     """Register `user_id` through auth's topic and wait for its profile."""
     await wire.register(user_id, email)
-    return await eventually(lambda: service.profile_of(user_id), timeout=30, interval=0.1)
+    return await arrives(lambda: service.profile_of(user_id))
 
 
 async def settle(seconds: float = 0.5) -> None:

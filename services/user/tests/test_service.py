@@ -31,6 +31,7 @@ from services.user.tests.conftest import (
     DLQ,
     Service,
     Wire,
+    arrives,
     registered,
     settle,
     start_service,
@@ -75,7 +76,7 @@ async def test_a_registration_makes_a_profile_and_publishes_profile_created(
         response = await service.call("GET", "/users/me", headers)
         return response.json()["data"] if response.status_code == 200 else None
 
-    profile = await eventually(mine, timeout=30, interval=0.1)
+    profile = await arrives(mine)
     assert profile["id"] == user_id and profile["email"] == email
     assert profile["display_name"] == email.split("@")[0]
     assert profile["preferences"]["notification_channels"] == ["email"]
@@ -109,7 +110,7 @@ async def test_the_same_registration_twice_makes_one_profile_and_one_event(
                                                       roles=[])))
     marker, marker_email = new_user()
     await wire.register(marker, marker_email, key=user_id)
-    await eventually(lambda: service.profile_of(marker), timeout=30, interval=0.1)
+    await arrives(lambda: service.profile_of(marker))
     await eventually(lambda: wire.on(USER_EVENTS, ProfileCreated, marker))
     await settle()
     assert len(wire.on(USER_EVENTS, ProfileCreated, user_id)) == 1
@@ -186,11 +187,11 @@ async def test_a_stale_cached_profile_does_not_outlive_the_update_event(
                 user_id=user_id, email=email, display_name=profile["display_name"], phone=None,
                 avatar_url=None, changed=["display_name"])))
 
-        async def fresh() -> bool:
+        async def fresh() -> bool | None:
             response = await service.call("GET", "/users/me", headers)
-            return bool(response.json()["data"]["display_name"] != "stale")
+            return response.json()["data"]["display_name"] != "stale" or None
 
-        await eventually(fresh, timeout=15, interval=0.1)
+        await arrives(fresh, timeout=15)
     finally:
         await redis.aclose()
 
