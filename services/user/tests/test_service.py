@@ -1,13 +1,16 @@
 """The user service as a real process on real Kafka, over SQLite (in-process cache) and over
 PostgreSQL (Redis cache): profiles from auth's events exactly once, updates and their events,
-the cache, permissions, the admin search and request-reply."""
+the cache, permissions, the admin search, request-reply, and the contract its OpenAPI
+states (schemathesis)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +32,7 @@ from services.user.events import (
 )
 from services.user.tests.conftest import (
     DLQ,
+    EVERY_PERMISSION,
     Service,
     Wire,
     arrives,
@@ -36,6 +40,7 @@ from services.user.tests.conftest import (
     settle,
     start_service,
 )
+from tests.contract import run_schemathesis
 from tests.integration.databases import BACKENDS, DatabaseFactory
 from tests.support import eventually, unique
 
@@ -345,6 +350,30 @@ async def test_contact_requests_are_answered_for_known_and_unknown_users(
         assert isinstance(reply, Contact)
         assert reply.data.user_id == asked and reply.data.found is found
         assert reply.data.email == (email if found else None)
+
+
+# --- the OpenAPI contract -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+async def test_the_service_keeps_its_openapi_contract(
+        service: Service, wire: Wire, tmp_path: Path) -> None:
+    """Schemathesis over real HTTP, with a token holding every permission whose subject has a
+    profile, so the routes are exercised past their 401, 403 and 404. Once: on PostgreSQL."""
+    if service.redis_url is None:
+        pytest.skip("run once, against the PostgreSQL and Redis service")
+    user_id = str(uuid.uuid4())
+    await registered(service, wire, user_id, "contract@example.com")
+    token = await service.issuer.issue(user_id, permissions=EVERY_PERMISSION, ttl=600)
+    run = await asyncio.to_thread(run_schemathesis, service.url, tmp_path,
+                                  headers={"Authorization": f"Bearer {token}"})
+    assert service.served.proc.poll() is None, service.log.read_text()[-6000:]
+    print(f"user: {run.cases} cases in {run.seconds:.1f}s")
+    assert run.cases > 0, f"schemathesis ran no case:\n{run.output}"
+    assert run.passed, (
+        f"the user service breaks its OpenAPI contract ({run.cases} cases)\n"
+        f"$ (cd {tmp_path} && {shlex.join(run.command)})\n{run.output}\n"
+        f"--- service log (tail) ---\n{service.log.read_text()[-6000:]}")
 
 
 def _json(data: dict[str, Any]) -> bytes:
