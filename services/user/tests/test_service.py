@@ -29,6 +29,7 @@ from services.user.events import (
     ProfileCreated,
     ProfileUpdated,
     ProfileUpdatedData,
+    UserRegistered,
 )
 from services.user.tests.conftest import (
     DLQ,
@@ -119,7 +120,7 @@ async def test_the_same_registration_twice_makes_one_profile_and_one_event(
     await eventually(lambda: wire.on(USER_EVENTS, ProfileCreated, marker))
     await settle()
     assert len(wire.on(USER_EVENTS, ProfileCreated, user_id)) == 1
-    assert not wire.on(DLQ, AuthRegistered, user_id)  # nothing dead-lettered
+    assert not wire.on(DLQ, UserRegistered, user_id)  # nothing dead-lettered
     profile = await service.profile_of(user_id)
     assert profile is not None and profile["email"] == email  # the first one stays
     listed = await service.call("GET", "/users", await service.admin(), params={"email": email})
