@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from core.bases import BaseRepository, BaseService
+from sqlalchemy import update
+
+from core.bases import BaseRepository, BaseService, NotFoundError
 from services.user.events import (
     USER_EVENTS,
     ContactData,
@@ -24,10 +26,35 @@ class ProfileRepository(BaseRepository[Profile]):
     sort_fields = frozenset({"email", "display_name", "created_at", "updated_at"})
     default_sort = ("-created_at",)
 
+    async def get_for_update(self, id: Any) -> Profile:
+        """The live profile, locked until the transaction ends, so concurrent updates of one
+        profile apply in turn and each merges into what the previous one wrote."""
+        try:
+            key = self._key(id)
+        except ValueError:
+            key = None
+        if key is not None and self.session.get_bind().dialect.name == "sqlite":
+            # No row locks, and the driver begins the transaction at its first write, not at
+            # a read: writing first takes SQLite's one writer lock now, and the read below
+            # then sees the last committed update.
+            await self.session.execute(
+                update(Profile).where(Profile.id == key)
+                .values(updated_at=Profile.updated_at)  # changes nothing, not even the time
+                .execution_options(synchronize_session=False))
+        found = None if key is None else await self.session.get(
+            Profile, key, with_for_update=True, populate_existing=True)
+        if found is None or found.deleted_at is not None:
+            raise NotFoundError(f"Profile {id} not found")
+        return found
+
 
 class ProfileService(BaseService[Profile, ProfileCreate, ProfileUpdate]):
     repository_class = ProfileRepository
     events_topic = USER_EVENTS
+
+    @property
+    def profiles(self) -> ProfileRepository:
+        return cast(ProfileRepository, self.repository)
 
     async def register(self, user_id: str, email: str) -> Profile | None:
         """Create the profile of a user auth registered, and publish `user.profile_created`
@@ -42,7 +69,7 @@ class ProfileService(BaseService[Profile, ProfileCreate, ProfileUpdate]):
     async def update(self, id: Any, data: ProfileUpdate) -> Profile:
         """Apply what differs from the stored profile and publish `user.profile_updated`
         naming it; an update that changes nothing publishes nothing."""
-        profile = await self.get(id)
+        profile = await self.profiles.get_for_update(id)
         changes = changed_values(profile, data)
         if changes:
             await self.repository.update(profile, changes)

@@ -172,6 +172,27 @@ async def test_an_admin_update_with_users_write_publishes_too(
     assert len(wire.on(USER_EVENTS, ProfileUpdated, user_id)) == 1  # nothing changed
 
 
+async def test_concurrent_updates_of_one_profile_all_land(service: Service, wire: Wire) -> None:
+    """Each update merges into what the one before it wrote (preferences are merged): none
+    is lost to another that read the profile before it committed."""
+    user_id, email = new_user()
+    await registered(service, wire, user_id, email)
+    headers = await service.token(user_id, "profile:read", "profile:write")
+    bodies: list[dict[str, Any]] = [
+        {"preferences": {"language": "fr"}}, {"preferences": {"marketing_opt_in": True}},
+        {"preferences": {"notification_channels": ["sms", "push"]}},
+        {"display_name": "many"}, {"phone": "+15551234567"},
+        {"avatar_url": "https://cdn.example.com/x.png"}]
+    responses = await asyncio.gather(*(service.call("PATCH", "/users/me", headers, json=body)
+                                       for body in bodies))
+    assert [r.status_code for r in responses] == [200] * len(bodies), responses[0].text
+    final = (await service.call("GET", "/users/me", headers)).json()["data"]
+    assert final["preferences"] == {"language": "fr", "marketing_opt_in": True,
+                                    "notification_channels": ["sms", "push"]}
+    assert (final["display_name"], final["phone"], final["avatar_url"]) == (
+        "many", "+15551234567", "https://cdn.example.com/x.png")
+
+
 async def test_a_stale_cached_profile_does_not_outlive_the_update_event(
         service: Service, wire: Wire) -> None:
     """A reader that loaded the row before a write committed may store it after the writer
