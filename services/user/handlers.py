@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Generic, TypeVar
 
 from core.bases.types import EventOutbox
 from core.db.engine import Database
+from core.messaging.exceptions import PermanentHandlerError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.request_reply import RequestResponder
 from core.messaging.serialization import EventRegistry
@@ -38,6 +40,11 @@ def registration_handlers(events: EventRegistry, outbox: EventOutbox) -> Handler
 
     @handlers.handles(UserRegistered, name=REGISTRATION_HANDLER)
     async def create_profile(event: UserRegistered, ctx: MessageContext) -> None:
+        try:
+            uuid.UUID(event.data.user_id)
+        except ValueError:  # no retry can fix the event: straight to the dead letters
+            raise PermanentHandlerError(
+                f"user_id {event.data.user_id!r} is not a UUID") from None
         created = await ProfileService(ctx.session, outbox).register(
             event.data.user_id, event.data.email)
         if created is None:

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 
 from core.cache import MemoryCache
 from core.db.engine import Database
-from core.messaging.dispatch import Outcome
+from core.messaging.dispatch import DEFAULT_RETRY, Outcome
+from core.messaging.dlq import H_ATTEMPTS, H_ERROR
 from core.messaging.event_bus import InMemoryEventBus
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.outbox import OutboxWriter
@@ -43,7 +44,8 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 def bus_on(db: Database) -> tuple[InMemoryEventBus, EventRegistry]:
     events = EventRegistry()
-    bus = InMemoryEventBus(events, idempotency=DatabaseIdempotencyStore(db, Base.metadata))
+    bus = InMemoryEventBus(events, idempotency=DatabaseIdempotencyStore(db, Base.metadata),
+                           retry=DEFAULT_RETRY)  # the consumers' policy, not the bus's own
     writer = OutboxWriter(Base.metadata, bus.serializer)
     bus.subscribe(AUTH_EVENTS, registration_handlers(events, writer))
     return bus, events
@@ -83,7 +85,9 @@ async def test_a_user_with_a_profile_is_not_dead_lettered(db: Database) -> None:
 async def test_a_registration_that_cannot_be_stored_leaves_nothing_behind(db: Database) -> None:
     bus, _ = bus_on(db)
     await bus.publish(AUTH_EVENTS, registration("not-a-uuid"))
-    assert len(bus.dead_letters.records) == 1  # poison: retried, then dead-lettered
+    [(_, headers)] = bus.dead_letters.records
+    dead = dict(headers)
+    assert b"not a UUID" in dead[H_ERROR] and dead[H_ATTEMPTS] == b"1"  # no retry can fix it
     assert await counts(db) == (0, [])
 
 
