@@ -8,10 +8,14 @@ measured in one run:
   database as the bare app does;
 - bare: FastAPI and SQLAlchemy Core on the service's tables, no `core`, no token: GET selects
   the profile row; PATCH selects it, updates it and inserts its outbox row in one transaction
-  (a create in the service's sense: a state row and an outbox event).
+  (a create in the service's sense: a state row and an outbox event). Its rows are inserted
+  as already published, so the service's relay, running beside it, leaves them alone: the
+  relay's publishing and marking are the service's cost, not the bare app's.
 
 Each PATCH changes the name, so each one is a write and an event. Requests go to random
-profiles among `--profiles`, from `--concurrency` callers, for `--seconds` per endpoint.
+profiles among `--profiles`, from `--concurrency` callers, for `--seconds` per endpoint. The
+three servers run side by side on one database; `--rounds` rounds rotate which goes first,
+and the table shows medians.
 
     uv run python -m bench.crud                      # SQLite file
     uv run python -m bench.crud --postgres --json .cache/bench-crud.json
@@ -25,6 +29,7 @@ import contextlib
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,7 +117,8 @@ def bare_app(database_url: str) -> Any:
         "outbox", metadata, Column("id", Integer, primary_key=True),
         Column("event_id", String), Column("topic", String), Column("key", String),
         Column("event_type", String), Column("payload", LargeBinary), Column("headers", JSON),
-        Column("created_at", DateTime(timezone=True)), Column("attempts", Integer))
+        Column("created_at", DateTime(timezone=True)),
+        Column("published_at", DateTime(timezone=True)), Column("attempts", Integer))
     sqlite = database_url.startswith("sqlite")
     engine = create_async_engine(database_url, **(
         {"connect_args": {"timeout": 10}} if sqlite else {"pool_pre_ping": True}))
@@ -160,7 +166,8 @@ def bare_app(database_url: str) -> Any:
             await conn.execute(insert(outbox).values(
                 event_id=event_id, topic="user.events", key=str(user_id),
                 event_type="user.profile_updated", payload=json.dumps(payload).encode(),
-                headers=[["event_type", "user.profile_updated"]], created_at=now, attempts=0))
+                headers=[["event_type", "user.profile_updated"]], created_at=now,
+                published_at=now, attempts=0))
         return {"data": {**public(row), "display_name": name, "updated_at": now}}
 
     return app
@@ -263,27 +270,40 @@ async def seed(database_url: str, count: int) -> list[str]:
 
 async def run_backend(name: str, database_url: str, kafka: str, args: argparse.Namespace,
                       headers: dict[str, str]) -> dict[str, dict[str, Result]]:
-    results: dict[str, dict[str, Result]] = {}
-    service = ("service", database_url, kafka)
-    ids: list[str] = []
-    for contender, command in (("service", (*service, "300")),
-                               ("service, no cache", (*service, "0.000001")),
-                               ("bare", ("bare", database_url))):
-        with server(*command) as url:
-            if not ids:
-                ids = await seed(database_url, args.profiles)
-            results[contender] = {}
-            for method, call in calls(ids, headers).items():
-                with console.status(f"{name}: {contender}: {method}"):
-                    results[contender][method] = await measure(url, call, args.concurrency,
-                                                               args.seconds)
-    return results
+    commands = {"service": ("service", database_url, kafka, "300"),
+                "service, no cache": ("service", database_url, kafka, "0.000001"),
+                "bare": ("bare", database_url)}
+    samples: dict[str, dict[str, list[Result]]] = {c: {} for c in CONTENDERS}
+    with contextlib.ExitStack() as stack:
+        urls = {"service": stack.enter_context(server(*commands["service"]))}  # migrates
+        ids = await seed(database_url, args.profiles)
+        for contender in CONTENDERS[1:]:
+            urls[contender] = stack.enter_context(server(*commands[contender]))
+        for n in range(args.rounds):
+            order = CONTENDERS[n % 3:] + CONTENDERS[:n % 3]  # rotate who goes first
+            for contender in order:
+                for method, call in calls(ids, headers).items():
+                    with console.status(f"{name}, round {n + 1}/{args.rounds}: "
+                                        f"{contender}: {method}"):
+                        result = await measure(urls[contender], call, args.concurrency,
+                                               args.seconds)
+                    samples[contender].setdefault(method, []).append(result)
+    return {contender: {method: median_of(results) for method, results in methods.items()}
+            for contender, methods in samples.items()}
+
+
+def median_of(results: list[Result]) -> Result:
+    def median(field: str) -> float:
+        return float(statistics.median(getattr(r, field) for r in results))
+
+    return Result(median("rate"), median("p50_ms"), median("p99_ms"),
+                  sum(r.errors for r in results))
 
 
 def report(backend: str, results: dict[str, dict[str, Result]],
            args: argparse.Namespace) -> None:
-    table = Table(title=f"{backend}: /users/{{id}}, {args.concurrency} callers, "
-                        f"{args.seconds:g} s each, {args.profiles} profiles")
+    table = Table(title=f"{backend}: /users/{{id}}, {args.concurrency} callers, median of "
+                        f"{args.rounds} rounds of {args.seconds:g} s, {args.profiles} profiles")
     for column in ("contender", "method", "req/s", "p50 ms", "p99 ms", "errors",
                    "req/s vs bare", "p50 vs bare"):
         table.add_column(column, justify="left" if column in ("contender", "method")
@@ -334,18 +354,19 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.to_thread(pg.close)
         await asyncio.to_thread(broker.close)
     console.print(f"uvicorn, one worker, default loop and HTTP; load average after the run "
-                  f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; one round each")
+                  f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "concurrency": args.concurrency, "seconds": args.seconds,
+            "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds,
             "profiles": args.profiles, "results": everything}, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.crud", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--profiles", type=int, default=1000)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL too")
