@@ -18,6 +18,9 @@ Routes (`{id}` is the primary key):
     POST   /widgets/{id}/restore    undo a soft delete
     DELETE /widgets/{id}/purge      hard delete         (only with hard_delete=True)
 
+`routes=` mounts a subset (by name: create, list, list_deleted, read, update, delete,
+restore, purge), for a resource whose other operations are custom routes.
+
 List query: `page`/`size` or `offset`/`limit`, `sort=-price_cents,name`, and filters
 (`status=active`, `price_cents__gte=100`; see core.bases.filters). Other parameters
 (`utm_source=...`) are ignored, unless they look like a filter (`colour__in=...`): see
@@ -36,9 +39,9 @@ service, error responses in core.bases.exceptions.
 # No `from __future__ import annotations`: the endpoints are closures, and FastAPI must see
 # their annotations as objects, not as strings it would resolve in module globals.
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, cast
+from typing import Annotated, Any, Generic, Literal, cast
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.params import Depends as DependsParam
@@ -60,6 +63,10 @@ ServiceFactory = Callable[[AsyncSession, EventOutbox | None], BaseService[ModelT
 """Builds the service for one request; a BaseService subclass itself fits."""
 
 RESERVED_QUERY = frozenset({"page", "size", "offset", "limit", "sort"})
+ROUTE_NAMES = ("create", "list", "list_deleted", "read", "update", "delete", "restore",
+               "purge")
+RouteName = Literal["create", "list", "list_deleted", "read", "update", "delete", "restore",
+                    "purge"]
 ALWAYS = (422, 500)
 """Any route can answer these: its parameters are validated, and nothing is infallible."""
 
@@ -90,9 +97,17 @@ class BaseRouter(APIRouter, Generic[ModelT, CreateT, UpdateT, PublicT]):
         hard_delete: bool = False,
         default_page_size: int = 20,
         max_page_size: int = 100,
+        routes: Collection[RouteName] | None = None,
         **router_options: Any,
     ) -> None:
+        """`routes` names the CRUD routes to mount (default: all that apply), for a resource
+        whose other operations are custom routes or not offered over HTTP at all."""
         super().__init__(prefix=prefix, **router_options)
+        unknown = set(routes or ()) - set(ROUTE_NAMES)
+        if unknown:
+            raise ConfigurationError(f"BaseRouter: no routes named {sorted(unknown)}; "
+                                     f"choose from {', '.join(ROUTE_NAMES)}")
+        self.mounted = frozenset(ROUTE_NAMES if routes is None else routes)
         model = _model_of(service)
         if soft_delete is None:
             if model is None:
@@ -208,6 +223,8 @@ class BaseRouter(APIRouter, Generic[ModelT, CreateT, UpdateT, PublicT]):
     def _route(self, path: str, endpoint: Callable[..., Any], method: str, action: Action,
                response_model: Any, summary: str, errors: tuple[int, ...],
                **options: Any) -> None:
+        if endpoint.__name__.strip("_") not in self.mounted:
+            return
         checks = self.checks(action)
         self.add_api_route(
             path, endpoint, methods=[method], response_model=response_model, summary=summary,

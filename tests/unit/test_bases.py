@@ -284,6 +284,17 @@ def test_router_mounts_soft_delete_routes_only_for_soft_deletable_models() -> No
     assert not router.soft_delete and router.label == "Thing"
 
 
+def test_router_mounts_only_the_routes_it_is_given() -> None:
+    options: dict[str, Any] = {"prefix": "/things", "create_schema": ThingIn,
+                               "update_schema": ThingPatch, "public_schema": ThingOut}
+    app = FastAPI()
+    app.include_router(BaseRouter(ThingService, routes={"list", "read"}, **options))
+    routes = {(m, p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    assert routes == {("get", "/things"), ("get", "/things/{id}")}
+    with pytest.raises(ConfigurationError, match="no routes named"):
+        BaseRouter(ThingService, routes={"list", "search"}, **options)  # type: ignore[arg-type]
+
+
 def test_router_configuration_is_checked() -> None:
     options: dict[str, Any] = {"prefix": "/things", "create_schema": ThingIn,
                                "update_schema": ThingPatch, "public_schema": ThingOut}

@@ -1,0 +1,65 @@
+"""`Profiles`: what the routes do with profiles, reads through the cache and writes that
+invalidate it once committed (see services.user.cache for why both)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends
+
+from core.app import RuntimeDep
+from core.bases import NotFoundError
+from core.bases.types import EventOutbox
+from core.db.engine import Database
+from services.user.cache import ProfileCache
+from services.user.schemas import ProfilePublic, ProfileUpdate
+from services.user.services import ProfileService
+
+CACHE_HOOK = "profiles"
+
+
+class Profiles:
+    """Profile reads and writes of one request."""
+
+    def __init__(self, database: Database, outbox: EventOutbox, cache: ProfileCache) -> None:
+        self.database = database
+        self.outbox = outbox
+        self.cache = cache
+
+    async def read(self, user_id: str) -> ProfilePublic:
+        """The live profile of `user_id`, or NotFoundError."""
+        key = _canonical(user_id)
+
+        async def load() -> ProfilePublic:
+            async with self.database.session() as session:
+                profile = await ProfileService(session).get(key)
+                return ProfilePublic.model_validate(profile, from_attributes=True)
+
+        return await self.cache.get(key, load)
+
+    async def update(self, user_id: str, data: ProfileUpdate) -> ProfilePublic:
+        """Update in one transaction (state and event), then drop the cached copy: the
+        transaction is this method's own, so the invalidation follows the commit."""
+        key = _canonical(user_id)
+        async with self.database.transaction() as session:
+            profile = await ProfileService(session, self.outbox).update(key, data)
+            public = ProfilePublic.model_validate(profile, from_attributes=True)
+        await self.cache.invalidate_after_write(key)
+        return public
+
+
+def _canonical(user_id: str) -> str:
+    """One cache key per user, however the id was spelt; an id that is not a UUID names no
+    profile."""
+    try:
+        return str(uuid.UUID(user_id))
+    except ValueError:
+        raise NotFoundError(f"Profile {user_id} not found") from None
+
+
+def get_profiles(runtime: RuntimeDep) -> Profiles:
+    return Profiles(runtime.database, runtime.outbox, runtime.hook(CACHE_HOOK))
+
+
+ProfilesDep = Annotated[Profiles, Depends(get_profiles)]

@@ -1,0 +1,202 @@
+"""The user service's test rig: its process, a token issuer, and a Kafka client of the test's
+own (publishing as auth does, reading what the service publishes), once per module."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar, cast
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from core.config import KafkaConfig
+from core.messaging.event_bus import KafkaEventBus
+from core.messaging.events import BaseEvent
+from core.messaging.kafka_client import KafkaAdmin
+from core.messaging.request_reply import RequestReplyClient
+from core.messaging.serialization import EventRegistry
+from core.messaging.types import MessageContext
+from devinfra.process import free_port
+from services.user.events import (
+    AUTH_EVENTS,
+    USER_EVENTS,
+    USER_REQUESTS,
+    Contact,
+    ProfileCreated,
+    ProfileUpdated,
+    UserRegistered,
+    UserRegisteredData,
+)
+from tests.integration.served import Served, serve
+from tests.integration.test_security_issuer import IssuerProc
+from tests.security_support import AUDIENCE, ISSUER
+from tests.support import eventually, unique
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[3]
+DLQ = f"{AUTH_EVENTS}.dlq"
+EVERY_PERMISSION = ["profile:read", "profile:write", "users:read", "users:write"]
+
+
+@pytest.fixture(scope="module")
+def module_spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """The root conftest's `spawn`, for processes started once per module."""
+    procs: list[subprocess.Popen[str]] = []
+    files: list[IO[str]] = []
+
+    def start(module: str, *args: str, env: dict[str, str] | None = None,
+              output: Path | None = None) -> subprocess.Popen[str]:
+        stdout: IO[str] | int = subprocess.PIPE
+        if output is not None:
+            stdout = output.open("w")
+            files.append(stdout)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], cwd=ROOT, text=True, stdout=stdout,
+            stderr=None if output is None else stdout,
+            env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait()
+    for file in files:
+        file.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def issuer(module_spawn: Callable[..., Any],
+                 tmp_path_factory: pytest.TempPathFactory) -> IssuerProc:
+    proc = IssuerProc(f"http://127.0.0.1:{free_port()}",
+                      tmp_path_factory.mktemp("issuer") / "keys", module_spawn)
+    await proc.start()
+    return proc
+
+
+@dataclass
+class Wire:
+    """The test's own Kafka client: publishes as auth does, records what lands on
+    `user.events` and on auth's dead-letter topic, and asks `user.requests`."""
+
+    config: KafkaConfig
+    bus: KafkaEventBus
+    requests: RequestReplyClient
+    seen: list[tuple[str, BaseEvent[Any]]] = field(default_factory=list)
+
+    async def register(self, user_id: str, email: str, *, key: str | None = None,
+                       event: UserRegistered | None = None) -> UserRegistered:
+        """Publish `auth.user_registered` the way auth does (its envelope, keyed by user)."""
+        event = event or UserRegistered(
+            data=UserRegisteredData(user_id=user_id, email=email, roles=["user"]), key=user_id)
+        await self.bus.publish(AUTH_EVENTS, event, key=key)
+        return event
+
+    def on(self, topic: str, event_cls: type[BaseEvent[Any]],
+           user_id: str) -> list[BaseEvent[Any]]:
+        return [e for t, e in self.seen if t == topic and isinstance(e, event_cls)
+                and getattr(e.data, "user_id", None) == user_id]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def wire(kafka: Any) -> AsyncIterator[Wire]:
+    config = KafkaConfig(kafka.bootstrap_servers, unique("user-test"), unique("user-test"))
+    events = EventRegistry()
+    for cls in (UserRegistered, ProfileCreated, ProfileUpdated, Contact):
+        events.register(cls)
+    await KafkaAdmin(config).create_topics([AUTH_EVENTS, USER_EVENTS, USER_REQUESTS, DLQ])
+    bus = KafkaEventBus(config, events)
+    wire = Wire(config, bus, RequestReplyClient(config, bus.producer, events,
+                                                instance_id=unique("user-test")))
+
+    async def record(event: BaseEvent[Any], ctx: MessageContext) -> None:
+        wire.seen.append((ctx.record.topic, event))
+
+    bus.subscribe([USER_EVENTS, DLQ], record)
+    await bus.start()
+    await wire.requests.start()
+    yield wire
+    await wire.requests.stop()
+    await bus.stop()
+
+
+@dataclass
+class Service:
+    """The user service running as its own process, and how to call it."""
+
+    served: Served
+    issuer: IssuerProc
+    redis_url: str | None
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return self.served.base_url
+
+    async def token(self, sub: str, *permissions: str) -> dict[str, str]:
+        token = await self.issuer.issue(sub, permissions=list(permissions))
+        return {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, headers: dict[str, str] | None = None,
+                   **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+            return await http.request(method, path, headers=headers, **kwargs)
+
+    def stop(self) -> None:
+        """SIGTERM, as a deployment stops it (a clean drain), then wait."""
+        self.served.proc.terminate()
+        try:
+            self.served.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.served.proc.kill()
+            raise
+
+    async def admin(self) -> dict[str, str]:
+        return await self.token(unique("admin"), *EVERY_PERMISSION)
+
+    async def profile_of(self, user_id: str) -> dict[str, Any] | None:
+        """The profile as an admin reads it, or None while there is none."""
+        response = await self.call("GET", f"/users/{user_id}", await self.admin())
+        assert response.status_code in (200, 404), response.text
+        return response.json()["data"] if response.status_code == 200 else None
+
+
+async def start_service(spawn: Callable[..., Any], issuer: IssuerProc, wire: Wire, tmp: Path,
+                        database_url: str, redis_url: str | None = None) -> Service:
+    log = tmp / "user.log"
+    env = {"JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
+           "REGISTRY_BACKEND": "static", "REGISTRY_STATIC": ""}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    served = await serve(spawn, "services.user", database_url=database_url, kafka=wire.config,
+                         env=env, output=log)
+    return Service(served, issuer, redis_url, log)
+
+
+async def arrives(check: Callable[[], Awaitable[T | None]], timeout: float = 30) -> T:
+    """`tests.support.eventually` for an async check whose None means "not yet"."""
+    found: Any = await eventually(check, timeout=timeout, interval=0.1)
+    return cast(T, found)
+
+
+async def registered(service: Service, wire: Wire, user_id: str, email: str) -> dict[str, Any]:
+    """Register `user_id` through auth's topic and wait for its profile."""
+    await wire.register(user_id, email)
+    return await arrives(lambda: service.profile_of(user_id))
+
+
+async def settle(seconds: float = 0.5) -> None:
+    """A short wait for something that must NOT happen (a second event)."""
+    await asyncio.sleep(seconds)
