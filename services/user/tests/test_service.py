@@ -193,13 +193,12 @@ async def test_concurrent_updates_of_one_profile_all_land(service: Service, wire
         "many", "+15551234567", "https://cdn.example.com/x.png")
 
 
+@pytest.mark.parametrize("service", ["postgres"], indirect=True)  # the shared cache: Redis
 async def test_a_stale_cached_profile_does_not_outlive_the_update_event(
         service: Service, wire: Wire) -> None:
     """A reader that loaded the row before a write committed may store it after the writer
     invalidated: planted here in Redis. The `user.profile_updated` that follows every write
     removes it, so the stale copy lives until that event at most, not until its TTL."""
-    if service.redis_url is None:
-        pytest.skip("planting an entry needs the shared (Redis) cache")
     user_id, email = new_user()
     profile = await registered(service, wire, user_id, email)
     headers = await service.token(user_id, "profile:read")
@@ -250,10 +249,9 @@ async def test_concurrent_readers_cannot_keep_an_old_profile_past_an_update(
         assert read.json()["data"]["display_name"] == "after"
 
 
+@pytest.mark.parametrize("service", ["postgres"], indirect=True)  # the shared cache: Redis
 async def test_reads_and_writes_go_on_while_redis_is_down(
         service: Service, wire: Wire, request: pytest.FixtureRequest) -> None:
-    if service.redis_url is None:
-        pytest.skip("the in-process cache cannot be down")
     user_id, email = new_user()
     await registered(service, wire, user_id, email)
     headers = await service.token(user_id, "profile:read", "profile:write")
@@ -378,12 +376,11 @@ async def test_contact_requests_are_answered_for_known_and_unknown_users(
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("service", ["postgres"], indirect=True)  # once
 async def test_the_service_keeps_its_openapi_contract(
         service: Service, wire: Wire, tmp_path: Path) -> None:
     """Schemathesis over real HTTP, with a token holding every permission whose subject has a
     profile, so the routes are exercised past their 401, 403 and 404. Once: on PostgreSQL."""
-    if service.redis_url is None:
-        pytest.skip("run once, against the PostgreSQL and Redis service")
     user_id = str(uuid.uuid4())
     await registered(service, wire, user_id, "contract@example.com")
     token = await service.issuer.issue(user_id, permissions=EVERY_PERMISSION, ttl=600)
