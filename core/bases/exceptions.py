@@ -18,10 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.bases.schemas import ErrorDetail, ErrorResponse, FieldProblem
-from core.db.errors import constraint_violation, refused_value
+from core.db.errors import constraint_violation, refused_value, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeoutError, _database_error)
+    app.add_exception_handler(ConnectionError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -238,16 +241,25 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """A value the database refused as data (too long for its column, out of range, a NUL
     character on PostgreSQL) was the client's input: a 422, not a 500. Bounds checked earlier
-    name the field; this is the net for what only the database knows. Any other database
-    error is the service's fault (500)."""
-    assert isinstance(exc, DBAPIError)
-    if not refused_value(exc):
-        return await _unexpected(request, exc)
-    log.info("value refused by the database on %s %s: %s", request.method, request.url.path,
-             exc.orig)
-    return error_response(422, ValidationError.code,
-                          "A value cannot be stored as sent: too long, out of range, or with "
-                          "characters the database refuses")
+    name the field; this is the net for what only the database knows. A database that cannot
+    serve now (down, restarting, no free connection, SQLite locked) is a 503 with Retry-After:
+    a condition that passes, so clients and the gateway's retries come back rather than
+    report a broken service. Any other database error is the service's fault (500)."""
+    if isinstance(exc, DBAPIError) and refused_value(exc):
+        log.info("value refused by the database on %s %s: %s", request.method,
+                 request.url.path, exc.orig)
+        return error_response(422, ValidationError.code,
+                              "A value cannot be stored as sent: too long, out of range, or "
+                              "with characters the database refuses")
+    if unavailable(exc):  # asyncpg reports a server that is down as a bare ConnectionError
+        log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+        return error_response(503, "database_unavailable",
+                              "The service's database is unavailable; retry shortly",
+                              headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+    return await _unexpected(request, exc)
+
+
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

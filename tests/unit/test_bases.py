@@ -13,7 +13,8 @@ from httpx import ASGITransport, AsyncClient
 from pydantic import BaseModel
 from sqlalchemy import String
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.bases import (
@@ -220,6 +221,13 @@ async def test_each_error_maps_to_its_status_and_one_body_shape() -> None:
         "forbidden": ForbiddenError(),
         "anonymous": UnauthorizedError(),
         "wiring": ConfigurationError("DATABASE_URL=postgres://secret"),
+        "db-down": ConnectionRefusedError(111, "Connect call failed ('10.0.0.5', 5432)"),
+        "db-locked": OperationalError("UPDATE ...", {}, sqlite3.OperationalError(
+            "database is locked")),
+        "db-pool": PoolTimeoutError("QueuePool limit of size 5 overflow 10 reached"),
+        "db-bug": OperationalError("SELECT ...", {}, sqlite3.OperationalError(
+            "no such table: things")),
+        "not-db": OSError(28, "No space left on device"),
     }
 
     @app.get("/{what}")
@@ -230,13 +238,18 @@ async def test_each_error_maps_to_its_status_and_one_body_shape() -> None:
     async def typed(n: int) -> int:
         return n
 
-    async with AsyncClient(transport=ASGITransport(app), base_url="http://t") as http:
+    async with AsyncClient(transport=ASGITransport(app, raise_app_exceptions=False), base_url="http://t") as http:
         answers = {what: await http.get(f"/{what}") for what in raised}
         bad_path = await http.get("/typed/x")
 
     assert {w: r.status_code for w, r in answers.items()} == {
         "validation": 422, "conflict": 409, "missing": 404, "forbidden": 403,
-        "anonymous": 401, "wiring": 500}
+        "anonymous": 401, "wiring": 500, "db-down": 503, "db-locked": 503, "db-pool": 503,
+        "db-bug": 500, "not-db": 500}
+    for away in ("db-down", "db-locked", "db-pool"):
+        assert answers[away].json()["error"]["code"] == "database_unavailable"
+        assert answers[away].headers["retry-after"] == "5"
+        assert "10.0.0.5" not in answers[away].text
     assert answers["validation"].json() == {"error": {
         "code": "validation_error", "message": "name: taken",
         "fields": [{"field": "name", "reason": "taken", "code": "invalid",
