@@ -20,6 +20,7 @@ from core.db import migrations
 from core.db.engine import Database
 from core.messaging.outbox import OutboxWriter
 from core.messaging.serialization import EventRegistry, EventSerializer
+from devinfra.process import free_port
 from tests.integration.databases import BACKENDS, open_databases
 from tests.sample_service.app import create_app
 from tests.sample_service.events import WidgetCreated, WidgetDeleted
@@ -578,3 +579,21 @@ def writer_stub() -> Any:
             raise AssertionError("must not be reached")
 
     return Stub()
+
+
+async def test_a_database_that_is_down_is_a_503_to_retry_not_a_500() -> None:
+    """asyncpg against a port where no server listens: the same failure as PostgreSQL down."""
+    down = Database(f"postgresql+asyncpg://app:pw@127.0.0.1:{free_port()}/app")
+    try:
+        transport = ASGITransport(create_app(down), raise_app_exceptions=False)
+        async with AsyncClient(transport=transport, base_url="http://test") as http:
+            listed = await http.get("/widgets")
+            created = await http.post("/widgets", json={"name": "w", "sku": sku(),
+                                                        "price_cents": 1})
+    finally:
+        await down.dispose()
+    for response in (listed, created):
+        assert response.status_code == 503, response.text
+        assert error(response)["code"] == "database_unavailable"
+        assert response.headers["retry-after"] == "5"
+        assert "app:pw" not in response.text
