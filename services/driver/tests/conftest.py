@@ -78,6 +78,7 @@ class DriverStack:
     log: Path
     proc: subprocess.Popen[str]
     spawn: Spawn
+    user_proc: subprocess.Popen[str]
     bus: KafkaEventBus | None = None
     _tokens: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
 
@@ -150,7 +151,7 @@ async def stack(kafka: Any, module_spawn: Spawn,
     issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp / "keys", module_spawn)
     user_port = free_port()
     await issuer.start()
-    await start_user_standin(module_spawn, user_port)
+    user_proc = await start_user_standin(module_spawn, user_port)
     config = KafkaConfig(kafka.bootstrap_servers, unique("driver-test"), unique("group"))
     log = tmp / "driver.log"
     served = await serve(
@@ -161,7 +162,7 @@ async def stack(kafka: Any, module_spawn: Spawn,
              "REGISTRY_STATIC": f"user=http://127.0.0.1:{user_port}",
              "USER_CALL_TIMEOUT": "1"})
     stack = DriverStack(served.base_url, issuer, f"http://127.0.0.1:{user_port}", user_port,
-                        config, log, served.proc, module_spawn)
+                        config, log, served.proc, module_spawn, user_proc)
     yield stack
     if stack.bus is not None:
         await stack.bus.stop()
