@@ -246,7 +246,7 @@ async def test_an_older_location_never_replaces_a_newer_one(stack: DriverStack) 
 
 async def test_locations_published_straight_to_kafka_land_in_the_read_model(
         stack: DriverStack) -> None:
-    user_id, driver_id = await stack.new_driver(status="available")
+    _, driver_id = await stack.new_driver(status="available")
     ghost = str(uuid.uuid4())
     await stack.publish_location(ghost, 1, 1)  # no such driver: ignored, not a failure
     await stack.publish_location(driver_id, 48.8566, 2.3522)
