@@ -19,8 +19,8 @@ from services.driver.tests.conftest import (
     DriverStack,
     driver_body,
     start_user_standin,
+    until,
 )
-from tests.support import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -233,7 +233,7 @@ async def test_an_older_location_never_replaces_a_newer_one(stack: DriverStack) 
             stored = (await http.get(f"/drivers/{driver_id}/location")).json()
             return (stored["lat"], stored["lon"]) == (13, 13)
 
-        await eventually(latest, timeout=20, interval=0.1)
+        await until(latest)
         future = await http.put(url, json={
             "lat": 1, "lon": 1, "recorded_at": (now + timedelta(minutes=5)).isoformat()})
         assert future.status_code == 422
@@ -257,7 +257,7 @@ async def test_locations_published_straight_to_kafka_land_in_the_read_model(
                                     params={"lat": 48.8566, "lon": 2.3522, "radius_km": 1})
             return [i["driver_id"] for i in found.json()["items"]]
 
-        assert await eventually(nearby, timeout=20, interval=0.1) == [driver_id]
+        assert await until(nearby) == [driver_id]
         assert (await rider.get(f"/drivers/{ghost}/location")).status_code == 404
 
 
