@@ -71,7 +71,7 @@ async def find_nearby(session: AsyncSession, lat: float, lon: float, radius_km: 
         .join(DriverLocation, DriverLocation.driver_id == Driver.id)
         .where(or_(*conditions), Driver.status == "available"))
     found = []
-    for driver, location in rows.tuples():
+    for driver, location in rows:
         distance = haversine_km(lat, lon, location.lat, location.lon)
         if distance <= radius_km:
             found.append(Nearby(driver, location, distance))
