@@ -42,6 +42,16 @@ from services.driver.stream import LocationHub
 STREAM_HOOK = "locations"
 MAX_CLOCK_SKEW = timedelta(seconds=30)
 
+SSE_LOCATION = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["location"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": LocationReportedData.model_json_schema()},
+    },
+}
+"""One event of the location stream, as OpenAPI 3.1 describes an SSE event."""
+
 router = APIRouter(prefix="/drivers", tags=["drivers"])
 
 
@@ -80,7 +90,7 @@ def settings_of(runtime: Any) -> DriverSettings:
 
 @router.post("", status_code=201, response_model=DriverPublic,
              dependencies=[Depends(require_permission("drivers:register"))],
-             responses=error_responses(401, 403, 409, 422, 502, 503, 504))
+             responses=error_responses(400, 401, 403, 409, 422, 502, 503, 504))
 async def register(data: DriverCreate, principal: CurrentPrincipal, session: SessionDep,
                    runtime: RuntimeDep) -> DriverPublic:
     """Become a driver: one record per user, after the user service confirms the caller's
@@ -135,7 +145,7 @@ async def get_driver(driver: Annotated[Driver, Depends(load_driver)]) -> DriverP
 
 
 @router.put("/{driver_id}/status", response_model=DriverPublic,
-            responses=error_responses(401, 403, 404, 409, 422))
+            responses=error_responses(400, 401, 403, 404, 409, 422))
 async def set_status(data: StatusChange, principal: CurrentPrincipal,
                      driver: Annotated[Driver, Depends(load_driver)], session: SessionDep,
                      runtime: RuntimeDep) -> DriverPublic:
@@ -146,7 +156,7 @@ async def set_status(data: StatusChange, principal: CurrentPrincipal,
 
 
 @router.put("/{driver_id}/location", response_model=LocationPublic,
-            responses=error_responses(401, 403, 404, 422, 503))
+            responses=error_responses(400, 401, 403, 404, 422, 503))
 async def report_location(driver_id: uuid.UUID, data: LocationReport,
                           principal: CurrentPrincipal, database: DatabaseDep,
                           runtime: RuntimeDep) -> LocationPublic:
@@ -197,9 +207,9 @@ async def get_location(driver: Annotated[Driver, Depends(load_driver)],
 
 @router.get("/{driver_id}/locations/stream",
             dependencies=[Depends(require_permission("drivers:read"))],
-            responses={200: {"description": "Server-Sent Events: `location` events (JSON data: "
-                             "driver_id, lat, lon, recorded_at) and keep-alive comments",
-                             "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            responses={200: {"description": "Server-Sent Events: `location` events, whose data is "
+                             "a location as JSON, and keep-alive comments",
+                             "content": {"text/event-stream": {"schema": SSE_LOCATION}}},
                        **error_responses(401, 403, 404, 422)},
             response_class=EventSourceResponse)
 async def stream_locations(driver: Annotated[Driver, Depends(load_driver)],

@@ -82,6 +82,8 @@ class DriverStack:
     user_proc: subprocess.Popen[str]
     bus: KafkaEventBus | None = None
     _tokens: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
+    permissions: dict[str, list[str]] = field(default_factory=dict)
+    """Permissions of subjects that are not plain users (for `new_driver`)."""
 
     async def token(self, sub: str, permissions: list[str] | None = None) -> str:
         perms = tuple(USER_PERMISSIONS if permissions is None else permissions)
@@ -101,11 +103,12 @@ class DriverStack:
         async with httpx.AsyncClient() as http:
             (await http.post(f"{self.user_url}/_profiles/{user_id}")).raise_for_status()
 
-    async def new_driver(self, *, status: str = "offline") -> tuple[str, str]:
+    async def new_driver(self, *, status: str = "offline",
+                         user_id: str | None = None) -> tuple[str, str]:
         """A registered driver: (user id, driver id), in `status`."""
-        user_id = str(uuid.uuid4())
+        user_id = user_id or str(uuid.uuid4())
         await self.add_profile(user_id)
-        async with await self.client(user_id) as http:
+        async with await self.client(user_id, self.permissions.get(user_id)) as http:
             created = await http.post("/drivers", json=driver_body())
             assert created.status_code == 201, created.text
             driver_id = str(created.json()["id"])

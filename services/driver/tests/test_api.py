@@ -9,6 +9,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from services.driver.tests.conftest import (
     start_user_standin,
     until,
 )
+from tests.contract import run_schemathesis
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -321,6 +323,25 @@ async def test_the_stream_refuses_the_unknown_and_the_unauthorised(stack: Driver
         assert (await powerless.get(f"/drivers/{driver_id}/locations/stream")).status_code == 403
     async with await stack.client() as anonymous:
         assert (await anonymous.get(f"/drivers/{driver_id}/locations/stream")).status_code == 401
+
+
+# --- the OpenAPI contract ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+async def test_the_service_keeps_its_openapi_contract(stack: DriverStack,
+                                                      tmp_path: Path) -> None:
+    """Schemathesis with a token holding every permission. The stream route needs no
+    exclusion: generated driver ids name no driver, so it answers 404 at once rather than
+    holding a stream open."""
+    stack.permissions["contract"] = ADMIN_PERMISSIONS
+    await stack.new_driver(user_id="contract", status="available")  # /drivers/me answers 200
+    headers = {"Authorization": f"Bearer {await stack.token('contract', ADMIN_PERMISSIONS)}"}
+    run = await asyncio.to_thread(run_schemathesis, stack.base_url, tmp_path, headers=headers,
+                                  max_examples=30)
+    assert stack.proc.poll() is None, "the service died during the run"
+    assert run.cases > 0, run.output
+    assert run.passed, f"{run.output}\n--- service log ---\n{stack.log.read_text()[-5000:]}"
 
 
 # --- the user service down (last: it stops the stand-in) -----------------------------------
