@@ -28,6 +28,9 @@ class DriverSettings(Settings):
     """Locations kept per stream subscriber; a slow client loses the oldest beyond this."""
     stream_ping_seconds: float = Field(default=15.0, gt=0)
     """Seconds between keep-alive comments on an idle location stream."""
+    stream_max_seconds: float = Field(default=3600.0, gt=0)
+    """A stream ends after this long, or when the caller's token expires if sooner: the
+    token was checked once, at the start; the client reconnects (with a fresh token)."""
 
     @model_validator(mode="after")
     def _local_folder(self) -> DriverSettings:

@@ -8,6 +8,7 @@ driver (the record's `user_id` is the token's subject) or a holder of `drivers:w
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -213,13 +214,18 @@ async def get_location(driver: Annotated[Driver, Depends(load_driver)],
                        **error_responses(401, 403, 404, 422)},
             response_class=EventSourceResponse)
 async def stream_locations(driver: Annotated[Driver, Depends(load_driver)],
-                           runtime: RuntimeDep) -> EventSourceResponse:
+                           principal: CurrentPrincipal, runtime: RuntimeDep) -> EventSourceResponse:
     """The driver's locations as they are reported, over HTTP or straight to Kafka: first
     the latest stored one (if any), then each new one. Any holder of `drivers:read` may watch
-    (the same right that shows the driver in the nearby query)."""
+    (the same right that shows the driver in the nearby query). The stream ends when the
+    caller's token expires (or after STREAM_MAX_SECONDS); the client reconnects."""
     hub: LocationHub = runtime.hook(STREAM_HOOK)
     settings = settings_of(runtime)
     driver_id = driver.id
+    lasts = settings.stream_max_seconds
+    expiry = principal.claims.get("exp")
+    if isinstance(expiry, int | float):
+        lasts = max(0.0, min(lasts, expiry - datetime.now(UTC).timestamp()))
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         subscription = hub.subscribe(str(driver_id))
@@ -231,7 +237,8 @@ async def stream_locations(driver: Annotated[Driver, Depends(load_driver)],
                 subscription.offer(LocationReportedData(
                     driver_id=str(driver_id), lat=stored.lat, lon=stored.lon,
                     recorded_at=stored.recorded_at))
-            async for location in subscription:
+            deadline = time.monotonic() + lasts
+            while (location := await subscription.get(deadline - time.monotonic())) is not None:
                 yield ServerSentEvent(data=location.model_dump_json(), event="location")
         finally:
             hub.unsubscribe(subscription)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 from core.config import KafkaConfig
@@ -56,9 +55,15 @@ class Subscription:
             self.dropped += 1
         self._queue.put_nowait(item)
 
-    async def __aiter__(self) -> AsyncIterator[LocationReportedData]:
-        while (item := await self._queue.get()) is not None:
-            yield item
+    async def get(self, timeout: float) -> LocationReportedData | None:
+        """The next location; None once the hub closed the subscription, or after `timeout`
+        seconds without one."""
+        if timeout <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
 
 
 class LocationHub:

@@ -170,7 +170,7 @@ async def stack(kafka: Any, module_spawn: Spawn,
         env={"JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
              "REGISTRY_BACKEND": "static",
              "REGISTRY_STATIC": f"user=http://127.0.0.1:{user_port}",
-             "USER_CALL_TIMEOUT": "1"})
+             "USER_CALL_TIMEOUT": "1", "STREAM_MAX_SECONDS": "8"})
     stack = DriverStack(served.base_url, issuer, f"http://127.0.0.1:{user_port}", user_port,
                         config, log, served.proc, module_spawn, user_proc)
     yield stack

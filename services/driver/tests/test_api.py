@@ -331,9 +331,11 @@ async def test_the_stream_refuses_the_unknown_and_the_unauthorised(stack: Driver
 @pytest.mark.timeout(300)
 async def test_the_service_keeps_its_openapi_contract(stack: DriverStack,
                                                       tmp_path: Path) -> None:
-    """Schemathesis with a token holding every permission. The stream route needs no
-    exclusion: generated driver ids name no driver, so it answers 404 at once rather than
-    holding a stream open."""
+    """Schemathesis with a token holding every permission. The stream route stays in, but
+    schemathesis reads one event of a stream and hangs up (`max-stream-events`, in the
+    run's own schemathesis.toml) rather than holding it open until the stream's end."""
+    (tmp_path / "schemathesis.toml").write_text(
+        '[[operations]]\ninclude-path-regex = "/locations/stream$"\nmax-stream-events = 1\n')
     stack.permissions["contract"] = ADMIN_PERMISSIONS
     await stack.new_driver(user_id="contract", status="available")  # /drivers/me answers 200
     headers = {"Authorization": f"Bearer {await stack.token('contract', ADMIN_PERMISSIONS)}"}
@@ -342,6 +344,21 @@ async def test_the_service_keeps_its_openapi_contract(stack: DriverStack,
     assert stack.proc.poll() is None, "the service died during the run"
     assert run.cases > 0, run.output
     assert run.passed, f"{run.output}\n--- service log ---\n{stack.log.read_text()[-5000:]}"
+
+
+async def test_the_stream_ends_when_the_token_expires(stack: DriverStack) -> None:
+    _, driver_id = await stack.new_driver()
+    token = await stack.issuer.issue("short-lived", permissions=["drivers:read"], ttl=2)
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as http:
+        started = asyncio.get_running_loop().time()
+        async with http.stream("GET", f"/drivers/{driver_id}/locations/stream",
+                               headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status_code == 200
+            stream = Stream(response)
+            assert (await stream.next())["comment"] == "subscribed"
+            with pytest.raises(AssertionError, match="the stream ended"):
+                await stream.next(timeout=10)
+        assert asyncio.get_running_loop().time() - started < 6
 
 
 # --- the user service down (last: it stops the stand-in) -----------------------------------
@@ -353,8 +370,11 @@ async def test_onboarding_with_the_user_service_down_is_a_clear_503(stack: Drive
     stack.user_proc.kill()
     stack.user_proc.wait()
     try:
+        answers: list[httpx.Response] = []
         async with await stack.client(user_id) as http:
-            answers = [await http.post("/drivers", json=driver_body()) for _ in range(6)]
+            while len(answers) < 30 and "Retry-After" not in (
+                    answers[-1].headers if answers else {}):
+                answers.append(await http.post("/drivers", json=driver_body()))
         assert {a.status_code for a in answers} == {503}
         assert answers[0].json()["error"]["message"] == "Service 'user' is unavailable"
         assert "Retry-After" in answers[-1].headers  # the breaker opened: failing fast
