@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -383,3 +384,21 @@ async def test_onboarding_with_the_user_service_down_is_a_clear_503(stack: Drive
                                     params={"lat": 0, "lon": 0})).status_code == 200
     finally:
         stack.user_proc = await start_user_standin(stack.spawn, stack.user_port)
+
+
+async def test_shutdown_ends_open_streams_and_exits_cleanly(stack: DriverStack) -> None:
+    """Last of all: it stops the service. SIGTERM with a stream open: the stream ends and
+    the process drains and exits well before uvicorn's 20 s grace for open connections."""
+    _, driver_id = await stack.new_driver()
+    async with await stack.client("rider") as rider, rider.stream(
+            "GET", f"/drivers/{driver_id}/locations/stream") as response:
+        stream = Stream(response)
+        assert (await stream.next())["comment"] == "subscribed"
+        started = asyncio.get_running_loop().time()
+        stack.proc.send_signal(signal.SIGTERM)
+        with pytest.raises((AssertionError, httpx.RemoteProtocolError)):
+            await stream.next(timeout=10)  # the stream ends
+    code = await asyncio.to_thread(stack.proc.wait, 15)
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+    assert asyncio.get_running_loop().time() - started < 10
+    assert "driver stopped" in stack.log.read_text()
