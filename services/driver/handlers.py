@@ -4,23 +4,22 @@ Reports come from this service's own HTTP route and from other producers (device
 straight to Kafka). The handler runs on every delivery, without an inbox row (`once=False`):
 at the rate locations arrive, an inbox row per report would double the writes and grow a table
 for nothing, and the write needs none, since `record_location` is idempotent and keeps the
-latest report whatever the order. A record the HTTP route wrote already (header
-`APPLIED_HEADER`) is skipped: its row was committed before it was produced.
+latest report whatever the order; and it is batched with the other reports in flight
+(`LocationWriter`). A report of an unknown driver is dropped. A record the HTTP route wrote
+already (header `APPLIED_HEADER`) is skipped: its row was committed before it was produced.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
-from core.db.engine import Database
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.serialization import EventRegistry
 from core.messaging.types import MessageContext
 from services.driver.events import DriverLocationReported
-from services.driver.locations import record_location
-from services.driver.models import Driver
+from services.driver.locations import Report
+from services.driver.writer import LocationWriter
 
 log = logging.getLogger(__name__)
 
@@ -29,37 +28,29 @@ APPLIED_HEADER = "x-driver-read-model"
 HANDLER_NAME = "driver.location_read_model"
 
 
-class ReadModelWriter:
-    """Applies reports to the read model. The database exists only once the service runs:
-    the `read_model` hook hands it over (`attach`), and a report delivered before waits."""
+class ReadModelHandler:
+    """Applies each report through the service's `LocationWriter` (batched with the others in
+    flight)."""
 
-    def __init__(self) -> None:
-        self._database: Database | None = None
-        self._ready = asyncio.Event()
-
-    def attach(self, database: Database) -> None:
-        self._database = database
-        self._ready.set()
+    def __init__(self, writer: LocationWriter) -> None:
+        self._writer = writer
 
     async def __call__(self, event: DriverLocationReported, ctx: MessageContext) -> None:
         if ctx.record.header(APPLIED_HEADER) == "applied":
             return
-        await self._ready.wait()
-        assert self._database is not None
         data = event.data
         try:
             driver_id = uuid.UUID(data.driver_id)
         except ValueError:
             log.warning("location for %r ignored: not a driver id", data.driver_id)
             return
-        async with self._database.transaction() as session:
-            if await session.get(Driver, driver_id) is None:
-                log.warning("location for unknown driver %s ignored", driver_id)
-                return
-            await record_location(session, driver_id, data.lat, data.lon, data.recorded_at)
+        report = Report(driver_id, data.lat, data.lon, data.recorded_at)
+        if not await self._writer.write(report):
+            log.debug("location of %s not stored: unknown driver or not the latest", driver_id)
 
 
-def location_handlers(events: EventRegistry, writer: ReadModelWriter) -> HandlerRegistry:
+def location_handlers(events: EventRegistry, writer: LocationWriter) -> HandlerRegistry:
     handlers = HandlerRegistry(events)
-    handlers.add(DriverLocationReported, writer, name=HANDLER_NAME, once=False)
+    handlers.add(DriverLocationReported, ReadModelHandler(writer), name=HANDLER_NAME,
+                 once=False)
     return handlers

@@ -11,6 +11,7 @@ row per location (see handlers.py).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,22 +25,46 @@ from services.driver.geo import cell_ranges, covering_cells, encode, haversine_k
 from services.driver.models import Driver, DriverLocation
 
 
-async def record_location(session: AsyncSession, driver_id: uuid.UUID, lat: float, lon: float,
-                          recorded_at: datetime) -> bool:
-    """Store the report unless a later (or the same) one is stored; whether it was stored.
-    The driver must exist (the row refers to it)."""
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One location of one driver, as a device took it."""
+
+    driver_id: uuid.UUID
+    lat: float
+    lon: float
+    recorded_at: datetime
+
+
+async def record_locations(session: AsyncSession, reports: Sequence[Report]) -> set[uuid.UUID]:
+    """Store each driver's latest report of `reports` unless a later (or the same) one is
+    stored, in one statement; the drivers whose row changed. The drivers must exist (the rows
+    refer to them)."""
+    latest: dict[uuid.UUID, Report] = {}
+    for report in reports:
+        known = latest.get(report.driver_id)
+        if known is None or report.recorded_at > known.recorded_at:
+            latest[report.driver_id] = report
+    if not latest:
+        return set()
     insert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(DriverLocation).values(
-        driver_id=driver_id, lat=lat, lon=lon, cell=encode(lat, lon), recorded_at=recorded_at)
+    statement = insert(DriverLocation).values([
+        {"driver_id": r.driver_id, "lat": r.lat, "lon": r.lon, "cell": encode(r.lat, r.lon),
+         "recorded_at": r.recorded_at} for r in latest.values()])
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=[DriverLocation.driver_id],
         set_={"lat": excluded.lat, "lon": excluded.lon, "cell": excluded.cell,
               "recorded_at": excluded.recorded_at},
         where=excluded.recorded_at > DriverLocation.recorded_at,
-    )
-    result = await session.execute(statement)
-    return bool(getattr(result, "rowcount", 0))
+    ).returning(DriverLocation.driver_id)
+    return set((await session.execute(statement)).scalars())
+
+
+async def record_location(session: AsyncSession, driver_id: uuid.UUID, lat: float, lon: float,
+                          recorded_at: datetime) -> bool:
+    """`record_locations` of one report: whether it was stored."""
+    return driver_id in await record_locations(session, [Report(driver_id, lat, lon,
+                                                                recorded_at)])
 
 
 async def latest_location(session: AsyncSession, driver_id: uuid.UUID) -> DriverLocation | None:

@@ -12,10 +12,11 @@ from core.app import ServiceRuntime, Subscription, create_service
 from core.security import Security
 from services.driver.config import DriverSettings
 from services.driver.events import EVENTS_TOPIC, LOCATIONS_TOPIC, driver_events
-from services.driver.handlers import ReadModelWriter, location_handlers
+from services.driver.handlers import location_handlers
 from services.driver.models import Base
-from services.driver.routers import STREAM_HOOK, router
+from services.driver.routers import STREAM_HOOK, WRITER_HOOK, router
 from services.driver.stream import LocationHub
+from services.driver.writer import LocationWriter
 
 SERVICE_DIR = Path(__file__).resolve().parent
 
@@ -24,10 +25,10 @@ def create_app(settings: DriverSettings | None = None, *,
                security: Security | None = None) -> FastAPI:
     cfg = settings or DriverSettings()
     events = driver_events()
-    writer = ReadModelWriter()
+    writer = LocationWriter()
 
     @asynccontextmanager
-    async def read_model(runtime: ServiceRuntime) -> AsyncIterator[ReadModelWriter]:
+    async def read_model(runtime: ServiceRuntime) -> AsyncIterator[LocationWriter]:
         writer.attach(runtime.database)
         yield writer
 
@@ -46,5 +47,5 @@ def create_app(settings: DriverSettings | None = None, *,
         routers=[router],
         subscriptions=[Subscription(LOCATIONS_TOPIC, location_handlers(events, writer))],
         publishes=[EVENTS_TOPIC, LOCATIONS_TOPIC], settings=cfg, security=security,
-        hooks={"read_model": read_model, STREAM_HOOK: location_stream},
+        hooks={WRITER_HOOK: read_model, STREAM_HOOK: location_stream},
         description="Drivers, their latest locations, the nearby query and live locations.")

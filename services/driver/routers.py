@@ -23,8 +23,9 @@ from core.bases.deps import DatabaseDep, SessionDep
 from core.security import CurrentPrincipal, Principal, owner_or, require_permission
 from services.driver.config import DriverSettings
 from services.driver.events import LOCATIONS_TOPIC, DriverLocationReported, LocationReportedData
+from services.driver.geo import encode
 from services.driver.handlers import APPLIED_HEADER
-from services.driver.locations import find_nearby, latest_location, record_location
+from services.driver.locations import Report, find_nearby, latest_location
 from services.driver.models import Driver, DriverLocation
 from services.driver.profiles import ProfileCheck
 from services.driver.schemas import (
@@ -39,8 +40,10 @@ from services.driver.schemas import (
 )
 from services.driver.services import DriverService
 from services.driver.stream import LocationHub
+from services.driver.writer import LocationWriter
 
 STREAM_HOOK = "locations"
+WRITER_HOOK = "read_model"
 MAX_CLOCK_SKEW = timedelta(seconds=30)
 
 SSE_LOCATION = {
@@ -167,7 +170,8 @@ async def report_location(driver_id: uuid.UUID, data: LocationReport,
     Why not through the outbox: at a location every few seconds per driver, an outbox row per
     report triples the writes (insert, relay read, mark sent) and delays the stream by a relay
     round; and a location needs no outbox's guarantee, since the next report supersedes a lost
-    one. So the row is committed first (the nearby query sees it at once), then the report is
+    one. So the row is committed first (batched with the other reports in flight: see
+    writer.py; the nearby query sees it at once), then the report is
     produced straight to Kafka and acknowledged before the answer; the record says its row is
     written, so this service's own consumer skips it. If producing fails, the client gets a
     503 and sends again (the row, already there, is kept).
@@ -176,13 +180,18 @@ async def report_location(driver_id: uuid.UUID, data: LocationReport,
     recorded_at = data.recorded_at or now
     if recorded_at > now + MAX_CLOCK_SKEW:
         raise ValidationError.for_field("recorded_at", "is in the future")
-    async with database.transaction() as session:
+    async with database.session() as session:
         driver = await DriverService(session).get(driver_id)
         ensure_may_steer(principal, driver)
-        applied = await record_location(session, driver.id, data.lat, data.lon, recorded_at)
+    writer: LocationWriter = runtime.hook(WRITER_HOOK)
+    applied = await writer.write(Report(driver.id, data.lat, data.lon, recorded_at))
     event = DriverLocationReported(aggregate_id=str(driver_id), data=LocationReportedData(
         driver_id=str(driver_id), lat=data.lat, lon=data.lon, recorded_at=recorded_at))
     await runtime.bus.publish(LOCATIONS_TOPIC, event, headers=[(APPLIED_HEADER, b"applied")])
+    if applied:
+        return LocationPublic(driver_id=driver.id, lat=data.lat, lon=data.lon,
+                              cell=encode(data.lat, data.lon), recorded_at=recorded_at,
+                              applied=True)
     async with database.session() as session:
         stored = await latest_location(session, driver_id)
     assert stored is not None

@@ -384,6 +384,14 @@ async def test_onboarding_with_the_user_service_down_is_a_clear_503(stack: Drive
                                     params={"lat": 0, "lon": 0})).status_code == 200
     finally:
         stack.user_proc = await start_user_standin(stack.spawn, stack.user_port)
+    await stack.add_profile(user_id)  # the stand-in forgot its profiles
+
+    async def onboards() -> bool:  # the user service back: the breaker lets calls through again
+        async with await stack.client(user_id) as http:
+            answer = await http.post("/drivers", json=driver_body())
+            return answer.status_code == 201 or "already a driver" in answer.text
+
+    await until(onboards, timeout=30, interval=0.5)
 
 
 async def test_shutdown_ends_open_streams_and_exits_cleanly(stack: DriverStack) -> None:
