@@ -8,6 +8,7 @@ driver (the record's `user_id` is the token's subject) or a holder of `drivers:w
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,8 +19,9 @@ from fastapi import APIRouter, Depends, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from core.app import RuntimeDep
-from core.bases import ForbiddenError, NotFoundError, ValidationError, error_responses
+from core.bases import AppError, ForbiddenError, NotFoundError, ValidationError, error_responses
 from core.bases.deps import DatabaseDep, SessionDep
+from core.messaging.exceptions import MessagingError
 from core.security import CurrentPrincipal, Principal, owner_or, require_permission
 from services.driver.config import DriverSettings
 from services.driver.events import LOCATIONS_TOPIC, DriverLocationReported, LocationReportedData
@@ -45,6 +47,9 @@ from services.driver.writer import LocationWriter
 STREAM_HOOK = "locations"
 WRITER_HOOK = "read_model"
 MAX_CLOCK_SKEW = timedelta(seconds=30)
+PUBLISH_TIMEOUT = 5.0
+"""Seconds a location report waits for Kafka's acknowledgement before a 503 (the producer
+would keep trying for minutes; a later duplicate is harmless: the latest report wins)."""
 
 SSE_LOCATION = {
     "type": "object",
@@ -57,6 +62,16 @@ SSE_LOCATION = {
 """One event of the location stream, as OpenAPI 3.1 describes an SSE event."""
 
 router = APIRouter(prefix="/drivers", tags=["drivers"])
+
+
+class FeedUnavailable(AppError):
+    """Kafka did not take a location report: stored, but not streamed; send it again."""
+
+    status_code = 503
+    code = "feed_unavailable"
+    expose = True
+    default_message = ("the location was stored but could not be published to the live feed; "
+                       "send it again")
 
 
 async def load_driver(driver_id: uuid.UUID, session: SessionDep) -> Driver:
@@ -187,7 +202,12 @@ async def report_location(driver_id: uuid.UUID, data: LocationReport,
     applied = await writer.write(Report(driver.id, data.lat, data.lon, recorded_at))
     event = DriverLocationReported(aggregate_id=str(driver_id), data=LocationReportedData(
         driver_id=str(driver_id), lat=data.lat, lon=data.lon, recorded_at=recorded_at))
-    await runtime.bus.publish(LOCATIONS_TOPIC, event, headers=[(APPLIED_HEADER, b"applied")])
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            await runtime.bus.publish(LOCATIONS_TOPIC, event,
+                                      headers=[(APPLIED_HEADER, b"applied")])
+    except (MessagingError, TimeoutError) as exc:
+        raise FeedUnavailable() from exc
     if applied:
         return LocationPublic(driver_id=driver.id, lat=data.lat, lon=data.lon,
                               cell=encode(data.lat, data.lon), recorded_at=recorded_at,
