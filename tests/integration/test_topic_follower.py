@@ -63,3 +63,33 @@ async def test_an_empty_topic_is_caught_up_at_once_and_a_missing_one_is_refused(
 async def _poll_until_caught_up(follower: TopicFollower) -> bool:
     assert await follower.poll() == []
     return follower.caught_up
+
+
+async def test_a_follower_from_the_end_reads_only_what_comes_after_its_start(
+        kafka_config: KafkaConfig) -> None:
+    topic = unique("follow-end")
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=2)
+    producer = KafkaProducer(kafka_config)
+    await producer.start()
+    follower = TopicFollower(kafka_config, topic, from_end=True)
+    try:
+        await producer.produce(topic, b"before", "k0")
+        await follower.start()
+        seen: list[Record] = []
+
+        async def caught_up() -> bool:
+            seen.extend(await follower.poll())
+            return follower.caught_up
+
+        await eventually(caught_up, timeout=20)
+        await producer.produce(topic, b"after", "k0")
+
+        async def got_it() -> bool:
+            seen.extend(await follower.poll())
+            return bool(seen)
+
+        await eventually(got_it, timeout=20)
+        assert [r.value for r in seen] == [b"after"]
+    finally:
+        await follower.close()
+        await producer.stop()

@@ -11,6 +11,7 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -46,8 +47,11 @@ class TopicFollower:
     }
 
     def __init__(self, config: KafkaConfig, topic: str, *, refresh: float = 30.0,
-                 **overrides: Any) -> None:
-        """`refresh`: seconds between looks for partitions added to the topic since."""
+                 from_end: bool = False, **overrides: Any) -> None:
+        """`refresh`: seconds between looks for partitions added to the topic since.
+        `from_end`: follow only what is written after `start` (a live feed, not state), for
+        the partitions there at `start`; partitions added later are read from their
+        beginning, which holds only what was written since."""
         # librdkafka wants a group id even without a group; nothing is ever committed under it.
         self._conf = {**_base(config), **self.DEFAULTS, "group.id": f"{config.client_id}-follow",
                       **overrides}
@@ -58,6 +62,7 @@ class TopicFollower:
         self._partitions: set[int] = set()
         self._refresh = refresh
         self._next_refresh = 0.0
+        self._start_offset = OFFSET_END if from_end else OFFSET_BEGINNING
 
     @property
     def caught_up(self) -> bool:
@@ -89,7 +94,8 @@ class TopicFollower:
             time.sleep(0.2)
         self._behind = set(meta.partitions)
         self._partitions = set(meta.partitions)
-        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        consumer.assign([TopicPartition(self.topic, p, self._start_offset)
+                         for p in meta.partitions])
         self._consumer = consumer
         self._next_refresh = time.monotonic() + self._refresh
 

@@ -1,0 +1,107 @@
+"""Driver rules: one driver per user, onboarding checks, the status machine, their events."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date
+
+from sqlalchemy import select, update
+
+from core.bases import BaseRepository, BaseService, ConflictError, ValidationError
+from services.driver.events import (
+    EVENTS_TOPIC,
+    DriverRegistered,
+    DriverRegisteredData,
+    DriverStatusChanged,
+    DriverStatusChangedData,
+)
+from services.driver.models import Driver
+from services.driver.schemas import DriverCreate, StatusChange
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "offline": frozenset({"available"}),
+    "available": frozenset({"busy", "offline"}),
+    "busy": frozenset({"available"}),
+}
+"""Allowed status changes. A busy driver cannot go offline: a trip is under way and would be
+left without a driver; it becomes available (trip done or handed back) first."""
+
+ProfileCheck = Callable[[str], Awaitable[None]]
+
+
+class DriverRepository(BaseRepository[Driver]):
+    model = Driver
+    filter_fields = frozenset({"status", "user_id"})
+    sort_fields = frozenset({"created_at"})
+    default_sort = ("-created_at",)
+
+    async def by_user(self, user_id: str) -> Driver | None:
+        found: Driver | None = await self.session.scalar(
+            select(Driver).where(Driver.user_id == user_id))
+        return found
+
+    async def swap_status(self, driver: Driver, old: str, new: str) -> bool:
+        """Set `new` only if the row still says `old` (a compare-and-set: of two concurrent
+        changes from one status, one wins and the other sees a conflict)."""
+        result = await self.session.execute(
+            update(Driver).where(Driver.id == driver.id, Driver.status == old)
+            .values(status=new).execution_options(synchronize_session=False))
+        if not getattr(result, "rowcount", 0):
+            return False
+        await self.session.refresh(driver)
+        return True
+
+
+class DriverService(BaseService[Driver, DriverCreate, StatusChange]):
+    repository_class = DriverRepository
+    events_topic = EVENTS_TOPIC
+
+    @property
+    def drivers(self) -> DriverRepository:
+        assert isinstance(self.repository, DriverRepository)
+        return self.repository
+
+    async def register(self, user_id: str, data: DriverCreate, profiles: ProfileCheck) -> Driver:
+        """The caller's driver record: checked here first (cheap), then against the user
+        service (the profile must exist), then inserted; the unique constraints settle races."""
+        today = date.today()
+        if data.licence_expiry <= today:
+            raise ValidationError.for_field("licence_expiry", "the licence must not have expired "
+                                            "(an expiry after today)")
+        if data.vehicle.year > today.year + 1:
+            raise ValidationError.for_field("vehicle.year", f"at most {today.year + 1}")
+        if await self.drivers.exists(user_id=user_id):
+            raise ConflictError("this user is already a driver (one driver record per user)")
+        if await self.drivers.exists(licence_number=data.licence_number):
+            raise ConflictError("a driver with this licence number already exists")
+        await profiles(user_id)
+        vehicle = data.vehicle
+        driver = await self.repository.create({
+            "user_id": user_id, "licence_number": data.licence_number,
+            "licence_expiry": data.licence_expiry, "vehicle_make": vehicle.make,
+            "vehicle_model": vehicle.model, "vehicle_plate": vehicle.plate,
+            "vehicle_colour": vehicle.colour, "vehicle_year": vehicle.year, "status": "offline"})
+        await self.publish_event(DriverRegistered(
+            aggregate_id=str(driver.id),
+            data=DriverRegisteredData(driver_id=str(driver.id), user_id=user_id,
+                                      licence_number=driver.licence_number,
+                                      vehicle=vehicle.model_dump())))
+        return driver
+
+    async def change_status(self, driver: Driver, new: str) -> Driver:
+        """Move `driver` to `new` if the status machine allows it; setting the status it
+        already has changes nothing (and publishes nothing)."""
+        old = driver.status
+        if new == old:
+            return driver
+        allowed = TRANSITIONS[old]
+        if new not in allowed:
+            raise ConflictError(f"a driver who is {old} cannot become {new}; from {old} the "
+                                f"allowed statuses are: {', '.join(sorted(allowed))}")
+        if not await self.drivers.swap_status(driver, old, new):
+            raise ConflictError("the driver's status changed meanwhile; read it and try again")
+        await self.publish_event(DriverStatusChanged(
+            aggregate_id=str(driver.id),
+            data=DriverStatusChangedData(driver_id=str(driver.id), user_id=driver.user_id,
+                                         old=old, new=new)))
+        return driver

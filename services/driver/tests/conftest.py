@@ -1,0 +1,178 @@
+"""The driver service as it runs: its own process on SQLite and the session's Kafka, beside a
+token issuer and a stand-in user service, started once per test module."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from core.config import KafkaConfig
+from core.messaging.event_bus import KafkaEventBus
+from devinfra.process import free_port
+from services.driver.events import (
+    LOCATIONS_TOPIC,
+    DriverLocationReported,
+    LocationReportedData,
+    driver_events,
+)
+from tests.integration.served import Spawn, serve
+from tests.integration.test_security_issuer import IssuerProc
+from tests.security_support import AUDIENCE, ISSUER
+from tests.support import answers_ok, eventually, unique
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[3]
+USER_PERMISSIONS = ["profile:read", "profile:write", "drivers:register", "drivers:read",
+                    "notifications:read"]
+"""What the `user` role grants (services/README.md)."""
+ADMIN_PERMISSIONS = [*USER_PERMISSIONS, "users:read", "users:write", "drivers:write",
+                     "rbac:manage"]
+
+
+@pytest.fixture(scope="module")
+def module_spawn() -> Iterator[Spawn]:
+    """The root `spawn`, for processes shared by a whole module; kills them at its end."""
+    procs: list[subprocess.Popen[str]] = []
+    files: list[IO[str]] = []
+
+    def start(module: str, *args: str, env: dict[str, str] | None = None,
+              output: Path | None = None) -> subprocess.Popen[str]:
+        full = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+        out: IO[str] | int = subprocess.DEVNULL
+        if output is not None:
+            out = output.open("w")
+            files.append(out)
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=full,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    for file in files:
+        file.close()
+
+
+@dataclass
+class DriverStack:
+    """The service under test and its neighbours."""
+
+    base_url: str
+    issuer: IssuerProc
+    user_url: str
+    user_port: int
+    kafka: KafkaConfig
+    log: Path
+    proc: subprocess.Popen[str]
+    spawn: Spawn
+    user_proc: subprocess.Popen[str]
+    bus: KafkaEventBus | None = None
+    _tokens: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
+    permissions: dict[str, list[str]] = field(default_factory=dict)
+    """Permissions of subjects that are not plain users (for `new_driver`)."""
+
+    async def token(self, sub: str, permissions: list[str] | None = None) -> str:
+        perms = tuple(USER_PERMISSIONS if permissions is None else permissions)
+        key = (sub, perms)
+        if key not in self._tokens:
+            self._tokens[key] = await self.issuer.issue(sub, permissions=list(perms))
+        return self._tokens[key]
+
+    async def client(self, sub: str | None = None,
+                     permissions: list[str] | None = None) -> httpx.AsyncClient:
+        headers = {}
+        if sub is not None:
+            headers["Authorization"] = f"Bearer {await self.token(sub, permissions)}"
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=15)
+
+    async def add_profile(self, user_id: str) -> None:
+        async with httpx.AsyncClient() as http:
+            (await http.post(f"{self.user_url}/_profiles/{user_id}")).raise_for_status()
+
+    async def new_driver(self, *, status: str = "offline",
+                         user_id: str | None = None) -> tuple[str, str]:
+        """A registered driver: (user id, driver id), in `status`."""
+        user_id = user_id or str(uuid.uuid4())
+        await self.add_profile(user_id)
+        async with await self.client(user_id, self.permissions.get(user_id)) as http:
+            created = await http.post("/drivers", json=driver_body())
+            assert created.status_code == 201, created.text
+            driver_id = str(created.json()["id"])
+            path = ["available", "busy"][: ["offline", "available", "busy"].index(status)]
+            for step in path:
+                moved = await http.put(f"/drivers/{driver_id}/status", json={"status": step})
+                assert moved.status_code == 200, moved.text
+        return user_id, driver_id
+
+    async def publish_location(self, driver_id: str, lat: float, lon: float,
+                               recorded_at: datetime | None = None) -> None:
+        """A device's report, straight to Kafka (not through the service)."""
+        if self.bus is None:
+            self.bus = KafkaEventBus(self.kafka, driver_events())
+            await self.bus.producer.start()
+        await self.bus.publish(LOCATIONS_TOPIC, DriverLocationReported(
+            aggregate_id=driver_id, data=LocationReportedData(
+                driver_id=driver_id, lat=lat, lon=lon,
+                recorded_at=recorded_at or datetime.now(UTC))))
+
+
+def driver_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "licence_number": f"DL-{uuid.uuid4().hex[:10].upper()}",
+        "licence_expiry": "2031-01-31",
+        "vehicle": {"make": "Toyota", "model": "Prius", "plate": "AB 123 CD",
+                    "colour": "white", "year": 2022},
+    }
+    body.update(overrides)
+    return body
+
+
+async def until(check: Callable[[], Awaitable[T]], timeout: float = 20.0,
+                interval: float = 0.1) -> T:
+    """`tests.support.eventually` for async checks, typed for mypy."""
+    found: T = await eventually(check, timeout=timeout, interval=interval)
+    return found
+
+
+async def start_user_standin(spawn: Spawn, port: int) -> subprocess.Popen[str]:
+    proc = spawn("services.driver.tests.user_standin", str(port))
+    await until(lambda: answers_ok(f"http://127.0.0.1:{port}/_seen"), timeout=60)
+    return proc
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(kafka: Any, module_spawn: Spawn,
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DriverStack]:
+    tmp = tmp_path_factory.mktemp("driver")
+    issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp / "keys", module_spawn)
+    user_port = free_port()
+    await issuer.start()
+    user_proc = await start_user_standin(module_spawn, user_port)
+    config = KafkaConfig(kafka.bootstrap_servers, unique("driver-test"), unique("group"))
+    log = tmp / "driver.log"
+    served = await serve(
+        module_spawn, "services.driver", kafka=config, output=log,
+        database_url=f"sqlite+aiosqlite:///{tmp / 'driver.db'}",
+        env={"JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
+             "REGISTRY_BACKEND": "static",
+             "REGISTRY_STATIC": f"user=http://127.0.0.1:{user_port}",
+             "USER_CALL_TIMEOUT": "1", "STREAM_MAX_SECONDS": "8"})
+    stack = DriverStack(served.base_url, issuer, f"http://127.0.0.1:{user_port}", user_port,
+                        config, log, served.proc, module_spawn, user_proc)
+    yield stack
+    if stack.bus is not None:
+        await stack.bus.stop()
