@@ -29,7 +29,7 @@ test-unit: bootstrap
 
 lint: bootstrap
 	$(RUN) ruff check .
-	$(RUN) mypy core
+	$(RUN) mypy core services
 
 bench: bootstrap
 	$(RUN) python -m bench $(BENCH_ARGS)

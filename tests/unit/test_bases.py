@@ -238,7 +238,8 @@ async def test_each_error_maps_to_its_status_and_one_body_shape() -> None:
     async def typed(n: int) -> int:
         return n
 
-    async with AsyncClient(transport=ASGITransport(app, raise_app_exceptions=False), base_url="http://t") as http:
+    transport = ASGITransport(app, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://t") as http:
         answers = {what: await http.get(f"/{what}") for what in raised}
         bad_path = await http.get("/typed/x")
 

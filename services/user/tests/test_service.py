@@ -202,6 +202,7 @@ async def test_a_stale_cached_profile_does_not_outlive_the_update_event(
     user_id, email = new_user()
     profile = await registered(service, wire, user_id, email)
     headers = await service.token(user_id, "profile:read")
+    assert service.redis_url is not None, "this case runs on the Redis-backed service"
     redis = aioredis.Redis.from_url(service.redis_url)
     try:
         stale = {**profile, "display_name": "stale"}
