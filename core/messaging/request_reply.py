@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -59,6 +60,7 @@ from core.messaging.reply_topics import (
 from core.messaging.serialization import EventRegistry, EventSerializer
 from core.messaging.types import (
     HEADER_IN_REPLY_TO,
+    HEADER_REPLY_BY,
     HEADER_REPLY_TO,
     HEADER_REQUEST_ID,
     MessageContext,
@@ -271,6 +273,8 @@ class RequestReplyClient:
                 value, headers = self._serializer.serialize(request)
                 headers.append((HEADER_REPLY_TO, self.reply_topic.encode()))
                 headers.append((HEADER_REQUEST_ID, request_id.encode()))
+                reply_by = int((time.time() + timeout) * 1000)
+                headers.append((HEADER_REPLY_BY, str(reply_by).encode()))
                 partition_key = key if key is not None else request.partition_key()
                 ack = await self._producer.enqueue(topic, value, partition_key, headers)
                 ack.add_done_callback(functools.partial(_fail_on_refusal, future))
@@ -350,6 +354,11 @@ class RequestResponder:
             log.warning("%s %s has no reply_to header; not answering", request.EVENT_TYPE,
                         request.event_id)
             return
+        left = _time_left(ctx.record.header(HEADER_REPLY_BY))
+        if left is not None and left <= 0:
+            log.debug("%s %s: its caller stopped waiting %.1fs ago; not answering",
+                      request.EVENT_TYPE, request.event_id, -left)
+            return
         try:
             reply = await fn(request)
         except Exception as exc:
@@ -364,4 +373,27 @@ class RequestResponder:
         # Requesters that predate per-call ids are answered under the request's event id.
         in_reply_to = ctx.record.header(HEADER_REQUEST_ID) or str(request.event_id)
         headers.append((HEADER_IN_REPLY_TO, in_reply_to.encode()))
-        await self._producer.produce(reply_to, value, None, headers)
+        left = _time_left(ctx.record.header(HEADER_REPLY_BY))
+        try:
+            async with asyncio.timeout(None if left is None else max(left, 0.0)):
+                await self._producer.produce(reply_to, value, None, headers)
+        except TimeoutError:
+            log.info("reply to %s %s not delivered to %s before its caller stopped waiting",
+                     request.EVENT_TYPE, request.event_id, reply_to)
+
+
+REPLY_BY_GRACE = 1.0
+"""Seconds a responder still answers after `reply_by`: allowance for clocks that differ a
+little between the requester's machine and the responder's."""
+
+
+def _time_left(reply_by: str | None) -> float | None:
+    """Seconds until the caller stops waiting (plus the grace); None when the request does
+    not say (requesters that predate `reply_by`, or a header that is not a number)."""
+    if not reply_by:
+        return None
+    try:
+        deadline = int(reply_by) / 1000
+    except ValueError:
+        return None
+    return deadline + REPLY_BY_GRACE - time.time()

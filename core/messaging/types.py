@@ -61,6 +61,8 @@ HEADER_REPLY_TO = "reply_to"
 HEADER_REQUEST_ID = "request_id"
 """On a request: the id of this one call, new for every send, so one request event sent twice
 makes two calls, each answered."""
+HEADER_REPLY_BY = "reply_by"
+"""On a request: when its caller stops waiting, Unix time in milliseconds."""
 HEADER_IN_REPLY_TO = "in_reply_to"
 """On a reply: the `request_id` of the call it answers (the request-reply correlation id), or
 the request's event id when the requester set no `request_id`."""

@@ -1,6 +1,11 @@
 """The whole system for the end-to-end tests: every service as its own process, started once
-per test session by the same `Stack` as `make up`, on free ports, against the session's Kafka
-broker and PostgreSQL (one fresh database per service, dropped at the end)."""
+for the tests of this package by the same `Stack` as `make up`, on free ports, against the
+session's Kafka broker and PostgreSQL (one fresh database per service, dropped at the end).
+
+Stopped after this package, not at the end of the session: its services read the topics the
+contract names (`auth.events`, `user.requests`, ...), the same ones each service's own tests
+publish to on the same broker, and a second user service answering there would make those
+tests see two profiles for one registration."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from tests.e2e.system import System
 from tests.support import unique
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def system(kafka: KafkaBroker, postgres: PostgresServer,
                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
     state: Path = tmp_path_factory.mktemp("stack")

@@ -6,6 +6,7 @@ answering every delivery. Against a real broker: tests/integration/test_request_
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from core.messaging.request_reply import RequestFailed, RequestReplyClient, Requ
 from core.messaging.serialization import EventRegistry, EventSerializer
 from core.messaging.types import (
     HEADER_IN_REPLY_TO,
+    HEADER_REPLY_BY,
     HEADER_REPLY_TO,
     HEADER_REQUEST_ID,
     MessageContext,
@@ -150,6 +152,8 @@ async def test_a_request_gets_its_reply_on_the_clients_own_topic(
     assert client.reply_topic == "replies.i-1" and "replies.i-1" in wiring.producer.topics
     [request] = wiring.producer.published(REQUESTS)
     assert request.header(HEADER_REPLY_TO) == "replies.i-1"
+    reply_by = int(request.header(HEADER_REPLY_BY) or 0) / 1000  # when the caller stops waiting
+    assert 4 < reply_by - time.time() <= 5
     [answer] = wiring.producer.published("replies.i-1")
     assert answer.header(HEADER_IN_REPLY_TO) == request.header(HEADER_REQUEST_ID)
     assert request.key is None  # an integration event names no key of its own
@@ -421,3 +425,54 @@ async def test_the_responder_answers_every_delivery_and_only_requests_with_a_rep
     assert [r.header(HEADER_IN_REPLY_TO) for r in wiring.producer.handed] == [
         "call-1", "call-1", str(request.event_id)]
     assert all(r.topic == "replies.a" and r.key is None for r in wiring.producer.handed)
+
+
+def asked_by(request: GetDriver, reply_by: float | None, offset: int = 0) -> Record:
+    value, headers = EventSerializer(events()).serialize(request)
+    headers = [*headers, (HEADER_REPLY_TO, b"replies.a"), (HEADER_REQUEST_ID, b"call-1")]
+    if reply_by is not None:
+        headers.append((HEADER_REPLY_BY, str(int(reply_by * 1000)).encode()))
+    return Record(REQUESTS, 0, offset, None, value, headers)
+
+
+async def test_a_request_whose_caller_stopped_waiting_is_not_answered(wiring: Wiring) -> None:
+    """A new responder group reading old requests, or a backlog after an outage: nobody
+    awaits those answers, and their reply topics may be gone with their callers."""
+    calls = []
+
+    async def counted(request: GetDriver) -> DriverFound:
+        calls.append(request.event_id)
+        return await found(request)
+
+    responder = RequestResponder(wiring.producer, events())  # type: ignore[arg-type]
+    responder.responds(GetDriver)(counted)
+    [handler] = responder.handlers.handlers_for(ask("x"))
+    wiring.producer.topics.add("replies.a")
+    now = time.time()
+    stale, fresh = ask("old"), ask("new")
+    await handler.fn(stale, MessageContext(asked_by(stale, now - rr.REPLY_BY_GRACE - 1), 1, "g"))
+    await handler.fn(fresh, MessageContext(asked_by(fresh, now + 5, 1), 1, "g"))
+    # Within the grace (clocks differ a little between machines): still answered.
+    late = ask("late")
+    await handler.fn(late, MessageContext(asked_by(late, now - rr.REPLY_BY_GRACE / 2, 2), 1, "g"))
+    assert calls == [fresh.event_id, late.event_id]
+    assert len(wiring.producer.published("replies.a")) == 2
+
+
+async def test_a_reply_that_cannot_be_delivered_in_time_is_given_up_at_the_deadline(
+    wiring: Wiring,
+) -> None:
+    """A reply topic deleted with its caller holds the producer until its delivery timeout
+    (a minute or more); the responder stops waiting when the caller does, so the lane that
+    carries the request moves on (and a consumer stopping is not held up)."""
+    responder = RequestResponder(wiring.producer, events())  # type: ignore[arg-type]
+    responder.responds(GetDriver)(found)
+    [handler] = responder.handlers.handlers_for(ask("x"))
+    wiring.producer.topics.add("replies.a")
+    wiring.producer.hold()  # no acknowledgement comes
+    request = ask("ann")
+    record = asked_by(request, time.time() + 0.2 - rr.REPLY_BY_GRACE)
+    started = time.monotonic()
+    await asyncio.wait_for(handler.fn(request, MessageContext(record, 1, "g")), 5)
+    assert time.monotonic() - started < 2
+    assert wiring.producer.held == 1
