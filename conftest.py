@@ -13,18 +13,15 @@ so `-m "not cluster"` deselects them.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
 from devinfra.kafka import KafkaBroker, KafkaCluster
 from devinfra.postgres import PostgresServer
 from devinfra.redis import RedisServer
+from tests.processes import Spawner
 
 _MARKERS: dict[str, tuple[str, ...]] = {
     "kafka": ("kafka",),
@@ -92,31 +89,17 @@ def redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Starts `python -m MODULE ARGS` (with `env` added to the environment) from the repository
-    root; kills leftovers afterwards. Its stdout is a pipe for the test to read, or, for a
-    chatty process that nobody reads while it runs, the file `output` (a pipe nobody drains
-    fills up and stalls the process)."""
-    procs: list[subprocess.Popen[str]] = []
-    files: list[IO[str]] = []
+def spawn() -> Iterator[Spawner]:
+    """Processes for one test, killed after it (see `Spawner`)."""
+    spawner = Spawner()
+    yield spawner
+    spawner.close()
 
-    def start(module: str, *args: str, env: dict[str, str] | None = None,
-              output: Path | None = None) -> subprocess.Popen[str]:
-        env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
-        stdout: IO[str] | int = subprocess.PIPE
-        if output is not None:
-            stdout = output.open("w")
-            files.append(stdout)
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-                                stdout=stdout, stderr=None if output is None else stdout,
-                                text=True)
-        procs.append(proc)
-        return proc
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    for file in files:
-        file.close()
+@pytest.fixture(scope="module")
+def module_spawn() -> Iterator[Spawner]:
+    """Processes shared by a module's tests (a service started once per module), stopped at
+    its end: SIGTERM first, so they drain as a deployment stops them."""
+    spawner = Spawner()
+    yield spawner
+    spawner.close(grace=15)

@@ -8,14 +8,15 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 
 from core.config import KafkaConfig
 from tests.integration.served import Served, serve
+from tests.processes import Spawner
 from tests.support import unique
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -47,37 +48,6 @@ class AuthProc:
         return httpx.AsyncClient(base_url=self.url, timeout=10)
 
 
-@dataclass
-class Spawner:
-    """`spawn` for a module-scoped process (the root fixture is per test)."""
-
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
-    files: list[IO[str]] = field(default_factory=list)
-
-    def __call__(self, module: str, *args: str, env: dict[str, str] | None = None,
-                 output: Path | None = None) -> subprocess.Popen[str]:
-        assert output is not None
-        out = output.open("w")
-        self.files.append(out)
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
-                                env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
-                                stdout=out, stderr=out, text=True)
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        for file in self.files:
-            file.close()
-
-
 @asynccontextmanager
 async def running_auth(workdir: Path, kafka: Any, *, database_url: str | None = None,
                        env: Mapping[str, str] | None = None) -> AsyncIterator[AuthProc]:
@@ -100,7 +70,7 @@ async def running_auth(workdir: Path, kafka: Any, *, database_url: str | None = 
                              env=shared, output=log)
         yield AuthProc(served, shared, log)
     finally:
-        spawner.close()
+        spawner.close(grace=10)
 
 
 async def register(http: httpx.AsyncClient, email: str | None = None,

@@ -3,15 +3,13 @@ token issuer and a stand-in user service, started once per test module."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -38,33 +36,6 @@ USER_PERMISSIONS = ["profile:read", "profile:write", "drivers:register", "driver
 """What the `user` role grants (services/README.md)."""
 ADMIN_PERMISSIONS = [*USER_PERMISSIONS, "users:read", "users:write", "drivers:write",
                      "rbac:manage"]
-
-
-@pytest.fixture(scope="module")
-def module_spawn() -> Iterator[Spawn]:
-    """The root `spawn`, for processes shared by a whole module; kills them at its end."""
-    procs: list[subprocess.Popen[str]] = []
-    files: list[IO[str]] = []
-
-    def start(module: str, *args: str, env: dict[str, str] | None = None,
-              output: Path | None = None) -> subprocess.Popen[str]:
-        full = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
-        out: IO[str] | int = subprocess.DEVNULL
-        if output is not None:
-            out = output.open("w")
-            files.append(out)
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=full,
-                                stdout=out, stderr=subprocess.STDOUT, text=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    for file in files:
-        file.close()
 
 
 @dataclass

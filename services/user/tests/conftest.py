@@ -4,13 +4,11 @@ own (publishing as auth does, reading what the service publishes), once per modu
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 import pytest
@@ -43,38 +41,6 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[3]
 DLQ = f"{AUTH_EVENTS}.dlq"
 EVERY_PERMISSION = ["profile:read", "profile:write", "users:read", "users:write"]
-
-
-@pytest.fixture(scope="module")
-def module_spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """The root conftest's `spawn`, for processes started once per module."""
-    procs: list[subprocess.Popen[str]] = []
-    files: list[IO[str]] = []
-
-    def start(module: str, *args: str, env: dict[str, str] | None = None,
-              output: Path | None = None) -> subprocess.Popen[str]:
-        stdout: IO[str] | int = subprocess.PIPE
-        if output is not None:
-            stdout = output.open("w")
-            files.append(stdout)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args], cwd=ROOT, text=True, stdout=stdout,
-            stderr=None if output is None else stdout,
-            env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        proc.wait()
-    for file in files:
-        file.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
