@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     KafkaException,
     Producer,
@@ -108,7 +109,10 @@ def _committed(bootstrap: str, group_prefix: str, topic: str,
                partition: int) -> dict[str, int]:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     listed = admin.list_consumer_groups(request_timeout=10).result()
-    groups = [g.group_id for g in listed.valid if g.group_id.startswith(group_prefix)]
+    # Groups with members only: a group an instance left behind (the user service's
+    # per-instance cache group of an instance that was killed and restarted) commits nothing.
+    groups = [g.group_id for g in listed.valid if g.group_id.startswith(group_prefix)
+              and g.state not in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD)]
     offsets: dict[str, int] = {}
     for group in groups:
         request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, partition)])]
@@ -128,8 +132,8 @@ async def committed(bootstrap: str, group_prefix: str, topic: str,
 
 async def handled(bootstrap: str, group_prefix: str, topic: str, partition: int, offset: int,
                   timeout: float = 45.0) -> dict[str, int]:
-    """Wait until at least one group named `group_prefix...` has committed on that partition
-    and every such group has committed past `offset`; return their offsets."""
+    """Wait until at least one group named `group_prefix...` with members has committed on that
+    partition and every such group has committed past `offset`; return their offsets."""
     async def past() -> dict[str, int] | None:
         groups = await committed(bootstrap, group_prefix, topic, partition)
         return groups if groups and all(o > offset for o in groups.values()) else None
