@@ -41,7 +41,7 @@ service, error responses in core.bases.exceptions.
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Literal, cast
+from typing import Annotated, Any, Generic, Literal, cast, get_args
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.params import Depends as DependsParam
@@ -63,10 +63,9 @@ ServiceFactory = Callable[[AsyncSession, EventOutbox | None], BaseService[ModelT
 """Builds the service for one request; a BaseService subclass itself fits."""
 
 RESERVED_QUERY = frozenset({"page", "size", "offset", "limit", "sort"})
-ROUTE_NAMES = ("create", "list", "list_deleted", "read", "update", "delete", "restore",
-               "purge")
 RouteName = Literal["create", "list", "list_deleted", "read", "update", "delete", "restore",
                     "purge"]
+ROUTE_NAMES: tuple[str, ...] = get_args(RouteName)
 ALWAYS = (422, 500)
 """Any route can answer these: its parameters are validated, and nothing is infallible."""
 
