@@ -1,0 +1,53 @@
+"""The gateway's settings: core's (Kafka, registry, JWT, Redis) plus its own, from the
+environment (upper-cased names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from core.config import Settings
+
+DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.toml")
+
+
+class GatewaySettings(Settings):
+    service_name: str = "gateway"
+    service_port: int = Field(default=8000, ge=1, le=65535)
+
+    gateway_routes_file: Path = DEFAULT_ROUTES_FILE
+    """The route table (TOML); reloaded when it changes."""
+    gateway_routes_poll_seconds: float = Field(default=1.0, gt=0)
+    """How often the route table file is checked for a change."""
+    legacy_upstream_url: str | None = None
+    """The monolith being retired: requests no route matches go there (strangler fig).
+    Unset: they get 404."""
+    gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=0)
+    """Request bodies above this get 413 (checked on Content-Length, and while streaming)."""
+    gateway_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    """All request header names and values together; above: 431."""
+    gateway_max_headers: int = Field(default=100, ge=10)
+    """Request header fields; above: 431."""
+    gateway_buffer_bytes: int = Field(default=64 * 1024, ge=0)
+    """Request bodies up to this size (by Content-Length) are read whole before sending, so
+    an idempotent request can be retried on another instance; larger or chunked ones stream
+    through and are never retried."""
+    gateway_trusted_proxies: list[str] = []
+    """CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (a load
+    balancer). Empty: the peer address is the client."""
+    gateway_workers: int = Field(default=1, ge=1, le=64)
+    """Processes serving the gateway (`python -m gateway`)."""
+    gateway_health_interval: float = Field(default=5.0, gt=0)
+    """Seconds between active checks of each upstream instance's /health/ready."""
+    gateway_default_rate_limit: str = "600/60"
+    """`limit/window_seconds` per client per route, for routes that set none; "" for none."""
+
+    @field_validator("legacy_upstream_url")
+    @classmethod
+    def _legacy_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("LEGACY_UPSTREAM_URL must be an http(s) URL")
+        return value.rstrip("/")
