@@ -26,24 +26,24 @@ _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
 _RATE = re.compile(r"([0-9]+)/([0-9]+(?:\.[0-9]+)?)")
 
 
-def path_problem(value: str, *, what: str) -> str | None:
+def path_problem(value: str) -> str | None:
     """Whether `value` can be a route prefix (or rewrite): an absolute path of whole
     segments, literal, without a trailing "/" (unless it is "/")."""
     if not value.startswith("/"):
-        return f'{what} {value!r} must start with "/"'
+        return f'{value!r} must start with "/"'
     for bad, why in (("//", "an empty segment"), ("..", "dot segments are not allowed"),
                      ("?", "a query"), ("#", "a fragment")):
         if bad in value:
-            return f"{what} {value!r} contains {bad!r} ({why}): give a plain path"
+            return f"{value!r} contains {bad!r} ({why}): give a plain path"
     if "." in value.split("/"):
-        return f'{what} {value!r} contains a "." segment: give a plain path'
+        return f'{value!r} contains a "." segment: give a plain path'
     if value != "/" and value.endswith("/"):
-        return (f'{what} {value!r} ends with "/": drop it ({value.rstrip("/")!r} matches '
+        return (f'{value!r} ends with "/": drop it ({value.rstrip("/")!r} matches '
                 "that path and every path below it)")
     if not _PATH_CHARS.fullmatch(value):
         char = next(c for c in value if not _PATH_CHARS.fullmatch(c))
         hint = " (prefixes are literal, not templates)" if char in "{}<>" else ""
-        return f"{what} {value!r} contains {char!r}, which a path may not{hint}"
+        return f"{value!r} contains {char!r}, which a path may not{hint}"
     return None
 
 

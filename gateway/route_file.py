@@ -5,6 +5,7 @@ its place (the file, the route, the field), because a typo in a security setting
 from __future__ import annotations
 
 import difflib
+import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -108,7 +109,7 @@ class _Loader:
                 self.problems.append(f"{where}: expected a table, got {entry!r}")
                 continue
             if isinstance(entry.get("name"), str):
-                where += f" {entry['name']!r}"
+                where += f" {json.dumps(entry['name'])}"
             before = len(self.problems)
             values = self._fields(where, entry, _ROUTE_FIELDS)
             route = self._route(where, entry, values, timeout, retries, rate_limit)
@@ -184,11 +185,12 @@ class _Loader:
                 check(key, f"missing (every route needs {', '.join(_REQUIRED)})")
         name, prefix = values.get("name", ""), values.get("prefix", "/")
         service, rewrite = values.get("service", ""), values.get("rewrite", "")
-        check("name", name_problem(name, ROUTE_NAME, "route name") if name else None)
-        check("prefix", path_problem(prefix, what="prefix"))
-        check("rewrite", path_problem(rewrite, what="rewrite") if rewrite else None)
-        check("service", name_problem(service, SERVICE_NAME, "service name")
-              if service else None)
+        if "name" in values:
+            check("name", name_problem(name, ROUTE_NAME, "route name"))
+        check("prefix", path_problem(prefix))
+        check("rewrite", path_problem(rewrite) if rewrite else None)
+        if "service" in values:
+            check("service", name_problem(service, SERVICE_NAME, "service name"))
         if service == LEGACY and self.settings.legacy_upstream_url is None:
             check("service", '"legacy" sends requests to LEGACY_UPSTREAM_URL, which is not set')
         methods = values.get("methods", [])
