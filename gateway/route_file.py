@@ -110,7 +110,6 @@ class _Loader:
                 continue
             if isinstance(entry.get("name"), str):
                 where += f" {json.dumps(entry['name'])}"
-            before = len(self.problems)
             values = self._fields(where, entry, _ROUTE_FIELDS)
             route = self._route(where, entry, values, timeout, retries, rate_limit)
             for key, seen in (("name", names), ("prefix", prefixes)):
@@ -118,7 +117,7 @@ class _Loader:
                 if isinstance(value, str) and seen.setdefault(value, number) != number:
                     self.problems.append(
                         f"{where}: {key}: {value!r} is already the {key} of route #{seen[value]}")
-            if route is not None and len(self.problems) == before:
+            if route is not None:
                 routes.append(route)
         return routes
 

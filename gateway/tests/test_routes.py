@@ -99,7 +99,7 @@ def test_a_route_is_a_frozen_value() -> None:
 
 # --- the shipped table ----------------------------------------------------------------------
 
-SETTINGS = GatewaySettings(_env_file=None, legacy_upstream_url=None,  # type: ignore[call-arg]
+SETTINGS = GatewaySettings(_env_file=None, legacy_upstream_url=None,
                            gateway_default_rate_limit="600/60")
 SHIPPED = load_route_table(DEFAULT_ROUTES_FILE, SETTINGS)
 

@@ -17,11 +17,17 @@ from tests.support import eventually
 
 POLL = 0.01
 LOGGER = "gateway.routes"
+SETTINGS = GatewaySettings(_env_file=None)
 
 
 def table_text(*names: str) -> str:
     return "".join(f'[[routes]]\nname = "{n}"\nprefix = "/api/{n}"\nservice = "{n}"\n'
                    for n in names)
+
+
+def write(path: Path, text: str) -> None:
+    """(A few bytes: no need to leave the event loop.)"""
+    path.write_text(text)
 
 
 class Changes:
@@ -40,7 +46,7 @@ class Changes:
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     path = tmp_path / "routes.toml"
-    path.write_text(table_text("users"))
+    write(path, table_text("users"))
     return path
 
 
@@ -51,8 +57,7 @@ def changes() -> Changes:
 
 @pytest.fixture
 async def watcher(path: Path, changes: Changes) -> AsyncIterator[RouteTableWatcher]:
-    settings = GatewaySettings(_env_file=None)  # type: ignore[call-arg]
-    watcher = RouteTableWatcher(path, settings, changes, poll=POLL)
+    watcher = RouteTableWatcher(path, SETTINGS, changes, poll=POLL)
     await watcher.start()
     yield watcher
     await watcher.stop()
@@ -64,10 +69,10 @@ def logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
 
 async def test_an_edit_is_loaded_and_handed_over(path: Path, changes: Changes,
                                                  watcher: RouteTableWatcher) -> None:
-    path.write_text(table_text("users", "drivers"))  # in place: size and mtime change
+    write(path, table_text("users", "drivers"))  # in place: size and mtime change
     await eventually(lambda: changes.names() == [["users", "drivers"]], timeout=5)
     replacement = path.with_suffix(".new")  # as editors and ConfigMaps do: a new inode
-    replacement.write_text(table_text("users", "drivers", "notifications"))
+    write(replacement, table_text("users", "drivers", "notifications"))
     os.replace(replacement, path)
     await eventually(lambda: len(changes.tables) == 2, timeout=5)
     assert changes.names()[-1] == ["users", "drivers", "notifications"]
@@ -78,7 +83,7 @@ async def test_an_unchanged_file_is_not_reloaded(path: Path, changes: Changes,
                                                  watcher: RouteTableWatcher,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, LOGGER):
-        path.write_text(table_text("users", "a"))
+        write(path, table_text("users", "a"))
         await eventually(lambda: len(changes.tables) == 1, timeout=5)
         await asyncio.sleep(POLL * 10)  # ten more polls of the same file
     assert len(changes.tables) == 1
@@ -89,14 +94,14 @@ async def test_a_broken_edit_is_logged_and_the_table_in_force_stays(
         path: Path, changes: Changes, watcher: RouteTableWatcher,
         caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, LOGGER):
-        path.write_text(table_text("users") + "pubic = true\n")
+        write(path, table_text("users") + "pubic = true\n")
         await eventually(lambda: logged(caplog, 'unknown key "pubic"'), timeout=5)
         assert logged(caplog, "keeping the table in force")
         assert changes.tables == []
-        path.write_text("[[routes]\n")  # not even TOML
+        write(path, "[[routes]\n")  # not even TOML
         await eventually(lambda: logged(caplog, "is not valid TOML"), timeout=5)
         assert changes.tables == []
-    path.write_text(table_text("users", "fixed"))  # fixed: loaded
+    write(path, table_text("users", "fixed"))  # fixed: loaded
     await eventually(lambda: changes.names() == [["users", "fixed"]], timeout=5)
 
 
@@ -104,21 +109,21 @@ async def test_a_deleted_file_is_logged_and_the_table_in_force_stays(
         path: Path, changes: Changes, watcher: RouteTableWatcher,
         caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, LOGGER):
-        path.unlink()
+        os.remove(path)
         await eventually(lambda: logged(caplog, "is gone"), timeout=5)
     assert changes.tables == []
-    path.write_text(table_text("users", "back"))  # back: loaded
+    write(path, table_text("users", "back"))  # back: loaded
     await eventually(lambda: changes.names() == [["users", "back"]], timeout=5)
 
 
 async def test_a_file_missing_at_start_is_loaded_when_it_appears(tmp_path: Path,
                                                                  changes: Changes) -> None:
     path = tmp_path / "later.toml"
-    watcher = RouteTableWatcher(path, GatewaySettings(_env_file=None),  # type: ignore[call-arg]
+    watcher = RouteTableWatcher(path, SETTINGS,
                                 changes, poll=POLL)
     await watcher.start()
     try:
-        path.write_text(table_text("late"))
+        write(path, table_text("late"))
         await eventually(lambda: changes.names() == [["late"]], timeout=5)
     finally:
         await watcher.stop()
@@ -133,22 +138,22 @@ async def test_a_failing_on_change_is_logged_and_the_watch_goes_on(
         if len(seen) == 1:
             raise RuntimeError("boom")
 
-    watcher = RouteTableWatcher(path, GatewaySettings(_env_file=None),  # type: ignore[call-arg]
+    watcher = RouteTableWatcher(path, SETTINGS,
                                 on_change, poll=POLL)
     await watcher.start()
     try:
         with caplog.at_level(logging.ERROR, LOGGER):
-            path.write_text(table_text("users", "one"))
+            write(path, table_text("users", "one"))
             await eventually(lambda: any("boom" in (r.exc_text or "") for r in caplog.records),
                              timeout=5)
-        path.write_text(table_text("users", "two", "three"))
+        write(path, table_text("users", "two", "three"))
         await eventually(lambda: len(seen) == 2, timeout=5)
     finally:
         await watcher.stop()
 
 
 async def test_stop_cancels_and_awaits_the_watch(path: Path, changes: Changes) -> None:
-    watcher = RouteTableWatcher(path, GatewaySettings(_env_file=None),  # type: ignore[call-arg]
+    watcher = RouteTableWatcher(path, SETTINGS,
                                 changes, poll=POLL)
     await watcher.stop()  # before start: nothing to do
     await watcher.start()
@@ -166,5 +171,5 @@ async def test_stop_cancels_and_awaits_the_watch(path: Path, changes: Changes) -
 
 def test_the_poll_interval_must_be_positive(path: Path, changes: Changes) -> None:
     with pytest.raises(ValueError, match="poll"):
-        RouteTableWatcher(path, GatewaySettings(_env_file=None),  # type: ignore[call-arg]
+        RouteTableWatcher(path, SETTINGS,
                           changes, poll=0)
