@@ -34,8 +34,15 @@ from gateway.middleware.rate_limit import EdgeRateLimiter, edge_rate_limiter
 from gateway.openapi import OpenApiCache, docs_routes
 from gateway.proxy import Proxy
 from gateway.router import GatewayApp
-from gateway.routes import Route, RouteTable, RouteTableWatcher, load_route_table
-from gateway.upstreams import LEGACY, HealthChecker, UpstreamRegistry
+from gateway.routes import (
+    LEGACY,
+    Route,
+    RouteTable,
+    RouteTableWatcher,
+    load_route_table,
+    parse_rate_limit,
+)
+from gateway.upstreams import HealthChecker, UpstreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +78,9 @@ def legacy_route(settings: GatewaySettings) -> Route | None:
     `LEGACY_UPSTREAM_URL`), rate-limited by the default policy."""
     if not settings.legacy_upstream_url:
         return None
-    from gateway.routes import default_rate_limit  # the same parsing as the table's defaults
-
-    return Route(name="legacy", prefix="/", service=LEGACY, rewrite="", methods=frozenset(),
+    return Route(name=LEGACY, prefix="/", service=LEGACY, rewrite="", methods=frozenset(),
                  public=True, permissions=frozenset(), timeout=30.0, retries=1,
-                 rate_limit=default_rate_limit(settings, "legacy"))
+                 rate_limit=parse_rate_limit(settings.gateway_default_rate_limit, LEGACY))
 
 
 def create_app(settings: GatewaySettings | None = None, *,

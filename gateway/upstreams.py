@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import aiohttp
 
 from core.service_registry.base import Change, Instance, ServiceRegistry
+from gateway.route_table import LEGACY
 
 log = logging.getLogger(__name__)
 
-LEGACY = "legacy"
 READY_PATH = "/health/ready"
 
 
@@ -94,7 +94,7 @@ class HealthChecker:
         return health is None or health.healthy
 
     def unhealthy(self) -> list[str]:
-        """`service@url` of every instance taken out now (for /health/ready)."""
+        """`instance@url` of every instance taken out now (for /health/ready)."""
         return sorted(f"{key[0]}@{key[1]}" for key, h in self._health.items() if not h.healthy)
 
     async def start(self) -> None:
