@@ -74,6 +74,13 @@ class TrustedProxies:
         return str(ip), any(ip in network for network in self.networks)
 
 
+@lru_cache(maxsize=4096)
+def _canonical(address: str) -> str | None:
+    """`address` as `client_ip` spells it (None when it is not one); cached like `trusts`."""
+    ip = _parse(address)
+    return None if ip is None else str(ip)
+
+
 def _parse(address: str) -> IPAddress | None:
     try:
         ip = ipaddress.ip_address(address.strip())
@@ -147,10 +154,10 @@ def _chain(headers: Sequence[tuple[bytes, bytes]], client: str, peer: str) -> st
     `client` onwards (canonical), and the peer. Only called when the peer is trusted."""
     hops = [peer]
     for entry in reversed(_forwarded_for(headers)):
-        ip = _parse(entry)
-        if ip is None:
+        hop = _canonical(entry)
+        if hop is None:
             break
-        hops.append(str(ip))
+        hops.append(hop)
         if hops[-1] == client:
             return ", ".join(reversed(hops))
     return peer  # not found (client_ip() was given another scope): the peer alone, no guess

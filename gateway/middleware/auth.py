@@ -4,15 +4,18 @@ the route's permissions, never reaches a service.
 The refusals say what the services would say for the same token (core.security.deps): the
 rule a token broke as the code, the same message, the same RFC 6750 challenge; a verifier
 without keys is a 503 with Retry-After, not a 401 that would send every client to log in
-again for an outage that is ours. Services still verify the token themselves (defence in
-depth); the gateway adds who it found in `X-Authenticated-*`, after dropping whatever the
+again for an outage that is ours. A token that verified is kept for a short while
+(`VerifiedTokens`): the signature check is the costliest step of a request at the edge, and
+a client repeats its token. Services still verify the token themselves (defence in depth);
+the gateway adds who it found in `X-Authenticated-*`, after dropping whatever the
 client sent under those names.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 from urllib.parse import quote
 
@@ -82,12 +85,56 @@ class GuardedRoute(Protocol):
     def permissions(self) -> frozenset[str]: ...
 
 
-class EdgeAuth:
-    """Checks a request's bearer token and the route's permissions. Stateless apart from the
-    verifier (whose key source caches the JWKS): one per process, shared by every request."""
+class VerifiedTokens:
+    """Principals of recently verified tokens, by the exact token string.
 
-    def __init__(self, verifier: TokenVerifier | None) -> None:
+    A client sends the same token for its whole lifetime, and checking its signature costs
+    more than all the rest of the gateway's work on a request. An entry lives `seconds` at
+    most, and never past the token's `exp`; so a key withdrawn from the JWKS is still honoured
+    here for up to `seconds` (the JWKS itself is only re-read every few minutes, and the
+    services behind verify every token again). Only tokens that verified are kept, so made-up
+    ones cannot fill it; at `max_entries` the oldest entry goes. One event loop, no locks.
+    """
+
+    def __init__(self, seconds: float, max_entries: int, clock: Callable[[], float]) -> None:
+        if seconds < 0 or max_entries < 1:
+            raise ValueError("a token cache needs seconds >= 0 and max_entries >= 1")
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str) -> Principal | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if self._clock() < entry[1]:
+            return entry[0]
+        del self._entries[token]
+        return None
+
+    def put(self, principal: Principal) -> None:
+        if not self.seconds:
+            return
+        if len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        until = min(self._clock() + self.seconds, principal.claims["exp"])
+        self._entries[principal.token] = (principal, until)
+
+
+class EdgeAuth:
+    """Checks a request's bearer token and the route's permissions. One per process, shared
+    by every request; it keeps tokens it verified for `cache_seconds` (0: none), see
+    `VerifiedTokens`."""
+
+    def __init__(self, verifier: TokenVerifier | None, *, cache_seconds: float = 30.0,
+                 cache_size: int = 10_000) -> None:
         self.verifier = verifier
+        self.verified = VerifiedTokens(cache_seconds, cache_size,
+                                       verifier.clock if verifier else time.time)
 
     async def authenticate(self, route: GuardedRoute, headers: Headers) -> Principal | None:
         """The verified caller of a protected route; None for a public one, whose token is
@@ -104,17 +151,24 @@ class EdgeAuth:
             raise GatewayError(503, "auth_unavailable",
                                "Authentication is not available at the gateway")
         token = bearer_token(headers)
+        principal = self.verified.get(token)
+        if principal is None:
+            principal = await self._verify(self.verifier, token)
+            self.verified.put(principal)
+        if not route.permissions <= principal.permissions:
+            missing = ", ".join(sorted(route.permissions - principal.permissions))
+            raise GatewayError(403, "forbidden", f"missing permission {missing}")
+        return principal
+
+    @staticmethod
+    async def _verify(verifier: TokenVerifier, token: str) -> Principal:
         try:
-            principal = await self.verifier.verify(token)
+            return await verifier.verify(token)
         except TokenRejected as e:
             raise _unauthorized(e) from e
         except KeysUnavailable as e:
             raise GatewayError(503, KeysUnavailable.code, KeysUnavailable.default_message,
                                {"Retry-After": str(RETRY_AFTER_SECONDS)}) from e
-        if not route.permissions <= principal.permissions:
-            missing = ", ".join(sorted(route.permissions - principal.permissions))
-            raise GatewayError(403, "forbidden", f"missing permission {missing}")
-        return principal
 
     # The module's functions, reachable from the instance the proxy holds too.
     identity_headers = staticmethod(identity_headers)

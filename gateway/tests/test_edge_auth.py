@@ -163,3 +163,89 @@ def test_a_subject_that_could_break_a_header_is_percent_encoded() -> None:
                           ("jos\u00e9", b"jos%C3%A9")]:
         assert identity_headers(Principal(subject=subject, kind="user"))[0] == (
             b"x-authenticated-subject", sent)
+
+
+class CountingKeys(StaticKeySource):
+    """The issuer's key, counting how often a verifier asks for it (once per verification)."""
+
+    def __init__(self) -> None:
+        super().__init__([KEY.verification])
+        self.asked = 0
+
+    async def get(self, kid: str) -> VerificationKey | None:
+        self.asked += 1
+        return await super().get(kid)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counted(cache_seconds: float = 30.0, cache_size: int = 100,
+            ) -> tuple[EdgeAuth, CountingKeys, Clock]:
+    keys, clock = CountingKeys(), Clock()
+    verifier = TokenVerifier(keys, issuer=ISSUER, audience=AUDIENCE, leeway=5, clock=clock)
+    return EdgeAuth(verifier, cache_seconds=cache_seconds, cache_size=cache_size), keys, clock
+
+
+async def test_a_token_is_verified_once_and_its_permissions_checked_on_every_route() -> None:
+    auth, keys, _ = counted()
+    token = sign(KEY, claims(permissions=["drivers:read"]))
+    first = await auth.authenticate(PROTECTED, bearer(token))
+    assert await auth.authenticate(PROTECTED, bearer(token)) is first
+    assert keys.asked == 1
+    refused = await refusal(bearer(token), DRIVERS_WRITE, auth=auth)
+    assert (refused.status, refused.message) == (403, "missing permission drivers:write")
+
+
+async def test_a_cached_token_is_refused_once_it_expires() -> None:
+    auth, keys, clock = counted(cache_seconds=60)
+    token = sign(KEY, claims(iat=int(clock.now), exp=int(clock.now) + 10))
+    assert await auth.authenticate(PROTECTED, bearer(token)) is not None
+    clock.now += 12  # past exp, within the leeway: the verifier still takes it
+    assert await auth.authenticate(PROTECTED, bearer(token)) is not None
+    assert keys.asked == 2, "not answered from the cache past the token's exp"
+    clock.now += 10
+    refused = await refusal(bearer(token), auth=auth)
+    assert (refused.status, refused.code) == (401, "expired")
+
+
+async def test_a_cached_token_is_verified_again_after_the_cache_time() -> None:
+    auth, keys, clock = counted(cache_seconds=30)
+    token = sign(KEY, claims(iat=int(clock.now), exp=int(clock.now) + 3600))
+    await auth.authenticate(PROTECTED, bearer(token))
+    clock.now += 29
+    await auth.authenticate(PROTECTED, bearer(token))
+    assert keys.asked == 1
+    clock.now += 2
+    await auth.authenticate(PROTECTED, bearer(token))
+    assert keys.asked == 2
+
+
+async def test_refused_tokens_are_never_cached_and_the_cache_is_bounded() -> None:
+    auth, keys, _ = counted(cache_size=3)
+    bad = tamper_signature(sign(KEY))
+    for _ in range(2):
+        await refusal(bearer(bad), auth=auth)
+    assert (keys.asked, len(auth.verified)) == (2, 0)
+    tokens = [sign(KEY, claims(jti=f"j-{i}")) for i in range(5)]
+    for token in tokens:
+        await auth.authenticate(PROTECTED, bearer(token))
+    assert len(auth.verified) == 3
+    for token in tokens[2:]:
+        await auth.authenticate(PROTECTED, bearer(token))
+    assert keys.asked == 7, "the newest stay"
+    await auth.authenticate(PROTECTED, bearer(tokens[0]))
+    assert keys.asked == 8, "the oldest went"
+
+
+async def test_no_cache_verifies_every_time() -> None:
+    auth, keys, _ = counted(cache_seconds=0)
+    token = sign(KEY)
+    for _ in range(3):
+        await auth.authenticate(PROTECTED, bearer(token))
+    assert (keys.asked, len(auth.verified)) == (3, 0)
