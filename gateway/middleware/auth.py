@@ -61,10 +61,11 @@ def _unauthorized(rejected: TokenRejected) -> GatewayError:
 
 def identity_headers(principal: Principal) -> list[tuple[bytes, bytes]]:
     """`x-authenticated-subject` and `-kind` for the services behind the gateway. A subject
-    that is not printable ASCII is percent-encoded (UTF-8), so no token can put a line break
-    or a non-Latin-1 character into a header."""
+    that is not printable ASCII, or holds a `%`, is percent-encoded (UTF-8): no token can
+    put a line break or a non-Latin-1 character into a header, nor pass for another subject's
+    encoding."""
     subject = principal.subject
-    if not (subject.isascii() and subject.isprintable()):
+    if "%" in subject or not (subject.isascii() and subject.isprintable()):
         subject = quote(subject, safe="")
     return [(b"x-authenticated-subject", subject.encode("ascii")),
             (b"x-authenticated-kind", principal.kind.encode("ascii"))]
