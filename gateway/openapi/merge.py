@@ -10,6 +10,8 @@ bearer token.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any, Protocol
@@ -58,7 +60,13 @@ class TableLike(Protocol):
 def gateway_spec() -> Json:
     """The gateway's own paths (`/health/live`, `/health/ready`), as core's health router
     describes them: the gateway serves that router."""
-    return get_openapi(title=GATEWAY, version="", routes=HealthChecks().router().routes)
+    return copy.deepcopy(_gateway_spec())
+
+
+@functools.cache
+def _gateway_spec() -> Json:
+    return get_openapi(title=GATEWAY, version="", description="The gateway itself.",
+                       routes=HealthChecks().router().routes)
 
 
 def merge_openapi(table: TableLike, specs: Mapping[str, Mapping[str, Any]], *, title: str,
@@ -68,7 +76,7 @@ def merge_openapi(table: TableLike, specs: Mapping[str, Mapping[str, Any]], *, t
     `table` routes them, plus `own` (the gateway's paths; `gateway_spec()` when None).
     Services in `unavailable` are listed in `info["x-unavailable-services"]`. Pure: the
     inputs are not changed; a service with no spec, or no reachable path, is left out."""
-    own = gateway_spec() if own is None else own
+    own = _gateway_spec() if own is None else own
     own_paths = set(_mapping(own.get("paths")))
     picked = _pick(table, specs, own_paths)
     sources: dict[str, Mapping[str, Any]] = {GATEWAY: own}
