@@ -7,7 +7,6 @@ import copy
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from schemathesis.core.result import Ok
@@ -21,6 +20,7 @@ from gateway.tests.openapi_support import (
     dangling_refs,
     op,
     operations,
+    reference_specs,
     spec,
     table,
 )
@@ -51,32 +51,7 @@ REFERENCE = table(
 
 @pytest.fixture(scope="module")
 def real_specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Json]:
-    """Each reference service's own document, from its app (built, never started: no
-    Kafka, no database connection)."""
-    from services.auth.config import AuthSettings
-    from services.auth.main import create_app as auth_app
-    from services.driver.config import DriverSettings
-    from services.driver.main import create_app as driver_app
-    from services.notification.config import NotificationSettings
-    from services.notification.main import create_app as notification_app
-    from services.user.config import UserSettings
-    from services.user.main import create_app as user_app
-
-    tmp = tmp_path_factory.mktemp("openapi")
-
-    def common(name: str) -> dict[str, Any]:
-        return {"database_url": f"sqlite+aiosqlite:///{tmp / name}.db",
-                "registry_backend": "static", "registry_static": "",
-                "jwks_url": "http://127.0.0.1:9/.well-known/jwks.json",
-                "jwt_keys_dir": str(tmp / "keys")}
-
-    return {
-        "auth": auth_app(AuthSettings(**common("auth"))).openapi(),
-        "user": user_app(UserSettings(**common("user"))).openapi(),
-        "driver": driver_app(DriverSettings(**common("driver"))).openapi(),
-        "notification": notification_app(
-            NotificationSettings(**common("notification"))).openapi(),
-    }
+    return reference_specs(tmp_path_factory.mktemp("openapi"))
 
 
 @pytest.fixture(scope="module")
