@@ -374,3 +374,22 @@ def test_a_readable_document_fits_in_a_file(merged: Json, tmp_path: Path) -> Non
     path = tmp_path / "openapi.json"
     path.write_text(json.dumps(merged))
     assert json.loads(path.read_text()) == merged
+
+
+def test_a_malformed_service_document_loses_its_bad_parts_only() -> None:
+    """A service's broken document must not take the docs page down."""
+    broken: Json = {"openapi": "3.1.0", "info": "nonsense", "tags": "oops",
+                    "components": {"schemas": "nonsense"},
+                    "paths": {"/a/x": {"get": "nonsense",
+                                       "post": {**op("x", schema="Gone"), "tags": "oops"}},
+                              "/a/y": "nonsense", "/a/z": {"get": {**op("z"), "tags": ["a", 7]}}}}
+    doc = merge_openapi(table(Route("a", "/api/a", "a", "/a")), {"a": broken}, title="t",
+                        version="1")
+    assert set(doc["paths"]["/api/a/x"]) == {"post"}
+    assert doc["paths"]["/api/a/x"]["post"]["tags"] == ["a"]
+    assert doc["paths"]["/api/a/z"]["get"]["tags"] == ["a"]
+    assert "/api/a/y" not in doc["paths"]
+    # the service's own dangling reference stays its own bug, visibly
+    assert dangling_refs(doc) == [
+        "#/paths//api/a/x/post/responses/200/content/application/json/schema:"
+        " #/components/schemas/Gone"]
