@@ -83,7 +83,7 @@ def merge_openapi(table: TableLike, specs: Mapping[str, Mapping[str, Any]], *, t
     sources.update((service, specs[service]) for service in picked)
     ops: dict[str, list[tuple[str, str, str, RouteLike | None]]] = {
         GATEWAY: [(path, path, method, None) for path, item in _mapping(own.get("paths")).items()
-                  for method in OPERATIONS if method in _mapping(item)]}
+                  for method in OPERATIONS if _is_operation(item, method)]}
     for service, chosen in picked.items():
         ops[service] = [(spath, gpath, method, route)
                         for (spath, method), (route, gpath) in chosen.items()]
@@ -124,7 +124,13 @@ def merge_openapi(table: TableLike, specs: Mapping[str, Mapping[str, Any]], *, t
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
+    """`value` when it is a mapping, else empty: a malformed part of a service's document
+    is left out rather than failing the whole docs page."""
     return value if isinstance(value, Mapping) else {}
+
+
+def _is_operation(item: object, method: str) -> bool:
+    return isinstance(_mapping(item).get(method), Mapping)
 
 
 def _pick(table: TableLike, specs: Mapping[str, Mapping[str, Any]], own_paths: Set[str],
@@ -145,7 +151,7 @@ def _pick(table: TableLike, specs: Mapping[str, Mapping[str, Any]], own_paths: S
                     or route.upstream_path(gpath) != spath):
                 continue
             for method in OPERATIONS:
-                if method not in _mapping(item) or (
+                if not _is_operation(item, method) or (
                         route.methods and method.upper() not in route.methods):
                     continue
                 best = chosen.get((spath, method))
@@ -156,7 +162,7 @@ def _pick(table: TableLike, specs: Mapping[str, Mapping[str, Any]], own_paths: S
         if chosen:
             order = {(spath, method): i for i, (spath, method) in enumerate(
                 (p, m) for p, item in _mapping(specs[service].get("paths")).items()
-                for m in OPERATIONS if m in _mapping(item))}
+                for m in OPERATIONS if _is_operation(item, m))}
             ordered[service] = dict(sorted(chosen.items(), key=lambda kv: order[kv[0]]))
     return ordered
 
@@ -228,7 +234,9 @@ def _operation(service: str, op: Mapping[str, Any], item: Mapping[str, Any],
     security, no `servers` (calls go to the gateway)."""
     out: Json = {key: rewrite_refs(value, renames) for key, value in op.items()
                  if key not in ("servers", "security")}
-    out["tags"] = [service, *(tag for tag in op.get("tags", ()) if tag != service)]
+    own_tags = op.get("tags")
+    out["tags"] = [service, *(tag for tag in (own_tags if isinstance(own_tags, list) else ())
+                              if isinstance(tag, str) and tag != service)]
     public = route is None or route.public
     # A public route whose service still wants a token (the edge lets it through, the
     # service checks it) needs the token in the docs too, or "Try it out" cannot work.
@@ -290,7 +298,8 @@ def _tags(sources: Mapping[str, Mapping[str, Any]]) -> list[Json]:
         description = info.get("description") or info.get("title") or service
         tags[service] = {"name": service, "description": str(description)}
     for spec in sources.values():
-        for tag in spec.get("tags", ()):
+        own_tags = spec.get("tags")
+        for tag in own_tags if isinstance(own_tags, list) else ():
             if isinstance(tag, Mapping) and isinstance(tag.get("name"), str):
                 tags.setdefault(tag["name"], dict(tag))
     return list(tags.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 Json = dict[str, Any]
@@ -105,3 +106,30 @@ def dangling_refs(doc: Mapping[str, Any]) -> list[str]:
 
     walk(doc, "#")
     return problems
+
+
+def reference_specs(tmp: Path) -> dict[str, Json]:
+    """Each reference service's own document, from its app (built, never started: no Kafka,
+    no database connection; the databases and keys would go under `tmp`)."""
+    from services.auth.config import AuthSettings
+    from services.auth.main import create_app as auth_app
+    from services.driver.config import DriverSettings
+    from services.driver.main import create_app as driver_app
+    from services.notification.config import NotificationSettings
+    from services.notification.main import create_app as notification_app
+    from services.user.config import UserSettings
+    from services.user.main import create_app as user_app
+
+    def common(name: str) -> dict[str, Any]:
+        return {"_env_file": None, "database_url": f"sqlite+aiosqlite:///{tmp / name}.db",
+                "registry_backend": "static", "registry_static": "",
+                "jwks_url": "http://127.0.0.1:9/.well-known/jwks.json",
+                "jwt_keys_dir": str(tmp / "keys")}
+
+    return {
+        "auth": auth_app(AuthSettings(**common("auth"))).openapi(),
+        "user": user_app(UserSettings(**common("user"))).openapi(),
+        "driver": driver_app(DriverSettings(**common("driver"))).openapi(),
+        "notification": notification_app(
+            NotificationSettings(**common("notification"))).openapi(),
+    }
