@@ -115,7 +115,7 @@ def create_app(settings: GatewaySettings | None = None, *,
             raise ValueError(f"{service}'s /openapi.json is not an object")
         return spec
 
-    docs = OpenApiCache(table.get, fetch_spec)
+    docs = OpenApiCache(table.get, fetch_spec, version=settings.service_version)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
