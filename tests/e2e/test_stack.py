@@ -46,7 +46,8 @@ def test_services_start_in_order_wired_to_each_other_with_prefixed_logs(
             assert httpx.get(stack.url(name) + "/health/ready").status_code == 200
             assert env["SERVICE_NAME"] == name
             assert env["SERVICE_PORT"] == str(stack.ports[name])
-            assert env["DATABASE_URL"] == f"sqlite+aiosqlite:///{tmp_path}/t1_{name}.db"
+            database = f"sqlite+aiosqlite:///{tmp_path}/t1_{name}.db"
+            assert env["DATABASE_URL"] == (None if name == "gateway" else database)
             assert env["KAFKA_BOOTSTRAP_SERVERS"] == kafka.bootstrap_servers
             assert env["KAFKA_CONSUMER_GROUP"] == f"t1_{name}"
             assert (env["JWT_ISSUER"], env["JWT_AUDIENCE"]) == (JWT_ISSUER, JWT_AUDIENCE)
@@ -54,12 +55,12 @@ def test_services_start_in_order_wired_to_each_other_with_prefixed_logs(
             assert env["ENVIRONMENT"] == "development"
         assert envs["auth"]["JWT_KEYS_DIR"] == str(tmp_path / "keys")
         assert envs["auth"]["JWKS_URL"] is None
-        for name in ("user", "driver", "notification"):
+        for name in ("user", "driver", "notification", "gateway"):
             assert envs[name]["JWKS_URL"] == stack.url("auth") + "/.well-known/jwks.json"
             assert envs[name]["JWT_KEYS_DIR"] is None
             # Launched only once auth answered ready (after 2 s of "not yet").
             assert envs[name]["started"] > envs["auth"]["first_ready"]  # type: ignore[operator]
-        assert len(set(stack.ports.values())) == 4 and 8000 not in stack.ports.values()
+        assert len(set(stack.ports.values())) == 5 and 8000 not in stack.ports.values()
 
         admin = stack.admin
         assert admin is not None and admin.created and admin.email == "admin@example.com"
