@@ -8,7 +8,7 @@ RUN = $(UV) run --frozen
 help:
 	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything)"
 	@echo "make test   - install what the tests need, then run them against real servers"
-	@echo "make lint   - ruff on everything, mypy on core/ and services/"
+	@echo "make lint   - ruff on everything, mypy on core/, services/ and gateway/"
 	@echo "make bench  - bus vs FastStream/aiokafka/confluent-kafka; outbox; JWT; service calls; login; CRUD vs bare FastAPI; driver locations"
 	@echo "make mutate - mutation testing of the data-and-order modules against tests/unit"
 
@@ -29,7 +29,7 @@ test-unit: bootstrap
 
 lint: bootstrap
 	$(RUN) ruff check .
-	$(RUN) mypy core services
+	$(RUN) mypy core services gateway
 
 bench: bootstrap
 	$(RUN) python -m bench $(BENCH_ARGS)

@@ -7,7 +7,7 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from click.testing import Result
 from pydantic import BaseModel
@@ -66,6 +66,16 @@ def placed(order_id: str, seq: int = 0, amount_cents: int = 100) -> OrderPlaced:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@overload
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = ...,
+                     interval: float = ...) -> T: ...
+
+
+@overload
+async def eventually(check: Callable[[], T], timeout: float = ...,
+                     interval: float = ...) -> T: ...
 
 
 async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 30.0,

@@ -261,7 +261,7 @@ async def test_server_sent_events_stream_through_and_a_leaving_client_frees_them
     assert events == ["data: 0", "data: 1", "data: 2"]
 
     async def upstream_saw_it_leave() -> bool:
-        return sum([(await u.state())["sse_left"] for u in world.echo]) == before + 1
+        return bool(sum([(await u.state())["sse_left"] for u in world.echo]) == before + 1)
 
     await eventually(upstream_saw_it_leave, timeout=10, interval=0.1)
 
@@ -313,7 +313,7 @@ async def test_a_changed_route_table_applies_without_a_restart(
               'service = "other"\nrewrite = "/fresh"\npublic = true\n')
 
         async def routed() -> bool:
-            return (await http.get("/api/new/x")).json()["instance"] == "other"
+            return bool((await http.get("/api/new/x")).json()["instance"] == "other")
 
         await eventually(routed, timeout=10, interval=0.1)
         assert (await http.get("/api/new/x")).json()["path"] == "/fresh/x"
@@ -328,4 +328,4 @@ async def test_a_changed_route_table_applies_without_a_restart(
 
 async def _gone(http: httpx.AsyncClient) -> bool:
     response = await http.get("/api/new/x")
-    return response.json().get("instance") == "legacy"
+    return bool(response.json().get("instance") == "legacy")

@@ -134,7 +134,7 @@ async def test_with_redis_stopped_the_gateway_serves_on_its_own_limiter(
 
             async def shared_again() -> bool:
                 await world.burst(gateway, 1, token)
-                return (await http.get("/health/ready")).json()["status"] == "ok"
+                return bool((await http.get("/health/ready")).json()["status"] == "ok")
 
             await eventually(shared_again, timeout=20, interval=0.5)
     finally:
