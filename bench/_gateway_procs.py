@@ -200,7 +200,7 @@ def start_standin(workdir: Path, key: str, server: str, workers: int, client: st
     argv = SERVERS[server]("bench._proxy_standin:app", port, workers)
     process = _process(key, argv, workdir,
                        {"BENCH_UPSTREAM_URL": upstream_url, "BENCH_CLIENT": client})
-    running = Running(key, f"{server}×{workers} {client}",
+    running = Running(key, f"{server} {workers}w {client}",
                       f"stand-in proxy (bench/_proxy_standin.py) under {server}, {workers} "
                       f"worker(s), upstream client {client}", f"http://127.0.0.1:{port}{PATH}",
                       [process])
@@ -278,3 +278,17 @@ def cpu_seconds(roots: list[int]) -> float:
         wanted |= more
         grew = bool(more)
     return sum(times.get(pid, 0.0) for pid in wanted)
+
+
+def settle(roots: list[int], timeout: float = 10.0, idle: float = 0.1) -> float:
+    """Wait until the processes `roots` (and their descendants) use less than `idle` of a
+    core, so work left over from one measurement (requests wrk gave up on, still being
+    proxied) does not fall into the next. Returns the seconds waited."""
+    started = time.monotonic()
+    window = 0.3  # /proc counts in ticks of 10 ms
+    while time.monotonic() - started < timeout:
+        before = cpu_seconds(roots)
+        time.sleep(window)
+        if cpu_seconds(roots) - before < idle * window:
+            break
+    return time.monotonic() - started

@@ -48,6 +48,15 @@ def _add_columns(table: Table, names: list[str]) -> None:
         table.add_column(name, justify="left" if name == "contender" else "right")
 
 
+def _errors(results: list[WrkResult]) -> str:
+    """Failed requests over all rounds, by kind (wrk's: non-2xx/3xx status, timeout, ...)."""
+    total: dict[str, int] = {}
+    for result in results:
+        for kind, count in result.errors.items():
+            total[kind] = total.get(kind, 0) + count
+    return " ".join(f"{kind} {count}" for kind, count in total.items()) or "0"
+
+
 def _added(value: float, base: float) -> str:
     return f"{value - base:+.2f}"
 
@@ -62,10 +71,9 @@ def print_tables(console: Console, samples: Samples, labels: dict[str, str],
 
     table = Table(title=f"{what}: under load, wrk -t{args.threads} -c{args.connections}, "
                         f"median of {rounds} round(s) of {loaded_s:.0f} s", title_style="bold")
-    columns = ["contender", "req/s", "p50 ms", "p99 ms", "added p50", "added p99",
-               "of direct"]
+    columns = ["contender", "req/s", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "of direct"]
     columns += ["of nginx"] if has_nginx else []
-    columns += ["proxy CPU µs/req", "upstream CPU µs/req"]
+    columns += ["proxy µs CPU", "upstr. µs CPU", "errors"]
     _add_columns(table, columns)
     base_rate = median(samples, DIRECT, lambda s: s.loaded.rate)
     base_p50 = median(samples, DIRECT, lambda s: s.loaded.p50_ms)
@@ -80,14 +88,15 @@ def print_tables(console: Console, samples: Samples, labels: dict[str, str],
         row += [f"{rate / nginx_rate:.0%}"] if has_nginx else []
         cpu = median(samples, key, lambda s: s.proxy_cpu_us)
         row += ["—" if key == DIRECT else f"{cpu:.0f}",
-                f"{median(samples, key, lambda s: s.upstream_cpu_us):.0f}"]
+                f"{median(samples, key, lambda s: s.upstream_cpu_us):.0f}",
+                _errors([s.loaded for s in samples[key]])]
         table.add_row(*row)
     console.print(table)
 
     table = Table(title=f"{what}: one request at a time, wrk -t1 -c1, median of {rounds} "
                         f"round(s) of {single_s:.0f} s", title_style="bold")
-    _add_columns(table, ["contender", "req/s", "p50 ms", "p99 ms", "added p50",
-                         "added p99"])
+    _add_columns(table, ["contender", "req/s", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms",
+                         "errors"])
     base_p50 = median(samples, DIRECT, lambda s: s.single.p50_ms)
     base_p99 = median(samples, DIRECT, lambda s: s.single.p99_ms)
     for key in samples:
@@ -95,7 +104,7 @@ def print_tables(console: Console, samples: Samples, labels: dict[str, str],
         p99 = median(samples, key, lambda s: s.single.p99_ms)
         table.add_row(labels[key], f"{median(samples, key, lambda s: s.single.rate):,.0f}",
                       f"{p50:.3f}", f"{p99:.3f}", _added(p50, base_p50),
-                      _added(p99, base_p99))
+                      _added(p99, base_p99), _errors([s.single for s in samples[key]]))
     console.print(table)
 
 
@@ -155,5 +164,7 @@ def cpu_note(args: argparse.Namespace, cpus: int, load_before: float,
     return (f"• Machine: {cpus} CPUs, shared by wrk ({args.threads} thread), the proxy and "
             f"the upstream; nothing is pinned. Under load they compete for the cores, so a "
             f"proxy's requests/s is what the upstream and wrk leave it: compare ratios and CPU "
-            f"µs per request, not absolute numbers. Load average before the run "
+            f"µs per request (proxy µs CPU: user + system time of all the contender's "
+            f"processes per request under load; upstr.: the upstream's), not absolute numbers. "
+            f"+p50/+p99: minus direct's. Load average before the run "
             f"{load_before:.2f}, after {load_after:.2f} (the bench itself adds about 2).")

@@ -29,6 +29,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+Body = bytes | AsyncIterator[bytes] | None
+Answer = tuple[int, Headers, AsyncIterator[bytes], Callable[[], Awaitable[None]]]
+"""Status, headers, body chunks, and what releases the connection once they are read."""
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate",
                         b"proxy-authorization", b"te", b"trailer", b"transfer-encoding",
@@ -44,9 +47,7 @@ KEEPALIVE = 4.0
 class Upstream(Protocol):
     """One upstream exchange: the status, headers and body chunks of its answer."""
 
-    async def exchange(self, method: str, url: str, headers: Headers,
-                       body: bytes | AsyncIterator[bytes] | None
-                       ) -> tuple[int, Headers, AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
+    async def exchange(self, method: str, url: str, headers: Headers, body: Body) -> Answer:
         ...
 
     async def aclose(self) -> None: ...
@@ -63,9 +64,7 @@ class AiohttpUpstream:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30))
 
-    async def exchange(self, method: str, url: str, headers: Headers,
-                       body: bytes | AsyncIterator[bytes] | None
-                       ) -> tuple[int, Headers, AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
+    async def exchange(self, method: str, url: str, headers: Headers, body: Body) -> Answer:
         sent = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
         response = await self._session.request(method, url, headers=sent, data=body,
                                                allow_redirects=False)
@@ -89,14 +88,15 @@ class HttpxUpstream:
                               keepalive_expiry=KEEPALIVE)
         self._transport = httpx.AsyncHTTPTransport(limits=limits)
 
-    async def exchange(self, method: str, url: str, headers: Headers,
-                       body: bytes | AsyncIterator[bytes] | None
-                       ) -> tuple[int, Headers, AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
+    async def exchange(self, method: str, url: str, headers: Headers, body: Body) -> Answer:
         request = httpx.Request(method, url, headers=headers, content=body)
         response = await self._transport.handle_async_request(request)
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
         return response.status_code, response.headers.raw, stream.__aiter__(), stream.aclose
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
 
 
 CLIENTS: dict[str, Callable[[], Upstream]] = {"aiohttp": AiohttpUpstream,
@@ -151,7 +151,7 @@ class StandinProxy:
             url += "?" + scope["query_string"].decode("latin-1")
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
         first = await receive()
-        body: bytes | AsyncIterator[bytes] | None
+        body: Body
         if first.get("more_body", False):
             body = _request_body(receive, first)
         else:

@@ -2,7 +2,7 @@
 
 wrk's own `done()` hook prints the summary as one JSON line (microsecond percentiles from its
 HdrHistogram-like recorder), so nothing is scraped from the human-readable report. Responses
-that are not 2xx/3xx count as errors (`status`); a bench with errors is not a result.
+that are not 2xx/3xx count as errors (`status`), beside wrk's socket errors and timeouts.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def parse(output: str) -> WrkResult:
 
 
 def run_wrk(url: str, load: Load, script: Path, headers: dict[str, str]) -> WrkResult:
-    """One wrk run against `url`; raises WrkError when any request failed."""
+    """One wrk run against `url`; failed requests are counted in `errors`, not raised: a
+    contender that times out under load is a result too (a bad one)."""
     argv = [wrk_binary(), f"-t{load.threads}", f"-c{load.connections}",
             f"-d{load.seconds}s", "--timeout", "5s", "-s", str(script)]
     for name, value in headers.items():
@@ -97,7 +98,4 @@ def run_wrk(url: str, load: Load, script: Path, headers: dict[str, str]) -> WrkR
     output = done.stdout + done.stderr
     if done.returncode != 0:
         raise WrkError(f"wrk exited with {done.returncode}:\n{output[-2000:]}")
-    result = parse(output)
-    if result.errors:
-        raise WrkError(f"{url}: {result.requests} requests with errors {result.errors}")
-    return result
+    return parse(output)

@@ -108,7 +108,8 @@ def measure(running: list[procs.Running], args: argparse.Namespace, script: Path
     single_seconds = max(1, args.duration - loaded_seconds)
     loaded = Load(args.connections, args.threads, loaded_seconds)
     single = Load(1, 1, single_seconds)
-    upstream_pids = [p.pid for p in running[0].processes if p.pid is not None]
+    upstream = _pids(running[0])
+    everyone = [pid for contender in running for pid in _pids(contender)]
     with console.status("warming up: 1 s of load on each contender"):
         for contender in running:
             run_wrk(contender.url, Load(args.connections, args.threads, 1), script, headers)
@@ -116,17 +117,23 @@ def measure(running: list[procs.Running], args: argparse.Namespace, script: Path
     for n in range(args.rounds):
         order = running[n % len(running):] + running[:n % len(running)]
         for contender in order:
+            own = _pids(contender)
             with console.status(f"round {n + 1}/{args.rounds}: {contender.label}"):
-                own = [p.pid for p in contender.processes if p.pid is not None]
-                cpu_before = procs.cpu_seconds(own), procs.cpu_seconds(upstream_pids)
+                procs.settle(everyone)
+                cpu_before = procs.cpu_seconds(own), procs.cpu_seconds(upstream)
                 under_load = run_wrk(contender.url, loaded, script, headers)
-                cpu_after = procs.cpu_seconds(own), procs.cpu_seconds(upstream_pids)
+                cpu_after = procs.cpu_seconds(own), procs.cpu_seconds(upstream)
+                procs.settle(everyone)
                 one = run_wrk(contender.url, single, script, headers)
             proxy_cpu = 0.0 if contender is running[0] else cpu_after[0] - cpu_before[0]
             samples[contender.key].append(Sample(
                 under_load, one, proxy_cpu_us=1e6 * proxy_cpu / under_load.requests,
                 upstream_cpu_us=1e6 * (cpu_after[1] - cpu_before[1]) / under_load.requests))
     return samples
+
+
+def _pids(contender: procs.Running) -> list[int]:
+    return [p.pid for p in contender.processes if p.pid is not None]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,10 +154,12 @@ def run(args: argparse.Namespace) -> int:
                 samples = measure(running, args, script, credentials.headers)
             except WrkError as exc:
                 console.print(f"[red]{exc}")
-                for contender in running:
-                    for process in contender.processes:
-                        console.print(f"[dim]{process.log_tail(15)}")
                 return 1
+            failed = [c for c in running
+                      if any(s.loaded.errors or s.single.errors for s in samples[c.key])]
+            for contender in failed:  # their logs go with the temp dir: show them now
+                for process in contender.processes:
+                    console.print(f"[dim]{process.log_tail(15)}")
     elapsed = time.monotonic() - started
     load_after = os.getloadavg()
     labels = {c.key: c.label for c in running}
@@ -178,7 +187,10 @@ def run(args: argparse.Namespace) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"\nresults written to [bold]{args.json}[/]; total run time {elapsed:.0f}s")
-    return 0
+    if failed:
+        console.print(f"[red]requests failed (see the errors column): "
+                      f"{', '.join(c.label for c in failed)}")
+    return 1 if failed else 0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
