@@ -89,7 +89,7 @@ def _process(name: str, argv: list[str], workdir: Path,
     return process
 
 
-def _wait_ready(running: Running, headers: dict[str, str]) -> Running:
+def wait_ready(running: Running, headers: dict[str, str]) -> Running:
     """Up when `GET /api/ping` through it answers 200 (which also warms the gateway's JWKS)."""
     def answers() -> bool:
         request = urllib.request.Request(running.url, headers=headers)
@@ -131,7 +131,7 @@ def start_upstream(workdir: Path, credentials: Credentials) -> Running:
                        {"BENCH_JWKS_FILE": str(jwks_file)})
     running = Running("direct", "direct", "wrk → upstream (uvicorn, uvloop, httptools, 1 "
                       "worker, raw ASGI)", f"http://127.0.0.1:{port}{PATH}", [process])
-    return _wait_ready(running, credentials.headers)
+    return wait_ready(running, credentials.headers)
 
 
 def nginx_binary() -> str:
@@ -174,7 +174,8 @@ http {{
 """
 
 
-def start_nginx(workdir: Path, upstream_port: int, credentials: Credentials) -> Running:
+def start_nginx(workdir: Path, upstream_port: int) -> Running:
+    """Started, not yet ready: see `wait_ready` (so several start at once)."""
     here = workdir / "nginx"
     here.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -184,7 +185,7 @@ def start_nginx(workdir: Path, upstream_port: int, credentials: Credentials) -> 
     running = Running("nginx", "nginx", f"nginx {_nginx_version()}, worker_processes "
                       f"{NGINX_WORKERS}, upstream keepalive 64, HTTP/1.1, access_log off",
                       f"http://127.0.0.1:{port}{PATH}", [process])
-    return _wait_ready(running, credentials.headers)
+    return running
 
 
 def _nginx_version() -> str:
@@ -195,7 +196,7 @@ def _nginx_version() -> str:
 
 
 def start_standin(workdir: Path, key: str, server: str, workers: int, client: str,
-                  upstream_url: str, credentials: Credentials) -> Running:
+                  upstream_url: str) -> Running:
     port = free_port()
     argv = SERVERS[server]("bench._proxy_standin:app", port, workers)
     process = _process(key, argv, workdir,
@@ -204,7 +205,7 @@ def start_standin(workdir: Path, key: str, server: str, workers: int, client: st
                       f"stand-in proxy (bench/_proxy_standin.py) under {server}, {workers} "
                       f"worker(s), upstream client {client}", f"http://127.0.0.1:{port}{PATH}",
                       [process])
-    return _wait_ready(running, credentials.headers)
+    return running
 
 
 def gateway_available() -> bool:
@@ -232,7 +233,7 @@ rate_limit = "1000000000/60"
 
 
 def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
-                  credentials: Credentials, redis_url: str | None) -> Running:
+                  redis_url: str | None) -> Running:
     here = workdir / key
     here.mkdir(parents=True, exist_ok=True)
     (here / "routes.toml").write_text(routes_toml())
@@ -249,7 +250,7 @@ def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
                       f"python -m gateway, GATEWAY_WORKERS={workers}, token verified, "
                       f"permission checked, {limiter} rate limit", f"http://127.0.0.1:{port}{PATH}",
                       [process])
-    return _wait_ready(running, credentials.headers)
+    return running
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -71,29 +71,26 @@ def contenders(args: argparse.Namespace, workdir: Path,
         if args.choice:
             for server, workers, client in CHOICE:
                 key = f"{server}-{workers}-{client}"
-                with console.status(f"starting {key}"):
-                    started.append(procs.start_standin(workdir, key, server, workers, client,
-                                                       base, credentials))
+                started.append(procs.start_standin(workdir, key, server, workers, client, base))
         else:
-            with console.status("starting nginx"):
-                started.append(procs.start_nginx(workdir, port, credentials))
+            started.append(procs.start_nginx(workdir, port))
             if procs.gateway_available():
                 from devinfra.redis import RedisServer
 
-                with console.status("starting the gateway (in-process limiter)"):
-                    started.append(procs.start_gateway(workdir, "gateway", args.workers, base,
-                                                       credentials, None))
-                with console.status("starting Redis and the gateway (Redis limiter)"):
-                    redis = RedisServer.start(workdir / "redis")
-                    started.append(procs.start_gateway(workdir, "gateway-redis", args.workers,
-                                                       base, credentials, redis.url))
+                redis = RedisServer.start(workdir / "redis")
+                started.append(procs.start_gateway(workdir, "gateway", args.workers, base, None))
+                started.append(procs.start_gateway(workdir, "gateway-redis", args.workers, base,
+                                                   redis.url))
             else:
                 console.print("[yellow]gateway/main.py is not there yet: the stand-in proxy "
                               "(no auth, no rate limit) takes the gateway's place")
                 standin = procs.start_standin(workdir, "gateway", GATEWAY_SERVER, args.workers,
-                                              GATEWAY_CLIENT, base, credentials)
+                                              GATEWAY_CLIENT, base)
                 standin.label = f"stand-in ({standin.label})"
                 started.append(standin)
+        for running in started[1:]:
+            with console.status(f"waiting for {running.label}"):
+                procs.wait_ready(running, credentials.headers)
         yield started
     finally:
         for running in reversed(started):
