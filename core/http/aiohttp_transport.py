@@ -3,7 +3,7 @@ service", for the measurement)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 import aiohttp
 
@@ -51,8 +51,12 @@ class AiohttpTransport:
     """Keep-alive connections through one `aiohttp.ClientSession`, made on first use (it
     must be made inside the running event loop)."""
 
-    def __init__(self, pool_size: int = 256) -> None:
+    def __init__(self, pool_size: int = 256, *, proxy: bool = False) -> None:
+        """`proxy`: pass bodies and headers through as they are (the gateway): no
+        decompressing (the client gets the upstream's Content-Encoding and bytes as sent) and
+        none of aiohttp's own Accept, Accept-Encoding and User-Agent headers added."""
         self._pool_size = pool_size
+        self._proxy = proxy
         self._session: aiohttp.ClientSession | None = None
 
     def _open_session(self) -> aiohttp.ClientSession:
@@ -61,11 +65,14 @@ class AiohttpTransport:
         # retry (aiohttp's own default keeps them 15 s).
         connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0,
                                          keepalive_timeout=KEEPALIVE)
+        skipped = ("Accept", "Accept-Encoding", "User-Agent") if self._proxy else ()
         return aiohttp.ClientSession(connector=connector, timeout=_NO_TIMEOUT,
-                                     cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
+                                     cookie_jar=aiohttp.DummyCookieJar(),
+                                     auto_decompress=not self._proxy,
+                                     skip_auto_headers=skipped)
 
     async def open(self, method: str, url: str, headers: Sequence[tuple[str, str]],
-                   content: bytes | None) -> RawResponse:
+                   content: bytes | AsyncIterable[bytes] | None) -> RawResponse:
         session = self._session
         if session is None:
             session = self._session = self._open_session()

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
@@ -43,6 +43,12 @@ from core.resilience.timeout import timeout as call_timeout
 from core.service_registry.base import Instance, RegistryError, ServiceRegistry
 
 _UNSET: Any = object()
+
+Body = bytes | AsyncIterable[bytes] | None
+"""A request body: bytes, or chunks streamed as they come (never retried: they cannot be
+sent twice)."""
+Headers = Mapping[str, str] | Sequence[tuple[str, str]]
+"""A mapping, or pairs when a name repeats (a proxy passing a client's headers on)."""
 
 
 def _default_retry() -> RetryPolicy:
@@ -84,10 +90,11 @@ class _Call:
     service: str
     target: str
     headers: tuple[tuple[str, str], ...]
-    content: bytes | None
+    content: Body
     retryable: bool
     timeout: float
     deadline: float
+    retry: RetryPolicy
 
 
 class _Retryable(Exception):
@@ -115,8 +122,12 @@ class ServiceClient:
     def __init__(self, registry: ServiceRegistry, *, auth: Auth | None = None,
                  config: ClientConfig | None = None, transport: Transport | None = None,
                  clock: Clock = time.monotonic,
-                 on_breaker_change: StateListener | None = None) -> None:
+                 on_breaker_change: StateListener | None = None,
+                 instance_filter: Callable[[Instance], bool] | None = None) -> None:
+        """`instance_filter` leaves out instances known to be unwell from other sources
+        than this client's own calls (the gateway's active health checks)."""
         self.config = config = config or ClientConfig()
+        self._instance_filter = instance_filter
         self._registry = registry
         self._auth = auth or NoAuth()
         self._transport = transport or AiohttpTransport(config.pool_size)
@@ -144,28 +155,30 @@ class ServiceClient:
 
     async def request(self, method: str, service: str, path: str, *,
                       params: Mapping[str, Any] | None = None, json: Any = _UNSET,
-                      content: bytes | None = None, headers: Mapping[str, str] | None = None,
+                      content: Body = None, headers: Headers | None = None,
                       auth: Auth | None = None, idempotency_key: str | None = None,
                       timeout: float | None = None, deadline: float | None = None,
+                      attempts: int | None = None,
                       raise_for_status: bool = False) -> Response:
         """Send `method path` to `service`; return its answer with the body read."""
         call = await self._prepare(method, service, path, params, json, content, headers,
-                                   auth, idempotency_key, timeout, deadline)
+                                   auth, idempotency_key, timeout, deadline, attempts)
         response = await self._send(call, stream=False)
         return response.raise_for_status() if raise_for_status else response
 
     @asynccontextmanager
     async def stream(self, method: str, service: str, path: str, *,
                      params: Mapping[str, Any] | None = None, json: Any = _UNSET,
-                     content: bytes | None = None, headers: Mapping[str, str] | None = None,
+                     content: Body = None, headers: Headers | None = None,
                      auth: Auth | None = None, idempotency_key: str | None = None,
                      timeout: float | None = None, deadline: float | None = None,
+                     attempts: int | None = None,
                      raise_for_status: bool = False) -> AsyncIterator[Response]:
         """`async with client.stream(...) as response:` read the body as it arrives
         (`aiter_bytes()`). Timeouts and retries cover the call up to the headers; the
         bulkhead slot is held until the block ends."""
         call = await self._prepare(method, service, path, params, json, content, headers,
-                                   auth, idempotency_key, timeout, deadline)
+                                   auth, idempotency_key, timeout, deadline, attempts)
         response = await self._send(call, stream=True)
         try:
             yield response.raise_for_status() if raise_for_status else response
@@ -204,12 +217,12 @@ class ServiceClient:
     # --- one call ---------------------------------------------------------------------------
 
     async def _prepare(self, method: str, service: str, path: str,
-                       params: Mapping[str, Any] | None, json: Any, content: bytes | None,
-                       headers: Mapping[str, str] | None, auth: Auth | None,
+                       params: Mapping[str, Any] | None, json: Any, content: Body,
+                       headers: Headers | None, auth: Auth | None,
                        idempotency_key: str | None, timeout: float | None,
-                       deadline: float | None) -> _Call:
+                       deadline: float | None, attempts: int | None) -> _Call:
         method = method.upper()
-        sent = list((headers or {}).items())
+        sent = list(headers.items() if isinstance(headers, Mapping) else headers or ())
         given = {name.lower() for name, _ in sent}
         current = context.current()
         request_id = current.request_id if current else context.new_id()
@@ -229,9 +242,13 @@ class ServiceClient:
         target = path if path.startswith("/") else f"/{path}"
         if params:
             target = f"{target}?{urlencode(params, doseq=True)}"
+        retry = self.config.retry
+        if attempts is not None and attempts != retry.max_attempts:
+            retry = replace(retry, max_attempts=attempts)
+        streamed = content is not None and not isinstance(content, bytes)
         return _Call(method, service, target, tuple(sent), content,
-                     may_retry(method, idempotency_key), timeout or self.config.timeout,
-                     deadline or self.config.deadline)
+                     may_retry(method, idempotency_key) and not streamed,
+                     timeout or self.config.timeout, deadline or self.config.deadline, retry)
 
     async def _send(self, call: _Call, *, stream: bool) -> Response:
         budget = self._budgets.get(call.service)
@@ -248,7 +265,7 @@ class ServiceClient:
             except _Retryable as failed:
                 delay = None
                 if call.retryable:
-                    delay = retry_delay(self.config.retry, attempt, failed.retry_after,
+                    delay = retry_delay(call.retry, attempt, failed.retry_after,
                                         deadline_at - self._clock())
                 if delay is None or not budget.try_spend():
                     raise failed.error from failed.error.__cause__
@@ -262,6 +279,12 @@ class ServiceClient:
             raise UpstreamUnavailable(service, f"registry: {exc}") from exc
         if not instances:
             raise UpstreamUnavailable(service, "no instance is registered")
+        if self._instance_filter is not None:
+            known = len(instances)
+            instances = [i for i in instances if self._instance_filter(i)]
+            if not instances:
+                raise UpstreamUnavailable(
+                    service, f"none of the {known} instances passes its health check")
         allowed = [i for i in instances if self._breakers.get(_key(i)).allows()]
         if not allowed:
             wait = min(self._breakers.get(_key(i)).retry_after() for i in instances)

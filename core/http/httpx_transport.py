@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 import httpx
 
@@ -53,7 +53,7 @@ class HttpxTransport:
         self._transport = httpx.AsyncHTTPTransport(limits=limits)
 
     async def open(self, method: str, url: str, headers: Sequence[tuple[str, str]],
-                   content: bytes | None) -> RawResponse:
+                   content: bytes | AsyncIterable[bytes] | None) -> RawResponse:
         request = httpx.Request(method, url, headers=list(headers), content=content)
         try:
             response = await self._transport.handle_async_request(request)

@@ -10,7 +10,7 @@ Timeouts are not the transport's business: the client puts every exchange under 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
 
@@ -54,8 +54,9 @@ class Transport(Protocol):
     speaks for many callers in turn."""
 
     async def open(self, method: str, url: str, headers: Sequence[tuple[str, str]],
-                   content: bytes | None) -> RawResponse:
-        """Send a request; return once the status line and headers are in."""
+                   content: bytes | AsyncIterable[bytes] | None) -> RawResponse:
+        """Send a request (a body given as chunks is streamed: chunked, unless the headers
+        carry its Content-Length); return once the status line and headers are in."""
         ...
 
     async def aclose(self) -> None:

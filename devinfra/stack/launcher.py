@@ -26,7 +26,6 @@ from devinfra.stack.process import ServiceProcess
 from devinfra.stack.specs import (
     DEFAULT_ADMIN_EMAIL,
     DEFAULT_STATE_DIR,
-    GATEWAY_PORT,
     JWT_AUDIENCE,
     JWT_ISSUER,
     ROOT,
@@ -361,8 +360,6 @@ class Stack:
         table = Table(title="the stack is up", title_justify="left")
         for column in ("process", "url", "docs"):
             table.add_column(column)
-        if GATEWAY_PORT not in self.ports.values():
-            table.add_row("gateway", f"(issue 9: port {GATEWAY_PORT})", "")
         for name, proc in self.processes.items():
             table.add_row(Text(name, style=proc.spec.color), proc.url, proc.docs_url)
         table.add_row("kafka", self.bootstrap_servers, "")
@@ -375,10 +372,17 @@ class Stack:
         self.console.print(table)
         self.console.print(f"logs: {self.state_dir / 'logs'}")
         issuer = next((s for s in self.services if s.issuer), None)
+        gateway = "gateway" in self.ports
+        if gateway:
+            self.console.print(
+                f"[bold]the gateway: {self.url('gateway')}[/] (clients call /api/...; "
+                f"docs of the whole API at {self.url('gateway')}/docs)", markup=True)
         if self.admin is not None and issuer is not None:
             how = "created now" if self.admin.created else "from an earlier run"
+            login = (f"{self.url('gateway')}/api/auth/login" if gateway
+                     else f"{self.url(issuer.name)}/auth/login")
             self.console.print(
                 f"admin: [bold]{self.admin.email}[/] / [bold]{self.admin.password}[/] "
                 f"({how}; kept in {self.admin.file})\nlog in:\n  "
-                + self.admin.curl(self.url(issuer.name)), markup=True, soft_wrap=True)
+                + self.admin.curl(login), markup=True, soft_wrap=True)
         self.console.print("[dim]Ctrl-C stops everything[/]")

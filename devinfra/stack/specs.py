@@ -16,7 +16,7 @@ DEFAULT_ADMIN_EMAIL = "admin@example.com"
 JWT_ISSUER = "auth"
 JWT_AUDIENCE = "platform"
 GATEWAY_PORT = 8000
-"""Kept free for the gateway (issue 9); `base_port` offsets every port from it."""
+"""The gateway's; `base_port` offsets every port from it."""
 
 Database = Literal["sqlite", "postgres"]
 
@@ -56,9 +56,10 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("user", "services.user", 8002, "cyan", after=("auth",)),
     ServiceSpec("driver", "services.driver", 8003, "green", after=("auth",)),
     ServiceSpec("notification", "services.notification", 8004, "yellow", after=("auth",)),
-    # The gateway (issue 9) joins here, last and on GATEWAY_PORT, e.g.
-    # ServiceSpec("gateway", "gateway", GATEWAY_PORT, "blue", database=False,
-    #             after=("auth", "user", "driver", "notification")),
+    # The one door clients use: last, once the services it routes to are ready (its route
+    # table is gateway/routes.toml; it finds instances through the registry).
+    ServiceSpec("gateway", "gateway", GATEWAY_PORT, "blue", database=False,
+                after=("auth", "user", "driver", "notification")),
 )
 
 
@@ -71,9 +72,10 @@ class AdminLogin:
     created: bool
     file: Path
 
-    def curl(self, auth_url: str) -> str:
+    def curl(self, login_url: str) -> str:
+        """A command that logs the admin in at `login_url` (the gateway's, or auth's own)."""
         body = f'{{"email": "{self.email}", "password": "{self.password}"}}'
-        return (f"curl -s -X POST {auth_url}/auth/login "
+        return (f"curl -s -X POST {login_url} "
                 f"-H 'content-type: application/json' -d '{body}'")
 
 

@@ -240,3 +240,57 @@ def test_config_refuses_nonsense() -> None:
         ClientConfig(timeout=0)
     with pytest.raises(ValueError, match="timeout and deadline"):
         ClientConfig(deadline=-1)
+
+
+async def test_attempts_per_call_override_the_policy() -> None:
+    client, transport = make(raising(ConnectFailed("refused")))
+    with pytest.raises(UpstreamUnavailable):
+        await client.get("b", "/x", attempts=1)
+    assert len(transport.sent) == 1
+    client, transport = make(raising(ConnectFailed("refused")))
+    with pytest.raises(UpstreamUnavailable):
+        await client.get("b", "/x", attempts=5)
+    assert len(transport.sent) == 5
+
+
+async def test_a_streamed_body_is_passed_on_and_never_retried() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"a"
+        yield b"b"
+
+    body = chunks()
+    client, transport = make(raising(ConnectFailed("refused")))
+    with pytest.raises(UpstreamUnavailable):
+        await client.put("b", "/x", content=body)  # PUT is idempotent, but the body is spent
+    assert len(transport.sent) == 1
+    assert transport.sent[0].content is body
+
+
+async def test_headers_as_pairs_keep_repeated_names() -> None:
+    client, transport = make(answering(200))
+    seen: list[tuple[str, str]] = []
+    original = transport.open
+
+    async def recording(method: str, url: str, headers: Sequence[tuple[str, str]],
+                        content: bytes | None) -> RawResponse:
+        seen.extend(headers)
+        return await original(method, url, headers, content)
+
+    transport.open = recording  # type: ignore[method-assign]
+    await client.get("b", "/x", headers=[("Accept", "a/b"), ("Accept", "c/d")])
+    assert [v for k, v in seen if k == "Accept"] == ["a/b", "c/d"]
+
+
+async def test_an_instance_filter_leaves_out_unwell_instances() -> None:
+    transport = Transport(answering(200))
+    client = ServiceClient(FixedRegistry({"b": ["http://b1", "http://b2"]}),
+                           transport=transport,
+                           instance_filter=lambda i: i.url != "http://b1")
+    for _ in range(4):
+        await client.get("b", "/x")
+    assert {s.url for s in transport.sent} == {"http://b2/x"}
+    nobody = ServiceClient(FixedRegistry({"b": ["http://b1"]}), transport=transport,
+                           instance_filter=lambda i: False)
+    with pytest.raises(UpstreamUnavailable) as failed:
+        await nobody.get("b", "/x")
+    assert "health check" in str(failed.value)

@@ -1,0 +1,175 @@
+"""`create_app`: the gateway's parts built from settings and wired, with their lifespan.
+
+    python -m gateway                      # serves create_app (see __main__.py)
+
+Start-up fails fast, with the reason, on a broken route table or on protected routes with
+nothing to verify tokens (no `JWKS_URL`): a gateway that would let requests through unchecked,
+or answer every one with 503, must not come up looking healthy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
+
+from core.bases.exceptions import ConfigurationError
+from core.http.aiohttp_transport import AiohttpTransport
+from core.http.client import ClientConfig, ServiceClient
+from core.http.context import RequestContextMiddleware
+from core.resilience.breaker import BreakerConfig
+from core.resilience.retry import RetryPolicy
+from core.security.verifier import TokenVerifier
+from core.security.wiring import Security, security_from_settings
+from core.service_registry.base import RegistryError, ServiceRegistry
+from core.service_registry.factory import registry_from_settings
+from gateway.config import GatewaySettings
+from gateway.middleware.auth import EdgeAuth
+from gateway.middleware.rate_limit import EdgeRateLimiter, edge_rate_limiter
+from gateway.openapi import OpenApiCache, docs_routes
+from gateway.proxy import Proxy
+from gateway.router import GatewayApp
+from gateway.routes import (
+    LEGACY,
+    Route,
+    RouteTable,
+    RouteTableWatcher,
+    load_route_table,
+    parse_rate_limit,
+)
+from gateway.upstreams import HealthChecker, UpstreamRegistry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app"]
+
+
+class _Table:
+    """The route table in force; swapped whole by the watcher (requests read it once)."""
+
+    def __init__(self, table: RouteTable) -> None:
+        self.table = table
+
+    def get(self) -> RouteTable:
+        return self.table
+
+    def set(self, table: RouteTable) -> None:
+        log.info("route table reloaded: %d routes", len(table))
+        self.table = table
+
+
+def client_config() -> ClientConfig:
+    """The upstream client's guards: per-route timeouts and attempts come with each call."""
+    return ClientConfig(
+        timeout=10.0, deadline=30.0,
+        retry=RetryPolicy(max_attempts=2, initial_delay=0.025, max_delay=0.25),
+        breaker=BreakerConfig(failure_rate=0.5, window=10.0, min_calls=10, open_for=5.0),
+        max_in_flight=512, max_waiting=256, max_wait=0.5, pool_size=1024)
+
+
+def legacy_route(settings: GatewaySettings) -> Route | None:
+    """What no route matches goes to the monolith, as it is: its own sessions and tokens are
+    not ours to check, so the edge lets it through (the operator chose so by setting
+    `LEGACY_UPSTREAM_URL`), rate-limited by the default policy."""
+    if not settings.legacy_upstream_url:
+        return None
+    return Route(name=LEGACY, prefix="/", service=LEGACY, rewrite="", methods=frozenset(),
+                 public=True, permissions=frozenset(), timeout=30.0, retries=1,
+                 rate_limit=parse_rate_limit(settings.gateway_default_rate_limit, LEGACY))
+
+
+def create_app(settings: GatewaySettings | None = None, *,
+               registry: ServiceRegistry | None = None,
+               verifier: TokenVerifier | None = None) -> ASGIApp:
+    """The gateway as an ASGI app. `registry` and `verifier` replace the ones the settings
+    describe (tests)."""
+    settings = settings or GatewaySettings()
+    table = _Table(load_route_table(settings.gateway_routes_file, settings))
+    security = None if verifier is not None else security_from_settings(settings)
+    verifier = verifier or (security.verifier if security else None)
+    protected = [r.name for r in table.get().routes if not r.public]
+    if verifier is None and protected:
+        raise ConfigurationError(
+            f"routes {protected} need tokens, and nothing verifies them: set JWKS_URL "
+            "(the auth service's /.well-known/jwks.json)")
+    upstreams = UpstreamRegistry(registry or registry_from_settings(settings),
+                                 settings.legacy_upstream_url)
+    health = HealthChecker(upstreams, lambda: table.get().services,
+                           interval=settings.gateway_health_interval)
+    client = ServiceClient(upstreams, config=client_config(),
+                           transport=AiohttpTransport(client_config().pool_size, proxy=True),
+                           instance_filter=health.healthy)
+    limiter = edge_rate_limiter(settings)
+    watcher = RouteTableWatcher(settings.gateway_routes_file, settings, table.set,
+                                poll=settings.gateway_routes_poll_seconds)
+
+    async def fetch_spec(service: str) -> dict[str, Any]:
+        response = await client.get(service, "/openapi.json", raise_for_status=True)
+        spec = response.json()
+        if not isinstance(spec, dict):
+            raise ValueError(f"{service}'s /openapi.json is not an object")
+        return spec
+
+    docs = OpenApiCache(table.get, fetch_spec)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await upstreams.start()
+        try:
+            if security is not None:
+                await security.start()
+            await health.start()
+            await watcher.start()
+            log.info("gateway ready: %d routes, legacy upstream %s, rate limits %s",
+                     len(table.get()), settings.legacy_upstream_url or "none",
+                     "shared through Redis" if settings.redis_url else "in-process")
+            yield
+        finally:
+            await watcher.stop()
+            await health.stop()
+            if security is not None:
+                await security.stop()
+            await client.aclose()
+            await limiter.close()
+            await upstreams.stop()
+
+    own = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    own.include_router(docs_routes(docs))
+    _health_routes(own, upstreams, limiter, health, table, security)
+    app = GatewayApp(settings=settings, table=table.get, own=own,
+                     auth=EdgeAuth(verifier), limiter=limiter,
+                     proxy=Proxy(client, settings), legacy=legacy_route(settings))
+    return RequestContextMiddleware(app)
+
+
+def _health_routes(app: FastAPI, registry: ServiceRegistry, limiter: EdgeRateLimiter,
+                   health: HealthChecker, table: _Table, security: Security | None) -> None:
+    @app.get("/health/live", include_in_schema=False)
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        """Ready while it can route: the registry is readable. A shared rate limiter that is
+        away degrades the gateway (limits are per replica meanwhile) but keeps it serving."""
+        checks: dict[str, Any] = {"routes": len(table.get())}
+        ok = True
+        try:
+            await registry.check()
+            checks["registry"] = "ok"
+        except RegistryError as exc:
+            ok, checks["registry"] = False, f"unavailable: {exc}"
+        checks["rate_limiter"] = ("local: the shared limiter (Redis) is unavailable"
+                                  if limiter.degraded else "ok")
+        if security is not None and security.jwks is not None:
+            checks["token_keys"] = len(security.jwks.keys)
+        checks["unhealthy_upstreams"] = health.unhealthy()
+        status = "unavailable" if not ok else "degraded" if limiter.degraded else "ok"
+        return JSONResponse({"status": status, "checks": checks},
+                            status_code=200 if ok else 503)

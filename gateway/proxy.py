@@ -1,0 +1,220 @@
+"""Forwarding one request to its upstream and streaming the answer back.
+
+The upstream call goes through `core.http.ServiceClient`, so the gateway balances, breaks,
+retries, bulkheads and times out exactly as every service-to-service call does (one
+implementation of each guard in the code base). What this module adds is the proxy's part:
+
+- headers: hop-by-hop ones (RFC 9110 §7.6.1, and those the client's `Connection` names) are
+  dropped both ways; so are the client's own `X-Forwarded-*`, `X-Authenticated-*` and id
+  headers, which the gateway sets itself;
+- the request body: 413 on a declared `Content-Length` over the limit before reading a byte.
+  A small body (up to `GATEWAY_BUFFER_BYTES`) is read whole so an idempotent request can be
+  retried on another instance; a larger one streams through as it arrives (never retried).
+  A chunked body without a length is read up to the limit (413 beyond it, before anything is
+  sent upstream: a request cut short must not reach a service looking complete);
+- the response: streamed chunk by chunk as the upstream sends it (Server-Sent Events pass
+  through); when it has no `Content-Length` (a stream) the client's disconnect is watched, so a
+  client that leaves an event stream frees the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+from starlette.types import Receive, Scope, Send
+
+from core.http.client import ServiceClient
+from core.http.errors import UpstreamError, UpstreamFailure
+from core.http.response import Response
+from gateway.config import GatewaySettings
+from gateway.errors import GatewayError
+from gateway.routes import Route
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"transfer-encoding", b"upgrade", b"proxy-connection"})
+_REQUEST_DROPPED = HOP_BY_HOP | {
+    b"host", b"content-length", b"x-request-id", b"x-correlation-id", b"forwarded",
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
+    b"x-real-ip"}
+_RESPONSE_DROPPED = HOP_BY_HOP | {b"date", b"server", b"x-request-id", b"x-correlation-id"}
+_IDENTITY_PREFIX = b"x-authenticated-"
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request body was still coming."""
+
+
+class Proxy:
+    """Forwards matched requests through `client` (built with the proxy transport)."""
+
+    def __init__(self, client: ServiceClient, settings: GatewaySettings) -> None:
+        self.client = client
+        self.max_body = settings.gateway_max_body_bytes
+        self.buffer_bytes = min(settings.gateway_buffer_bytes, self.max_body)
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send, route: Route,
+                      upstream_path: str, extra_headers: Headers,
+                      response_headers: Headers) -> None:
+        """Send the request to `route.service` at `upstream_path`; stream the answer back
+        with `response_headers` added. Raises `GatewayError` only before the answer starts."""
+        headers, length, chunked = _request_headers(scope["headers"])
+        body, complete = await self._body(receive, length, chunked)
+        if length is not None and not complete:
+            headers.append(("content-length", str(length)))
+        headers += [(k.decode("latin-1"), v.decode("latin-1")) for k, v in extra_headers]
+        target = quote(upstream_path, safe=_PATH_SAFE)
+        if scope["query_string"]:
+            target = f"{target}?{scope['query_string'].decode('latin-1')}"
+        try:
+            async with self.client.stream(
+                    scope["method"], route.service, target, headers=headers, content=body,
+                    timeout=route.timeout, deadline=route.timeout * (route.retries + 1) + 1.0,
+                    attempts=route.retries + 1) as response:
+                await self._respond(response, send, receive if complete else None,
+                                    response_headers)
+        except UpstreamFailure as exc:
+            raise _refusal(exc) from exc
+
+    async def _body(self, receive: Receive, length: int | None,
+                    chunked: bool) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+        """The body to send, and whether it has been read to the end already."""
+        if length is not None:
+            if length > self.max_body:
+                raise _too_large(self.max_body)
+            if length > self.buffer_bytes:
+                return _stream(receive), False
+            return await _read(receive, self.max_body), True
+        if chunked:
+            return await _read(receive, self.max_body), True
+        return None, True
+
+    async def _respond(self, response: Response, send: Send, watch: Receive | None,
+                       extra: Headers) -> None:
+        headers: Headers = []
+        streamed = True
+        for name, value in response.headers.items():
+            key = name.lower().encode("latin-1")
+            if key not in _RESPONSE_DROPPED:
+                headers.append((key, value.encode("latin-1")))
+                if key == b"content-length":
+                    streamed = False
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": headers + extra})
+        if streamed and watch is not None:
+            await _until_done_or_gone(_pump(response, send), watch)
+        else:
+            await _pump(response, send)
+
+
+async def _pump(response: Response, send: Send) -> None:
+    """Pass the body on as it comes. An upstream that breaks off mid-body raises
+    `UpstreamError` out of here: the status is sent, so the only honest signal left is an
+    incomplete body, and the server closes the connection on the raise."""
+    async for chunk in response.aiter_bytes():
+        if chunk:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_done_or_gone(pump: Any, receive: Receive) -> None:
+    """Run the pump until it ends or the client disconnects (then stop it: the stream's
+    upstream connection is given back by the caller's `async with`)."""
+    pumping = asyncio.ensure_future(pump)
+    watching = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pumping, watching):
+            if not task.done():
+                task.cancel()
+        for task in (watching, pumping):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # the pump's own error, if any, propagates
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _request_headers(raw: Any) -> tuple[list[tuple[str, str]], int | None, bool]:
+    """The client's headers to pass on, its declared body length, and whether it is chunked."""
+    dropped = _REQUEST_DROPPED
+    named: set[bytes] = set()
+    length: int | None = None
+    chunked = False
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in raw:
+        if name == b"connection":
+            named.update(v.strip().lower() for v in value.split(b","))
+        elif name == b"content-length":
+            length = _length(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+        if name not in dropped and not name.startswith(_IDENTITY_PREFIX):
+            kept.append((name, value))
+    return ([(k.decode("latin-1"), v.decode("latin-1")) for k, v in kept if k not in named],
+            length, chunked)
+
+
+def _length(value: bytes) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise GatewayError(400, "bad_content_length", "Content-Length must be a whole number")
+    return int(value)
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _stream(receive: Receive) -> AsyncIterator[bytes]:
+    """The body as it arrives (its length was declared, and the server holds the client to
+    it, so no limit is counted here)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, "body_too_large",
+                        f"The request body is larger than the limit of {limit} bytes")
+
+
+def _refusal(exc: UpstreamFailure) -> GatewayError:
+    """The client's answer when no upstream answer came: 503 (none could take it), 504 (none
+    answered in time), 502 (one answered with a server error or broke off). An upstream's own
+    503 or 504 keeps its status."""
+    status = exc.status_code
+    if isinstance(exc, UpstreamError) and exc.status in (503, 504):
+        status = exc.status
+    headers = dict(exc.headers)
+    if status == 503:
+        headers.setdefault("Retry-After", "1")
+    code = {502: "bad_gateway", 503: "upstream_unavailable", 504: "upstream_timeout"}[status]
+    return GatewayError(status, code, exc.message, headers)

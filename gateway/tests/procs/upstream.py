@@ -1,0 +1,113 @@
+"""`python -m gateway.tests.procs.upstream PORT NAME`: a stand-in upstream for the gateway's
+tests, served by uvicorn. It answers what it was sent, so a test can see what the gateway
+passed on, and it counts what reached it, so a test can prove that something did not.
+
+    GET  /_seen                every request that reached it (not counting /_seen, /_control)
+    POST /_control/ready/{0|1} make /health/ready fail or pass
+    GET  /health/ready         200, or 503 while made unready
+    GET  /openapi.json         a small spec of its own paths
+    GET  .../sse?n=&gap=       n Server-Sent Events, `gap` seconds apart
+    GET  .../slow?s=           answers after `s` seconds
+    ANY  .../status/{code}     answers `code`
+    ANY  anything else         echoes: instance, method, path, query, headers, body size
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+NAME = sys.argv[2] if len(sys.argv) > 2 else "upstream"
+seen: list[dict[str, Any]] = []
+state = {"ready": True, "sse_left": 0}
+
+SPEC = {"openapi": "3.1.0", "info": {"title": NAME, "version": "1"}, "paths": {
+    "/things/{thing_id}": {"get": {"operationId": "get_thing", "responses": {"200": {
+        "description": "a thing"}}}}}}
+
+
+async def _json(send: Send, status: int, body: Any,
+                headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+        *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    path: str = scope["path"]
+    query = scope["query_string"].decode()
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    if path == "/_seen":
+        await _json(send, 200, {"requests": seen, **state})
+        return
+    if path.startswith("/_control/ready/"):
+        state["ready"] = path.endswith("/1")
+        await _json(send, 200, state)
+        return
+    if path == "/health/ready":
+        await _json(send, 200 if state["ready"] else 503, {"ready": state["ready"]})
+        return
+    if path == "/openapi.json":
+        await _json(send, 200, SPEC)
+        return
+    body = await _body(receive)
+    headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+    record = {"instance": NAME, "method": scope["method"], "path": path,
+              "raw_path": scope.get("raw_path", b"").decode("latin-1"), "query": query,
+              "headers": headers, "body_size": len(body), "client": scope["client"][0]}
+    seen.append(record)
+    if path.endswith("/sse"):
+        await _sse(receive, send, int(params.get("n", "5")), float(params.get("gap", "0.2")))
+    elif path.endswith("/slow"):
+        await asyncio.sleep(float(params.get("s", "1")))
+        await _json(send, 200, record)
+    elif "/status/" in path:
+        await _json(send, int(path.rsplit("/", 1)[1]), record,
+                    [(b"retry-after", b"1")] if path.endswith("/503") else [])
+    else:
+        await _json(send, 200, record, [(b"x-upstream", NAME.encode()),
+                                        (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")])
+
+
+async def _sse(receive: Receive, send: Send, count: int, gap: float) -> None:
+    """Stream events; stop at once (and count it) when the caller goes away."""
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+    gone = asyncio.ensure_future(receive())  # the body was read: next comes the disconnect
+    try:
+        for n in range(count):
+            await send({"type": "http.response.body", "body": f"data: {n}\n\n".encode(),
+                        "more_body": True})
+            await asyncio.wait((gone,), timeout=gap)
+            if gone.done():
+                state["sse_left"] += 1
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        gone.cancel()
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+                loop="uvloop", http="httptools")
