@@ -8,6 +8,7 @@ requests on the wire are identical and only what stands between wrk and the upst
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -208,13 +209,21 @@ def start_standin(workdir: Path, key: str, server: str, workers: int, client: st
     return running
 
 
-def gateway_available() -> bool:
-    return importlib.util.find_spec("gateway.main") is not None
+def gateway_missing() -> str | None:
+    """Why `python -m gateway` cannot run from this checkout, or None when it can."""
+    if importlib.util.find_spec("gateway.main") is None:
+        return "gateway/main.py is not there yet"
+    try:
+        importlib.import_module("gateway.main")
+    except ImportError as exc:
+        return f"gateway.main does not import yet ({exc})"
+    return None
 
 
 def routes_toml() -> str:
-    """One protected route, its permission checked, its rate limit so high it never refuses
-    but is still counted on every request."""
+    """One protected route, its permission checked, its path rewritten (to itself: the
+    rewrite runs, the upstream sees the same path as everyone else's), its rate limit so
+    high it never refuses but is still counted on every request."""
     return f"""[defaults]
 timeout = 10.0
 retries = 0
@@ -224,7 +233,7 @@ rate_limit = "none"
 name = "bench-ping"
 prefix = "{PATH}"
 service = "bench-upstream"
-rewrite = ""
+rewrite = "{PATH}"
 methods = ["GET"]
 public = false
 permissions = ["{PERMISSION}"]

@@ -3,6 +3,7 @@ costs as little as a Python service can and the differences are the proxies'.
 
     GET /api/ping                 a small JSON document (about 300 bytes)
     GET /.well-known/jwks.json    the JWKS in the file BENCH_JWKS_FILE (the gateway's keys)
+    GET /health/ready, /live      {"status":"ok"} (the gateway checks its upstreams)
     anything else                 404
 
     BENCH_JWKS_FILE=... uvicorn bench._ping_upstream:app --loop uvloop --http httptools
@@ -26,6 +27,7 @@ PING = json.dumps({
     "links": {"self": "/api/ping", "health": "/health/ready"},
 }, separators=(",", ":")).encode()
 JSON = b"application/json"
+_OK = b'{"status":"ok"}'
 _NOT_FOUND = b'{"error":{"code":"not_found","message":"no such path"}}'
 
 
@@ -44,6 +46,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     status, body = 200, PING
     if path == "/.well-known/jwks.json":
         body = JWKS
+    elif path in ("/health/ready", "/health/live"):
+        body = _OK
     elif path != "/api/ping":
         status, body = 404, _NOT_FOUND
     await send({"type": "http.response.start", "status": status,

@@ -21,7 +21,7 @@ Contenders (--choice):       direct, and a minimal reverse proxy (bench/_proxy_s
                              under uvicorn (uvloop, httptools) and granian (ASGI, uvloop),
                              1 and 2 workers, with aiohttp and httpx as the upstream client.
 
-Until `gateway/main.py` exists the gateway's place is taken by the stand-in proxy (marked).
+Until `gateway.main` imports, the gateway's place is taken by the stand-in proxy (marked).
 
     uv run python -m bench.gateway                          # 3 rounds of 10 s per contender
     uv run python -m bench.gateway --choice                 # 3 rounds of 6 s per contender
@@ -74,7 +74,8 @@ def contenders(args: argparse.Namespace, workdir: Path,
                 started.append(procs.start_standin(workdir, key, server, workers, client, base))
         else:
             started.append(procs.start_nginx(workdir, port))
-            if procs.gateway_available():
+            missing = procs.gateway_missing()
+            if missing is None:
                 from devinfra.redis import RedisServer
 
                 redis = RedisServer.start(workdir / "redis")
@@ -82,8 +83,8 @@ def contenders(args: argparse.Namespace, workdir: Path,
                 started.append(procs.start_gateway(workdir, "gateway-redis", args.workers, base,
                                                    redis.url))
             else:
-                console.print("[yellow]gateway/main.py is not there yet: the stand-in proxy "
-                              "(no auth, no rate limit) takes the gateway's place")
+                console.print(f"[yellow]{missing}: the stand-in proxy (no auth, no rate "
+                              "limit) takes the gateway's place")
                 standin = procs.start_standin(workdir, "gateway", GATEWAY_SERVER, args.workers,
                                               GATEWAY_CLIENT, base)
                 standin.label = f"stand-in ({standin.label})"
