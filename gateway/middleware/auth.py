@@ -1,0 +1,176 @@
+"""Authentication at the edge: a protected route's request without a valid token, or without
+the route's permissions, never reaches a service.
+
+The refusals say what the services would say for the same token (core.security.deps): the
+rule a token broke as the code, the same message, the same RFC 6750 challenge; a verifier
+without keys is a 503 with Retry-After, not a 401 that would send every client to log in
+again for an outage that is ours. A token that verified is kept for a short while
+(`VerifiedTokens`): the signature check is the costliest step of a request at the edge, and
+a client repeats its token. Services still verify the token themselves (defence in depth);
+the gateway adds who it found in `X-Authenticated-*`, after dropping whatever the
+client sent under those names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+from urllib.parse import quote
+
+from core.security.errors import KeysUnavailable, TokenRejected
+from core.security.types import Principal
+from core.security.verifier import TokenVerifier
+from core.security.wiring import RETRY_AFTER_SECONDS
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+IDENTITY_PREFIX = b"x-authenticated-"
+"""Headers the gateway alone may set upstream; a client's are always dropped."""
+
+_MISSING = TokenRejected("missing_token", "this route needs a bearer token")
+
+
+def bearer_token(headers: Headers) -> str:
+    """The token of the one `Authorization: Bearer <token>` header (scheme in any case).
+    None at all is `missing_token`; another scheme, no token or two Authorization headers
+    are `malformed` (a credential we cannot read is refused, not taken as anonymous)."""
+    found: bytes | None = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                raise _unauthorized(TokenRejected(
+                    "malformed", "send one Authorization header, not several"))
+            found = value
+    if found is None:
+        raise GatewayError(401, _MISSING.rule, _MISSING.message, {"WWW-Authenticate": "Bearer"})
+    scheme, _, token = found.decode("latin-1").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized(TokenRejected("malformed", "expected Authorization: Bearer <token>"))
+    return token
+
+
+def _unauthorized(rejected: TokenRejected) -> GatewayError:
+    return GatewayError(401, rejected.rule, rejected.message, rejected.headers)
+
+
+def identity_headers(principal: Principal) -> list[tuple[bytes, bytes]]:
+    """`x-authenticated-subject` and `-kind` for the services behind the gateway. A subject
+    that is not printable ASCII, or holds a `%`, is percent-encoded (UTF-8): no token can
+    put a line break or a non-Latin-1 character into a header, nor pass for another subject's
+    encoding."""
+    subject = principal.subject
+    if "%" in subject or not (subject.isascii() and subject.isprintable()):
+        subject = quote(subject, safe="")
+    return [(b"x-authenticated-subject", subject.encode("ascii")),
+            (b"x-authenticated-kind", principal.kind.encode("ascii"))]
+
+
+def strip_identity(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """`headers` without any `x-authenticated-*` (a new list; the scope's is left alone)."""
+    return [header for header in headers if not header[0].startswith(IDENTITY_PREFIX)]
+
+
+class GuardedRoute(Protocol):
+    """What authentication reads of a route (gateway.routes.Route)."""
+
+    @property
+    def public(self) -> bool: ...
+
+    @property
+    def permissions(self) -> frozenset[str]: ...
+
+
+class VerifiedTokens:
+    """Principals of recently verified tokens, by the exact token string.
+
+    A client sends the same token for its whole lifetime, and checking its signature costs
+    more than all the rest of the gateway's work on a request. An entry lives `seconds` at
+    most, and never past the token's `exp`; so a key withdrawn from the JWKS is still honoured
+    here for up to `seconds` (the JWKS itself is only re-read every few minutes, and the
+    services behind verify every token again). Only tokens that verified are kept, so made-up
+    ones cannot fill it; at `max_entries` the oldest entry goes. One event loop, no locks.
+    """
+
+    def __init__(self, seconds: float, max_entries: int, clock: Callable[[], float]) -> None:
+        if seconds < 0 or max_entries < 1:
+            raise ValueError("a token cache needs seconds >= 0 and max_entries >= 1")
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str) -> Principal | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if self._clock() < entry[1]:
+            return entry[0]
+        del self._entries[token]
+        return None
+
+    def put(self, principal: Principal) -> None:
+        if not self.seconds:
+            return
+        if len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        until = min(self._clock() + self.seconds, principal.claims["exp"])
+        self._entries[principal.token] = (principal, until)
+
+
+class EdgeAuth:
+    """Checks a request's bearer token and the route's permissions. One per process, shared
+    by every request; it keeps tokens it verified for `cache_seconds` (0: none), see
+    `VerifiedTokens`."""
+
+    def __init__(self, verifier: TokenVerifier | None, *, cache_seconds: float = 30.0,
+                 cache_size: int = 10_000) -> None:
+        self.verifier = verifier
+        self.verified = VerifiedTokens(cache_seconds, cache_size,
+                                       verifier.clock if verifier else time.time)
+
+    async def authenticate(self, route: GuardedRoute, headers: Headers) -> Principal | None:
+        """The verified caller of a protected route; None for a public one, whose token is
+        not even read (a stale token must not fail a login).
+
+        Raises GatewayError: 401 for a missing or refused token (code: the rule it broke),
+        403 `forbidden` naming the missing permissions, 503 when no keys can be had.
+        """
+        if route.public:
+            return None
+        if self.verifier is None:
+            log.error("a protected route was requested and the gateway has no token verifier "
+                      "(set JWKS_URL and JWT_AUDIENCE)")
+            raise GatewayError(503, "auth_unavailable",
+                               "Authentication is not available at the gateway")
+        token = bearer_token(headers)
+        principal = self.verified.get(token)
+        if principal is None:
+            principal = await self._verify(self.verifier, token)
+            self.verified.put(principal)
+        if not route.permissions <= principal.permissions:
+            missing = ", ".join(sorted(route.permissions - principal.permissions))
+            raise GatewayError(403, "forbidden", f"missing permission {missing}")
+        return principal
+
+    @staticmethod
+    async def _verify(verifier: TokenVerifier, token: str) -> Principal:
+        try:
+            return await verifier.verify(token)
+        except TokenRejected as e:
+            raise _unauthorized(e) from e
+        except KeysUnavailable as e:
+            raise GatewayError(503, KeysUnavailable.code, KeysUnavailable.default_message,
+                               {"Retry-After": str(RETRY_AFTER_SECONDS)}) from e
+
+    # The module's functions, reachable from the instance the proxy holds too.
+    identity_headers = staticmethod(identity_headers)
+    strip_identity = staticmethod(strip_identity)
