@@ -255,7 +255,7 @@ def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
            "REDIS_URL": redis_url}  # None: never one inherited from the caller's environment
     process = _process(key, [sys.executable, "-m", "gateway"], workdir, env)
     limiter = "Redis-shared" if redis_url else "in-process"
-    running = Running(key, f"gateway ({limiter})",
+    running = Running(key, "gateway+redis" if redis_url else "gateway",
                       f"python -m gateway, GATEWAY_WORKERS={workers}, token verified, "
                       f"permission checked, {limiter} rate limit", f"http://127.0.0.1:{port}{PATH}",
                       [process])

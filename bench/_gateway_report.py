@@ -45,7 +45,10 @@ def median(samples: Samples, key: str, pick: Callable[[Sample], float]) -> float
 
 def _add_columns(table: Table, names: list[str]) -> None:
     for name in names:
-        table.add_column(name, justify="left" if name == "contender" else "right")
+        if name == "contender":
+            table.add_column(name, no_wrap=True)
+        else:
+            table.add_column(name, justify="right")
 
 
 def _errors(results: list[WrkResult]) -> str:

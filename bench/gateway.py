@@ -87,7 +87,7 @@ def contenders(args: argparse.Namespace, workdir: Path,
                               "limit) takes the gateway's place")
                 standin = procs.start_standin(workdir, "gateway", GATEWAY_SERVER, args.workers,
                                               GATEWAY_CLIENT, base)
-                standin.label = f"stand-in ({standin.label})"
+                standin.label = f"stand-in {standin.label}"
                 started.append(standin)
         for running in started[1:]:
             with console.status(f"waiting for {running.label}"):
