@@ -23,6 +23,15 @@ Contenders (--choice):       direct, and a minimal reverse proxy (bench/_proxy_s
 
 Until `gateway.main` imports, the gateway's place is taken by the stand-in proxy (marked).
 
+The choice, as measured on the 2-CPU development machine (load average about 3 from other
+work; medians of 3 rounds): aiohttp as the upstream client, by far (httpx's pool costs 4 to
+16 ms of CPU per request at 64 connections and adds 2 to 3 ms to a lone request; aiohttp about
+0.4 ms of CPU and 0.5 ms); uvicorn with uvloop and httptools as the server (the same
+requests/s and CPU per request as granian at 2 workers, within the noise, but 0.2 to 0.3 ms
+less added to a lone request and a lower p99); and 2 workers (+15 % requests/s for the bare
+proxy, +40 to 60 % for the gateway, whose work per request is twice the proxy's). Run
+`--choice` again when either library changes.
+
     uv run python -m bench.gateway                          # 3 rounds of 10 s per contender
     uv run python -m bench.gateway --choice                 # 3 rounds of 6 s per contender
     uv run python -m bench.gateway --duration 2 --rounds 1  # a smoke run
@@ -47,6 +56,7 @@ from rich.console import Console
 from bench import _gateway_procs as procs
 from bench._gateway_report import Sample, aims, aims_table, cpu_note, print_tables
 from bench._wrk import Load, WrkError, run_wrk, write_script
+from devinfra.process import DevInfraError
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 BUSY_LOAD = 0.5
@@ -102,6 +112,8 @@ def contenders(args: argparse.Namespace, workdir: Path,
 
 def measure(running: list[procs.Running], args: argparse.Namespace, script: Path,
             headers: dict[str, str]) -> dict[str, list[Sample]]:
+    """Every contender, every round: under load, then one at a time, each after the
+    processes are idle again; the order rotates each round so drift hits everyone alike."""
     loaded_seconds = max(1, round(args.duration * 0.7))
     single_seconds = max(1, args.duration - loaded_seconds)
     loaded = Load(args.connections, args.threads, loaded_seconds)
@@ -147,17 +159,17 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         workdir = Path(tmp)
         script = write_script(workdir)
-        with contenders(args, workdir, credentials) as running:
-            try:
+        try:
+            with contenders(args, workdir, credentials) as running:
                 samples = measure(running, args, script, credentials.headers)
-            except WrkError as exc:
-                console.print(f"[red]{exc}")
-                return 1
-            failed = [c for c in running
-                      if any(s.loaded.errors or s.single.errors for s in samples[c.key])]
-            for contender in failed:  # their logs go with the temp dir: show them now
-                for process in contender.processes:
-                    console.print(f"[dim]{process.log_tail(15)}")
+                failed = [c for c in running
+                          if any(s.loaded.errors or s.single.errors for s in samples[c.key])]
+                for contender in failed:  # their logs go with the temp dir: show them now
+                    for process in contender.processes:
+                        console.print(f"[dim]{process.log_tail(15)}")
+        except (WrkError, DevInfraError) as exc:
+            console.print(f"[red]{exc}")
+            return 1
     elapsed = time.monotonic() - started
     load_after = os.getloadavg()
     labels = {c.key: c.label for c in running}
