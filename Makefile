@@ -9,7 +9,7 @@ help:
 	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything)"
 	@echo "make test   - install what the tests need, then run them against real servers"
 	@echo "make lint   - ruff on everything, mypy on core/, services/ and gateway/"
-	@echo "make bench  - bus vs FastStream/aiokafka/confluent-kafka; outbox; JWT; service calls; login; CRUD vs bare FastAPI; driver locations"
+	@echo "make bench  - bus vs FastStream/aiokafka/confluent-kafka; outbox; JWT; service calls; login; CRUD vs bare FastAPI; driver locations; gateway vs nginx"
 	@echo "make mutate - mutation testing of the data-and-order modules against tests/unit"
 
 bootstrap:
@@ -39,6 +39,7 @@ bench: bootstrap
 	$(RUN) python -m bench.login
 	$(RUN) python -m bench.crud
 	$(RUN) python -m bench.locations
+	$(RUN) python -m bench.gateway
 
 # Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). Two workers at
 # the lowest priority: other people's timing-sensitive tests share the machine. Always from
