@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from core.bases.exceptions import ConfigurationError
-from core.http.aiohttp_transport import AiohttpTransport
+from core.http.h1_transport import H1Transport
 from core.http.client import ClientConfig, ServiceClient
 from core.http.context import RequestContextMiddleware
 from core.resilience.breaker import BreakerConfig
@@ -102,7 +102,7 @@ def create_app(settings: GatewaySettings | None = None, *,
     health = HealthChecker(upstreams, lambda: table.get().services,
                            interval=settings.gateway_health_interval)
     client = ServiceClient(upstreams, config=client_config(),
-                           transport=AiohttpTransport(client_config().pool_size, proxy=True),
+                           transport=H1Transport(),
                            instance_filter=health.healthy)
     limiter = edge_rate_limiter(settings)
     watcher = RouteTableWatcher(settings.gateway_routes_file, settings, table.set,

@@ -75,7 +75,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
     record = {"instance": NAME, "method": scope["method"], "path": path,
               "raw_path": scope.get("raw_path", b"").decode("latin-1"), "query": query,
-              "headers": headers, "body_size": len(body), "client": scope["client"][0]}
+              "headers": headers, "body_size": len(body), "client": scope["client"][0],
+              "port": scope["client"][1]}
     seen.append(record)
     if path.endswith("/sse"):
         await _sse(receive, send, int(params.get("n", "5")), float(params.get("gap", "0.2")))
