@@ -128,6 +128,8 @@ class ServiceClient:
         than this client's own calls (the gateway's active health checks)."""
         self.config = config = config or ClientConfig()
         self._instance_filter = instance_filter
+        self._policies: dict[int, RetryPolicy] = {}
+        """The retry policy with another `max_attempts`, made once per count asked for."""
         self._registry = registry
         self._auth = auth or NoAuth()
         self._transport = transport or AiohttpTransport(config.pool_size)
@@ -244,7 +246,8 @@ class ServiceClient:
             target = f"{target}?{urlencode(params, doseq=True)}"
         retry = self.config.retry
         if attempts is not None and attempts != retry.max_attempts:
-            retry = replace(retry, max_attempts=attempts)
+            retry = self._policies.get(attempts) or self._policies.setdefault(
+                attempts, replace(retry, max_attempts=attempts))
         streamed = content is not None and not isinstance(content, bytes)
         return _Call(method, service, target, tuple(sent), content,
                      may_retry(method, idempotency_key) and not streamed,
