@@ -15,6 +15,10 @@ from gateway.config import GatewaySettings
 def main() -> None:
     settings = GatewaySettings()
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format=LOG_FORMAT)
+    if settings.gateway_workers > 1 and not settings.redis_url:
+        logging.getLogger("gateway").warning(
+            "%d workers and no REDIS_URL: each worker limits rates on its own, so a client "
+            "gets up to %d times its limit", settings.gateway_workers, settings.gateway_workers)
     uvicorn.run("gateway.main:create_app", factory=True, host=settings.service_host,
                 port=settings.service_port, workers=settings.gateway_workers, loop="uvloop",
                 http="httptools", log_level="info", access_log=False,

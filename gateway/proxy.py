@@ -40,7 +40,7 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
     b"trailer", b"transfer-encoding", b"upgrade", b"proxy-connection"})
 _REQUEST_DROPPED = HOP_BY_HOP | {
-    b"host", b"content-length", b"x-request-id", b"x-correlation-id", b"forwarded",
+    b"host", b"content-length", b"expect", b"x-request-id", b"x-correlation-id", b"forwarded",
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
     b"x-real-ip"}
 _RESPONSE_DROPPED = HOP_BY_HOP | {b"date", b"server", b"x-request-id", b"x-correlation-id"}
