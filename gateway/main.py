@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from core.bases.exceptions import ConfigurationError
-from core.http.h1_transport import H1Transport
 from core.http.client import ClientConfig, ServiceClient
 from core.http.context import RequestContextMiddleware
+from core.http.h1_transport import H1Transport
 from core.resilience.breaker import BreakerConfig
 from core.resilience.retry import RetryPolicy
 from core.security.verifier import TokenVerifier
