@@ -4,45 +4,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gateway.route_table import Route, RouteTable
+
+__all__ = ["Route", "RouteTable"]
 
 Json = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """The fields of `gateway.routes.Route` the merge reads, with README's semantics."""
-
-    name: str
-    prefix: str
-    service: str
-    rewrite: str = ""
-    methods: frozenset[str] = frozenset()
-    public: bool = False
-    permissions: frozenset[str] = frozenset()
-
-    def upstream_path(self, path: str) -> str:
-        return self.rewrite + path[len(self.prefix):] if self.rewrite else path
-
-
-@dataclass(frozen=True, slots=True)
-class RouteTable:
-    routes: tuple[Route, ...] = field(default_factory=tuple)
-
-    def match(self, path: str) -> Route | None:
-        """The longest prefix that matches on a segment boundary."""
-        best: Route | None = None
-        for route in self.routes:
-            if (path == route.prefix or path.startswith(route.prefix.rstrip("/") + "/")) and (
-                    best is None or len(route.prefix) > len(best.prefix)):
-                best = route
-        return best
-
-
 def table(*routes: Route) -> RouteTable:
-    return RouteTable(tuple(routes))
+    return RouteTable(routes)
 
 
 def op(op_id: str, *, schema: str | None = None, tags: tuple[str, ...] = (),
