@@ -20,7 +20,6 @@ implementation of each guard in the code base). What this module adds is the pro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from core.http.client import ServiceClient
 from core.http.errors import UpstreamError, UpstreamFailure
 from core.http.response import Response
+from core.tasks import cancel_and_wait
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 from gateway.routes import Route
@@ -132,12 +132,7 @@ async def _until_done_or_gone(pump: Any, receive: Receive) -> None:
     try:
         await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (pumping, watching):
-            if not task.done():
-                task.cancel()
-        for task in (watching, pumping):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task  # the pump's own error, if any, propagates
+        await cancel_and_wait(watching, pumping)  # the pump's own error, if any, propagates
 
 
 async def _disconnected(receive: Receive) -> None:

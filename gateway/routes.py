@@ -17,12 +17,12 @@ gateway/route_file.py (reading and validating), gateway/route_checks.py (single 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from core.tasks import cancel_and_wait
 from gateway.config import GatewaySettings
 from gateway.route_checks import parse_rate_limit
 from gateway.route_file import RouteTableError, load_route_table
@@ -63,10 +63,7 @@ class RouteTableWatcher:
     async def stop(self) -> None:
         """Stop watching (and wait for the watch to end). Safe to call twice."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def _signature(self) -> tuple[int, int, int] | None:
         try:

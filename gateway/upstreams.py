@@ -15,7 +15,6 @@ breaker still guards it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from core.service_registry.base import Change, Instance, ServiceRegistry
+from core.tasks import cancel_and_wait
 from gateway.route_table import LEGACY
 
 log = logging.getLogger(__name__)
@@ -106,10 +106,7 @@ class HealthChecker:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         session, self._session = self._session, None
         if session is not None:
             await session.close()

@@ -28,7 +28,6 @@ Reply topics of clients that crashed are deleted by the janitor every client run
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -66,6 +65,7 @@ from core.messaging.types import (
     MessageContext,
     Record,
 )
+from core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +238,7 @@ class RequestReplyClient:
 
     async def _shut_down(self, delete_topic: bool) -> None:
         self._pending.cancel_all(f"request-reply client {self.reply_topic} stopped")
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         if self._consumer is not None:
             await self._consumer.close()
         if delete_topic:

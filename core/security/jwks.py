@@ -10,7 +10,6 @@ logged); only a client that never had keys raises KeysUnavailable (503).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +21,7 @@ from jwt import PyJWK, PyJWTError
 from core.security.errors import KeysUnavailable, SecurityError
 from core.security.keys import KeyManager
 from core.security.types import VerificationKey
+from core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,7 @@ class JwksClient:
 
     async def stop(self) -> None:
         """Stop refreshing and close the HTTP client it made; cached keys stay usable."""
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
+        loop, self._loop = self._loop, None
+        await cancel_and_wait(loop)
         if self._own_http:
             await self._http.aclose()

@@ -11,7 +11,6 @@ hiccup must not empty the pool); a name that does not exist has no instances.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import string
@@ -20,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from core.service_registry.base import Change, Instance, RegistryError, ServiceRegistry
 from core.service_registry.watch import Watchers
+from core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,8 @@ class DnsRegistry(ServiceRegistry):
                                                   name="registry-dns-refresh")
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        refresher, self._refresher = self._refresher, None
+        await cancel_and_wait(refresher)
 
     async def register(self, instance: Instance) -> None:
         return None

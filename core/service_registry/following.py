@@ -16,7 +16,6 @@ has read what the log held, so the first `discover` is not empty by mistake.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -27,6 +26,7 @@ from core.service_registry.log import LogRecord, RegistryLog
 from core.service_registry.records import RecordError, Tombstone, decode, encode
 from core.service_registry.table import InstanceTable, PausingClock, heard_at
 from core.service_registry.watch import Watchers
+from core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +300,6 @@ class LogRegistry(ServiceRegistry):
     async def _cancel(self, name: str) -> None:
         task = self._tasks.pop(name, None)
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 

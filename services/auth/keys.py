@@ -5,7 +5,6 @@ with the folder by a background task (another instance, or `rotate-keys`, may ro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +12,7 @@ from contextlib import asynccontextmanager
 from core.app import Hook, ServiceRuntime
 from core.security import FileKeyStore, KeyManager, TokenIssuer
 from core.security.errors import SecurityError
+from core.tasks import cancel_and_wait
 from services.auth.config import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,7 @@ def keys_hook(keys: KeyManager, settings: AuthSettings) -> Hook:
         try:
             yield TokenIssuer(keys, settings.jwt_issuer)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     return hook
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ from fastapi import FastAPI
 
 from core.app import Hook, ServiceRuntime, create_service
 from core.security import Security, security_from_settings
+from core.tasks import cancel_and_wait
 from services.auth.config import AuthSettings
 from services.auth.events import TOPIC, registry
 from services.auth.keys import key_manager, keys_hook
@@ -68,10 +68,7 @@ def _throttle(cfg: AuthSettings) -> Hook:
         try:
             yield throttle
         finally:
-            if pruning is not None:
-                pruning.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pruning
+            await cancel_and_wait(pruning)
             await throttle.close()
 
     return hook

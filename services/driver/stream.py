@@ -22,6 +22,7 @@ from core.messaging.exceptions import MessagingError
 from core.messaging.kafka_client import TopicFollower
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import Record
+from core.tasks import cancel_and_wait
 from services.driver.events import LOCATIONS_TOPIC, DriverLocationReported, LocationReportedData
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,8 @@ class LocationHub:
                 await self._positioned.wait()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         for subscriptions in self._subscribers.values():
             for subscription in subscriptions:
                 subscription.close()

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.engine import Database
 from core.db.types import utcnow
 from core.resilience.retry import RetryPolicy
+from core.tasks import cancel_and_wait
 from services.notification.config import NotificationSettings
 from services.notification.models import Contact, DeliveryStatus, Notification
 from services.notification.senders import ContactDetails, NotificationSender, Outgoing
@@ -94,11 +95,8 @@ class DeliveryWorker:
 
     async def stop(self) -> None:
         """Stop at once; sends cut short keep their claim and go again after the lease."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def run_once(self) -> int:
         """Claim one batch of due notifications, send them, record the outcomes; how many

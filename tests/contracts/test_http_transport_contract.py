@@ -21,8 +21,9 @@ from devinfra.process import free_port
 from tests.http_support import Proc, garbage_server, start
 from tests.support import eventually
 
-ADAPTERS: dict[str, Callable[[], Transport]] = {"aiohttp": lambda: AiohttpTransport(proxy=True), "httpx": HttpxTransport,
-            "h1": H1Transport}
+ADAPTERS: dict[str, Callable[[], Transport]] = {
+    "aiohttp": lambda: AiohttpTransport(proxy=True), "httpx": HttpxTransport,
+    "h1": H1Transport}
 
 
 @pytest.fixture(scope="module")
