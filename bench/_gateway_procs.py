@@ -242,7 +242,7 @@ rate_limit = "1000000000/60"
 
 
 def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
-                  redis_url: str | None) -> Running:
+                  redis_url: str | None, client: str = "h1") -> Running:
     here = workdir / key
     here.mkdir(parents=True, exist_ok=True)
     (here / "routes.toml").write_text(routes_toml())
@@ -252,13 +252,16 @@ def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
            "REGISTRY_BACKEND": "static", "REGISTRY_STATIC": f"bench-upstream={upstream_base}",
            "JWKS_URL": f"{upstream_base}/.well-known/jwks.json", "JWT_ISSUER": ISSUER,
            "JWT_AUDIENCE": AUDIENCE, "LOG_LEVEL": "WARNING", "ENVIRONMENT": "development",
-           "REDIS_URL": redis_url}  # None: never one inherited from the caller's environment
+           "REDIS_URL": redis_url,  # None: never one inherited from the caller's environment
+           "GATEWAY_UPSTREAM_CLIENT": client}
     process = _process(key, [sys.executable, "-m", "gateway"], workdir, env)
     limiter = "Redis-shared" if redis_url else "in-process"
-    running = Running(key, "gateway+redis" if redis_url else "gateway",
+    label = ("gateway+redis" if redis_url else "gateway") + (
+        f" ({client})" if client != "h1" else "")
+    running = Running(key, label,
                       f"python -m gateway, GATEWAY_WORKERS={workers}, token verified, "
-                      f"permission checked, {limiter} rate limit", f"http://127.0.0.1:{port}{PATH}",
-                      [process])
+                      f"permission checked, {limiter} rate limit, {client} upstream client",
+                      f"http://127.0.0.1:{port}{PATH}", [process])
     return running
 
 

@@ -13,8 +13,10 @@ contenders (rotating who goes first); the tables show the medians over rounds:
   not wait behind others, which is what "added p50 under 1 ms" is about.
 
 Contenders (default):        direct (wrk → upstream), nginx (worker_processes 1, keep-alive
-                             pool of 64), the gateway with its in-process rate limiter, and
-                             the gateway with the Redis-shared limiter (a throwaway Redis);
+                             pool of 64), the gateway with its in-process rate limiter, the
+                             gateway with the Redis-shared limiter (a throwaway Redis), and
+                             the gateway on aiohttp's client instead of its own (the baseline
+                             of `core.http.h1_transport`);
                              the gateway verifies the token, checks the route's permission
                              and counts the request against a limit it never reaches.
 Contenders (--choice):       direct, and a minimal reverse proxy (bench/_proxy_standin.py)
@@ -92,6 +94,8 @@ def contenders(args: argparse.Namespace, workdir: Path,
                 started.append(procs.start_gateway(workdir, "gateway", args.workers, base, None))
                 started.append(procs.start_gateway(workdir, "gateway-redis", args.workers, base,
                                                    redis.url))
+                started.append(procs.start_gateway(workdir, "gateway-aiohttp", args.workers,
+                                                   base, None, client="aiohttp"))
             else:
                 console.print(f"[yellow]{missing}: the stand-in proxy (no auth, no rate "
                               "limit) takes the gateway's place")

@@ -4,6 +4,7 @@ environment (upper-cased names)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -40,6 +41,9 @@ class GatewaySettings(Settings):
     """Processes serving the gateway (`python -m gateway`)."""
     gateway_health_interval: float = Field(default=5.0, gt=0)
     """Seconds between active checks of each upstream instance's /health/ready."""
+    gateway_upstream_client: Literal["h1", "aiohttp"] = "h1"
+    """How the gateway talks to upstreams: its own lean HTTP/1.1 client (`core.http.
+    h1_transport`, plain http only) or aiohttp's (https upstreams; the benchmark's baseline)."""
     gateway_default_rate_limit: str = "600/60"
     """`limit/window_seconds` per client per route, for routes that set none; "" for none."""
 

@@ -5,6 +5,7 @@ paths and headers, upstream failures, the legacy fallback, and a route table cha
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -329,3 +330,19 @@ async def test_a_changed_route_table_applies_without_a_restart(
 async def _gone(http: httpx.AsyncClient) -> bool:
     response = await http.get("/api/new/x")
     return bool(response.json().get("instance") == "legacy")
+
+
+async def test_a_rotated_signing_key_is_accepted_without_a_restart(
+        world: World, http: httpx.AsyncClient) -> None:
+    """The issuer signs with a new key: the gateway finds its kid unknown, refetches the JWKS
+    (at most once per JWKS_MIN_REFRESH_SECONDS) and accepts the token."""
+    kid = (await world.issuer.call("POST", "/rotate"))["kid"]
+    token = await world.token("rotated-user")
+    assert json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"] == kid
+
+    async def accepted() -> bool:
+        response = await http.get("/api/echo/x", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code in (200, 401), response.text
+        return response.status_code == 200
+
+    await eventually(accepted, timeout=15, interval=0.5)
