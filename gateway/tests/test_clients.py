@@ -10,7 +10,13 @@ import pytest
 from gateway.clients import TrustedProxies, client_ip, forwarded_headers
 
 LB = "10.0.0.5"
-TRUSTED = TrustedProxies(["10.0.0.0/24", "2001:db8:ff::/48"])
+NETWORKS = ["10.0.0.0/24", "2001:db8:ff::/48"]
+
+
+def trusted() -> TrustedProxies:
+    """A fresh one per use: an instance caches its answers, and a cache filled before mutmut
+    forks its mutant runs would answer for the original code."""
+    return TrustedProxies(NETWORKS)
 
 
 def scope(peer: str | None = "203.0.113.7", *headers: tuple[str, str],
@@ -20,8 +26,8 @@ def scope(peer: str | None = "203.0.113.7", *headers: tuple[str, str],
             "headers": [(k.encode(), v.encode()) for k, v in headers]}
 
 
-def forwarded(s: dict[str, Any], trusted: TrustedProxies = TRUSTED) -> dict[bytes, bytes]:
-    return dict(forwarded_headers(s, client_ip(s, trusted)))
+def forwarded(s: dict[str, Any], proxies: TrustedProxies | None = None) -> dict[bytes, bytes]:
+    return dict(forwarded_headers(s, client_ip(s, trusted() if proxies is None else proxies)))
 
 
 def test_without_trusted_proxies_the_peer_is_the_client_whatever_it_claims() -> None:
@@ -32,44 +38,44 @@ def test_without_trusted_proxies_the_peer_is_the_client_whatever_it_claims() -> 
 
 def test_no_peer_is_unknown_and_forwards_no_address() -> None:
     s = scope(None, ("x-forwarded-for", "1.1.1.1"))
-    assert client_ip(s, TRUSTED) == "unknown"
+    assert client_ip(s, trusted()) == "unknown"
     assert b"x-forwarded-for" not in forwarded(s)
 
 
 def test_a_spoofed_header_from_an_untrusted_peer_is_ignored_and_not_forwarded() -> None:
     s = scope("203.0.113.7", ("x-forwarded-for", "10.0.0.1, 1.1.1.1"))
-    assert client_ip(s, TRUSTED) == "203.0.113.7"
+    assert client_ip(s, trusted()) == "203.0.113.7"
     assert forwarded(s)[b"x-forwarded-for"] == b"203.0.113.7"
 
 
 def test_through_a_trusted_proxy_the_address_it_saw_is_the_client() -> None:
     s = scope(LB, ("x-forwarded-for", "198.51.100.9"))
-    assert client_ip(s, TRUSTED) == "198.51.100.9"
+    assert client_ip(s, trusted()) == "198.51.100.9"
     assert forwarded(s)[b"x-forwarded-for"] == b"198.51.100.9, 10.0.0.5"
 
 
 def test_the_walk_stops_at_the_first_untrusted_address_from_the_right() -> None:
     # The client wrote "6.6.6.6" itself; the LB in front of ours appended what it saw.
     s = scope(LB, ("x-forwarded-for", "6.6.6.6, 198.51.100.9, 10.0.0.2"))
-    assert client_ip(s, TRUSTED) == "198.51.100.9"
+    assert client_ip(s, trusted()) == "198.51.100.9"
     assert forwarded(s)[b"x-forwarded-for"] == b"198.51.100.9, 10.0.0.2, 10.0.0.5", (
         "the client's own part of the chain is dropped")
 
 
 def test_repeated_header_fields_read_as_one_list_in_order() -> None:
     s = scope(LB, ("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "198.51.100.9 ,10.0.0.2"))
-    assert client_ip(s, TRUSTED) == "198.51.100.9"
+    assert client_ip(s, trusted()) == "198.51.100.9"
 
 
 def test_a_chain_of_only_trusted_proxies_gives_the_leftmost_of_them() -> None:
     s = scope(LB, ("x-forwarded-for", "10.0.0.3, 10.0.0.2"))
-    assert client_ip(s, TRUSTED) == "10.0.0.3"
+    assert client_ip(s, trusted()) == "10.0.0.3"
     assert forwarded(s)[b"x-forwarded-for"] == b"10.0.0.3, 10.0.0.2, 10.0.0.5"
 
 
 def test_a_trusted_peer_without_the_header_is_the_client() -> None:
     s = scope(LB)
-    assert client_ip(s, TRUSTED) == LB
+    assert client_ip(s, trusted()) == LB
     assert forwarded(s)[b"x-forwarded-for"] == LB.encode()
 
 
@@ -79,23 +85,23 @@ def test_an_entry_that_is_not_an_address_ends_the_walk_at_the_last_trusted_hop(
     garbage: str,
 ) -> None:
     s = scope(LB, ("x-forwarded-for", f"198.51.100.9, {garbage}, 10.0.0.2"))
-    assert client_ip(s, TRUSTED) == "10.0.0.2", "what is left of garbage cannot be believed"
+    assert client_ip(s, trusted()) == "10.0.0.2", "what is left of garbage cannot be believed"
     assert forwarded(s)[b"x-forwarded-for"] == b"10.0.0.2, 10.0.0.5"
     right_there = scope(LB, ("x-forwarded-for", f"198.51.100.9, {garbage}"))
-    assert client_ip(right_there, TRUSTED) == LB
+    assert client_ip(right_there, trusted()) == LB
 
 
 def test_ipv6_clients_and_proxies_in_canonical_form() -> None:
     s = scope("2001:db8:ff::1", ("x-forwarded-for", "2001:DB8:0:0::7, 2001:db8:ff:0::2"))
-    assert client_ip(s, TRUSTED) == "2001:db8::7", "one client, one spelling, one bucket"
+    assert client_ip(s, trusted()) == "2001:db8::7", "one client, one spelling, one bucket"
     assert forwarded(s)[b"x-forwarded-for"] == b"2001:db8::7, 2001:db8:ff::2, 2001:db8:ff::1"
     assert client_ip(scope("2001:db8:1::1", ("x-forwarded-for", "1.1.1.1")),
-                     TRUSTED) == "2001:db8:1::1"
+                     trusted()) == "2001:db8:1::1"
 
 
 def test_an_ipv4_mapped_peer_is_the_ipv4_address_it_maps() -> None:
     s = scope("::ffff:10.0.0.5", ("x-forwarded-for", "::ffff:198.51.100.9"))
-    assert client_ip(s, TRUSTED) == "198.51.100.9"
+    assert client_ip(s, trusted()) == "198.51.100.9"
     assert forwarded(s)[b"x-forwarded-for"] == b"198.51.100.9, ::ffff:10.0.0.5"
 
 
@@ -133,6 +139,30 @@ def test_an_insane_host_is_left_out(host: str) -> None:
 def test_forwarded_headers_are_only_the_gateways_own() -> None:
     s = scope("203.0.113.7", ("host", "api.example.com"), ("x-forwarded-host", "evil.com"),
               ("forwarded", "for=1.1.1.1"))
-    assert forwarded_headers(s, client_ip(s, TRUSTED)) == [
+    assert forwarded_headers(s, client_ip(s, trusted())) == [
         (b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"http"),
         (b"x-forwarded-host", b"api.example.com")]
+
+
+def test_an_untrusted_peer_naming_itself_in_the_header_is_forwarded_once() -> None:
+    s = scope("203.0.113.7", ("x-forwarded-for", "203.0.113.7"))
+    assert forwarded(s)[b"x-forwarded-for"] == b"203.0.113.7"
+
+
+def test_a_client_address_the_chain_does_not_hold_forwards_the_peer_alone() -> None:
+    """`client_ip` of another scope: no guess at a chain, only what is known."""
+    for chain in ("198.51.100.9", "198.51.100.9, not-an-address"):
+        s = scope(LB, ("x-forwarded-for", chain))
+        assert dict(forwarded_headers(s, "192.0.2.1"))[b"x-forwarded-for"] == LB.encode()
+
+
+def test_a_scope_without_a_scheme_is_http() -> None:
+    """ASGI makes `scheme` optional, defaulting to http."""
+    s = scope()
+    del s["scheme"]
+    assert forwarded(s)[b"x-forwarded-proto"] == b"http"
+
+
+
+def test_repr_names_the_networks() -> None:
+    assert repr(trusted()) == "TrustedProxies(['10.0.0.0/24', '2001:db8:ff::/48'])"
