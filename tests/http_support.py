@@ -63,12 +63,14 @@ async def start(module: str, *args: str, env: Mapping[str, str] | None = None,
     return proc
 
 
-async def garbage_server() -> tuple[asyncio.Server, str]:
-    """A TCP server that answers every request with bytes that are not HTTP."""
+async def garbage_server(reply: bytes = b"this is not HTTP at all\r\n\r\n"
+                         ) -> tuple[asyncio.Server, str]:
+    """A TCP server that answers every request with `reply` (by default bytes that are not
+    HTTP) and closes the connection."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1024)
-        writer.write(b"this is not HTTP at all\r\n\r\n")
+        writer.write(reply)
         await writer.drain()
         writer.close()
 

@@ -163,17 +163,11 @@ async def test_failures_are_typed(transport: Transport) -> None:
 
 async def test_a_connection_dropped_mid_body_is_an_exchange_failure(
         transport: Transport) -> None:
-    async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(1024)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(half, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, url = await garbage_server(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
     try:
         with pytest.raises(ExchangeFailed):
-            await call(transport, "GET", f"http://127.0.0.1:{port}/x")
+            await call(transport, "GET", f"{url}/x")
     finally:
         server.close()
 
