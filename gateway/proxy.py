@@ -12,9 +12,12 @@ implementation of each guard in the code base). What this module adds is the pro
   retried on another instance; a larger one streams through as it arrives (never retried).
   A chunked body without a length is read up to the limit (413 beyond it, before anything is
   sent upstream: a request cut short must not reach a service looking complete);
-- the response: streamed chunk by chunk as the upstream sends it (Server-Sent Events pass
-  through); when it has no `Content-Length` (a stream) the client's disconnect is watched, so a
-  client that leaves an event stream frees the upstream connection at once.
+- the response: one declared no larger than `GATEWAY_BUFFER_BYTES` is read whole before its
+  status is sent, so an upstream that dies in the middle of it is retried (idempotent requests)
+  or answered with a clean 502, never a cut connection. Anything larger, or without a length,
+  streams chunk by chunk as the upstream sends it (Server-Sent Events pass through); when it
+  has no `Content-Length` (a stream) the client's disconnect is watched, so a client that
+  leaves an event stream frees the upstream connection at once.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class Proxy:
             async with self.client.stream(
                     scope["method"], route.service, target, headers=headers, content=body,
                     timeout=route.timeout, deadline=route.timeout * (route.retries + 1) + 1.0,
-                    attempts=route.retries + 1) as response:
+                    attempts=route.retries + 1, read_up_to=self.buffer_bytes) as response:
                 await self._respond(response, send, receive if complete else None,
                                     response_headers)
         except UpstreamFailure as exc:

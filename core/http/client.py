@@ -95,6 +95,8 @@ class _Call:
     timeout: float
     deadline: float
     retry: RetryPolicy
+    read_up_to: int = 0
+    """Streams only: a body declared this small is read inside the attempt."""
 
 
 class _Retryable(Exception):
@@ -174,13 +176,21 @@ class ServiceClient:
                      content: Body = None, headers: Headers | None = None,
                      auth: Auth | None = None, idempotency_key: str | None = None,
                      timeout: float | None = None, deadline: float | None = None,
-                     attempts: int | None = None,
+                     attempts: int | None = None, read_up_to: int = 0,
                      raise_for_status: bool = False) -> AsyncIterator[Response]:
         """`async with client.stream(...) as response:` read the body as it arrives
         (`aiter_bytes()`). Timeouts and retries cover the call up to the headers; the
-        bulkhead slot is held until the block ends."""
+        bulkhead slot is held until the block ends.
+
+        A body whose declared `Content-Length` is at most `read_up_to` bytes is read within
+        the attempt instead, as `request` reads it: an upstream that breaks off in the middle
+        of it counts against its breaker and is retried like any failed attempt, rather than
+        surfacing half-way through the caller's own answer (a proxy's client would get a cut
+        connection where a retry or a clean 502 was possible)."""
         call = await self._prepare(method, service, path, params, json, content, headers,
                                    auth, idempotency_key, timeout, deadline, attempts)
+        if read_up_to > 0:
+            call = replace(call, read_up_to=read_up_to)
         response = await self._send(call, stream=True)
         try:
             yield response.raise_for_status() if raise_for_status else response
@@ -322,7 +332,7 @@ class ServiceClient:
             async with call_timeout(limit, f"{call.method} {service}{call.target}"):
                 raw = await self._transport.open(call.method, instance.url + call.target,
                                                  call.headers, call.content)
-                if not stream:
+                if not stream or _declared_length(raw) <= call.read_up_to:
                     content = await raw.read()
         except BaseException as exc:
             done()
@@ -347,10 +357,22 @@ class ServiceClient:
                 raise _Retryable(error, parse_retry_after(raw.headers.get("Retry-After")))
             raise error
         permit.success()
-        if stream:
+        if stream and content is None:
             return Response(service, raw, None, on_close=done)
         done()
         return Response(service, raw, content)
+
+
+def _declared_length(raw: RawResponse) -> int:
+    """The body's `Content-Length`, or a length no limit admits when it has none (a stream)
+    or an unreadable one."""
+    value = raw.headers.get("content-length")
+    if value is None or not value.isdigit():
+        return _NO_LENGTH
+    return int(value)
+
+
+_NO_LENGTH = 1 << 62
 
 
 def _caused(error: UpstreamFailure, cause: BaseException) -> UpstreamFailure:

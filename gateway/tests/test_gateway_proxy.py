@@ -346,3 +346,19 @@ async def test_a_rotated_signing_key_is_accepted_without_a_restart(
         return response.status_code == 200
 
     await eventually(accepted, timeout=15, interval=0.5)
+
+
+async def test_an_upstream_dying_mid_answer_is_retried_or_a_clean_502(
+        world: World, http: httpx.AsyncClient) -> None:
+    """A small answer is read whole before its status goes out, so the client never sees a
+    200 that breaks off: an idempotent request goes to the other instance, any other gets a
+    502. Only an answer larger than the buffer can still be cut (its status is already out)."""
+    for _ in range(4):
+        retried = await http.get("/api/public/cut?only=echo-1")
+        assert retried.status_code == 200 and retried.headers["x-upstream"] == "echo-2"
+        assert retried.json()["path"] == "/public/cut"
+    posted = await http.post("/shop/orders/old/cut", content=b"{}")  # legacy: one instance
+    assert posted.status_code == 502 and posted.json()["error"]["code"] == "bad_gateway"
+    assert "legacy" in posted.json()["error"]["message"]
+    with pytest.raises(httpx.RemoteProtocolError):
+        await http.get("/shop/orders/old/cut?size=200000")

@@ -356,3 +356,37 @@ async def test_a_client_outside_a_request_makes_its_own_ids(b1: Proc) -> None:
             bound_ids = (await client.get("b", "/echo")).json()["headers"]
         assert (bound_ids["x-request-id"], bound_ids["x-correlation-id"]) == ("job-1", "corr-1")
         assert bound_ids["authorization"] is None  # NoAuth: the context's token stays put
+
+
+async def test_a_small_streamed_answer_cut_short_is_retried_when_read_within_the_attempt(
+        b1: Proc) -> None:
+    """`stream(read_up_to=n)`: a body declared at most n bytes is read inside the attempt, so
+    an upstream that breaks off mid-body is a failed attempt (retried, counted by its breaker)
+    instead of an error half-way through the caller's own answer."""
+    server, cut_url = await garbage_server(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-ten-b")
+    try:
+        async with client_for({"b": [cut_url, b1.url]}, breaker=BreakerConfig(
+                min_calls=1, failure_rate=1.0, open_for=60)) as client:
+
+            async def call() -> bytes:
+                async with client.stream("GET", "b", "/echo", read_up_to=1000) as response:
+                    assert response.status_code == 200
+                    return b"".join([c async for c in response.aiter_bytes()])
+
+            # concurrent, so the least-outstanding balancer sends some to each instance
+            bodies = await asyncio.gather(*(call() for _ in range(4)))
+            assert all(body.startswith(b"{") for body in bodies)
+            cut = next(i for i in await client._registry.discover("b") if i.url == cut_url)
+            assert client.breaker(cut).state is State.OPEN
+
+        async with client_for({"b": [cut_url]}) as client:
+            with pytest.raises(UpstreamError):
+                async with client.stream("GET", "b", "/echo", read_up_to=1000):
+                    pytest.fail("a cut body must not be handed over as an answer")
+            async with client.stream("GET", "b", "/echo") as response:  # not read ahead
+                assert response.status_code == 200
+                with pytest.raises(UpstreamError):
+                    await response.aread()
+    finally:
+        server.close()

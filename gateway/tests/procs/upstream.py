@@ -9,6 +9,8 @@ passed on, and it counts what reached it, so a test can prove that something did
     GET  .../sse?n=&gap=       n Server-Sent Events, `gap` seconds apart
     GET  .../slow?s=           answers after `s` seconds
     ANY  .../status/{code}     answers `code`
+    ANY  .../cut?size=&only=   promises `size` bytes (default 100), sends half and drops the
+                               connection (only when this is the instance named `only`, if given)
     ANY  anything else         echoes: instance, method, path, query, headers, body size
 """
 
@@ -83,12 +85,23 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif path.endswith("/slow"):
         await asyncio.sleep(float(params.get("s", "1")))
         await _json(send, 200, record)
+    elif path.endswith("/cut") and params.get("only", NAME) == NAME:
+        await _cut(send, int(params.get("size", "100")))
     elif "/status/" in path:
         await _json(send, int(path.rsplit("/", 1)[1]), record,
                     [(b"retry-after", b"1")] if path.endswith("/503") else [])
     else:
         await _json(send, 200, record, [(b"x-upstream", NAME.encode()),
                                         (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")])
+
+
+async def _cut(send: Send, size: int) -> None:
+    """Die in the middle of an answer: the status and half the promised body are sent, then
+    the raise makes uvicorn drop the connection."""
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-length", str(size).encode()), (b"x-upstream", NAME.encode())]})
+    await send({"type": "http.response.body", "body": b"x" * (size // 2), "more_body": True})
+    raise RuntimeError("cut off on purpose")
 
 
 async def _sse(receive: Receive, send: Send, count: int, gap: float) -> None:
