@@ -76,7 +76,10 @@ async def test_keep_reports_winning_and_losing_and_a_lapsed_lease_is_not_valid(
         assert keeper.held_until > time.monotonic() + TTL / 3
         keeper.held_until = time.monotonic() + TTL / 3 - 0.05  # in its last third: margin
         assert not keeper.valid
-        await asyncio.sleep(TTL / 3 + 0.1)
+        for _ in range(60):  # the next renewal is due within a third of the TTL; allow
+            if keeper.valid:  # two TTLs, for a loaded machine
+                break
+            await asyncio.sleep(0.02)
         assert keeper.valid and changes == [True]  # renewed, no change reported
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
