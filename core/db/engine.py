@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+POOL_SIZE = 15
+"""Connections per process at most (SQLAlchemy's default capacity), opened as needed."""
 PING_AFTER_IDLE = 2.0
 """Seconds a pooled PostgreSQL connection may sit idle before its next checkout pings it."""
 
@@ -44,6 +46,13 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False, **engine_options: Any) -> None:
         self.url = make_url(url)
+        if (self.dialect != "sqlite" and "pool_size" not in engine_options
+                and "max_overflow" not in engine_options):
+            # SQLAlchemy's default (5, overflow 10) closes each connection past the fifth as
+            # it comes back, so any load above 5 requests at once opened and closed a
+            # connection per request. The same 15 at most, kept once opened, as asyncpg's
+            # own pool keeps them.
+            engine_options.update(pool_size=POOL_SIZE, max_overflow=0)
         if self.dialect == "sqlite":
             engine_options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         self.engine: AsyncEngine = create_async_engine(url, echo=echo, **engine_options)
