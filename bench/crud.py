@@ -12,6 +12,10 @@ measured in one run:
   as already published, so the service's relay, running beside it, leaves them alone: the
   relay's publishing and marking are the service's cost, not the bare app's.
 
+With `--postgres`, a `BaseRouter` create (a state row and an outbox event) and read against
+a bare FastAPI app on raw asyncpg doing the same work (see `bench.crud_widgets`), same server,
+same client, medians of interleaved rounds.
+
 Each PATCH changes the name, so each one is a write and an event. Requests go to random
 profiles among `--profiles`, from `--concurrency` callers, for `--seconds` per endpoint. The
 three servers run side by side on one database; `--rounds` rounds rotate which goes first,
@@ -76,6 +80,16 @@ def serve_service(port: int, database_url: str, kafka: str, cache_ttl: float) ->
         service_port=port)
     uvicorn.run(create_app(settings, security=Security(verifier)), host="127.0.0.1", port=port,
                 log_level="warning", access_log=False)
+
+
+def serve_widgets(port: int, kind: str, database_url: str) -> None:
+    import uvicorn
+
+    from bench import crud_widgets
+
+    app = (crud_widgets.router_app(database_url) if kind == "widgets"
+           else crud_widgets.bare_app(database_url))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def serve_bare(port: int, database_url: str) -> None:
@@ -292,6 +306,31 @@ async def run_backend(name: str, database_url: str, kafka: str, args: argparse.N
             for contender, methods in samples.items()}
 
 
+async def run_widgets(database_url: str, dsn: str,
+                      args: argparse.Namespace) -> dict[str, dict[str, Result]]:
+    """BaseRouter against the bare asyncpg app, rounds rotating which goes first."""
+    from bench import crud_widgets
+
+    await crud_widgets.create_tables(database_url)
+    contenders = crud_widgets.CONTENDERS
+    samples: dict[str, dict[str, list[Result]]] = {c: {} for c in contenders}
+    ids: list[str] = []
+    with contextlib.ExitStack() as stack:
+        urls = {"router": stack.enter_context(server("widgets", database_url)),
+                "bare asyncpg": stack.enter_context(server("widgets-bare", dsn))}
+        for n in range(args.rounds):
+            order = contenders[n % 2:] + contenders[:n % 2]
+            for contender in order:
+                for method, call in crud_widgets.calls(ids).items():
+                    with console.status(f"PostgreSQL widgets, round {n + 1}/{args.rounds}: "
+                                        f"{contender}: {method}"):
+                        result = await measure(urls[contender], call, args.concurrency,
+                                               args.seconds)
+                    samples[contender].setdefault(method, []).append(result)
+    return {contender: {method: median_of(results) for method, results in methods.items()}
+            for contender, methods in samples.items()}
+
+
 def median_of(results: list[Result]) -> Result:
     def median(field: str) -> float:
         return float(statistics.median(getattr(r, field) for r in results))
@@ -300,17 +339,18 @@ def median_of(results: list[Result]) -> Result:
                   sum(r.errors for r in results))
 
 
-def report(backend: str, results: dict[str, dict[str, Result]],
-           args: argparse.Namespace) -> None:
-    table = Table(title=f"{backend}: /users/{{id}}, {args.concurrency} callers, median of "
-                        f"{args.rounds} rounds of {args.seconds:g} s, {args.profiles} profiles")
+def report(backend: str, results: dict[str, dict[str, Result]], args: argparse.Namespace,
+           baseline: str = BASELINE, path: str = "/users/{id}") -> None:
+    table = Table(title=f"{backend}: {path}, {args.concurrency} callers, median of "
+                        f"{args.rounds} rounds of {args.seconds:g} s"
+                        + (f", {args.profiles} profiles" if baseline == BASELINE else ""))
     for column in ("contender", "method", "req/s", "p50 ms", "p99 ms", "errors",
-                   "req/s vs bare", "p50 vs bare"):
+                   f"req/s vs {baseline}", f"p50 vs {baseline}"):
         table.add_column(column, justify="left" if column in ("contender", "method")
                          else "right")
     for contender, methods in results.items():
         for method, r in methods.items():
-            base = results[BASELINE][method]
+            base = results[baseline][method]
             table.add_row(contender, method, f"{r.rate:,.0f}", f"{r.p50_ms:.2f}",
                           f"{r.p99_ms:.2f}", str(r.errors), f"{r.rate / base.rate:.2f}x",
                           f"{r.p50_ms / base.p50_ms:.2f}x")
@@ -335,26 +375,43 @@ async def run(args: argparse.Namespace) -> None:
                        private, algorithm="EdDSA", headers={"kid": KID})
     headers = {"Authorization": f"Bearer {token}"}
     with console.status("starting Kafka" + (" and PostgreSQL" if args.postgres else "")):
-        broker = await asyncio.to_thread(KafkaBroker.start)
+        broker = None if args.widgets_only else await asyncio.to_thread(KafkaBroker.start)
         pg = await asyncio.to_thread(PostgresServer.start) if args.postgres else None
     everything: dict[str, Any] = {}
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            backends = [("SQLite", f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")]
-            if pg is not None:
-                backends.append(("PostgreSQL", pg.url))
-            for backend, url in backends:
-                results = await run_backend(backend, url, broker.bootstrap_servers, args,
-                                            headers)
-                report(backend, results, args)
-                everything[backend] = {c: {m: asdict(r) for m, r in methods.items()}
-                                       for c, methods in results.items()}
+        if pg is not None:
+            widgets = await run_widgets(pg.url, pg.dsn, args)
+            report("PostgreSQL", widgets, args, "bare asyncpg", "BaseRouter /widgets")
+            everything["PostgreSQL widgets"] = {c: {m: asdict(r) for m, r in methods.items()}
+                                                for c, methods in widgets.items()}
+        if broker is not None:
+            await run_services(broker.bootstrap_servers, pg.url if pg else None, args, headers,
+                               everything)
     finally:
         if pg is not None:
             await asyncio.to_thread(pg.close)
-        await asyncio.to_thread(broker.close)
-    console.print(f"uvicorn, one worker, default loop and HTTP; load average after the run "
-                  f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        if broker is not None:
+            await asyncio.to_thread(broker.close)
+        console.print(f"uvicorn, one worker, default loop and HTTP; load average after the run "
+                      f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        save(args, everything)
+
+
+async def run_services(kafka: str, pg_url: str | None, args: argparse.Namespace,
+                       headers: dict[str, str], everything: dict[str, Any]) -> None:
+    """The user service against the bare SQLAlchemy Core app, on SQLite and PostgreSQL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        backends = [("SQLite", f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")]
+        if pg_url is not None:
+            backends.append(("PostgreSQL", pg_url))
+        for backend, url in backends:
+            results = await run_backend(backend, url, kafka, args, headers)
+            report(backend, results, args)
+            everything[backend] = {c: {m: asdict(r) for m, r in methods.items()}
+                                   for c, methods in results.items()}
+
+
+def save(args: argparse.Namespace, everything: dict[str, Any]) -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
@@ -371,12 +428,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profiles", type=int, default=1000)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL too")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--widgets-only", action="store_true",
+                        help="with --postgres: only BaseRouter against bare asyncpg")
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         port, kind, *rest = args.serve
         if kind == "service":
             serve_service(int(port), rest[0], rest[1], float(rest[2]))
+        elif kind.startswith("widgets"):
+            serve_widgets(int(port), kind, rest[0])
         else:
             serve_bare(int(port), rest[0])
         return

@@ -29,14 +29,18 @@ def attach(app: FastAPI, database: Database, outbox: EventOutbox | None = None) 
     app.state.outbox = outbox
 
 
-def get_database(request: Request) -> Database:
+# The dependencies are `async def` though they never await: FastAPI runs a plain `def`
+# dependency in a worker thread, two thread hand-offs per dependency per request.
+
+
+async def get_database(request: Request) -> Database:
     database = getattr(request.app.state, "database", None)
     if not isinstance(database, Database):
         raise ConfigurationError("no database: call core.bases.deps.attach(app, database)")
     return database
 
 
-def get_outbox(request: Request) -> EventOutbox | None:
+async def get_outbox(request: Request) -> EventOutbox | None:
     outbox: EventOutbox | None = getattr(request.app.state, "outbox", None)
     return outbox
 

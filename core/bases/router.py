@@ -39,7 +39,7 @@ service, error responses in core.bases.exceptions.
 # No `from __future__ import annotations`: the endpoints are closures, and FastAPI must see
 # their annotations as objects, not as strings it would resolve in module globals.
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, cast, get_args
 
@@ -149,7 +149,9 @@ class BaseRouter(APIRouter, Generic[ModelT, CreateT, UpdateT, PublicT]):
     def _mount(self, list_description: str) -> None:
         factory = self.service_factory
 
-        def get_service(session: SessionDep, outbox: OutboxDep) -> BaseService[Any, Any, Any]:
+        # async, though it never awaits: a plain def would run in a worker thread
+        async def get_service(session: SessionDep,
+                              outbox: OutboxDep) -> BaseService[Any, Any, Any]:
             return factory(session, outbox)
 
         Service = Annotated[BaseService[Any, Any, Any], Depends(get_service)]
@@ -234,11 +236,11 @@ class BaseRouter(APIRouter, Generic[ModelT, CreateT, UpdateT, PublicT]):
                 (413,) if self.max_body_size is not None else ()),  # the router limits bodies
             **options)
 
-    def _list_params(self) -> Callable[..., _ListQuery]:
+    def _list_params(self) -> Callable[..., Awaitable[_ListQuery]]:
         default_size, max_size = self.default_page_size, self.max_page_size
         last_page = max_page(max_size)
 
-        def params(
+        async def params(  # async: a plain def would run in a worker thread
             request: Request,
             page: Annotated[int, Query(ge=1, le=last_page, description="1-based page number.")]
             = 1,

@@ -33,6 +33,10 @@ class OutboxWriter:
 
     def __init__(self, metadata: MetaData, serializer: EventSerializer) -> None:
         self.table = outbox_table(metadata)
+        # One statement, built once, its values passed as parameters: building `.values(...)`
+        # per event (a bound parameter object per column, a fresh cache key) cost more than
+        # the insert's round trip.
+        self._insert = insert(self.table)
         self._serializer = serializer
         self._on_commit: list[Callable[[], None]] = []
 
@@ -49,16 +53,16 @@ class OutboxWriter:
         key: str | None = None,
     ) -> None:
         value, headers = self._serializer.serialize(event)
-        await session.execute(insert(self.table).values(
-            event_id=str(event.event_id),
-            topic=topic,
-            key=key if key is not None else event.partition_key(),
-            event_type=event.EVENT_TYPE,
-            payload=value,
-            headers=[[name, raw.decode()] for name, raw in headers],
-            created_at=_now(),
-            attempts=0,
-        ))
+        await session.execute(self._insert, {
+            "event_id": str(event.event_id),
+            "topic": topic,
+            "key": key if key is not None else event.partition_key(),
+            "event_type": event.EVENT_TYPE,
+            "payload": value,
+            "headers": [[name, raw.decode()] for name, raw in headers],
+            "created_at": _now(),
+            "attempts": 0,
+        })
         sync = session.sync_session
         if self._on_commit and not sync.info.get("outbox_wakeup"):
             sync.info["outbox_wakeup"] = True
