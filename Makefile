@@ -37,7 +37,7 @@ bench: bootstrap
 	$(RUN) python -m bench.jwt
 	$(RUN) python -m bench.s2s
 	$(RUN) python -m bench.login
-	$(RUN) python -m bench.crud
+	$(RUN) python -m bench.crud --postgres
 	$(RUN) python -m bench.locations
 	$(RUN) python -m bench.gateway
 
