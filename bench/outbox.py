@@ -49,6 +49,9 @@ orders = SqlTable("orders", metadata, Column("id", String(36), primary_key=True)
                   Column("amount", Integer, nullable=False))
 outbox_table(metadata)
 lease_table(metadata)
+ORDER_INSERT = insert(orders)
+"""Built once, values as parameters: the state row written as a service should (the floors
+prepare theirs), so the table measures the outbox, not SQLAlchemy compiling `.values()`."""
 
 
 class LatencyProbe:
@@ -85,7 +88,7 @@ async def _commit(db: Database, writer: OutboxWriter, topic: str, blob: str, sta
                   count: int) -> None:
     for i in range(start, start + count):
         async with db.transaction() as session:
-            await session.execute(insert(orders).values(id=str(uuid.uuid4()), amount=i))
+            await session.execute(ORDER_INSERT, {"id": str(uuid.uuid4()), "amount": i})
             await writer.add(session, topic, _event(blob, i))
 
 
