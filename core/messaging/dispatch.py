@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -38,7 +38,7 @@ from core.messaging.exceptions import (
 )
 from core.messaging.handlers import HandlerRegistry, NamedHandler
 from core.messaging.idempotency import IdempotencyStore, Work
-from core.messaging.serialization import EventSerializer, event_type_of
+from core.messaging.serialization import EventSerializer, envelope_headers
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy
 
@@ -49,6 +49,10 @@ class Outcome(enum.Enum):
     HANDLED = "handled"
     NO_HANDLER = "no_handler"
     DEAD_LETTERED = "dead_lettered"
+
+    # Members are singletons, so identity hashing is exact; Enum's own __hash__ is a Python
+    # function, paid on every record the consumer counts in `processed`.
+    __hash__ = object.__hash__
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -83,11 +87,12 @@ class RecordDispatcher:
         self.group = consumer_group
 
     async def process(self, record: Record) -> Outcome:
-        event_type = event_type_of(record.headers)
+        event_type, decoded_type, version = envelope_headers(record.headers)
         if event_type is not None and not self.handlers.may_handle(event_type):
             return self._not_ours(record, event_type)
         try:
-            event = self.serializer.deserialize(record.value, record.headers)
+            event = self.serializer.deserialize_as(record.value, record.headers, decoded_type,
+                                                   version)
         except UnknownEventTypeError:
             return self._not_ours(record, event_type)
         except Exception as exc:  # any failure to decode is poison, never a crash
@@ -138,11 +143,22 @@ class RecordDispatcher:
         handlers: list[NamedHandler],
         attempt: int,
     ) -> list[tuple[NamedHandler, Exception]]:
-        ctx = MessageContext(record=record, attempt=attempt, consumer_group=self.group)
+        ctx: MessageContext | None = None  # built only for a handler that takes it
         event_id = str(event.event_id)
         failures = []
         for handler in handlers:
             try:
+                plain = handler.plain
+                if plain is not None:
+                    if handler.once:
+                        await self.idempotency.run_once(event_id, handler.name,
+                                                        _bind_plain(plain, event))
+                    else:
+                        await plain(event)
+                    continue
+                if ctx is None:
+                    ctx = MessageContext(record=record, attempt=attempt,
+                                         consumer_group=self.group)
                 if handler.once:
                     await self.idempotency.run_once(event_id, handler.name,
                                                     _bind(handler, event, ctx))
@@ -164,6 +180,13 @@ class RecordDispatcher:
                 log.exception("cannot dead-letter %s/%d@%d; keeping it and trying again",
                               record.topic, record.partition, record.offset)
                 await asyncio.sleep(DLQ_RETRY_DELAY)
+
+
+def _bind_plain(fn: Callable[[BaseEvent[Any]], Awaitable[None]], event: BaseEvent[Any]) -> Work:
+    def work(session: Any) -> Awaitable[None]:
+        return fn(event)  # it takes no context, so no session either
+
+    return work
 
 
 def _bind(handler: NamedHandler, event: BaseEvent[Any], ctx: MessageContext) -> Work:

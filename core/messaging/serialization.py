@@ -133,26 +133,36 @@ class EventSerializer:
         """Decode one record's value. Every failure, whatever raised it (a malformed header, a
         bug in an upcaster), is a `DeserializationError`: the record is poison, not a crash.
         `UnknownEventTypeError` means the type is not known here at all."""
+        if not headers:
+            return self.deserialize_as(value, headers, None, None)
+        _, event_type, version = envelope_headers(headers)
+        return self.deserialize_as(value, headers, event_type, version)
+
+    def deserialize_as(self, value: bytes | None, headers: Headers | None,
+                       event_type: bytes | None, version: bytes | None) -> BaseEvent[Any]:
+        """`deserialize`, for a caller that has read the raw type and version headers already
+        (`envelope_headers`): the headers are walked once per record, not once per step."""
         try:
-            return self._deserialize(value, headers)
+            return self._deserialize(value, headers, event_type, version)
         except DeserializationError:
             raise
         except Exception as exc:
             raise MalformedEventError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
 
-    def _deserialize(self, value: bytes | None, headers: Headers | None) -> BaseEvent[Any]:
+    def _deserialize(self, value: bytes | None, headers: Headers | None,
+                     event_type: bytes | None, version: bytes | None) -> BaseEvent[Any]:
         if not value:
             raise MalformedEventError("record has no value")
         if headers:
             if self._generation != self.registry.generation:
                 self._current.clear()
                 self._generation = self.registry.generation
-            named = dict(headers)
-            cls = self._current.get((named.get(HEADER_EVENT_TYPE, b""),
-                                     named.get(HEADER_EVENT_VERSION, b"")))
+            cls = self._current.get((event_type or b"", version or b""))
             if cls is not None:
                 try:
-                    return cls.model_validate_json(value)
+                    # the validator itself: `model_validate_json` adds only a Python frame
+                    event: BaseEvent[Any] = cls.__pydantic_validator__.validate_json(value)
+                    return event
                 except ValidationError as exc:
                     raise MalformedEventError(
                         f"{cls.EVENT_TYPE} v{cls.EVENT_VERSION}: {_first_errors(exc)}"
@@ -228,6 +238,22 @@ def event_type_of(headers: Headers) -> bytes | None:
         if name == HEADER_EVENT_TYPE:
             return raw
     return None
+
+
+def envelope_headers(headers: Headers) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """In one pass: the first raw `event_type` header (what routing reads, as
+    `event_type_of`), and the last raw `event_type` and `event_version` (what decoding reads,
+    as a dict of the headers would), each None when absent."""
+    routed = event_type = version = None
+    found = False
+    for name, raw in headers:
+        if name == HEADER_EVENT_TYPE:
+            if not found:
+                routed, found = raw, True
+            event_type = raw
+        elif name == HEADER_EVENT_VERSION:
+            version = raw
+    return routed, event_type, version
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
