@@ -87,7 +87,7 @@ class RecordDispatcher:
         self.group = consumer_group
 
     async def process(self, record: Record) -> Outcome:
-        event_type, decoded_type, version = envelope_headers(record.headers)
+        event_type, decoded_type, version, id_header = envelope_headers(record.headers)
         if event_type is not None and not self.handlers.may_handle(event_type):
             return self._not_ours(record, event_type)
         try:
@@ -103,9 +103,12 @@ class RecordDispatcher:
         pending = self.handlers.handlers_for(event)
         if not pending:
             return self._not_ours(record, event_type)
+        # The idempotency key: the id header core wrote from this event (str(UUID) costs a
+        # microsecond per record), else the body's id for a record from elsewhere.
+        event_id = id_header.decode() if id_header else str(event.event_id)
         attempt, outages = 1, 0
         while True:
-            failures = await self._run(event, record, pending, attempt)
+            failures = await self._run(event, event_id, record, pending, attempt)
             if not failures:
                 return Outcome.HANDLED
             unavailable = [f for f in failures if isinstance(f[1], StoreUnavailableError)]
@@ -139,12 +142,12 @@ class RecordDispatcher:
     async def _run(
         self,
         event: BaseEvent[Any],
+        event_id: str,
         record: Record,
         handlers: list[NamedHandler],
         attempt: int,
     ) -> list[tuple[NamedHandler, Exception]]:
         ctx: MessageContext | None = None  # built only for a handler that takes it
-        event_id = str(event.event_id)
         failures = []
         for handler in handlers:
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
@@ -135,8 +135,8 @@ class EventSerializer:
         `UnknownEventTypeError` means the type is not known here at all."""
         if not headers:
             return self.deserialize_as(value, headers, None, None)
-        _, event_type, version = envelope_headers(headers)
-        return self.deserialize_as(value, headers, event_type, version)
+        envelope = envelope_headers(headers)
+        return self.deserialize_as(value, headers, envelope.event_type, envelope.version)
 
     def deserialize_as(self, value: bytes | None, headers: Headers | None,
                        event_type: bytes | None, version: bytes | None) -> BaseEvent[Any]:
@@ -240,11 +240,23 @@ def event_type_of(headers: Headers) -> bytes | None:
     return None
 
 
-def envelope_headers(headers: Headers) -> tuple[bytes | None, bytes | None, bytes | None]:
-    """In one pass: the first raw `event_type` header (what routing reads, as
-    `event_type_of`), and the last raw `event_type` and `event_version` (what decoding reads,
-    as a dict of the headers would), each None when absent."""
-    routed = event_type = version = None
+class Envelope(NamedTuple):
+    """The raw envelope headers of one record, read in one pass (each None when absent)."""
+
+    routed_type: bytes | None
+    """The first `event_type` header: what routing reads, as `event_type_of`."""
+    event_type: bytes | None
+    """The last `event_type` header: what decoding reads, as a dict of the headers would."""
+    version: bytes | None
+    """The last `event_version` header."""
+    event_id: bytes | None
+    """The first `event_id` header: the one `EventSerializer.serialize` writes, ahead of any
+    the publisher added, from the event itself."""
+
+
+def envelope_headers(headers: Headers) -> Envelope:
+    """The envelope headers in one pass over the record's headers."""
+    routed = event_type = version = event_id = None
     found = False
     for name, raw in headers:
         if name == HEADER_EVENT_TYPE:
@@ -253,7 +265,9 @@ def envelope_headers(headers: Headers) -> tuple[bytes | None, bytes | None, byte
             event_type = raw
         elif name == HEADER_EVENT_VERSION:
             version = raw
-    return routed, event_type, version
+        elif name == HEADER_EVENT_ID and event_id is None:
+            event_id = raw
+    return Envelope(routed, event_type, version, event_id)
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
