@@ -103,9 +103,7 @@ class RecordDispatcher:
         pending = self.handlers.handlers_for(event)
         if not pending:
             return self._not_ours(record, event_type)
-        # The idempotency key: the id header core wrote from this event (str(UUID) costs a
-        # microsecond per record), else the body's id for a record from elsewhere.
-        event_id = id_header.decode() if id_header else str(event.event_id)
+        event_id = _idempotency_id(id_header, event)
         attempt, outages = 1, 0
         while True:
             failures = await self._run(event, event_id, record, pending, attempt)
@@ -183,6 +181,22 @@ class RecordDispatcher:
                 log.exception("cannot dead-letter %s/%d@%d; keeping it and trying again",
                               record.topic, record.partition, record.offset)
                 await asyncio.sleep(DLQ_RETRY_DELAY)
+
+
+UUID_TEXT_LENGTH = 36
+
+
+def _idempotency_id(header: bytes | None, event: BaseEvent[Any]) -> str:
+    """The event id the idempotency store keys on: the `event_id` header, which
+    `EventSerializer.serialize` writes as `str(event.event_id)` (so reading it back saves
+    that conversion, a microsecond per record), or the body's id when the header is missing
+    or is not a UUID's text (a record from another producer)."""
+    if header is not None and len(header) == UUID_TEXT_LENGTH:
+        try:
+            return header.decode("ascii")
+        except UnicodeDecodeError:
+            pass
+    return str(event.event_id)
 
 
 def _bind_plain(fn: Callable[[BaseEvent[Any]], Awaitable[None]], event: BaseEvent[Any]) -> Work:
