@@ -6,23 +6,24 @@ and one that awaits 1 ms of I/O (`asyncio.sleep(0.001)`), the real `KafkaEventBu
 
 - throughput: a backlog of records (keys round-robin) drained by a new group, first to last
   handled record (capped at a few seconds, so a slow configuration does not take minutes);
-- latency: records published at a steady 500/s (below every configuration's capacity), time
-  from the publish call to the end of the handler, p50 and p99.
+- latency: records published at a steady 500/s (below every row's capacity, close to the
+  one-key, 1 ms I/O row's), time from the publish call to the end of the handler, p50 and p99.
 
-    uv run python -m bench.scaling            # about two minutes
+    uv run python -m bench.scaling            # a minute or two
     uv run python -m bench.scaling --quick    # a smoke run
 
 How to read it: records of one key run one after another (order per key), records of
 different keys run concurrently, up to `max_in_flight` unfinished at a time. So with a handler
-that waits for I/O, throughput grows with the number of keys: one key is bounded at about
-1,000 records/s (one 1 ms wait after another), 10 keys at about 10,000/s, and from there the
-CPU (decode, dispatch, bookkeeping) is the limit, not the waits. With a handler that does
-nothing, keys change little: the cost per record is the same whichever lane it runs in, plus a
-little for starting a lane's worker. Latency below capacity stays a few milliseconds (the
-producer's 5 ms linger plus the handler); a configuration run past its capacity (one key,
-1 ms I/O, a faster publisher) queues, and its latency grows with the backlog. If your
-handlers wait on I/O and your throughput is low, look at how many distinct keys your events
-carry before anything else.
+that waits for I/O, throughput grows with the number of keys: one key is bounded by one wait
+after another (at most 1,000 records/s for 1 ms; asyncio's `sleep(0.001)` takes 1-2 ms, so
+expect 500-1,000/s), 10 keys allow about ten times that, and from about 100 keys on the CPU
+(decode, dispatch, bookkeeping, one timer per wait) is the limit, not the waits. With a
+handler that does nothing, keys change little: the cost per record is the same whichever
+lane it runs in, plus a little for starting a lane's worker. Latency below capacity is a few
+milliseconds plus the producer's 5 ms linger; a row near its capacity (one key with 1 ms I/O
+at 500/s) queues, and its latency grows with the backlog. If your handlers wait on I/O and
+throughput is low, look first at how many distinct keys your events carry: a key is the unit
+of order, and so the unit of concurrency.
 """
 
 from __future__ import annotations
