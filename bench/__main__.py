@@ -1,4 +1,5 @@
-"""`python -m bench` (`make bench`): core bus vs FastStream vs raw aiokafka vs raw
+"""`python -m bench` (`make bench`): core bus vs typed raw (confluent-kafka plus the pydantic
+work per record, the floor a typed framework can reach) vs FastStream vs raw aiokafka vs raw
 confluent-kafka, measured in one run on one throwaway local Kafka broker.
 
     uv run python -m bench                 # 50,000 x 512 B throughput (median of 3 rounds),
@@ -26,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
-from bench.contenders import CORE, FRAMEWORK, RAW, Contender, all_contenders
+from bench.contenders import CORE, FRAMEWORK, RAW, TYPED, Contender, all_contenders
 from bench.report import legend, results_table, verdict_table
 from bench.results import ContenderRun, to_json, verdicts
 from bench.runner import Runner, Settings
@@ -58,7 +59,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="interleaved throughput rounds, median reported (default 3; "
                              "1 with --quick)")
     parser.add_argument("--only", default="",
-                        help="comma-separated contenders: core,faststream,aiokafka,confluent")
+                        help="comma-separated contenders: "
+                             "core,typed,faststream,aiokafka,confluent")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH,
                         help=f"results JSON (default {RESULTS_PATH})")
     args = parser.parse_args(argv)
@@ -112,8 +114,10 @@ async def _measure(
         return None
 
 
-async def bench(console: Console, settings: Settings, only: str,
-                rounds: int) -> dict[str, ContenderRun]:
+async def bench(console: Console, settings: Settings, only: str, rounds: int,
+                loads: list[float]) -> dict[str, ContenderRun]:
+    """Every contender once per measurement per round, interleaved; `loads` gets the 1-minute
+    load average at the start of each round."""
     runner = Runner(settings)
     contenders = _pick(all_contenders(settings.bootstrap_servers, settings.payload_size), only)
     runs = {c.key: ContenderRun(c.key, c.label, c.notes) for c in contenders}
@@ -129,14 +133,22 @@ async def bench(console: Console, settings: Settings, only: str,
 
     for i in range(1, rounds + 1):
         tag = f"round {i}/{rounds}"
-        for c in contenders:
+        # Each round starts with a different contender, so none always runs first (on a
+        # fresh topic, right after the warm-up) or last.
+        shift = (i - 1) % len(contenders)
+        order = contenders[shift:] + contenders[:shift]
+        load = os.getloadavg()[0]
+        loads.append(load)
+        console.log(f"{tag}: load average {load:.2f}; order "
+                    f"{', '.join(c.label for c in order)}")
+        for c in order:
             p = await _measure(console, runner, runs[c.key], c, "publish",
                                f"{tag}: {n:,} x {size} B, acks=all", metric=f"publish{i}")
             if p is not None:
                 runs[c.key].publish.append(p)
                 console.log(f"{tag} publish  {c.label:<11} {p.rate:>9,.0f} msg/s "
                             f"({p.seconds:.2f}s)")
-        for c in contenders:
+        for c in order:
             r = await _measure(console, runner, runs[c.key], c, "consume",
                                f"{tag}: pre-produce, then consume {n:,}", metric=f"consume{i}")
             if r is not None:
@@ -144,7 +156,7 @@ async def bench(console: Console, settings: Settings, only: str,
                 console.log(f"{tag} consume  {c.label:<11} {r.rate:>9,.0f} msg/s "
                             f"({r.seconds:.2f}s; first record {r.join_seconds:.1f}s after "
                             f"start)")
-        for c in contenders:
+        for c in order:
             lat = await _measure(console, runner, runs[c.key], c, "latency",
                                  f"{tag}: {settings.latency_messages:,} records, one every "
                                  f"{settings.interval_ms:g} ms", metric=f"latency{i}")
@@ -185,14 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency_warmup=max(10, args.latency_messages // 10), interval_ms=args.interval_ms,
             partitions=args.partitions, run_id=run_id,
         )
-        runs = asyncio.run(bench(console, settings, args.only, args.rounds))
+        round_loads: list[float] = []
+        runs = asyncio.run(bench(console, settings, args.only, args.rounds, round_loads))
         with console.status("[bold]stopping the broker[/] …"):
             broker.stop()
     elapsed = time.monotonic() - started
     load_after = os.getloadavg()
 
-    others = [k for k in (FRAMEWORK, *RAW) if k in runs]
-    found = verdicts(runs, CORE, FRAMEWORK, RAW)
+    others = [k for k in (TYPED, FRAMEWORK, *RAW) if k in runs]
+    found = verdicts(runs, CORE, FRAMEWORK, RAW, TYPED)
     console.print()
     if CORE in runs:
         console.print(results_table(runs, CORE, others))
@@ -217,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {
             "cpus": cpus, "platform": platform.platform(),
             "loadavg_before": load_before, "loadavg_after": load_after,
+            "loadavg_rounds": round_loads,
         },
         "broker_java_opts": os.environ.get("KFM_KAFKA_JAVA_OPTS", ""),
         "versions": _versions(),

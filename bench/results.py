@@ -92,11 +92,18 @@ class Verdict:
 
 
 def verdicts(runs: dict[str, ContenderRun], core: str, framework: str,
-             raw: tuple[str, ...]) -> list[Verdict]:
-    """Per metric: core ≥ 2x the framework, and core ≥ 80% of the best raw client."""
+             raw: tuple[str, ...], typed: str) -> list[Verdict]:
+    """Per metric: core ≥ 80% of the typed floor, ≥ 2x the framework, and ≥ 80% of the best
+    raw client."""
     out = []
     for metric in METRICS:
         core_value = runs[core].value(metric.key) if core in runs else None
+        floor = runs.get(typed)
+        out.append(Verdict(
+            target=f"core ≥ {RAW_FRACTION:.0%} of typed raw", metric=metric,
+            achieved=advantage(metric, core_value, floor.value(metric.key) if floor else None),
+            required=RAW_FRACTION, reference=floor.label if floor else typed,
+        ))
         fw = runs.get(framework)
         out.append(Verdict(
             target=f"core ≥ {FRAMEWORK_FACTOR:g}x FastStream", metric=metric,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -38,7 +38,7 @@ from core.messaging.exceptions import (
 )
 from core.messaging.handlers import HandlerRegistry, NamedHandler
 from core.messaging.idempotency import IdempotencyStore, Work
-from core.messaging.serialization import EventSerializer, event_type_of
+from core.messaging.serialization import EventSerializer, envelope_headers
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy
 
@@ -49,6 +49,10 @@ class Outcome(enum.Enum):
     HANDLED = "handled"
     NO_HANDLER = "no_handler"
     DEAD_LETTERED = "dead_lettered"
+
+    # Members are singletons, so identity hashing is exact; Enum's own __hash__ is a Python
+    # function, paid on every record the consumer counts in `processed`.
+    __hash__ = object.__hash__
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -83,11 +87,12 @@ class RecordDispatcher:
         self.group = consumer_group
 
     async def process(self, record: Record) -> Outcome:
-        event_type = event_type_of(record.headers)
+        event_type, decoded_type, version, id_header = envelope_headers(record.headers)
         if event_type is not None and not self.handlers.may_handle(event_type):
             return self._not_ours(record, event_type)
         try:
-            event = self.serializer.deserialize(record.value, record.headers)
+            event = self.serializer.deserialize_as(record.value, record.headers, decoded_type,
+                                                   version)
         except UnknownEventTypeError:
             return self._not_ours(record, event_type)
         except Exception as exc:  # any failure to decode is poison, never a crash
@@ -98,9 +103,10 @@ class RecordDispatcher:
         pending = self.handlers.handlers_for(event)
         if not pending:
             return self._not_ours(record, event_type)
+        event_id = _idempotency_id(id_header, event)
         attempt, outages = 1, 0
         while True:
-            failures = await self._run(event, record, pending, attempt)
+            failures = await self._run(event, event_id, record, pending, attempt)
             if not failures:
                 return Outcome.HANDLED
             unavailable = [f for f in failures if isinstance(f[1], StoreUnavailableError)]
@@ -134,15 +140,26 @@ class RecordDispatcher:
     async def _run(
         self,
         event: BaseEvent[Any],
+        event_id: str,
         record: Record,
         handlers: list[NamedHandler],
         attempt: int,
     ) -> list[tuple[NamedHandler, Exception]]:
-        ctx = MessageContext(record=record, attempt=attempt, consumer_group=self.group)
-        event_id = str(event.event_id)
+        ctx: MessageContext | None = None  # built only for a handler that takes it
         failures = []
         for handler in handlers:
             try:
+                plain = handler.plain
+                if plain is not None:
+                    if handler.once:
+                        await self.idempotency.run_once(event_id, handler.name,
+                                                        _bind_plain(plain, event))
+                    else:
+                        await plain(event)
+                    continue
+                if ctx is None:
+                    ctx = MessageContext(record=record, attempt=attempt,
+                                         consumer_group=self.group)
                 if handler.once:
                     await self.idempotency.run_once(event_id, handler.name,
                                                     _bind(handler, event, ctx))
@@ -164,6 +181,29 @@ class RecordDispatcher:
                 log.exception("cannot dead-letter %s/%d@%d; keeping it and trying again",
                               record.topic, record.partition, record.offset)
                 await asyncio.sleep(DLQ_RETRY_DELAY)
+
+
+UUID_TEXT_LENGTH = 36
+
+
+def _idempotency_id(header: bytes | None, event: BaseEvent[Any]) -> str:
+    """The event id the idempotency store keys on: the `event_id` header, which
+    `EventSerializer.serialize` writes as `str(event.event_id)` (so reading it back saves
+    that conversion, a microsecond per record), or the body's id when the header is missing
+    or is not a UUID's text (a record from another producer)."""
+    if header is not None and len(header) == UUID_TEXT_LENGTH:
+        try:
+            return header.decode("ascii")
+        except UnicodeDecodeError:
+            pass
+    return str(event.event_id)
+
+
+def _bind_plain(fn: Callable[[BaseEvent[Any]], Awaitable[None]], event: BaseEvent[Any]) -> Work:
+    def work(session: Any) -> Awaitable[None]:
+        return fn(event)  # it takes no context, so no session either
+
+    return work
 
 
 def _bind(handler: NamedHandler, event: BaseEvent[Any], ctx: MessageContext) -> Work:

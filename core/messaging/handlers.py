@@ -31,6 +31,15 @@ class NamedHandler:
     once: bool = True
     """Run through the idempotency store (at most once per event). False: run on every
     delivery, for handlers whose effect is wanted each time (request-reply responders)."""
+    plain: Callable[[BaseEvent[Any]], Awaitable[None]] | None = None
+    """The function itself when it takes only the event: the dispatcher calls it directly,
+    with no `MessageContext` built and no wrapper coroutine per record (the hot path)."""
+
+    @classmethod
+    def of(cls, name: str, fn: Callable[..., Awaitable[None]], once: bool = True) -> NamedHandler:
+        """A handler for `fn`, which takes (event) or (event, ctx); see `as_event_handler`."""
+        wrapped = as_event_handler(fn)
+        return cls(name, wrapped, once, fn if wrapped is not fn else None)
 
 
 def as_event_handler(fn: Callable[..., Awaitable[None]]) -> EventHandler:
@@ -76,7 +85,7 @@ class HandlerRegistry:
         """A registry that runs one function for every event `events` can decode, including
         types registered after this call."""
         registry = cls(events)
-        registry._every.append(NamedHandler(handler_name(fn), as_event_handler(fn)))
+        registry._every.append(NamedHandler.of(handler_name(fn), fn))
         return registry
 
     def handles(
@@ -99,7 +108,7 @@ class HandlerRegistry:
         once: bool = True,
     ) -> None:
         self.events.register(event_cls)
-        named = NamedHandler(name or handler_name(fn), as_event_handler(fn), once)
+        named = NamedHandler.of(name or handler_name(fn), fn, once)
         bucket = self._handlers.setdefault((event_cls.EVENT_TYPE, event_cls.EVENT_VERSION), [])
         if any(h.name == named.name for h in bucket):
             raise ValueError(f"handler {named.name!r} is already registered for {event_cls}")

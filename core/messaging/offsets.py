@@ -27,14 +27,17 @@ class PartitionProgress:
 
     def finished(self, offset: int) -> bool:
         """Mark `offset` done; True if the committable position moved."""
-        self._done.add(offset)
-        moved = False
-        while self._in_flight and self._in_flight[0] in self._done:
-            first = self._in_flight.popleft()
-            self._done.discard(first)
-            self.committable = first + 1
-            moved = True
-        return moved
+        in_flight, done = self._in_flight, self._done
+        if not in_flight or in_flight[0] != offset:
+            done.add(offset)  # finished ahead of an older one: wait for it
+            return False
+        # The oldest one finished (the common case, in order): no trip through `_done`.
+        first = in_flight.popleft()
+        while in_flight and in_flight[0] in done:
+            first = in_flight.popleft()
+            done.discard(first)
+        self.committable = first + 1
+        return True
 
     @property
     def in_flight(self) -> int:
@@ -49,7 +52,10 @@ class OffsetTracker:
         self._moved: set[TopicPartitionKey] = set()
 
     def received(self, tp: TopicPartitionKey, offset: int) -> None:
-        self._partitions.setdefault(tp, PartitionProgress()).received(offset)
+        progress = self._partitions.get(tp)
+        if progress is None:
+            progress = self._partitions[tp] = PartitionProgress()
+        progress.received(offset)
 
     def finished(self, tp: TopicPartitionKey, offset: int) -> None:
         progress = self._partitions.get(tp)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
@@ -133,26 +133,36 @@ class EventSerializer:
         """Decode one record's value. Every failure, whatever raised it (a malformed header, a
         bug in an upcaster), is a `DeserializationError`: the record is poison, not a crash.
         `UnknownEventTypeError` means the type is not known here at all."""
+        if not headers:
+            return self.deserialize_as(value, headers, None, None)
+        envelope = envelope_headers(headers)
+        return self.deserialize_as(value, headers, envelope.event_type, envelope.version)
+
+    def deserialize_as(self, value: bytes | None, headers: Headers | None,
+                       event_type: bytes | None, version: bytes | None) -> BaseEvent[Any]:
+        """`deserialize`, for a caller that has read the raw type and version headers already
+        (`envelope_headers`): the headers are walked once per record, not once per step."""
         try:
-            return self._deserialize(value, headers)
+            return self._deserialize(value, headers, event_type, version)
         except DeserializationError:
             raise
         except Exception as exc:
             raise MalformedEventError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
 
-    def _deserialize(self, value: bytes | None, headers: Headers | None) -> BaseEvent[Any]:
+    def _deserialize(self, value: bytes | None, headers: Headers | None,
+                     event_type: bytes | None, version: bytes | None) -> BaseEvent[Any]:
         if not value:
             raise MalformedEventError("record has no value")
         if headers:
             if self._generation != self.registry.generation:
                 self._current.clear()
                 self._generation = self.registry.generation
-            named = dict(headers)
-            cls = self._current.get((named.get(HEADER_EVENT_TYPE, b""),
-                                     named.get(HEADER_EVENT_VERSION, b"")))
+            cls = self._current.get((event_type or b"", version or b""))
             if cls is not None:
                 try:
-                    return cls.model_validate_json(value)
+                    # the validator itself: `model_validate_json` adds only a Python frame
+                    event: BaseEvent[Any] = cls.__pydantic_validator__.validate_json(value)
+                    return event
                 except ValidationError as exc:
                     raise MalformedEventError(
                         f"{cls.EVENT_TYPE} v{cls.EVENT_VERSION}: {_first_errors(exc)}"
@@ -228,6 +238,36 @@ def event_type_of(headers: Headers) -> bytes | None:
         if name == HEADER_EVENT_TYPE:
             return raw
     return None
+
+
+class Envelope(NamedTuple):
+    """The raw envelope headers of one record, read in one pass (each None when absent)."""
+
+    routed_type: bytes | None
+    """The first `event_type` header: what routing reads, as `event_type_of`."""
+    event_type: bytes | None
+    """The last `event_type` header: what decoding reads, as a dict of the headers would."""
+    version: bytes | None
+    """The last `event_version` header."""
+    event_id: bytes | None
+    """The first `event_id` header: the one `EventSerializer.serialize` writes, ahead of any
+    the publisher added, from the event itself."""
+
+
+def envelope_headers(headers: Headers) -> Envelope:
+    """The envelope headers in one pass over the record's headers."""
+    routed = event_type = version = event_id = None
+    found = False
+    for name, raw in headers:
+        if name == HEADER_EVENT_TYPE:
+            if not found:
+                routed, found = raw, True
+            event_type = raw
+        elif name == HEADER_EVENT_VERSION:
+            version = raw
+        elif name == HEADER_EVENT_ID and event_id is None:
+            event_id = raw
+    return Envelope(routed, event_type, version, event_id)
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:

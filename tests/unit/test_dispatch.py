@@ -177,3 +177,29 @@ def _json(body: dict[str, Any]) -> bytes:
     import json
 
     return json.dumps(body).encode()
+
+
+async def test_the_idempotency_key_is_the_event_id_whether_read_from_header_or_body() -> None:
+    class KeyStore(InMemoryIdempotencyStore):
+        keys: list[str] = []
+
+        async def run_once(self, event_id: str, handler: str, work: Any) -> bool:
+            self.keys.append(event_id)
+            return await super().run_once(event_id, handler, work)
+
+    handlers = HandlerRegistry(order_registry())
+    handlers.add(OrderPlaced, _ignore)
+    store = KeyStore()
+    event = placed("o-1")
+    written = _record(event)
+    no_id = [(k, v) for k, v in written.headers if k != "event_id"]
+    garbage = [*no_id, ("event_id", b"\xff" * 36)]
+    dispatcher = _dispatcher(handlers, store)
+    outcomes = [await dispatcher.process(Record("orders", 0, i, None, written.value, headers))
+                for i, headers in enumerate([written.headers, no_id, garbage])]
+    assert outcomes == [Outcome.HANDLED] * 3
+    assert store.keys == [str(event.event_id)] * 3
+
+
+async def _ignore(event: OrderPlaced) -> None:
+    return None

@@ -12,6 +12,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     TopicPartition,
 )
 
@@ -125,8 +126,11 @@ class KafkaConsumer:
         same trip to the consumer thread: one hop per poll keeps the loop's overhead low.
 
         Raises `ConsumerFailedError` on an error the consumer cannot recover from."""
-        records = await self._call(self._poll, max_records, timeout, store, pause, resume)
-        return records  # type: ignore[no-any-return]
+        messages = await self._call(self._poll, max_records, timeout, store, pause, resume)
+        # Converted here, on the loop, not on the consumer thread: Python work there holds the
+        # GIL against the loop (a convoy of 5 ms switch intervals); the thread's calls into
+        # librdkafka release it.
+        return [_record(msg) for msg in messages]
 
     def _poll(
         self,
@@ -135,7 +139,8 @@ class KafkaConsumer:
         store: Mapping[TopicPartitionKey, int] | None,
         pause: Iterable[TopicPartitionKey],
         resume: Iterable[TopicPartitionKey],
-    ) -> list[Record]:
+    ) -> list[Message]:
+        """The records that are good to hand over, still as librdkafka messages."""
         assert self._consumer is not None
         if store:
             self._store(store)
@@ -161,7 +166,7 @@ class KafkaConsumer:
         for msg in messages:
             err = msg.error()
             if err is None:
-                records.append(_record(msg))
+                records.append(msg)
             elif _consumer_failed(err):
                 raise ConsumerFailedError(f"group {self.group_id}: {err}")
             elif err.code() != KafkaError._PARTITION_EOF:
