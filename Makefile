@@ -33,6 +33,7 @@ lint: bootstrap
 
 bench: bootstrap
 	$(RUN) python -m bench $(BENCH_ARGS)
+	$(RUN) python -m bench.scaling
 	$(RUN) python -m bench.outbox
 	$(RUN) python -m bench.jwt
 	$(RUN) python -m bench.s2s
