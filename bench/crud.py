@@ -201,6 +201,21 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: float = 0.0
+    """The server process's CPU time per request: steadier than req/s, which the one client
+    process (or a loaded machine) can cap for both contenders alike."""
+
+
+SERVER_PIDS: dict[str, int] = {}
+"""The process behind each server URL, for its CPU time."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of `pid` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 async def measure(url: str, call: Call, callers: int, seconds: float) -> Result:
@@ -223,11 +238,14 @@ async def measure(url: str, call: Call, callers: int, seconds: float) -> Result:
                     errors += 1
                 latencies.append((time.perf_counter() - started) * 1000)
 
+        pid = SERVER_PIDS.get(url)
+        cpu_before = cpu_seconds(pid) if pid else 0.0
         began = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(callers)))
         elapsed = time.perf_counter() - began
+        cpu = (cpu_seconds(pid) - cpu_before) if pid else 0.0
     return Result(len(latencies) / elapsed, percentile(latencies, 50),
-                  percentile(latencies, 99), errors)
+                  percentile(latencies, 99), errors, cpu * 1000 / max(1, len(latencies)))
 
 
 def calls(ids: Sequence[str], headers: dict[str, str]) -> dict[str, Call]:
@@ -256,7 +274,9 @@ def server(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the {args[0]} server did not start")
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        SERVER_PIDS[url] = proc.pid
+        yield url
     finally:
         proc.terminate()
         proc.wait(30)
@@ -336,7 +356,7 @@ def median_of(results: list[Result]) -> Result:
         return float(statistics.median(getattr(r, field) for r in results))
 
     return Result(median("rate"), median("p50_ms"), median("p99_ms"),
-                  sum(r.errors for r in results))
+                  sum(r.errors for r in results), median("cpu_ms"))
 
 
 def report(backend: str, results: dict[str, dict[str, Result]], args: argparse.Namespace,
@@ -345,15 +365,17 @@ def report(backend: str, results: dict[str, dict[str, Result]], args: argparse.N
                         f"{args.rounds} rounds of {args.seconds:g} s"
                         + (f", {args.profiles} profiles" if baseline == BASELINE else ""))
     for column in ("contender", "method", "req/s", "p50 ms", "p99 ms", "errors",
-                   f"req/s vs {baseline}", f"p50 vs {baseline}"):
+                   "server CPU ms/req", f"req/s vs {baseline}", f"p50 vs {baseline}",
+                   f"CPU/req: {baseline} ÷ it"):
         table.add_column(column, justify="left" if column in ("contender", "method")
                          else "right")
     for contender, methods in results.items():
         for method, r in methods.items():
             base = results[baseline][method]
             table.add_row(contender, method, f"{r.rate:,.0f}", f"{r.p50_ms:.2f}",
-                          f"{r.p99_ms:.2f}", str(r.errors), f"{r.rate / base.rate:.2f}x",
-                          f"{r.p50_ms / base.p50_ms:.2f}x")
+                          f"{r.p99_ms:.2f}", str(r.errors), f"{r.cpu_ms:.2f}",
+                          f"{r.rate / base.rate:.2f}x", f"{r.p50_ms / base.p50_ms:.2f}x",
+                          f"{base.cpu_ms / r.cpu_ms:.2f}x" if r.cpu_ms else "-")
     console.print(table)
 
 
