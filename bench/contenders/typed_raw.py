@@ -1,4 +1,4 @@
-"""(e) Typed raw: raw confluent-kafka plus only the typed work a framework cannot avoid.
+"""(b) Typed raw: raw confluent-kafka plus only the typed work a framework cannot avoid.
 
 Per record, publishing builds the same `BenchEvent` the core bus sends (envelope id and
 timestamp included) and serializes it with pydantic-core straight to bytes; consuming
