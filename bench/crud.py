@@ -402,7 +402,10 @@ async def run(args: argparse.Namespace) -> None:
     everything: dict[str, Any] = {}
     try:
         if pg is not None:
-            widgets = await run_widgets(pg.url, pg.dsn, args)
+            # their own database: the user service migrates its own, outbox table included
+            await _create_database(pg.url, WIDGETS_DATABASE)
+            widgets = await run_widgets(_on(pg.url, WIDGETS_DATABASE),
+                                        _on(pg.dsn, WIDGETS_DATABASE), args)
             report("PostgreSQL", widgets, args, "bare asyncpg", "BaseRouter /widgets")
             everything["PostgreSQL widgets"] = {c: {m: asdict(r) for m, r in methods.items()}
                                                 for c, methods in widgets.items()}
@@ -417,6 +420,26 @@ async def run(args: argparse.Namespace) -> None:
         console.print(f"uvicorn, one worker, default loop and HTTP; load average after the run "
                       f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         save(args, everything)
+
+
+WIDGETS_DATABASE = "bench_widgets"
+
+
+async def _create_database(url: str, name: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f"CREATE DATABASE {name}"))
+    finally:
+        await admin.dispose()
+
+
+def _on(url: str, database: str) -> str:
+    """`url` (a server's URL or DSN, ending in its database) naming `database` instead."""
+    return f"{url.rsplit('/', 1)[0]}/{database}"
 
 
 async def run_services(kafka: str, pg_url: str | None, args: argparse.Namespace,
