@@ -203,3 +203,24 @@ async def test_the_idempotency_key_is_the_event_id_whether_read_from_header_or_b
 
 async def _ignore(event: OrderPlaced) -> None:
     return None
+
+
+async def test_each_event_only_handler_is_its_own_idempotency_entry() -> None:
+    """Handlers that take only the event skip the context, not the store: each runs once per
+    event under its own name, so two of them on one event both run, once each."""
+    handlers, seen = HandlerRegistry(order_registry()), []
+
+    @handlers.handles(OrderPlaced)
+    async def bill(event: OrderPlaced) -> None:
+        seen.append(("bill", event.aggregate_id))
+
+    @handlers.handles(OrderPlaced)
+    async def ship(event: OrderPlaced) -> None:
+        seen.append(("ship", event.aggregate_id))
+
+    store = InMemoryIdempotencyStore()
+    dispatcher = _dispatcher(handlers, store)
+    record = _record(placed("o-1"))
+    assert await dispatcher.process(record) is Outcome.HANDLED
+    assert await dispatcher.process(record) is Outcome.HANDLED  # redelivered: both skip
+    assert sorted(seen) == [("bill", "o-1"), ("ship", "o-1")]

@@ -116,6 +116,24 @@ async def test_state_change_and_event_commit_or_roll_back_together(db: Database)
     assert (await rows(db))[-1].key == "chosen"
 
 
+async def test_created_at_is_utc_whatever_the_machine_s_time_zone(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")  # hours from UTC, so a local time shows
+    time.tzset()
+    try:
+        async with db.transaction() as session:
+            await OutboxWriter(metadata, serializer).add(session, TOPIC, deposit("a-1", 0))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    [stored] = await rows(db)
+    created = stored.created_at  # SQLite keeps no zone: what it holds must be UTC
+    created = created if created.tzinfo else created.replace(tzinfo=UTC)
+    assert abs(created - datetime.now(UTC)) < timedelta(minutes=1)
+
+
 async def test_a_session_used_for_two_transactions_wakes_the_relay_after_each(
     db: Database,
 ) -> None:
