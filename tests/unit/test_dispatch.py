@@ -12,7 +12,7 @@ from core.messaging.idempotency import InMemoryIdempotencyStore
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import Headers, MessageContext, Record
 from core.resilience.retry import RetryPolicy
-from tests.support import OrderPlaced, order_registry, placed
+from tests.support import OrderPlaced, OrderPlacedV1, order_registry, placed
 
 NO_WAIT = RetryPolicy(max_attempts=3, initial_delay=0)
 
@@ -194,11 +194,12 @@ async def test_the_idempotency_key_is_the_event_id_whether_read_from_header_or_b
     written = _record(event)
     no_id = [(k, v) for k, v in written.headers if k != "event_id"]
     garbage = [*no_id, ("event_id", b"\xff" * 36)]
+    short = [*no_id, ("event_id", b"not-an-id")]
     dispatcher = _dispatcher(handlers, store)
     outcomes = [await dispatcher.process(Record("orders", 0, i, None, written.value, headers))
-                for i, headers in enumerate([written.headers, no_id, garbage])]
-    assert outcomes == [Outcome.HANDLED] * 3
-    assert store.keys == [str(event.event_id)] * 3
+                for i, headers in enumerate([written.headers, no_id, garbage, short])]
+    assert outcomes == [Outcome.HANDLED] * 4
+    assert store.keys == [str(event.event_id)] * 4
 
 
 async def _ignore(event: OrderPlaced) -> None:
@@ -224,3 +225,71 @@ async def test_each_event_only_handler_is_its_own_idempotency_entry() -> None:
     assert await dispatcher.process(record) is Outcome.HANDLED
     assert await dispatcher.process(record) is Outcome.HANDLED  # redelivered: both skip
     assert sorted(seen) == [("bill", "o-1"), ("ship", "o-1")]
+
+
+async def test_context_handlers_are_each_their_own_idempotency_entry_too() -> None:
+    handlers, seen = HandlerRegistry(order_registry()), []
+
+    @handlers.handles(OrderPlaced)
+    async def bill(event: OrderPlaced, ctx: MessageContext) -> None:
+        seen.append("bill")
+
+    @handlers.handles(OrderPlaced)
+    async def ship(event: OrderPlaced, ctx: MessageContext) -> None:
+        seen.append("ship")
+
+    dispatcher = _dispatcher(handlers)
+    record = _record(placed("o-1"))
+    await dispatcher.process(record)
+    await dispatcher.process(record)
+    assert sorted(seen) == ["bill", "ship"]
+
+
+async def test_an_event_only_handler_run_on_every_delivery_gets_the_event() -> None:
+    handlers, seen = HandlerRegistry(order_registry()), []
+
+    async def echo(event: OrderPlaced) -> None:
+        seen.append(event.aggregate_id)
+
+    handlers.add(OrderPlaced, echo, once=False)
+    dispatcher = _dispatcher(handlers)
+    for _ in range(2):
+        assert await dispatcher.process(_record(placed("o-1"))) is Outcome.HANDLED
+    assert seen == ["o-1", "o-1"]
+
+
+async def test_a_known_type_in_a_version_nobody_handles_is_not_ours() -> None:
+    handlers, seen = HandlerRegistry(order_registry()), []
+
+    @handlers.handles(OrderPlacedV1)  # handled in v1 only; v2 records decode, find nobody
+    async def old(event: OrderPlacedV1) -> None:
+        seen.append(event)
+
+    assert await _dispatcher(handlers).process(_record(placed("o-1"))) is Outcome.NO_HANDLER
+    assert seen == []
+
+
+async def test_a_handler_for_every_event_runs_once_per_event() -> None:
+    seen: list[str] = []
+
+    async def audit(event: OrderPlaced) -> None:
+        seen.append(event.aggregate_id)
+
+    dispatcher = _dispatcher(HandlerRegistry.for_all(order_registry(), audit))
+    record = _record(placed("o-1"))
+    await dispatcher.process(record)
+    await dispatcher.process(record)  # redelivered
+    assert seen == ["o-1"]
+
+
+async def test_an_event_only_function_wrapped_for_a_context_gets_the_event() -> None:
+    from core.messaging.handlers import as_event_handler
+
+    seen: list[OrderPlaced] = []
+
+    async def only_event(event: OrderPlaced) -> None:
+        seen.append(event)
+
+    event = placed("o-1")
+    await as_event_handler(only_event)(event, MessageContext(_record(event), 1, "g"))
+    assert seen == [event]

@@ -119,3 +119,17 @@ def test_forgetting_partitions_without_progress_commits_nothing() -> None:
     tracker.received(tp, 0)  # still running when revoked
     assert tracker.forget([tp, ("never-seen", 3)]) == {}
     assert tracker.in_flight(tp) == 0
+
+
+def test_nothing_is_kept_once_every_record_of_a_partition_finished() -> None:
+    """Records finished out of order wait in a set until the older ones finish; then they
+    leave it, so a long-running consumer's bookkeeping stays as small as its in-flight."""
+    from core.messaging.offsets import PartitionProgress
+
+    progress = PartitionProgress()
+    for offset in range(5):
+        progress.received(offset)
+    for offset in (4, 2, 3, 1, 0):
+        progress.finished(offset)
+    assert progress.committable == 5 and progress.in_flight == 0
+    assert not progress._done

@@ -7,7 +7,12 @@ from core.messaging.exceptions import (
     UnknownEventError,
     UnknownEventTypeError,
 )
-from core.messaging.serialization import EventSerializer
+from core.messaging.serialization import (
+    Envelope,
+    EventSerializer,
+    envelope_headers,
+    event_type_of,
+)
 from tests.support import OrderPlaced, OrderPlacedV1, OrderPlacedV1Data, order_registry, placed
 
 
@@ -195,3 +200,29 @@ def test_an_event_class_without_a_type_is_refused() -> None:
 
     with pytest.raises(TypeError, match="Nameless has no EVENT_TYPE"):
         EventRegistry().register(Nameless)
+
+
+def test_a_validation_error_names_its_first_three_failures_joined_by_semicolons() -> None:
+    body = {"event_type": "order.placed", "event_version": 2, "aggregate_id": "a",
+            "data": {"seq": "x"}}  # order_id, amount_cents, currency missing; seq not a number
+    with pytest.raises(MalformedEventError) as failed:
+        EventSerializer(order_registry()).deserialize(json.dumps(body).encode())
+    reasons = str(failed.value).split(": ", 1)[1].split("; ")
+    assert len(reasons) == 3 and all(r.startswith("data.") for r in reasons), str(failed.value)
+
+
+def test_an_unexpected_failure_while_decoding_is_malformed_naming_its_error() -> None:
+    value, _ = EventSerializer(order_registry()).serialize(placed("a"))
+    with pytest.raises(MalformedEventError) as failed:
+        EventSerializer(order_registry()).deserialize(value, [("event_type", 7)])  # type: ignore[list-item]
+    assert str(failed.value) == ("cannot decode: AttributeError: 'int' object has no "
+                                 "attribute 'decode'")
+
+
+def test_the_envelope_headers_in_one_pass() -> None:
+    headers = [("event_type", b"first"), ("event_id", b"id-1"), ("event_version", b"1"),
+               ("x", b"y"), ("event_type", b"last"), ("event_version", b"2"),
+               ("event_id", b"id-2")]
+    assert envelope_headers(headers) == Envelope(b"first", b"last", b"2", b"id-1")
+    assert envelope_headers([]) == Envelope(None, None, None, None)
+    assert event_type_of(headers) == b"first" and event_type_of([("x", b"y")]) is None
