@@ -377,3 +377,20 @@ async def test_each_run_of_failing_heartbeats_is_logged_once_with_its_recovery(
         await eventually(lambda n=run: caplog.text.count("heartbeats resumed after 1 failures")
                          == n, timeout=5)
     assert caplog.text.count("heartbeat failed") == 2
+
+
+async def test_a_buried_instance_is_forgotten_at_once_not_buried_again_each_sweep() -> None:
+    log = RiggedLog(MemoryHub())
+    registry = LogRegistry(log, ttl=0.3, heartbeat_interval=0.05, grace=0.6)
+    await registry.start()
+
+    async def never_read() -> list[LogRecord]:  # its own tombstone never comes back
+        await asyncio.sleep(0.05)
+        return []
+
+    log.read = never_read  # type: ignore[method-assign]
+    registry.apply([LogRecord(b"user-2", encode(OTHER), None)], replayed=False)
+    await asyncio.sleep(1.5)  # silent past the grace period, then several sweeps
+    tombstones = [r for r in log.hub.records if r.key == b"user-2" and r.value is None]
+    assert len(tombstones) == 1 and len(registry.table) == 0
+    await registry.stop()
