@@ -307,23 +307,12 @@ async def run_backend(name: str, database_url: str, kafka: str, args: argparse.N
     commands = {"service": ("service", database_url, kafka, "300"),
                 "service, no cache": ("service", database_url, kafka, "0.000001"),
                 "bare": ("bare", database_url)}
-    samples: dict[str, dict[str, list[Result]]] = {c: {} for c in CONTENDERS}
     with contextlib.ExitStack() as stack:
         urls = {"service": stack.enter_context(server(*commands["service"]))}  # migrates
         ids = await seed(database_url, args.profiles)
         for contender in CONTENDERS[1:]:
             urls[contender] = stack.enter_context(server(*commands[contender]))
-        for n in range(args.rounds):
-            order = CONTENDERS[n % 3:] + CONTENDERS[:n % 3]  # rotate who goes first
-            for contender in order:
-                for method, call in calls(ids, headers).items():
-                    with console.status(f"{name}, round {n + 1}/{args.rounds}: "
-                                        f"{contender}: {method}"):
-                        result = await measure(urls[contender], call, args.concurrency,
-                                               args.seconds)
-                    samples[contender].setdefault(method, []).append(result)
-    return {contender: {method: median_of(results) for method, results in methods.items()}
-            for contender, methods in samples.items()}
+        return await interleaved(name, urls, calls(ids, headers), args)
 
 
 async def run_widgets(database_url: str, dsn: str,
@@ -332,21 +321,28 @@ async def run_widgets(database_url: str, dsn: str,
     from bench import crud_widgets
 
     await crud_widgets.create_tables(database_url)
-    contenders = crud_widgets.CONTENDERS
-    samples: dict[str, dict[str, list[Result]]] = {c: {} for c in contenders}
     ids: list[str] = []
     with contextlib.ExitStack() as stack:
         urls = {"router": stack.enter_context(server("widgets", database_url)),
                 "bare asyncpg": stack.enter_context(server("widgets-bare", dsn))}
-        for n in range(args.rounds):
-            order = contenders[n % 2:] + contenders[:n % 2]
-            for contender in order:
-                for method, call in crud_widgets.calls(ids).items():
-                    with console.status(f"PostgreSQL widgets, round {n + 1}/{args.rounds}: "
-                                        f"{contender}: {method}"):
-                        result = await measure(urls[contender], call, args.concurrency,
-                                               args.seconds)
-                    samples[contender].setdefault(method, []).append(result)
+        return await interleaved("PostgreSQL widgets", urls, crud_widgets.calls(ids), args)
+
+
+async def interleaved(name: str, urls: dict[str, str], endpoints: dict[str, Call],
+                      args: argparse.Namespace) -> dict[str, dict[str, Result]]:
+    """Each contender (in `urls`' order) measured on each call, `args.rounds` times, the
+    order rotating each round so no contender always goes first; the median per call."""
+    contenders = list(urls)
+    samples: dict[str, dict[str, list[Result]]] = {c: {} for c in contenders}
+    for n in range(args.rounds):
+        shift = n % len(contenders)
+        for contender in contenders[shift:] + contenders[:shift]:
+            for method, call in endpoints.items():
+                with console.status(f"{name}, round {n + 1}/{args.rounds}: "
+                                    f"{contender}: {method}"):
+                    result = await measure(urls[contender], call, args.concurrency,
+                                           args.seconds)
+                samples[contender].setdefault(method, []).append(result)
     return {contender: {method: median_of(results) for method, results in methods.items()}
             for contender, methods in samples.items()}
 
