@@ -46,7 +46,8 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False, **engine_options: Any) -> None:
         self.url = make_url(url)
-        if (self.dialect != "sqlite" and "pool_size" not in engine_options
+        if (self.dialect != "sqlite" and "poolclass" not in engine_options
+                and "pool_size" not in engine_options
                 and "max_overflow" not in engine_options):
             # SQLAlchemy's default (5, overflow 10) closes each connection past the fifth as
             # it comes back, so any load above 5 requests at once opened and closed a
