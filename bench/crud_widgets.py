@@ -33,7 +33,6 @@ from core.messaging.events import IntegrationEvent
 from core.messaging.outbox import lease_table, outbox_table
 
 TOPIC = "widget.events"
-CONTENDERS = ("router", "bare asyncpg")
 BASELINE = "bare asyncpg"
 
 
