@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.sql import functions
 
 from core.db.engine import Database
 from core.messaging.outbox_lease import RelayLease
@@ -129,3 +133,36 @@ async def test_handing_back_one_lease_keeps_the_owners_others(db: Database) -> N
     await orders.release()
     assert await lease(db, "other", name="orders").acquire()
     assert not await lease(db, "other", name="billing").acquire()
+
+
+async def test_the_expiry_is_stamped_in_utc_whatever_the_machine_s_time_zone(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps no zone: a local time would move every expiry by the machine's offset, so
+    relays on a machine west of UTC would see a live lease as expired hours ago."""
+    monkeypatch.setenv("TZ", "America/New_York")  # hours from UTC, so a local time shows
+    time.tzset()
+    try:
+        assert await lease(db, "first").acquire()
+        async with db.session() as session:
+            [expires] = (await session.execute(
+                select(metadata.tables["outbox_lease"].c.expires_at))).scalars().all()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+    assert abs(expires - (datetime.now(UTC) + timedelta(seconds=TTL))) < timedelta(minutes=1)
+
+
+def test_expiry_is_judged_by_the_database_clock_on_postgresql_and_the_process_s_on_sqlite(
+) -> None:
+    """Relays on several hosts share one PostgreSQL: their own clocks may disagree."""
+    table = metadata.tables["outbox_lease"]
+    on_postgres = RelayLease(SimpleNamespace(dialect="postgresql"), table,  # type: ignore[arg-type]
+                             name="default", owner="me", ttl=TTL)
+    on_sqlite = RelayLease(SimpleNamespace(dialect="sqlite"), table,  # type: ignore[arg-type]
+                           name="default", owner="me", ttl=TTL)
+    assert isinstance(on_postgres._clock(), functions.now)
+    stamped = on_sqlite._clock()
+    assert isinstance(stamped, datetime) and stamped.tzinfo is not None
+    assert abs(stamped - datetime.now(UTC)) < timedelta(minutes=1)
