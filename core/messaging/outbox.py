@@ -155,7 +155,6 @@ class OutboxRelay:
         self.lease = RelayLease(db, lease_table(metadata), name=name, owner=owner,
                                 ttl=lease_ttl)
         self.owner = owner
-        self.name = name
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.lease_ttl = lease_ttl

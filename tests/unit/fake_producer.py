@@ -47,6 +47,7 @@ class FakeProducer:
         self.routes: dict[str, Callable[[Record], Any]] = {}
         self._refusals: list[Refusal] = []
         self._held: list[tuple[Record, asyncio.Future[DeliveryReport]]] | None = None
+        self._hold_only: Callable[[Record], bool] | None = None
         self._arrived = asyncio.Event()
         self.queue_full: asyncio.Event | None = None
         """Set to an unset Event: `enqueue` waits for room until it is set."""
@@ -56,13 +57,21 @@ class FakeProducer:
                on_enqueue: bool = False, times: int | None = None) -> None:
         self._refusals.append(Refusal(matches, error, on_enqueue, times))
 
-    def hold(self) -> None:
-        """Keep every report back until `release()`: the broker is slow."""
+    def hold(self, matches: Callable[[Record], bool] | None = None) -> None:
+        """Keep reports back until `release()`: the broker is slow (for the records
+        `matches` picks, or for all)."""
         if self._held is None:
             self._held = []
+        self._hold_only = matches
 
-    def release(self) -> None:
-        held, self._held = self._held or [], None
+    def release(self, matches: Callable[[Record], bool] | None = None) -> None:
+        """Send the held reports and hold no more; with `matches`, send only the reports of
+        the records it picks and keep holding the rest."""
+        if matches is None:
+            held, self._held = self._held or [], None
+        else:
+            held = [(rec, ack) for rec, ack in self._held or [] if matches(rec)]
+            self._held = [(rec, ack) for rec, ack in self._held or [] if not matches(rec)]
         for rec, ack in held:
             self._report(rec, ack)
 
@@ -90,7 +99,7 @@ class FakeProducer:
             raise error
         self.handed.append(rec)
         ack: asyncio.Future[DeliveryReport] = asyncio.get_running_loop().create_future()
-        if self._held is not None:
+        if self._held is not None and (self._hold_only is None or self._hold_only(rec)):
             self._held.append((rec, ack))
         else:
             asyncio.get_running_loop().call_soon(self._report, rec, ack)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import insert, select, update
 
 from core.db.engine import Database
@@ -38,9 +40,20 @@ serializer = EventSerializer(registry())
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """SQLite returns rows in id order even without ORDER BY, which would hide a query that
+    forgot it (PostgreSQL does not: an updated row moves in its table). Here unordered
+    SELECTs come back reversed, so such a query shows."""
     database = await create_schema(f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}")
+    sa_event.listen(database.engine.sync_engine, "connect", _unordered_selects_reversed)
+    await database.engine.dispose()  # connections opened from now on have it
     yield database
     await database.dispose()
+
+
+def _unordered_selects_reversed(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA reverse_unordered_selects = ON")
+    cursor.close()
 
 
 @pytest.fixture
@@ -191,19 +204,21 @@ async def test_a_batch_takes_at_most_batch_size_rows_oldest_first(
 
 
 async def test_a_failure_that_heals_is_retried_and_never_parks(
-    db: Database, producer: FakeProducer
+    db: Database, producer: FakeProducer, caplog: pytest.LogCaptureFixture
 ) -> None:
     producer.refuse(by_key("a"), PublishError("broker away"), times=3)
     await write(db, ("a", None, 0), ("b", None, 0), ("k", "", 0))
     await write(db, ("n", None, 0), topic=OTHER)
     r = relay(db, producer, max_attempts=1)
-    assert await r.publish_batch() == 3
-    failed = (await rows(db))[0]
-    assert failed.published_at is None and failed.attempts == 0  # heals: never counts
-    assert "broker away" in failed.last_error
-    assert await r.publish_batch() == 0
-    assert await r.publish_batch() == 0
+    with caplog.at_level(logging.ERROR, "core.messaging.outbox"):
+        assert await r.publish_batch() == 3
+        failed = (await rows(db))[0]
+        assert failed.published_at is None and failed.attempts == 0  # heals: never counts
+        assert "broker away" in failed.last_error
+        assert await r.publish_batch() == 0
+        assert await r.publish_batch() == 0
     assert await parked(db, metadata, max_attempts=1) == []
+    assert parking(caplog) == []  # nor is it reported parked
     assert await r.publish_batch() == 1
     assert seqs(producer.published(TOPIC)) == [("b", 0), ("", 0), ("a", 0)]
     assert seqs(producer.published(OTHER)) == [("n", 0)]
@@ -232,15 +247,24 @@ async def test_later_rows_of_a_failing_key_wait_while_other_keys_flow(
     assert seqs(producer.published(TOPIC))[-2:] == [("a", 0), ("a", 1)]
 
 
+def parking(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "parked" in r.getMessage()]
+
+
 async def test_a_row_refused_for_good_is_parked_and_holds_its_key_until_requeued(
-    db: Database, producer: FakeProducer
+    db: Database, producer: FakeProducer, caplog: pytest.LogCaptureFixture
 ) -> None:
     producer.refuse(by_key("a"), PublishError("too large", permanent=True), times=2)
     await write(db, ("a", None, 0), ("b", None, 0))
     r = relay(db, producer, max_attempts=2)
-    assert await r.publish_batch() == 1
-    await write(db, ("a", None, 1), ("a", None, 2), ("c", None, 0))
-    assert await r.publish_batch() == 1  # c; a:0 fails again and parks; a:1, a:2 wait
+    with caplog.at_level(logging.ERROR, "core.messaging.outbox"):
+        assert await r.publish_batch() == 1
+        assert parking(caplog) == []  # one attempt of two: not parked yet
+        await write(db, ("a", None, 1), ("a", None, 2), ("c", None, 0))
+        assert await r.publish_batch() == 1  # c; a:0 fails again and parks; a:1, a:2 wait
+        assert parking(caplog) == [  # the incident is logged once, when it starts
+            "outbox: event row 1 parked after 2 attempts, holding back the later rows of key "
+            "'a' on accounts: too large"]
     assert await r.publish_batch() == 0
     assert seqs(producer.published(TOPIC)) == [("b", 0), ("c", 0)]
     [stuck] = await parked(db, metadata, max_attempts=2)
@@ -450,6 +474,35 @@ async def test_in_flight_rows_are_bounded(db: Database, producer: FakeProducer) 
     assert await r.publish_batch() == 5
 
 
+async def test_the_last_free_place_in_flight_is_used(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, *[(f"k{i}", None, i) for i in range(5)])
+    r = relay(db, producer, batch_size=2, max_in_flight=3)
+    producer.hold()
+    await r.publish_batch(ack_wait=0.01)
+    assert r.in_flight == 2
+    await r.publish_batch(ack_wait=0.01)  # room for one
+    assert r.in_flight == 3 and [x.key for x in producer.handed] == [b"k0", b"k1", b"k2"]
+
+
+async def test_ack_wait_bounds_the_wait_and_counts_every_report_that_arrives_within_it(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0), ("b", None, 0))
+    r = relay(db, producer)
+    producer.hold()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.02, producer.release, by_key("a"))
+    loop.call_later(0.15, producer.release, by_key("b"))
+    assert await r.publish_batch(ack_wait=2.0) == 2  # two arrivals, recorded as they come
+    await write(db, ("c", None, 0))
+    loop.call_later(0.02, producer.release)
+    # ack_wait=0 waits for nothing (timers fire in order: the 0 s one before the 20 ms one)
+    assert await r.publish_batch(ack_wait=0) == 0
+    assert r.in_flight == 1
+
+
 async def test_default_in_flight_bound_is_four_batches(db: Database,
                                                        producer: FakeProducer) -> None:
     assert relay(db, producer, batch_size=7).max_in_flight == 28
@@ -530,14 +583,107 @@ async def test_a_running_relay_wakes_on_commit_and_publishes(
     assert not r.lease.holding
 
 
+@pytest.mark.parametrize("batch_size", [1, 2])
 async def test_a_backlog_drains_batch_after_batch_without_waiting_for_the_poll(
-    db: Database, producer: FakeProducer
+    db: Database, producer: FakeProducer, batch_size: int
 ) -> None:
     await write(db, *[(f"k{i}", None, i) for i in range(7)])
-    r = relay(db, producer, batch_size=2, poll_interval=30.0, lease_ttl=0.6)
+    r = relay(db, producer, batch_size=batch_size, poll_interval=30.0, lease_ttl=0.6)
     await r.start()
     try:
-        await soon(lambda: r.published_total == 7)  # four batches, no 30 s poll between
+        await soon(lambda: r.published_total == 7)  # batch after batch, no 30 s poll between
+    finally:
+        await r.stop()
+
+
+async def test_a_backlog_that_does_not_move_waits_for_the_poll(
+    db: Database, producer: FakeProducer
+) -> None:
+    """With no acknowledgement coming (the broker away), handing over batch after batch
+    would only fill the producer's queue: the relay waits for the next poll instead."""
+    await write(db, *[(f"k{i}", None, i) for i in range(6)])
+    producer.hold()
+    r = relay(db, producer, batch_size=2, ack_wait=0.02, poll_interval=30.0, lease_ttl=0.6)
+    await r.start()
+    try:
+        await soon(lambda: r.in_flight == 2)
+        await asyncio.sleep(0.3)
+        assert len(producer.handed) == 2
+    finally:
+        producer.release()
+        await r.stop()
+
+
+async def test_rows_committed_without_a_wake_up_are_found_by_the_poll(
+    db: Database, producer: FakeProducer
+) -> None:
+    """Another process's writer cannot wake this relay: the poll finds its rows."""
+    r = relay(db, producer, poll_interval=0.05, lease_ttl=30.0)
+    await r.start()
+    try:
+        await soon(lambda: r.holds_lease)
+        await asyncio.sleep(0.1)  # idle now
+        await write(db, ("a", None, 0))  # a writer nobody told of this relay
+        await soon(lambda: r.published_total == 1)
+    finally:
+        await r.stop()
+
+
+async def test_a_running_relay_moves_on_from_a_row_never_acknowledged(
+    db: Database, producer: FakeProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ack_wait` bounds each batch: one row whose report does not come holds back its own
+    key, not the relay."""
+    producer.hold(by_key("a"))
+    r = relay(db, producer, ack_wait=0.05, poll_interval=0.05, lease_ttl=0.6)
+    with caplog.at_level(logging.WARNING, "core.messaging.outbox"):
+        await r.start()
+        try:
+            await write(db, ("a", None, 0))
+            await soon(lambda: r.in_flight == 1)
+            await write(db, ("b", None, 0))
+            await soon(lambda: producer.keys(TOPIC) == ["b"])
+            await soon(lambda: r.published_total == 1)
+        finally:
+            producer.release()
+            await r.stop()
+    assert caplog.records == []  # healthy: no failed turn, no lost lease
+    assert seqs(producer.published(TOPIC)) == [("b", 0), ("a", 0)]
+
+
+async def test_a_report_arriving_after_ack_wait_wakes_the_relay_to_record_it(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0))
+    producer.hold()
+    r = relay(db, producer, ack_wait=0.02, poll_interval=30.0, lease_ttl=0.6)
+    await r.start()
+    try:
+        await soon(lambda: r.in_flight == 1)
+        await asyncio.sleep(0.1)  # ack_wait is over: the relay idles, for 30 s
+        producer.release()
+        await soon(lambda: r.published_total == 1)
+        await soon(lambda: (rows_are_sent(db, [True]))())
+    finally:
+        await r.stop()
+
+
+def rows_are_sent(db: Database, sent: list[bool]) -> Any:
+    async def check() -> bool:
+        return [row.published_at is not None for row in await rows(db)] == sent
+    return check
+
+
+async def test_housekeeping_runs_once_per_interval_not_on_every_poll(
+    db: Database, producer: FakeProducer
+) -> None:
+    metrics = Metrics()
+    r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6, metrics=metrics)
+    await r.start()
+    try:
+        await soon(lambda: metrics.backlogs)
+        await asyncio.sleep(0.4)  # some twenty polls
+        assert metrics.backlogs == [0]  # the next is due 5 s after the first
     finally:
         await r.stop()
 
@@ -564,8 +710,9 @@ async def test_one_relay_publishes_at_a_time_and_another_takes_over_when_it_stop
 
 
 async def test_a_lapsed_lease_stops_publishing_but_acknowledgements_are_still_recorded(
-    db: Database, producer: FakeProducer
+    db: Database, producer: FakeProducer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.ERROR, "core.messaging.outbox")
     r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6)
     await r.start()
     try:
@@ -588,6 +735,42 @@ async def test_a_lapsed_lease_stops_publishing_but_acknowledgements_are_still_re
         assert [row.published_at is not None for row in await rows(db)] == [True, False]
     finally:
         await r.stop()
+    assert caplog.records == []  # waiting without the lease is no failure
+
+
+async def test_a_relay_never_started_stops_at_once(db: Database, producer: FakeProducer) -> None:
+    await asyncio.wait_for(relay(db, producer).stop(), 5)
+
+
+async def test_stop_records_reports_that_arrived_before_it(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0))
+    r = relay(db, producer)
+    producer.hold()
+    assert await r.publish_batch(ack_wait=0.01) == 0
+    producer.release()
+    await asyncio.sleep(0.01)  # the report is in; nobody has recorded it yet
+    await asyncio.wait_for(r.stop(), 5)
+    assert await rows_are_sent(db, [True])()
+    assert r.in_flight == 0
+
+
+async def test_stop_lets_the_batch_being_handed_over_finish(
+    db: Database, producer: FakeProducer
+) -> None:
+    await write(db, ("a", None, 0), ("b", None, 0), ("c", None, 0))
+    producer.queue_full = asyncio.Event()  # the producer's queue is full: enqueue waits
+    r = relay(db, producer, poll_interval=30.0, lease_ttl=0.6)
+    await r.start()
+    await soon(lambda: r.holds_lease)
+    await asyncio.sleep(0.05)  # the relay waits in the middle of handing its batch over
+    stopping = asyncio.create_task(r.stop())
+    await asyncio.sleep(0.05)
+    producer.queue_full.set()  # room again: the batch goes out, and stop() records it
+    await asyncio.wait_for(stopping, 5)
+    assert producer.keys(TOPIC) == ["a", "b", "c"]
+    assert await rows_are_sent(db, [True, True, True])()
 
 
 async def test_an_idle_relay_stops_at_once_not_after_its_drain_timeout(
@@ -611,6 +794,9 @@ async def test_stop_drains_acknowledgements_that_arrive_within_its_timeout(
     stopping = asyncio.create_task(r.stop())
     await asyncio.sleep(0.1)
     assert not stopping.done()  # waiting for the acknowledgements
+    producer.release(by_key("a"))
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # one came, and it waits on for the other
     producer.release()
     await asyncio.wait_for(stopping, 5)
     assert all(row.published_at is not None for row in await rows(db))
@@ -684,7 +870,8 @@ async def test_a_relay_stuck_on_its_database_is_cut_short_by_stop(
 
 
 async def test_a_failing_batch_is_retried(
-    db: Database, producer: FakeProducer, monkeypatch: pytest.MonkeyPatch
+    db: Database, producer: FakeProducer, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6)
     calls = []
@@ -698,11 +885,15 @@ async def test_a_failing_batch_is_retried(
 
     monkeypatch.setattr(r, "_pending", flaky)
     await write(db, ("a", None, 0))
-    await r.start()
-    try:
-        await soon(lambda: r.published_total == 1)
-    finally:
-        await r.stop()
+    with caplog.at_level(logging.ERROR, "core.messaging.outbox"):
+        await r.start()
+        try:
+            await soon(lambda: r.published_total == 1)
+        finally:
+            await r.stop()
+    [failed] = caplog.records  # once, naming the relay, with the error
+    assert failed.getMessage() == "outbox relay r1 failed; retrying"
+    assert failed.exc_info is not None and "database hiccup" in str(failed.exc_info[1])
 
 
 async def test_a_stopped_relay_hands_nothing_over(db: Database, producer: FakeProducer) -> None:
