@@ -104,7 +104,9 @@ before the instance is registered, exited first at shutdown. What it yields is
 `runtime.hook(name)`."""
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+async def get_runtime(request: Request) -> ServiceRuntime:
+    """`async` though it awaits nothing: FastAPI runs a plain `def` dependency in a worker
+    thread, a hop per request for an attribute read."""
     runtime = getattr(request.app.state, "runtime", None)
     if not isinstance(runtime, ServiceRuntime):
         raise ConfigurationError("the app has no runtime: build it with create_service")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import MetaData
 
-from core.app import Subscription, create_service
+from core.app import RuntimeDep, Subscription, create_service
 from core.bases import ConfigurationError
 from core.db.models import service_metadata
 from core.messaging.handlers import HandlerRegistry
@@ -76,3 +78,15 @@ def test_topic_names_kafka_would_refuse_are_refused_at_build_time(tmp_path: Path
                        publishes=["driver.events", "driver events"])
     create_service("drivers", metadata=metadata, service_dir=tmp_path,
                    publishes=["driver.events", "driver.events.dlq"])
+
+
+def test_runtime_dep_in_an_app_not_built_by_create_service_says_so() -> None:
+    app = FastAPI()
+
+    @app.get("/x")
+    async def x(runtime: RuntimeDep) -> str:
+        return runtime.name
+
+    with pytest.raises(ConfigurationError, match="the app has no runtime: build it with "
+                                                  "create_service"):
+        TestClient(app).get("/x")
