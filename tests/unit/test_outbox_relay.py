@@ -603,7 +603,7 @@ async def test_a_backlog_that_does_not_move_waits_for_the_poll(
     would only fill the producer's queue: the relay waits for the next poll instead."""
     await write(db, *[(f"k{i}", None, i) for i in range(6)])
     producer.hold()
-    r = relay(db, producer, batch_size=2, ack_wait=0.02, poll_interval=30.0, lease_ttl=0.6)
+    r = relay(db, producer, batch_size=2, ack_wait=0.02, poll_interval=30.0, lease_ttl=30.0)
     await r.start()
     try:
         await soon(lambda: r.in_flight == 2)
@@ -761,10 +761,17 @@ async def test_stop_lets_the_batch_being_handed_over_finish(
 ) -> None:
     await write(db, ("a", None, 0), ("b", None, 0), ("c", None, 0))
     producer.queue_full = asyncio.Event()  # the producer's queue is full: enqueue waits
+    handing_over = asyncio.Event()
+    enqueue = producer.enqueue
+
+    async def enqueue_seen(*args: Any) -> Any:
+        handing_over.set()
+        return await enqueue(*args)
+
+    producer.enqueue = enqueue_seen  # type: ignore[method-assign,assignment]
     r = relay(db, producer, poll_interval=30.0, lease_ttl=0.6)
     await r.start()
-    await soon(lambda: r.holds_lease)
-    await asyncio.sleep(0.05)  # the relay waits in the middle of handing its batch over
+    await asyncio.wait_for(handing_over.wait(), 5)  # the relay is in the middle of its batch
     stopping = asyncio.create_task(r.stop())
     await asyncio.sleep(0.05)
     producer.queue_full.set()  # room again: the batch goes out, and stop() records it

@@ -474,9 +474,9 @@ async def test_a_reply_that_cannot_be_delivered_in_time_is_given_up_at_the_deadl
     record = asked_by(request, time.time() + 0.1 - rr.REPLY_BY_GRACE)
     started = time.monotonic()
     await asyncio.wait_for(handler.fn(request, MessageContext(record, 1, "g")), 5)
-    # At the deadline (0.1 s), not a moment later: the lane waits for this. The bound leaves
-    # 0.7 s for a loaded machine; waiting a whole second more would fail it.
-    assert time.monotonic() - started < 0.8
+    # At the deadline (0.1 s), not a second later: the lane waits for this. The bound leaves
+    # 0.85 s for a loaded machine; a wait of a second or more always fails it.
+    assert time.monotonic() - started < 0.95
     assert wiring.producer.held == 1
 
 
