@@ -67,11 +67,11 @@ class FakeProducer:
     def release(self, matches: Callable[[Record], bool] | None = None) -> None:
         """Send the held reports and hold no more; with `matches`, send only the reports of
         the records it picks and keep holding the rest."""
-        if matches is None:
+        if matches is None or self._held is None:
             held, self._held = self._held or [], None
         else:
-            held = [(rec, ack) for rec, ack in self._held or [] if matches(rec)]
-            self._held = [(rec, ack) for rec, ack in self._held or [] if not matches(rec)]
+            held = [(rec, ack) for rec, ack in self._held if matches(rec)]
+            self._held = [(rec, ack) for rec, ack in self._held if not matches(rec)]
         for rec, ack in held:
             self._report(rec, ack)
 
