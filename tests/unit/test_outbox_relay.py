@@ -663,7 +663,7 @@ async def test_a_report_arriving_after_ack_wait_wakes_the_relay_to_record_it(
         await asyncio.sleep(0.1)  # ack_wait is over: the relay idles, for 30 s
         producer.release()
         await soon(lambda: r.published_total == 1)
-        await soon(lambda: (rows_are_sent(db, [True]))())
+        await soon(rows_are_sent(db, [True]))
     finally:
         await r.stop()
 
