@@ -6,6 +6,7 @@ service tests its consumer and inbox (each registration ends with exactly one pr
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ async def _register_all(system: System, crash: asyncio.Event, after: int) -> lis
     """Register USERS users, a few at a time; set `crash` once `after` are acknowledged.
     Returns the acknowledged ones (a request cut off by the crash is not acknowledged)."""
     acknowledged: list[Account] = []
+    run = uuid.uuid4().hex[:8]  # not id(crash): CPython reuses a freed object's id
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(USERS):
         queue.put_nowait(i)
@@ -29,7 +31,7 @@ async def _register_all(system: System, crash: asyncio.Event, after: int) -> lis
         async with system.http("auth") as http:
             while not queue.empty():
                 i = queue.get_nowait()
-                email = f"crash-{system.stack.prefix}{i}-{id(crash)}@example.com"
+                email = f"crash-{system.stack.prefix}{run}-{i}@example.com"
                 try:
                     response = await http.post("/auth/register",
                                                json={"email": email, "password": PASSWORD})
@@ -54,7 +56,17 @@ async def test_nothing_acknowledged_is_lost_when_a_service_is_killed_mid_load(
         system: System, victim: str) -> None:
     crash = asyncio.Event()
     load = asyncio.create_task(_register_all(system, crash, after=USERS // 4))
-    await asyncio.wait_for(crash.wait(), timeout=60)
+    crashing = asyncio.create_task(crash.wait())
+    await asyncio.wait({load, crashing}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    crashing.cancel()
+    if not crash.is_set():  # the load failed or ran out: say why, not just "timed out"
+        if load.done():
+            acknowledged = load.result()  # re-raises the load's own error, if it had one
+        else:
+            load.cancel()
+            acknowledged = []
+        pytest.fail(f"{len(acknowledged)} of the {USERS // 4} registrations due before the "
+                    "crash were acknowledged")
     system.stack.kill(victim)
     await asyncio.sleep(1.0)  # registrations go on (or fail, for auth) while it is down
     await system.restart(victim)
