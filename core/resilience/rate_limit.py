@@ -14,7 +14,8 @@ window edges where a client could send twice its limit.
 - Redis: one round trip per check (a Lua script that reads and writes the key atomically),
   judged by Redis's own clock (`TIME`), so replicas with skewed clocks agree and the limit is
   exact however many gateways share it.
-- In-process: the same algorithm on the monotonic clock, in a bounded LRU of keys.
+- In-process: the same algorithm on the monotonic clock, in exact integers, in a bounded
+  LRU of keys.
 - `FallbackRateLimiter`: Redis first; while Redis is away, the in-process limiter (each
   replica then enforces the limit on its own share of traffic, which is better than failing
   every request closed or letting every request through). Redis is tried again after a
@@ -108,31 +109,43 @@ def check_cost(policy: RateLimitPolicy, cost: int) -> None:
         raise ValueError(f"cost {cost} must be between 1 and the limit {policy.limit}")
 
 
-def _decide(policy: RateLimitPolicy, tat: float, now: float, cost: int) -> tuple[Decision, float]:
+_NS = 1_000_000_000
+
+
+def _decide(policy: RateLimitPolicy, tat: int, now: int, cost: int) -> tuple[Decision, int]:
     """GCRA: `tat` is when the key's bucket would be empty again ("theoretical arrival
-    time"). Returns the decision and the key's new `tat`."""
+    time"). Returns the decision and the key's new `tat`.
+
+    Exact: `tat` and `now` count 1/limit-ths of a nanosecond, so one unit's interval
+    (window / limit) is the window in nanoseconds and nothing rounds. On float seconds,
+    `now + window - window` came out above `now` in the `window` seconds before the clock
+    crossed a power of two, and the last request of every burst was refused (Retry-After 0)."""
+    interval = round(policy.window * _NS)
+    window = interval * policy.limit
     tat = max(tat, now)
-    new_tat = tat + policy.interval * cost
-    allowed_at = new_tat - policy.window
+    new_tat = tat + interval * cost
+    allowed_at = new_tat - window
     if now < allowed_at:
-        return Decision(policy, False, 0, tat - now, allowed_at - now), tat
-    remaining = int((policy.window - (new_tat - now)) / policy.interval + 1e-9)
-    return Decision(policy, True, remaining, new_tat - now, 0.0), new_tat
+        return Decision(policy, False, 0, (tat - now) / window * policy.window,
+                        (allowed_at - now) / window * policy.window), tat
+    remaining = (window - (new_tat - now)) // interval
+    return Decision(policy, True, remaining, (new_tat - now) / window * policy.window, 0.0), new_tat
 
 
 class LocalRateLimiter:
     """GCRA in this process, for at most `max_keys` keys (least recently seen dropped first:
-    a dropped key starts with a full quota, which errs on the side of letting through)."""
+    a dropped key starts with a full quota, which errs on the side of letting through). A
+    policy whose limit or window changes starts every key afresh."""
 
     def __init__(self, *, max_keys: int = 100_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._tats: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._tats: OrderedDict[tuple[RateLimitPolicy, str], int] = OrderedDict()
         self._max_keys = max_keys
         self._clock = clock
 
     async def hit(self, key: str, policy: RateLimitPolicy, cost: int = 1) -> Decision:
         check_cost(policy, cost)
-        now, slot = self._clock(), (policy.name, key)
+        now, slot = round(self._clock() * _NS) * policy.limit, (policy, key)
         decision, tat = _decide(policy, self._tats.get(slot, now), now, cost)
         self._tats[slot] = tat
         self._tats.move_to_end(slot)

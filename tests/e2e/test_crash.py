@@ -6,13 +6,13 @@ service tests its consumer and inbox (each registration ends with exactly one pr
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import httpx
 import pytest
 
 from tests.e2e.databases import rows_mentioning
 from tests.e2e.system import PASSWORD, Account, System, eventually, unwrap
+from tests.support import unique
 
 USERS = 24
 CONCURRENCY = 4
@@ -22,7 +22,7 @@ async def _register_all(system: System, crash: asyncio.Event, after: int) -> lis
     """Register USERS users, a few at a time; set `crash` once `after` are acknowledged.
     Returns the acknowledged ones (a request cut off by the crash is not acknowledged)."""
     acknowledged: list[Account] = []
-    run = uuid.uuid4().hex[:8]  # not id(crash): CPython reuses a freed object's id
+    run = unique("crash")  # not id(crash): CPython reuses a freed object's id
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(USERS):
         queue.put_nowait(i)
@@ -31,7 +31,7 @@ async def _register_all(system: System, crash: asyncio.Event, after: int) -> lis
         async with system.http("auth") as http:
             while not queue.empty():
                 i = queue.get_nowait()
-                email = f"crash-{system.stack.prefix}{run}-{i}@example.com"
+                email = f"{run}-{system.stack.prefix}{i}@example.com"
                 try:
                     response = await http.post("/auth/register",
                                                json={"email": email, "password": PASSWORD})

@@ -46,6 +46,35 @@ async def test_gcra_spends_the_burst_then_refills_one_unit_per_interval() -> Non
     assert (await limiter.hit("c", FOUR_PER_8S)).remaining == 3
 
 
+@pytest.mark.parametrize("policy", [
+    RateLimitPolicy("one", 1, 60), RateLimitPolicy("ten", 10, 60),
+    RateLimitPolicy("thirds", 3, 10), RateLimitPolicy("sevens", 7, 1)])
+@pytest.mark.parametrize("power", [16, 17, 20, 27])
+async def test_a_whole_burst_gets_in_however_near_the_clock_is_to_a_power_of_two(
+    policy: RateLimitPolicy, power: int
+) -> None:
+    # On float seconds, now + window - window rounds above now when now + window crosses a
+    # power of two, and the burst's last request was refused (a monotonic clock is there
+    # for `window` seconds every 2**16 s, 18 hours after boot).
+    for before in (0.1, 1.3, 7.77, policy.window / 2, policy.window - 0.01):
+        clock = Clock()
+        clock.now = 2.0**power - before
+        limiter = LocalRateLimiter(clock=clock)
+        burst = [await limiter.hit("c", policy) for _ in range(policy.limit + 1)]
+        assert [d.allowed for d in burst] == [True] * policy.limit + [False], before
+        assert [d.remaining for d in burst] == [*range(policy.limit - 1, -1, -1), 0]
+        assert burst[-1].retry_after == pytest.approx(policy.interval)
+        clock.now += policy.interval + 1e-6  # the float clock itself rounds at 2**27
+        assert (await limiter.hit("c", policy)).allowed, "one unit back after one interval"
+
+
+async def test_a_policy_whose_limit_changes_starts_afresh() -> None:
+    limiter = LocalRateLimiter(clock=Clock())
+    assert (await limiter.hit("c", RateLimitPolicy("api", 1, 60))).allowed
+    assert not (await limiter.hit("c", RateLimitPolicy("api", 1, 60))).allowed
+    assert (await limiter.hit("c", RateLimitPolicy("api", 2, 60))).remaining == 1
+
+
 async def test_cost_is_checked_and_a_refusal_spends_nothing() -> None:
     clock = Clock()
     limiter = LocalRateLimiter(clock=clock)
