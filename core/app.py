@@ -41,7 +41,7 @@ from core.messaging.event_bus import KafkaEventBus
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin
-from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter
+from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter, relay_producer
 from core.messaging.request_reply import RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry
 from core.security.service_identity import ClientCredentials
@@ -55,6 +55,10 @@ from core.service_registry import Instance, ServiceRegistry
 from core.service_registry.factory import registry_from_settings
 
 log = logging.getLogger(__name__)
+
+RELAY_PRODUCER_STOP = 2.0
+"""Seconds the relay's producer waits for acknowledgements at shutdown, after the relay's own
+drain: rows still unacknowledged then are published again by the next relay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +233,15 @@ async def _start(
             sub.handler.bind(bus.producer)
         bus.subscribe(sub.topics, sub.handlers, group_id=sub.group_id)
     writer = OutboxWriter(metadata, bus.serializer)  # stamps SERVICE_NAME on events
-    relay = OutboxRelay(database, bus.producer, metadata, owner=settings.instance_id)
+    publisher = relay_producer(settings.kafka())
+    relay = OutboxRelay(database, publisher, metadata, owner=settings.instance_id)
     writer.on_commit(relay.notify)
     stack.push_async_callback(bus.stop)  # consumers (already stopped below), then the producer
     await bus.producer.start()
+    # The relay drains its rows in flight first; what the broker has not acknowledged by then
+    # stays in the table for the next relay, so its producer need not wait long.
+    stack.push_async_callback(publisher.stop, RELAY_PRODUCER_STOP)
+    await publisher.start()
     stack.push_async_callback(relay.stop)
     await relay.start()
     registry = registry_from_settings(settings)

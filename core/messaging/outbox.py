@@ -35,6 +35,14 @@ so does a delivery timeout when fresh metadata shows the topic missing; the row 
 after its attempts with the reason in `last_error`. Create topics before publishing to them:
 `create_service(publishes=[...])` does so at start-up.
 
+BROKER OUTAGES DO NOT REORDER A KEY. The relay publishes through a producer of its own
+(`relay_producer`) that never times a record out (`message.timeout.ms=0`): librdkafka's
+idempotent producer keeps retrying, in order, until the broker returns. With a delivery
+timeout, an outage longer than it could fail one row while a later row of its key, handed over
+a moment later in the same batch, got through after the broker came back; the failed row was
+then published again after it. `stop()` does not wait for such rows beyond `drain_timeout`:
+they stay unpublished in the table, and the next relay publishes them in order.
+
 Delivery is at-least-once: a relay that dies (or loses its lease) after Kafka acknowledged a
 row but before it recorded it publishes it again later; consumers' inbox absorbs the repeat.
 """
@@ -52,6 +60,7 @@ from typing import Any, Protocol
 from sqlalchemy import MetaData, Select, func, or_, select, tuple_, update
 from sqlalchemy.sql.dml import Delete
 
+from core.config import KafkaConfig
 from core.db.engine import Database
 from core.messaging.exceptions import (
     DeliveryTimeoutError,
@@ -76,8 +85,9 @@ from core.messaging.outbox_store import (
 from core.messaging.outbox_writer import OutboxWriter
 
 __all__ = [
-    "LEASE", "MAX_ATTEMPTS", "OUTBOX", "OutboxMetrics", "OutboxRelay", "OutboxWriter",
-    "ParkedEvent", "discard", "lease_table", "outbox_table", "parked", "requeue",
+    "LEASE", "MAX_ATTEMPTS", "OUTBOX", "RELAY_PRODUCER", "OutboxMetrics", "OutboxRelay",
+    "OutboxWriter", "ParkedEvent", "discard", "lease_table", "outbox_table", "parked",
+    "relay_producer", "requeue",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +95,17 @@ log = logging.getLogger(__name__)
 
 RECORD_TICK = 0.05
 """Longest wait before acknowledgements that arrived are recorded (see `_await`)."""
+
+
+RELAY_PRODUCER: dict[str, Any] = {"message.timeout.ms": 0}
+"""The relay's producer settings: no delivery timeout, so an outage delays a key's rows but
+never reorders them (see the module docstring)."""
+
+
+def relay_producer(config: KafkaConfig, **overrides: Any) -> KafkaProducer:
+    """A producer for one `OutboxRelay` alone: idempotent, and it never gives up on a record.
+    Not for request-reply or dead letters, which need their failures reported."""
+    return KafkaProducer(config, **{**overrides, **RELAY_PRODUCER})
 
 
 def _now() -> datetime:

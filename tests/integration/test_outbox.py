@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import signal
 import time
@@ -600,3 +601,57 @@ async def test_handler_killed_mid_transaction_has_its_effect_exactly_once(
     second.kill()
     assert await _count(db, effects) == 1
     assert await DatabaseIdempotencyStore(db, metadata).seen(str(event.event_id), HANDLER)
+
+
+async def test_a_broker_pause_longer_than_a_delivery_timeout_keeps_every_key_in_order(
+    db: Database, kafka: Any, kafka_config: KafkaConfig
+) -> None:
+    """The relay's producer has no delivery timeout, whatever the settings it is built from
+    ask for (here 3 s: the shared producer's 120 s, scaled down). Rows of 20 keys, five each,
+    handed over in one batch while the broker is frozen for longer than that, all reach Kafka
+    once it returns, none is failed and sent again, and a plain consumer reads every key in
+    order. (A producer that times records out fails the rows at 3 s and resends them, which
+    is what let a later row of a key overtake an earlier one.)"""
+    topic, writer = await _topic(kafka_config), _writer()
+    producer = outbox_module.relay_producer(kafka_config, **{"message.timeout.ms": 3000})
+    await producer.start()
+    relay = OutboxRelay(db, producer, metadata, owner="patient", poll_interval=0.05,
+                        ack_wait=0.5)
+    writer.on_commit(relay.notify)
+    await relay.start()
+    keys = [f"k-{i}" for i in range(20)]
+    try:
+        await eventually(lambda: relay.holds_lease)
+        await producer.produce(topic, b"warm-up")  # metadata and producer id, before the pause
+        os.kill(kafka.pid, signal.SIGSTOP)
+        try:
+            async with db.transaction() as session:
+                for seq in range(5):
+                    for key in keys:
+                        await writer.add(session, topic, deposit(key, seq))
+            await eventually(lambda: relay.in_flight == 100)
+            await asyncio.sleep(6)  # twice the delivery timeout asked for
+        finally:
+            os.kill(kafka.pid, signal.SIGCONT)
+
+        async def backlog_is_empty() -> bool:
+            return await relay.backlog() == 0
+
+        await eventually(backlog_is_empty, timeout=60)
+    finally:
+        await relay.stop()
+        await producer.stop()
+    async with db.session() as session:
+        errors = (await session.execute(select(metadata.tables["outbox"].c.last_error).where(
+            metadata.tables["outbox"].c.last_error.is_not(None)))).scalars().all()
+    assert errors == [], f"rows failed during the pause: {errors[:3]}"
+    per_key: dict[str, list[int]] = collections.defaultdict(list)
+    for record in await read_topic(kafka_config, topic):
+        if record.key is not None:
+            per_key[record.key.decode()].append(_seq(record.value))
+    assert per_key == {key: list(range(5)) for key in keys}
+
+
+def _seq(value: bytes | None) -> int:
+    assert value is not None
+    return int(json.loads(value)["data"]["seq"])
