@@ -83,6 +83,9 @@ class _Health:
 
 PANIC_THRESHOLD = 0.5
 """Below this share of a service's instances passing, none is left out (Envoy's default)."""
+CHECK_TIMEOUT = 3.0
+"""Longer than a service's own checks take (2 s each, `core.health_check`): a service that
+waits out a dependency that is away answers `degraded` in time rather than be taken out."""
 MAX_CONCURRENT = 64
 """Checks in flight at once (each on its own connection)."""
 
@@ -91,7 +94,7 @@ class HealthChecker:
     """Active checks of every instance of `services()`; `healthy(instance)` per request."""
 
     def __init__(self, registry: ServiceRegistry, services: Callable[[], Iterable[str]], *,
-                 interval: float = 5.0, timeout: float = 2.0, unhealthy_after: int = 2,
+                 interval: float = 5.0, timeout: float = CHECK_TIMEOUT, unhealthy_after: int = 2,
                  panic_threshold: float = PANIC_THRESHOLD,
                  max_concurrent: int = MAX_CONCURRENT) -> None:
         if interval <= 0 or timeout <= 0 or unhealthy_after < 1 or max_concurrent < 1:
