@@ -120,6 +120,13 @@ async def test_reached_once_fails_until_the_first_answer_then_only_degrades() ->
     assert "log away" in str(third.checks[0].error)
     assert "last read" in str(third.checks[0].error)
 
+    async def says_degraded() -> None:
+        raise Degraded("a check that knows better")
+
+    health.add("registry", reached_once(says_degraded))  # before any success: as it says
+    report = await health.run()
+    assert report.status == "degraded" and report.checks[0].error == "a check that knows better"
+
 
 async def test_degraded_answers_200_with_the_reason_unavailable_503() -> None:
     health = HealthChecks(timeout=0.2)
