@@ -289,10 +289,12 @@ def _register_checks(
     health: HealthChecks, runtime: ServiceRuntime, checks: Mapping[str, Check]
 ) -> None:
     health.add("database", database_check(runtime.database))
-    health.add("kafka", kafka_check(runtime.bus.producer))
+    # Ridden out, so they degrade readiness, never fail it: events wait in the outbox (and
+    # in the broker for consumers), other services are found in the registry's kept table.
+    health.add("kafka", kafka_check(runtime.bus.producer), critical=False)
     for group, consumer in runtime.bus.consumers.items():
-        health.add(f"consumer:{group}", consumer_check(consumer))
-    health.add("registry", runtime.registry.check)
+        health.add(f"consumer:{group}", consumer_check(consumer), critical=False)
+    health.add("registry", runtime.registry.check, critical=False)
     for name, check in checks.items():
         health.add(name, check)
 

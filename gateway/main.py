@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from core.bases.exceptions import ConfigurationError
@@ -27,14 +26,15 @@ from core.http.transport import Transport
 from core.resilience.breaker import BreakerConfig
 from core.resilience.retry import RetryPolicy
 from core.security.verifier import TokenVerifier
-from core.security.wiring import Security, security_from_settings
-from core.service_registry.base import RegistryError, ServiceRegistry
+from core.security.wiring import security_from_settings
+from core.service_registry.base import ServiceRegistry
 from core.service_registry.factory import registry_from_settings
 from gateway.config import GatewaySettings
 from gateway.middleware.auth import EdgeAuth
-from gateway.middleware.rate_limit import EdgeRateLimiter, edge_rate_limiter
+from gateway.middleware.rate_limit import edge_rate_limiter
 from gateway.openapi import OpenApiCache, docs_routes
 from gateway.proxy import ClientGone, Proxy
+from gateway.readiness import gateway_readiness
 from gateway.router import GatewayApp
 from gateway.routes import (
     LEGACY,
@@ -157,35 +157,9 @@ def create_app(settings: GatewaySettings | None = None, *,
     own = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     own.include_router(docs_routes(docs))
-    _health_routes(own, upstreams, limiter, health, table, security)
+    own.include_router(gateway_readiness(upstreams, table.get, limiter, health,
+                                         security).router())
     app = GatewayApp(settings=settings, table=table.get, own=own,
                      auth=EdgeAuth(verifier), limiter=limiter,
                      proxy=Proxy(client, settings), legacy=legacy_route(settings))
     return RequestContextMiddleware(app)
-
-
-def _health_routes(app: FastAPI, registry: ServiceRegistry, limiter: EdgeRateLimiter,
-                   health: HealthChecker, table: _Table, security: Security | None) -> None:
-    @app.get("/health/live", include_in_schema=False)
-    async def live() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/health/ready", include_in_schema=False)
-    async def ready() -> JSONResponse:
-        """Ready while it can route: the registry is readable. A shared rate limiter that is
-        away degrades the gateway (limits are per replica meanwhile) but keeps it serving."""
-        checks: dict[str, Any] = {"routes": len(table.get())}
-        ok = True
-        try:
-            await registry.check()
-            checks["registry"] = "ok"
-        except RegistryError as exc:
-            ok, checks["registry"] = False, f"unavailable: {exc}"
-        checks["rate_limiter"] = ("local: the shared limiter (Redis) is unavailable"
-                                  if limiter.degraded else "ok")
-        if security is not None and security.jwks is not None:
-            checks["token_keys"] = len(security.jwks.keys)
-        checks["unhealthy_upstreams"] = health.unhealthy()
-        status = "unavailable" if not ok else "degraded" if limiter.degraded else "ok"
-        return JSONResponse({"status": status, "checks": checks},
-                            status_code=200 if ok else 503)

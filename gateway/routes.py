@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,19 +40,29 @@ class RouteTableWatcher:
 
     The file's (mtime_ns, size, inode) is polled every `poll` seconds: a replace (editors,
     `mv`, a Kubernetes ConfigMap swap) changes the inode, an in-place write the other two.
-    A file that no longer loads (or is gone) is logged as a warning once per change, and the
-    table in force stays; a failing `on_change` is logged and the watch goes on."""
+    A changed file is read only once it has stayed the same for `settle` seconds (default:
+    one poll), so a file caught in the middle of an in-place rewrite is not taken for the
+    new table. A file that no longer loads (or is gone), and one with no routes at all (an
+    emptied file would otherwise be a valid table that answers 404 to everything), is logged
+    as a warning once per change, and the table in force stays; a failing `on_change` is
+    logged and the watch goes on."""
 
     def __init__(self, path: Path, settings: GatewaySettings,
-                 on_change: Callable[[RouteTable], None], poll: float) -> None:
+                 on_change: Callable[[RouteTable], None], poll: float,
+                 settle: float | None = None) -> None:
         if poll <= 0:
             raise ValueError("poll must be more than 0 seconds")
+        if settle is not None and settle < 0:
+            raise ValueError("settle must be 0 seconds or more")
         self.path = path
         self.settings = settings
         self.on_change = on_change
         self.poll = poll
+        self.settle = poll if settle is None else settle
         self._task: asyncio.Task[None] | None = None
         self._seen: tuple[int, int, int] | None = None
+        self._changing: tuple[int, int, int] | None = None  # a new signature, settling
+        self._changing_since = 0.0
 
     async def start(self) -> None:
         """Take the file as it is now as the loaded one, and watch for changes."""
@@ -77,11 +88,21 @@ class RouteTableWatcher:
             await asyncio.sleep(self.poll)
             signature = self._signature()
             if signature == self._seen:
+                self._changing = None
                 continue
-            self._seen = signature
             if signature is None:
+                self._seen = self._changing = None
                 log.warning("route table %s is gone; keeping the table in force", self.path)
                 continue
+            now = time.monotonic()
+            if signature != self._changing:
+                self._changing, self._changing_since = signature, now
+                log.debug("route table %s changed; reading it once it has stayed the same "
+                          "for %gs", self.path, self.settle)
+                continue
+            if now - self._changing_since < self.settle:
+                continue
+            self._seen, self._changing = signature, None
             self._reload()
 
     def _reload(self) -> None:
@@ -89,6 +110,11 @@ class RouteTableWatcher:
             table = load_route_table(self.path, self.settings)
         except RouteTableError as exc:
             log.warning("route table not reloaded; keeping the table in force: %s", exc)
+            return
+        if not table.routes:
+            log.warning("route table %s not reloaded: it has no routes (emptied, or caught "
+                        "while being written); keeping the table in force. Restart the "
+                        "gateway to serve with no routes", self.path)
             return
         log.info("route table %s reloaded: %d routes", self.path, len(table))
         try:

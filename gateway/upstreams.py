@@ -10,6 +10,14 @@ asks each instance of every routed service for `/health/ready`. An instance that
 `unhealthy_after` checks in a row is left out of the balancing until one check passes again.
 An instance never checked yet counts as healthy: a new instance takes traffic at once, and its
 breaker still guards it.
+
+Health alone never empties a service (Envoy's panic threshold): when fewer than
+`panic_threshold` of a service's instances pass, the checks are more likely wrong about them
+all (one shared dependency away, a check too strict) than every instance is broken, so the
+balancing goes across all of them, each still guarded by its breaker.
+
+Each check's `timeout` runs from when it holds a connection: at most `max_concurrent` checks
+are in flight, and waiting for a turn costs a check nothing, however many instances there are.
 """
 
 from __future__ import annotations
@@ -73,35 +81,57 @@ class _Health:
     last_error: str = ""
 
 
+PANIC_THRESHOLD = 0.5
+"""Below this share of a service's instances passing, none is left out (Envoy's default)."""
+CHECK_TIMEOUT = 3.0
+"""Longer than a service's own checks take (2 s each, `core.health_check`): a service that
+waits out a dependency that is away answers `degraded` in time rather than be taken out."""
+MAX_CONCURRENT = 64
+"""Checks in flight at once (each on its own connection)."""
+
+
 class HealthChecker:
     """Active checks of every instance of `services()`; `healthy(instance)` per request."""
 
     def __init__(self, registry: ServiceRegistry, services: Callable[[], Iterable[str]], *,
-                 interval: float = 5.0, timeout: float = 2.0, unhealthy_after: int = 2) -> None:
-        if interval <= 0 or timeout <= 0 or unhealthy_after < 1:
-            raise ValueError("interval and timeout must be > 0, unhealthy_after >= 1")
+                 interval: float = 5.0, timeout: float = CHECK_TIMEOUT, unhealthy_after: int = 2,
+                 panic_threshold: float = PANIC_THRESHOLD,
+                 max_concurrent: int = MAX_CONCURRENT) -> None:
+        if interval <= 0 or timeout <= 0 or unhealthy_after < 1 or max_concurrent < 1:
+            raise ValueError("interval and timeout must be > 0, unhealthy_after and "
+                             "max_concurrent >= 1")
+        if not 0 <= panic_threshold <= 1:
+            raise ValueError("panic_threshold is a share of instances, from 0 to 1")
         self._registry = registry
         self._services = services
         self.interval = interval
         self.timeout = timeout
         self.unhealthy_after = unhealthy_after
+        self.panic_threshold = panic_threshold
+        self._turns = asyncio.Semaphore(max_concurrent)
         self._health: dict[tuple[str, str], _Health] = {}
+        self._panic: dict[str, str] = {}  # service -> why all its instances are balanced
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     def healthy(self, instance: Instance) -> bool:
         health = self._health.get((instance.instance_id, instance.url))
-        return health is None or health.healthy
+        return health is None or health.healthy or instance.service in self._panic
 
     def unhealthy(self) -> list[str]:
-        """`instance@url` of every instance taken out now (for /health/ready)."""
+        """`instance@url` of every instance whose checks fail now (for /health/ready)."""
         return sorted(f"{key[0]}@{key[1]}" for key, h in self._health.items() if not h.healthy)
+
+    def panicking(self) -> dict[str, str]:
+        """Services balanced across all their instances because too few pass, and why."""
+        return dict(self._panic)
 
     async def start(self) -> None:
         if self._task is None:
+            # No pool limit and no session timeout: `_turns` bounds the checks in flight,
+            # and each is timed from when it has its turn (`_check`).
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(limit=16, force_close=True))
+                connector=aiohttp.TCPConnector(limit=0, force_close=True))
             self._task = asyncio.create_task(self._run(), name="gateway-health-checks")
 
     async def stop(self) -> None:
@@ -126,23 +156,46 @@ class HealthChecker:
             instances += await self._registry.discover(service)
         results = await asyncio.gather(*(self._check(i) for i in instances))
         seen = set()
+        passing: dict[str, list[bool]] = {}
         for instance, error in zip(instances, results, strict=True):
             key = (instance.instance_id, instance.url)
             seen.add(key)
-            self._record(instance, self._health.setdefault(key, _Health()), error)
+            health = self._health.setdefault(key, _Health())
+            self._record(instance, health, error)
+            passing.setdefault(instance.service, []).append(health.healthy)
         for key in set(self._health) - seen:  # gone from the registry: forget
             del self._health[key]
+        self._judge(passing)
+
+    def _judge(self, passing: dict[str, list[bool]]) -> None:
+        """Per service, whether too few instances pass to leave any out."""
+        panic: dict[str, str] = {}
+        for service, flags in passing.items():
+            ok = sum(flags)
+            if ok < len(flags) and ok < self.panic_threshold * len(flags):
+                panic[service] = (f"{ok} of {len(flags)} instances pass their checks, fewer "
+                                  f"than {self.panic_threshold:.0%}: balancing across all")
+        for service in panic.keys() - self._panic.keys():
+            log.warning("upstream %s: %s", service, panic[service])
+        for service in self._panic.keys() - panic.keys():
+            log.warning("upstream %s: enough instances pass again; failing ones are left out",
+                        service)
+        self._panic = panic
 
     async def _check(self, instance: Instance) -> str | None:
         """None when ready, else why not."""
         assert self._session is not None
-        try:
-            async with self._session.get(instance.url + READY_PATH) as response:
-                if response.status == 200:
-                    return None
-                return f"{READY_PATH} answered {response.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return f"{READY_PATH} failed: {exc!r}"
+        async with self._turns:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    async with self._session.get(instance.url + READY_PATH) as response:
+                        if response.status == 200:
+                            return None
+                        return f"{READY_PATH} answered {response.status}"
+            except TimeoutError:
+                return f"{READY_PATH} did not answer within {self.timeout:g}s"
+            except (aiohttp.ClientError, OSError) as exc:
+                return f"{READY_PATH} failed: {exc!r}"
 
     def _record(self, instance: Instance, health: _Health, error: str | None) -> None:
         name = f"{instance.service} {instance.instance_id} at {instance.url}"

@@ -5,7 +5,9 @@ Each service path appears re-rooted under the gateway path that really reaches i
 Components keep their names when every service means the same by them and become
 `<service>__<Name>` when they differ, with the `$ref`s rewritten; only the components the kept
 paths use are carried. Security is the gateway's: public routes need nothing, the others a
-bearer token.
+bearer token. Every operation also declares the statuses the gateway itself answers before or
+instead of the service (`edge.py`), with the gateway's error body, unless the service declares
+that status itself.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 from fastapi.openapi.utils import get_openapi
 
 from core.health_check import HealthChecks
+from gateway.openapi.edge import add_error_schema, declare_edge_statuses
 from gateway.openapi.refs import ComponentKey, Renames, component_refs, rewrite_refs
 
 Json = dict[str, Any]
@@ -46,6 +49,8 @@ class RouteLike(Protocol):
     def public(self) -> bool: ...
     @property
     def permissions(self) -> Set[str]: ...
+    @property
+    def rate_limit(self) -> object | None: ...
     def upstream_path(self, path: str) -> str: ...
 
 
@@ -97,6 +102,7 @@ def merge_openapi(table: TableLike, specs: Mapping[str, Mapping[str, Any]], *, t
             new_name = renames[service].get((kind, name), name)
             components.setdefault(kind, {})[new_name] = rewrite_refs(value, renames[service])
     components.setdefault("securitySchemes", {})[BEARER] = dict(BEARER_SCHEME)
+    error_ref = add_error_schema(components)
 
     paths: dict[str, Json] = {}
     operations: list[tuple[str, Json]] = []
@@ -109,6 +115,7 @@ def merge_openapi(table: TableLike, specs: Mapping[str, Mapping[str, Any]], *, t
                 if key not in OPERATIONS and key != "servers"})
             op = _operation(service, item[method], item, sources[service], route,
                             renames[service])
+            declare_edge_statuses(op, route, error_ref)
             target[method] = op
             operations.append((service, op))
     _unique_operation_ids(operations)

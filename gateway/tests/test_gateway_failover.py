@@ -118,7 +118,8 @@ async def test_an_instance_failing_its_readiness_check_is_taken_out_and_put_back
 
     await eventually(only_first, timeout=15, interval=0.2)
     ready = (await http.get("/health/ready")).json()
-    assert any(second.url in name for name in ready["checks"]["unhealthy_upstreams"])
+    checks = {c["name"]: c for c in ready["checks"]}
+    assert ready["status"] == "ready" and second.url in checks["upstreams"]["detail"]
     await second.set_ready(True)
 
     async def both() -> bool:

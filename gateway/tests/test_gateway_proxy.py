@@ -296,9 +296,11 @@ async def test_what_no_route_matches_goes_to_the_legacy_app(world: World,
 
 
 async def test_the_gateways_own_paths(world: World, http: httpx.AsyncClient) -> None:
-    assert (await http.get("/health/live")).json() == {"status": "ok"}
+    assert (await http.get("/health/live")).json() == {"status": "alive"}
     ready = await http.get("/health/ready")
-    assert ready.status_code == 200 and ready.json()["checks"]["routes"] == 6
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    checks = {c["name"]: c for c in ready.json()["checks"]}
+    assert checks["routes"]["detail"] == "6 routes"
 
 
 async def test_a_changed_route_table_applies_without_a_restart(

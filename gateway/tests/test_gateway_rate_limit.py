@@ -129,12 +129,14 @@ async def test_with_redis_stopped_the_gateway_serves_on_its_own_limiter(
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             ready = await http.get("/health/ready")
             assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+            (limiter,) = [c for c in ready.json()["checks"] if c["name"] == "rate_limiter"]
+            assert limiter["status"] == "degraded" and "Redis" in limiter["error"]
             assert "unavailable" in gateway.log.read_text()
             own_redis.restart()
 
             async def shared_again() -> bool:
                 await world.burst(gateway, 1, token)
-                return bool((await http.get("/health/ready")).json()["status"] == "ok")
+                return bool((await http.get("/health/ready")).json()["status"] == "ready")
 
             await eventually(shared_again, timeout=20, interval=0.5)
     finally:

@@ -14,6 +14,7 @@ from schemathesis.openapi import from_dict
 
 from gateway.openapi import gateway_spec, merge_openapi
 from gateway.openapi.refs import component_refs, make_ref, parse_ref, rewrite_refs
+from gateway.route_checks import parse_rate_limit
 from gateway.tests.openapi_support import (
     Json,
     Route,
@@ -186,6 +187,8 @@ def test_only_the_methods_the_route_allows() -> None:
                        {"Read": {"type": "object"}, "Write": {"type": "string"}})}
     doc = merge_openapi(table(Route("a", "/api/a", "a", "/a", frozenset({"POST"}))), specs,
                         title="t", version="1")
+    post = doc["paths"]["/api/a/x"]["post"]
+    post["responses"] = {k: v for k, v in post["responses"].items() if k == "200"}  # below
     assert doc["paths"]["/api/a/x"] == {
         "parameters": [{"name": "q", "in": "query"}],
         "post": {**op("post_x", schema="Write"), "tags": ["a"], "security": BEARER}}
@@ -296,7 +299,7 @@ def test_components_of_every_kind_and_discriminators_are_rewritten() -> None:
                         {"a": a, "b": b}, title="t", version="1")
     comps = doc["components"]
     assert set(comps["schemas"]) - set(gateway_spec()["components"]["schemas"]) == {
-        "Cat", "a__Dog", "b__Dog", "a__Pet", "b__Pet"}
+        "Cat", "a__Dog", "b__Dog", "a__Pet", "b__Pet", "GatewayError"}
     assert comps["schemas"]["b__Pet"]["discriminator"]["mapping"] == {
         "cat": "#/components/schemas/Cat", "dog": "#/components/schemas/b__Dog"}
     assert set(comps["parameters"]) == {"a__Q", "b__Q"}
@@ -393,3 +396,53 @@ def test_a_malformed_service_document_loses_its_bad_parts_only() -> None:
     assert dangling_refs(doc) == [
         "#/paths//api/a/x/post/responses/200/content/application/json/schema:"
         " #/components/schemas/Gone"]
+
+
+# --- what the gateway answers itself -----------------------------------------------------------
+
+ERROR = {"$ref": "#/components/schemas/GatewayError"}
+
+
+def test_every_operation_declares_the_statuses_the_gateway_answers_with_its_error_body() -> None:
+    specs = {"a": spec("a", {"/a/open": {"get": op("open")}, "/a/shut": {"post": op("shut")}})}
+    doc = merge_openapi(table(
+        Route("open", "/api/a/open", "a", "/a/open", public=True),
+        Route("shut", "/api/a/shut", "a", "/a/shut",
+              rate_limit=parse_rate_limit("10/60", "shut"))), specs, title="t", version="1")
+    public = doc["paths"]["/api/a/open"]["get"]["responses"]
+    protected = doc["paths"]["/api/a/shut"]["post"]["responses"]
+    assert set(public) == {"200", "400", "413", "431", "502", "503", "504"}
+    assert set(protected) == set(public) | {"401", "403", "429"}
+    for status in set(protected) - {"200"}:
+        assert protected[status]["content"] == {"application/json": {"schema": ERROR}}
+        assert protected[status]["description"]
+    assert "Retry-After" in protected["429"]["headers"]
+    body = doc["components"]["schemas"]["GatewayError"]
+    assert body["required"] == ["error"]
+    assert body["properties"]["error"]["required"] == ["code", "message"]
+    own = doc["paths"]["/health/ready"]["get"]["responses"]
+    assert set(own) == {"200", "431", "503"}
+    assert own["503"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Readiness"}
+    assert dangling_refs(doc) == []
+    checked = from_dict(json.loads(json.dumps(doc)))
+    checked.validate()  # raises on a document the OpenAPI 3.1 meta-schema refuses
+    assert all(isinstance(result, Ok) for result in checked.get_all_operations())
+
+
+def test_a_status_the_service_declares_keeps_its_declaration() -> None:
+    mine = {"description": "the service's own", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/GatewayError"}}}}
+    service_op = op("x")
+    service_op["responses"]["503"] = mine
+    specs = {"a": spec("a", {"/a/x": {"get": service_op}},
+                       {"GatewayError": {"type": "object", "title": "the service's"}})}
+    doc = merge_openapi(table(Route("a", "/api/a", "a", "/a", public=True)), specs,
+                        title="t", version="1")
+    responses = doc["paths"]["/api/a/x"]["get"]["responses"]
+    assert responses["503"] == mine  # the service's schema of that name, kept as it was
+    assert doc["components"]["schemas"]["GatewayError"] == {"type": "object",
+                                                            "title": "the service's"}
+    assert responses["504"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/gateway__GatewayError"}
+    assert dangling_refs(doc) == []

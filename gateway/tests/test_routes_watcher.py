@@ -1,5 +1,6 @@
-"""Reloading the route table when its file changes: a good edit reaches `on_change`, a bad
-one (or a deleted file) is logged and changes nothing, and stop() leaves no task behind."""
+"""Reloading the route table when its file changes: a good edit reaches `on_change` once the
+file has stopped changing, a bad one (or a deleted file, or one with no routes) is logged and
+changes nothing, and stop() leaves no task behind."""
 
 from __future__ import annotations
 
@@ -105,6 +106,42 @@ async def test_a_broken_edit_is_logged_and_the_table_in_force_stays(
     await eventually(lambda: changes.names() == [["users", "fixed"]], timeout=5)
 
 
+async def test_an_emptied_file_is_refused_and_the_table_in_force_stays(
+        path: Path, changes: Changes, watcher: RouteTableWatcher,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, LOGGER):
+        for text in ("", '[defaults]\ntimeout = 5.0\n'):  # truncated; or every route removed
+            caplog.clear()
+            write(path, text)
+            await eventually(lambda: bool(changes.tables) or logged(caplog, "no routes"),
+                             timeout=5)
+            assert changes.tables == []
+            assert logged(caplog, "keeping the table in force")
+    write(path, table_text("users", "again"))
+    await eventually(lambda: changes.names() == [["users", "again"]], timeout=5)
+
+
+async def test_a_file_caught_mid_rewrite_is_read_only_once_it_stops_changing(
+        path: Path, changes: Changes, caplog: pytest.LogCaptureFixture) -> None:
+    # An in-place rewrite of a three-route table, caught after its first route: still a
+    # valid table, missing two thirds of the routes.
+    watcher = RouteTableWatcher(path, SETTINGS, changes, poll=POLL, settle=1.0)
+    await watcher.start()
+    try:
+        with caplog.at_level(logging.DEBUG, LOGGER):
+            write(path, table_text("users"))
+            with path.open("a") as file:
+                file.write(table_text("drivers"))
+            await eventually(lambda: bool(changes.tables) or any(
+                "changed" in r.getMessage() for r in caplog.records), timeout=5)
+            with path.open("a") as file:  # the writer goes on
+                file.write(table_text("notifications"))
+        await eventually(lambda: bool(changes.tables), timeout=10)
+        assert changes.names() == [["users", "drivers", "notifications"]]
+    finally:
+        await watcher.stop()
+
+
 async def test_a_deleted_file_is_logged_and_the_table_in_force_stays(
         path: Path, changes: Changes, watcher: RouteTableWatcher,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -173,3 +210,5 @@ def test_the_poll_interval_must_be_positive(path: Path, changes: Changes) -> Non
     with pytest.raises(ValueError, match="poll"):
         RouteTableWatcher(path, SETTINGS,
                           changes, poll=0)
+    with pytest.raises(ValueError, match="settle"):
+        RouteTableWatcher(path, SETTINGS, changes, poll=1, settle=-1)

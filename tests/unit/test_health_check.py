@@ -1,4 +1,5 @@
-"""Readiness is the conjunction of its checks, each bounded by its own timeout."""
+"""Readiness: unavailable when a check the service cannot serve without fails, degraded (still
+200) when only a dependency it rides out does; each check bounded by its own timeout."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import httpx
 from fastapi import FastAPI
 
-from core.health_check import HealthChecks
+from core.health_check import Degraded, HealthChecks, reached_once
 
 
 async def _ok() -> None:
@@ -64,3 +65,81 @@ async def test_the_routes_answer_200_or_503_and_document_both() -> None:
         assert (await http.get("/health/ready")).status_code == 503
         spec = (await http.get("/openapi.json")).json()
     assert set(spec["paths"]["/health/ready"]["get"]["responses"]) >= {"200", "503"}
+
+
+async def test_a_dependency_ridden_out_degrades_and_says_why() -> None:
+    health = HealthChecks(timeout=0.2)
+    health.add("database", _ok)
+    health.add("kafka", _refused, critical=False)
+    health.add("broker-wait", _hangs, critical=False)
+    report = await health.run()
+    assert report.status == "degraded"
+    by_name = {c.name: c for c in report.checks}
+    assert by_name["kafka"].status == "degraded"
+    assert by_name["kafka"].error == "ConnectionRefusedError: connection refused"
+    assert by_name["broker-wait"].status == "degraded"
+    assert "0.2s" in str(by_name["broker-wait"].error)
+    assert by_name["database"].status == "ok"
+    health.add("database", _refused)
+    assert (await health.run()).status == "unavailable"
+
+
+async def test_a_check_may_report_degraded_itself_with_its_reason() -> None:
+    async def lagging() -> None:
+        raise Degraded("out of its group for 45s with 26 records behind")
+
+    async def note() -> str:
+        return "3 routes"
+
+    health = HealthChecks(timeout=0.2)
+    health.add("consumer:user", lagging)  # critical, and still only degraded: it says so
+    health.add("routes", note)
+    report = await health.run()
+    assert report.status == "degraded"
+    by_name = {c.name: c for c in report.checks}
+    assert by_name["consumer:user"].status == "degraded"
+    assert by_name["consumer:user"].error == "out of its group for 45s with 26 records behind"
+    assert by_name["routes"].status == "ok" and by_name["routes"].detail == "3 routes"
+
+
+async def test_reached_once_fails_until_the_first_answer_then_only_degrades() -> None:
+    answers: list[BaseException | None] = [ConnectionRefusedError("no log"), None,
+                                           ConnectionRefusedError("log away")]
+
+    async def registry() -> None:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    health = HealthChecks(timeout=0.2)
+    health.add("registry", reached_once(registry))
+    first, second, third = [await health.run() for _ in range(3)]
+    assert first.status == "unavailable" and first.checks[0].status == "failing"
+    assert second.status == "ready"
+    assert third.status == "degraded"
+    assert "log away" in str(third.checks[0].error)
+    assert "last read" in str(third.checks[0].error)
+
+    async def says_degraded() -> None:
+        raise Degraded("a check that knows better")
+
+    health.add("registry", reached_once(says_degraded))  # before any success: as it says
+    report = await health.run()
+    assert report.status == "degraded" and report.checks[0].error == "a check that knows better"
+
+
+async def test_degraded_answers_200_with_the_reason_unavailable_503() -> None:
+    health = HealthChecks(timeout=0.2)
+    health.add("database", _ok)
+    health.add("kafka", _refused, critical=False)
+    app = FastAPI()
+    app.include_router(health.router())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                 base_url="http://test") as http:
+        degraded = await http.get("/health/ready")
+        assert degraded.status_code == 200 and degraded.json()["status"] == "degraded"
+        (kafka,) = [c for c in degraded.json()["checks"] if c["name"] == "kafka"]
+        assert kafka["status"] == "degraded" and "refused" in kafka["error"]
+        health.add("database", _refused)
+        down = await http.get("/health/ready")
+        assert down.status_code == 503 and down.json()["status"] == "unavailable"

@@ -29,8 +29,10 @@ seen: list[dict[str, Any]] = []
 state = {"ready": True, "sse_left": 0}
 
 SPEC = {"openapi": "3.1.0", "info": {"title": NAME, "version": "1"}, "paths": {
-    "/things/{thing_id}": {"get": {"operationId": "get_thing", "responses": {"200": {
-        "description": "a thing"}}}}}}
+    "/things/{thing_id}": {"get": {"operationId": "get_thing", "parameters": [
+        {"name": "thing_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "a thing (what the request was)", "content": {
+            "application/json": {"schema": {"type": "object"}}}}}}}}}
 
 
 async def _json(send: Send, status: int, body: Any,
