@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.types import utcnow
 from core.messaging.events import BaseEvent
 from core.messaging.exceptions import MessagingError
+from services.notification.clock import db_now
 from services.notification.events import (
     USER_REQUESTS,
     GetContact,
@@ -27,7 +28,6 @@ from services.notification.events import (
     ProfileData,
     UserContact,
 )
-from services.notification.clock import db_now
 from services.notification.models import Contact, DeliveryStatus, Notification
 from services.notification.senders import ContactDetails
 
