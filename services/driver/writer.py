@@ -9,8 +9,8 @@ writer adds no delay, and a busy one writes in batches that grow with the load.
 
 `write` returns once the report's transaction committed (so a consumer commits its offset
 only after the row is durable), with whether this report is what the row now holds (of two
-reports of one driver in one batch, the older one is not applied, whatever their order); a failed transaction fails
-every `write` of its batch. One event loop; no locks needed.
+reports of one driver in one batch, the older one is not applied, whatever their order); a
+failed transaction fails every `write` of its batch. One event loop; no locks needed.
 """
 
 from __future__ import annotations
