@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError as SettingsError
 from rich.console import Console
 from rich.table import Table
 
-from core.config import get_settings
+from core.commands.failures import fail, first_line, settings_errors
+from core.config import KafkaConfig, get_settings
 from core.messaging import dlq
 from core.messaging.kafka_client import KafkaProducer
 
@@ -37,7 +41,9 @@ def list_(
     = False,
 ) -> None:
     """List dead letters of TOPIC with the error that put them there."""
-    letters = asyncio.run(dlq.list_dead_letters(get_settings().kafka(), topic))
+    config = _kafka()
+    with _kafka_failures(config, f"read {dlq.dlq_topic(topic)}"):
+        letters = asyncio.run(dlq.list_dead_letters(config, topic))
     shown = [x for x in letters if all_ or not x.replayed]
     if as_json:
         typer.echo(json.dumps([x.as_dict() for x in shown], indent=2))
@@ -69,15 +75,35 @@ def replay(
         except ValueError as exc:
             raise typer.BadParameter("use PARTITION:OFFSET, e.g. 0:42",
                                      param_hint="--offset") from exc
-    replayed = asyncio.run(_replay(topic, picks))
+    config = _kafka()
+    with _kafka_failures(config, f"replay {dlq.dlq_topic(topic)} to {topic}"):
+        replayed = asyncio.run(_replay(config, topic, picks))
     console.print(f"replayed {len(replayed)} dead letter(s) to {topic}")
 
 
-async def _replay(topic: str, picks: list[tuple[int, int]] | None) -> list[dlq.DeadLetter]:
-    config = get_settings().kafka()
+async def _replay(config: KafkaConfig, topic: str,
+                  picks: list[tuple[int, int]] | None) -> list[dlq.DeadLetter]:
     producer = KafkaProducer(config)
     await producer.start()
     try:
         return await dlq.replay(config, producer, topic, offsets=picks)
     finally:
         await producer.stop()
+
+
+def _kafka() -> KafkaConfig:
+    try:
+        return get_settings().kafka()
+    except SettingsError as exc:
+        raise fail(f"invalid settings: {settings_errors(exc)}") from exc
+
+
+@contextmanager
+def _kafka_failures(config: KafkaConfig, doing: str) -> Iterator[None]:
+    """Any failure talking to the broker as one line naming the setting. The Kafka client's
+    own exception types stay behind kafka_client, so this catches broadly, at the edge."""
+    try:
+        yield
+    except Exception as exc:
+        raise fail(f"could not {doing} at Kafka {config.bootstrap_servers} "
+                   f"({first_line(exc)}): check KAFKA_BOOTSTRAP_SERVERS") from exc

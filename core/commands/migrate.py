@@ -14,6 +14,7 @@ import typer
 from alembic.script import Script
 from rich.console import Console
 
+from core.commands.failures import database_failures, settings_database_url
 from core.db import migrations
 from core.db.scaffold import init_migrations
 
@@ -33,11 +34,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def _url(url: str | None) -> str:
-    if url:
-        return url
-    from core.config import get_settings
-
-    return get_settings().database_url
+    return url or settings_database_url()
 
 
 @app.command()
@@ -53,8 +50,9 @@ def migrate(
             typer.echo(migrations.sql_script(service, _url(url), revision))
             return
         found = migrations.locate(service)
-        asyncio.run(migrations.upgrade(found, url, revision))
-        now = asyncio.run(migrations.current(found, url))
+        with database_failures(_url(url)):
+            asyncio.run(migrations.upgrade(found, url, revision))
+            now = asyncio.run(migrations.current(found, url))
     except migrations.MigrationError as exc:
         raise _fail(exc) from exc
     console.print(f"{found.name}: at {', '.join(now) or 'base'} ({found.version_table})")
@@ -74,8 +72,9 @@ def downgrade(
             typer.echo(migrations.sql_script(service, _url(url), revision, "downgrade"))
             return
         found = migrations.locate(service)
-        asyncio.run(migrations.downgrade(found, revision, url))
-        now = asyncio.run(migrations.current(found, url))
+        with database_failures(_url(url)):
+            asyncio.run(migrations.downgrade(found, revision, url))
+            now = asyncio.run(migrations.current(found, url))
     except migrations.MigrationError as exc:
         raise _fail(exc) from exc
     console.print(f"{found.name}: at {', '.join(now) or 'base'}")
@@ -104,12 +103,13 @@ def makemigrations(
         if not (found.script_location / "env.py").is_file():
             folder = init_migrations(found, metadata)
             console.print(f"created {folder}")
-        if check:
-            asyncio.run(migrations.check(found, url))
-            console.print(f"{found.name}: no changes")
-            return
-        path = asyncio.run(migrations.make_migration(found, message, database=url,
-                                                     autogenerate=not empty))
+        with database_failures(url, setting="--url"):
+            if check:
+                asyncio.run(migrations.check(found, url))
+                console.print(f"{found.name}: no changes")
+                return
+            path = asyncio.run(migrations.make_migration(found, message, database=url,
+                                                         autogenerate=not empty))
     except migrations.MigrationError as exc:
         raise _fail(exc) from exc
     if path is None:
@@ -124,7 +124,8 @@ def showmigrations(service: Service, url: Url = None) -> None:
     try:
         found = migrations.locate(service)
         scripts = migrations.history(found)
-        applied = _applied(scripts, asyncio.run(migrations.current(found, url)))
+        with database_failures(_url(url)):
+            applied = _applied(scripts, asyncio.run(migrations.current(found, url)))
     except migrations.MigrationError as exc:
         raise _fail(exc) from exc
     console.print(f"{found.name} ({found.version_table})")

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import MetaData
 
+from core.commands.failures import database_failures, settings_database_url
 from core.db import migrations
 from core.db.engine import Database
 from core.db.models import table_key
@@ -47,7 +48,8 @@ def parked(service: Service, url: Url = None, metadata: MetadataPath = None,
            max_attempts: MaxAttempts = MAX_ATTEMPTS) -> None:
     """List SERVICE's parked events, oldest first, with the error and what each holds back."""
     tables = _metadata(service, metadata)
-    rows = _run(url, lambda db: outbox_store.parked(db, tables, max_attempts=max_attempts))
+    rows = _run(service, url,
+                lambda db: outbox_store.parked(db, tables, max_attempts=max_attempts))
     table = Table(title=f"{len(rows)} parked event(s)")
     for column in ("id", "created", "topic", "key", "event", "attempts", "holds back",
                    "error"):
@@ -69,8 +71,8 @@ def requeue(service: Service, ids: Ids = None, all_: Annotated[bool, typer.Optio
         raise typer.BadParameter("name the events with --id ID (repeatable), or pass --all",
                                  param_hint="--id / --all")
     tables = _metadata(service, metadata)
-    count = _run(url, lambda db: outbox_store.requeue(db, tables, None if all_ else ids,
-                                                      max_attempts=max_attempts))
+    count = _run(service, url, lambda db: outbox_store.requeue(
+        db, tables, None if all_ else ids, max_attempts=max_attempts))
     console.print(f"requeued {count} parked event(s)")
 
 
@@ -82,8 +84,8 @@ def discard(service: Service, ids: Ids = None, url: Url = None,
         raise typer.BadParameter("name the events to discard with --id ID (repeatable)",
                                  param_hint="--id")
     tables = _metadata(service, metadata)
-    count = _run(url, lambda db: outbox_store.discard(db, tables, ids,
-                                                      max_attempts=max_attempts))
+    count = _run(service, url, lambda db: outbox_store.discard(
+        db, tables, ids, max_attempts=max_attempts))
     console.print(f"discarded {count} parked event(s)")
 
 
@@ -108,18 +110,17 @@ def _metadata(service: str, spec: str | None) -> MetaData:
     return value
 
 
-def _run(url: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
+def _run(service: str, url: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
+    """`action` on the database at `url` (else DATABASE_URL); a database that cannot be
+    reached, or that is not SERVICE's, is a one-line error."""
+    url = url or settings_database_url()
+
     async def run() -> T:
-        db = Database(url or _settings_url())
+        db = Database(url)
         try:
             return await action(db)
         finally:
             await db.dispose()
 
-    return asyncio.run(run())
-
-
-def _settings_url() -> str:
-    from core.config import get_settings
-
-    return get_settings().database_url
+    with database_failures(url, service):
+        return asyncio.run(run())

@@ -6,6 +6,10 @@ busy timeout, so several tasks and the outbox relay can share the file; `synchro
 is SQLite's recommended setting for WAL: a commit survives a process crash (the tests kill
 writers with SIGKILL), only an OS crash or power loss may drop the last commits, never corrupt.
 
+A SQLite file holds secrets (password hashes, refresh tokens): it is created 0600 before
+SQLite opens it, since SQLite would create it 0644 and gives its -wal and -shm files the mode
+of the database file (see `_private_sqlite_file`).
+
 A PostgreSQL connection is checked at checkout (see `_check_liveness`) instead of with
 SQLAlchemy's `pool_pre_ping`, whose asyncpg ping is three round trips (begin, select,
 rollback) on every checkout: more than the two inserts of an outbox transaction.
@@ -13,7 +17,10 @@ rollback) on every checkout: more than the two inserts of an outbox transaction.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +37,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PRIVATE_FILE_MODE = 0o600
 POOL_SIZE = 15
 """Connections per process at most (SQLAlchemy's default capacity), opened as needed."""
 PING_AFTER_IDLE = 2.0
@@ -56,6 +65,7 @@ class Database:
             engine_options.update(pool_size=POOL_SIZE, max_overflow=0)
         if self.dialect == "sqlite":
             engine_options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            _private_sqlite_file(self.url.database, self.url.query)
         self.engine: AsyncEngine = create_async_engine(url, echo=echo, **engine_options)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -89,6 +99,36 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _private_sqlite_file(database: str | None, query: Any) -> None:
+    """Create the database file 0600 (whatever the umask adds) if it is not there yet, and
+    take group and other access away from one an earlier version created 0644, with its WAL
+    and shared-memory files. In-memory databases and URI filenames are left to SQLite; so is
+    a missing directory (SQLite's own error says so)."""
+    if not database or database == ":memory:" or query.get("uri") or database.startswith(
+            "file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        pass
+    except OSError:
+        return
+    else:
+        os.close(fd)
+        return
+    for path in (database, f"{database}-wal", f"{database}-shm"):
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:
+                os.chmod(path, mode & 0o700)
+                log.warning("%s was readable by others (mode %o); now %o", path, mode,
+                            mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("%s is readable by others and cannot be made private: %s", path, exc)
 
 
 def _check_liveness(engine: AsyncEngine) -> None:

@@ -22,6 +22,7 @@ import typer
 from pydantic import ValidationError as SettingsError
 
 from core.bases.exceptions import AppError
+from core.commands.failures import database_failures, fail, settings_errors
 from core.db import migrations
 from core.db.engine import Database
 from core.messaging.outbox import OutboxWriter
@@ -46,7 +47,7 @@ def _settings() -> AuthSettings:
     try:
         return AuthSettings()
     except SettingsError as e:
-        typer.echo(f"error: invalid settings: {e}", err=True)
+        typer.echo(f"error: invalid settings: {settings_errors(e)}", err=True)
         raise typer.Exit(2) from e
 
 
@@ -58,8 +59,8 @@ async def _database(cfg: AuthSettings) -> AsyncIterator[Database]:
             await migrations.upgrade(SERVICE_DIR, database)
         elif set(await migrations.current(SERVICE_DIR, database)) != set(
                 migrations.heads(SERVICE_DIR)):
-            raise typer.BadParameter(
-                f"the database is not at head: run `python -m core migrate {SERVICE_DIR}`")
+            raise fail(f"the database is not at head: run `python -m core migrate "
+                       f"{SERVICE_DIR}`")
         yield database
     finally:
         await database.dispose()
@@ -77,7 +78,8 @@ def create_admin(
     cfg = _settings()
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     try:
-        asyncio.run(_create_admin(cfg, email, password))
+        with database_failures(cfg.database_url, "auth", "DATABASE_URL"):
+            asyncio.run(_create_admin(cfg, email, password))
     except AppError as e:
         typer.echo(f"error: {_reasons(e)}", err=True)
         raise typer.Exit(1) from e
@@ -116,7 +118,11 @@ def rotate_keys(
     if alg is not None and alg not in SIGNING_ALGORITHMS:
         typer.echo(f"error: --alg must be one of {', '.join(SIGNING_ALGORITHMS)}", err=True)
         raise typer.Exit(2)
-    key = asyncio.run(_rotate(cfg, alg))
+    try:
+        key = asyncio.run(_rotate(cfg, alg))
+    except OSError as e:
+        raise fail(f"cannot keep keys in {cfg.jwt_keys_dir} ({type(e).__name__}: {e}): set "
+                   "JWT_KEYS_DIR to a directory this user may write") from e
     typer.echo(f"kid: {key}")
 
 
@@ -143,7 +149,8 @@ def create_client(
                    f"{'; refused: ' + ', '.join(bad) if bad else ''}", err=True)
         raise typer.Exit(2)
     try:
-        created = asyncio.run(_create_client(cfg, name, permission or []))
+        with database_failures(cfg.database_url, "auth", "DATABASE_URL"):
+            created = asyncio.run(_create_client(cfg, name, permission or []))
     except AppError as e:
         typer.echo(f"error: {_reasons(e)}", err=True)
         raise typer.Exit(1) from e

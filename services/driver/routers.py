@@ -1,7 +1,8 @@
 """HTTP routes of the driver service: thin; the rules live in services.py and locations.py.
 
 Who may do what (permissions from the contract): `drivers:register` to become a driver;
-`drivers:read` to read any driver, query nearby drivers and watch a driver's live locations
+`drivers:read` to read any driver (its licence number only shown to the driver and to
+`drivers:write`), query nearby drivers and watch a driver's live locations
 (a rider app shows the driver coming); a driver's own status and location change only by that
 driver (the record's `user_id` is the token's subject) or a holder of `drivers:write`.
 """
@@ -88,9 +89,14 @@ def ensure_may_steer(principal: Principal, driver: Driver) -> None:
         raise ForbiddenError("only the driver or a holder of drivers:write may do this")
 
 
-def public(driver: Driver) -> DriverPublic:
+def public(driver: Driver, viewer: Principal) -> DriverPublic:
+    """The record as `viewer` may see it: the licence number only for the driver and holders
+    of `drivers:write` (a rider with `drivers:read` sees the vehicle, not the licence)."""
+    shows_licence = (driver.user_id == viewer.subject
+                     or viewer.has_permission("drivers:write"))
     return DriverPublic(
-        id=driver.id, user_id=driver.user_id, licence_number=driver.licence_number,
+        id=driver.id, user_id=driver.user_id,
+        licence_number=driver.licence_number if shows_licence else None,
         licence_expiry=driver.licence_expiry, vehicle=vehicle(driver),
         status=driver.status,
         created_at=driver.created_at, updated_at=driver.updated_at)
@@ -117,7 +123,7 @@ async def register(data: DriverCreate, principal: CurrentPrincipal, session: Ses
     settings = settings_of(runtime)
     check = ProfileCheck(runtime.services, settings.user_service, settings.user_call_timeout)
     service = DriverService(session, runtime.outbox)
-    return public(await service.register(principal.subject, data, check))
+    return public(await service.register(principal.subject, data, check), principal)
 
 
 @router.get("/me", response_model=DriverPublic, responses=error_responses(401, 404))
@@ -127,7 +133,7 @@ async def mine(principal: CurrentPrincipal, session: SessionDep) -> DriverPublic
     driver = await service.drivers.by_user(principal.subject)
     if driver is None:
         raise NotFoundError("you are not a driver: register with POST /drivers first")
-    return public(driver)
+    return public(driver, principal)
 
 
 @router.get("/nearby", response_model=NearbyPage,
@@ -159,8 +165,9 @@ async def nearby(
 @router.get("/{driver_id}", response_model=DriverPublic,
             dependencies=[Depends(owner_or("drivers:read", owner_of=driver_owner))],
             responses=error_responses(401, 403, 404, 422))
-async def get_driver(driver: Annotated[Driver, Depends(load_driver)]) -> DriverPublic:
-    return public(driver)
+async def get_driver(driver: Annotated[Driver, Depends(load_driver)],
+                     principal: CurrentPrincipal) -> DriverPublic:
+    return public(driver, principal)
 
 
 @router.put("/{driver_id}/status", response_model=DriverPublic,
@@ -171,7 +178,7 @@ async def set_status(data: StatusChange, principal: CurrentPrincipal,
     """offline → available → busy → available → offline; a busy driver cannot go offline."""
     ensure_may_steer(principal, driver)
     service = DriverService(session, runtime.outbox)
-    return public(await service.change_status(driver, data.status))
+    return public(await service.change_status(driver, data.status), principal)
 
 
 @router.put("/{driver_id}/location", response_model=LocationPublic,

@@ -68,7 +68,8 @@ class VehiclePublic(BaseModel):
 class DriverPublic(BaseModel):
     id: uuid.UUID
     user_id: str
-    licence_number: str
+    licence_number: str | None = Field(
+        description="Shown to the driver and to holders of drivers:write only (null to others)")
     licence_expiry: date
     vehicle: VehiclePublic
     status: Status

@@ -8,8 +8,9 @@ meanwhile in the next one (one statement, see `record_locations`): no timer, so 
 writer adds no delay, and a busy one writes in batches that grow with the load.
 
 `write` returns once the report's transaction committed (so a consumer commits its offset
-only after the row is durable), with whether the row changed; a failed transaction fails
-every `write` of its batch. One event loop; no locks needed.
+only after the row is durable), with whether this report is what the row now holds (of two
+reports of one driver in one batch, the older one is not applied, whatever their order); a
+failed transaction fails every `write` of its batch. One event loop; no locks needed.
 """
 
 from __future__ import annotations
@@ -60,13 +61,24 @@ class LocationWriter:
                     ids = {report.driver_id for report, _ in batch}
                     known: set[uuid.UUID] = set(
                         await session.scalars(select(Driver.id).where(Driver.id.in_(ids))))
-                    applied = await record_locations(
-                        session, [r for r, _ in batch if r.driver_id in known])
+                    latest = _latest_each([r for r, _ in batch if r.driver_id in known])
+                    changed = await record_locations(session, list(latest.values()))
             except Exception as exc:  # every write of the batch fails; its callers retry
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             for report, future in batch:
-                if not future.done():
-                    future.set_result(report.driver_id in applied)
+                if not future.done():  # the row changed, and to this very report
+                    future.set_result(report.driver_id in changed
+                                      and latest[report.driver_id] is report)
+
+
+def _latest_each(reports: list[Report]) -> dict[uuid.UUID, Report]:
+    """Each driver's latest report (the first of equals: a repeat is not applied twice)."""
+    latest: dict[uuid.UUID, Report] = {}
+    for report in reports:
+        kept = latest.get(report.driver_id)
+        if kept is None or report.recorded_at > kept.recorded_at:
+            latest[report.driver_id] = report
+    return latest

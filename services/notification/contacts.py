@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.types import utcnow
 from core.messaging.events import BaseEvent
 from core.messaging.exceptions import MessagingError
+from services.notification.clock import db_now
 from services.notification.events import (
     USER_REQUESTS,
     GetContact,
@@ -46,6 +47,7 @@ class ContactBook:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         dialect = session.get_bind().dialect.name
+        self._dialect = dialect
         self._insert = pg_insert if dialect == "postgresql" else sqlite_insert
 
     async def get(self, user_id: str) -> ContactDetails | None:
@@ -82,7 +84,8 @@ class ContactBook:
             update(Notification)
             .where(Notification.user_id == user_id,
                    Notification.delivery_status == DeliveryStatus.AWAITING_CONTACT)
-            .values(delivery_status=DeliveryStatus.PENDING, next_attempt_at=utcnow()))
+            .values(delivery_status=DeliveryStatus.PENDING,
+                    next_attempt_at=db_now(self._dialect)))
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def source_at(self, user_id: str) -> datetime | None:

@@ -46,6 +46,9 @@ class Notification(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     delivery_status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING)
     delivery_attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    """Set by the delivery claim that holds the row; its outcome is recorded only while the
+    token is still there (see delivery.py)."""
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None]
 

@@ -99,6 +99,23 @@ async def test_a_licence_number_is_one_drivers(stack: DriverStack) -> None:
         assert (await http.post("/drivers", json=body)).status_code == 409
 
 
+async def test_a_licence_number_is_shown_to_the_driver_and_drivers_write_only(
+        stack: DriverStack) -> None:
+    user_id, driver_id = await stack.new_driver()
+    async with await stack.client(user_id) as own:
+        number = (await own.get(f"/drivers/{driver_id}")).json()["licence_number"]
+        assert number and number.startswith("DL-")
+        assert (await own.get("/drivers/me")).json()["licence_number"] == number
+        changed = await own.put(f"/drivers/{driver_id}/status", json={"status": "available"})
+        assert changed.json()["licence_number"] == number
+    async with await stack.client(str(uuid.uuid4())) as rider:  # drivers:read
+        seen = await rider.get(f"/drivers/{driver_id}")
+        assert seen.status_code == 200 and seen.json()["licence_number"] is None
+        assert seen.json()["vehicle"]["plate"] == "AB 123 CD"
+    async with await stack.client("admin", ADMIN_PERMISSIONS) as admin:
+        assert (await admin.get(f"/drivers/{driver_id}")).json()["licence_number"] == number
+
+
 # --- status and who may steer ---------------------------------------------------------------
 
 

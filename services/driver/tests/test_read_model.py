@@ -4,6 +4,7 @@ antimeridian, the poles), under the service's own migrations."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -14,9 +15,10 @@ from sqlalchemy import text
 
 from core.db import migrations
 from core.db.engine import Database
-from services.driver.locations import find_nearby, latest_location, record_location
+from services.driver.locations import Report, find_nearby, latest_location, record_location
 from services.driver.main import SERVICE_DIR
 from services.driver.models import Driver
+from services.driver.writer import LocationWriter
 from tests.integration.databases import BACKENDS, open_databases
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -112,3 +114,29 @@ async def test_the_nearby_query_reads_the_cell_index(database: Database) -> None
             await session.execute(text("SET LOCAL enable_seqscan = off"))
             plan = await session.execute(text(f"EXPLAIN SELECT * FROM driver_locations {where}"))
         assert "ix_driver_locations_cell" in " ".join(str(row) for row in plan)
+
+
+# --- the coalescing writer -----------------------------------------------------------------
+
+@pytest.mark.parametrize("newer_first", [False, True])
+async def test_the_writer_answers_each_report_for_itself(database: Database,
+                                                         newer_first: bool) -> None:
+    """Two reports of one driver in one batch: only the newer is applied, in either order;
+    a repeat of it is not; another driver's report in the batch is its own."""
+    driver_id, other = await new_driver(database), await new_driver(database)
+    writer = LocationWriter()
+    writer.attach(database)
+    older = Report(driver_id, 1, 1, NOW)
+    newer = Report(driver_id, 2, 2, NOW + timedelta(seconds=1))
+    pair = [newer, older] if newer_first else [older, newer]
+    reports = [*pair, Report(driver_id, 2, 2, NOW + timedelta(seconds=1)),
+               Report(other, 3, 3, NOW), Report(uuid.uuid4(), 4, 4, NOW)]
+
+    answers = dict(zip(map(id, reports), await asyncio.gather(
+        *(writer.write(r) for r in reports)), strict=True))
+
+    assert [answers[id(r)] for r in (older, newer)] == [False, True]
+    assert [answers[id(r)] for r in reports[2:]] == [False, True, False]
+    async with database.session() as session:
+        stored = await latest_location(session, driver_id)
+    assert stored is not None and (stored.lat, stored.recorded_at) == (2, newer.recorded_at)

@@ -227,7 +227,8 @@ async def test_a_send_cut_short_by_a_dying_instance_goes_again_after_the_lease(
     h = harness(database)
     notification = await one_due(h)
     slow = Flaky(delay=30)
-    dying = DeliveryWorker(database, slow, policy(lease=0.5, send_timeout=0.4))
+    dying = DeliveryWorker(database, slow, policy(batch_size=1, concurrency=1, lease=0.5,
+                                                  send_timeout=0.4))
     await dying.start()
     for _ in range(100):  # until it holds the claim and is stuck sending
         if slow.calls:
