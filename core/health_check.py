@@ -196,12 +196,15 @@ def reached_once(check: Check) -> Check:
 
 
 def consumer_check(consumer: EventConsumer) -> Check:
-    """The consumer runs: it did not stop on an error it cannot recover from."""
+    """The consumer runs: it did not stop on an error it cannot recover from. A member out of
+    its group while records wait is degraded: requests are still served, events wait."""
 
     async def check() -> None:
         if consumer.failure is not None:
             raise consumer.failure
         if not consumer.running:
             raise RuntimeError(f"the consumer of group {consumer.group_id} is not running")
+        if consumer.stranded is not None:
+            raise Degraded(consumer.stranded)
 
     return check

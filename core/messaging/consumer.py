@@ -25,6 +25,12 @@
   `drain_timeout`, then leaves the group; a stopped consumer can be started again.
 - Failure: an error the consumer cannot recover from (authentication, authorization, a
   fenced member) stops it; `failure` holds the error, for readiness checks to report.
+- Stranded: a member out of its group (no partition since it was thrown out, or since it
+  started) while the group has records waiting, for longer than the session timeout, is
+  `stranded` (logged, and readiness says degraded with the reason); after `rejoin_after`
+  it rejoins with a fresh client. librdkafka can leave a member out for good: after a broker
+  frozen past the session timeout, the group coordinator's connection may never come back
+  up, the requests to it sit queued, and nothing rejoins until the process restarts.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from core.messaging.kafka_client import (
     KafkaConsumer,
     KafkaProducer,
     TopicPartitionKey,
+    group_lag,
+    group_owned_partitions,
 )
 from core.messaging.offsets import OffsetTracker
 from core.messaging.serialization import EventRegistry
@@ -62,6 +70,11 @@ POLL_ERROR_WAIT = 1.0
 """How long the loop waits after an unexpected error from a poll before polling again."""
 CRASH_RETRY = RetryPolicy(max_attempts=1_000_000, initial_delay=1.0, max_delay=30.0)
 """Waits before a record that crashed the dispatcher is tried again (its key waits too)."""
+WATCH_INTERVAL = 2.0
+"""How often a member without partitions asks the broker whether its group has records
+waiting (only while it has been out for longer than the session timeout)."""
+CLOSE_TIMEOUT = 30.0
+"""How long a stranded client replaced by a fresh one is given to close."""
 
 
 class EventConsumer:
@@ -85,6 +98,7 @@ class EventConsumer:
         max_in_flight: int = 1000,
         drain_timeout: float = 30.0,
         create_topics: bool = True,
+        rejoin_after: float | None = None,
         **kafka_overrides: Any,
     ) -> None:
         self.config = config
@@ -98,7 +112,14 @@ class EventConsumer:
         self._drain_timeout = drain_timeout
         self._create_topics = create_topics
         self._kafka_overrides = kafka_overrides
+        session_ms = kafka_overrides.get("session.timeout.ms",
+                                         KafkaConsumer.DEFAULTS["session.timeout.ms"])
+        self.session_timeout = int(session_ms) / 1000
+        self.rejoin_after = 3 * self.session_timeout if rejoin_after is None else rejoin_after
+        """Seconds stranded before the member rejoins with a fresh client."""
         self._client: KafkaConsumer | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._assigned = asyncio.Event()
@@ -121,6 +142,11 @@ class EventConsumer:
         self._waiting_for_room = False
         self._assigned.clear()
         self.failure = None
+        self._out_since: float | None = None  # loop time since when it owns no partition
+        self._renew = False
+        self.stranded: str | None = None
+        """Why the member is out of its group while records wait (see the module doc)."""
+        self.rejoins = 0
 
     def subscribe(self, topics: Iterable[str] | str, handler: Handler) -> None:
         """Route `topics` to `handler`: a `HandlerRegistry`, or one async callable (a function,
@@ -153,12 +179,28 @@ class EventConsumer:
         await self._ensure_topics()
         self._reset()
         self._loop = asyncio.get_running_loop()
-        self._client = KafkaConsumer(
-            self.config, self.group_id, on_assign=self._on_assign, on_revoke=self._on_revoke,
-            on_lost=self._on_lost, **self._kafka_overrides,
-        )
-        await self._client.subscribe(self._routes)
+        self._out_since = self._loop.time()
+        self._client = await self._join()
         self._loop_task = asyncio.create_task(self._run(), name=f"consumer:{self.group_id}")
+        self._watch_task = asyncio.create_task(self._watch(), name=f"watch:{self.group_id}")
+
+    async def _join(self) -> KafkaConsumer:
+        """A new client subscribed to the topics. Its rebalance callbacks act only while it is
+        the current client: one replaced (see `_watch`) can no longer touch the state."""
+        client: KafkaConsumer | None = None
+
+        def current() -> bool:
+            return client is not None and client is self._client
+
+        client = KafkaConsumer(
+            self.config, self.group_id,
+            on_assign=lambda tps: self._on_assign(tps) if current() else None,
+            on_revoke=lambda tps: self._on_revoke(tps) if current() else {},
+            on_lost=lambda tps: self._on_lost(tps) if current() else None,
+            **self._kafka_overrides,
+        )
+        await client.subscribe(self._routes)
+        return client
 
     async def _ensure_topics(self) -> None:
         needed = list(self._routes) if self._create_topics else []
@@ -187,6 +229,8 @@ class EventConsumer:
         client, tracker = self._client, self._tracker
         while not self._stopping:
             try:
+                if self._renew:
+                    client = await self._rejoin(client)
                 pause, resume, room = await self._flow()
                 records = await client.poll(min(500, max(1, room)), 0.1, tracker.take(),
                                             pause, resume)
@@ -204,6 +248,65 @@ class EventConsumer:
             except Exception:
                 log.exception("consumer loop error in group %s; continuing", self.group_id)
                 await asyncio.sleep(POLL_ERROR_WAIT)
+
+    async def _watch(self) -> None:
+        """Mark the member stranded, and have it rejoin, while it is out of its group with
+        records waiting (see the module doc). Asks the broker only after a session timeout
+        without partitions, and through clients of its own, not the one that may be stuck."""
+        assert self._loop is not None
+        loop = self._loop
+        while not self._stopping:
+            await asyncio.sleep(WATCH_INTERVAL)
+            since = self._out_since
+            out_for = 0.0 if since is None else loop.time() - since
+            if out_for <= self.session_timeout:
+                self.stranded = None
+                continue
+            try:
+                waiting = await self._waiting()
+            except Exception as exc:  # the broker is away too: nothing to rejoin yet
+                log.debug("group %s: lag unknown: %s", self.group_id, exc)
+                continue
+            if self._out_since is None or not waiting:
+                self.stranded = None
+                continue
+            if self.stranded is None:
+                log.error("group %s: this member has been out of its group for %.0fs while "
+                          "%d records wait", self.group_id, out_for, waiting)
+            self.stranded = (f"out of group {self.group_id} for {out_for:.0f}s with "
+                             f"{waiting} records waiting")
+            if out_for > self.rejoin_after and not self._renew:
+                log.error("group %s: rejoining with a new client after %.0fs out",
+                          self.group_id, out_for)
+                self._renew = True
+
+    async def _waiting(self) -> int:
+        """Records waiting on partitions no active member owns: a member left out while the
+        others own every partition is a spare, not a stall."""
+        topics = list(self._routes)
+        owned = await group_owned_partitions(self.config, self.group_id)
+        lags = await asyncio.gather(*(group_lag(self.config, self.group_id, topic)
+                                      for topic in topics))
+        return sum(n for topic, lag in zip(topics, lags, strict=True)
+                   for partition, n in lag.items() if n > 0 and (topic, partition) not in owned)
+
+    async def _rejoin(self, old: KafkaConsumer) -> KafkaConsumer:
+        """Replace a stranded client: the new one joins as a new member; the old one is
+        closed in the background (it owns nothing, so nothing of it is committed)."""
+        self._renew = False
+        self.rejoins += 1
+        assert self._loop is not None
+        self._out_since = self._loop.time()
+        self._client = await self._join()
+        self._closing = asyncio.create_task(self._discard(old))
+        return self._client
+
+    async def _discard(self, client: KafkaConsumer) -> None:
+        try:
+            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
+        except Exception:
+            log.warning("group %s: the replaced client did not close cleanly", self.group_id,
+                        exc_info=True)
 
     async def _flow(self) -> tuple[list[TopicPartitionKey], list[TopicPartitionKey], int]:
         """Partitions to pause and to resume before the next poll, and how many records it
@@ -295,6 +398,7 @@ class EventConsumer:
         assert self._loop is not None
         self._owned.update(partitions)
         if partitions:  # cooperative rebalancing may call with an empty increment first
+            self._out_since = None
             self._loop.call_soon_threadsafe(self._assigned.set)
         log.info("group %s assigned %s", self.group_id, partitions)
 
@@ -317,16 +421,22 @@ class EventConsumer:
         except Exception:
             log.exception("abandoning lost partitions failed")
 
+    def _left(self, partitions: set[TopicPartitionKey]) -> None:
+        """`partitions` are no longer this member's; with none left it is out of the group."""
+        self._owned.difference_update(partitions)
+        if not self._owned and self._out_since is None and self._loop is not None:
+            self._out_since = self._loop.time()
+
     async def _drain(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         revoked = set(partitions)
-        self._owned.difference_update(revoked)
+        self._left(revoked)
         await self._finish([w for lane, w in self._workers.items() if lane[:2] in revoked],
                            self._drain_timeout)
         return self._forget(partitions)
 
     async def _abandon(self, partitions: list[TopicPartitionKey]) -> None:
         lost = set(partitions)
-        self._owned.difference_update(lost)
+        self._left(lost)
         await self._finish([w for lane, w in self._workers.items() if lane[:2] in lost], 0)
         self._forget(partitions)
 
@@ -355,22 +465,30 @@ class EventConsumer:
 
         A cancellation of the caller is not swallowed: lanes are cancelled, the group is
         left, and the `CancelledError` goes on up."""
-        task, client = self._loop_task, self._client
-        if task is None or client is None:
+        task = self._loop_task
+        if task is None or self._client is None:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._drain_timeout
         self._stopping = True
+        watch, self._watch_task = self._watch_task, None
+        if watch is not None:
+            watch.cancel()
         try:
             await asyncio.wait([task], timeout=self._drain_timeout)
             await self._finish(list(self._workers.values()), deadline - loop.time())
-            await client.store_offsets(self._tracker.take())
+            await self._client.store_offsets(self._tracker.take())
         finally:
             task.cancel()
             for worker in list(self._workers.values()):
                 worker.cancel()
-            await asyncio.wait([task, *self._workers.values()])
+            await asyncio.wait([task, *self._workers.values(), *filter(None, [watch])])
+            client = self._client  # the run may have replaced it (`_rejoin`)
+            assert client is not None
             try:
+                if self._closing is not None:
+                    closing, self._closing = self._closing, None
+                    await closing
                 await client.close()
             except Exception:  # a failed consumer may not leave cleanly; it is gone either way
                 log.warning("closing the consumer of group %s failed", self.group_id,

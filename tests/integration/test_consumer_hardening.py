@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from sqlalchemy import func, insert, select
 
 from core.config import KafkaConfig
 from core.messaging import dlq
@@ -26,6 +28,7 @@ from core.messaging.exceptions import (
     PermanentHandlerError,
     TopicSetupError,
 )
+from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.kafka_client import (
     KafkaAdmin,
     KafkaProducer,
@@ -34,6 +37,7 @@ from core.messaging.kafka_client import (
 )
 from core.messaging.types import MessageContext, Record
 from tests.integration.conftest import BusFactory
+from tests.outbox_service import MoneyDeposited, create_schema, deposit, effects, metadata, registry
 from tests.support import OrderPlaced, eventually, order_registry, placed, unique
 
 pytestmark = pytest.mark.kafka
@@ -417,3 +421,145 @@ async def test_dlq_list_json_reads_type_and_id_from_the_body_when_headers_lack_t
     assert letter["event_id"] == "0b7c0a3e-2f7a-4d55-9d1e-1c2b3a4d5e6f"
     assert letter["key"] == "k" and letter["original_topic"] == topic
     assert "MalformedEventError" in letter["error_type"] and not letter["replayed"]
+
+
+# --- out of the group ------------------------------------------------------------------------
+
+QUICK_SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+"""The broker's shortest allowed session (group.min.session.timeout.ms), for drills that wait
+one out."""
+
+
+async def test_a_member_left_out_of_its_group_with_records_waiting_rejoins(
+    make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A member that is out of its group while records wait (here its client unsubscribed
+    behind its back, as a librdkafka client whose coordinator connection never comes back
+    stays out) is marked stranded after a session timeout, with a log line, then rejoins
+    with a fresh client and handles what waited."""
+    seen: list[str] = []
+
+    async def handle(event: OrderPlaced) -> None:
+        seen.append(event.data.order_id)
+
+    bus = make_bus(order_registry(), rejoin_after=12.0, **QUICK_SESSION)
+    consumer = bus.subscribe(topic, handle)
+    await bus.start()
+    await consumer.wait_assigned()
+    await bus.publish(topic, placed("before"))
+    await eventually(lambda: seen == ["before"])
+    stuck = consumer._client
+    assert stuck is not None and consumer.stranded is None
+    await stuck._call(stuck._consumer.unsubscribe)  # type: ignore[union-attr]
+    await eventually(lambda: not consumer._owned)  # revoked within the next poll
+    await bus.publish(topic, placed("waiting"))
+    with caplog.at_level(logging.ERROR, logger="core.messaging.consumer"):
+        reason = await eventually(lambda: consumer.stranded, timeout=20)
+    assert f"out of group {consumer.group_id}" in reason and "1 records waiting" in reason
+    assert any("out of its group" in r.getMessage() for r in caplog.records)
+    assert seen == ["before"], "a stranded member handled a record"
+    await eventually(lambda: seen == ["before", "waiting"], timeout=30)
+    assert consumer.rejoins == 1 and consumer._client is not stuck
+    await eventually(lambda: consumer.stranded is None, timeout=10)
+    await bus.publish(topic, placed("after"))
+    await eventually(lambda: seen == ["before", "waiting", "after"])
+
+
+async def test_a_spare_member_without_partitions_is_not_stranded(
+    make_bus: BusFactory, kafka_config: KafkaConfig
+) -> None:
+    """More members than partitions: the one left without any is a spare while the other
+    owns every partition, even with records waiting there; it never rejoins."""
+    name = unique("single")
+    await KafkaAdmin(kafka_config).create_topics([name], partitions=1)
+    release = asyncio.Event()
+
+    async def slow(event: OrderPlaced) -> None:
+        await release.wait()
+
+    group = unique("group")
+    owner = make_bus(order_registry(), group=group, rejoin_after=8.0, **QUICK_SESSION)
+    spare = make_bus(order_registry(), group=group, rejoin_after=8.0, **QUICK_SESSION)
+    first = owner.subscribe(name, slow)
+    second = spare.subscribe(name, slow)
+    await owner.start()
+    await first.wait_assigned()
+    await spare.start()
+    await asyncio.sleep(2)  # the spare joins; cooperative-sticky leaves the partition where it is
+    assert first._owned and not second._owned
+    await owner.publish(name, placed("a"))
+    await owner.publish(name, placed("b"))  # waits behind "a", which is held
+    await asyncio.sleep(20)
+    release.set()
+    assert second.stranded is None and second.rejoins == 0
+
+
+async def test_every_group_comes_back_after_the_broker_is_frozen_past_its_session(
+    make_bus: BusFactory, kafka: Any, kafka_config: KafkaConfig, tmp_path: Any
+) -> None:
+    """The broker process frozen (SIGSTOP) for longer than the session timeout while
+    handlers of each kind are in flight: through the inbox on two topics, and plain on one.
+    Both groups lose their partitions, are assigned again once it returns, and every event
+    is handled, through the inbox exactly once."""
+
+
+    a, b = unique("inbox-a"), unique("inbox-b")
+    plain_topic = unique("plain")
+    await KafkaAdmin(kafka_config).create_topics([a, b, plain_topic], partitions=3)
+    db = await create_schema(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+    busy = asyncio.Event()
+
+    async def apply(event: MoneyDeposited, ctx: MessageContext) -> None:
+        busy.set()
+        await asyncio.sleep(1.0)  # in flight when the broker freezes
+        await ctx.session.execute(insert(effects).values(
+            event_id=str(event.event_id), account_id=event.data.account_id,
+            seq=event.data.seq))
+
+    plain_seen: list[int] = []
+
+    async def count(event: MoneyDeposited) -> None:
+        await asyncio.sleep(0.5)
+        plain_seen.append(event.data.seq)
+
+    inbox_bus = make_bus(registry(), idempotency=DatabaseIdempotencyStore(db, metadata),
+                         rejoin_after=15.0, **QUICK_SESSION)
+    plain_bus = make_bus(registry(), rejoin_after=15.0, **QUICK_SESSION)
+    inbox = inbox_bus.subscribe([a, b], apply)
+    plain = plain_bus.subscribe(plain_topic, count)
+    await inbox_bus.start()
+    await plain_bus.start()
+    await inbox.wait_assigned()
+    await plain.wait_assigned()
+    for i in range(6):
+        await inbox_bus.publish(a, deposit(f"a-{i}", i))
+        await inbox_bus.publish(b, deposit(f"b-{i}", i))
+        await plain_bus.publish(plain_topic, deposit(f"p-{i}", i))
+    await asyncio.wait_for(busy.wait(), 30)
+    os.kill(kafka.pid, signal.SIGSTOP)
+    try:
+        await eventually(lambda: not inbox._owned and not plain._owned, timeout=30)
+        await asyncio.sleep(4)
+    finally:
+        os.kill(kafka.pid, signal.SIGCONT)
+    for i in range(6, 10):
+        await inbox_bus.publish(a, deposit(f"a-{i}", i))
+        await inbox_bus.publish(b, deposit(f"b-{i}", i))
+        await plain_bus.publish(plain_topic, deposit(f"p-{i}", i))
+    await eventually(lambda: inbox._owned and plain._owned, timeout=60)
+
+    async def applied() -> list[str]:
+        async with db.session() as session:
+            return list((await session.execute(select(effects.c.event_id))).scalars())
+
+    await eventually(lambda: len(set(plain_seen)) == 10, timeout=60)
+    rows = await eventually(lambda: _twenty(applied), timeout=60)
+    assert len(rows) == len(set(rows)) == 20, "an event's effect was applied twice"
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(effects)) == 20
+    await db.dispose()
+
+
+async def _twenty(applied: Any) -> list[str] | None:
+    rows: list[str] = await applied()
+    return rows if len(rows) >= 20 else None

@@ -32,6 +32,7 @@ from core.messaging.kafka_client.tools import (
     committed_offsets,
     group_lag,
     group_member_counts,
+    group_owned_partitions,
     read_topic,
 )
 
@@ -52,5 +53,6 @@ __all__ = [
     "committed_offsets",
     "group_lag",
     "group_member_counts",
+    "group_owned_partitions",
     "read_topic",
 ]
