@@ -48,6 +48,7 @@ from core.messaging.exceptions import ConsumerFailedError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from core.messaging.kafka_client import (
+    SESSION_TIMEOUT_MS,
     KafkaAdmin,
     KafkaConsumer,
     KafkaProducer,
@@ -112,9 +113,8 @@ class EventConsumer:
         self._drain_timeout = drain_timeout
         self._create_topics = create_topics
         self._kafka_overrides = kafka_overrides
-        session_ms = kafka_overrides.get("session.timeout.ms",
-                                         KafkaConsumer.DEFAULTS["session.timeout.ms"])
-        self.session_timeout = int(session_ms) / 1000
+        self.session_timeout = int(kafka_overrides.get("session.timeout.ms",
+                                                       SESSION_TIMEOUT_MS)) / 1000
         self.rejoin_after = 3 * self.session_timeout if rejoin_after is None else rejoin_after
         """Seconds stranded before the member rejoins with a fresh client."""
         self._client: KafkaConsumer | None = None

@@ -23,7 +23,7 @@ from core.messaging.kafka_client._common import (
     TopicPartitionKey,
 )
 from core.messaging.kafka_client.admin import KafkaAdmin
-from core.messaging.kafka_client.consumer import KafkaConsumer
+from core.messaging.kafka_client.consumer import SESSION_TIMEOUT_MS, KafkaConsumer
 from core.messaging.kafka_client.errors import _permanent, _publish_error
 from core.messaging.kafka_client.follower import TopicFollower
 from core.messaging.kafka_client.producer import KafkaProducer
@@ -38,6 +38,7 @@ from core.messaging.kafka_client.tools import (
 
 __all__ = [
     "RDKAFKA_LOG",
+    "SESSION_TIMEOUT_MS",
     "AssignCallback",
     "DeliveryReport",
     "KafkaAdmin",

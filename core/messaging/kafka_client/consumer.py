@@ -33,6 +33,9 @@ from core.messaging.types import Record
 
 log = logging.getLogger(__name__)
 
+SESSION_TIMEOUT_MS = 10_000
+"""The default session: a member the coordinator has not heard from for this long is out."""
+
 
 class KafkaConsumer:
     """A group member that polls in batches and stores offsets only when told to.
@@ -48,7 +51,7 @@ class KafkaConsumer:
         "enable.auto.offset.store": False,
         "auto.commit.interval.ms": 500,
         "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": 10_000,
+        "session.timeout.ms": SESSION_TIMEOUT_MS,
         "heartbeat.interval.ms": 1_000,
         "max.poll.interval.ms": 300_000,
         "fetch.wait.max.ms": 100,
