@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.service_registry.base import RegistryError
 from core.service_registry.dns import DEFAULT_TEMPLATE, check_template
 from core.service_registry.static import base_url, parse_static
+from core.service_registry.trust import AllowedNetworks
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,16 @@ class Settings(BaseSettings):
     registry_dns_port: int = Field(default=8000, ge=1, le=65535)
     registry_dns_scheme: Literal["http", "https"] = "http"
     registry_dns_refresh: float = Field(default=5.0, gt=0)
+    registry_signing_key: SecretStr | None = None
+    """The key the platform's services sign registry records with (HMAC, >= 32 bytes); a
+    record not signed with it is refused. Required in production with the Kafka backend."""
+    registry_signing_key_file: str | None = None
+    """The same, from a file (one key a line: the first signs, all verify, for rotation)."""
+    registry_allowed_networks: str = ""
+    """Comma-separated networks, host names or .domains a registered instance's address must
+    be in (e.g. `127.0.0.0/8,::1`); empty: anywhere."""
+    registry_clock_skew: float = Field(default=5.0, ge=0)
+    """Seconds a signed record is believed past its expiry (clocks between hosts differ)."""
 
     @model_validator(mode="after")
     def _safe_outside_development(self) -> Settings:
@@ -103,6 +114,11 @@ class Settings(BaseSettings):
                 raise ValueError("DATABASE_URL must name a server database in production")
             if self.kafka_topic_replication_factor < 3:
                 raise ValueError("KAFKA_TOPIC_REPLICATION_FACTOR must be >= 3 in production")
+            if (self.registry_backend == "kafka" and self.registry_signing_key is None
+                    and not self.registry_signing_key_file):
+                raise ValueError("REGISTRY_SIGNING_KEY or REGISTRY_SIGNING_KEY_FILE must be set "
+                                 "in production: anyone who can write to the registry topic "
+                                 "could otherwise announce an instance")
         return self
 
     @model_validator(mode="after")
@@ -124,6 +140,7 @@ class Settings(BaseSettings):
                 parse_static(self.registry_static)
             if self.registry_backend == "dns":
                 check_template(self.registry_dns_template)
+            AllowedNetworks(self.registry_allowed_networks.split(","))
         except RegistryError as exc:
             raise ValueError(str(exc)) from None
         return self
