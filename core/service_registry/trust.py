@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from core.service_registry.base import Instance, RegistryError
@@ -230,7 +230,7 @@ class RecordTrust:
         if not any(hmac.compare_digest(given, mac) for mac in macs):
             raise RecordRefused("signature", f"{where}: the signature does not match any key")
         signed_at, expires_at = body.get("signed_at"), body.get("expires_at")
-        if not (_finite(signed_at) and _finite(expires_at)):  # signed, so written by a bug
+        if not (_finite(signed_at) and _finite(expires_at)):  # signed, so a writer's bug
             raise RecordRefused("signature", f"{where}: signed_at/expires_at are not numbers")
         return float(signed_at), float(expires_at)
 
@@ -241,7 +241,7 @@ def _mac(key: bytes, body: dict[str, Any]) -> bytes:
     return hmac.new(key, _DOMAIN + canonical.encode(), hashlib.sha256).digest()
 
 
-def _finite(value: object) -> bool:
+def _finite(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
         value)
 
