@@ -3,10 +3,10 @@
 The client is the verified token's subject (`user:<sub>`), else its address (`ip:<addr>`,
 see gateway.clients; an IPv6 client by its /64, see `client_key`); the policy is the route's
 own, named after the route, so each route has its own quota per client. Tokens that fail
-verification are limited per address too (`RefusedTokens`), before the signature check. With `REDIS_URL` the count is shared by every gateway replica
-and exact (one round trip, Redis's clock); while Redis is away each replica limits
-in-process and says so (`degraded`, and a warning in the log), rather than refuse or let
-everything through.
+verification are limited per address too (`RefusedTokens`), before the signature check.
+With `REDIS_URL` the count is shared by every gateway replica and exact (one round trip,
+Redis's clock); while Redis is away each replica limits in-process and says so (`degraded`,
+and a warning in the log), rather than refuse or let everything through.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from core.resilience.rate_limit_redis import RedisRateLimiter
 from core.security import Principal
 from devinfra.redis import RedisServer
 from gateway.errors import GatewayError
-from gateway.middleware.rate_limit import EdgeRateLimiter, edge_rate_limiter
+from gateway.middleware.rate_limit import EdgeRateLimiter, client_key, edge_rate_limiter
 from tests.support import eventually, unique
 
 
@@ -198,3 +198,55 @@ async def test_while_redis_is_away_the_edge_limits_locally_and_says_so_then_shar
         await edge.close()
         await other.close()
         await asyncio.to_thread(server.close)
+
+
+@pytest.mark.parametrize(("address", "key"), [
+    ("198.51.100.9", "198.51.100.9"),
+    ("::ffff:198.51.100.9", "198.51.100.9"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+    ("::1", "::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("unknown", "unknown"),
+])
+def test_clients_are_keyed_by_ipv4_address_or_ipv6_64(address: str, key: str) -> None:
+    assert client_key(address) == key
+
+
+async def test_an_anonymous_ipv6_client_has_one_quota_for_its_whole_64(
+    edge: EdgeRateLimiter,
+) -> None:
+    two = route(2)
+    addresses = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"]
+    assert [isinstance(await outcome(edge, two, None, ip=a), Decision)
+            for a in addresses] == [True, True, False]
+    assert isinstance(await outcome(edge, two, None, ip="2001:db8:1:3::1"), Decision)
+    assert isinstance(await outcome(edge, two, ALICE, ip="2001:db8:1:2::9"), Decision), (
+        "a user is keyed by who they are, not where")
+    assert isinstance(await outcome(edge, two, None, ip="::ffff:198.51.100.20"), Decision)
+    assert isinstance(await outcome(edge, two, None, ip="198.51.100.20"), Decision)
+    assert isinstance(await outcome(edge, two, None, ip="198.51.100.20"), GatewayError)
+
+
+@pytest.mark.redis
+async def test_refused_tokens_are_counted_once_for_every_replica(redis: Any) -> None:
+    prefix, policy = unique("edge"), RateLimitPolicy(unique("refused"), 4, 60)
+    replicas = [EdgeRateLimiter(RedisRateLimiter(redis.url, prefix=prefix, timeout=5.0))
+                for _ in range(2)]
+    guards = [r.refused_tokens(policy) for r in replicas]
+    assert replicas[0].refused_tokens(None) is None
+    outcomes: list[str] = []
+    try:
+        for n in range(6):
+            guard = guards[n % 2]
+            assert guard is not None
+            try:
+                guard.check("2001:db8::1")
+                await guard.refused(f"2001:db8::{n + 1}")
+                outcomes.append("401")
+            except GatewayError as refused:
+                outcomes.append(str(refused.status))
+        assert outcomes == ["401"] * 4 + ["429"] * 2
+    finally:
+        for replica in replicas:
+            await replica.close()
