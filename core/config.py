@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_topic_replication_factor: int = Field(default=1, ge=1)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT")
+    """How clients reach the brokers; SASL gives each service the principal its Kafka ACLs
+    name (infra/kafka/acls.py)."""
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    """The CA file that signed the brokers' certificates (SSL, SASL_SSL)."""
 
     database_url: str = "sqlite+aiosqlite:///./service.db"
     redis_url: str | None = None
@@ -122,6 +131,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _kafka_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+                self.kafka_sasl_username and self.kafka_sasl_password is not None):
+            raise ValueError("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are needed with "
+                             f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}")
+        return self
+
+    @model_validator(mode="after")
     def _registry(self) -> Settings:
         """Registry settings that would misbehave quietly are refused at start, by name."""
         if self.registry_heartbeat_interval * 3 > self.registry_ttl:
@@ -160,7 +177,23 @@ class Settings(BaseSettings):
             service_name=self.service_name,
             topic_partitions=self.kafka_topic_partitions,
             topic_replication_factor=self.kafka_topic_replication_factor,
+            extra=self._kafka_security(),
         )
+
+    def _kafka_security(self) -> dict[str, str | int | float | bool]:
+        """The client settings for `KAFKA_SECURITY_PROTOCOL` (none for PLAINTEXT)."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        extra: dict[str, str | int | float | bool] = {
+            "security.protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            password = self.kafka_sasl_password  # both set: checked at load
+            extra.update({"sasl.mechanism": self.kafka_sasl_mechanism,
+                          "sasl.username": self.kafka_sasl_username or "",
+                          "sasl.password": password.get_secret_value() if password else ""})
+        if self.kafka_ssl_ca_location:
+            extra["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return extra
 
 
 def _short_id() -> str:
