@@ -158,6 +158,11 @@ class RecordTrust:
     def signing(self) -> bool:
         return bool(self.keys)
 
+    @property
+    def remembered(self) -> int:
+        """Instance ids whose last record is remembered (to refuse replays of older ones)."""
+        return len(self._seen)
+
     # -- writing
 
     def seal(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -207,3 +207,29 @@ def test_the_seal_is_never_twice_the_same_time_and_refusals_say_why() -> None:
     assert RecordTrust([], ttl=1.0).seal({"a": 1}) == {"a": 1}  # no key: records as before
     with pytest.raises(RegistryError, match="skew >= 0"):
         RecordTrust([KEY], ttl=1.0, skew=-1)
+
+
+async def test_what_is_remembered_against_replays_is_forgotten_once_it_expired() -> None:
+    wall = Wall()
+    writer = trust(wall)
+    registry = reader(wall)
+    assert registry.trust is not None
+    for n in range(3):
+        instance = Instance(service="auth", instance_id=f"auth-{n}", url=AUTH.url)
+        registry.apply([record(encode(instance, writer.seal), key=f"auth-{n}")], replayed=False)
+    assert registry.trust.remembered == 3
+    wall.now += TTL + 2.0 + 1
+    registry.apply([record(encode(AUTH, writer.seal))], replayed=False)
+    assert registry.trust.remembered == 1  # auth-1 only: the others would be expired anyway
+
+
+def test_kafka_credentials_come_from_settings_and_are_required_for_sasl() -> None:
+    assert Settings().kafka().extra == {}
+    sasl = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="auth",
+                    kafka_sasl_password="pw", kafka_ssl_ca_location="/etc/ca.pem")
+    assert sasl.kafka().extra == {"security.protocol": "SASL_SSL",
+                                  "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "auth",
+                                  "sasl.password": "pw", "ssl.ca.location": "/etc/ca.pem"}
+    assert Settings(kafka_security_protocol="SSL").kafka().extra == {"security.protocol": "SSL"}
+    with pytest.raises(ValidationError, match="KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"):
+        Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="auth")
