@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.service_registry.base import RegistryError
 from core.service_registry.dns import DEFAULT_TEMPLATE, check_template
 from core.service_registry.static import base_url, parse_static
+from core.service_registry.trust import AllowedNetworks
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,15 @@ class Settings(BaseSettings):
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_topic_replication_factor: int = Field(default=1, ge=1)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT")
+    """How clients reach the brokers; SASL gives each service the principal its Kafka ACLs
+    name (infra/kafka/acls.py)."""
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    """The CA file that signed the brokers' certificates (SSL, SASL_SSL)."""
 
     database_url: str = "sqlite+aiosqlite:///./service.db"
     redis_url: str | None = None
@@ -95,6 +105,16 @@ class Settings(BaseSettings):
     registry_dns_port: int = Field(default=8000, ge=1, le=65535)
     registry_dns_scheme: Literal["http", "https"] = "http"
     registry_dns_refresh: float = Field(default=5.0, gt=0)
+    registry_signing_key: SecretStr | None = None
+    """The key the platform's services sign registry records with (HMAC, >= 32 bytes); a
+    record not signed with it is refused. Required in production with the Kafka backend."""
+    registry_signing_key_file: str | None = None
+    """The same, from a file (one key a line: the first signs, all verify, for rotation)."""
+    registry_allowed_networks: str = ""
+    """Comma-separated networks, host names or .domains a registered instance's address must
+    be in (e.g. `127.0.0.0/8,::1`); empty: anywhere."""
+    registry_clock_skew: float = Field(default=5.0, ge=0)
+    """Seconds a signed record is believed past its expiry (clocks between hosts differ)."""
 
     @model_validator(mode="after")
     def _safe_outside_development(self) -> Settings:
@@ -103,6 +123,19 @@ class Settings(BaseSettings):
                 raise ValueError("DATABASE_URL must name a server database in production")
             if self.kafka_topic_replication_factor < 3:
                 raise ValueError("KAFKA_TOPIC_REPLICATION_FACTOR must be >= 3 in production")
+            if (self.registry_backend == "kafka" and self.registry_signing_key is None
+                    and not self.registry_signing_key_file):
+                raise ValueError("REGISTRY_SIGNING_KEY or REGISTRY_SIGNING_KEY_FILE must be set "
+                                 "in production: anyone who can write to the registry topic "
+                                 "could otherwise announce an instance")
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+                self.kafka_sasl_username and self.kafka_sasl_password is not None):
+            raise ValueError("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are needed with "
+                             f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}")
         return self
 
     @model_validator(mode="after")
@@ -124,6 +157,7 @@ class Settings(BaseSettings):
                 parse_static(self.registry_static)
             if self.registry_backend == "dns":
                 check_template(self.registry_dns_template)
+            AllowedNetworks(self.registry_allowed_networks.split(","))
         except RegistryError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -143,7 +177,23 @@ class Settings(BaseSettings):
             service_name=self.service_name,
             topic_partitions=self.kafka_topic_partitions,
             topic_replication_factor=self.kafka_topic_replication_factor,
+            extra=self._kafka_security(),
         )
+
+    def _kafka_security(self) -> dict[str, str | int | float | bool]:
+        """The client settings for `KAFKA_SECURITY_PROTOCOL` (none for PLAINTEXT)."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        extra: dict[str, str | int | float | bool] = {
+            "security.protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            password = self.kafka_sasl_password  # both set: checked at load
+            extra.update({"sasl.mechanism": self.kafka_sasl_mechanism,
+                          "sasl.username": self.kafka_sasl_username or "",
+                          "sasl.password": password.get_secret_value() if password else ""})
+        if self.kafka_ssl_ca_location:
+            extra["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return extra
 
 
 def _short_id() -> str:

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from core.config import Settings
+from gateway.route_checks import parse_rate_limit
 
 DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.toml")
 
@@ -46,6 +47,15 @@ class GatewaySettings(Settings):
     h1_transport`, plain http only) or aiohttp's (https upstreams; the benchmark's baseline)."""
     gateway_default_rate_limit: str = "600/60"
     """`limit/window_seconds` per client per route, for routes that set none; "" for none."""
+    gateway_refused_token_rate_limit: str = "20/60"
+    """`limit/window_seconds`: tokens that fail verification per client address (IPv6: per
+    /64) before its unknown tokens are answered 429 unverified; "none" for no limit."""
+
+    @field_validator("gateway_refused_token_rate_limit")
+    @classmethod
+    def _refused_token_rate_limit(cls, value: str) -> str:
+        parse_rate_limit(value, "refused-tokens")  # a ValueError says what is wrong
+        return value
 
     @field_validator("legacy_upstream_url")
     @classmethod

@@ -160,6 +160,8 @@ def create_app(settings: GatewaySettings | None = None, *,
     own.include_router(gateway_readiness(upstreams, table.get, limiter, health,
                                          security).router())
     app = GatewayApp(settings=settings, table=table.get, own=own,
-                     auth=EdgeAuth(verifier), limiter=limiter,
+                     auth=EdgeAuth(verifier, refused=limiter.refused_tokens(parse_rate_limit(
+                         settings.gateway_refused_token_rate_limit, "refused-tokens"))),
+                     limiter=limiter,
                      proxy=Proxy(client, settings), legacy=legacy_route(settings))
     return RequestContextMiddleware(app)

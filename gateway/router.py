@@ -76,8 +76,8 @@ class GatewayApp:
             raise GatewayError(405, "method_not_allowed",
                                f"{method} is not allowed here (allowed: {allowed})",
                                {"Allow": allowed})
-        principal = await self.auth.authenticate(route, headers)
         ip = client_ip(scope, self.trusted)
+        principal = await self.auth.authenticate(route, headers, ip)
         decision = await self.limiter.check(route, principal, ip)
         extra = forwarded_headers(scope, ip)
         if principal is not None:

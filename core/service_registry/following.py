@@ -11,6 +11,10 @@ sweeper, every `tick`, asks the log whether it is there (while it is not, aging 
 the grace period (any reader may: the writes are idempotent, and a mistaken one is undone
 by the instance's next heartbeat). `start` waits, up to `catch_up_timeout`, until the reader
 has read what the log held, so the first `discover` is not empty by mistake.
+
+Trust: with a `RecordTrust` holding a key, this process's records are signed and every record
+read must be (`trust.py`); a refused one never reaches the table, is logged once per instance
+id and reason, and counted in `refused`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from core.service_registry.base import Change, Instance, RegistryError, ServiceR
 from core.service_registry.log import LogRecord, RegistryLog
 from core.service_registry.records import RecordError, Tombstone, decode, encode
 from core.service_registry.table import InstanceTable, PausingClock, heard_at
+from core.service_registry.trust import RecordRefused, RecordTrust
 from core.service_registry.watch import Watchers
 from core.tasks import cancel_and_wait
 
@@ -52,6 +57,7 @@ class LogRegistry(ServiceRegistry):
         catch_up_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        trust: RecordTrust | None = None,
     ) -> None:
         if not 0 < heartbeat_interval < ttl <= grace:
             raise RegistryError("need 0 < heartbeat interval < TTL <= grace period, got "
@@ -64,6 +70,8 @@ class LogRegistry(ServiceRegistry):
         self._catch_up_timeout = catch_up_timeout
         self._time = PausingClock(clock)
         self._wall = wall_clock
+        self.trust = trust
+        self._warned: dict[bytes | None, set[str]] = {}
         self.table = InstanceTable(ttl, grace)
         self._watchers = Watchers(self._snapshot)
         self._instance: Instance | None = None
@@ -131,7 +139,7 @@ class LogRegistry(ServiceRegistry):
                                 "deregister it first")
         previous, self._instance = self._instance, instance
         try:
-            await self._write(instance.instance_id, encode(instance))
+            await self._write(instance.instance_id, self._encode(instance))
         except RegistryError:
             self._instance = previous  # not registered: nothing to heartbeat or deregister
             raise
@@ -143,7 +151,7 @@ class LogRegistry(ServiceRegistry):
         instance = self._instance
         if instance is None:
             raise RegistryError("no instance is registered")
-        await self._write(instance.instance_id, encode(instance))
+        await self._write(instance.instance_id, self._encode(instance))
         if self._instance is instance:  # not deregistered while the write was on its way
             self._heard(instance)
 
@@ -168,7 +176,15 @@ class LogRegistry(ServiceRegistry):
     def watch(self, service: str | None = None) -> AsyncIterator[Change]:
         return self._watchers.watch(service)
 
+    @property
+    def refused(self) -> dict[str, int]:
+        """Records refused as untrustworthy so far, by reason (see `RecordTrust`)."""
+        return dict(self.trust.refused) if self.trust is not None else {}
+
     # -- internals
+
+    def _encode(self, instance: Instance) -> bytes:
+        return encode(instance, self.trust.seal if self.trust is not None else None)
 
     def _snapshot(self) -> dict[str, list[Instance]]:
         now = self._time.now()
@@ -211,13 +227,35 @@ class LogRegistry(ServiceRegistry):
                 continue
             self._unreadable.discard(record.key)
             if isinstance(meaning, Tombstone):
+                if self.trust is not None:
+                    self.trust.buried(meaning.instance_id)
                 if self._instance is None or meaning.instance_id != self._instance.instance_id:
                     self.table.remove(meaning.instance_id)
                 continue  # this process's own instance lives on: its next heartbeat says so
+            if self.trust is not None and record.value is not None:
+                try:
+                    self.trust.admit(meaning, record.value, record.timestamp_ms)
+                except RecordRefused as refused:
+                    self._refused(record.key, refused)
+                    continue
+                self._warned.pop(record.key, None)
             heard = heard_at(now, replayed=replayed, wall_now=wall,
                              timestamp_ms=record.timestamp_ms)
             self.table.upsert(meaning, heard=heard, received=now)
+        if records and self.trust is not None:
+            self.trust.forget_expired()
         self._publish()
+
+    def _refused(self, key: bytes | None, refused: RecordRefused) -> None:
+        """Log a refusal once per instance id and reason until a record of it is believed:
+        a rogue writer heartbeats too, and each beat would repeat the line."""
+        if refused.reason == "stale":  # history: the instance's last words, long ago
+            log.debug("registry: skipping an expired record: %s", refused)
+        elif refused.reason not in self._warned.setdefault(key, set()):
+            if len(self._warned) > 10_000:  # a writer cycling keys: forget, warn again
+                self._warned = {key: set()}
+            self._warned[key].add(refused.reason)
+            log.warning("registry: REFUSED a record (%s): %s", refused.reason, refused)
 
     async def _read_forever(self) -> None:
         while True:

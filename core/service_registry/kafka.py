@@ -22,6 +22,7 @@ from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, TopicFollower
 from core.service_registry.base import RegistryError
 from core.service_registry.following import LogRegistry
 from core.service_registry.log import LogRecord
+from core.service_registry.trust import RecordTrust
 
 REGISTRY_TOPIC = "platform.registry"
 TOPIC_CONFIGS = {
@@ -95,8 +96,11 @@ def kafka_registry(
     topic: str = REGISTRY_TOPIC,
     start_timeout: float = 30.0,
     catch_up_timeout: float = 10.0,
+    trust: RecordTrust | None = None,
 ) -> LogRegistry:
-    """The Kafka-backed registry: writes time out with the TTL, reads the whole topic."""
+    """The Kafka-backed registry: writes time out with the TTL, reads the whole topic;
+    records signed and checked by `trust` when given."""
     return LogRegistry(KafkaLog(config, topic, write_timeout=ttl), ttl=ttl,
                        heartbeat_interval=heartbeat_interval, grace=grace,
-                       start_timeout=start_timeout, catch_up_timeout=catch_up_timeout)
+                       start_timeout=start_timeout, catch_up_timeout=catch_up_timeout,
+                       trust=trust)

@@ -12,6 +12,7 @@ raises `RecordError`, which readers log and skip.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -33,9 +34,11 @@ class Tombstone:
     instance_id: str
 
 
-def encode(instance: Instance) -> bytes:
-    """The record value announcing `instance`."""
-    return json.dumps({
+def encode(instance: Instance,
+           seal: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> bytes:
+    """The record value announcing `instance`, sealed by `seal` (`trust.RecordTrust.seal`:
+    signed) when given."""
+    body: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "service": instance.service,
         "instance_id": instance.instance_id,
@@ -43,7 +46,8 @@ def encode(instance: Instance) -> bytes:
         "version": instance.version,
         "started_at": instance.started_at,
         "metadata": dict(instance.metadata),
-    }, separators=(",", ":")).encode()
+    }
+    return json.dumps(body if seal is None else seal(body), separators=(",", ":")).encode()
 
 
 def decode(key: bytes | None, value: bytes | None) -> Instance | Tombstone:

@@ -41,6 +41,19 @@ from devinfra.stack.specs import (
     write_admin,
 )
 
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1"
+
+
+def create_secret_file(path: Path) -> None:
+    """Write a fresh random key to `path`, readable by this user only, unless it exists (a
+    restarted stack keeps its key, so processes left running still trust each other)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_urlsafe(32) + "\n")
+
 
 class Stack:
     """Kafka, an optional PostgreSQL, and `services` as processes; a context manager.
@@ -139,6 +152,10 @@ class Stack:
             "KAFKA_CONSUMER_GROUP": f"{self.prefix}{spec.name}",
             "JWT_ISSUER": JWT_ISSUER,
             "JWT_AUDIENCE": JWT_AUDIENCE,
+            # Registry records are signed with this key and refused without it; instances
+            # are only believed on the address the stack binds them to.
+            "REGISTRY_SIGNING_KEY_FILE": str(self.registry_key_file),
+            "REGISTRY_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,
             **self.env,
         }
         if spec.database:
@@ -156,6 +173,11 @@ class Stack:
     @property
     def keys_dir(self) -> Path:
         return self.state_dir / "keys"
+
+    @property
+    def registry_key_file(self) -> Path:
+        """The key the stack's processes sign registry records with (0600, made at start)."""
+        return self.state_dir / "registry.key"
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -230,6 +252,7 @@ class Stack:
 
     def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        create_secret_file(self.registry_key_file)
         self._checkport_map()
         if self._given_kafka is None:
             port = 9092 if port_is_free(9092) else None

@@ -6,7 +6,9 @@ rule a token broke as the code, the same message, the same RFC 6750 challenge; a
 without keys is a 503 with Retry-After, not a 401 that would send every client to log in
 again for an outage that is ours. A token that verified is kept for a short while
 (`VerifiedTokens`): the signature check is the costliest step of a request at the edge, and
-a client repeats its token. Services still verify the token themselves (defence in depth);
+a client repeats its token; tokens that fail are limited per client address
+(`RefusedTokens`), so guessing costs the guesser a wait, not the gateway a signature check
+each. Services still verify the token themselves (defence in depth);
 the gateway adds who it found in `X-Authenticated-*`, after dropping whatever the
 client sent under those names.
 """
@@ -23,7 +25,9 @@ from core.security.errors import KeysUnavailable, TokenRejected
 from core.security.types import Principal
 from core.security.verifier import TokenVerifier
 from core.security.wiring import RETRY_AFTER_SECONDS
+from gateway.clients import UNKNOWN
 from gateway.errors import GatewayError
+from gateway.middleware.rate_limit import RefusedTokens
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +133,24 @@ class VerifiedTokens:
 class EdgeAuth:
     """Checks a request's bearer token and the route's permissions. One per process, shared
     by every request; it keeps tokens it verified for `cache_seconds` (0: none), see
-    `VerifiedTokens`."""
+    `VerifiedTokens`, and limits refused ones per address with `refused` (None: no limit)."""
 
     def __init__(self, verifier: TokenVerifier | None, *, cache_seconds: float = 30.0,
-                 cache_size: int = 10_000) -> None:
+                 cache_size: int = 10_000, refused: RefusedTokens | None = None) -> None:
         self.verifier = verifier
+        self.refused = refused
         self.verified = VerifiedTokens(cache_seconds, cache_size,
                                        verifier.clock if verifier else time.time)
 
-    async def authenticate(self, route: GuardedRoute, headers: Headers) -> Principal | None:
+    async def authenticate(self, route: GuardedRoute, headers: Headers,
+                           client_ip: str = UNKNOWN) -> Principal | None:
         """The verified caller of a protected route; None for a public one, whose token is
         not even read (a stale token must not fail a login).
 
         Raises GatewayError: 401 for a missing or refused token (code: the rule it broke),
-        403 `forbidden` naming the missing permissions, 503 when no keys can be had.
+        403 `forbidden` naming the missing permissions, 503 when no keys can be had, 429
+        `rate_limited` when `client_ip` sent too many refused tokens (then its tokens are
+        not verified until Retry-After has passed, unless already verified).
         """
         if route.public:
             return None
@@ -154,18 +162,21 @@ class EdgeAuth:
         token = bearer_token(headers)
         principal = self.verified.get(token)
         if principal is None:
-            principal = await self._verify(self.verifier, token)
+            if self.refused is not None:
+                self.refused.check(client_ip)
+            principal = await self._verify(self.verifier, token, client_ip)
             self.verified.put(principal)
         if not route.permissions <= principal.permissions:
             missing = ", ".join(sorted(route.permissions - principal.permissions))
             raise GatewayError(403, "forbidden", f"missing permission {missing}")
         return principal
 
-    @staticmethod
-    async def _verify(verifier: TokenVerifier, token: str) -> Principal:
+    async def _verify(self, verifier: TokenVerifier, token: str, client_ip: str) -> Principal:
         try:
             return await verifier.verify(token)
         except TokenRejected as e:
+            if self.refused is not None:
+                await self.refused.refused(client_ip)  # 429 instead, once too many
             raise _unauthorized(e) from e
         except KeysUnavailable as e:
             raise GatewayError(503, KeysUnavailable.code, KeysUnavailable.default_message,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from core.resilience.rate_limit import LocalRateLimiter, RateLimitPolicy
 from core.security import (
     KeysUnavailable,
     Principal,
@@ -19,6 +20,7 @@ from core.security import (
 )
 from gateway.errors import GatewayError
 from gateway.middleware.auth import EdgeAuth, identity_headers, strip_identity
+from gateway.middleware.rate_limit import RefusedTokens
 from tests.security_support import AUDIENCE, ISSUER, claims, sign, tamper_signature
 
 
@@ -249,3 +251,58 @@ async def test_no_cache_verifies_every_time() -> None:
     for _ in range(3):
         await auth.authenticate(PROTECTED, bearer(token))
     assert (keys.asked, len(auth.verified)) == (3, 0)
+
+
+def guarded(limit: int = 3, window: float = 60) -> tuple[EdgeAuth, CountingKeys, Clock]:
+    """An edge that allows `limit` refused tokens per address per `window` seconds, on the
+    same fake clock as its verifier."""
+    keys, clock = CountingKeys(), Clock()
+    verifier = TokenVerifier(keys, issuer=ISSUER, audience=AUDIENCE, leeway=5, clock=clock)
+    refused = RefusedTokens(LocalRateLimiter(clock=clock),
+                            RateLimitPolicy("refused-tokens", limit, window), clock=clock)
+    return EdgeAuth(verifier, refused=refused), keys, clock
+
+
+async def outcome(auth: EdgeAuth, token: str, ip: str) -> int:
+    try:
+        await auth.authenticate(PROTECTED, bearer(token), ip)
+    except GatewayError as refused:
+        return refused.status
+    return 200
+
+
+async def test_refused_tokens_per_address_then_429_without_a_signature_check() -> None:
+    auth, keys, clock = guarded(limit=3, window=60)
+    bad = tamper_signature(sign(KEY))
+    assert [await outcome(auth, bad, "198.51.100.1") for _ in range(5)] == [401] * 3 + [429] * 2
+    assert keys.asked == 3, "no signature checked once the address spent its refusals"
+    with pytest.raises(GatewayError) as waiting:
+        await auth.authenticate(PROTECTED, bearer(bad), "198.51.100.1")
+    assert waiting.value.code == "rate_limited"
+    assert waiting.value.headers == {"Retry-After": "20"}  # one refusal back every 60/3 s
+    assert "3 per 60 s" in waiting.value.message
+    assert await outcome(auth, bad, "198.51.100.2") == 401, "another address has its own"
+    good = sign(KEY, claims(iat=int(clock.now), exp=int(clock.now) + 3600))
+    assert await outcome(auth, good, "198.51.100.2") == 200
+    assert await outcome(auth, good, "198.51.100.1") == 200, "a verified token costs nothing"
+    other_good = sign(KEY, claims(sub="someone", iat=int(clock.now), exp=int(clock.now) + 3600))
+    assert await outcome(auth, other_good, "198.51.100.1") == 429, "not verified while waiting"
+    clock.now += 20
+    asked = keys.asked
+    assert [await outcome(auth, bad, "198.51.100.1") for _ in range(2)] == [401, 429]
+    assert keys.asked == asked + 1, "one refusal back after the wait: one check"
+
+
+async def test_an_ipv6_guesser_is_one_client_per_64_and_missing_tokens_are_free() -> None:
+    auth, keys, _ = guarded(limit=2)
+    bad = tamper_signature(sign(KEY))
+    assert [await outcome(auth, bad, f"2001:db8::{n}") for n in range(1, 5)] == [
+        401, 401, 429, 429]
+    assert await outcome(auth, bad, "2001:db8:0:1::1") == 401, "the next /64"
+    for _ in range(5):  # no token, or an unreadable one, costs no check and is not counted
+        for headers in ([], bearer("x", "Basic")):
+            with pytest.raises(GatewayError) as refused:
+                await auth.authenticate(PROTECTED, headers, "2001:db8:0:1::2")
+            assert refused.value.status == 401
+    assert await outcome(auth, bad, "2001:db8:0:1::3") == 401, "its second refusal of two"
+    assert keys.asked == 4

@@ -24,7 +24,12 @@ from core.resilience.rate_limit_redis import RedisRateLimiter
 from core.security import Principal
 from devinfra.redis import RedisServer
 from gateway.errors import GatewayError
-from gateway.middleware.rate_limit import EdgeRateLimiter, edge_rate_limiter
+from gateway.middleware.rate_limit import (
+    EdgeRateLimiter,
+    RefusedTokens,
+    client_key,
+    edge_rate_limiter,
+)
 from tests.support import eventually, unique
 
 
@@ -198,3 +203,141 @@ async def test_while_redis_is_away_the_edge_limits_locally_and_says_so_then_shar
         await edge.close()
         await other.close()
         await asyncio.to_thread(server.close)
+
+
+@pytest.mark.parametrize(("address", "key"), [
+    ("198.51.100.9", "198.51.100.9"),
+    ("::ffff:198.51.100.9", "198.51.100.9"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+    ("::1", "::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("unknown", "unknown"),
+])
+def test_clients_are_keyed_by_ipv4_address_or_ipv6_64(address: str, key: str) -> None:
+    assert client_key(address) == key
+
+
+async def test_an_anonymous_ipv6_client_has_one_quota_for_its_whole_64(
+    edge: EdgeRateLimiter,
+) -> None:
+    two = route(2)
+    addresses = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"]
+    assert [isinstance(await outcome(edge, two, None, ip=a), Decision)
+            for a in addresses] == [True, True, False]
+    assert isinstance(await outcome(edge, two, None, ip="2001:db8:1:3::1"), Decision)
+    assert isinstance(await outcome(edge, two, ALICE, ip="2001:db8:1:2::9"), Decision), (
+        "a user is keyed by who they are, not where")
+    assert isinstance(await outcome(edge, two, None, ip="::ffff:198.51.100.20"), Decision)
+    assert isinstance(await outcome(edge, two, None, ip="198.51.100.20"), Decision)
+    assert isinstance(await outcome(edge, two, None, ip="198.51.100.20"), GatewayError)
+
+
+@pytest.mark.redis
+async def test_refused_tokens_are_counted_once_for_every_replica(redis: Any) -> None:
+    prefix, policy = unique("edge"), RateLimitPolicy(unique("refused"), 4, 60)
+    replicas = [EdgeRateLimiter(RedisRateLimiter(redis.url, prefix=prefix, timeout=5.0))
+                for _ in range(2)]
+    guards = [r.refused_tokens(policy) for r in replicas]
+    assert replicas[0].refused_tokens(None) is None
+    outcomes: list[str] = []
+    try:
+        for n in range(6):
+            guard = guards[n % 2]
+            assert guard is not None
+            try:
+                guard.check("2001:db8::1")
+                await guard.refused(f"2001:db8::{n + 1}")
+                outcomes.append("401")
+            except GatewayError as refused:
+                outcomes.append(str(refused.status))
+        assert outcomes == ["401"] * 4 + ["429"] * 2
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refusing(limit: int = 3, window: float = 30, max_clients: int = 100,
+             ) -> tuple[RefusedTokens, FakeClock]:
+    clock = FakeClock()
+    return RefusedTokens(LocalRateLimiter(clock=clock), RateLimitPolicy("refused", limit, window),
+                         clock=clock, max_clients=max_clients), clock
+
+
+async def refused_status(guard: RefusedTokens, ip: str = IP) -> int:
+    """What the edge answers a token from `ip` that will fail verification."""
+    try:
+        guard.check(ip)
+        await guard.refused(ip)
+    except GatewayError as refusal:
+        return refusal.status
+    return 401
+
+
+async def test_refused_tokens_wait_exactly_until_one_comes_back() -> None:
+    guard, clock = refusing(limit=3, window=30)  # one back every 10 s
+    assert [await refused_status(guard) for _ in range(4)] == [401, 401, 401, 429]
+    with pytest.raises(GatewayError) as waiting:
+        guard.check(IP)
+    assert (waiting.value.status, waiting.value.code) == (429, "rate_limited")
+    assert waiting.value.headers == {"Retry-After": "10"}
+    assert waiting.value.message == ("Too many refused tokens from this address (3 per 30 s); "
+                                     "retry in 10 s")
+    clock.now += 9.5
+    with pytest.raises(GatewayError) as waiting:
+        guard.check(IP)
+    assert waiting.value.headers == {"Retry-After": "1"}  # rounded up
+    clock.now += 0.5
+    guard.check(IP)  # exactly when a refusal is back
+    assert await refused_status(guard) == 401
+    assert await refused_status(guard) == 429
+
+
+async def test_refusals_with_some_left_do_not_make_an_address_wait() -> None:
+    guard, clock = refusing(limit=3, window=30)
+    assert [await refused_status(guard) for _ in range(2)] == [401, 401]
+    guard.check(IP)
+    clock.now += 10  # one back: two left again
+    assert [await refused_status(guard) for _ in range(3)] == [401, 401, 429]
+
+
+async def test_a_refusal_that_spends_the_last_one_makes_the_next_wait_unverified() -> None:
+    guard, _ = refusing(limit=1, window=60)
+    assert await refused_status(guard) == 401
+    with pytest.raises(GatewayError) as waiting:
+        guard.check(IP)  # before any verification
+    assert waiting.value.headers == {"Retry-After": "60"}
+    assert await refused_status(guard, "::ffff:" + IP) == 429, "the same IPv4 client"
+    assert await refused_status(guard, "203.0.113.5") == 401
+
+
+async def test_a_refusal_over_the_limit_is_429_even_where_this_replica_did_not_know() -> None:
+    clock = FakeClock()
+    shared = LocalRateLimiter(clock=clock)  # stands for Redis: one count, two replicas
+    policy = RateLimitPolicy("refused", 2, 60)
+    one, two = (RefusedTokens(shared, policy, clock=clock) for _ in range(2))
+    assert [await refused_status(one), await refused_status(one)] == [401, 401]
+    two.check(IP)  # this replica has not seen the address spend its refusals...
+    with pytest.raises(GatewayError) as refused:
+        await two.refused(IP)  # ...but the shared count has
+    assert refused.value.headers == {"Retry-After": "30"}
+    with pytest.raises(GatewayError):
+        two.check(IP)  # and now it knows
+
+
+async def test_waiting_addresses_are_bounded_oldest_forgotten_first() -> None:
+    guard, _ = refusing(limit=1, max_clients=2)
+    for ip in ("203.0.113.1", "203.0.113.2", "203.0.113.3"):
+        assert await refused_status(guard, ip) == 401
+    guard.check("203.0.113.1")  # forgotten (the oldest): let through to be verified
+    for ip in ("203.0.113.2", "203.0.113.3"):
+        with pytest.raises(GatewayError):
+            guard.check(ip)

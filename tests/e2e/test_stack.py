@@ -53,6 +53,11 @@ def test_services_start_in_order_wired_to_each_other_with_prefixed_logs(
             assert (env["JWT_ISSUER"], env["JWT_AUDIENCE"]) == (JWT_ISSUER, JWT_AUDIENCE)
             assert env["REDIS_URL"] == "redis://127.0.0.1:6390/0"
             assert env["ENVIRONMENT"] == "development"
+            assert env["REGISTRY_SIGNING_KEY_FILE"] == str(tmp_path / "registry.key")
+            assert env["REGISTRY_ALLOWED_NETWORKS"] == "127.0.0.0/8,::1"
+        registry_key = (tmp_path / "registry.key").read_text()
+        assert len(registry_key.strip()) >= 32
+        assert stat.S_IMODE((tmp_path / "registry.key").stat().st_mode) == 0o600
         assert envs["auth"]["JWT_KEYS_DIR"] == str(tmp_path / "keys")
         assert envs["auth"]["JWKS_URL"] is None
         for name in ("user", "driver", "notification", "gateway"):
@@ -83,6 +88,7 @@ def test_services_start_in_order_wired_to_each_other_with_prefixed_logs(
     with again:
         assert again.admin is not None and not again.admin.created
         assert again.admin.password == admin.password
+        assert (tmp_path / "registry.key").read_text() == registry_key  # kept, like the admin
         assert _env(again, "user")["REDIS_URL"] is None  # only when one is given
 
 

@@ -20,6 +20,7 @@ import pytest
 from core.config import KafkaConfig
 from core.messaging.kafka_client import read_topic
 from core.service_registry.kafka import kafka_registry
+from core.service_registry.trust import RecordTrust
 from tests.integration.databases import DatabaseFactory
 from tests.integration.served import Served, Spawn, serve
 from tests.support import eventually, unique
@@ -93,14 +94,17 @@ async def _records(config: KafkaConfig, topic: str) -> list[tuple[bytes | None, 
     return [(r.key, r.value) for r in await read_topic(config, topic)]
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
 async def test_heartbeats_survive_the_broker_away_and_the_instance_comes_back(
-    kafka: Any, kafka_config: KafkaConfig, caplog: pytest.LogCaptureFixture
+    kafka: Any, kafka_config: KafkaConfig, caplog: pytest.LogCaptureFixture, signed: bool
 ) -> None:
     topic = unique("platform.registry")
 
     def registry(name: str) -> Any:
+        trust = RecordTrust([b"k" * 32], ttl=TTL) if signed else None
         return kafka_registry(dataclasses.replace(kafka_config, client_id=unique(name)),
-                              ttl=TTL, heartbeat_interval=BEAT, grace=60, topic=topic)
+                              ttl=TTL, heartbeat_interval=BEAT, grace=60, topic=topic,
+                              trust=trust)
 
     writer, reader = registry("writer"), registry("reader")
     await writer.start()
@@ -121,6 +125,7 @@ async def test_heartbeats_survive_the_broker_away_and_the_instance_comes_back(
         await eventually(lambda: "heartbeats resumed" in caplog.text, timeout=30)
         assert await writer.discover("sample") == [me]
         assert caplog.text.count("heartbeat failed") == 1  # once per outage, not per beat
+        assert "REFUSED" not in caplog.text  # heartbeats held through the outage are valid
     finally:
         await writer.stop()
         await reader.stop()

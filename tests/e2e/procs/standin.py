@@ -38,7 +38,8 @@ MODE = os.environ.get("STANDIN_MODE", "ok")
 READY_AFTER = float(os.environ.get("STANDIN_READY_AFTER", "0"))
 SHOWN = ("SERVICE_NAME", "SERVICE_HOST", "SERVICE_PORT", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS",
          "KAFKA_CONSUMER_GROUP", "JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_KEYS_DIR",
-         "REDIS_URL", "ENVIRONMENT", "AUTH_TOKEN_URL")
+         "REDIS_URL", "ENVIRONMENT", "AUTH_TOKEN_URL", "REGISTRY_SIGNING_KEY_FILE",
+         "REGISTRY_ALLOWED_NETWORKS")
 state: dict[str, Any] = {"database": None, "first_probe": None, "first_ready": None}
 
 
