@@ -28,6 +28,11 @@ class GatewaySettings(Settings):
     """Request bodies above this get 413 (checked on Content-Length, and while streaming)."""
     gateway_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     """All request header names and values together; above: 431."""
+    gateway_max_head_bytes: int = Field(default=64 * 1024, ge=4096)
+    """The request line and headers as received, bounded by the server before they are
+    parsed (431 and close beyond; within it, GATEWAY_MAX_HEADER_BYTES answers in detail)."""
+    gateway_head_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a client has to send a whole request head (slow heads are closed: 408)."""
     gateway_max_headers: int = Field(default=100, ge=10)
     """Request header fields; above: 431."""
     gateway_buffer_bytes: int = Field(default=64 * 1024, ge=0)

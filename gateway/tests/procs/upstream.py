@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
-import uvicorn
 from starlette.types import Receive, Scope, Send
+
+from core.serving import ServerLimits, run
 
 NAME = sys.argv[2] if len(sys.argv) > 2 else "upstream"
 seen: list[dict[str, Any]] = []
@@ -123,5 +125,6 @@ async def _sse(receive: Receive, send: Send, count: int, gap: float) -> None:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-                loop="uvloop", http="httptools")
+    # As services are served (core.serving): heads bounded, lingering close.
+    run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", loop="uvloop",
+        limits=ServerLimits(head_timeout=float(os.environ.get("HEAD_TIMEOUT", "10"))))
