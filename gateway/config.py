@@ -39,6 +39,14 @@ class GatewaySettings(Settings):
     """Request bodies up to this size (by Content-Length) are read whole before sending, so
     an idempotent request can be retried on another instance; larger or chunked ones stream
     through and are never retried."""
+    gateway_idle_timeout: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds a streamed answer may pass no byte (the upstream stalls, or the client stops
+    reading) before the gateway ends it; routes may set their own `idle_timeout`. Above the
+    pings of any event stream behind the gateway (the driver service's: 15 s)."""
+    gateway_max_streams: int = Field(default=1000, ge=1)
+    gateway_max_client_streams: int = Field(default=8, ge=1)
+    """Streamed answers open at once per route, and per client per route (routes may set
+    their own `max_streams`, `max_client_streams`); beyond: 503, and 429 for the client."""
     gateway_trusted_proxies: list[str] = []
     """CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (a load
     balancer). Empty: the peer address is the client."""

@@ -160,7 +160,8 @@ def create_app(settings: GatewaySettings | None = None, *,
     _health_routes(own, upstreams, limiter, health, table, security)
     app = GatewayApp(settings=settings, table=table.get, own=own,
                      auth=EdgeAuth(verifier), limiter=limiter,
-                     proxy=Proxy(client, settings), legacy=legacy_route(settings))
+                     proxy=Proxy(client, settings, upstreams.discover),
+                     legacy=legacy_route(settings))
     return RequestContextMiddleware(app)
 
 

@@ -84,8 +84,9 @@ class GatewayApp:
             extra += identity_headers(principal)
         limit_headers = ([(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
                          if decision is not None else [])
+        client = f"user:{principal.subject}" if principal is not None else f"ip:{ip}"
         await self.proxy.forward(scope, receive, send, route, route.upstream_path(path),
-                                 extra, limit_headers)
+                                 extra, limit_headers, client)
 
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
         if len(headers) > self.max_headers:
