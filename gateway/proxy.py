@@ -30,6 +30,7 @@ implementation of each guard in the code base). What this module adds is the pro
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -47,6 +48,7 @@ from gateway.routes import Route
 from gateway.streams import StreamSlots
 
 Headers = list[tuple[bytes, bytes]]
+log = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -106,7 +108,7 @@ class Proxy:
                 # while the upload still reads from `receive`).
                 read = complete or (isinstance(body, _BodyStream) and body.done)
                 await self._respond(response, send, receive if read else None,
-                                    response_headers, route, client)
+                                    response_headers, route, client, scope["method"])
         except UpstreamFailure as exc:
             raise _refusal(exc) from exc
 
@@ -124,7 +126,7 @@ class Proxy:
         return None, True
 
     async def _respond(self, response: Response, send: Send, watch: Receive | None,
-                       extra: Headers, route: Route, client: str) -> None:
+                       extra: Headers, route: Route, client: str, method: str) -> None:
         headers: Headers = []
         length: int | None = None
         for name, value in response.headers.items():
@@ -133,22 +135,28 @@ class Proxy:
                 headers.append((key, value.encode("latin-1")))
                 if key == b"content-length" and value.isdigit():
                     length = int(value)
-        if 300 <= response.status_code < 400 and "location" in response.headers:
+        status = response.status_code
+        if 300 <= status < 400 and "location" in response.headers:
             headers = await self._public_redirect(headers, route)
-        start = {"type": "http.response.start", "status": response.status_code,
-                 "headers": headers + extra}
-        if length is not None and length <= self.buffer_bytes:  # read whole in the attempt
-            await send(start)
+        start = {"type": "http.response.start", "status": status, "headers": headers + extra}
+        if (method == "HEAD" or status in (204, 304)
+                or (length is not None and length <= self.buffer_bytes)):
+            await send(start)  # no body, or one read whole within the attempt
             await _pump(response, send, route.idle_timeout)
             return
         with self.streams.hold(route, client):
             response.release_slot()
             await send(start)
             pump = _pump(response, send, route.idle_timeout)
-            if watch is None:
-                await pump
-            else:
-                await _until_done_or_gone(pump, watch)
+            try:
+                if watch is None:
+                    await pump
+                else:
+                    await _until_done_or_gone(pump, watch)
+            except (UpstreamError, StreamStalled) as exc:
+                # The status is sent: returning without the body's end makes the server
+                # close the connection, and the client sees a cut body.
+                log.warning("%s %s: answer cut after its status: %s", method, route.name, exc)
 
     async def _public_redirect(self, headers: Headers, route: Route) -> Headers:
         """`headers` with a `Location` at an upstream instance turned into the public path
@@ -210,8 +218,8 @@ async def _pump(response: Response, send: Send, idle: float) -> None:
     """Pass the body on as it comes, each chunk within `idle` seconds (to come from the
     upstream and to be taken by the client), else `StreamStalled`. An upstream that breaks
     off mid-body raises `UpstreamError` out of here. Either way the status is sent, so the
-    only honest signal left is an incomplete body: the server closes the connection on the
-    raise."""
+    only honest signal left is an incomplete body: the server closes the connection when the
+    answer ends unfinished."""
     chunks = aiter(response.aiter_bytes())
     while True:
         try:
