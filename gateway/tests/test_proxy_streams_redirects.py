@@ -1,7 +1,10 @@
 """The proxy's stream caps and redirect rewriting without processes (the processes' side:
-test_gateway_connections.py)."""
+test_gateway_connections.py), and the route table's options for them."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -9,6 +12,7 @@ from gateway.errors import GatewayError
 from gateway.proxy import _public_location, _public_path
 from gateway.route_table import Route
 from gateway.streams import StreamSlots
+from gateway.tests.test_routes_validation import load, refusal, route_toml
 
 UPSTREAM = "http://127.0.0.1:9101"
 
@@ -100,3 +104,28 @@ def test_routes_count_apart() -> None:
     two = Route(name="two", prefix="/b", service="s", max_streams=1, max_client_streams=1)
     with slots.hold(one, "c"), slots.hold(two, "c"):
         assert slots.open("one") == slots.open("two") == 1
+
+
+def test_a_route_sets_its_stream_caps_and_idle_timeout_or_takes_the_settings(
+        tmp_path: Path) -> None:
+    table = load(tmp_path, route_toml() + route_toml(
+        name="stream", prefix="/api/stream", idle_timeout=2.5, max_streams=3,
+        max_client_streams=1), gateway_idle_timeout=30.0, gateway_max_streams=50,
+        gateway_max_client_streams=4)
+    users, stream = table.routes
+    assert (users.idle_timeout, users.max_streams, users.max_client_streams) == (30.0, 50, 4)
+    assert (stream.idle_timeout, stream.max_streams, stream.max_client_streams) == (2.5, 3, 1)
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("idle_timeout", 0, "must be more than 0 and at most 3600 seconds"),
+    ("idle_timeout", 3601, "must be more than 0 and at most 3600 seconds"),
+    ("idle_timeout", "1", "expected a number"),
+    ("max_streams", 0, "must be at least 1"),
+    ("max_client_streams", 0, "must be at least 1"),
+    ("max_client_streams", 1.5, "expected an integer"),
+])
+def test_bad_stream_options_are_refused_with_their_field(tmp_path: Path, field: str,
+                                                         value: Any, problem: str) -> None:
+    message = refusal(tmp_path, route_toml(**{field: value}))
+    assert f'"users": {field}: ' in message and problem in message
