@@ -190,6 +190,9 @@ def create_service(
         log.info("%s stopped", name)
 
     health = HealthChecks()
+    # No trailing-slash redirects: Starlette builds them from the Host it was sent, which
+    # behind the gateway is the instance's own address (a client would see it).
+    fastapi_options.setdefault("redirect_slashes", False)
     app = FastAPI(title=name, lifespan=lifespan, **fastapi_options)
     app.state.health = health
     app.include_router(health.router())

@@ -4,18 +4,53 @@ The app is built by its factory inside uvicorn (nothing is built at import, so t
 same module and build apps with their own settings). Host and port come from the settings
 (`SERVICE_HOST`, `SERVICE_PORT`), which the registry also advertises, so the two cannot
 disagree.
+
+Every server of the platform (services, the gateway, the tests' stand-ins) runs through `run`:
+uvicorn with `core.server_protocol`'s protocol, which bounds a request head in size and time
+before it is parsed and closes lingering (see there why).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from core.config import Settings, get_settings
+from core.server_protocol import ServerLimits
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PROTOCOL = "core.server_protocol:BoundedHttpToolsProtocol"
+"""By import path, so a worker process started by `workers > 1` finds it."""
+
+__all__ = ["LOG_FORMAT", "ServerConfig", "ServerLimits", "run", "serve"]
+
+
+class ServerConfig(uvicorn.Config):
+    """uvicorn's config carrying the `ServerLimits` the protocol reads (pickled along to
+    worker processes with the rest)."""
+
+    def __init__(self, app: Any, *, server_limits: ServerLimits, **options: Any) -> None:
+        super().__init__(app, http=PROTOCOL, **options)
+        self.server_limits = server_limits
+
+
+def run(app: Any, *, host: str, port: int, limits: ServerLimits | None = None,
+        workers: int = 1, **options: Any) -> None:
+    """`uvicorn.run(app, ...)` with the bounded protocol. `app` is an ASGI app, or an import
+    string (needed for `workers > 1`); `options` are uvicorn's."""
+    config = ServerConfig(app, server_limits=limits or ServerLimits(), host=host, port=port,
+                          workers=workers, **options)
+    server = uvicorn.Server(config)
+    if workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the app did not start
 
 
 def serve(factory: str, settings: Settings | None = None) -> None:
@@ -23,5 +58,5 @@ def serve(factory: str, settings: Settings | None = None) -> None:
     SIGTERM, which drain it through its lifespan (deregister, consumers, relay, database)."""
     cfg = settings or get_settings()
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format=LOG_FORMAT)
-    uvicorn.run(factory, factory=True, host=cfg.service_host, port=cfg.service_port,
-                log_level="info", access_log=False, timeout_graceful_shutdown=20)
+    run(factory, factory=True, host=cfg.service_host, port=cfg.service_port,
+        log_level="info", access_log=False, timeout_graceful_shutdown=20)

@@ -1,14 +1,13 @@
 """`python -m gateway`: serve the gateway on SERVICE_HOST:SERVICE_PORT with GATEWAY_WORKERS
-processes (uvicorn with uvloop and httptools: see bench/gateway.py for the measurement)."""
+processes (uvicorn with uvloop and httptools: see bench/gateway.py for the measurement; heads
+bounded and closes lingering by `core.server_protocol`)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
-import uvicorn
-
-from core.serving import LOG_FORMAT
+from core.serving import LOG_FORMAT, ServerLimits, run
 from gateway.config import GatewaySettings
 
 
@@ -19,10 +18,12 @@ def main() -> None:
         logging.getLogger("gateway").warning(
             "%d workers and no REDIS_URL: each worker limits rates on its own, so a client "
             "gets up to %d times its limit", settings.gateway_workers, settings.gateway_workers)
-    uvicorn.run("gateway.main:create_app", factory=True, host=settings.service_host,
-                port=settings.service_port, workers=settings.gateway_workers, loop="uvloop",
-                http="httptools", log_level="info", access_log=False,
-                timeout_graceful_shutdown=20, proxy_headers=False)
+    limits = ServerLimits(max_head_bytes=settings.gateway_max_head_bytes,
+                          head_timeout=settings.gateway_head_timeout)
+    run("gateway.main:create_app", factory=True, host=settings.service_host,
+        port=settings.service_port, workers=settings.gateway_workers, limits=limits,
+        loop="uvloop", log_level="info", access_log=False, timeout_graceful_shutdown=20,
+        proxy_headers=False)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,25 @@ class GatewaySettings(Settings):
     """Request bodies above this get 413 (checked on Content-Length, and while streaming)."""
     gateway_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     """All request header names and values together; above: 431."""
+    gateway_max_head_bytes: int = Field(default=64 * 1024, ge=4096)
+    """The request line and headers as received, bounded by the server before they are
+    parsed (431 and close beyond; within it, GATEWAY_MAX_HEADER_BYTES answers in detail)."""
+    gateway_head_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a client has to send a whole request head (slow heads are closed: 408)."""
     gateway_max_headers: int = Field(default=100, ge=10)
     """Request header fields; above: 431."""
     gateway_buffer_bytes: int = Field(default=64 * 1024, ge=0)
     """Request bodies up to this size (by Content-Length) are read whole before sending, so
     an idempotent request can be retried on another instance; larger or chunked ones stream
     through and are never retried."""
+    gateway_idle_timeout: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds a streamed answer may pass no byte (the upstream stalls, or the client stops
+    reading) before the gateway ends it; routes may set their own `idle_timeout`. Above the
+    pings of any event stream behind the gateway (the driver service's: 15 s)."""
+    gateway_max_streams: int = Field(default=1000, ge=1)
+    gateway_max_client_streams: int = Field(default=8, ge=1)
+    """Streamed answers open at once per route, and per client per route (routes may set
+    their own `max_streams`, `max_client_streams`); beyond: 503, and 429 for the client."""
     gateway_trusted_proxies: list[str] = []
     """CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (a load
     balancer). Empty: the peer address is the client."""

@@ -96,7 +96,10 @@ def legacy_route(settings: GatewaySettings) -> Route | None:
         return None
     return Route(name=LEGACY, prefix="/", service=LEGACY, rewrite="", methods=frozenset(),
                  public=True, permissions=frozenset(), timeout=30.0, retries=1,
-                 rate_limit=parse_rate_limit(settings.gateway_default_rate_limit, LEGACY))
+                 rate_limit=parse_rate_limit(settings.gateway_default_rate_limit, LEGACY),
+                 idle_timeout=settings.gateway_idle_timeout,
+                 max_streams=settings.gateway_max_streams,
+                 max_client_streams=settings.gateway_max_client_streams)
 
 
 def create_app(settings: GatewaySettings | None = None, *,
@@ -163,5 +166,6 @@ def create_app(settings: GatewaySettings | None = None, *,
                      auth=EdgeAuth(verifier, refused=limiter.refused_tokens(parse_rate_limit(
                          settings.gateway_refused_token_rate_limit, "refused-tokens"))),
                      limiter=limiter,
-                     proxy=Proxy(client, settings), legacy=legacy_route(settings))
+                     proxy=Proxy(client, settings, upstreams.discover),
+                     legacy=legacy_route(settings))
     return RequestContextMiddleware(app)

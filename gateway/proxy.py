@@ -15,29 +15,40 @@ implementation of each guard in the code base). What this module adds is the pro
 - the response: one declared no larger than `GATEWAY_BUFFER_BYTES` is read whole before its
   status is sent, so an upstream that dies in the middle of it is retried (idempotent requests)
   or answered with a clean 502, never a cut connection. Anything larger, or without a length,
-  streams chunk by chunk as the upstream sends it (Server-Sent Events pass through); when it
-  has no `Content-Length` (a stream) the client's disconnect is watched, so a client that
-  leaves an event stream frees the upstream connection at once.
+  is a stream: passed on chunk by chunk as the upstream sends it (Server-Sent Events pass
+  through). A stream leaves the service's bulkhead once its headers are in and counts
+  against the route's stream caps instead (gateway/streams.py: 429 for a client holding too
+  many); the client's disconnect is watched, so a client that leaves frees the upstream
+  connection at once; and a stream that passes no byte for the route's `idle_timeout` (the
+  upstream stalls, or the client stops reading) is ended (the client sees a cut body: its
+  status is long sent);
+- redirects: a `Location` pointing at an upstream instance (as Starlette's trailing-slash
+  redirect builds it, from the Host it was sent) is rewritten to the public path, or refused
+  (502) when no public path leads there: a client never learns an internal address.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from starlette.types import Receive, Scope, Send
 
 from core.http.client import ServiceClient
 from core.http.errors import UpstreamError, UpstreamFailure
 from core.http.response import Response
+from core.service_registry.base import Instance
 from core.tasks import cancel_and_wait
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 from gateway.routes import Route
+from gateway.streams import StreamSlots
 
 Headers = list[tuple[bytes, bytes]]
+log = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -55,19 +66,31 @@ class ClientGone(Exception):
     """The client disconnected while its request body was still coming."""
 
 
-class Proxy:
-    """Forwards matched requests through `client` (built with the proxy transport)."""
+class StreamStalled(Exception):
+    """A streamed answer passed no byte for the route's idle timeout: it is ended (cut)."""
 
-    def __init__(self, client: ServiceClient, settings: GatewaySettings) -> None:
+
+Discover = Callable[[str], Awaitable[list[Instance]]]
+
+
+class Proxy:
+    """Forwards matched requests through `client` (built with the proxy transport);
+    `discover` lists a service's instances (to recognise redirects to them)."""
+
+    def __init__(self, client: ServiceClient, settings: GatewaySettings,
+                 discover: Discover | None = None) -> None:
         self.client = client
+        self.discover = discover
         self.max_body = settings.gateway_max_body_bytes
         self.buffer_bytes = min(settings.gateway_buffer_bytes, self.max_body)
+        self.streams = StreamSlots()
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, route: Route,
                       upstream_path: str, extra_headers: Headers,
-                      response_headers: Headers) -> None:
+                      response_headers: Headers, client: str = "") -> None:
         """Send the request to `route.service` at `upstream_path`; stream the answer back
-        with `response_headers` added. Raises `GatewayError` only before the answer starts."""
+        with `response_headers` added. `client` names the caller for the stream caps (the
+        rate limiter's key). Raises `GatewayError` only before the answer starts."""
         headers, length, chunked = _request_headers(scope["headers"])
         body, complete = await self._body(receive, length, chunked)
         if length is not None and not complete:
@@ -81,49 +104,134 @@ class Proxy:
                     scope["method"], route.service, target, headers=headers, content=body,
                     timeout=route.timeout, deadline=route.timeout * (route.retries + 1) + 1.0,
                     attempts=route.retries + 1, read_up_to=self.buffer_bytes) as response:
-                await self._respond(response, send, receive if complete else None,
-                                    response_headers)
+                # The disconnect can be watched once the client's body is all read (never
+                # while the upload still reads from `receive`).
+                read = complete or (isinstance(body, _BodyStream) and body.done)
+                await self._respond(response, send, receive if read else None,
+                                    response_headers, route, client, scope["method"])
         except UpstreamFailure as exc:
             raise _refusal(exc) from exc
 
     async def _body(self, receive: Receive, length: int | None,
-                    chunked: bool) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+                    chunked: bool) -> tuple[bytes | AsyncIterable[bytes] | None, bool]:
         """The body to send, and whether it has been read to the end already."""
         if length is not None:
             if length > self.max_body:
                 raise _too_large(self.max_body)
             if length > self.buffer_bytes:
-                return _stream(receive), False
+                return _BodyStream(receive), False
             return await _read(receive, self.max_body), True
         if chunked:
             return await _read(receive, self.max_body), True
         return None, True
 
     async def _respond(self, response: Response, send: Send, watch: Receive | None,
-                       extra: Headers) -> None:
+                       extra: Headers, route: Route, client: str, method: str) -> None:
         headers: Headers = []
-        streamed = True
+        length: int | None = None
         for name, value in response.headers.items():
             key = name.lower().encode("latin-1")
             if key not in _RESPONSE_DROPPED:
                 headers.append((key, value.encode("latin-1")))
-                if key == b"content-length":
-                    streamed = False
-        await send({"type": "http.response.start", "status": response.status_code,
-                    "headers": headers + extra})
-        if streamed and watch is not None:
-            await _until_done_or_gone(_pump(response, send), watch)
-        else:
-            await _pump(response, send)
+                if key == b"content-length" and value.isdigit():
+                    length = int(value)
+        status = response.status_code
+        if 300 <= status < 400 and "location" in response.headers:
+            headers = await self._public_redirect(headers, route)
+        start = {"type": "http.response.start", "status": status, "headers": headers + extra}
+        if (method == "HEAD" or status in (204, 304)
+                or (length is not None and length <= self.buffer_bytes)):
+            await send(start)  # no body, or one read whole within the attempt
+            await _pump(response, send, route.idle_timeout)
+            return
+        with self.streams.hold(route, client):
+            response.release_slot()
+            await send(start)
+            pump = _pump(response, send, route.idle_timeout)
+            try:
+                if watch is None:
+                    await pump
+                else:
+                    await _until_done_or_gone(pump, watch)
+            except (UpstreamError, StreamStalled) as exc:
+                # The status is sent: returning without the body's end makes the server
+                # close the connection, and the client sees a cut body.
+                log.warning("%s %s: answer cut after its status: %s", method, route.name, exc)
+
+    async def _public_redirect(self, headers: Headers, route: Route) -> Headers:
+        """`headers` with a `Location` at an upstream instance turned into the public path
+        that leads there (GatewayError 502 when none does)."""
+        origins: set[str] | None = None
+        rewritten: Headers = []
+        for key, value in headers:
+            if key == b"location":
+                if origins is None:
+                    instances = await self.discover(route.service) if self.discover else []
+                    origins = {_origin(i.url) for i in instances}
+                value = _public_location(value.decode("latin-1"), route,
+                                         origins).encode("latin-1")
+            rewritten.append((key, value))
+        return rewritten
 
 
-async def _pump(response: Response, send: Send) -> None:
-    """Pass the body on as it comes. An upstream that breaks off mid-body raises
-    `UpstreamError` out of here: the status is sent, so the only honest signal left is an
-    incomplete body, and the server closes the connection on the raise."""
-    async for chunk in response.aiter_bytes():
-        if chunk:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _public_location(location: str, route: Route, origins: set[str]) -> str:
+    """`location` as the client must see it: one at an upstream instance (absolute, or an
+    absolute path, which the client would resolve against the gateway) becomes the public
+    path of `route` that leads there; any other is left alone."""
+    parts = urlsplit(location)
+    if parts.scheme or parts.netloc:
+        if _origin(location) not in origins:
+            return location  # another site's: not ours to change
+    elif not location.startswith("/"):
+        return location  # relative to the request's own path: right as it is
+    public = _public_path(parts.path or "/", route)
+    if public is None:
+        raise GatewayError(502, "bad_gateway",
+                           "The upstream redirected to a path outside this route")
+    query = f"?{parts.query}" if parts.query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return public + query + fragment
+
+
+def _public_path(path: str, route: Route) -> str | None:
+    """The path a client sends to reach upstream `path` through `route` (the inverse of
+    `Route.upstream_path`), or None when the route does not lead there."""
+    rewrite = route.rewrite or route.prefix
+    if not _under(path, rewrite):
+        return None
+    rest = path if rewrite == "/" else path[len(rewrite):]
+    if route.prefix == "/":
+        return rest or "/"
+    return route.prefix + rest
+
+
+def _under(path: str, prefix: str) -> bool:
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+async def _pump(response: Response, send: Send, idle: float) -> None:
+    """Pass the body on as it comes, each chunk within `idle` seconds (to come from the
+    upstream and to be taken by the client), else `StreamStalled`. An upstream that breaks
+    off mid-body raises `UpstreamError` out of here. Either way the status is sent, so the
+    only honest signal left is an incomplete body: the server closes the connection when the
+    answer ends unfinished."""
+    chunks = aiter(response.aiter_bytes())
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await anext(chunks)
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise StreamStalled(f"{response.service}: no byte passed for {idle:g} s") from None
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -185,18 +293,25 @@ async def _read(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def _stream(receive: Receive) -> AsyncIterator[bytes]:
+class _BodyStream:
     """The body as it arrives (its length was declared, and the server holds the client to
-    it, so no limit is counted here)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
+    it, so no limit is counted here); `done` once it has all been read."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                self.done = True
+                return
 
 
 def _too_large(limit: int) -> GatewayError:

@@ -66,7 +66,8 @@ _TYPES: dict[type, str] = {str: "a string", bool: "true or false", int: "an inte
                            float: "a number", list: "a list of strings"}
 _ROUTE_FIELDS: dict[str, type] = {
     "name": str, "prefix": str, "service": str, "rewrite": str, "methods": list,
-    "public": bool, "permissions": list, "timeout": float, "retries": int, "rate_limit": str}
+    "public": bool, "permissions": list, "timeout": float, "retries": int, "rate_limit": str,
+    "idle_timeout": float, "max_streams": int, "max_client_streams": int}
 _DEFAULT_FIELDS = {key: _ROUTE_FIELDS[key] for key in ("timeout", "retries", "rate_limit")}
 _REQUIRED = ("name", "prefix", "service")
 _MISSING: Any = object()
@@ -216,9 +217,16 @@ class _Loader:
                                           name if ROUTE_NAME.fullmatch(name) else "route")
         except ValueError as exc:
             check("rate_limit", str(exc))
+        idle_timeout = float(values.get("idle_timeout", self.settings.gateway_idle_timeout))
+        check("idle_timeout", None if 0 < idle_timeout <= 3600 else
+              f"{idle_timeout!r} must be more than 0 and at most 3600 seconds")
+        streams = {key: values.get(key, getattr(self.settings, f"gateway_{key}"))
+                   for key in ("max_streams", "max_client_streams")}
+        for key, cap in streams.items():
+            check(key, None if cap >= 1 else f"{cap!r} must be at least 1")
         if len(problems) > before:
             return None
         return Route(name=name, prefix=prefix, service=service, rewrite=rewrite,
                      methods=frozenset(methods), public=public,
                      permissions=frozenset(permissions), timeout=timeout, retries=retries,
-                     rate_limit=rate_limit)
+                     rate_limit=rate_limit, idle_timeout=idle_timeout, **streams)

@@ -13,6 +13,9 @@ LEGACY = "legacy"
 """The service name that sends a route to LEGACY_UPSTREAM_URL (the monolith)."""
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 1
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_MAX_STREAMS = 1000
+DEFAULT_MAX_CLIENT_STREAMS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,11 @@ class Route:
     timeout: float = DEFAULT_TIMEOUT
     retries: int = DEFAULT_RETRIES
     rate_limit: RateLimitPolicy | None = None
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    """Seconds a streamed answer may go without a byte passing (upstream to client)."""
+    max_streams: int = DEFAULT_MAX_STREAMS
+    max_client_streams: int = DEFAULT_MAX_CLIENT_STREAMS
+    """Streamed answers open at once on the route, and per client (gateway/streams.py)."""
 
     def upstream_path(self, path: str) -> str:
         """`path` (one this route matched) with the prefix replaced by `rewrite`."""

@@ -17,7 +17,7 @@ from gateway.clients import TrustedProxies, client_ip, forwarded_headers
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, send_error
 from gateway.middleware.auth import EdgeAuth, identity_headers
-from gateway.middleware.rate_limit import EdgeRateLimiter
+from gateway.middleware.rate_limit import EdgeRateLimiter, client_key
 from gateway.proxy import ClientGone, Proxy
 from gateway.routes import Route, RouteTable
 
@@ -84,8 +84,10 @@ class GatewayApp:
             extra += identity_headers(principal)
         limit_headers = ([(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
                          if decision is not None else [])
+        client = (f"user:{principal.subject}" if principal is not None
+                  else f"ip:{client_key(ip)}")  # an IPv6 client by its /64, as its quota
         await self.proxy.forward(scope, receive, send, route, route.upstream_path(path),
-                                 extra, limit_headers)
+                                 extra, limit_headers, client)
 
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
         if len(headers) > self.max_headers:

@@ -78,6 +78,15 @@ class Response:
         except ExchangeFailed as exc:
             raise UpstreamError(self.service, str(exc), status=self.status_code) from exc
 
+    def release_slot(self) -> None:
+        """Give back the call's bulkhead slot (and its count in balancing) now, while the
+        body is still being read: for a long-lived stream whose caller bounds streams by
+        other means (the gateway's stream caps), so that streams do not hold the slots short
+        calls share. The connection stays until `aclose()`."""
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
     async def aclose(self) -> None:
         """Give the connection back; for a streamed response, also the call's slot."""
         on_close, self._on_close = self._on_close, None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import MetaData
 
 from core.app import RuntimeDep, Subscription, create_service
@@ -25,6 +25,26 @@ async def noop(event: object) -> None: ...
 def test_a_service_without_outbox_tables_is_refused_at_build_time(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="outbox, outbox_lease"):
         create_service("bare", metadata=MetaData(), service_dir=tmp_path)
+
+
+async def test_a_service_does_not_redirect_a_trailing_slash(tmp_path: Path) -> None:
+    """Starlette's redirect is absolute, on the Host it was sent: behind the gateway, the
+    instance's own address (`307 Location: http://127.0.0.1:9101/auth/login`)."""
+    metadata = MetaData()
+    outbox_table(metadata)
+    lease_table(metadata)
+    router = APIRouter()
+
+    @router.post("/auth/login")
+    async def login() -> dict[str, str]:
+        return {}
+
+    app = create_service("slashes", metadata=metadata, service_dir=tmp_path, routers=[router])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://127.0.0.1:9101") as http:
+        assert (await http.post("/auth/login")).status_code == 200
+        slashed = await http.post("/auth/login/")
+    assert slashed.status_code == 404 and "location" not in slashed.headers
 
 
 def test_a_subscribing_service_needs_an_inbox(tmp_path: Path) -> None:

@@ -11,6 +11,10 @@ passed on, and it counts what reached it, so a test can prove that something did
     ANY  .../status/{code}     answers `code`
     ANY  .../cut?size=&only=   promises `size` bytes (default 100), sends half and drops the
                                connection (only when this is the instance named `only`, if given)
+    GET  .../stall?size=&sent= promises `size` bytes, sends `sent`, then nothing until the caller
+                               leaves (`stalled` counts those still held open)
+    GET  .../redirect?to=      307 to `to`; a `to` of "/..." is made absolute on the Host it was
+                               sent, as Starlette's trailing-slash redirect does
     ANY  anything else         echoes: instance, method, path, query, headers, body size
 """
 
@@ -18,15 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
-import uvicorn
 from starlette.types import Receive, Scope, Send
+
+from core.serving import ServerLimits, run
 
 NAME = sys.argv[2] if len(sys.argv) > 2 else "upstream"
 seen: list[dict[str, Any]] = []
-state = {"ready": True, "sse_left": 0}
+state = {"ready": True, "sse_left": 0, "stalled": 0}
 
 SPEC = {"openapi": "3.1.0", "info": {"title": NAME, "version": "1"}, "paths": {
     "/things/{thing_id}": {"get": {"operationId": "get_thing", "parameters": [
@@ -89,6 +95,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _json(send, 200, record)
     elif path.endswith("/cut") and params.get("only", NAME) == NAME:
         await _cut(send, int(params.get("size", "100")))
+    elif path.endswith("/stall"):
+        await _stall(receive, send, int(params.get("size", "1000000")),
+                     int(params.get("sent", "1000")))
+    elif path.endswith("/redirect"):
+        await _redirect(scope, send, params.get("to", "/"))
     elif "/status/" in path:
         await _json(send, int(path.rsplit("/", 1)[1]), record,
                     [(b"retry-after", b"1")] if path.endswith("/503") else [])
@@ -104,6 +115,29 @@ async def _cut(send: Send, size: int) -> None:
         (b"content-length", str(size).encode()), (b"x-upstream", NAME.encode())]})
     await send({"type": "http.response.body", "body": b"x" * (size // 2), "more_body": True})
     raise RuntimeError("cut off on purpose")
+
+
+async def _stall(receive: Receive, send: Send, size: int, sent: int) -> None:
+    """Start an answer and stop sending in the middle of it, holding the connection open
+    until the caller goes away."""
+    state["stalled"] += 1
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-length", str(size).encode()), (b"x-upstream", NAME.encode())]})
+        await send({"type": "http.response.body", "body": b"s" * sent, "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    finally:
+        state["stalled"] -= 1
+
+
+async def _redirect(scope: Scope, send: Send, to: str) -> None:
+    if to.startswith("/"):
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        to = f"http://{host}{to}"
+    await send({"type": "http.response.start", "status": 307, "headers": [
+        (b"location", to.encode("latin-1")), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _sse(receive: Receive, send: Send, count: int, gap: float) -> None:
@@ -125,5 +159,6 @@ async def _sse(receive: Receive, send: Send, count: int, gap: float) -> None:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-                loop="uvloop", http="httptools")
+    # As services are served (core.serving): heads bounded, lingering close.
+    run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", loop="uvloop",
+        limits=ServerLimits(head_timeout=float(os.environ.get("HEAD_TIMEOUT", "10"))))
