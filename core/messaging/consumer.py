@@ -49,12 +49,11 @@ from core.messaging.handlers import HandlerRegistry
 from core.messaging.idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from core.messaging.kafka_client import (
     SESSION_TIMEOUT_MS,
+    GroupInspector,
     KafkaAdmin,
     KafkaConsumer,
     KafkaProducer,
     TopicPartitionKey,
-    group_lag,
-    group_owned_partitions,
 )
 from core.messaging.offsets import OffsetTracker
 from core.messaging.serialization import EventRegistry
@@ -120,6 +119,7 @@ class EventConsumer:
         self._client: KafkaConsumer | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._inspector: GroupInspector | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._assigned = asyncio.Event()
@@ -281,14 +281,11 @@ class EventConsumer:
                 self._renew = True
 
     async def _waiting(self) -> int:
-        """Records waiting on partitions no active member owns: a member left out while the
+        """Records waiting on partitions no live member owns: a member left out while the
         others own every partition is a spare, not a stall."""
-        topics = list(self._routes)
-        owned = await group_owned_partitions(self.config, self.group_id)
-        lags = await asyncio.gather(*(group_lag(self.config, self.group_id, topic)
-                                      for topic in topics))
-        return sum(n for topic, lag in zip(topics, lags, strict=True)
-                   for partition, n in lag.items() if n > 0 and (topic, partition) not in owned)
+        if self._inspector is None:
+            self._inspector = GroupInspector(self.config, self.group_id)
+        return await self._inspector.unowned_lag(list(self._routes))
 
     async def _rejoin(self, old: KafkaConsumer) -> KafkaConsumer:
         """Replace a stranded client: the new one joins as a new member; the old one is
@@ -495,3 +492,6 @@ class EventConsumer:
                             exc_info=True)
             self._client = None
             self._loop_task = None
+            if self._inspector is not None:
+                inspector, self._inspector = self._inspector, None
+                await inspector.close()

@@ -12,6 +12,7 @@ awaitables without blocking the event loop:
   must not be driven from two threads at once; rebalance callbacks run on that thread too.
 - `TopicFollower`: a whole topic from its beginning, outside any group (compacted state).
 - `KafkaAdmin`: topic creation and inspection.
+- `GroupInspector`: a group's waiting records and their owners, asked from outside it.
 """
 
 from core.messaging.kafka_client._common import (
@@ -26,13 +27,13 @@ from core.messaging.kafka_client.admin import KafkaAdmin
 from core.messaging.kafka_client.consumer import SESSION_TIMEOUT_MS, KafkaConsumer
 from core.messaging.kafka_client.errors import _permanent, _publish_error
 from core.messaging.kafka_client.follower import TopicFollower
+from core.messaging.kafka_client.inspector import GroupInspector
 from core.messaging.kafka_client.producer import KafkaProducer
 from core.messaging.kafka_client.tools import (
     commit_offsets,
     committed_offsets,
     group_lag,
     group_member_counts,
-    group_owned_partitions,
     read_topic,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "SESSION_TIMEOUT_MS",
     "AssignCallback",
     "DeliveryReport",
+    "GroupInspector",
     "KafkaAdmin",
     "KafkaConsumer",
     "KafkaProducer",
@@ -54,6 +56,5 @@ __all__ = [
     "committed_offsets",
     "group_lag",
     "group_member_counts",
-    "group_owned_partitions",
     "read_topic",
 ]

@@ -137,25 +137,6 @@ def _group_lag(config: KafkaConfig, group: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-async def group_owned_partitions(config: KafkaConfig, group: str) -> set[tuple[str, int]]:
-    """The partitions the group's active members own, as the broker sees them (none for a
-    group without members). Raises `KafkaException` when the broker cannot tell."""
-    return await asyncio.to_thread(_group_owned_partitions, config, group)
-
-
-def _group_owned_partitions(config: KafkaConfig, group: str) -> set[tuple[str, int]]:
-    admin = AdminClient(_base(config))
-    future = admin.describe_consumer_groups([group], request_timeout=10)[group]
-    try:
-        described = future.result()
-    except KafkaException as exc:
-        if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
-            return set()
-        raise
-    return {(tp.topic, tp.partition) for member in described.members
-            for tp in member.assignment.topic_partitions}
-
-
 async def group_member_counts(config: KafkaConfig, groups: Iterable[str]) -> dict[str, int]:
     """Active members per consumer group; a group that does not exist (or has no members
     left) counts 0. Groups the broker could not describe are left out: unknown is not
