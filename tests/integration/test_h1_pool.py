@@ -1,0 +1,83 @@
+"""H1Transport's pool against real TCP servers: idle connections are closed once their
+keep-alive has passed even when their host is never called again, and a host's pool is
+forgotten once it holds nothing (issue 19, item 11: 100 sockets stayed open for ever)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+
+from core.http.h1_transport import H1Transport
+from tests.http_support import RawServer, answer_each
+from tests.support import eventually
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers every request and never closes: only the client ends the connection."""
+    await answer_each(reader, writer, OK)
+
+
+async def test_idle_connections_of_hosts_no_longer_called_are_closed_and_forgotten() -> None:
+    transport = H1Transport(keepalive=0.5)
+    async with AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(RawServer(keep_alive)) for _ in range(100)]
+        try:
+            for server in servers:
+                raw = await transport.open("GET", f"{server.url}/x", [], None)
+                assert await raw.read() == b"ok"
+            called = time.monotonic()
+            assert sum(server.open for server in servers) == 100  # kept alive, idle
+            assert len(transport._pools) == 100
+
+            await eventually(lambda: sum(server.open for server in servers) == 0,
+                             timeout=10, interval=0.02)
+            assert time.monotonic() - called < 0.5 * 1.25 + 1.0  # a sweep after keep-alive
+            assert transport._pools == {}  # nothing kept for hosts no longer called
+            await eventually(lambda: transport._sweeper is None or transport._sweeper.done(),
+                             timeout=5)
+
+            raw = await transport.open("GET", f"{servers[0].url}/x", [], None)  # works again
+            assert await raw.read() == b"ok"
+            assert servers[0].made == 2
+            await eventually(lambda: servers[0].open == 0, timeout=10, interval=0.02)
+        finally:
+            await transport.aclose()
+
+
+async def test_a_connection_in_use_is_neither_swept_nor_its_pool_forgotten() -> None:
+    transport = H1Transport(keepalive=0.2)
+    go_on = asyncio.Event()
+
+    async def slow_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nha")
+        await go_on.wait()
+        writer.write(b"lf")
+        await keep_alive(reader, writer)
+
+    async with RawServer(slow_body) as server:
+        try:
+            raw = await transport.open("GET", f"{server.url}/x", [], None)
+            await asyncio.sleep(1.0)  # five keep-alives: several sweeps pass the busy one
+            assert server.open == 1 and len(transport._pools) == 1
+            go_on.set()
+            assert await raw.read() == b"half"
+            await eventually(lambda: server.open == 0, timeout=10, interval=0.02)
+            assert transport._pools == {}
+        finally:
+            await transport.aclose()
+
+
+async def test_aclose_ends_the_sweeper_and_closes_what_is_idle() -> None:
+    transport = H1Transport(keepalive=30)
+    async with RawServer(keep_alive) as server:
+        raw = await transport.open("GET", f"{server.url}/x", [], None)
+        await raw.read()
+        sweeper = transport._sweeper
+        assert sweeper is not None and not sweeper.done()
+        await transport.aclose()
+        assert sweeper.cancelled() and transport._pools == {}
+        await eventually(lambda: server.open == 0, timeout=10, interval=0.02)
