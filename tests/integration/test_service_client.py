@@ -23,7 +23,7 @@ from core.http.context import RequestContext, bound
 from core.http.h1_transport import H1Transport
 from core.resilience import BreakerConfig, RetryPolicy, State
 from devinfra.process import free_port
-from tests.http_support import FixedRegistry, Proc, garbage_server, start
+from tests.http_support import FixedRegistry, Proc, RawServer, garbage_server, start
 from tests.support import eventually
 
 NO_BREAKER = BreakerConfig(min_calls=10_000)
@@ -300,6 +300,32 @@ async def test_4xx_is_a_response_unless_asked_and_bodies_stream(b1: Proc) -> Non
 
         with pytest.raises(UpstreamError, match="not JSON"):
             (await client.get("b", "/not-json")).json()
+
+
+async def test_an_early_refusal_of_an_upload_is_an_answer_not_a_broken_upstream() -> None:
+    """An upstream that answers 413 after the first chunk of a streamed upload and closes
+    (RFC 9112 §9.5) is healthy: the caller gets the 413, and the breaker counts no failure
+    (it used to be a 502 that opened the breaker of a healthy instance)."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readuntil(b"first\r\n")
+        writer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n"
+                     b"Connection: close\r\n\r\ntoo big!")
+        await writer.drain()
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield b"first"
+        await asyncio.Event().wait()  # the rest never comes: the client must not wait for it
+
+    async with RawServer(refuse) as server:
+        config = ClientConfig(breaker=BreakerConfig(min_calls=1), timeout=5.0, deadline=5.0)
+        async with ServiceClient(FixedRegistry({"b": [server.url]}), config=config,
+                                 transport=H1Transport()) as client:
+            response = await client.post("b", "/upload", content=upload())
+            assert response.status_code == 413 and response.content == b"too big!"
+            instance = (await client._registry.discover("b"))[0]
+            assert client.breaker(instance).state is State.CLOSED
 
 
 # --- service A calling service B ------------------------------------------------------------
