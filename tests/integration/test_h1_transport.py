@@ -1,11 +1,14 @@
-"""H1Transport's pool against real TCP servers: idle connections are closed once their
+"""H1Transport against real TCP servers, where it goes beyond the transport contract
+(tests/contracts/test_http_transport_contract.py): idle connections are closed once their
 keep-alive has passed even when their host is never called again, and a host's pool is
-forgotten once it holds nothing (issue 19, item 11: 100 sockets stayed open for ever)."""
+forgotten once it holds nothing (issue 19, item 11: 100 sockets stayed open for ever); an
+early answer that is not an error lets the request body go on (full duplex)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 from core.http.h1_transport import H1Transport
@@ -81,3 +84,40 @@ async def test_aclose_ends_the_sweeper_and_closes_what_is_idle() -> None:
         await transport.aclose()
         assert sweeper.cancelled() and transport._pools == {}
         await eventually(lambda: server.open == 0, timeout=10, interval=0.02)
+
+
+async def test_an_early_answer_that_is_no_error_lets_the_body_go_on() -> None:
+    """RFC 9112 §9.5 stops the body only for an error answer: a server that answers first
+    and reads the body while it streams its own gets all of it, and the connection, whole
+    both ways, is reused."""
+    got: list[bytes] = []
+
+    async def duplex(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
+        await writer.drain()
+        got.append(await reader.readuntil(b"0\r\n\r\n"))  # the whole request body
+        writer.write(b"0\r\n\r\n")
+        await keep_alive(reader, writer)
+
+    answered = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first"
+        await answered.wait()  # the rest only once the answer has begun
+        yield b"second"
+
+    transport = H1Transport()
+    async with RawServer(duplex) as server:
+        try:
+            async with asyncio.timeout(10):
+                raw = await transport.open("POST", f"{server.url}/duplex", [], body())
+                assert raw.status == 200
+                answered.set()
+                assert await raw.read() == b"ok"
+                assert got == [b"5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"]
+                raw = await transport.open("GET", f"{server.url}/x", [], None)
+                assert await raw.read() == b"ok"
+            assert server.made == 1
+        finally:
+            await transport.aclose()
