@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 from core.http.h1_transport import H1Transport
-from tests.http_support import RawServer, answer_each
+from core.http.transport import ExchangeFailed
+from tests.http_support import RawServer, answer_each, reset
 from tests.support import eventually
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -121,3 +122,63 @@ async def test_an_early_answer_that_is_no_error_lets_the_body_go_on() -> None:
             assert server.made == 1
         finally:
             await transport.aclose()
+
+
+async def test_the_rfc_9112_cases_hold_under_uvloop() -> None:
+    """The gateway runs on uvloop, whose transports report a reset and an end of connection
+    themselves: the contract's reset, overrun and early-answer cases, once more there."""
+    import uvloop
+
+    async def cases() -> list[object]:
+        seen: list[object] = []
+        transport = H1Transport()
+        read_some = asyncio.Event()
+
+        async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\nfirst")
+            await writer.drain()
+            await read_some.wait()
+            reset(writer)
+
+        async def overrun(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await answer_each(reader, writer, OK + b"HTTP/1.1 200 OK\r\nContent-Length: 4"
+                                              b"\r\n\r\nevil")
+
+        async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readuntil(b"first\r\n")
+            writer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\n"
+                         b"Connection: close\r\n\r\nbig")
+            await writer.drain()
+
+        async def upload() -> AsyncIterator[bytes]:
+            yield b"first"
+            await asyncio.Event().wait()
+
+        try:
+            async with asyncio.timeout(10):
+                async with RawServer(cut) as server:
+                    raw = await transport.open("GET", f"{server.url}/x", [], None)
+                    chunks = raw.iter_chunks()
+                    seen.append(await anext(chunks))
+                    read_some.set()
+                    try:
+                        seen.append([chunk async for chunk in chunks])
+                    except ExchangeFailed:
+                        seen.append("cut")
+                    await raw.close()
+                async with RawServer(overrun) as server:
+                    for _ in range(2):
+                        raw = await transport.open("GET", f"{server.url}/x", [], None)
+                        seen.append(await raw.read())
+                    seen.append(server.made)
+                async with RawServer(refuse) as server:
+                    raw = await transport.open("POST", f"{server.url}/x", [], upload())
+                    seen.append((raw.status, await raw.read()))
+        finally:
+            await transport.aclose()
+        return seen
+
+    assert await asyncio.to_thread(uvloop.run, cases()) == [
+        b"first", "cut", b"ok", b"ok", 2, (413, b"big")]
