@@ -6,7 +6,9 @@
 
 - A miss calls the loader and stores what it returns; concurrent misses for one key in this
   process share one load ("single flight"), so a popular key that expires does not send a
-  burst of identical queries to the database.
+  burst of identical queries to the database. An invalidation detaches a load in flight:
+  reads after it load afresh, and the detached load's value (read before the change, maybe)
+  is not cached.
 - The cache is an optimisation, never the source of truth: when Redis is away, or holds
   bytes that no longer parse as the model, the value is loaded from the source and the
   failure is logged; a request never fails because of its cache.
@@ -118,6 +120,11 @@ class TypedCache(Generic[T]):
         self.namespace = namespace
         self._adapter: TypeAdapter[T] = TypeAdapter(value_type)
         self._loading: dict[str, asyncio.Future[T]] = {}
+        """Loads in flight, by key: a read that misses joins the one of its key."""
+        self._writing: dict[str, asyncio.Future[T]] = {}
+        """Loads whose value is being written to the backend."""
+        self._detached: set[asyncio.Future[T]] = set()
+        """Loads an invalidation overtook: their value is not (or no longer) cached."""
 
     def _key(self, key: str) -> str:
         return f"{self.namespace}:{key}"
@@ -145,25 +152,55 @@ class TypedCache(Generic[T]):
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._loading[full] = future
         try:
-            value = await loader()
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # marked retrieved: with no waiter, asyncio stays quiet
-            raise
+            try:
+                value = await loader()
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except Exception as exc:
+                future.set_exception(exc)
+                future.exception()  # marked retrieved: with no waiter, asyncio stays quiet
+                raise
+            finally:
+                if self._loading.get(full) is future:
+                    del self._loading[full]
+            future.set_result(value)
+            if future in self._detached:
+                return value  # invalidated while loading: the value may predate the change
+            self._writing[full] = future
+            try:
+                await self._write(full, value, ttl)
+            finally:
+                if self._writing.get(full) is future:
+                    del self._writing[full]
+            if future in self._detached:
+                # Invalidated while the value was on its way: the delete may have landed
+                # first, so take out what we wrote (at worst a newer value: one more miss).
+                await self._delete(full)
+            return value
         finally:
-            self._loading.pop(full, None)
-        future.set_result(value)
-        await self._write(full, value, ttl)
-        return value
+            self._detached.discard(future)
 
     async def invalidate(self, *keys: str) -> None:
-        """Drop `keys`; the next read loads from the source. Raises if the backend cannot
-        be reached: a stale entry would otherwise live until its TTL, and the caller (an
-        event handler, say) should retry."""
-        await self.backend.delete(*(self._key(k) for k in keys))
+        """Drop `keys`; the next read loads from the source. A load in flight is detached:
+        reads that begin after this call start their own, and its value (which may predate
+        the change) is not kept. Raises if the backend cannot be reached: a stale entry
+        would otherwise live until its TTL, and the caller (an event handler, say) should
+        retry."""
+        full = [self._key(k) for k in keys]
+        for key in full:
+            for flights in (self._loading, self._writing):
+                detached = flights.pop(key, None)
+                if detached is not None:
+                    self._detached.add(detached)
+        await self.backend.delete(*full)
+
+    async def _delete(self, key: str) -> None:
+        try:
+            await self.backend.delete(key)
+        except (RedisError, OSError) as exc:
+            log.warning("cache %s unavailable, %s may stay stale until its TTL: %s",
+                        self.namespace, key, exc)
 
     async def _read(self, key: str) -> T | None:
         try:

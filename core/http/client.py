@@ -6,8 +6,10 @@ with the fewest calls in flight; take a slot of the service's bulkhead; send und
 timeout, with the caller's identity and the request and correlation ids. Connection failures,
 timeouts and 502/503/504 are retried, on another instance when there is one, with backoff and
 jitter (longer if the upstream sent `Retry-After`), but only for requests that are safe to
-repeat, only while the whole call's deadline allows, and only while the service's retry budget
-lasts. Whatever still fails is an `UpstreamUnavailable` (503), `UpstreamTimeout` (504) or
+repeat (or that were never sent: a connection that could not be opened carried nothing, so a
+POST or a streamed body goes to another instance as well), only while the whole call's
+deadline allows (the wait for a bulkhead slot included), and only while the service's retry
+budget lasts. Whatever still fails is an `UpstreamUnavailable` (503), `UpstreamTimeout` (504) or
 `UpstreamError` (502); 4xx answers are returned as responses unless `raise_for_status`.
 
 Task safety: one client per process (per event loop), shared by all requests; it holds the
@@ -45,8 +47,8 @@ from core.service_registry.base import Instance, RegistryError, ServiceRegistry
 _UNSET: Any = object()
 
 Body = bytes | AsyncIterable[bytes] | None
-"""A request body: bytes, or chunks streamed as they come (never retried: they cannot be
-sent twice)."""
+"""A request body: bytes, or chunks streamed as they come (retried only when no connection
+could be opened, so none was taken: chunks cannot be sent twice)."""
 Headers = Mapping[str, str] | Sequence[tuple[str, str]]
 """A mapping, or pairs when a name repeats (a proxy passing a client's headers on)."""
 
@@ -101,12 +103,15 @@ class _Call:
 
 class _Retryable(Exception):
     """An attempt failed in a way another attempt might fix; `error` is what to raise if none
-    is made."""
+    is made. `sent` is False when the request certainly never left (no connection was
+    opened, or the breaker refused it): then any request may be sent again."""
 
-    def __init__(self, error: UpstreamFailure, retry_after: float | None = None) -> None:
+    def __init__(self, error: UpstreamFailure, retry_after: float | None = None, *,
+                 sent: bool = True) -> None:
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+        self.sent = sent
 
 
 _Key = tuple[str, str, str]
@@ -272,12 +277,11 @@ class ServiceClient:
         while True:
             instance = await self._choose(call.service, tried)
             tried.add(_key(instance))
-            limit = min(call.timeout, deadline_at - self._clock())
             try:
-                return await self._attempt(call, instance, limit, stream=stream)
+                return await self._attempt(call, instance, deadline_at, stream=stream)
             except _Retryable as failed:
                 delay = None
-                if call.retryable:
+                if call.retryable or not failed.sent:
                     delay = retry_delay(call.retry, attempt, failed.retry_after,
                                         deadline_at - self._clock())
                 if delay is None or not budget.try_spend():
@@ -307,20 +311,26 @@ class ServiceClient:
         untried = [i for i in allowed if _key(i) not in tried]
         return self._balancer.pick(untried or allowed, _key)
 
-    async def _attempt(self, call: _Call, instance: Instance, limit: float, *,
+    async def _attempt(self, call: _Call, instance: Instance, deadline_at: float, *,
                        stream: bool) -> Response:
         service, key = call.service, _key(instance)
+        what = f"{call.method} {service}{call.target}"
         bulkhead = self._bulkheads.get(service)
-        try:
-            await bulkhead.acquire()
+        try:  # the wait for a slot is part of the call: it comes out of the deadline
+            async with call_timeout(deadline_at - self._clock(), f"{what}: a slot"):
+                await bulkhead.acquire()
         except BulkheadFullError as exc:
             raise UpstreamUnavailable(service, str(exc)) from exc
+        except CallTimeoutError as exc:
+            raise UpstreamTimeout(service, f"the deadline passed waiting: {exc}") from exc
         try:
             permit = self._breakers.get(key).acquire()
         except CircuitOpenError as exc:  # opened while we waited for the slot
             bulkhead.release()
-            raise _Retryable(_caused(UpstreamUnavailable(service, str(exc)), exc)) from exc
+            raise _Retryable(_caused(UpstreamUnavailable(service, str(exc)), exc),
+                             sent=False) from exc
         self._balancer.started(key)
+        limit = min(call.timeout, deadline_at - self._clock())
 
         def done() -> None:
             self._balancer.finished(key)
@@ -329,7 +339,7 @@ class ServiceClient:
         raw: RawResponse | None = None
         content: bytes | None = None
         try:
-            async with call_timeout(limit, f"{call.method} {service}{call.target}"):
+            async with call_timeout(limit, what):
                 raw = await self._transport.open(call.method, instance.url + call.target,
                                                  call.headers, call.content)
                 if not stream or _declared_length(raw) <= call.read_up_to:
@@ -341,8 +351,9 @@ class ServiceClient:
                 await raw.close()
             if isinstance(exc, CallTimeoutError):
                 raise _Retryable(_caused(UpstreamTimeout(service, str(exc)), exc)) from exc
-            if isinstance(exc, ConnectFailed):
-                raise _Retryable(_caused(UpstreamUnavailable(service, str(exc)), exc)) from exc
+            if isinstance(exc, ConnectFailed):  # nothing was sent: any method may go again
+                raise _Retryable(_caused(UpstreamUnavailable(service, str(exc)), exc),
+                                 sent=False) from exc
             if isinstance(exc, ExchangeFailed):
                 raise _Retryable(_caused(UpstreamError(service, str(exc)), exc)) from exc
             raise

@@ -11,11 +11,26 @@ What it does not do, on purpose: TLS (upstreams are plain HTTP inside the platfo
 aiohttp transport for https), redirects, cookies, decompression (a proxy passes bodies on as
 they are), `Expect: 100-continue`. Timeouts are the client's (`asyncio` cancellation): a
 cancelled exchange closes its connection, which is never reused half-read.
+
+Where HTTP/1.1 asks a client to be careful (RFC 9112):
+- a streamed request body is sent while the answer is watched for (§9.5): an error answer
+  that comes early (413, 401) stops the sending and is handed back as the answer, not turned
+  into a broken exchange; any other early answer lets the body go on, and the connection is
+  kept only if all of it was sent;
+- a body delimited by the end of the connection ends only at a clean end (FIN): a reset
+  means it was cut (§6.3);
+- bytes after a complete answer (beyond its Content-Length, after its last chunk) are no
+  part of it, nor of the next one: the connection is closed, never reused;
+- idle connections are closed after `keepalive` seconds by a sweeper task (one per
+  transport, started with its first pool, ended with `aclose()` or when no pool is left),
+  and a host's pool is forgotten once it holds nothing, so hosts no longer called cost
+  neither sockets nor memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -31,6 +46,12 @@ KEEPALIVE = 4.0
 connection the server is closing would fail, even one we may not retry)."""
 MAX_BUFFERED = 256 * 1024
 """Body bytes read ahead of the consumer before reading from the socket pauses."""
+SWEEPS_PER_KEEPALIVE = 4
+"""How often idle connections are looked at: an idle one is closed within 1.25 keep-alives."""
+
+
+class _Overrun(Exception):
+    """The peer sent the start of another message after a complete answer."""
 
 
 class _Connection(asyncio.Protocol):
@@ -41,6 +62,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self.sending: asyncio.Future[None] | None = None
+        """A request body still being sent after its answer came (see `open`)."""
         self._loop = asyncio.get_running_loop()
         self._writable: asyncio.Future[None] | None = None
         self._reset()
@@ -65,16 +88,29 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
+        if self.complete:  # after a complete answer (or while idle): nobody asked for it
+            self._overrun()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            if self.complete:  # the answer is whole; what followed it is dropped
+                self._overrun()
+                return
             self._fail(ExchangeFailed(f"the answer is not HTTP: {exc}"))
             self.abort()
 
+    def _overrun(self) -> None:
+        """Bytes beyond a complete answer: a confused (or smuggling) peer. The answer keeps
+        what it had; the connection, whose next bytes cannot be trusted, is closed."""
+        self.keep_alive = False
+        self.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.until_close and self.headers_done.done() and not self.complete:
-            self.on_message_complete()  # a body delimited by the end of the connection
+        if (self.until_close and exc is None and self.headers_done.done()
+                and not self.complete):
+            self.on_message_complete()  # a body delimited by a clean end of the connection
         elif not self.complete:
             self._fail(ExchangeFailed(f"the connection closed mid-exchange ({exc!r})"))
         if self._writable is not None and not self._writable.done():
@@ -89,6 +125,10 @@ class _Connection(asyncio.Protocol):
             self._writable.set_result(None)
 
     # --- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Overrun  # stops the parser: this message is no answer to anything sent
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -199,6 +239,12 @@ class _Response:
     def _finish(self, *, reuse: bool) -> None:
         if not self._done:
             self._done = True
+            sending = self._conn.sending
+            if sending is not None:  # the body was still going out after the answer came
+                self._conn.sending = None
+                if not sending.done() or sending.cancelled() or sending.exception():
+                    sending.cancel()
+                    reuse = False
             self._pool.release(self._conn, reuse=reuse)
 
 
@@ -211,8 +257,11 @@ class _Pool:
         self.keepalive = keepalive
         self.max_idle = max_idle
         self.idle: deque[_Connection] = deque()
+        self.busy = 0
+        """Connections out for an exchange (or being opened for one)."""
 
     async def acquire(self) -> _Connection:
+        self.busy += 1
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
@@ -223,11 +272,29 @@ class _Pool:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await loop.create_connection(_Connection, self.host, self.port)
-        except OSError as exc:
-            raise ConnectFailed(f"connect to {self.host}:{self.port} failed: {exc!r}") from exc
+        except BaseException as exc:
+            self.busy -= 1
+            if isinstance(exc, OSError):
+                raise ConnectFailed(
+                    f"connect to {self.host}:{self.port} failed: {exc!r}") from exc
+            raise
         return conn
 
+    def sweep(self, now: float) -> bool:
+        """Close the idle connections past their keep-alive (or closed by the server);
+        whether the pool is empty now, idle and busy."""
+        if self.idle:
+            kept: deque[_Connection] = deque()
+            for conn in self.idle:
+                if conn.closed or now - conn.idle_since >= self.keepalive:
+                    _close(conn)
+                else:
+                    kept.append(conn)
+            self.idle = kept
+        return not self.idle and self.busy == 0
+
     def release(self, conn: _Connection, *, reuse: bool) -> None:
+        self.busy -= 1
         if (reuse and conn.keep_alive and conn.complete and not conn.closed
                 and len(self.idle) < self.max_idle):
             conn.idle_since = time.monotonic()
@@ -242,6 +309,12 @@ class _Pool:
             _close(self.idle.pop())
 
 
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Marks a background send's failure as seen: the answer already says what happened."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _close(conn: _Connection) -> None:
     conn.closed = True
     if conn.transport is not None:
@@ -254,9 +327,12 @@ class H1Transport:
     def __init__(self, pool_size: int = 256, *, keepalive: float = KEEPALIVE) -> None:
         """`pool_size`: idle connections kept per host (busy ones are not capped here: the
         client's bulkhead bounds the calls in flight)."""
+        if keepalive <= 0:
+            raise ValueError("keepalive must be > 0")
         self._max_idle = pool_size
         self._keepalive = keepalive
         self._pools: dict[str, _Pool] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def open(self, method: str, url: str, headers: Sequence[tuple[str, str]],
                    content: bytes | AsyncIterable[bytes] | None) -> RawResponse:
@@ -280,16 +356,45 @@ class H1Transport:
         head.append("\r\n")
         conn = await pool.acquire()
         try:
-            await self._send(conn, "".join(head).encode("latin-1"), content,
-                             chunked=streamed and not given_length)
-            await conn.headers_done
+            if isinstance(content, AsyncIterable):
+                await self._exchange_streamed(conn, "".join(head).encode("latin-1"), content,
+                                              chunked=not given_length)
+            else:
+                await self._send(conn, "".join(head).encode("latin-1"), content,
+                                 chunked=False)
+                await conn.headers_done
         except BaseException:
-            conn.abort()
+            pool.release(conn, reuse=False)  # half-way: aborted
             raise
         response = _Response(pool, conn)
         if method == "HEAD":  # no body follows, whatever the headers say
             conn.complete, conn.keep_alive = True, False
         return response
+
+    async def _exchange_streamed(self, conn: _Connection, head: bytes,
+                                 content: AsyncIterable[bytes], *, chunked: bool) -> None:
+        """Send the body while watching for the answer (RFC 9112 §9.5): an early error
+        answer stops the sending; another early answer lets it go on in the background
+        (`conn.sending`, settled when the response is released)."""
+        sending = asyncio.ensure_future(self._send(conn, head, content, chunked=chunked))
+        sending.add_done_callback(_retrieved)
+        answered = conn.headers_done
+        try:
+            await asyncio.wait((sending, answered), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            sending.cancel()
+            raise
+        if not answered.done():  # all sent (or the sending failed) before any answer
+            sending.result()
+            await answered
+            return
+        if answered.exception() is not None or conn.status >= 400 or not conn.keep_alive:
+            sending.cancel()  # the server wants no more of it (or is closing)
+        answered.result()  # the connection broke with no answer: that error
+        if not sending.done():
+            conn.sending = sending
+        elif sending.cancelled() or sending.exception() is not None:
+            conn.keep_alive = False  # the body was cut short: this connection is done
 
     async def _send(self, conn: _Connection, head: bytes,
                     content: bytes | AsyncIterable[bytes] | None, *, chunked: bool) -> None:
@@ -317,6 +422,8 @@ class H1Transport:
         target = "/" if slash < 0 else url[slash:]
         pool = self._pools.get(host)
         if pool is None:
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
             if host.startswith("["):  # [v6]:port
                 name, _, rest = host[1:].partition("]")
                 port = rest[1:] if rest.startswith(":") else "80"
@@ -328,7 +435,24 @@ class H1Transport:
                                              self._max_idle)
         return pool, target, host
 
+    async def _sweep(self) -> None:
+        """Close expired idle connections and forget empty pools until none is left."""
+        interval = self._keepalive / SWEEPS_PER_KEEPALIVE
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for host, pool in list(self._pools.items()):
+                if pool.sweep(now):
+                    del self._pools[host]
+            if not self._pools:
+                return  # the next new pool starts another sweeper
+
     async def aclose(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None and not sweeper.done():
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()

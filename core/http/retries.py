@@ -1,7 +1,9 @@
 """When a call to another service may be tried again, and after how long.
 
 A retry is only safe when repeating the request cannot do the work twice: idempotent methods,
-or a request carrying an idempotency key the upstream deduplicates on. It is only useful for
+or a request carrying an idempotency key the upstream deduplicates on, or a request that was
+never sent at all (its connection could not be opened: the client decides that one, as only
+it knows how an attempt failed). It is only useful for
 failures another try can fix: the connection, a timeout, and 502/503/504 (the upstream or its
 proxy saying "not now"). And it must not turn an outage into a storm: the `RetryBudget` caps
 retries at a share of the calls over a recent window, so when every call fails the upstream

@@ -130,3 +130,62 @@ async def test_the_memory_cache_keeps_its_most_recent_entries() -> None:
     assert load.calls == 3
     await cache.get_or_load("b", load, ttl=30)
     assert load.calls == 4
+
+
+class Gated:
+    """A loader that answers `name` once `release` is set, and says when it has started."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> Profile:
+        self.started.set()
+        await self.release.wait()
+        return Profile(user_id="u1", display_name=self.name)
+
+
+async def test_an_invalidation_detaches_a_load_in_flight(backend: CacheBackend) -> None:
+    """A load that began before the change must neither serve reads that begin after the
+    invalidation nor be cached: they load afresh, and the next read sees the new value."""
+    cache, old = _cache(backend), Gated("Ada")
+    early = asyncio.create_task(cache.get_or_load("u1", old, ttl=30))
+    await old.started.wait()
+    await cache.invalidate("u1")  # the profile changed while "Ada" was being read
+    new = Gated("Grace")
+    new.release.set()
+    async with asyncio.timeout(5):  # joining the old load would wait for it for ever
+        late = await cache.get_or_load("u1", new, ttl=30)
+    assert late.display_name == "Grace" and new.started.is_set()
+    old.release.set()
+    assert (await early).display_name == "Ada"  # it asked before the change
+    after = await cache.get_or_load("u1", Loader("Hopper"), ttl=30)
+    assert after.display_name == "Grace"  # the old load's value was not stored over it
+    assert not (cache._loading or cache._writing or cache._detached)  # nothing kept
+
+
+async def test_an_invalidation_during_the_write_of_a_load_wins(backend: CacheBackend) -> None:
+    """The old value may be on its way to the backend when the invalidation runs: it must
+    not outlive the invalidation (the load deletes what it wrote once it sees it was
+    detached)."""
+    cache = _cache(backend)
+    writing, proceed = asyncio.Event(), asyncio.Event()
+    original = backend.set
+
+    async def slow_set(key: str, value: bytes, ttl: float) -> None:
+        writing.set()
+        await proceed.wait()
+        await original(key, value, ttl)
+
+    backend.set = slow_set  # type: ignore[method-assign]
+    early = asyncio.create_task(cache.get_or_load("u1", Loader("Ada"), ttl=30))
+    await writing.wait()
+    await cache.invalidate("u1")
+    proceed.set()
+    await early
+    backend.set = original  # type: ignore[method-assign]
+    load = Loader("Grace")
+    assert (await cache.get_or_load("u1", load, ttl=30)).display_name == "Grace"
+    assert load.calls == 1
+    assert not (cache._loading or cache._writing or cache._detached)

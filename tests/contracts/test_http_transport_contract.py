@@ -18,7 +18,7 @@ from core.http.h1_transport import H1Transport
 from core.http.httpx_transport import HttpxTransport
 from core.http.transport import ConnectFailed, ExchangeFailed, Transport
 from devinfra.process import free_port
-from tests.http_support import Proc, garbage_server, start
+from tests.http_support import Proc, RawServer, answer_each, garbage_server, reset, start
 from tests.support import eventually
 
 ADAPTERS: dict[str, Callable[[], Transport]] = {
@@ -170,6 +170,127 @@ async def test_a_connection_dropped_mid_body_is_an_exchange_failure(
             await call(transport, "GET", f"{url}/x")
     finally:
         server.close()
+
+
+# --- RFC 9112 where upstreams misbehave (raw TCP stand-ins) ---------------------------------
+
+TOO_LARGE = (b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n"
+             b"\r\ntoo big!")
+
+
+@pytest.mark.parametrize("then", ["waits", "sends_on"])
+async def test_an_early_error_answer_during_an_upload_is_the_answer(
+        transport: Transport, then: str) -> None:
+    """RFC 9112 §9.5: the upstream refuses the body after its first chunk, answers 413 and
+    closes. The client hands the 413 back, whether the rest of the body is not ready yet
+    ("waits": it must stop waiting to send it) or comes once the upstream has closed
+    ("sends_on": writing it fails, the answer stands)."""
+    closed, more = asyncio.Event(), asyncio.Event()
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readuntil(b"first\r\n")  # the first chunk, whole: nothing left unread
+        writer.write(TOO_LARGE)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        closed.set()
+        if then == "sends_on":
+            more.set()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first"
+        await more.wait()
+        for _ in range(200):
+            yield b"x" * 65536
+
+    async with RawServer(refuse) as server:
+        if transport_name(transport) == "httpx":
+            # Cannot honour: httpcore sends the whole body before it reads any of the answer,
+            # so it waits for the rest for ever, or (once writing fails) reports a broken
+            # exchange. The gateway uses the h1 transport; services aiohttp's.
+            with pytest.raises(TimeoutError if then == "waits" else ExchangeFailed):
+                async with asyncio.timeout(2 if then == "waits" else 10):
+                    await transport.open("POST", f"{server.url}/upload", [], body())
+            return
+        async with asyncio.timeout(10):
+            raw = await transport.open("POST", f"{server.url}/upload", [], body())
+            assert raw.status == 413
+            assert await raw.read() == b"too big!"
+        assert server.made == 1
+
+
+async def test_a_close_delimited_body_ends_at_a_clean_close_and_fails_at_a_reset(
+        transport: Transport) -> None:
+    """RFC 9112 §6.3: a body without a length ends when the connection ends, but only a
+    clean end (FIN) is its end; a reset (RST) cut it short."""
+    for how in ("close", "reset"):
+        read_some = asyncio.Event()
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         how: str = how, read_some: asyncio.Event = read_some) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthe first part")
+            await writer.drain()
+            await read_some.wait()
+            if how == "reset":
+                reset(writer)
+            else:
+                writer.close()
+
+        async with RawServer(answer) as server:
+            raw = await transport.open("GET", f"{server.url}/x", [], None)
+            chunks = raw.iter_chunks()
+            try:
+                async with asyncio.timeout(10):
+                    assert await anext(chunks) == b"the first part"
+                    read_some.set()
+                    if how == "close" or transport_name(transport) == "aiohttp":
+                        # aiohttp cannot honour the reset: it ends such a body at the end of
+                        # the connection, however it ended (the gateway uses h1; services
+                        # answer with a length or chunks, never close-delimited).
+                        assert [chunk async for chunk in chunks] in ([], [b""])
+                    else:
+                        with pytest.raises(ExchangeFailed):
+                            async for _ in chunks:
+                                pass
+            finally:
+                await chunks.aclose()
+                await raw.close()
+
+
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Smuggled: 1\r\n\r\nevil"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_bytes_after_a_complete_answer_are_no_part_of_it(transport: Transport,
+                                                                framing: str) -> None:
+    """Bytes past the Content-Length or the last chunk belong to no answer: not to this
+    one, nor (the connection is not reused) to the next request's."""
+    answer = {"length": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+              "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"5\r\nhello\r\n0\r\n\r\n"}[framing]
+
+    async def answer_and_more(reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+        await answer_each(reader, writer, answer + SMUGGLED)
+
+    async with RawServer(answer_and_more) as server:
+        async with asyncio.timeout(10):
+            bodies, smuggled = [], []
+            for _ in range(2):
+                raw = await transport.open("GET", f"{server.url}/x", [], None)
+                assert raw.status == 200
+                bodies.append(await raw.read())
+                smuggled.append("x-smuggled" in {name.lower() for name in raw.headers})
+        if transport_name(transport) == "httpx":
+            # Cannot honour: httpcore keeps the connection and hands the smuggled answer to
+            # the next request (the gateway uses the h1 transport; services aiohttp's).
+            assert bodies == [b"hello", b"evil"] and smuggled == [False, True]
+            assert server.made == 1
+            return
+        assert bodies == [b"hello", b"hello"] and smuggled == [False, False]
+        assert server.made == 2  # the first connection was not reused
 
 
 async def _state(upstream: Proc) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from core.http import (
     UpstreamUnavailable,
 )
 from core.http.context import RequestContext, bound
+from core.http.h1_transport import H1Transport
 from core.resilience import BreakerConfig, RetryPolicy, State
 from devinfra.process import free_port
-from tests.http_support import FixedRegistry, Proc, garbage_server, start
+from tests.http_support import FixedRegistry, Proc, RawServer, garbage_server, start
 from tests.support import eventually
 
 NO_BREAKER = BreakerConfig(min_calls=10_000)
@@ -145,6 +146,20 @@ async def test_a_bulkhead_at_its_limit_refuses_at_once_instead_of_queuing(b1: Pr
         assert await count(b1) == 3
 
 
+async def test_the_wait_for_a_slot_comes_out_of_the_deadline(b1: Proc) -> None:
+    async with client_for({"b": [b1.url]}, max_in_flight=1, max_waiting=5, max_wait=30.0,
+                          timeout=10.0, deadline=20.0) as client:
+        await set_mode(b1, delay=2.0)
+        holder = asyncio.create_task(client.get("b", "/work"))
+        await eventually(lambda: reached(b1), timeout=10)
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await client.get("b", "/work", deadline=0.5)
+        assert time.monotonic() - started < 1.5  # not the holder's 2 s plus its own 0.5 s
+        assert (await holder).status_code == 200
+        assert client._bulkheads.get("b").idle
+
+
 # --- retries --------------------------------------------------------------------------------
 
 
@@ -159,6 +174,21 @@ async def test_post_is_never_retried_even_on_a_503(b1: Proc, b2: Proc) -> None:
         with pytest.raises(UpstreamError):
             await client.patch("b", "/work", json={"order": 1})
         assert await count(b1, "PATCH") + await count(b2, "PATCH") == 1
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "h1"])
+async def test_a_post_whose_connection_was_never_opened_is_sent_to_another_instance(
+        b1: Proc, transport: str) -> None:
+    """A refused connection carried nothing: the POST goes to the instance that is up."""
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config = ClientConfig(retry=FAST_RETRY, breaker=NO_BREAKER, timeout=2.0, deadline=5.0)
+    client = ServiceClient(FixedRegistry({"b": [down, b1.url]}), config=config,
+                           transport=H1Transport() if transport == "h1" else None)
+    async with client:
+        for n in range(6):  # the instances take turns: `down` is picked first for some
+            response = await client.post("b", "/work", json={"order": n})
+            assert response.status_code == 200
+        assert await count(b1, "POST") == 6
 
 
 async def test_post_with_an_idempotency_key_is_retried(b1: Proc, b2: Proc) -> None:
@@ -270,6 +300,32 @@ async def test_4xx_is_a_response_unless_asked_and_bodies_stream(b1: Proc) -> Non
 
         with pytest.raises(UpstreamError, match="not JSON"):
             (await client.get("b", "/not-json")).json()
+
+
+async def test_an_early_refusal_of_an_upload_is_an_answer_not_a_broken_upstream() -> None:
+    """An upstream that answers 413 after the first chunk of a streamed upload and closes
+    (RFC 9112 §9.5) is healthy: the caller gets the 413, and the breaker counts no failure
+    (it used to be a 502 that opened the breaker of a healthy instance)."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readuntil(b"first\r\n")
+        writer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n"
+                     b"Connection: close\r\n\r\ntoo big!")
+        await writer.drain()
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield b"first"
+        await asyncio.Event().wait()  # the rest never comes: the client must not wait for it
+
+    async with RawServer(refuse) as server:
+        config = ClientConfig(breaker=BreakerConfig(min_calls=1), timeout=5.0, deadline=5.0)
+        async with ServiceClient(FixedRegistry({"b": [server.url]}), config=config,
+                                 transport=H1Transport()) as client:
+            response = await client.post("b", "/upload", content=upload())
+            assert response.status_code == 413 and response.content == b"too big!"
+            instance = (await client._registry.discover("b"))[0]
+            assert client.breaker(instance).state is State.CLOSED
 
 
 # --- service A calling service B ------------------------------------------------------------

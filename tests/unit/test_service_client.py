@@ -4,6 +4,7 @@ it reports them. The same behaviour over real HTTP: tests/integration/test_servi
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse
 from core.resilience import BreakerConfig, RetryPolicy
 from core.service_registry import Instance, RegistryError
 from tests.fixed_registry import FixedRegistry
+from tests.support import eventually
 
 
 @dataclass
@@ -143,12 +145,13 @@ async def test_a_500_is_not_retried_and_a_503_is_on_the_other_instance() -> None
                                                ["http://b2/x", "http://b1/x"])
 
 
-@pytest.mark.parametrize(("exc", "raised"), [
-    (ConnectFailed("refused"), UpstreamUnavailable),
-    (ExchangeFailed("reset"), UpstreamError),
+@pytest.mark.parametrize(("exc", "raised", "post_attempts"), [
+    (ConnectFailed("refused"), UpstreamUnavailable, 3),  # nothing was sent: any method
+    (ExchangeFailed("reset"), UpstreamError, 1),  # it may have been: only the idempotent
 ])
 async def test_transport_failures_are_retried_then_typed(exc: Exception,
-                                                         raised: type[Exception]) -> None:
+                                                         raised: type[Exception],
+                                                         post_attempts: int) -> None:
     client, transport = make(raising(exc))
     with pytest.raises(raised) as failed:
         await client.get("b", "/x")
@@ -157,7 +160,22 @@ async def test_transport_failures_are_retried_then_typed(exc: Exception,
     client, transport = make(raising(exc))
     with pytest.raises(raised):
         await client.post("b", "/x")
-    assert len(transport.sent) == 1
+    assert len(transport.sent) == post_attempts
+
+
+async def test_a_post_whose_connection_was_never_opened_goes_to_another_instance() -> None:
+    async def b1_is_down(sent: Sent) -> Raw:
+        if sent.url.startswith("http://b1"):
+            raise ConnectFailed("refused")
+        return Raw(201)
+
+    client, transport = make(b1_is_down)
+    for _ in range(4):  # the instances take turns: b1 is picked first for some of them
+        response = await client.post("b", "/orders", json={"n": 1})
+        assert response.status_code == 201
+    assert len(transport.sent) > 4  # b1 was tried first at least once
+    assert [s.content for s in transport.sent if s.url.startswith("http://b2")] == \
+        [b'{"n":1}'] * 4
 
 
 async def test_all_circuits_open_fails_fast_with_retry_after() -> None:
@@ -197,6 +215,38 @@ async def test_the_deadline_bounds_the_whole_call() -> None:
     with pytest.raises(UpstreamTimeout, match="timed out after"):
         await client.get("b", "/x")
     assert len(transport.sent) == 1  # no time left for another try
+    assert client._bulkheads.get("b").idle
+
+
+async def test_the_wait_for_a_bulkhead_slot_comes_out_of_the_deadline() -> None:
+    gate = asyncio.Event()
+
+    async def answer(sent: Sent) -> Raw:
+        if sent.url.endswith("/hold"):
+            await gate.wait()
+            return Raw(200)
+        await asyncio.Event().wait()  # never answers: only the deadline ends it
+        raise AssertionError
+
+    client, _ = make(answer, max_in_flight=1, max_waiting=5, max_wait=30.0,
+                     timeout=30.0, deadline=30.0)
+    holder = asyncio.create_task(client.get("b", "/hold"))
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout, match="waiting"):  # no slot within its deadline
+        await client.get("b", "/x", deadline=0.3)
+    assert time.monotonic() - started < 5  # not the bulkhead's own 30 s
+    assert client._bulkheads.get("b").waiting == 0
+
+    waiter = asyncio.create_task(client.get("b", "/x", deadline=1.0))
+    started = time.monotonic()
+    await eventually(lambda: client._bulkheads.get("b").waiting == 1, timeout=5)
+    await asyncio.sleep(0.6)  # the slot frees with 0.4 s of the deadline left
+    gate.set()
+    with pytest.raises(UpstreamTimeout):
+        await waiter
+    assert time.monotonic() - started < 1.4  # the attempt got what was left, not a second
+    assert (await holder).status_code == 200
     assert client._bulkheads.get("b").idle
 
 
@@ -253,17 +303,21 @@ async def test_attempts_per_call_override_the_policy() -> None:
     assert len(transport.sent) == 5
 
 
-async def test_a_streamed_body_is_passed_on_and_never_retried() -> None:
+async def test_a_streamed_body_is_passed_on_and_retried_only_if_never_sent() -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b"a"
         yield b"b"
 
     body = chunks()
-    client, transport = make(raising(ConnectFailed("refused")))
-    with pytest.raises(UpstreamUnavailable):
+    client, transport = make(raising(ExchangeFailed("reset")))
+    with pytest.raises(UpstreamError):
         await client.put("b", "/x", content=body)  # PUT is idempotent, but the body is spent
     assert len(transport.sent) == 1
     assert transport.sent[0].content is body
+    client, transport = make(raising(ConnectFailed("refused")))
+    with pytest.raises(UpstreamUnavailable):
+        await client.post("b", "/x", content=body)  # no connection: none of it was taken
+    assert [s.content for s in transport.sent] == [body] * 3
 
 
 async def test_headers_as_pairs_keep_repeated_names() -> None:
