@@ -25,8 +25,8 @@
   `drain_timeout`, then leaves the group; a stopped consumer can be started again.
 - Failure: an error the consumer cannot recover from (authentication, authorization, a
   fenced member) stops it; `failure` holds the error, for readiness checks to report.
-- Stranded: a member out of its group (no partition since it was thrown out, or since it
-  started) while the group has records waiting, for longer than the session timeout, is
+- Stranded: a member out of its group (no partition, and no member id: the group does not
+  count it) while the group has records waiting, for longer than the session timeout, is
   `stranded` (logged, and readiness says degraded with the reason); after `rejoin_after`
   it rejoins with a fresh client. librdkafka can leave a member out for good: after a broker
   frozen past the session timeout, the group coordinator's connection may never come back
@@ -250,23 +250,29 @@ class EventConsumer:
                 await asyncio.sleep(POLL_ERROR_WAIT)
 
     async def _watch(self) -> None:
-        """Mark the member stranded, and have it rejoin, while it is out of its group with
-        records waiting (see the module doc). Asks the broker only after a session timeout
-        without partitions, and through clients of its own, not the one that may be stuck."""
+        """Mark the member stranded, and have it rejoin, while it is out of its group and
+        records wait (see the module doc). Asks only after a session timeout without
+        partitions; a member the group still counts (a spare: more members than partitions)
+        is left alone. The records waiting are read through a client of its own, not the
+        one that may be stuck."""
         assert self._loop is not None
         loop = self._loop
         while not self._stopping:
             await asyncio.sleep(WATCH_INTERVAL)
-            since = self._out_since
+            since, client = self._out_since, self._client
             out_for = 0.0 if since is None else loop.time() - since
-            if out_for <= self.session_timeout:
+            if out_for <= self.session_timeout or client is None:
                 self.stranded = None
                 continue
             try:
-                waiting = await self._waiting()
+                if await client.member_id():
+                    self.stranded = None
+                    continue
+                positions = await self._positions()
             except Exception as exc:  # the broker is away too: nothing to rejoin yet
                 log.debug("group %s: lag unknown: %s", self.group_id, exc)
                 continue
+            waiting = sum(max(0, end - done) for done, end in positions.values())
             if self._out_since is None or not waiting:
                 self.stranded = None
                 continue
@@ -280,12 +286,10 @@ class EventConsumer:
                           self.group_id, out_for)
                 self._renew = True
 
-    async def _waiting(self) -> int:
-        """Records waiting on partitions no live member owns: a member left out while the
-        others own every partition is a spare, not a stall."""
+    async def _positions(self) -> dict[TopicPartitionKey, tuple[int, int]]:
         if self._inspector is None:
             self._inspector = GroupInspector(self.config, self.group_id)
-        return await self._inspector.unowned_lag(list(self._routes))
+        return await self._inspector.lag(list(self._routes))
 
     async def _rejoin(self, old: KafkaConsumer) -> KafkaConsumer:
         """Replace a stranded client: the new one joins as a new member; the old one is

@@ -191,6 +191,15 @@ class KafkaConsumer:
             # Storing for a partition we no longer own fails; its new owner will redo it.
             log.info("could not store offsets %s: %s", offsets, exc)
 
+    async def member_id(self) -> str | None:
+        """The id the group coordinator gave this member; empty or None while the group does
+        not count it (before it joins, and after its session timed out until it rejoins)."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        member: str | None = await self._call(consumer.memberid)
+        return member
+
     async def close(self) -> None:
         """Commit stored offsets and leave the group."""
         if self._consumer is not None:
