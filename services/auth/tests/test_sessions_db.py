@@ -111,3 +111,51 @@ async def test_an_expired_refresh_token_is_refused_and_revokes_nothing(world: Wo
                               .values(expires_at=RefreshToken.created_at))
     assert await outcome(world, token) is None
     assert await outcome(world, "never-issued") is None
+
+
+ROUNDS = 30
+REVOCATIONS = ["password_change", "logout", "reuse"]
+
+
+async def revoke(world: World, how: str, user: uuid.UUID, first: str) -> None:
+    """Revoke the family `first` started, as a password change, a logout or a reuse of
+    `first` (already used) would."""
+    if how == "reuse":
+        assert await outcome(world, first) is None
+        return
+    async with world.database.transaction() as session:
+        if how == "logout":
+            await world.sessions.logout(session, first, user)
+        else:
+            await world.sessions.revoke_all(session, user)
+
+
+async def thief(world: World, token: str, going: asyncio.Event,
+                revoked: asyncio.Event) -> bool:
+    """Refresh in a loop until refused; True if a refresh that began after the revocation
+    committed still succeeded (the session outlived its revocation)."""
+    while True:
+        began_after = revoked.is_set()
+        token = await outcome(world, token) or ""
+        if not token:
+            return False
+        if began_after:
+            return True
+        going.set()
+
+
+@pytest.mark.parametrize("how", REVOCATIONS)
+async def test_a_refresh_racing_a_revocation_never_outlives_it(world: World, how: str) -> None:
+    survived = 0
+    for _ in range(ROUNDS):
+        user = await world.user()
+        first = await world.login(user)
+        second = await outcome(world, first)
+        assert second is not None
+        going, revoked = asyncio.Event(), asyncio.Event()
+        loop = asyncio.create_task(thief(world, second, going, revoked))
+        await going.wait()
+        await revoke(world, how, user, first)
+        revoked.set()
+        survived += await loop
+    assert survived == 0, f"the session outlived {survived} of {ROUNDS} revocations"
