@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from core.bases.exceptions import ConflictError
 from core.db import migrations
@@ -51,7 +51,7 @@ async def test_two_admins_demoting_each_other_at_once_leave_one(database: Databa
     outcomes = []
     for _ in range(ROUNDS):
         async with database.transaction() as session:  # the only admins: none before
-            await session.execute(UserRole.__table__.delete().where(UserRole.role == ADMIN_ROLE))
+            await session.execute(delete(UserRole).where(UserRole.role == ADMIN_ROLE))
             accounts = Accounts(session, None, passwords)
             admins = [(await accounts.register(f"{unique('a')}@example.com", PASSWORD,
                                                roles=(ADMIN_ROLE,)))[0].id for _ in range(2)]
