@@ -16,14 +16,19 @@ from sqlalchemy import select, update
 
 from core.db import migrations
 from core.db.engine import Database
-from core.security import KeyManager, MemoryKeyStore, TokenIssuer
+from core.security import KeyManager, MemoryKeyStore, Principal, TokenIssuer
 from services.auth.config import AuthSettings
 from services.auth.main import SERVICE_DIR
 from services.auth.models import RefreshToken
 from services.auth.passwords import Passwords
+from services.auth.services import login as flows
 from services.auth.services.accounts import Accounts
+from services.auth.services.login import InvalidCredentials
 from services.auth.services.sessions import InvalidRefreshToken, Sessions
 from services.auth.tests.support import PASSWORD
+from services.auth.throttle import LoginThrottle
+from services.auth.throttle.database import DatabaseFailureStore
+from services.auth.throttle.policy import ThrottlePolicy
 from tests.integration.databases import BACKENDS, DatabaseFactory
 from tests.support import unique
 
@@ -159,3 +164,39 @@ async def test_a_refresh_racing_a_revocation_never_outlives_it(world: World, how
         revoked.set()
         survived += await loop
     assert survived == 0, f"the session outlived {survived} of {ROUNDS} revocations"
+
+
+async def test_a_login_racing_a_password_change_never_outlives_it(world: World) -> None:
+    """Whichever commits first, the login's session (made with the old password) is dead
+    once the change is committed: revoked by it, or refused for the old password."""
+    store = DatabaseFailureStore(world.database)
+    lenient = ThrottlePolicy("any", 60, 10_000, 10_000, 1, 1, 1)
+    throttle = LoginThrottle(store, lenient, lenient)
+    user = await world.user()
+    async with world.database.session() as session:
+        email = (await Accounts(session, None, world.passwords).get(user)).email
+    current, alive = PASSWORD, []
+    for round_ in range(ROUNDS):
+        new = f"{PASSWORD}-{round_}"
+
+        async def log_in(old: str = current) -> str | None:
+            async with world.database.transaction() as session:
+                try:
+                    pair = await flows.login(Accounts(session, None, world.passwords),
+                                             world.sessions, throttle, email=email,
+                                             password=old, client="test")
+                except InvalidCredentials:
+                    return None
+            return pair.refresh_token
+
+        async def change(old: str = current, new: str = new) -> None:
+            async with world.database.transaction() as session:
+                await flows.change_password(
+                    Accounts(session, None, world.passwords), world.sessions, throttle,
+                    Principal(str(user), "user"), current=old, new=new, client="test")
+
+        token, _ = await asyncio.gather(log_in(), change())
+        current = new
+        if token is not None and await outcome(world, token) is not None:
+            alive.append(round_)
+    assert not alive, f"a login with the old password outlived {len(alive)} of {ROUNDS} changes"
