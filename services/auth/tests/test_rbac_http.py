@@ -223,7 +223,7 @@ async def test_rotate_keys_publishes_a_new_kid_and_old_tokens_still_verify(
             await asyncio.sleep(0.2)
         after = await login(http, address)
         header = jwt.get_unverified_header(after["access_token"])
-        assert header == {"alg": "ES256", "kid": new_kid, "typ": "JWT"}
+        assert header == {"alg": "ES256", "kid": new_kid, "typ": "at+jwt"}
         for tokens in (before, after):
             me = await http.get("/auth/me", headers=bearer(tokens["access_token"]))
             assert me.status_code == 200, me.text
