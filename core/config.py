@@ -5,6 +5,7 @@ Every default works on a laptop with `make up`; outside development, unsafe valu
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
     """OAuth2 client-credentials endpoint this service gets its own tokens from."""
     # --- end of security ---
 
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    """The proxies whose `X-Forwarded-For` this service believes (the gateway): addresses and
+    networks, comma-separated, as uvicorn reads them. Loopback, where `make up` runs the
+    gateway; a container deployment names the gateway's network (the Dockerfiles ship one),
+    or every client behind the gateway has the gateway's address here (one login throttle
+    bucket for all of them)."""
     service_url: str | None = None
     """The URL other services reach this instance at; else http://SERVICE_HOST:SERVICE_PORT."""
     service_host: str = "127.0.0.1"
@@ -136,6 +143,23 @@ class Settings(BaseSettings):
                 self.kafka_sasl_username and self.kafka_sasl_password is not None):
             raise ValueError("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are needed with "
                              f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}")
+        return self
+
+    @model_validator(mode="after")
+    def _forwarded(self) -> Settings:
+        """uvicorn takes an entry it cannot parse for a name no peer has, silently: refused
+        here by name. `*` lets any client choose its own address: not in production."""
+        for entry in (e.strip() for e in self.forwarded_allow_ips.split(",")):
+            if entry == "*":
+                if self.environment == "production":
+                    raise ValueError("FORWARDED_ALLOW_IPS=* trusts every peer's X-Forwarded-For:"
+                                     " name the gateway's network in production")
+                continue
+            try:
+                ipaddress.ip_network(entry) if "/" in entry else ipaddress.ip_address(entry)
+            except ValueError:
+                raise ValueError(f"FORWARDED_ALLOW_IPS: {entry!r} is not an address or a network"
+                                 " (host bits must be zero)") from None
         return self
 
     @model_validator(mode="after")

@@ -3,7 +3,8 @@
 The app is built by its factory inside uvicorn (nothing is built at import, so tests import the
 same module and build apps with their own settings). Host and port come from the settings
 (`SERVICE_HOST`, `SERVICE_PORT`), which the registry also advertises, so the two cannot
-disagree.
+disagree. The client address is the gateway's `X-Forwarded-For` when the peer is one of
+`FORWARDED_ALLOW_IPS` (validated by core.config), the peer's own otherwise.
 
 Every server of the platform (services, the gateway, the tests' stand-ins) runs through `run`:
 uvicorn with `core.server_protocol`'s protocol, which bounds a request head in size and time
@@ -59,4 +60,5 @@ def serve(factory: str, settings: Settings | None = None) -> None:
     cfg = settings or get_settings()
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format=LOG_FORMAT)
     run(factory, factory=True, host=cfg.service_host, port=cfg.service_port,
-        log_level="info", access_log=False, timeout_graceful_shutdown=20)
+        log_level="info", access_log=False, timeout_graceful_shutdown=20,
+        proxy_headers=True, forwarded_allow_ips=cfg.forwarded_allow_ips)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from core.security.keys import SigningKey
+from core.security.types import ACCESS_TOKEN_TYPE
 
 ISSUER = "https://auth.test"
 AUDIENCE = "platform"
@@ -38,7 +39,7 @@ def claims(**overrides: Any) -> dict[str, Any]:
 
 def sign(key: SigningKey, payload: dict[str, Any] | None = None, **headers: Any) -> str:
     """`payload` (default: valid claims) signed by `key`, kid in the header unless overridden."""
-    fields = {"kid": key.kid, **headers}
+    fields = {"kid": key.kid, "typ": ACCESS_TOKEN_TYPE, **headers}
     fields = {k: v for k, v in fields.items() if v is not None}
     return jwt.encode(payload if payload is not None else claims(), key.private_key,
                       algorithm=key.alg, headers=fields)
@@ -73,13 +74,14 @@ def tamper_signature(token: str) -> str:
 def other_type_key_same_kid(key: SigningKey) -> str:
     """A P-256 key signs, the header claims ES256 and the kid of an Ed25519 key."""
     intruder = ec.generate_private_key(ec.SECP256R1())
-    return jwt.encode(claims(), intruder, algorithm="ES256", headers={"kid": key.kid})
+    return jwt.encode(claims(), intruder, algorithm="ES256",
+                      headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
 
 
 def signed_bytes(key: SigningKey, body: bytes) -> str:
     """A correctly signed token whose payload is `body` (not necessarily JSON)."""
     return jwt.PyJWS().encode(body, key.private_key, algorithm=key.alg,
-                              headers={"kid": key.kid})
+                              headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
 
 
 def short_signature(token: str) -> str:
@@ -101,7 +103,7 @@ def non_canonical_signature(token: str) -> str:
 def with_header(key: SigningKey, **extra: Any) -> str:
     """A token signed by `key` whose header carries `extra` too."""
     return jwt.encode(claims(), key.private_key, algorithm=key.alg,
-                      headers={"kid": key.kid, **extra})
+                      headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE, **extra})
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +137,13 @@ ATTACKS = [
     Attack("wrong issuer", lambda k: sign(k, claims(iss="https://evil.test")), "wrong_issuer"),
     Attack("wrong audience", lambda k: sign(k, claims(aud="billing")), "wrong_audience"),
     *[Attack(f"no {c}", lambda k, c=c: sign(k, claims(**{c: None})), "missing_claim")
-      for c in ("exp", "iat", "iss", "aud", "sub")],
+      for c in ("exp", "iat", "iss", "aud", "sub", "kind")],
+    # Signed by the issuer's own key, but not an access token (RFC 9068 typ): an ID token, a
+    # refresh or logout token of an OpenID provider, or any JWT a future feature signs.
+    Attack("typ JWT", lambda k: sign(k, typ="JWT"), "wrong_token_type"),
+    Attack("no typ", lambda k: sign(k, typ=None), "wrong_token_type"),
+    Attack("typ of a refresh token", lambda k: sign(k, typ="refresh+jwt"), "wrong_token_type"),
+    Attack("typ not a string", lambda k: sign(k, typ=["at+jwt"]), "wrong_token_type"),
     Attack("one part", lambda k: "abc", "malformed"),
     Attack("two parts", lambda k: ".".join(sign(k).split(".")[:2]), "malformed"),
     Attack("four parts", lambda k: sign(k) + ".x", "malformed"),

@@ -3,6 +3,8 @@ dependencies for routes and permissions, and a service's own identity (client cr
 
 from core.security.deps import (
     CurrentPrincipal,
+    CurrentService,
+    CurrentUser,
     OptionalPrincipal,
     owner_or,
     path_param,
@@ -15,13 +17,22 @@ from core.security.jwks import JwksClient, LocalKeySource, StaticKeySource
 from core.security.keys import KeyManager, SigningKey
 from core.security.keystore import FileKeyStore, KeyStore, MemoryKeyStore, StoredKey
 from core.security.service_identity import ClientCredentials, client_credentials_from_settings
-from core.security.types import KeySource, Principal, TokenProvider, VerificationKey
+from core.security.types import (
+    ACCESS_TOKEN_TYPE,
+    KeySource,
+    Principal,
+    TokenProvider,
+    VerificationKey,
+)
 from core.security.verifier import TokenVerifier
 from core.security.wiring import Security, install_security, security_from_settings
 
 __all__ = [
+    "ACCESS_TOKEN_TYPE",
     "ClientCredentials",
     "CurrentPrincipal",
+    "CurrentService",
+    "CurrentUser",
     "FileKeyStore",
     "JwksClient",
     "KeyManager",

@@ -3,6 +3,9 @@
     @router.get("/me")
     async def me(principal: CurrentPrincipal) -> ...
 
+    @router.get("/notifications")
+    async def mine(user: CurrentUser) -> ...   # a user's token only; a service's is a 403
+
     Permissions(create=[require_permission("drivers:write")],
                 update=[owner_or("drivers:write", owner_of=driver_owner)])
 
@@ -77,6 +80,28 @@ async def current_principal(principal: OptionalPrincipal) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+"""Any caller with a valid token, user or service: for routes that read only permissions."""
+
+
+async def current_user(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must be a user: a route acting "as the caller" (my profile, my
+    notifications) has nothing to act on for a service client, whose subject is no user id."""
+    if principal.kind != "user":
+        raise ForbiddenError("this route acts as a user; a service token has no user")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def current_service(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must be a service client (routes for service-to-service calls)."""
+    if principal.kind != "service":
+        raise ForbiddenError("this route is for service clients only")
+    return principal
+
+
+CurrentService = Annotated[Principal, Depends(current_service)]
 
 
 def require_permission(*permissions: str) -> Permission:
@@ -108,13 +133,14 @@ there is none), e.g. `path_param("id")`, or one that loads the row through Sessi
 
 
 def owner_or(permission: str, *, owner_of: OwnerOf) -> Permission:
-    """Allow the resource's owner, or a principal holding `permission` (say, an admin)."""
+    """Allow the resource's owner (a user: see Principal.is_user), or a principal holding
+    `permission` (say, an admin, or a service client granted it)."""
 
     def check(principal: CurrentPrincipal,
               resource_owner: Annotated[str | None, Depends(owner_of)]) -> None:
         if principal.has_permission(permission):
             return
-        if resource_owner is None or resource_owner != principal.subject:
+        if resource_owner is None or not principal.is_user(resource_owner):
             raise ForbiddenError(f"only the owner or a holder of {permission} may do this")
 
     return check

@@ -1,9 +1,11 @@
 """The errors of core.security, each mapped to HTTP once through core.bases.exceptions.
 
 A refused token is always a 401 naming the rule it broke (`TokenRejected.rule`), in the body and
-in `WWW-Authenticate` (RFC 6750); it is never a 500. A verifier that cannot get keys at all is a
-503 (`KeysUnavailable`): the token may be perfectly good, and a 401 would send a well-behaved
-client to log in again, in a storm, for an outage that is ours.
+in `WWW-Authenticate` (RFC 6750); it is never a 500. A request that sent no credentials gets
+a bare `Bearer` challenge: RFC 6750 §3.1 leaves the error code out when none were sent. A
+verifier that cannot get keys at all is a 503 (`KeysUnavailable`): the token may be perfectly
+good, and a 401 would send a well-behaved client to log in again, in a storm, for an outage
+that is ours.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ Rule = Literal[
     "wrong_audience",
     "missing_claim",
     "invalid_claim",
+    "wrong_token_type",
 ]
 """Which rule a refused token broke; stable strings a client or a test can match."""
 
@@ -44,7 +47,8 @@ class TokenRejected(UnauthorizedError):
     def __init__(self, rule: Rule, description: str) -> None:
         self.rule: Rule = rule
         self.description = description
-        challenge = f'Bearer error="invalid_token", error_description="{_quoted(description)}"'
+        challenge = "Bearer" if rule == "missing_token" else (
+            f'Bearer error="invalid_token", error_description="{_quoted(description)}"')
         super().__init__(
             f"{rule}: {description}",
             fields=[FieldError("authorization", description, rule, "header")],

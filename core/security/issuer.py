@@ -11,15 +11,15 @@ import jwt
 
 from core.security.errors import SecurityError
 from core.security.keys import KeyManager
-from core.security.types import KINDS, Kind
+from core.security.types import ACCESS_TOKEN_TYPE, KINDS, Kind
 
 RESERVED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "kind", "roles", "permissions"})
 
 
 class TokenIssuer:
-    """Signs access tokens for `issuer`. A token lives at most the manager's `max_token_ttl`,
-    the promise key retirement is built on."""
+    """Signs access tokens (header `typ: at+jwt`, RFC 9068) for `issuer`. A token lives at
+    most the manager's `max_token_ttl`, the promise key retirement is built on."""
 
     def __init__(self, keys: KeyManager, issuer: str,
                  clock: Callable[[], float] = time.time) -> None:
@@ -64,4 +64,4 @@ class TokenIssuer:
             "permissions": sorted(set(permissions)),
         }
         return jwt.encode(payload, signer.private_key, algorithm=signer.alg,
-                          headers={"kid": signer.kid})
+                          headers={"kid": signer.kid, "typ": ACCESS_TOKEN_TYPE})

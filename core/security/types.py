@@ -10,6 +10,9 @@ from jwt import PyJWK
 
 Kind = Literal["user", "service"]
 KINDS: frozenset[str] = frozenset({"user", "service"})
+ACCESS_TOKEN_TYPE = "at+jwt"
+"""The `typ` header of an access token (RFC 9068 §2.1): a verifier refuses any other JWT the
+same keys may sign, so no other kind of token passes for an access token."""
 
 TokenProvider: TypeAlias = Callable[[], Awaitable[str]]
 """`await token()` gives a bearer token for this service's own calls (service identity)."""
@@ -31,6 +34,11 @@ class Principal:
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
+
+    def is_user(self, user_id: str) -> bool:
+        """Whether this is the user `user_id` themself. Compare this, never the bare
+        subject: a service client's subject is its name, a namespace apart from user ids."""
+        return self.kind == "user" and self.subject == user_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,10 @@
 
 The checks run cheapest first and refuse before any signature work: size, shape, header,
 algorithm allow-list, kid, the key's own algorithm. Then the signature (PyJWT's algorithm for
-the key, parsed once per kid, never the JWKS per request), and only then is the payload read:
-`exp`, `iat`, `iss`, `aud`, `sub` required, `nbf` honoured, with a small leeway.
+the key, parsed once per kid, never the JWKS per request), the token type (`typ: at+jwt`,
+RFC 9068: another kind of token signed by the same key is refused), and only then is the
+payload read: `exp`, `iat`, `iss`, `aud`, `sub`, `kind` required, `nbf` honoured, with a
+small leeway.
 
 The token is split and decoded here rather than by `jwt.decode`: PyJWT 2.15 checks the
 base64url alphabet one character at a time in Python, which cost more than the RSA signature
@@ -26,12 +28,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from core.security.errors import SecurityError, TokenRejected
-from core.security.types import KINDS, KeySource, Kind, Principal
+from core.security.types import ACCESS_TOKEN_TYPE, KINDS, KeySource, Kind, Principal
 
 ASYMMETRIC = frozenset({"EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512",
                         "PS256", "PS384", "PS512"})
 DEFAULT_ALGORITHMS = ("EdDSA", "ES256", "RS256")
-REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub")
+REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "kind")
 MAX_TOKEN_BYTES = 8192
 """Far above a real access token (~0.5-2 KB), far below what would cost us to parse."""
 
@@ -105,6 +107,9 @@ class TokenVerifier:
         signing_input = f"{parts[0]}.{parts[1]}".encode()
         if not key.jwk.Algorithm.verify(signing_input, key.jwk.key, signature):
             raise TokenRejected("bad_signature", "the signature does not match")
+        if not _is_access_token(header.get("typ")):  # signed by our key, but not for this
+            raise TokenRejected("wrong_token_type",
+                                f"not an access token (typ must be {ACCESS_TOKEN_TYPE})")
         claims = _json_object(parts[1], "payload")
         self._check_claims(claims)
         return principal_of(claims, token)
@@ -132,7 +137,7 @@ class TokenVerifier:
 
 def principal_of(claims: dict[str, Any], token: str) -> Principal:
     """The Principal of verified claims; a claim of the wrong shape is a refused token."""
-    kind = claims.get("kind", "user")
+    kind = claims.get("kind")
     if kind not in KINDS:
         raise TokenRejected("invalid_claim", "kind must be user or service")
     return Principal(
@@ -143,6 +148,11 @@ def principal_of(claims: dict[str, Any], token: str) -> Principal:
         token=token,
         claims=claims,
     )
+
+
+def _is_access_token(typ: Any) -> bool:
+    """`at+jwt`, or its full media type `application/at+jwt` (RFC 9068 §2.1), in any case."""
+    return isinstance(typ, str) and typ.lower().removeprefix("application/") == ACCESS_TOKEN_TYPE
 
 
 def _kind(kind: str) -> Kind:

@@ -58,8 +58,10 @@ SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 
 
 def client_address(request: Request) -> str:
-    """The caller's address, the key of the per-client throttle. Behind the gateway this is
-    the gateway's unless uvicorn trusts its X-Forwarded-For (FORWARDED_ALLOW_IPS)."""
+    """The caller's address, the key of the per-client throttle: behind the gateway, the
+    client's from the gateway's X-Forwarded-For when the gateway's address is among
+    FORWARDED_ALLOW_IPS (core.config; loopback by default, the container networks in the
+    image), else the gateway's own, one key for every client (tests/e2e/test_client_address)."""
     return request.client.host if request.client else "unknown"
 
 

@@ -107,7 +107,8 @@ class UserRoles(BaseModel):
 
 
 class ClientCreate(Input):
-    name: RoleName = Field(description="Becomes the client id (the `sub` of its tokens).")
+    name: RoleName = Field(description="Becomes the client id (the `sub` of its tokens); "
+                                       "never a UUID, which is what user ids are.")
     permissions: list[PermissionName] = Field(default_factory=list, max_length=200)
 
 

@@ -23,7 +23,7 @@ from core.app import RuntimeDep
 from core.bases import AppError, ForbiddenError, NotFoundError, ValidationError, error_responses
 from core.bases.deps import DatabaseDep, SessionDep
 from core.messaging.exceptions import MessagingError
-from core.security import CurrentPrincipal, Principal, owner_or, require_permission
+from core.security import CurrentPrincipal, CurrentUser, Principal, owner_or, require_permission
 from services.driver.config import DriverSettings
 from services.driver.events import LOCATIONS_TOPIC, DriverLocationReported, LocationReportedData
 from services.driver.geo import encode
@@ -85,7 +85,7 @@ async def driver_owner(driver: Annotated[Driver, Depends(load_driver)]) -> str:
 
 def ensure_may_steer(principal: Principal, driver: Driver) -> None:
     """Only the driver or a holder of `drivers:write` changes a driver's status or location."""
-    if driver.user_id != principal.subject and not principal.has_permission("drivers:write"):
+    if not principal.is_user(driver.user_id) and not principal.has_permission("drivers:write"):
         raise ForbiddenError("only the driver or a holder of drivers:write may do this")
 
 
@@ -116,7 +116,7 @@ def settings_of(runtime: Any) -> DriverSettings:
 @router.post("", status_code=201, response_model=DriverPublic,
              dependencies=[Depends(require_permission("drivers:register"))],
              responses=error_responses(400, 401, 403, 409, 422, 502, 503, 504))
-async def register(data: DriverCreate, principal: CurrentPrincipal, session: SessionDep,
+async def register(data: DriverCreate, principal: CurrentUser, session: SessionDep,
                    runtime: RuntimeDep) -> DriverPublic:
     """Become a driver: one record per user, after the user service confirms the caller's
     profile exists."""
@@ -127,7 +127,7 @@ async def register(data: DriverCreate, principal: CurrentPrincipal, session: Ses
 
 
 @router.get("/me", response_model=DriverPublic, responses=error_responses(401, 404))
-async def mine(principal: CurrentPrincipal, session: SessionDep) -> DriverPublic:
+async def mine(principal: CurrentUser, session: SessionDep) -> DriverPublic:
     """The caller's own driver record."""
     service = DriverService(session)
     driver = await service.drivers.by_user(principal.subject)

@@ -11,7 +11,7 @@ from core.bases import error_responses
 from core.bases.deps import OutboxDep, SessionDep
 from core.bases.pagination import PageRequest, max_page
 from core.bases.schemas import Envelope, ListEnvelope, PageMeta
-from core.security import CurrentPrincipal
+from core.security import CurrentUser
 from core.security.deps import require_permission
 from services.notification.models import Notification
 from services.notification.schemas import NotificationPublic
@@ -39,7 +39,7 @@ def public(notification: Notification) -> NotificationPublic:
             summary="List the caller's notifications, newest first",
             responses=error_responses(401, 403, 422, 500))
 async def list_notifications(
-    principal: CurrentPrincipal,
+    principal: CurrentUser,
     service: Service,
     page: Annotated[int, Query(ge=1, le=max_page(MAX_PAGE_SIZE),
                                description="1-based page number.")] = 1,
@@ -57,7 +57,7 @@ async def list_notifications(
              description="Another user's notification answers 404, like a missing one: its "
                          "id reveals nothing.",
              responses=error_responses(401, 403, 404, 422, 500))
-async def mark_read(notification_id: uuid.UUID, principal: CurrentPrincipal,
+async def mark_read(notification_id: uuid.UUID, principal: CurrentUser,
                     service: Service) -> Envelope[NotificationPublic]:
     notification = await service.mark_read(notification_id, principal.subject)
     return Envelope[NotificationPublic](data=public(notification),

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Request
 
 from core.bases import BaseRouter, Permissions, error_responses
 from core.bases.schemas import Envelope
-from core.security import CurrentPrincipal, owner_or, require_permission
+from core.security import CurrentUser, owner_or, require_permission
 from services.user.directory import ProfilesDep
 from services.user.models import Profile
 from services.user.schemas import ProfileCreate, ProfilePublic, ProfileUpdate
@@ -41,14 +41,14 @@ me = APIRouter(prefix="/users", tags=["profiles"])
 @me.get("/me", response_model=One, summary="Read my profile",
         dependencies=[Depends(require_permission("profile:read"))],
         responses=error_responses(404, 422, 500))
-async def read_me(principal: CurrentPrincipal, profiles: ProfilesDep) -> One:
+async def read_me(principal: CurrentUser, profiles: ProfilesDep) -> One:
     return One(data=await profiles.read(principal.subject))
 
 
 @me.patch("/me", response_model=One, summary="Update my profile (partial)",
           dependencies=[Depends(require_permission("profile:write"))],
           responses=error_responses(400, 404, 422, 500))
-async def update_me(data: ProfileUpdate, principal: CurrentPrincipal,
+async def update_me(data: ProfileUpdate, principal: CurrentUser,
                     profiles: ProfilesDep) -> One:
     return One(data=await profiles.update(principal.subject, data), message="Profile updated")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 
-from core.security import FileKeyStore
+from core.security import ACCESS_TOKEN_TYPE, FileKeyStore
 from core.security.keys import SigningKey, generate_private_key
 
 
@@ -48,7 +48,8 @@ async def forged(good: str, keys_dir: Path) -> dict[str, str]:
     now = int(time.time())
 
     def signed(with_claims: dict[str, Any], private: Any = key.private_key) -> str:
-        return jwt.encode(with_claims, private, algorithm=key.alg, headers={"kid": key.kid})
+        return jwt.encode(with_claims, private, algorithm=key.alg,
+                          headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
 
     head, body, signature = good.split(".")
     elevated = {**claims, "permissions": [*claims.get("permissions", []), "rbac:manage",

@@ -109,7 +109,7 @@ async def test_a_rotation_at_the_issuer_is_picked_up_without_a_restart(
         await asyncio.sleep(1.0)  # the verifier's min_refresh_interval
         new_kid = (await issuer.call("POST", "/rotate", params={"alg": alg}))["kid"]
         token = await issuer.issue(alg)
-        assert jwt.get_unverified_header(token) == {"alg": alg, "kid": new_kid, "typ": "JWT"}
+        assert jwt.get_unverified_header(token) == {"alg": alg, "kid": new_kid, "typ": "at+jwt"}
         assert (await verifier.verify(token)).subject == alg
     assert (await verifier.verify(before)).subject == "before", "old keys still verify"
     assert await issuer.jwks_fetches() == 4

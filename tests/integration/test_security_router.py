@@ -105,7 +105,7 @@ async def test_create_needs_a_token_and_the_permission(http: AsyncClient,
                                                        issuer: TokenIssuer) -> None:
     anonymous = await http.post("/secure-widgets", json=widget())
     assert anonymous.status_code == 401
-    assert 'error="invalid_token"' in anonymous.headers["www-authenticate"]
+    assert anonymous.headers["www-authenticate"] == "Bearer"
     reader = await http.post("/secure-widgets", json=widget(), headers=as_(issuer, "u-1"))
     assert reader.status_code == 403
     assert reader.json()["error"]["message"] == "missing permission widgets:write"

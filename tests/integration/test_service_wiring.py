@@ -49,7 +49,7 @@ async def test_a_service_verifies_tokens_and_calls_another_by_name_with_the_call
         gone = await http.get("/relay/echo", headers={"Authorization": f"Bearer {token}"})
 
     assert anonymous.status_code == 401
-    assert anonymous.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert anonymous.headers["www-authenticate"] == "Bearer"  # no credentials: RFC 6750 3.1
     assert forged.status_code == 401 and forged.json()["error"]["fields"][0]["code"] in (
         "bad_signature", "malformed")
     assert me.status_code == 200, me.text

@@ -16,6 +16,8 @@ from core.bases import ConfigurationError, install_exception_handlers
 from core.config import Settings
 from core.security import (
     CurrentPrincipal,
+    CurrentService,
+    CurrentUser,
     JwksClient,
     KeyManager,
     MemoryKeyStore,
@@ -56,6 +58,14 @@ def build(security: Security | None) -> FastAPI:
     @router.get("/me")
     async def me(principal: CurrentPrincipal) -> dict[str, Any]:
         return {"sub": principal.subject}
+
+    @router.get("/my-things")
+    async def mine(user: CurrentUser) -> dict[str, Any]:
+        return {"sub": user.subject}
+
+    @router.post("/service-only")
+    async def service_only(service: CurrentService) -> dict[str, Any]:
+        return {"sub": service.subject}
 
     @router.get("/public")
     async def public(principal: OptionalPrincipal) -> dict[str, Any]:
@@ -126,8 +136,8 @@ async def test_no_token_is_401_missing_token(http: AsyncClient) -> None:
     response = await http.get("/me")
     assert response.status_code == 401
     assert response.json()["error"]["fields"][0]["code"] == "missing_token"
-    assert response.headers["www-authenticate"] == (
-        'Bearer error="invalid_token", error_description="this route needs a bearer token"')
+    # RFC 6750 §3.1: no error code when the request sent no credentials at all.
+    assert response.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize("header", ["Basic dTpw", "Bearer", "Bearer   ", "Token abc",
@@ -209,6 +219,33 @@ async def test_owner_by_path_param(http: AsyncClient) -> None:
     assert (await http.get("/users/user-2", headers=bearer(permissions=[]))).status_code == 403
     assert (await http.get("/users/user-2",
                            headers=bearer(permissions=["users:read"]))).status_code == 200
+
+
+async def test_a_service_token_named_as_a_user_owns_nothing(http: AsyncClient) -> None:
+    """A service client's subject is its name: equal to a user's id, it is still not them."""
+    service = {"sub": "user-1", "kind": "service", "permissions": []}
+    assert (await http.get("/users/user-1", headers=bearer(**service))).status_code == 403
+    assert (await http.patch("/drivers/d-1", headers=bearer(**service))).status_code == 403
+    assert (await http.get("/users/user-1", headers=bearer(
+        **{**service, "permissions": ["users:read"]}))).status_code == 200, "a grant still is"
+
+
+async def test_routes_that_act_as_the_caller_take_users_only(http: AsyncClient) -> None:
+    user = await http.get("/my-things", headers=bearer(sub="user-1"))
+    assert (user.status_code, user.json()) == (200, {"sub": "user-1"})
+    service = await http.get("/my-things", headers=bearer(sub="user-1", kind="service"))
+    assert service.status_code == 403
+    assert service.json()["error"]["message"] == (
+        "this route acts as a user; a service token has no user")
+    assert (await http.get("/my-things")).status_code == 401
+
+
+async def test_service_routes_take_service_tokens_only(http: AsyncClient) -> None:
+    assert (await http.post("/service-only", headers=bearer(
+        sub="billing", kind="service"))).status_code == 200
+    refused = await http.post("/service-only", headers=bearer(sub="user-1"))
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == "this route is for service clients only"
 
 
 def test_path_param_without_the_parameter_is_no_owner() -> None:

@@ -249,7 +249,7 @@ async def test_issued_tokens_carry_every_claim() -> None:
     token = issuer.issue("svc-1", "platform", 300, roles=["b", "a", "a"],
                          permissions=["x:y"], kind="service", extra={"tenant": "t1"})
     header = jwt.get_unverified_header(token)
-    assert header == {"alg": "EdDSA", "kid": keys.signer.kid, "typ": "JWT"}
+    assert header == {"alg": "EdDSA", "kid": keys.signer.kid, "typ": "at+jwt"}
     payload = jwt.decode(token, options={"verify_signature": False})
     now = int(clock.now)
     assert payload == {

@@ -67,11 +67,16 @@ async def test_a_good_token_gives_its_principal(verifier: TokenVerifier, key: Si
     assert principal.claims["jti"] == "j-1"
 
 
-async def test_kind_roles_and_permissions_may_be_left_out(verifier: TokenVerifier,
-                                                         key: SigningKey) -> None:
-    principal = await verifier.verify(sign(key, claims(kind=None, roles=None,
-                                                       permissions=None)))
+async def test_roles_and_permissions_may_be_left_out(verifier: TokenVerifier,
+                                                    key: SigningKey) -> None:
+    principal = await verifier.verify(sign(key, claims(roles=None, permissions=None)))
     assert (principal.kind, principal.roles, principal.permissions) == ("user", set(), set())
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "AT+JWT", "application/at+jwt"])
+async def test_an_access_token_type_passes_in_any_spelling_rfc_9068_allows(
+        verifier: TokenVerifier, key: SigningKey, typ: str) -> None:
+    assert (await verifier.verify(sign(key, typ=typ))).subject == "user-1"
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.name)
@@ -278,6 +283,8 @@ DESCRIPTIONS = {
     "huge": "token longer than 8192 bytes",
     "roles not a list": "roles must be a list of strings",
     "unknown kind": "kind must be user or service",
+    "no kind": 'the token has no "kind" claim',
+    "typ JWT": "not an access token (typ must be at+jwt)",
 }
 
 

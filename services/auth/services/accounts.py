@@ -19,6 +19,7 @@ from services.auth.events import (
     UserRegistered,
     UserRegisteredData,
 )
+from services.auth.locks import lock
 from services.auth.models import RolePermission, User, UserRole
 from services.auth.passwords import Passwords, check_password, normalise_email
 
@@ -86,6 +87,15 @@ class Accounts:
         await self.session.flush()
         await self._publish(PasswordChanged(aggregate_id=str(user.id),
                                             data=PasswordChangedData(user_id=str(user.id))))
+
+    async def still_current(self, user: User, verified_hash: str) -> bool:
+        """Whether the hash a password was verified against is still the user's, read under
+        the user's row lock (services.auth.locks), held to the commit: a password change
+        committed meanwhile makes a login that checked the old password fail, and one not yet
+        committed waits for it. Sessions revoke under the same lock."""
+        rows = await lock(self.session, User,
+                          select(User.password_hash).where(User.id == user.id))
+        return bool(rows) and rows[0][0] == verified_hash
 
     async def rehash_if_needed(self, user: User, password: str) -> None:
         """After a good login: rehash with today's parameters when they changed."""

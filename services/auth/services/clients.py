@@ -2,6 +2,10 @@
 
 The client id is the client's name (readable in logs, the `sub` of its tokens); the secret is
 32 random bytes, shown once, stored as its SHA-256 and compared in constant time.
+
+A client id is never a UUID: user ids are, and a service token whose subject equals a user's
+id must not pass for that user anywhere a check compares subjects without the kind (the
+verifiers check the kind too: core.security.Principal.is_user).
 """
 
 from __future__ import annotations
@@ -9,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import uuid
 from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.exceptions import ConflictError
+from core.bases.exceptions import ConflictError, ValidationError
 from services.auth.models import ClientPermission, ServiceClient
 from services.auth.schemas import ClientCreated
 
@@ -30,6 +35,10 @@ class Clients:
         self.session = session
 
     async def create(self, name: str, permissions: Iterable[str]) -> ClientCreated:
+        if _is_uuid(name):
+            raise ValidationError.for_field(
+                "name", "may not be a UUID: user ids are, and a client id is never a user's",
+                code="reserved")
         if await self.session.get(ServiceClient, name) is not None:
             raise ConflictError(f"client {name} exists")
         secret = secrets.token_urlsafe(32)
@@ -52,3 +61,11 @@ class Clients:
             select(ClientPermission.permission).where(ClientPermission.client_id == client_id)
             .order_by(ClientPermission.permission))
         return list(rows.scalars())
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return False
+    return True

@@ -37,11 +37,14 @@ async def login(accounts: Accounts, sessions: Sessions, throttle: LoginThrottle,
     email = normalise_email(email)
     await throttle.check(account=email, client=client)
     user = await accounts.by_email(email)
-    ok = await accounts.passwords.verify(user.password_hash if user else None, password)
-    if not ok or user is None:
+    verified = user.password_hash if user else None
+    ok = await accounts.passwords.verify(verified, password)
+    if not ok or user is None or verified is None:
         await throttle.failed(account=email, client=client)
         raise InvalidCredentials()
     await throttle.succeeded(account=email)
+    if not await accounts.still_current(user, verified):  # changed while we verified
+        raise InvalidCredentials()
     await accounts.rehash_if_needed(user, password)
     roles, permissions = await accounts.claims_of(user.id)
     return await sessions.start(accounts.session, user.id, roles, permissions)

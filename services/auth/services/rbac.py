@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.bases.exceptions import ConflictError, NotFoundError
 from core.bases.types import EventOutbox
 from services.auth.events import TOPIC, RolesChanged, RolesChangedData
+from services.auth.locks import lock
 from services.auth.models import Role, RolePermission, User, UserRole
 from services.auth.schemas import RolePublic, UserRoles
 
@@ -68,7 +69,12 @@ class Rbac:
         return UserRoles(user_id=user_id, roles=held)
 
     async def revoke(self, user_id: uuid.UUID, role: str) -> UserRoles:
+        """Take `role` from the user. The last admin keeps the admin role: the check and the
+        delete run under the admin role's row lock, so two admins taking each other's role at
+        once run one after the other, and the second finds itself the last."""
         await self._check(user_id, role)
+        if role == ADMIN_ROLE:
+            await lock(self.session, Role, select(Role.name).where(Role.name == ADMIN_ROLE))
         held = await self._held(user_id)
         if role in held:
             if role == ADMIN_ROLE and await self._admins() <= 1:

@@ -8,6 +8,12 @@ the whole family is revoked, the newest token included: both parties must log in
 Marking a token used is one conditional UPDATE (`... WHERE used_at IS NULL`), checked by what
 it returns, so of two concurrent refreshes of one token exactly one wins; the other is a reuse
 like any other (a race and a replay cannot be told apart).
+
+Rotation and revocation take the user's row lock first (services.auth.locks), so they run one
+after the other per user: a revocation waits for a refresh in flight to commit its child, and
+then revokes the child too; a refresh waiting on a revocation then finds its token revoked.
+Without it, under READ COMMITTED, a revocation does not see a child not yet committed, and a
+thief refreshing in a loop kept the session through most password changes.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from core.db.engine import Database
 from core.db.types import utcnow
 from core.security import TokenIssuer
 from services.auth.config import AuthSettings
-from services.auth.models import RefreshToken
+from services.auth.locks import lock
+from services.auth.models import RefreshToken, User
 from services.auth.schemas import TokenPair
 from services.auth.services.accounts import claims_of
 
@@ -65,10 +72,14 @@ class Sessions:
         permissions as they are now), or InvalidRefreshToken; a reuse revokes the family
         (committed) before the refusal."""
         now = utcnow()
+        hashed = token_hash(raw)
         async with self.database.transaction() as session:
+            await lock(session, User, select(User.id).join(
+                RefreshToken, RefreshToken.user_id == User.id).where(
+                RefreshToken.token_hash == hashed))
             claimed = (await session.execute(
                 update(RefreshToken)
-                .where(RefreshToken.token_hash == token_hash(raw),
+                .where(RefreshToken.token_hash == hashed,
                        RefreshToken.used_at.is_(None), RefreshToken.revoked_at.is_(None),
                        RefreshToken.expires_at > now)
                 .values(used_at=now)
@@ -86,10 +97,11 @@ class Sessions:
         """Why the token did not refresh; a used one revokes its family, for good."""
         async with self.database.transaction() as session:
             row = (await session.execute(
-                select(RefreshToken.family_id, RefreshToken.used_at)
+                select(RefreshToken.family_id, RefreshToken.used_at, RefreshToken.user_id)
                 .where(RefreshToken.token_hash == token_hash(raw)))).first()
             if row is not None and row.used_at is not None:
-                await self._revoke(session, RefreshToken.family_id == row.family_id, now)
+                await self._revoke(session, row.user_id,
+                                   RefreshToken.family_id == row.family_id, now)
 
     async def logout(self, session: AsyncSession, raw: str, user_id: uuid.UUID) -> None:
         """Revoke the token's family, if it is one of `user_id`'s (else nothing: a logout
@@ -98,13 +110,17 @@ class Sessions:
             select(RefreshToken.family_id).where(RefreshToken.token_hash == token_hash(raw),
                                                  RefreshToken.user_id == user_id))).first()
         if row is not None:
-            await self._revoke(session, RefreshToken.family_id == row.family_id, utcnow())
+            await self._revoke(session, user_id, RefreshToken.family_id == row.family_id,
+                               utcnow())
 
     async def revoke_all(self, session: AsyncSession, user_id: uuid.UUID) -> None:
         """Every family of the user (a password change)."""
-        await self._revoke(session, RefreshToken.user_id == user_id, utcnow())
+        await self._revoke(session, user_id, RefreshToken.user_id == user_id, utcnow())
 
-    async def _revoke(self, session: AsyncSession, which: object, now: datetime) -> None:
+    async def _revoke(self, session: AsyncSession, user_id: uuid.UUID, which: object,
+                      now: datetime) -> None:
+        """Revoke `which` of `user_id`'s tokens, under the user's lock (see the module)."""
+        await lock(session, User, select(User.id).where(User.id == user_id))
         await session.execute(update(RefreshToken)
                               .where(which, RefreshToken.revoked_at.is_(None))  # type: ignore[arg-type]
                               .values(revoked_at=now))

@@ -13,7 +13,7 @@ import httpx
 import jwt
 from pydantic import SecretStr
 
-from core.security import ClientCredentials, FileKeyStore, KeyManager
+from core.security import ACCESS_TOKEN_TYPE, ClientCredentials, FileKeyStore, KeyManager
 from core.security.keys import SigningKey
 from services.auth.tests.support import PASSWORD, AuthProc, bearer, lines, login, register
 from tests.security_support import raw, tamper_payload
@@ -146,7 +146,19 @@ async def test_client_credentials_for_service_identities(auth: AuthProc,
                                   json={"name": unique("notify"),
                                         "permissions": ["users:read"]})
         assert via_api.status_code == 201 and via_api.json()["client_secret"]
+        # A client named as a user would get tokens whose subject is that user's id: no
+        # client id is a UUID (one starting with a digit fails the name pattern already).
+        for spelling in (LIKE_A_USER_ID, LIKE_A_USER_ID.replace("-", "")):
+            as_user = await http.post("/auth/clients", headers=bearer(admin["access_token"]),
+                                      json={"name": spelling})
+            assert as_user.status_code == 422, as_user.text
+            assert as_user.json()["error"]["fields"][0]["code"] == "reserved"
     assert auth.cli("create-client", name).returncode == 1, "a client id is taken once"
+    refused = auth.cli("create-client", LIKE_A_USER_ID)
+    assert refused.returncode == 1 and "may not be a UUID" in refused.stderr
+
+
+LIKE_A_USER_ID = "abcdef01-2345-4678-9abc-def012345678"
 
 
 async def _service_keys(auth: AuthProc) -> KeyManager:
@@ -167,7 +179,7 @@ async def test_the_service_refuses_forged_and_broken_tokens(auth: AuthProc) -> N
 
     def signed(key: SigningKey, **overrides: Any) -> str:
         return jwt.encode(_claims(**overrides), key.private_key, algorithm=key.alg,
-                          headers={"kid": key.kid})
+                          headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
 
     stranger = SigningKey.generate("EdDSA", now=time.time())
     forged = {
@@ -211,7 +223,7 @@ async def test_rotate_keys_publishes_a_new_kid_and_old_tokens_still_verify(
             await asyncio.sleep(0.2)
         after = await login(http, address)
         header = jwt.get_unverified_header(after["access_token"])
-        assert header == {"alg": "ES256", "kid": new_kid, "typ": "JWT"}
+        assert header == {"alg": "ES256", "kid": new_kid, "typ": "at+jwt"}
         for tokens in (before, after):
             me = await http.get("/auth/me", headers=bearer(tokens["access_token"]))
             assert me.status_code == 200, me.text

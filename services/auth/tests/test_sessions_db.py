@@ -16,14 +16,19 @@ from sqlalchemy import select, update
 
 from core.db import migrations
 from core.db.engine import Database
-from core.security import KeyManager, MemoryKeyStore, TokenIssuer
+from core.security import KeyManager, MemoryKeyStore, Principal, TokenIssuer
 from services.auth.config import AuthSettings
 from services.auth.main import SERVICE_DIR
 from services.auth.models import RefreshToken
 from services.auth.passwords import Passwords
+from services.auth.services import login as flows
 from services.auth.services.accounts import Accounts
+from services.auth.services.login import InvalidCredentials
 from services.auth.services.sessions import InvalidRefreshToken, Sessions
 from services.auth.tests.support import PASSWORD
+from services.auth.throttle import LoginThrottle
+from services.auth.throttle.database import DatabaseFailureStore
+from services.auth.throttle.policy import ThrottlePolicy
 from tests.integration.databases import BACKENDS, DatabaseFactory
 from tests.support import unique
 
@@ -111,3 +116,87 @@ async def test_an_expired_refresh_token_is_refused_and_revokes_nothing(world: Wo
                               .values(expires_at=RefreshToken.created_at))
     assert await outcome(world, token) is None
     assert await outcome(world, "never-issued") is None
+
+
+ROUNDS = 30
+REVOCATIONS = ["password_change", "logout", "reuse"]
+
+
+async def revoke(world: World, how: str, user: uuid.UUID, first: str) -> None:
+    """Revoke the family `first` started, as a password change, a logout or a reuse of
+    `first` (already used) would."""
+    if how == "reuse":
+        assert await outcome(world, first) is None
+        return
+    async with world.database.transaction() as session:
+        if how == "logout":
+            await world.sessions.logout(session, first, user)
+        else:
+            await world.sessions.revoke_all(session, user)
+
+
+async def thief(world: World, token: str, going: asyncio.Event,
+                revoked: asyncio.Event) -> bool:
+    """Refresh in a loop until refused; True if a refresh that began after the revocation
+    committed still succeeded (the session outlived its revocation)."""
+    while True:
+        began_after = revoked.is_set()
+        token = await outcome(world, token) or ""
+        if not token:
+            return False
+        if began_after:
+            return True
+        going.set()
+
+
+@pytest.mark.parametrize("how", REVOCATIONS)
+async def test_a_refresh_racing_a_revocation_never_outlives_it(world: World, how: str) -> None:
+    survived = 0
+    for _ in range(ROUNDS):
+        user = await world.user()
+        first = await world.login(user)
+        second = await outcome(world, first)
+        assert second is not None
+        going, revoked = asyncio.Event(), asyncio.Event()
+        loop = asyncio.create_task(thief(world, second, going, revoked))
+        await going.wait()
+        await revoke(world, how, user, first)
+        revoked.set()
+        survived += await loop
+    assert survived == 0, f"the session outlived {survived} of {ROUNDS} revocations"
+
+
+async def test_a_login_racing_a_password_change_never_outlives_it(world: World) -> None:
+    """Whichever commits first, the login's session (made with the old password) is dead
+    once the change is committed: revoked by it, or refused for the old password."""
+    store = DatabaseFailureStore(world.database)
+    lenient = ThrottlePolicy("any", 60, 10_000, 10_000, 1, 1, 1)
+    throttle = LoginThrottle(store, lenient, lenient)
+    user = await world.user()
+    async with world.database.session() as session:
+        email = (await Accounts(session, None, world.passwords).get(user)).email
+    current, alive = PASSWORD, []
+    for round_ in range(ROUNDS):
+        new = f"{PASSWORD}-{round_}"
+
+        async def log_in(old: str = current) -> str | None:
+            async with world.database.transaction() as session:
+                try:
+                    pair = await flows.login(Accounts(session, None, world.passwords),
+                                             world.sessions, throttle, email=email,
+                                             password=old, client="test")
+                except InvalidCredentials:
+                    return None
+            return pair.refresh_token
+
+        async def change(old: str = current, new: str = new) -> None:
+            async with world.database.transaction() as session:
+                await flows.change_password(
+                    Accounts(session, None, world.passwords), world.sessions, throttle,
+                    Principal(str(user), "user"), current=old, new=new, client="test")
+
+        token, _ = await asyncio.gather(log_in(), change())
+        current = new
+        if token is not None and await outcome(world, token) is not None:
+            alive.append(round_)
+    assert not alive, f"a login with the old password outlived {len(alive)} of {ROUNDS} changes"

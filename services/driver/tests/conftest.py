@@ -70,6 +70,10 @@ class DriverStack:
             headers["Authorization"] = f"Bearer {await self.token(sub, permissions)}"
         return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=15)
 
+    def client_with(self, token: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=15,
+                                 headers={"Authorization": f"Bearer {token}"})
+
     async def add_profile(self, user_id: str) -> None:
         async with httpx.AsyncClient() as http:
             (await http.post(f"{self.user_url}/_profiles/{user_id}")).raise_for_status()

@@ -18,6 +18,7 @@ import pytest
 
 from services.driver.tests.conftest import (
     ADMIN_PERMISSIONS,
+    USER_PERMISSIONS,
     DriverStack,
     driver_body,
     start_user_standin,
@@ -137,7 +138,13 @@ async def test_illegal_transitions_are_409_naming_the_allowed_ones(stack: Driver
 
 
 async def test_only_the_driver_or_drivers_write_steers_a_driver(stack: DriverStack) -> None:
-    _, driver_id = await stack.new_driver()
+    user_id, driver_id = await stack.new_driver()
+    service = await stack.issuer.issue(user_id, permissions=USER_PERMISSIONS, kind="service")
+    async with stack.client_with(service) as as_user:  # a service client named as the user
+        status = await as_user.put(f"/drivers/{driver_id}/status", json={"status": "available"})
+        location = await as_user.put(f"/drivers/{driver_id}/location", json={"lat": 1, "lon": 1})
+        mine = await as_user.get("/drivers/me")
+        assert (status.status_code, location.status_code, mine.status_code) == (403, 403, 403)
     async with await stack.client(str(uuid.uuid4())) as other:
         status = await other.put(f"/drivers/{driver_id}/status", json={"status": "available"})
         location = await other.put(f"/drivers/{driver_id}/location", json={"lat": 1, "lon": 1})

@@ -195,6 +195,19 @@ async def test_marking_someone_elses_notification_is_not_found(world: World) -> 
     assert (await world.one(owner, "security"))["read_at"] is None
 
 
+async def test_a_service_token_named_as_a_user_reads_none_of_theirs(world: World) -> None:
+    user = new_user()
+    await world.publish(profile_created(user, "svc@example.com"))
+    await world.publish(password_changed(user))
+    mine = await world.one(user, "security")
+    service = await world.token(user, kind="service")
+    async with httpx.AsyncClient(base_url=world.served.base_url, timeout=10) as http:
+        listed = await http.get("/notifications", headers={"Authorization": f"Bearer {service}"})
+    marked = await world.post(f"/notifications/{mine['id']}/read", service)
+    assert (listed.status_code, marked.status_code) == (403, 403), listed.text
+    assert (await world.one(user, "security"))["read_at"] is None
+
+
 async def test_bad_callers_are_refused(world: World) -> None:
     user = new_user()
     path = f"/notifications/{uuid.uuid4()}/read"

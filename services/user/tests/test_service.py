@@ -276,7 +276,13 @@ async def test_tokens_and_permissions_are_checked(service: Service, wire: Wire) 
     other = await service.token(str(uuid.uuid4()), "profile:read", "profile:write")
     owner = await service.token(user_id, "profile:read")
     reader = await service.token("driver-service", "users:read")
+    # A service client whose subject is the user's id is still not that user.
+    as_user = {"Authorization": "Bearer " + await service.issuer.issue(
+        user_id, permissions=["profile:read", "profile:write"], kind="service")}
     cases: list[tuple[str, str, dict[str, str] | None, int]] = [
+        ("GET", "/users/me", as_user, 403),
+        ("PATCH", "/users/me", as_user, 403),
+        ("GET", f"/users/{user_id}", as_user, 403),
         ("GET", "/users/me", None, 401),
         ("GET", "/users/me", {"Authorization": "Bearer not.a.token"}, 401),
         ("GET", "/users/me", {"Authorization": "Basic dXNlcjpwdw=="}, 401),
