@@ -303,11 +303,9 @@ class EventConsumer:
         return self._client
 
     async def _discard(self, client: KafkaConsumer) -> None:
-        try:
-            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
-        except Exception:
-            log.warning("group %s: the replaced client did not close cleanly", self.group_id,
-                        exc_info=True)
+        if not await client.abandon(CLOSE_TIMEOUT):
+            log.warning("group %s: the replaced client did not close within %.0fs; left to "
+                        "its thread", self.group_id, CLOSE_TIMEOUT)
 
     async def _flow(self) -> tuple[list[TopicPartitionKey], list[TopicPartitionKey], int]:
         """Partitions to pause and to resume before the next poll, and how many records it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -200,9 +201,37 @@ class KafkaConsumer:
         member: str | None = await self._call(consumer.memberid)
         return member
 
+    async def abandon(self, timeout: float) -> bool:
+        """Close a client that may be stuck (replaced by a fresh one), waiting at most
+        `timeout` seconds; returns whether it closed. The close runs on a daemon thread: a
+        librdkafka close that never returns must not keep the process from exiting."""
+        consumer, self._consumer = self._consumer, None
+        self._executor.shutdown(wait=False)
+        if consumer is None:
+            return True
+        done = asyncio.get_running_loop().create_future()
+
+        def close() -> None:
+            try:
+                consumer.close()
+            finally:
+                done.get_loop().call_soon_threadsafe(_settle, done)
+
+        threading.Thread(target=close, name="kafka-consumer-abandon", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def close(self) -> None:
         """Commit stored offsets and leave the group."""
         if self._consumer is not None:
             await self._call(self._consumer.close)
             self._consumer = None
         self._executor.shutdown(wait=True)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
