@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def settings(value: str, environment: str = "development") -> Settings:
     return Settings(forwarded_allow_ips=value, environment=environment,
                     database_url="postgresql+asyncpg://x@h/db",
-                    kafka_topic_replication_factor=3, _env_file=None)
+                    kafka_topic_replication_factor=3,
+                    registry_signing_key="k" * 32,  # production asks for one too
+                    _env_file=None)
 
 
 @pytest.mark.parametrize("value", ["127.0.0.1,::1", "10.0.0.0/8, 172.16.0.0/12", "fd00::/8",
