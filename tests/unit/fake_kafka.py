@@ -102,6 +102,8 @@ class FakeConsumer:
             [("assign", list(broker.logs))] if broker.assign else [])
         self._position: dict[TP, int] = {}
         self.subscribed: list[str] = []
+        self.member = ""  # the coordinator's id for it: set on assignment, cleared when lost
+        self.abandoned = False
         self.closed = False
         self.polls = 0
         self.polled = threading.Event()
@@ -160,6 +162,7 @@ class FakeConsumer:
             if kind == "assign":
                 for tp in arg:
                     self._position[tp] = broker.stored.get(tp, 0)
+                self.member = f"{self.group_id}-member-{len(broker.clients)}"
                 self._on_assign(arg)
             elif kind == "revoke":
                 commits = self._on_revoke(arg)
@@ -168,6 +171,7 @@ class FakeConsumer:
                 for tp in arg:
                     self._position.pop(tp, None)
             elif kind == "lost":
+                self.member = ""
                 self._on_lost(arg)
                 for tp in arg:
                     self._position.pop(tp, None)
@@ -192,9 +196,37 @@ class FakeConsumer:
         if offsets:
             self._store(offsets)
 
+    async def member_id(self) -> str | None:
+        return self.member
+
+    async def abandon(self, timeout: float) -> bool:
+        self.abandoned = True
+        await self.close()
+        return True
+
     async def close(self) -> None:
         self.closed = True
         self._executor.shutdown(wait=False)
+
+
+class FakeInspector:
+    """`GroupInspector` on the fake broker: the committed (stored) offset and the end of
+    each partition's log; `down` makes every question fail, as with the broker away."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        self._broker = broker
+        self.down = False
+        self.closed = False
+
+    async def lag(self, topics: Iterable[str]) -> dict[TP, tuple[int, int]]:
+        if self.down:
+            raise RuntimeError("no broker answers")
+        wanted = set(topics)
+        return {tp: (self._broker.stored.get(tp, 0), len(log))
+                for tp, log in self._broker.logs.items() if tp[0] in wanted}
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 class FakeProducer:
