@@ -73,12 +73,13 @@ class Transport:
         self.hang = False
         self.clock = [0.0]
         self.takes = 0.0
+        self.reads_body = True
 
     async def open(self, method: str, url: str, headers: Sequence[tuple[str, str]],
                    content: bytes | AsyncIterable[bytes] | None) -> Raw:
         streamed = content is not None and not isinstance(content, bytes)
-        body = (b"".join([c async for c in content]) if streamed  # type: ignore[union-attr]
-                else content)
+        body = (b"".join([c async for c in content])  # type: ignore[union-attr]
+                if streamed and self.reads_body else None if streamed else content)
         self.sent.append(Sent(method, url, list(headers), body, streamed))  # type: ignore[arg-type]
         self.clock[0] += self.takes
         if self.hang:
@@ -532,3 +533,19 @@ async def test_an_upstream_504_stays_a_504() -> None:
     with pytest.raises(GatewayError) as refused:
         await forward(p, Client())
     assert (refused.value.status, refused.value.code) == (504, "upstream_timeout")
+
+
+async def test_an_answer_that_comes_before_the_upload_is_read_leaves_the_client_alone() -> None:
+    """The upstream answers without reading the body (an early error, say): the client's
+    `receive` still belongs to the upload, so the disconnect is not watched meanwhile."""
+    gate = asyncio.Event()
+    p, transport = proxy(Raw(chunks=(b"no",), end=gate))
+    transport.reads_body = False
+    client = Client({"type": "http.request", "body": b"01234", "more_body": True},
+                    {"type": "http.request", "body": b"56789X"})
+    task = asyncio.create_task(forward(p, client, scope=scope("POST",
+                                                              [(b"content-length", b"11")])))
+    await client.streaming.wait()
+    gate.set()
+    await task
+    assert client.finished and len(client.body) == 2  # nothing read behind the upload's back
