@@ -65,6 +65,17 @@ async def test_only_errors_the_policy_retries_are_retried(database: Database) ->
     assert (row.delivery_status, row.delivery_attempts) == (DeliveryStatus.FAILED, 1)
 
 
+async def test_the_error_decides_whether_it_is_retried(database: Database) -> None:
+    h, sender = harness(database), Flaky(failures=1)  # raises ConnectionError
+    notification = await one_due(h)
+    transient = DeliveryPolicy(retry=RetryPolicy(
+        max_attempts=3, initial_delay=0, max_delay=0,
+        should_retry=lambda e: isinstance(e, ConnectionError)))
+    await DeliveryWorker(database, sender, transient).run_once()
+    row = await reread(h, notification)
+    assert (row.delivery_status, row.delivery_attempts) == (DeliveryStatus.PENDING, 1)
+
+
 async def _due(h: Harness, count: int) -> list[Notification]:
     due = []
     for _ in range(count):

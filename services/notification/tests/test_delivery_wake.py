@@ -46,6 +46,8 @@ async def test_a_rollback_forgets_the_callbacks(database: Database) -> None:
         wake_after_commit(session, lambda: woken.append("committed"))
         await session.execute(text("SELECT 1"))
         await session.commit()
+        await session.execute(text("SELECT 1"))
+        await session.rollback()  # nothing asked: nothing to forget
     assert woken == ["committed"]
 
 
