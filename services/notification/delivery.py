@@ -166,10 +166,13 @@ class DeliveryWorker:
                .limit(self.policy.batch_size))
         if self._dialect == "postgresql":
             due = due.with_for_update(skip_locked=True)
+        # Materialized once: as a plain `IN (subquery)`, PostgreSQL may run the LIMITed
+        # locking subquery again for the UPDATE's rows and claim more than a batch.
+        picked = due.cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
         async with self.database.transaction() as session:
             rows = (await session.execute(
                 update(Notification)
-                .where(Notification.id.in_(due.scalar_subquery()),
+                .where(Notification.id.in_(select(picked.c.id)),
                        Notification.delivery_status == DeliveryStatus.PENDING,
                        Notification.next_attempt_at <= now)
                 .values(claim_token=token,
