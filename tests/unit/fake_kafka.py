@@ -103,7 +103,7 @@ class FakeConsumer:
         self._position: dict[TP, int] = {}
         self.subscribed: list[str] = []
         self.member = ""  # the coordinator's id for it: set on assignment, cleared when lost
-        self.abandoned = False
+        self.abandoned: float | bool = False  # the timeout it was abandoned with
         self.closed = False
         self.polls = 0
         self.polled = threading.Event()
@@ -200,7 +200,7 @@ class FakeConsumer:
         return self.member
 
     async def abandon(self, timeout: float) -> bool:
-        self.abandoned = True
+        self.abandoned = timeout
         await self.close()
         return True
 

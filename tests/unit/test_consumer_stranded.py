@@ -37,7 +37,13 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
 @pytest.fixture
 def inspector(broker: FakeBroker, monkeypatch: pytest.MonkeyPatch) -> FakeInspector:
     fake = FakeInspector(broker)
-    monkeypatch.setattr(consumer_module, "GroupInspector", lambda config, group: fake)
+
+    def build(config: KafkaConfig, group: str) -> FakeInspector:
+        fake.built_for.append((config, group))
+        return fake
+
+    fake.built_for = []  # type: ignore[attr-defined]
+    monkeypatch.setattr(consumer_module, "GroupInspector", build)
     return fake
 
 
@@ -93,9 +99,12 @@ async def test_a_lost_member_with_records_waiting_is_stranded_then_rejoins(
         assert made.rejoins == 0, "rejoined before rejoin_after"
         await eventually(lambda: made.rejoins == 1, timeout=5)
     messages = [r.getMessage() for r in caplog.records]
-    assert any("out of its group" in m and "2 records wait" in m for m in messages)
-    assert any("rejoining with a new client" in m for m in messages)
-    await eventually(lambda: first.abandoned and first.closed)
+    stranded_lines = [m for m in messages if "out of its group" in m]
+    assert len(stranded_lines) == 1 and "2 records wait" in stranded_lines[0], messages
+    assert sum("rejoining with a new client" in m for m in messages) == 1
+    await eventually(lambda: first.closed)
+    assert first.abandoned == consumer_module.CLOSE_TIMEOUT
+    assert inspector.built_for == [(CONFIG, "orders-group")]  # type: ignore[attr-defined]
     assert broker.client is not first and made._client is broker.client
     await eventually(lambda: sorted(seen) == ["before", "waiting", "waiting-too"])
     await eventually(lambda: made.stranded is None)
@@ -155,3 +164,73 @@ async def test_stop_closes_the_inspector_and_the_current_client(
     await made.stop()
     assert current.closed and inspector.closed
     assert made._inspector is None and made._closing is None
+
+
+async def test_a_member_is_not_stranded_before_its_session_timeout(
+    consumer: Any, broker: FakeBroker
+) -> None:
+    made, _ = await consumer(**{"session.timeout.ms": 1500}, rejoin_after=3.0)
+    broker.client.lose([P0, P1])
+    broker.append(P0, placed("waiting"))
+    await eventually(lambda: not made._owned)
+    await asyncio.sleep(0.7)
+    assert made.stranded is None
+    await eventually(lambda: made.stranded, timeout=5)
+
+
+async def test_a_member_that_keeps_some_partitions_is_not_out(
+    consumer: Any, broker: FakeBroker
+) -> None:
+    made, _ = await consumer(rejoin_after=0.3)
+    broker.client.revoke([P0])
+    await eventually(lambda: made._owned == {P1})
+    assert made._out_since is None
+    broker.client.lose([P1])
+    await eventually(lambda: not made._owned)
+    assert made._out_since is not None
+
+
+async def test_a_spare_that_is_then_thrown_out_is_stranded(
+    consumer: Any, broker: FakeBroker
+) -> None:
+    made, _ = await consumer(rejoin_after=0.4)
+    broker.client.revoke([P0, P1])  # a spare for a while: the watch goes on looking
+    await eventually(lambda: not made._owned)
+    await asyncio.sleep(0.4)
+    broker.client.member = ""  # then its session times out too
+    broker.append(P0, placed("waiting"))
+    await eventually(lambda: made.rejoins == 1, timeout=5)  # out long enough: at once
+
+
+async def test_a_fresh_client_that_is_never_assigned_is_replaced_again(
+    consumer: Any, broker: FakeBroker
+) -> None:
+    made, seen = await consumer(rejoin_after=0.3)
+    broker.assign = False  # the next client joins no group
+    broker.client.lose([P0, P1])
+    broker.append(P0, placed("waiting"))
+    await eventually(lambda: made.rejoins == 2, timeout=5)
+    broker.assign = True
+    await eventually(lambda: seen == ["waiting"], timeout=5)
+    assert 2 <= made.rejoins <= 3
+
+
+async def test_a_member_never_assigned_is_stranded_too(
+    broker: FakeBroker, inspector: FakeInspector
+) -> None:
+    broker.assign = False  # it subscribes, and no group ever takes it in
+    broker.append(P0, placed("waiting"))
+    made = EventConsumer(CONFIG, producer=None, events=order_registry(),  # type: ignore[arg-type]
+                         create_topics=False, drain_timeout=0.5, rejoin_after=0.5, **SESSION)
+    async def ignore(event: OrderPlaced) -> None:
+        return None
+
+    made.subscribe("orders", ignore)
+    await made.start()
+    try:
+        assert made.stranded is None  # nothing to report before the watch has looked
+        await eventually(lambda: made.stranded, timeout=5)
+        broker.assign = True
+        await eventually(lambda: made.rejoins == 1 and made._owned, timeout=5)
+    finally:
+        await made.stop()
