@@ -17,14 +17,17 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import insert, select, update
 
+from core.config import KafkaConfig
 from core.db.engine import Database
 from core.messaging.exceptions import DeliveryTimeoutError, PublishError, UnknownTopicError
 from core.messaging.outbox import (
+    RELAY_PRODUCER,
     OutboxRelay,
     OutboxWriter,
     aware,
     discard,
     parked,
+    relay_producer,
     requeue,
 )
 from core.messaging.serialization import EventSerializer
@@ -910,3 +913,15 @@ async def test_a_stopped_relay_hands_nothing_over(db: Database, producer: FakePr
     await write(db, ("a", None, 0))
     assert await r.publish_batch() == 0
     assert producer.handed == []
+
+
+def test_the_relay_producer_never_times_a_record_out_whatever_it_is_asked() -> None:
+    """The relay's own producer: no delivery timeout, even when the settings ask for one
+    (an outage must delay a key's rows, never reorder them); other settings pass through."""
+    config = KafkaConfig("127.0.0.1:1", "client", "group")
+    assert RELAY_PRODUCER == {"message.timeout.ms": 0}
+    producer = relay_producer(config, **{"message.timeout.ms": 3000, "linger.ms": 7})
+    assert producer._conf["message.timeout.ms"] == 0
+    assert producer._conf["linger.ms"] == 7
+    assert producer._conf["enable.idempotence"] is True
+    assert relay_producer(config)._conf["message.timeout.ms"] == 0
