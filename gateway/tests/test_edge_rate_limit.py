@@ -341,3 +341,13 @@ async def test_waiting_addresses_are_bounded_oldest_forgotten_first() -> None:
     for ip in ("203.0.113.2", "203.0.113.3"):
         with pytest.raises(GatewayError):
             guard.check(ip)
+
+
+def test_refused_tokens_count_through_the_edges_limiter_or_not_at_all() -> None:
+    limiter = LocalRateLimiter()
+    edge = EdgeRateLimiter(limiter)
+    assert edge.refused_tokens(None) is None
+    policy = RateLimitPolicy("refused-tokens", 20, 60)
+    refused = edge.refused_tokens(policy)
+    assert isinstance(refused, RefusedTokens)
+    assert refused.limiter is limiter and refused.policy is policy

@@ -136,6 +136,7 @@ async def test_no_token_is_401_missing_token(http: AsyncClient) -> None:
     response = await http.get("/me")
     assert response.status_code == 401
     assert response.json()["error"]["fields"][0]["code"] == "missing_token"
+    assert "this route needs a bearer token" in response.text
     # RFC 6750 §3.1: no error code when the request sent no credentials at all.
     assert response.headers["www-authenticate"] == "Bearer"
 
