@@ -12,7 +12,7 @@ awaitables without blocking the event loop:
   must not be driven from two threads at once; rebalance callbacks run on that thread too.
 - `TopicFollower`: a whole topic from its beginning, outside any group (compacted state).
 - `KafkaAdmin`: topic creation and inspection.
-- `GroupInspector`: a group's waiting records and their owners, asked from outside it.
+- `GroupInspector`: a group's committed offsets and partition ends, read from outside it.
 """
 
 from core.messaging.kafka_client._common import (
