@@ -6,6 +6,7 @@ sender seam: settings choose the adapter, and a wrong one fails at start-up."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from services.notification.senders import (
 )
 from services.notification.tests.harness import Harness, database, databases, harness
 from services.notification.tests.support import new_user, password_changed, registered
+from tests.support import eventually
 
 __all__ = ["database", "databases"]  # fixtures
 
@@ -227,8 +229,10 @@ async def test_a_send_cut_short_by_a_dying_instance_goes_again_after_the_lease(
     h = harness(database)
     notification = await one_due(h)
     slow = Flaky(delay=30)
-    dying = DeliveryWorker(database, slow, policy(batch_size=1, concurrency=1, lease=0.5,
-                                                  send_timeout=0.4))
+    lease = 3.0  # long enough for a loaded machine to reach the first check inside it
+    dying = DeliveryWorker(database, slow, policy(batch_size=1, concurrency=1, lease=lease,
+                                                  send_timeout=2))
+    started = time.monotonic()
     await dying.start()
     for _ in range(100):  # until it holds the claim and is stuck sending
         if slow.calls:
@@ -239,8 +243,8 @@ async def test_a_send_cut_short_by_a_dying_instance_goes_again_after_the_lease(
     worker = DeliveryWorker(database, survivor, policy())
 
     assert await worker.run_once() == 0, "claimed by the dead instance until its lease ends"
-    await asyncio.sleep(0.6)
-    assert await worker.run_once() == 1
+    assert await eventually(worker.run_once, timeout=lease + 10, interval=0.1) == 1
+    assert time.monotonic() - started >= lease - 0.1, "taken over before the lease ended"
     row = await reread(h, notification)
     assert (row.delivery_status, row.delivery_attempts) == (DeliveryStatus.SENT, 1)
     assert [n.notification_id for n, _ in survivor.calls] == [str(notification.id)]
