@@ -110,9 +110,15 @@ async def test_reads_and_outbox_writes_go_on_through_the_gateway_while_kafka_is_
         finally:
             os.kill(kafka.pid, signal.SIGCONT)
 
-        async def all_ready() -> bool:
-            answers = [await _ready(u) for u in (gateway.url, *(i.base_url for i in instances))]
-            return all(a[:2] == (200, "ready") for a in answers)
+        last: dict[str, Any] = {}
 
-        await eventually(all_ready, timeout=60, interval=0.5)
+        async def all_ready() -> bool:
+            for url in (gateway.url, *(i.base_url for i in instances)):
+                last[url] = await _ready(url)
+            return all(a[:2] == (200, "ready") for a in last.values())
+
+        try:
+            await eventually(all_ready, timeout=60, interval=0.5)
+        except AssertionError:
+            pytest.fail(f"not ready again 60 s after the broker came back: {last}")
     gateway.stop()
