@@ -13,6 +13,7 @@ from confluent_kafka import (
     KafkaException,
     Producer,
 )
+from confluent_kafka.admin import AdminClient
 
 from core.config import KafkaConfig
 from core.messaging.exceptions import (
@@ -25,6 +26,7 @@ from core.messaging.kafka_client._common import (
     _base,
 )
 from core.messaging.kafka_client.errors import _publish_error
+from core.messaging.kafka_client.metadata import MetadataClient, MetadataReader
 from core.messaging.types import Headers
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,9 @@ class KafkaProducer:
 
     def __init__(self, config: KafkaConfig, **overrides: Any) -> None:
         self._conf = {**_base(config), **self.DEFAULTS, **overrides}
+        self._metadata_conf = {**_base(config), "client.id": f"{config.client_id}-metadata"}
         self._producer: Producer | None = None
+        self._metadata: MetadataReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._running = False
@@ -69,6 +73,7 @@ class KafkaProducer:
         self._stopping = None
         self._loop = asyncio.get_running_loop()
         self._producer = Producer(self._conf)
+        self._metadata = MetadataReader(self._producer, self._metadata_client)
         self._running = True
         self._thread = threading.Thread(target=self._serve, name="kafka-producer", daemon=True)
         self._thread.start()
@@ -191,14 +196,19 @@ class KafkaProducer:
         """Whether the cluster has `topic`, from fresh metadata. Lists every topic rather than
         asking for this one: a request naming a topic would create it on a broker that
         creates topics on first use. Raises MessagingError when no broker answers."""
-        if self._producer is None:
+        if self._producer is None or self._metadata is None:
             raise MessagingError("producer is not started")
         try:
-            meta = await asyncio.to_thread(self._producer.list_topics, timeout=timeout)
+            meta = await self._metadata.list_topics(timeout)
         except KafkaException as exc:
             raise MessagingError(f"no topic metadata: {exc}") from exc
         found = meta.topics.get(topic)
         return found is not None and found.error is None
+
+    def _metadata_client(self) -> MetadataClient:
+        """A client for metadata alone, made when the producer's own stops answering (see
+        `core.messaging.kafka_client.metadata`)."""
+        return AdminClient(self._metadata_conf)
 
     async def flush(self, timeout: float = 30.0) -> int:
         """Wait until queued records are acknowledged; returns how many are still queued."""
@@ -235,6 +245,7 @@ class KafkaProducer:
         await asyncio.to_thread(producer.poll, 0)  # reports the serving thread did not take
         self._resolve_reports()
         self._producer = None
+        self._metadata = None
 
     def _not_running(self) -> MessagingError:
         if self._stopping is not None:
