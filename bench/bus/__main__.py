@@ -2,10 +2,12 @@
 work per record, the floor a typed framework can reach) vs FastStream vs raw aiokafka vs raw
 confluent-kafka, measured in one run on one throwaway local Kafka broker.
 
-    uv run python -m bench.bus             # 50,000 x 512 B throughput (median of 3 rounds),
-                                           # 2,000 paced records for latency
-    uv run python -m bench.bus --quick     # 10,000 x 512 B, 1 round, 500 paced
-    uv run python -m bench.bus --messages 100000 --only core,confluent
+Its contenders are in the `bench` dependency group (`make bench` installs it):
+
+    uv run --group bench python -m bench.bus           # 50,000 x 512 B throughput (median of
+                                                       # 3 rounds), 2,000 paced for latency
+    uv run --group bench python -m bench.bus --quick   # 10,000 x 512 B, 1 round, 500 paced
+    uv run --group bench python -m bench.bus --messages 100000 --only core,confluent
 """
 
 from __future__ import annotations

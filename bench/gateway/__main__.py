@@ -38,7 +38,7 @@ its own client (`core.http.h1_transport`), measured here against aiohttp in ever
 633 µs of CPU per request, and +0.52 against +1.26 ms added to a lone request.
 
     uv run python -m bench.gateway                          # 3 rounds of 10 s per contender
-    uv run python -m bench.gateway --choice                 # 3 rounds of 6 s per contender
+    uv run --group bench python -m bench.gateway --choice   # 3 rounds of 6 s (granian too)
     uv run python -m bench.gateway --duration 2 --rounds 1  # a smoke run
 """
 
