@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from rich.console import Console
 from rich.table import Table
 
-from core.security import StaticKeySource, TokenVerifier
+from core.security import ACCESS_TOKEN_TYPE, StaticKeySource, TokenVerifier
 from core.security.jwks import parse_jwks
 from core.security.keys import SigningKey
 
@@ -46,7 +46,8 @@ def _token(key: SigningKey) -> str:
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "iat": now, "nbf": now,
               "exp": now + 3600, "jti": "j", "kind": "user", "roles": ["driver"],
               "permissions": ["drivers:read", "drivers:write"]}
-    return jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"kid": key.kid})
+    return jwt.encode(claims, key.private_key, algorithm=key.alg,
+                      headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
 
 
 def _raw_verifier(key: SigningKey, token: str) -> Callable[[], None]:
