@@ -22,10 +22,10 @@ from pathlib import Path
 
 import jwt
 
+from bench.common.paths import ROOT
 from core.security.keys import SigningKey
 from devinfra.process import ManagedProcess, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 PATH = "/api/ping"
 ISSUER, AUDIENCE, PERMISSION = "https://auth.bench", "platform", "bench:read"
 NGINX_WORKERS = 1

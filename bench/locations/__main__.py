@@ -38,6 +38,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from bench.common.kafka import BENCH_JAVA_OPTS
+from bench.common.paths import ROOT
 from bench.common.stats import percentile
 from core.config import KafkaConfig
 from core.db.engine import Database
@@ -52,7 +53,6 @@ from services.driver.events import (
 from services.driver.models import Driver, DriverLocation
 
 console = Console(width=120)
-ROOT = Path(__file__).resolve().parents[1]
 ISSUER, AUDIENCE = "https://auth.bench", "platform"
 CITY = (52.52, 13.405)
 

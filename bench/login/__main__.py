@@ -31,13 +31,13 @@ from argon2 import PasswordHasher
 from rich.console import Console
 from rich.table import Table
 
+from bench.common.paths import ROOT
 from bench.common.stats import percentile
 from devinfra.process import free_port
 from services.auth.config import AuthSettings
 
 console = Console(width=120)
 EMAIL, PASSWORD = "bench@example.com", "Bench-password-1"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def raw_verify_rate(hasher: PasswordHasher, threads: int, seconds: float) -> float:
