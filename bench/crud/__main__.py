@@ -50,6 +50,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common.stats import percentile
+from core.security import ACCESS_TOKEN_TYPE
 from devinfra.process import free_port, port_accepts
 
 console = Console(width=120)
@@ -390,7 +391,8 @@ async def run(args: argparse.Namespace) -> None:
     token = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "bench-admin", "iat": now,
                         "exp": now + 3600, "kind": "user",
                         "permissions": ["users:read", "users:write"]},
-                       private, algorithm="EdDSA", headers={"kid": KID})
+                       private, algorithm="EdDSA",
+                       headers={"kid": KID, "typ": ACCESS_TOKEN_TYPE})
     headers = {"Authorization": f"Bearer {token}"}
     with console.status("starting Kafka" + (" and PostgreSQL" if args.postgres else "")):
         broker = None if args.widgets_only else await asyncio.to_thread(KafkaBroker.start)

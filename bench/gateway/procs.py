@@ -23,6 +23,7 @@ from pathlib import Path
 import jwt
 
 from bench.common.paths import ROOT
+from core.security import ACCESS_TOKEN_TYPE
 from core.security.keys import SigningKey
 from devinfra.process import ManagedProcess, free_port, wait_until
 
@@ -65,7 +66,7 @@ class Credentials:
                   "nbf": now, "exp": now + 6 * 3600, "jti": "bench", "kind": "user",
                   "roles": ["driver"], "permissions": [PERMISSION]}
         token = jwt.encode(claims, key.private_key, algorithm=key.alg,
-                           headers={"kid": key.kid})
+                           headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
         return cls({"keys": [key.public_jwk]}, token)
 
     @property
