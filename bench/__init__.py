@@ -1,0 +1,14 @@
+"""The benchmarks: one package per benchmark, each run as `python -m bench.<name>` (`make bench`
+runs them all). Shared helpers are in `bench.common`. Numbers are printed and saved under
+`.cache/`, never asserted in tests; docs/benchmarks.md has the tables.
+
+    bus        the core bus against typed raw, FastStream, raw aiokafka and raw confluent-kafka
+    scaling    the core consumer with 1 to 1,000 keys, with and without handler I/O
+    outbox     outbox commits and relay against the bare drivers and a direct publish
+    jwt        token verifications per second, by algorithm
+    s2s        the service-to-service client against bare httpx and aiohttp
+    login      logins per second against the bare Argon2 verify rate
+    crud       BaseRouter and the user service against bare FastAPI apps
+    locations  driver location updates over HTTP and Kafka into the nearby query
+    gateway    the gateway against calling the upstream directly and against nginx
+"""

@@ -1,6 +1,6 @@
 """The Kafka ACLs the platform needs: which principal may read, write and create which topic,
 and join which consumer group. Everything not listed is denied once the broker runs an
-authorizer with `allow.everyone.if.no.acl.found=false` (see README, "Kafka ACLs").
+authorizer with `allow.everyone.if.no.acl.found=false` (see docs/security.md, "Kafka ACLs").
 
     python infra/kafka/acls.py print             # the kafka-acls.sh commands, to review or run
     python infra/kafka/acls.py apply --bootstrap-server HOST:PORT --command-config admin.properties

@@ -1,0 +1,1 @@
+"""The gateway against the upstream directly and nginx (`python -m bench.gateway`)."""

@@ -1,0 +1,1 @@
+"""JWT verifications per second, by algorithm (`python -m bench.jwt`)."""

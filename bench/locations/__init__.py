@@ -1,0 +1,1 @@
+"""Driver location updates into the nearby query (`python -m bench.locations`)."""

@@ -1,0 +1,1 @@
+"""The transactional outbox against the bare drivers (`python -m bench.outbox`)."""
