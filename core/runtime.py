@@ -74,6 +74,3 @@ class Runtime:
 
     def __contains__(self, key: object) -> bool:
         return key in self._parts
-
-    def __len__(self) -> int:
-        return len(self._parts)

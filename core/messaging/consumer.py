@@ -109,7 +109,7 @@ class EventConsumer:
         self._idempotency = idempotency or InMemoryIdempotencyStore()
         self._dead_letters = dead_letters or KafkaDeadLetterSink(producer)
         self._retry = retry
-        self.runtime = runtime or Runtime()
+        self.runtime = runtime if runtime is not None else Runtime()
         """The service's parts, handed to every handler as `ctx.runtime`."""
         self._routes: dict[str, RecordDispatcher] = {}
         self._max_in_flight = max_in_flight

@@ -82,7 +82,7 @@ class RecordDispatcher:
         runtime: Runtime | None = None,
     ) -> None:
         self.handlers = handlers
-        self.runtime = runtime or Runtime()
+        self.runtime = runtime if runtime is not None else Runtime()
         """Handed to handlers as `ctx.runtime`."""
         self.serializer = EventSerializer(handlers.events)
         self.idempotency = idempotency

@@ -78,7 +78,7 @@ class KafkaEventBus:
         self._idempotency = idempotency or InMemoryIdempotencyStore()
         self._retry = retry
         self._consumer_options = consumer_options
-        self.runtime = runtime or Runtime()
+        self.runtime = runtime if runtime is not None else Runtime()
         """Handed to every consumer's handlers as `ctx.runtime`."""
         self.consumers: dict[str, EventConsumer] = {}
 
@@ -147,7 +147,7 @@ class InMemoryEventBus:
         runtime: Runtime | None = None,
     ) -> None:
         self.events = events or EventRegistry()
-        self.runtime = runtime or Runtime()
+        self.runtime = runtime if runtime is not None else Runtime()
         """Handed to handlers as `ctx.runtime`: fill it with the parts they use."""
         self.serializer = EventSerializer(self.events, service_name=service_name)
         self._idempotency = idempotency or InMemoryIdempotencyStore()
