@@ -81,8 +81,9 @@ Req = TypeVar("Req", bound=BaseEvent[Any])
 Responder = Callable[[Req], Awaitable[BaseEvent[Any]]]
 ResponderFn = TypeVar("ResponderFn", bound=Callable[..., Awaitable[BaseEvent[Any]]])
 """A responder: `async def (request) -> reply` or `async def (request, ctx) -> reply`."""
-REPLY_PRODUCER = RuntimeKey("reply_producer", KafkaProducer)
-"""The producer a responder answers through, from its consumer's runtime (`ctx.runtime`)."""
+REPLY_PRODUCER: RuntimeKey[KafkaProducer] = RuntimeKey("reply_producer")
+"""The producer a responder answers through, from its consumer's runtime (`ctx.runtime`).
+Not checked by class when added, so a test can hand in a double."""
 Reply = asyncio.Future[BaseEvent[Any]]
 REPLY_RETENTION_MS = 3_600_000
 
