@@ -15,6 +15,7 @@ from services.auth.config import AuthSettings
 from services.auth.keys import ISSUER
 from services.auth.passwords import PASSWORDS, Passwords
 from services.auth.services.accounts import Accounts
+from services.auth.services.rbac import Rbac
 from services.auth.services.sessions import Sessions
 from services.auth.throttle import THROTTLE, LoginThrottle
 
@@ -53,7 +54,12 @@ async def get_sessions(database: DatabaseDep, issuer: IssuerDep,
     return Sessions(database, issuer, settings)
 
 
+async def get_rbac(session: SessionDep, outbox: OutboxDep) -> Rbac:
+    return Rbac(session, outbox)
+
+
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+RbacDep = Annotated[Rbac, Depends(get_rbac)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 
 
