@@ -27,8 +27,9 @@ APPLIED_HEADER = "x-driver-read-model"
 """Set (to "applied") on reports whose row the producer already wrote."""
 HANDLER_NAME = "driver.location_read_model"
 
-handlers = HandlerRegistry(driver_events())
-"""The service's handlers, on the one registry it decodes with (`handlers.events`)."""
+events = driver_events()
+handlers = HandlerRegistry(events)
+"""The service's handlers, on the one registry it decodes with (`events`)."""
 
 
 @handlers.handles(DriverLocationReported, name=HANDLER_NAME, once=False)
