@@ -3,9 +3,13 @@
 Nothing is opened at import or at `create_service` time; the app's lifespan builds, in order,
 the database (migrated to head in development; checked to be at head elsewhere), the Kafka bus
 with the database inbox as its idempotency store, the outbox writer and relay, the service
-registry, the consumers, the service's own hooks, and last this instance registered in the
+registry, the service's own hooks, the consumers, and last this instance registered in the
 registry; it closes them in reverse. Everything built lands on `app.state.runtime` (routes:
 `RuntimeDep`); routes reach the database and outbox through `core.bases.deps`.
+
+Handlers are declared at import and reach the running service's parts when they run, by
+typed key (`ctx.runtime[DATABASE]`, `ctx.runtime[CACHE]`; see core.runtime): the consumers
+start only once every part is in the runtime, so no handler ever waits for one.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy import MetaData
@@ -42,8 +46,9 @@ from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter, relay_producer
-from core.messaging.request_reply import RequestReplyClient, RequestResponder
+from core.messaging.request_reply import REPLY_PRODUCER, RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry
+from core.runtime import Runtime, RuntimeKey
 from core.security.service_identity import ClientCredentials
 from core.security.wiring import (
     Security,
@@ -56,6 +61,17 @@ from core.service_registry.factory import registry_from_settings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+S = TypeVar("S", bound=Settings)
+
+DATABASE = RuntimeKey("database", Database)
+OUTBOX_WRITER = RuntimeKey("outbox_writer", OutboxWriter)
+"""The service's outbox writer: an event added through it commits with the caller's session
+and wakes the relay."""
+SERVICE_CLIENT = RuntimeKey("service_client", ServiceClient)
+REQUEST_CLIENT = RuntimeKey("request_client", RequestReplyClient)
+"""Only in a service built with `requests=True`."""
+
 RELAY_PRODUCER_STOP = 2.0
 """Seconds the relay's producer waits for acknowledgements at shutdown, after the relay's own
 drain: rows still unacknowledged then are published again by the next relay."""
@@ -67,8 +83,8 @@ class Subscription:
 
     topics: str | tuple[str, ...]
     handler: Handler | RequestResponder
-    """A `RequestResponder` is bound to the service's producer at start-up and answers every
-    delivered request (its handlers skip the inbox: see core.messaging.request_reply)."""
+    """A `RequestResponder` answers every delivered request through the service's producer
+    (its handlers skip the inbox: see core.messaging.request_reply)."""
     group_id: str | None = None
 
     @property
@@ -92,20 +108,30 @@ class ServiceRuntime:
     """Calls other services by name (routes: `core.http.ServicesDep`)."""
     requests: RequestReplyClient | None = None
     """Request-reply over Kafka, when the service asked for it (`create_service(requests=True)`)."""
-    hooked: Mapping[str, Any] | None = None
-    """What each of the service's own hooks yielded, by hook name."""
+    parts: Runtime = dataclasses.field(default_factory=Runtime)
+    """The same parts by typed key, with what the service's hooks yielded: what handlers
+    see as `ctx.runtime`."""
 
-    def hook(self, name: str) -> Any:
-        """What hook `name` yielded (a cache, a stream hub, ...)."""
-        if not self.hooked or name not in self.hooked:
-            raise ConfigurationError(f"no hook {name!r} ran in this service")
-        return self.hooked[name]
+    def __getitem__(self, key: RuntimeKey[T]) -> T:
+        """The part under `key` (what its hook yielded, or a core part: `DATABASE`,
+        `OUTBOX_WRITER`, `SERVICE_CLIENT`, `REQUEST_CLIENT`)."""
+        return self.parts[key]
+
+    def settings_as(self, cls: type[S]) -> S:
+        """The settings as the service's own class; a service started with other settings is
+        misconfigured, and says so here rather than running on defaults."""
+        if not isinstance(self.settings, cls):
+            raise ConfigurationError(
+                f"the service runs with {type(self.settings).__qualname__}, not "
+                f"{cls.__qualname__}: pass settings={cls.__qualname__}(...) to create_service")
+        return self.settings
 
 
-Hook = Callable[["ServiceRuntime"], AbstractAsyncContextManager[Any]]
-"""A service's own start-up part: entered once the runtime runs (consumers included) and
-before the instance is registered, exited first at shutdown. What it yields is
-`runtime.hook(name)`."""
+Hook = Callable[["ServiceRuntime"], AbstractAsyncContextManager[T]]
+"""A service's own start-up part: entered in order once the runtime's core parts run (and
+the earlier hooks' parts are in it), before the consumers start and the instance is
+registered; exited after the consumers stop, at shutdown. What it yields is `runtime[key]`
+(and `ctx.runtime[key]` in handlers) for the key it is declared under."""
 
 
 async def get_runtime(request: Request) -> ServiceRuntime:
@@ -134,7 +160,7 @@ def create_service(
     settings: Settings | None = None,
     security: Security | None = None,
     requests: bool = False,
-    hooks: Mapping[str, Hook] | None = None,
+    hooks: Mapping[RuntimeKey[Any], Hook[Any]] | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
     """Build the FastAPI app of service `name`.
@@ -157,7 +183,8 @@ def create_service(
 
     `requests=True` gives the service a request-reply client (`runtime.requests`, with its
     own reply topic); a `Subscription` whose handler is a `RequestResponder` answers requests.
-    `hooks` are the service's own parts (see `Hook`), entered in order after the runtime.
+    `hooks` are the service's own parts by typed key (see `Hook`), entered in order after
+    the runtime's core parts and before the consumers start.
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
@@ -174,11 +201,10 @@ def create_service(
                 await security.start()
             runtime = await _start(stack, cfg, metadata, Path(service_dir), registry,
                                    subscriptions, topics, requests)
-            hooked: dict[str, Any] = {}
-            runtime = dataclasses.replace(runtime, hooked=hooked)
             app.state.runtime = runtime
-            for hook_name, hook in (hooks or {}).items():
-                hooked[hook_name] = await stack.enter_async_context(hook(runtime))
+            for key, hook in (hooks or {}).items():
+                await _enter_hook(stack, runtime, key, hook)
+            await _start_consumers(stack, runtime.bus)
             await _register(stack, cfg, runtime.registry)
             attach(app, runtime.database, runtime.outbox)
             _register_checks(health, runtime, checks or {})
@@ -219,21 +245,22 @@ async def _start(
     topics: Sequence[str],
     requests: bool = False,
 ) -> ServiceRuntime:
-    """Open each part and register its closing on `stack`, so shutdown (or a failed start)
-    closes in reverse: the instance deregisters first (callers stop coming), consumers drain
-    (their handlers may still write events), then the relay hands its lease back, then the
-    producer flushes, then the database closes."""
+    """Open each core part and register its closing on `stack`, so shutdown (or a failed
+    start) closes in reverse: the instance deregisters first (callers stop coming), consumers
+    drain (their handlers may still write events), the hooks exit, then the relay hands its
+    lease back, then the producer flushes, then the database closes. The consumers are built
+    here but started by `_start_consumers`, after the hooks."""
     database = Database(settings.database_url)
     stack.push_async_callback(database.dispose)
     await _prepare_schema(settings, service_dir, database)
+    parts = Runtime()
     bus = KafkaEventBus(
         settings.kafka(), events,
         idempotency=DatabaseIdempotencyStore(database, metadata) if subscriptions else None,
+        runtime=parts,
     )
     await _create_topics(settings, topics)
     for sub in subscriptions:
-        if isinstance(sub.handler, RequestResponder):
-            sub.handler.bind(bus.producer)
         bus.subscribe(sub.topics, sub.handlers, group_id=sub.group_id)
     writer = OutboxWriter(metadata, bus.serializer)  # stamps SERVICE_NAME on events
     publisher = relay_producer(settings.kafka())
@@ -258,10 +285,32 @@ async def _start(
                                     instance_id=settings.instance_id)
         stack.push_async_callback(client.stop)
         await client.start()
+    runtime = ServiceRuntime(settings, database, bus, writer, relay, registry, services,
+                             client, parts)
+    parts.add(DATABASE, database)
+    parts.add(OUTBOX_WRITER, writer)
+    parts.add(SERVICE_CLIENT, services)
+    parts.add(REPLY_PRODUCER, bus.producer)
+    if client is not None:
+        parts.add(REQUEST_CLIENT, client)
+    return runtime
+
+
+async def _enter_hook(stack: AsyncExitStack, runtime: ServiceRuntime, key: RuntimeKey[T],
+                      hook: Hook[T]) -> None:
+    value = await stack.enter_async_context(hook(runtime))
+    try:
+        runtime.parts.add(key, value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"hook for {key}: {exc}") from exc
+
+
+async def _start_consumers(stack: AsyncExitStack, bus: KafkaEventBus) -> None:
+    """Last before the instance registers: every part a handler may ask for is in the
+    runtime by now, and the consumers stop first at shutdown, before the hooks exit."""
     for consumer in bus.consumers.values():
         stack.push_async_callback(consumer.stop)
         await consumer.start()
-    return ServiceRuntime(settings, database, bus, writer, relay, registry, services, client)
 
 
 async def _register(stack: AsyncExitStack, settings: Settings,

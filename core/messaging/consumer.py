@@ -59,6 +59,7 @@ from core.messaging.offsets import OffsetTracker
 from core.messaging.serialization import EventRegistry
 from core.messaging.types import Record
 from core.resilience.retry import RetryPolicy
+from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class EventConsumer:
         drain_timeout: float = 30.0,
         create_topics: bool = True,
         rejoin_after: float | None = None,
+        runtime: Runtime | None = None,
         **kafka_overrides: Any,
     ) -> None:
         self.config = config
@@ -107,6 +109,8 @@ class EventConsumer:
         self._idempotency = idempotency or InMemoryIdempotencyStore()
         self._dead_letters = dead_letters or KafkaDeadLetterSink(producer)
         self._retry = retry
+        self.runtime = runtime if runtime is not None else Runtime()
+        """The service's parts, handed to every handler as `ctx.runtime`."""
         self._routes: dict[str, RecordDispatcher] = {}
         self._max_in_flight = max_in_flight
         self._drain_timeout = drain_timeout
@@ -156,7 +160,8 @@ class EventConsumer:
         registry = (handler if isinstance(handler, HandlerRegistry)
                     else HandlerRegistry.for_all(self.events, handler))
         dispatcher = RecordDispatcher(registry, self._idempotency, self._dead_letters,
-                                      retry=self._retry, consumer_group=self.group_id)
+                                      retry=self._retry, consumer_group=self.group_id,
+                                      runtime=self.runtime)
         for topic in [topics] if isinstance(topics, str) else topics:
             self._routes[topic] = dispatcher
 

@@ -41,6 +41,7 @@ from core.messaging.idempotency import IdempotencyStore, Work
 from core.messaging.serialization import EventSerializer, envelope_headers
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy
+from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,11 @@ class RecordDispatcher:
         *,
         retry: RetryPolicy = DEFAULT_RETRY,
         consumer_group: str = "",
+        runtime: Runtime | None = None,
     ) -> None:
         self.handlers = handlers
+        self.runtime = runtime if runtime is not None else Runtime()
+        """Handed to handlers as `ctx.runtime`."""
         self.serializer = EventSerializer(handlers.events)
         self.idempotency = idempotency
         self.dead_letters = dead_letters
@@ -159,7 +163,7 @@ class RecordDispatcher:
                     continue
                 if ctx is None:
                     ctx = MessageContext(record=record, attempt=attempt,
-                                         consumer_group=self.group)
+                                         consumer_group=self.group, runtime=self.runtime)
                 if handler.once:
                     await self.idempotency.run_once(event_id, handler.name,
                                                     _bind(handler, event, ctx))

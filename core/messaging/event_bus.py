@@ -22,6 +22,7 @@ from core.messaging.kafka_client import DeliveryReport, KafkaProducer
 from core.messaging.serialization import EventRegistry, EventSerializer
 from core.messaging.types import Headers, Record
 from core.resilience.retry import RetryPolicy
+from core.runtime import Runtime
 
 
 class EventBus(Protocol):
@@ -67,6 +68,7 @@ class KafkaEventBus:
         idempotency: IdempotencyStore | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         producer: KafkaProducer | None = None,
+        runtime: Runtime | None = None,
         **consumer_options: Any,
     ) -> None:
         self.config = config
@@ -76,6 +78,8 @@ class KafkaEventBus:
         self._idempotency = idempotency or InMemoryIdempotencyStore()
         self._retry = retry
         self._consumer_options = consumer_options
+        self.runtime = runtime if runtime is not None else Runtime()
+        """Handed to every consumer's handlers as `ctx.runtime`."""
         self.consumers: dict[str, EventConsumer] = {}
 
     async def start(self) -> None:
@@ -117,7 +121,8 @@ class KafkaEventBus:
         if consumer is None:
             consumer = EventConsumer(
                 self.config, self.producer, group_id=group, events=self.events,
-                idempotency=self._idempotency, retry=self._retry, **self._consumer_options,
+                idempotency=self._idempotency, retry=self._retry, runtime=self.runtime,
+                **self._consumer_options,
             )
             self.consumers[group] = consumer
         consumer.subscribe(topics, handler)
@@ -139,8 +144,11 @@ class InMemoryEventBus:
         idempotency: IdempotencyStore | None = None,
         retry: RetryPolicy = IMMEDIATE_RETRY,
         service_name: str = "",
+        runtime: Runtime | None = None,
     ) -> None:
         self.events = events or EventRegistry()
+        self.runtime = runtime if runtime is not None else Runtime()
+        """Handed to handlers as `ctx.runtime`: fill it with the parts they use."""
         self.serializer = EventSerializer(self.events, service_name=service_name)
         self._idempotency = idempotency or InMemoryIdempotencyStore()
         self._retry = retry
@@ -192,6 +200,7 @@ class InMemoryEventBus:
         else:
             registry = HandlerRegistry.for_all(self.events, handler)
         dispatcher = RecordDispatcher(registry, self._idempotency, self.dead_letters,
-                                      retry=self._retry, consumer_group=group_id or "memory")
+                                      retry=self._retry, consumer_group=group_id or "memory",
+                                      runtime=self.runtime)
         for topic in [topics] if isinstance(topics, str) else topics:
             self._routes[topic].append(dispatcher)

@@ -89,12 +89,13 @@ class HandlerRegistry:
         return registry
 
     def handles(
-        self, event_cls: type[E], *, name: str | None = None
+        self, event_cls: type[E], *, name: str | None = None, once: bool = True
     ) -> Callable[[F], F]:
-        """Decorator: run the function for every `event_cls` event (older versions upcast)."""
+        """Decorator: run the function for every `event_cls` event (older versions upcast);
+        `once=False` runs it on every delivery, past the idempotency store."""
 
         def decorator(fn: F) -> F:
-            self.add(event_cls, fn, name=name)
+            self.add(event_cls, fn, name=name, once=once)
             return fn
 
         return decorator

@@ -17,10 +17,13 @@ one).
 Reply topics of clients that crashed are deleted by the janitor every client runs
 (`reply_topics.py`).
 
-    responder = RequestResponder(producer)
+    responder = RequestResponder()
     @responder.responds(GetDriver)
-    async def get_driver(request: GetDriver) -> DriverFound: ...
-    bus.subscribe("driver.requests", responder.handlers)
+    async def get_driver(request: GetDriver, ctx: MessageContext) -> DriverFound: ...
+    bus.subscribe("driver.requests", responder.handlers)  # or Subscription(topic, responder)
+
+A responder declared at import answers through the producer its consumer's runtime holds
+under `REPLY_PRODUCER` (`create_service` puts the bus's there), or one given to it (`bind`).
 
     reply = await client.send_request("driver.requests", GetDriver(...), timeout=5)
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
 import uuid
@@ -65,15 +69,21 @@ from core.messaging.types import (
     MessageContext,
     Record,
 )
+from core.runtime import RuntimeKey
 from core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REPLY_TOPIC_PREFIX", "PendingReplies", "RequestFailed", "RequestReplyClient",
-           "RequestResponder"]
+__all__ = ["REPLY_PRODUCER", "REPLY_TOPIC_PREFIX", "PendingReplies", "RequestFailed",
+           "RequestReplyClient", "RequestResponder"]
 
 Req = TypeVar("Req", bound=BaseEvent[Any])
 Responder = Callable[[Req], Awaitable[BaseEvent[Any]]]
+ResponderFn = TypeVar("ResponderFn", bound=Callable[..., Awaitable[BaseEvent[Any]]])
+"""A responder: `async def (request) -> reply` or `async def (request, ctx) -> reply`."""
+REPLY_PRODUCER: RuntimeKey[KafkaProducer] = RuntimeKey("reply_producer")
+"""The producer a responder answers through, from its consumer's runtime (`ctx.runtime`).
+Not checked by class when added, so a test can hand in a double."""
 Reply = asyncio.Future[BaseEvent[Any]]
 REPLY_RETENTION_MS = 3_600_000
 
@@ -315,11 +325,12 @@ def _acknowledged(ack: asyncio.Future[DeliveryReport] | None) -> bool:
 
 
 class RequestResponder:
-    """Turns `async def (request) -> reply` functions into consumer handlers that answer.
+    """Turns `async def (request[, ctx]) -> reply` functions into consumer handlers that
+    answer.
 
-    The producer may come later (`bind`): a service declares its responders at import, and
-    `create_service` binds them to its producer at start-up (pass the responder itself as a
-    `Subscription`'s handler)."""
+    Declared at import, it holds no producer: each answer goes through the one in the
+    consumer's runtime (`REPLY_PRODUCER`; `create_service` puts the bus's there, so one
+    responder serves every app built in a process), or through one given to it (`bind`)."""
 
     def __init__(self, producer: KafkaProducer | None = None,
                  events: EventRegistry | None = None) -> None:
@@ -332,10 +343,12 @@ class RequestResponder:
         """Answer through `producer` from now on."""
         self._producer = producer
 
-    def responds(self, request_cls: type[Req]) -> Callable[[Responder[Req]], Responder[Req]]:
-        def decorator(fn: Responder[Req]) -> Responder[Req]:
+    def responds(self, request_cls: type[Req]) -> Callable[[ResponderFn], ResponderFn]:
+        def decorator(fn: ResponderFn) -> ResponderFn:
+            call = _with_context(fn)
+
             async def answer(request: Req, ctx: MessageContext) -> None:
-                await self._answer(fn, request, ctx)
+                await self._answer(call, request, ctx)
 
             # once=False: each delivery is a call awaiting its answer (see the module doc).
             self.handlers.add(request_cls, answer, name=handler_name(fn), once=False)
@@ -343,8 +356,9 @@ class RequestResponder:
 
         return decorator
 
-    async def _answer(self, fn: Responder[Any], request: BaseEvent[Any],
-                      ctx: MessageContext) -> None:
+    async def _answer(self, fn: Callable[[BaseEvent[Any], MessageContext],
+                                         Awaitable[BaseEvent[Any]]],
+                      request: BaseEvent[Any], ctx: MessageContext) -> None:
         reply_to = ctx.record.header(HEADER_REPLY_TO)
         if not reply_to:
             log.warning("%s %s has no reply_to header; not answering", request.EVENT_TYPE,
@@ -356,15 +370,17 @@ class RequestResponder:
                       request.EVENT_TYPE, request.event_id, -left)
             return
         try:
-            reply = await fn(request)
+            reply = await fn(request, ctx)
         except Exception as exc:
             log.info("responder for %s failed: %r", request.EVENT_TYPE, exc)
             reply = request.caused(
                 RequestFailed,
                 RequestFailedData(error=str(exc), error_type=type(exc).__name__),
             )
-        if self._producer is None:  # a handler error: the consumer retries, then dead-letters
-            raise MessagingError(f"responder for {request.EVENT_TYPE} has no producer: bind() it")
+        producer = self._producer or ctx.runtime.get(REPLY_PRODUCER)
+        if producer is None:  # a handler error: the consumer retries, then dead-letters
+            raise MessagingError(f"responder for {request.EVENT_TYPE} has no producer: bind() "
+                                 "it, or put one in its consumer's runtime (REPLY_PRODUCER)")
         value, headers = self._serializer.serialize(reply)
         # Requesters that predate per-call ids are answered under the request's event id.
         in_reply_to = ctx.record.header(HEADER_REQUEST_ID) or str(request.event_id)
@@ -372,10 +388,25 @@ class RequestResponder:
         left = _time_left(ctx.record.header(HEADER_REPLY_BY))
         try:
             async with asyncio.timeout(None if left is None else max(left, 0.0)):
-                await self._producer.produce(reply_to, value, None, headers)
+                await producer.produce(reply_to, value, None, headers)
         except TimeoutError:
             log.info("reply to %s %s not delivered to %s before its caller stopped waiting",
                      request.EVENT_TYPE, request.event_id, reply_to)
+
+
+def _with_context(fn: Callable[..., Awaitable[BaseEvent[Any]]]
+                  ) -> Callable[[BaseEvent[Any], MessageContext], Awaitable[BaseEvent[Any]]]:
+    """`fn` as a (request, ctx) function, whether it takes the context or not (decided once,
+    at declaration)."""
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(params) >= 2:
+        return fn
+
+    async def without_context(request: BaseEvent[Any], ctx: MessageContext) -> BaseEvent[Any]:
+        return await fn(request)
+
+    return without_context
 
 
 REPLY_BY_GRACE = 1.0

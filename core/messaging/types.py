@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from core.runtime import Runtime
+
 if TYPE_CHECKING:
     from core.messaging.events import BaseEvent
 
@@ -42,6 +44,9 @@ class MessageContext:
     session: Any = None
     """The idempotency store's transaction (an SQLAlchemy AsyncSession with the inbox), or
     None in memory: write through it and the writes commit together with the inbox row."""
+    runtime: Runtime = field(default_factory=Runtime)
+    """The running service's parts by typed key (`ctx.runtime[CACHE]`; core.runtime), filled
+    before the consumers start: what `create_service` built and what its hooks yielded."""
 
     @property
     def correlation_id(self) -> str | None:

@@ -1,5 +1,6 @@
 """The auth service's route dependencies, as `Annotated` aliases over the running service's
-parts (its hooks: keys, passwords, throttle) and the request's session."""
+parts (its settings, and its hooks' token issuer, password hasher and login throttle, by
+typed key) and the request's session."""
 
 from __future__ import annotations
 
@@ -9,34 +10,32 @@ from fastapi import Depends, Request
 
 from core.app import RuntimeDep
 from core.bases.deps import DatabaseDep, OutboxDep, SessionDep
-from core.bases.exceptions import ConfigurationError
 from core.security import TokenIssuer
 from services.auth.config import AuthSettings
-from services.auth.passwords import Passwords
+from services.auth.keys import ISSUER
+from services.auth.passwords import PASSWORDS, Passwords
 from services.auth.services.accounts import Accounts
+from services.auth.services.rbac import Rbac
 from services.auth.services.sessions import Sessions
-from services.auth.throttle import LoginThrottle
+from services.auth.throttle import THROTTLE, LoginThrottle
+
+# `async def` though they never await: FastAPI runs a plain `def` dependency in a thread.
 
 
-def get_settings(runtime: RuntimeDep) -> AuthSettings:
-    if not isinstance(runtime.settings, AuthSettings):
-        raise ConfigurationError("the auth service runs with AuthSettings")
-    return runtime.settings
+async def get_settings(runtime: RuntimeDep) -> AuthSettings:
+    return runtime.settings_as(AuthSettings)
 
 
-def get_issuer(runtime: RuntimeDep) -> TokenIssuer:
-    issuer: TokenIssuer = runtime.hook("keys")
-    return issuer
+async def get_issuer(runtime: RuntimeDep) -> TokenIssuer:
+    return runtime[ISSUER]
 
 
-def get_passwords(runtime: RuntimeDep) -> Passwords:
-    passwords: Passwords = runtime.hook("passwords")
-    return passwords
+async def get_passwords(runtime: RuntimeDep) -> Passwords:
+    return runtime[PASSWORDS]
 
 
-def get_throttle(runtime: RuntimeDep) -> LoginThrottle:
-    throttle: LoginThrottle = runtime.hook("throttle")
-    return throttle
+async def get_throttle(runtime: RuntimeDep) -> LoginThrottle:
+    return runtime[THROTTLE]
 
 
 SettingsDep = Annotated[AuthSettings, Depends(get_settings)]
@@ -45,15 +44,22 @@ PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
 ThrottleDep = Annotated[LoginThrottle, Depends(get_throttle)]
 
 
-def get_accounts(session: SessionDep, outbox: OutboxDep, passwords: PasswordsDep) -> Accounts:
+async def get_accounts(session: SessionDep, outbox: OutboxDep,
+                       passwords: PasswordsDep) -> Accounts:
     return Accounts(session, outbox, passwords)
 
 
-def get_sessions(database: DatabaseDep, issuer: IssuerDep, settings: SettingsDep) -> Sessions:
+async def get_sessions(database: DatabaseDep, issuer: IssuerDep,
+                       settings: SettingsDep) -> Sessions:
     return Sessions(database, issuer, settings)
 
 
+async def get_rbac(session: SessionDep, outbox: OutboxDep) -> Rbac:
+    return Rbac(session, outbox)
+
+
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+RbacDep = Annotated[Rbac, Depends(get_rbac)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 
 

@@ -10,12 +10,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from core.app import Hook, ServiceRuntime
+from core.runtime import RuntimeKey
 from core.security import FileKeyStore, KeyManager, TokenIssuer
 from core.security.errors import SecurityError
 from core.tasks import cancel_and_wait
 from services.auth.config import AuthSettings
 
 log = logging.getLogger(__name__)
+
+ISSUER = RuntimeKey("token_issuer", TokenIssuer)
+"""Signs the service's tokens with the current key (what `keys_hook` yields)."""
 
 
 def key_manager(settings: AuthSettings) -> KeyManager:
@@ -37,7 +41,7 @@ async def open_keys(keys: KeyManager) -> KeyManager:
     return keys
 
 
-def keys_hook(keys: KeyManager, settings: AuthSettings) -> Hook:
+def keys_hook(keys: KeyManager, settings: AuthSettings) -> Hook[TokenIssuer]:
     """Yields the TokenIssuer; reloads and prunes the folder every JWT_KEYS_RELOAD_SECONDS."""
 
     @asynccontextmanager

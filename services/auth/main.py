@@ -11,16 +11,16 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from core.app import Hook, ServiceRuntime, create_service
+from core.app import ServiceRuntime, create_service
 from core.security import Security, security_from_settings
 from core.tasks import cancel_and_wait
 from services.auth.config import AuthSettings
 from services.auth.events import TOPIC, registry
-from services.auth.keys import key_manager, keys_hook
+from services.auth.keys import ISSUER, key_manager, keys_hook
 from services.auth.models import Base
-from services.auth.passwords import Passwords
+from services.auth.passwords import PASSWORDS, Passwords
 from services.auth.routers import ROUTERS
-from services.auth.throttle import FailureStore, LoginThrottle, ThrottleUnavailable
+from services.auth.throttle import THROTTLE, FailureStore, LoginThrottle, ThrottleUnavailable
 from services.auth.throttle.database import DatabaseFailureStore
 from services.auth.throttle.redis import RedisFailureStore
 
@@ -31,24 +31,20 @@ log = logging.getLogger(__name__)
 def create_app(settings: AuthSettings | None = None, *,
                security: Security | None = None) -> FastAPI:
     """The auth service. It verifies its own tokens from its own keys (no JWKS over HTTP):
-    the KeyManager is made here, empty, and filled by the `keys` hook at start-up."""
+    the KeyManager is made here, empty, and filled by its hook (`ISSUER`) at start-up."""
     cfg = settings or AuthSettings()
     keys = key_manager(cfg)
     return create_service(
         "auth", metadata=Base.metadata, service_dir=SERVICE_DIR, events=registry(),
         routers=ROUTERS, publishes=[TOPIC], settings=cfg,
         security=security or security_from_settings(cfg, local_keys=keys),
-        hooks={"keys": keys_hook(keys, cfg), "passwords": _passwords(cfg),
-               "throttle": _throttle(cfg)},
+        hooks={ISSUER: keys_hook(keys, cfg), PASSWORDS: passwords, THROTTLE: throttle},
         description="Accounts, tokens (JWT, JWKS), RBAC, service identities.")
 
 
-def _passwords(cfg: AuthSettings) -> Hook:
-    @asynccontextmanager
-    async def hook(runtime: ServiceRuntime) -> AsyncIterator[Passwords]:
-        yield passwords_from(cfg)
-
-    return hook
+@asynccontextmanager
+async def passwords(runtime: ServiceRuntime) -> AsyncIterator[Passwords]:
+    yield passwords_from(runtime.settings_as(AuthSettings))
 
 
 def passwords_from(cfg: AuthSettings) -> Passwords:
@@ -57,21 +53,19 @@ def passwords_from(cfg: AuthSettings) -> Passwords:
                      concurrency=cfg.password_hash_concurrency)
 
 
-def _throttle(cfg: AuthSettings) -> Hook:
-    @asynccontextmanager
-    async def hook(runtime: ServiceRuntime) -> AsyncIterator[LoginThrottle]:
-        store: FailureStore = (RedisFailureStore(cfg.redis_url) if cfg.redis_url
-                               else DatabaseFailureStore.from_url(cfg.database_url))
-        throttle = LoginThrottle(store, cfg.account_policy(), cfg.client_policy())
-        pruning = (asyncio.create_task(_prune(store, throttle), name="auth:prune-failures")
-                   if isinstance(store, DatabaseFailureStore) else None)
-        try:
-            yield throttle
-        finally:
-            await cancel_and_wait(pruning)
-            await throttle.close()
-
-    return hook
+@asynccontextmanager
+async def throttle(runtime: ServiceRuntime) -> AsyncIterator[LoginThrottle]:
+    cfg = runtime.settings_as(AuthSettings)
+    store: FailureStore = (RedisFailureStore(cfg.redis_url) if cfg.redis_url
+                           else DatabaseFailureStore.from_url(cfg.database_url))
+    made = LoginThrottle(store, cfg.account_policy(), cfg.client_policy())
+    pruning = (asyncio.create_task(_prune(store, made), name="auth:prune-failures")
+               if isinstance(store, DatabaseFailureStore) else None)
+    try:
+        yield made
+    finally:
+        await cancel_and_wait(pruning)
+        await made.close()
 
 
 PRUNE_INTERVAL_SECONDS = 300.0

@@ -16,6 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.bases.exceptions import FieldError, ValidationError
+from core.runtime import RuntimeKey
 
 PASSWORD_MIN, PASSWORD_MAX = 10, 128
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
@@ -104,3 +105,7 @@ def _class_of(ch: str) -> str:
 def generate_password() -> str:
     """A strong random password that meets the policy (for `create-admin`)."""
     return secrets.token_urlsafe(24) + "-A1a"
+
+
+PASSWORDS = RuntimeKey("passwords", Passwords)
+"""The service's one hasher (its concurrency bound is per process)."""

@@ -1,4 +1,5 @@
-"""Assembles the driver service: one `create_service` call, its hooks, nothing built at import."""
+"""Assembles the driver service: one `create_service` call and its hooks; nothing is built at
+import."""
 
 from __future__ import annotations
 
@@ -11,41 +12,38 @@ from fastapi import FastAPI
 from core.app import ServiceRuntime, Subscription, create_service
 from core.security import Security
 from services.driver.config import DriverSettings
-from services.driver.events import EVENTS_TOPIC, LOCATIONS_TOPIC, driver_events
-from services.driver.handlers import location_handlers
+from services.driver.events import EVENTS_TOPIC, LOCATIONS_TOPIC
+from services.driver.handlers import events, handlers
 from services.driver.models import Base
-from services.driver.routers import STREAM_HOOK, WRITER_HOOK, router
-from services.driver.stream import LocationHub
-from services.driver.writer import LocationWriter
+from services.driver.routers import router
+from services.driver.stream import LOCATION_HUB, LocationHub
+from services.driver.writer import LOCATION_WRITER, LocationWriter
 
 SERVICE_DIR = Path(__file__).resolve().parent
 
 
 def create_app(settings: DriverSettings | None = None, *,
                security: Security | None = None) -> FastAPI:
-    cfg = settings or DriverSettings()
-    events = driver_events()
-    writer = LocationWriter()
-
-    @asynccontextmanager
-    async def read_model(runtime: ServiceRuntime) -> AsyncIterator[LocationWriter]:
-        writer.attach(runtime.database)
-        yield writer
-
-    @asynccontextmanager
-    async def location_stream(runtime: ServiceRuntime) -> AsyncIterator[LocationHub]:
-        hub = LocationHub(runtime.settings.kafka(), runtime.bus.serializer,
-                          queue_size=cfg.stream_queue_size)
-        await hub.start()
-        try:
-            yield hub
-        finally:
-            await hub.stop()
-
     return create_service(
         "driver", metadata=Base.metadata, service_dir=SERVICE_DIR, events=events,
-        routers=[router],
-        subscriptions=[Subscription(LOCATIONS_TOPIC, location_handlers(events, writer))],
-        publishes=[EVENTS_TOPIC, LOCATIONS_TOPIC], settings=cfg, security=security,
-        hooks={WRITER_HOOK: read_model, STREAM_HOOK: location_stream},
+        routers=[router], subscriptions=[Subscription(LOCATIONS_TOPIC, handlers)],
+        publishes=[EVENTS_TOPIC, LOCATIONS_TOPIC], settings=settings or DriverSettings(),
+        security=security, hooks={LOCATION_WRITER: read_model, LOCATION_HUB: location_stream},
         description="Drivers, their latest locations, the nearby query and live locations.")
+
+
+@asynccontextmanager
+async def read_model(runtime: ServiceRuntime) -> AsyncIterator[LocationWriter]:
+    yield LocationWriter(runtime.database)
+
+
+@asynccontextmanager
+async def location_stream(runtime: ServiceRuntime) -> AsyncIterator[LocationHub]:
+    settings = runtime.settings_as(DriverSettings)
+    hub = LocationHub(settings.kafka(), runtime.bus.serializer,
+                      queue_size=settings.stream_queue_size)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()

@@ -14,23 +14,29 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from core.app import RuntimeDep
 from core.bases import AppError, ForbiddenError, NotFoundError, ValidationError, error_responses
 from core.bases.deps import DatabaseDep, SessionDep
 from core.messaging.exceptions import MessagingError
 from core.security import CurrentPrincipal, CurrentUser, Principal, owner_or, require_permission
-from services.driver.config import DriverSettings
+from services.driver.deps import (
+    BusDep,
+    DriverDep,
+    DriversDep,
+    LocationHubDep,
+    LocationWriterDep,
+    ProfileCheckDep,
+    SettingsDep,
+)
 from services.driver.events import LOCATIONS_TOPIC, DriverLocationReported, LocationReportedData
 from services.driver.geo import encode
 from services.driver.handlers import APPLIED_HEADER
 from services.driver.locations import Report, find_nearby, latest_location
 from services.driver.models import Driver, DriverLocation
-from services.driver.profiles import ProfileCheck
 from services.driver.schemas import (
     DriverCreate,
     DriverPublic,
@@ -42,11 +48,7 @@ from services.driver.schemas import (
     VehiclePublic,
 )
 from services.driver.services import DriverService
-from services.driver.stream import LocationHub
-from services.driver.writer import LocationWriter
 
-STREAM_HOOK = "locations"
-WRITER_HOOK = "read_model"
 MAX_CLOCK_SKEW = timedelta(seconds=30)
 PUBLISH_TIMEOUT = 5.0
 """Seconds a location report waits for Kafka's acknowledgement before a 503 (the producer
@@ -75,11 +77,7 @@ class FeedUnavailable(AppError):
                        "send it again")
 
 
-async def load_driver(driver_id: uuid.UUID, session: SessionDep) -> Driver:
-    return await DriverService(session).get(driver_id)
-
-
-async def driver_owner(driver: Annotated[Driver, Depends(load_driver)]) -> str:
+async def driver_owner(driver: DriverDep) -> str:
     return driver.user_id
 
 
@@ -108,29 +106,20 @@ def vehicle(driver: Driver) -> VehiclePublic:
                          year=driver.vehicle_year)
 
 
-def settings_of(runtime: Any) -> DriverSettings:
-    settings = runtime.settings
-    return settings if isinstance(settings, DriverSettings) else DriverSettings()
-
-
 @router.post("", status_code=201, response_model=DriverPublic,
              dependencies=[Depends(require_permission("drivers:register"))],
              responses=error_responses(400, 401, 403, 409, 422, 502, 503, 504))
-async def register(data: DriverCreate, principal: CurrentUser, session: SessionDep,
-                   runtime: RuntimeDep) -> DriverPublic:
+async def register(data: DriverCreate, principal: CurrentUser, drivers: DriversDep,
+                   check: ProfileCheckDep) -> DriverPublic:
     """Become a driver: one record per user, after the user service confirms the caller's
     profile exists."""
-    settings = settings_of(runtime)
-    check = ProfileCheck(runtime.services, settings.user_service, settings.user_call_timeout)
-    service = DriverService(session, runtime.outbox)
-    return public(await service.register(principal.subject, data, check), principal)
+    return public(await drivers.register(principal.subject, data, check), principal)
 
 
 @router.get("/me", response_model=DriverPublic, responses=error_responses(401, 404))
-async def mine(principal: CurrentUser, session: SessionDep) -> DriverPublic:
+async def mine(principal: CurrentUser, drivers: DriversDep) -> DriverPublic:
     """The caller's own driver record."""
-    service = DriverService(session)
-    driver = await service.drivers.by_user(principal.subject)
+    driver = await drivers.drivers.by_user(principal.subject)
     if driver is None:
         raise NotFoundError("you are not a driver: register with POST /drivers first")
     return public(driver, principal)
@@ -140,14 +129,13 @@ async def mine(principal: CurrentUser, session: SessionDep) -> DriverPublic:
             dependencies=[Depends(require_permission("drivers:read"))],
             responses=error_responses(401, 403, 422))
 async def nearby(
-    session: SessionDep, runtime: RuntimeDep,
+    session: SessionDep, settings: SettingsDep,
     lat: Annotated[float, Query(ge=-90, le=90)],
     lon: Annotated[float, Query(ge=-180, le=180)],
     radius_km: Annotated[float, Query(gt=0, description="At most NEARBY_MAX_RADIUS_KM (50)")] = 5,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> NearbyPage:
     """Available drivers within `radius_km`, nearest first."""
-    settings = settings_of(runtime)
     if radius_km > settings.nearby_max_radius_km:
         raise ValidationError.for_field("radius_km", f"at most {settings.nearby_max_radius_km:g}",
                                         location="query")
@@ -165,27 +153,24 @@ async def nearby(
 @router.get("/{driver_id}", response_model=DriverPublic,
             dependencies=[Depends(owner_or("drivers:read", owner_of=driver_owner))],
             responses=error_responses(401, 403, 404, 422))
-async def get_driver(driver: Annotated[Driver, Depends(load_driver)],
-                     principal: CurrentPrincipal) -> DriverPublic:
+async def get_driver(driver: DriverDep, principal: CurrentPrincipal) -> DriverPublic:
     return public(driver, principal)
 
 
 @router.put("/{driver_id}/status", response_model=DriverPublic,
             responses=error_responses(400, 401, 403, 404, 409, 422))
-async def set_status(data: StatusChange, principal: CurrentPrincipal,
-                     driver: Annotated[Driver, Depends(load_driver)], session: SessionDep,
-                     runtime: RuntimeDep) -> DriverPublic:
+async def set_status(data: StatusChange, principal: CurrentPrincipal, driver: DriverDep,
+                     drivers: DriversDep) -> DriverPublic:
     """offline → available → busy → available → offline; a busy driver cannot go offline."""
     ensure_may_steer(principal, driver)
-    service = DriverService(session, runtime.outbox)
-    return public(await service.change_status(driver, data.status), principal)
+    return public(await drivers.change_status(driver, data.status), principal)
 
 
 @router.put("/{driver_id}/location", response_model=LocationPublic,
             responses=error_responses(400, 401, 403, 404, 422, 503))
 async def report_location(driver_id: uuid.UUID, data: LocationReport,
                           principal: CurrentPrincipal, database: DatabaseDep,
-                          runtime: RuntimeDep) -> LocationPublic:
+                          writer: LocationWriterDep, bus: BusDep) -> LocationPublic:
     """Store the driver's location (unless a later one is stored) and publish it on
     `driver.locations`, where the live streams and other services read it.
 
@@ -205,13 +190,12 @@ async def report_location(driver_id: uuid.UUID, data: LocationReport,
     async with database.session() as session:
         driver = await DriverService(session).get(driver_id)
         ensure_may_steer(principal, driver)
-    writer: LocationWriter = runtime.hook(WRITER_HOOK)
     applied = await writer.write(Report(driver.id, data.lat, data.lon, recorded_at))
     event = DriverLocationReported(aggregate_id=str(driver_id), data=LocationReportedData(
         driver_id=str(driver_id), lat=data.lat, lon=data.lon, recorded_at=recorded_at))
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT):
-            await runtime.bus.publish(LOCATIONS_TOPIC, event,
+            await bus.publish(LOCATIONS_TOPIC, event,
                                       headers=[(APPLIED_HEADER, b"applied")])
     except (MessagingError, TimeoutError) as exc:
         raise FeedUnavailable() from exc
@@ -233,8 +217,7 @@ def location_public(location: DriverLocation, applied: bool) -> LocationPublic:
 @router.get("/{driver_id}/location", response_model=LocationPublic,
             dependencies=[Depends(owner_or("drivers:read", owner_of=driver_owner))],
             responses=error_responses(401, 403, 404, 422))
-async def get_location(driver: Annotated[Driver, Depends(load_driver)],
-                       session: SessionDep) -> LocationPublic:
+async def get_location(driver: DriverDep, session: SessionDep) -> LocationPublic:
     """The driver's latest stored location (404 before the first)."""
     stored = await latest_location(session, driver.id)
     if stored is None:
@@ -249,14 +232,12 @@ async def get_location(driver: Annotated[Driver, Depends(load_driver)],
                              "content": {"text/event-stream": {"schema": SSE_LOCATION}}},
                        **error_responses(401, 403, 404, 422)},
             response_class=EventSourceResponse)
-async def stream_locations(driver: Annotated[Driver, Depends(load_driver)],
-                           principal: CurrentPrincipal, runtime: RuntimeDep) -> EventSourceResponse:
+async def stream_locations(driver: DriverDep, principal: CurrentPrincipal, hub: LocationHubDep,
+                           settings: SettingsDep, database: DatabaseDep) -> EventSourceResponse:
     """The driver's locations as they are reported, over HTTP or straight to Kafka: first
     the latest stored one (if any), then each new one. Any holder of `drivers:read` may watch
     (the same right that shows the driver in the nearby query). The stream ends when the
     caller's token expires (or after STREAM_MAX_SECONDS); the client reconnects."""
-    hub: LocationHub = runtime.hook(STREAM_HOOK)
-    settings = settings_of(runtime)
     driver_id = driver.id
     lasts = settings.stream_max_seconds
     expiry = principal.claims.get("exp")
@@ -267,7 +248,7 @@ async def stream_locations(driver: Annotated[Driver, Depends(load_driver)],
         subscription = hub.subscribe(str(driver_id))
         try:
             yield ServerSentEvent(comment="subscribed")
-            async with runtime.database.session() as session:
+            async with database.session() as session:
                 stored = await latest_location(session, driver_id)
             if stored is not None:
                 subscription.offer(LocationReportedData(

@@ -22,6 +22,7 @@ from core.messaging.exceptions import MessagingError
 from core.messaging.kafka_client import TopicFollower
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import Record
+from core.runtime import RuntimeKey
 from core.tasks import cancel_and_wait
 from services.driver.events import LOCATIONS_TOPIC, DriverLocationReported, LocationReportedData
 
@@ -153,3 +154,7 @@ class LocationHub:
         for subscription in self._subscribers.get(event.data.driver_id, ()):
             subscription.offer(event.data)
             self.delivered += 1
+
+
+LOCATION_HUB = RuntimeKey("location_hub", LocationHub)
+"""This instance's one live feed, shared by its streaming routes."""

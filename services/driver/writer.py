@@ -21,6 +21,7 @@ import uuid
 from sqlalchemy import select
 
 from core.db.engine import Database
+from core.runtime import RuntimeKey
 from services.driver.locations import Report, record_locations
 from services.driver.models import Driver
 
@@ -29,23 +30,16 @@ MAX_BATCH = 500
 
 
 class LocationWriter:
-    """Writes reports to the read model in batches; `attach` hands it the database once the
-    service runs (a `write` before that waits)."""
+    """Writes reports to `database`'s read model in batches."""
 
-    def __init__(self) -> None:
-        self._database: Database | None = None
-        self._ready = asyncio.Event()
+    def __init__(self, database: Database) -> None:
+        self._database = database
         self._pending: list[tuple[Report, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
-
-    def attach(self, database: Database) -> None:
-        self._database = database
-        self._ready.set()
 
     async def write(self, report: Report) -> bool:
         """Store `report` unless a later one is stored; whether it was. A report of a driver
         that does not exist is not stored (False)."""
-        await self._ready.wait()
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((report, future))
         if self._flusher is None or self._flusher.done():
@@ -53,7 +47,6 @@ class LocationWriter:
         return await future
 
     async def _flush(self) -> None:
-        assert self._database is not None
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
@@ -72,6 +65,10 @@ class LocationWriter:
                 if not future.done():  # the row changed, and to this very report
                     future.set_result(report.driver_id in changed
                                       and latest[report.driver_id] is report)
+
+
+LOCATION_WRITER = RuntimeKey("location_writer", LocationWriter)
+"""The service's one writer (its HTTP route and its handler share the batches)."""
 
 
 def _latest_each(reports: list[Report]) -> dict[uuid.UUID, Report]:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.types import utcnow
 from core.messaging.events import BaseEvent
 from core.messaging.exceptions import MessagingError
+from core.runtime import RuntimeKey
 from services.notification.clock import db_now
 from services.notification.events import (
     USER_REQUESTS,
@@ -125,3 +126,7 @@ class ContactDirectory:
 
 def _details(row: Contact) -> ContactDetails:
     return ContactDetails(row.user_id, row.email, row.display_name, row.phone)
+
+
+DIRECTORY = RuntimeKey("contact_directory", ContactDirectory)
+"""Asks the user service for contact details the copy lacks."""

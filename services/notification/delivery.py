@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.bases import ConfigurationError
 from core.db.engine import Database
 from core.resilience.retry import RetryPolicy
+from core.runtime import RuntimeKey
 from core.tasks import cancel_and_wait
 from services.notification.clock import db_now
 from services.notification.config import NotificationSettings, lease_problem
@@ -280,3 +282,12 @@ def _committed(sync: object) -> None:
 
 def _rolled_back(sync: object) -> None:
     getattr(sync, "info", {}).pop(_AFTER_COMMIT, None)
+
+
+class Wakeable(Protocol):
+    def wake(self) -> None: ...
+
+
+DELIVERY: RuntimeKey[Wakeable] = RuntimeKey("delivery")
+"""The delivery task as the handlers see it: told when a notification became due (the
+running service's `DeliveryWorker`)."""

@@ -1,5 +1,5 @@
-"""Assembles the notification service: one `create_service` call, built when asked for
-(`create_app`), nothing at import."""
+"""Assembles the notification service: one `create_service` call and its hooks (the contact
+directory, the delivery task); nothing is built at import."""
 
 from __future__ import annotations
 
@@ -10,24 +10,22 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from core.app import Hook, ServiceRuntime, Subscription, create_service
-from core.messaging.serialization import EventRegistry
+from core.app import ServiceRuntime, Subscription, create_service
 from core.security import Security
 from services.notification.config import NotificationSettings
-from services.notification.contacts import ContactDirectory
-from services.notification.delivery import DeliveryPolicy, DeliveryWorker
+from services.notification.contacts import DIRECTORY, ContactDirectory
+from services.notification.delivery import DELIVERY, DeliveryPolicy, DeliveryWorker
 from services.notification.events import (
     AUTH_EVENTS,
     DRIVER_EVENTS,
     NOTIFICATION_EVENTS,
     USER_EVENTS,
     USER_REQUESTS,
-    UserContact,
 )
-from services.notification.handlers import Parts, Wiring, build_handlers
+from services.notification.handlers import events, handlers
 from services.notification.models import Base
 from services.notification.routers import router
-from services.notification.senders import NotificationSender, sender_from_settings
+from services.notification.senders import sender_from_settings
 
 SERVICE_DIR = Path(__file__).resolve().parent
 
@@ -36,37 +34,33 @@ def create_app(settings: NotificationSettings | None = None, *,
                security: Security | None = None) -> FastAPI:
     cfg = settings or NotificationSettings()
     _make_sqlite_folder(cfg.database_url)
-    events = EventRegistry()
-    events.register(UserContact)  # the reply the request-reply client decodes
-    wiring = Wiring()
     return create_service(
         cfg.service_name, metadata=Base.metadata, service_dir=SERVICE_DIR, events=events,
         routers=[router],
-        subscriptions=[Subscription((AUTH_EVENTS, USER_EVENTS, DRIVER_EVENTS),
-                                    build_handlers(wiring, events))],
+        subscriptions=[Subscription((AUTH_EVENTS, USER_EVENTS, DRIVER_EVENTS), handlers)],
         publishes=[NOTIFICATION_EVENTS, USER_REQUESTS], settings=cfg, security=security,
-        requests=True, hooks={"delivery": delivery_hook(cfg, sender_from_settings(cfg), wiring)},
+        requests=True, hooks={DIRECTORY: directory, DELIVERY: delivery},
         description="Notifications for users, made from the other services' events.")
 
 
-def delivery_hook(settings: NotificationSettings, sender: NotificationSender,
-                  wiring: Wiring) -> Hook:
-    """Starts the delivery task and hands the handlers their parts; stops the task first at
-    shutdown (its unfinished sends keep their claims and go again after the lease)."""
+@asynccontextmanager
+async def directory(runtime: ServiceRuntime) -> AsyncIterator[ContactDirectory]:
+    yield ContactDirectory(runtime.requests,
+                           runtime.settings_as(NotificationSettings).contact_timeout)
 
-    @asynccontextmanager
-    async def hook(runtime: ServiceRuntime) -> AsyncIterator[DeliveryWorker]:
-        worker = DeliveryWorker(runtime.database, sender, DeliveryPolicy.from_settings(settings))
-        await worker.start()
-        wiring.attach(Parts(outbox=runtime.outbox,
-                            directory=ContactDirectory(runtime.requests, settings.contact_timeout),
-                            wake=worker.wake))
-        try:
-            yield worker
-        finally:
-            await worker.stop()
 
-    return hook
+@asynccontextmanager
+async def delivery(runtime: ServiceRuntime) -> AsyncIterator[DeliveryWorker]:
+    """The delivery task: stopped after the consumers at shutdown (its unfinished sends keep
+    their claims and go again after the lease)."""
+    settings = runtime.settings_as(NotificationSettings)
+    worker = DeliveryWorker(runtime.database, sender_from_settings(settings),
+                            DeliveryPolicy.from_settings(settings))
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
 
 
 def _make_sqlite_folder(database_url: str) -> None:

@@ -8,27 +8,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from core.bases import error_responses
-from core.bases.deps import OutboxDep, SessionDep
 from core.bases.pagination import PageRequest, max_page
 from core.bases.schemas import Envelope, ListEnvelope, PageMeta
 from core.security import CurrentUser
 from core.security.deps import require_permission
+from services.notification.deps import NotificationsDep
 from services.notification.models import Notification
 from services.notification.schemas import NotificationPublic
-from services.notification.services import NotificationService
 
 MAX_PAGE_SIZE = 100
 READ = "notifications:read"
 
 router = APIRouter(prefix="/notifications", tags=["notifications"],
                    dependencies=[Depends(require_permission(READ))])
-
-
-def get_service(session: SessionDep, outbox: OutboxDep) -> NotificationService:
-    return NotificationService(session, outbox)
-
-
-Service = Annotated[NotificationService, Depends(get_service)]
 
 
 def public(notification: Notification) -> NotificationPublic:
@@ -40,7 +32,7 @@ def public(notification: Notification) -> NotificationPublic:
             responses=error_responses(401, 403, 422, 500))
 async def list_notifications(
     principal: CurrentUser,
-    service: Service,
+    service: NotificationsDep,
     page: Annotated[int, Query(ge=1, le=max_page(MAX_PAGE_SIZE),
                                description="1-based page number.")] = 1,
     size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")] = 20,
@@ -58,7 +50,7 @@ async def list_notifications(
                          "id reveals nothing.",
              responses=error_responses(401, 403, 404, 422, 500))
 async def mark_read(notification_id: uuid.UUID, principal: CurrentUser,
-                    service: Service) -> Envelope[NotificationPublic]:
+                    service: NotificationsDep) -> Envelope[NotificationPublic]:
     notification = await service.mark_read(notification_id, principal.subject)
     return Envelope[NotificationPublic](data=public(notification),
                                         message="Notification marked read")

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from core.cache import CacheBackend, TypedCache
+from core.runtime import RuntimeKey
 from services.user.schemas import ProfilePublic
 
 log = logging.getLogger(__name__)
@@ -55,3 +56,7 @@ class ProfileCache:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+CACHE = RuntimeKey("profile_cache", ProfileCache)
+"""The service's one profile cache, shared by its routes and its invalidation handler."""

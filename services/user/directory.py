@@ -4,19 +4,13 @@ invalidate it once committed (see services.user.cache for why both)."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import Depends
-
-from core.app import RuntimeDep
 from core.bases import NotFoundError
 from core.bases.types import EventOutbox
 from core.db.engine import Database
 from services.user.cache import ProfileCache
 from services.user.schemas import ProfilePublic, ProfileUpdate
 from services.user.services import ProfileService
-
-CACHE_HOOK = "profiles"
 
 
 class Profiles:
@@ -56,10 +50,3 @@ def _canonical(user_id: str) -> str:
         return str(uuid.UUID(user_id))
     except ValueError:
         raise NotFoundError(f"Profile {user_id} not found") from None
-
-
-def get_profiles(runtime: RuntimeDep) -> Profiles:
-    return Profiles(runtime.database, runtime.outbox, runtime.hook(CACHE_HOOK))
-
-
-ProfilesDep = Annotated[Profiles, Depends(get_profiles)]

@@ -1,5 +1,5 @@
-"""Assembles the user service: one `create_service` call, with the per-app parts its
-handlers and routes share (the profile cache, the handlers' outbox writer)."""
+"""Assembles the user service: one `create_service` call and its hook (the profile cache);
+nothing is built at import."""
 
 from __future__ import annotations
 
@@ -11,20 +11,11 @@ from fastapi import FastAPI
 
 from core.app import ServiceRuntime, Subscription, create_service
 from core.cache import cache_backend
-from core.db.engine import Database
-from core.messaging.outbox import OutboxWriter
-from core.messaging.serialization import EventRegistry, EventSerializer
 from core.security import Security
-from services.user.cache import ProfileCache
+from services.user.cache import CACHE, ProfileCache
 from services.user.config import UserSettings, ensure_sqlite_folder
-from services.user.directory import CACHE_HOOK
 from services.user.events import AUTH_EVENTS, USER_EVENTS, USER_REQUESTS
-from services.user.handlers import (
-    Deferred,
-    contact_responder,
-    invalidation_handlers,
-    registration_handlers,
-)
+from services.user.handlers import contacts, events, invalidations, registrations
 from services.user.models import Base
 from services.user.routers import me, users
 
@@ -36,33 +27,25 @@ def create_app(settings: UserSettings | None = None, *,
     """The user service's app; nothing runs until its lifespan starts."""
     cfg = settings or UserSettings()
     ensure_sqlite_folder(cfg.database_url)
-    events = EventRegistry()
-    cache = ProfileCache(cache_backend(cfg), ttl=cfg.profile_cache_ttl)
-    # The handlers' own writer (they are built before the runtime's): same table, same
-    # serializer settings; the start-up hook makes its commits wake the relay too.
-    outbox = OutboxWriter(Base.metadata, EventSerializer(events, service_name=cfg.service_name))
-    database: Deferred[Database] = Deferred()
-
-    @asynccontextmanager
-    async def profiles(runtime: ServiceRuntime) -> AsyncIterator[ProfileCache]:
-        outbox.on_commit(runtime.relay.notify)
-        database.set(runtime.database)
-        try:
-            yield cache
-        finally:
-            await cache.close()
-
     return create_service(
         "user", metadata=Base.metadata, service_dir=SERVICE_DIR, events=events,
         routers=[me, users],
         subscriptions=[
-            Subscription(AUTH_EVENTS, registration_handlers(events, outbox)),
-            Subscription(USER_EVENTS, invalidation_handlers(events, cache),
-                         group_id=invalidation_group(cfg)),
-            Subscription(USER_REQUESTS, contact_responder(events, database)),
+            Subscription(AUTH_EVENTS, registrations),
+            Subscription(USER_EVENTS, invalidations, group_id=invalidation_group(cfg)),
+            Subscription(USER_REQUESTS, contacts),
         ],
-        publishes=[USER_EVENTS], settings=cfg, security=security,
-        hooks={CACHE_HOOK: profiles})
+        publishes=[USER_EVENTS], settings=cfg, security=security, hooks={CACHE: profiles})
+
+
+@asynccontextmanager
+async def profiles(runtime: ServiceRuntime) -> AsyncIterator[ProfileCache]:
+    settings = runtime.settings_as(UserSettings)
+    cache = ProfileCache(cache_backend(settings), ttl=settings.profile_cache_ttl)
+    try:
+        yield cache
+    finally:
+        await cache.close()
 
 
 def invalidation_group(settings: UserSettings) -> str | None:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from core.bases import BaseRouter, Permissions, error_responses
 from core.bases.schemas import Envelope
 from core.security import CurrentUser, owner_or, require_permission
-from services.user.directory import ProfilesDep
+from services.user.deps import ProfilesDep
 from services.user.models import Profile
 from services.user.schemas import ProfileCreate, ProfilePublic, ProfileUpdate
 from services.user.services import ProfileService

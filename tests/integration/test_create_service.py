@@ -15,7 +15,8 @@ import pytest
 from fastapi import APIRouter
 from sqlalchemy import func, select, text
 
-from core.app import RuntimeDep, ServiceRuntime, Subscription, create_service
+from core.app import DATABASE, RuntimeDep, ServiceRuntime, Subscription, create_service
+from core.bases.exceptions import ConfigurationError
 from core.config import KafkaConfig, Settings
 from core.db import migrations
 from core.db.engine import Database
@@ -26,6 +27,8 @@ from core.messaging.kafka_client import KafkaAdmin, read_topic
 from core.messaging.outbox import outbox_table
 from core.messaging.request_reply import RequestResponder
 from core.messaging.serialization import EventRegistry
+from core.messaging.types import MessageContext
+from core.runtime import RuntimeKey
 from tests.integration.databases import DatabaseFactory
 from tests.integration.served import Spawn, serve
 from tests.integration.test_request_reply_kafka import GetQuote, Quote, QuoteQuery, priced
@@ -220,31 +223,38 @@ async def test_a_service_in_its_own_postgres_schema_publishes_and_consumes(
         await databases.drop_all()
 
 
+PROBE = RuntimeKey("probe", dict)
+
+
 async def test_a_service_answers_requests_asks_others_and_runs_its_hooks_before_registering(
     tmp_path: Path, kafka_config: KafkaConfig
 ) -> None:
-    """`requests=True` gives the runtime a request-reply client; a `RequestResponder` passed as
-    a subscription is bound to the service's producer and answers; `hooks` are entered after
-    the consumers run but before the instance is announced, and what they yield is
-    `runtime.hook(name)`, reachable from routes through `RuntimeDep`."""
+    """`requests=True` gives the runtime a request-reply client; a `RequestResponder` declared
+    before the service exists, passed as a subscription, answers through the service's
+    producer; `hooks` are entered before the consumers start and the instance is announced,
+    and exited after the consumers stop; what a hook yields is `runtime[KEY]` for routes
+    (through `RuntimeDep`) and `ctx.runtime[KEY]` for handlers, beside the core parts."""
     topic = unique("pricing.requests")
     events = EventRegistry()
     events.register(GetQuote)
     events.register(Quote)
     responder = RequestResponder(events=events)
+    seen: dict[str, Any] = {}
 
     @responder.responds(GetQuote)
-    async def quote(request: GetQuote) -> Quote:
+    async def quote(request: GetQuote, ctx: MessageContext) -> Quote:
+        seen["the responder's probe"] = ctx.runtime[PROBE]
+        seen["the responder's database"] = ctx.runtime[DATABASE]
         return priced(request)
-
-    seen: dict[str, Any] = {}
 
     @asynccontextmanager
     async def probe(runtime: ServiceRuntime) -> Any:
         seen["registered at entry"] = await runtime.registry.discover("sample")
-        seen["consumers running at entry"] = all(
+        seen["consumers running at entry"] = any(
             c.running for c in runtime.bus.consumers.values())
         yield {"probe": "yielded"}
+        seen["consumers running at exit"] = any(
+            c.running for c in runtime.bus.consumers.values())
         seen["registered at exit"] = await runtime.registry.discover("sample")
 
     calls = APIRouter()
@@ -254,7 +264,7 @@ async def test_a_service_answers_requests_asks_others_and_runs_its_hooks_before_
         assert runtime.requests is not None
         reply = await runtime.requests.send_request(
             topic, GetQuote(data=QuoteQuery(distance_km=km)), timeout=15)
-        return {"price_cents": reply.data.price_cents, **runtime.hook("probe")}
+        return {"price_cents": reply.data.price_cents, **runtime[PROBE]}
 
     settings = Settings(environment="development", service_name="sample",
                         database_url=f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}",
@@ -263,15 +273,51 @@ async def test_a_service_answers_requests_asks_others_and_runs_its_hooks_before_
     app = create_service("sample", metadata=Base.metadata, service_dir=SERVICE_DIR,
                          events=events, routers=[calls], settings=settings,
                          subscriptions=[Subscription(topic, responder)], requests=True,
-                         hooks={"probe": probe})
+                         hooks={PROBE: probe})
     async with app.router.lifespan_context(app):
         runtime = app.state.runtime
         await eventually(lambda: runtime.registry.discover("sample"))
+        database = runtime.database
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             answered = await http.get("/quote", params={"km": 2})
     assert answered.status_code == 200, answered.text
     assert answered.json() == {"price_cents": 300, "probe": "yielded"}
     assert seen["registered at entry"] == [], "announced before the hooks ran"
-    assert seen["consumers running at entry"] is True
+    assert seen["consumers running at entry"] is False, "consumers started before the hooks"
+    assert seen["consumers running at exit"] is False, "hooks exited under running consumers"
     assert seen["registered at exit"] == [], "hooks exited while still announced"
+    assert seen["the responder's probe"] == {"probe": "yielded"}
+    assert seen["the responder's database"] is database
+
+
+class OtherSettings(Settings):
+    """Settings of some other service."""
+
+
+@pytest.mark.parametrize("case", ["wrong type", "wrong settings"])
+async def test_a_hook_of_the_wrong_type_or_settings_stops_the_start(
+    tmp_path: Path, kafka_config: KafkaConfig, case: str
+) -> None:
+    """What a hook yields must be what its key says, and `settings_as` refuses settings of
+    another class: both fail the start with a ConfigurationError naming the cause, before
+    any consumer starts or the instance is announced."""
+
+    @asynccontextmanager
+    async def hook(runtime: ServiceRuntime) -> Any:
+        if case == "wrong settings":
+            runtime.settings_as(OtherSettings)
+        yield ["not", "a", "dict"]
+
+    settings = Settings(environment="development", service_name="sample",
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}",
+                        kafka_bootstrap_servers=kafka_config.bootstrap_servers,
+                        kafka_consumer_group=unique("sample"))
+    app = create_service("sample", metadata=Base.metadata, service_dir=SERVICE_DIR,
+                         settings=settings, hooks={PROBE: hook})
+    with pytest.raises(ConfigurationError) as refused:
+        async with app.router.lifespan_context(app):
+            pass
+    expected = ("cannot hold list" if case == "wrong type"
+                else "runs with Settings, not OtherSettings")
+    assert expected in str(refused.value)

@@ -35,6 +35,7 @@ from core.messaging.types import (
     MessageContext,
     Record,
 )
+from core.runtime import Runtime
 from tests.support import placed
 from tests.unit.fake_producer import FakeProducer, FakeReplyConsumer, FakeTopicAdmin
 
@@ -483,8 +484,9 @@ async def test_a_reply_that_cannot_be_delivered_in_time_is_given_up_at_the_deadl
 async def test_a_responder_declared_without_a_producer_answers_through_the_one_bound_later(
     wiring: Wiring,
 ) -> None:
-    """Services declare responders at import; `create_service` binds its producer at start-up.
-    Unbound, a request fails as a handler error (retried, then dead-lettered), not silently."""
+    """A responder declared without a producer answers through one bound later. With none
+    (bound or in its consumer's runtime), a request fails as a handler error (retried, then
+    dead-lettered), not silently."""
     responder = RequestResponder(events=events())
     responder.responds(GetDriver)(found)
     [handler] = responder.handlers.handlers_for(ask("x"))
@@ -496,3 +498,33 @@ async def test_a_responder_declared_without_a_producer_answers_through_the_one_b
     await handler.fn(request, MessageContext(asked_by(request, None), 1, "g"))
     [reply] = wiring.producer.published("replies.a")
     assert reply.header(HEADER_IN_REPLY_TO) == "call-1"
+
+
+async def test_a_responder_declared_at_import_answers_through_its_consumers_runtime(
+    wiring: Wiring,
+) -> None:
+    """`create_service` binds nothing: the producer is the one in the consumer's runtime
+    (`REPLY_PRODUCER`), so one responder declared at import serves every app of a process
+    through that app's own producer; a responder taking `(request, ctx)` gets the context."""
+    responder = RequestResponder(events=events())
+    contexts: list[MessageContext] = []
+
+    @responder.responds(GetDriver)
+    async def answer(request: GetDriver, ctx: MessageContext) -> DriverFound:
+        contexts.append(ctx)
+        return await found(request)
+
+    [handler] = responder.handlers.handlers_for(ask("x"))
+    wiring.producer.topics.add("replies.a")
+    other = FakeProducer()
+    other.topics.add("replies.a")
+    request = ask("ann")
+    for producer in (wiring.producer, other):
+        runtime = Runtime()
+        runtime.add(rr.REPLY_PRODUCER, producer)  # type: ignore[arg-type]
+        ctx = MessageContext(asked_by(request, None), 1, "g", runtime=runtime)
+        await handler.fn(request, ctx)
+        assert contexts[-1] is ctx
+    assert [r.header(HEADER_IN_REPLY_TO) for r in wiring.producer.published("replies.a")] == [
+        "call-1"]
+    assert [r.header(HEADER_IN_REPLY_TO) for r in other.published("replies.a")] == ["call-1"]

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, status
 
 from core.bases import error_responses
-from core.bases.deps import OutboxDep, SessionDep
+from core.bases.deps import SessionDep
 from core.security import require_permission
+from services.auth.deps import RbacDep
 from services.auth.schemas import (
     NAME_PATTERN,
     ClientCreate,
@@ -20,18 +21,11 @@ from services.auth.schemas import (
     UserRoles,
 )
 from services.auth.services.clients import Clients
-from services.auth.services.rbac import MANAGE, Rbac
+from services.auth.services.rbac import MANAGE
 
 router = APIRouter(prefix="/auth", tags=["rbac"],
                    dependencies=[Depends(require_permission(MANAGE))])
 RoleParam = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)]
-
-
-def get_rbac(session: SessionDep, outbox: OutboxDep) -> Rbac:
-    return Rbac(session, outbox)
-
-
-RbacDep = Annotated[Rbac, Depends(get_rbac)]
 
 
 @router.get("/roles")

@@ -5,10 +5,17 @@
 database. Both honour one contract (tests/test_throttle_contract.py).
 """
 
-from services.auth.throttle.base import FailureStore, LoginThrottle, Throttled, ThrottleUnavailable
+from services.auth.throttle.base import (
+    THROTTLE,
+    FailureStore,
+    LoginThrottle,
+    Throttled,
+    ThrottleUnavailable,
+)
 from services.auth.throttle.policy import FailureState, ThrottlePolicy, retry_after
 
 __all__ = [
+           "THROTTLE",
            "FailureState",
            "FailureStore",
            "LoginThrottle",

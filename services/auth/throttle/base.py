@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from core.bases.exceptions import AppError, TooManyRequestsError
+from core.runtime import RuntimeKey
 from services.auth.throttle.policy import (
     FailureState,
     ThrottlePolicy,
@@ -101,3 +102,7 @@ class LoginThrottle:
 
     async def close(self) -> None:
         await self.store.close()
+
+
+THROTTLE = RuntimeKey("login_throttle", LoginThrottle)
+"""The service's login throttle, over its failure store (Redis or the database)."""

@@ -124,8 +124,7 @@ async def test_the_writer_answers_each_report_for_itself(database: Database,
     """Two reports of one driver in one batch: only the newer is applied, in either order;
     a repeat of it is not; another driver's report in the batch is its own."""
     driver_id, other = await new_driver(database), await new_driver(database)
-    writer = LocationWriter()
-    writer.attach(database)
+    writer = LocationWriter(database)
     older = Report(driver_id, 1, 1, NOW)
     newer = Report(driver_id, 2, 2, NOW + timedelta(seconds=1))
     pair = [newer, older] if newer_first else [older, newer]

@@ -10,16 +10,17 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from core.app import OUTBOX_WRITER
 from core.db import migrations
 from core.db.engine import Database
 from core.messaging.event_bus import InMemoryEventBus
 from core.messaging.events import BaseEvent
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.outbox import OutboxWriter
-from core.messaging.serialization import EventRegistry
-from services.notification.contacts import ContactBook, ContactDirectory
+from services.notification.contacts import DIRECTORY, ContactBook, ContactDirectory
+from services.notification.delivery import DELIVERY
 from services.notification.events import AUTH_EVENTS, DRIVER_EVENTS, USER_EVENTS
-from services.notification.handlers import Parts, Wiring, build_handlers
+from services.notification.handlers import events, handlers
 from services.notification.main import SERVICE_DIR
 from services.notification.models import Base, Contact, Notification, outbox
 from services.notification.senders import ContactDetails
@@ -51,6 +52,10 @@ class Harness:
     users: StandInUsers
     wakes: list[int] = field(default_factory=list)
 
+    def wake(self) -> None:
+        """The delivery task's part for the handlers (`DELIVERY`): counts the wakes."""
+        self.wakes.append(1)
+
     async def publish(self, event: BaseEvent[Any]) -> None:
         await self.bus.publish(TOPICS[event.service_name], event)
 
@@ -78,15 +83,12 @@ class Harness:
 
 
 def harness(database: Database, timeout: float = 0.2) -> Harness:
-    events = EventRegistry()
-    wiring = Wiring()
-    handlers = build_handlers(wiring, events)
     bus = InMemoryEventBus(events, idempotency=DatabaseIdempotencyStore(database, Base.metadata),
                            service_name="notification")
     bus.subscribe(tuple(TOPICS.values()), handlers)
     users = StandInUsers()
     made = Harness(database, bus, users)
-    wiring.attach(Parts(outbox=OutboxWriter(Base.metadata, bus.serializer),
-                        directory=ContactDirectory(users, timeout),
-                        wake=lambda: made.wakes.append(1)))
+    bus.runtime.add(OUTBOX_WRITER, OutboxWriter(Base.metadata, bus.serializer))
+    bus.runtime.add(DIRECTORY, ContactDirectory(users, timeout))
+    bus.runtime.add(DELIVERY, made)
     return made

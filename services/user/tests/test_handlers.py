@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from core.app import OUTBOX_WRITER
 from core.cache import MemoryCache
 from core.db.engine import Database
 from core.messaging.dispatch import DEFAULT_RETRY, Outcome
@@ -18,8 +19,8 @@ from core.messaging.dlq import H_ATTEMPTS, H_ERROR
 from core.messaging.event_bus import InMemoryEventBus
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.outbox import OutboxWriter
-from core.messaging.serialization import EventRegistry
-from services.user.cache import ProfileCache
+from core.runtime import Runtime
+from services.user.cache import CACHE, ProfileCache
 from services.user.events import (
     AUTH_EVENTS,
     USER_EVENTS,
@@ -28,7 +29,7 @@ from services.user.events import (
     UserRegistered,
     UserRegisteredData,
 )
-from services.user.handlers import invalidation_handlers, registration_handlers
+from services.user.handlers import events, invalidations, registrations
 from services.user.models import Base, Profile, outbox
 from services.user.schemas import ProfilePublic
 
@@ -42,13 +43,12 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-def bus_on(db: Database) -> tuple[InMemoryEventBus, EventRegistry]:
-    events = EventRegistry()
+def bus_on(db: Database) -> InMemoryEventBus:
     bus = InMemoryEventBus(events, idempotency=DatabaseIdempotencyStore(db, Base.metadata),
                            retry=DEFAULT_RETRY)  # the consumers' policy, not the bus's own
-    writer = OutboxWriter(Base.metadata, bus.serializer)
-    bus.subscribe(AUTH_EVENTS, registration_handlers(events, writer))
-    return bus, events
+    bus.runtime.add(OUTBOX_WRITER, OutboxWriter(Base.metadata, bus.serializer))
+    bus.subscribe(AUTH_EVENTS, registrations)
+    return bus
 
 
 async def counts(db: Database) -> tuple[int, list[str]]:
@@ -64,7 +64,7 @@ def registration(user_id: str, email: str = "ada@example.com") -> UserRegistered
 
 async def test_the_same_event_twice_makes_one_profile_and_one_outbox_row(
         db: Database, caplog: pytest.LogCaptureFixture) -> None:
-    bus, _ = bus_on(db)
+    bus = bus_on(db)
     event = registration(str(uuid.uuid4()))
     await bus.publish(AUTH_EVENTS, event)
     with caplog.at_level(logging.INFO, logger="services.user.handlers"):
@@ -74,7 +74,7 @@ async def test_the_same_event_twice_makes_one_profile_and_one_outbox_row(
 
 
 async def test_a_user_with_a_profile_is_not_dead_lettered(db: Database) -> None:
-    bus, _ = bus_on(db)
+    bus = bus_on(db)
     user_id = str(uuid.uuid4())
     await bus.publish(AUTH_EVENTS, registration(user_id))
     await bus.publish(AUTH_EVENTS, registration(user_id, "again@example.com"))  # new event id
@@ -83,7 +83,7 @@ async def test_a_user_with_a_profile_is_not_dead_lettered(db: Database) -> None:
 
 
 async def test_a_registration_that_cannot_be_stored_leaves_nothing_behind(db: Database) -> None:
-    bus, _ = bus_on(db)
+    bus = bus_on(db)
     await bus.publish(AUTH_EVENTS, registration("not-a-uuid"))
     [(_, headers)] = bus.dead_letters.records
     dead = dict(headers)
@@ -92,10 +92,12 @@ async def test_a_registration_that_cannot_be_stored_leaves_nothing_behind(db: Da
 
 
 async def test_every_update_event_drops_the_cached_profile_each_time(db: Database) -> None:
-    events = EventRegistry()
-    bus = InMemoryEventBus(events, idempotency=DatabaseIdempotencyStore(db, Base.metadata))
     cache = ProfileCache(MemoryCache(), ttl=300)
-    bus.subscribe(USER_EVENTS, invalidation_handlers(events, cache))
+    runtime = Runtime()
+    runtime.add(CACHE, cache)
+    bus = InMemoryEventBus(events, idempotency=DatabaseIdempotencyStore(db, Base.metadata),
+                           runtime=runtime)
+    bus.subscribe(USER_EVENTS, invalidations)
     user_id = str(uuid.uuid4())
     loads = 0
 
