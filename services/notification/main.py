@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from core.app import Hook, ServiceRuntime, Subscription, create_service
 from core.messaging.serialization import EventRegistry
@@ -35,7 +34,6 @@ SERVICE_DIR = Path(__file__).resolve().parent
 def create_app(settings: NotificationSettings | None = None, *,
                security: Security | None = None) -> FastAPI:
     cfg = settings or NotificationSettings()
-    _make_sqlite_folder(cfg.database_url)
     events = EventRegistry()
     events.register(UserContact)  # the reply the request-reply client decodes
     wiring = Wiring()
@@ -67,9 +65,3 @@ def delivery_hook(settings: NotificationSettings, sender: NotificationSender,
             await worker.stop()
 
     return hook
-
-
-def _make_sqlite_folder(database_url: str) -> None:
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)

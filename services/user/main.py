@@ -16,7 +16,7 @@ from core.messaging.outbox import OutboxWriter
 from core.messaging.serialization import EventRegistry, EventSerializer
 from core.security import Security
 from services.user.cache import ProfileCache
-from services.user.config import UserSettings, ensure_sqlite_folder
+from services.user.config import UserSettings
 from services.user.directory import CACHE_HOOK
 from services.user.events import AUTH_EVENTS, USER_EVENTS, USER_REQUESTS
 from services.user.handlers import (
@@ -35,7 +35,6 @@ def create_app(settings: UserSettings | None = None, *,
                security: Security | None = None) -> FastAPI:
     """The user service's app; nothing runs until its lifespan starts."""
     cfg = settings or UserSettings()
-    ensure_sqlite_folder(cfg.database_url)
     events = EventRegistry()
     cache = ProfileCache(cache_backend(cfg), ttl=cfg.profile_cache_ttl)
     # The handlers' own writer (they are built before the runtime's): same table, same
