@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1,::1"
     """The proxies whose `X-Forwarded-For` this service believes (the gateway): addresses and
     networks, comma-separated, as uvicorn reads them. Loopback, where `make up` runs the
-    gateway; a container deployment names the gateway's network (the Dockerfiles ship one),
+    gateway; a container deployment names the gateway's network (the Dockerfile ships one),
     or every client behind the gateway has the gateway's address here (one login throttle
     bucket for all of them)."""
     service_url: str | None = None
