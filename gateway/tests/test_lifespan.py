@@ -4,6 +4,7 @@ watch, token-key refresh) is stopped at shutdown, the registry last."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 from gateway.config import GatewaySettings
@@ -20,14 +21,11 @@ def running() -> set[str]:
 
 
 class RecordingRegistry(FixedRegistry):
-    def __init__(self, fail_start: bool = False) -> None:
-        super().__init__({})
-        self.fail_start = fail_start
-        self.at_stop: set[str] | None = None
+    """Notes which background tasks still run when it is stopped."""
 
-    async def start(self) -> None:
-        if self.fail_start:
-            raise RuntimeError("the registry log is out of reach")
+    def __init__(self) -> None:
+        super().__init__({})
+        self.at_stop: set[str] | None = None
 
     async def stop(self) -> None:
         self.at_stop = running()
@@ -47,9 +45,9 @@ async def test_shutdown_stops_every_background_part_and_the_registry_last() -> N
         await stopping.wait()
         return {"type": "lifespan.shutdown"}
 
-    answers: list[dict[str, Any]] = []
+    answers: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         answers.append(message)
         if message["type"] == "lifespan.startup.complete":
             seen["up"] = running()
