@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image recipe for every service and the gateway; SERVICE picks which. From the repository
 # root:
 #   docker build --build-arg SERVICE=auth -t platform/auth .        (auth, user, driver,
