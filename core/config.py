@@ -19,6 +19,16 @@ from core.service_registry.dns import DEFAULT_TEMPLATE, check_template
 from core.service_registry.static import base_url, parse_static
 from core.service_registry.trust import AllowedNetworks
 
+LOCAL_DIR = ".local"
+"""Where a process keeps its local state when no setting names a place (the SQLite file),
+relative to the folder it runs in; `make up` puts its own under the same name."""
+
+
+def local_database_url(service_name: str) -> str:
+    """The default `DATABASE_URL`: `./.local/<service>.db`. `Database` creates the folder
+    (0700) and the file (0600) on first use."""
+    return f"sqlite+aiosqlite:///./{LOCAL_DIR}/{service_name}.db"
+
 
 @dataclass(frozen=True, slots=True)
 class KafkaConfig:
@@ -61,7 +71,10 @@ class Settings(BaseSettings):
     kafka_ssl_ca_location: str | None = None
     """The CA file that signed the brokers' certificates (SSL, SASL_SSL)."""
 
-    database_url: str = "sqlite+aiosqlite:///./service.db"
+    database_url: str = Field(default_factory=lambda data: local_database_url(
+        data["service_name"]))
+    """Unset: a SQLite file named after the service in `LOCAL_DIR` (`local_database_url`), so
+    a first run needs no setup and each service on one machine has its own file."""
     redis_url: str | None = None
 
     # --- security (core.security): verifying tokens, and this service's own identity ---
@@ -88,7 +101,7 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1,::1"
     """The proxies whose `X-Forwarded-For` this service believes (the gateway): addresses and
     networks, comma-separated, as uvicorn reads them. Loopback, where `make up` runs the
-    gateway; a container deployment names the gateway's network (the Dockerfiles ship one),
+    gateway; a container deployment names the gateway's network (the Dockerfile ships one),
     or every client behind the gateway has the gateway's address here (one login throttle
     bucket for all of them)."""
     service_url: str | None = None

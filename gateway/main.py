@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -138,24 +138,26 @@ def create_app(settings: GatewaySettings | None = None, *,
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await upstreams.start()
-        try:
+        """Each part's stop is on the stack as soon as it may have started anything, so
+        shutdown, or a start that fails half-way, stops them in reverse: the route watcher,
+        the upstream checks, the token keys, the client, the limiter, the registry last
+        (everything routes through it)."""
+        async with AsyncExitStack() as stack:
+            await upstreams.start()
+            stack.push_async_callback(upstreams.stop)
+            stack.push_async_callback(limiter.close)
+            stack.push_async_callback(client.aclose)
             if security is not None:
+                stack.push_async_callback(security.stop)
                 await security.start()
+            stack.push_async_callback(health.stop)
             await health.start()
+            stack.push_async_callback(watcher.stop)
             await watcher.start()
             log.info("gateway ready: %d routes, legacy upstream %s, rate limits %s",
                      len(table.get()), settings.legacy_upstream_url or "none",
                      "shared through Redis" if settings.redis_url else "in-process")
             yield
-        finally:
-            await watcher.stop()
-            await health.stop()
-            if security is not None:
-                await security.stop()
-            await client.aclose()
-            await limiter.close()
-            await upstreams.stop()
 
     own = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.tasks import cancel_and_wait
+from core.tasks import cancel_and_wait, periodically
 from gateway.config import GatewaySettings
 from gateway.route_checks import parse_rate_limit
 from gateway.route_file import RouteTableError, load_route_table
@@ -69,7 +69,11 @@ class RouteTableWatcher:
         if self._task is not None:
             raise RuntimeError("the route table watcher is already started")
         self._seen = self._signature()
-        self._task = asyncio.create_task(self._watch(), name="route-table-watcher")
+        self._task = asyncio.create_task(
+            periodically(self._look, self.poll, first="after_interval", report="streak",
+                         log=log, failed="route table watch failed",
+                         resumed="route table watched again"),
+            name="route-table-watcher")
 
     async def stop(self) -> None:
         """Stop watching (and wait for the watch to end). Safe to call twice."""
@@ -83,27 +87,26 @@ class RouteTableWatcher:
             return None
         return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll)
-            signature = self._signature()
-            if signature == self._seen:
-                self._changing = None
-                continue
-            if signature is None:
-                self._seen = self._changing = None
-                log.warning("route table %s is gone; keeping the table in force", self.path)
-                continue
-            now = time.monotonic()
-            if signature != self._changing:
-                self._changing, self._changing_since = signature, now
-                log.debug("route table %s changed; reading it once it has stayed the same "
-                          "for %gs", self.path, self.settle)
-                continue
-            if now - self._changing_since < self.settle:
-                continue
-            self._seen, self._changing = signature, None
-            self._reload()
+    async def _look(self) -> None:
+        """One look at the file: reload it once it changed and then stayed the same."""
+        signature = self._signature()
+        if signature == self._seen:
+            self._changing = None
+            return
+        if signature is None:
+            self._seen = self._changing = None
+            log.warning("route table %s is gone; keeping the table in force", self.path)
+            return
+        now = time.monotonic()
+        if signature != self._changing:
+            self._changing, self._changing_since = signature, now
+            log.debug("route table %s changed; reading it once it has stayed the same "
+                      "for %gs", self.path, self.settle)
+            return
+        if now - self._changing_since < self.settle:
+            return
+        self._seen, self._changing = signature, None
+        self._reload()
 
     def _reload(self) -> None:
         try:

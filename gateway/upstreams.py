@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from core.service_registry.base import Change, Instance, ServiceRegistry
-from core.tasks import cancel_and_wait
+from core.tasks import cancel_and_wait, periodically
 from gateway.route_table import LEGACY
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,11 @@ class HealthChecker:
             # and each is timed from when it has its turn (`_check`).
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, force_close=True))
-            self._task = asyncio.create_task(self._run(), name="gateway-health-checks")
+            # A registry hiccup must not end the checks for good: logged, next round.
+            self._task = asyncio.create_task(
+                periodically(self.check_all, self.interval, log=log,
+                             failed="upstream health checks failed"),
+                name="gateway-health-checks")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -140,14 +144,6 @@ class HealthChecker:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check_all()
-            except Exception:  # a registry hiccup must not end the checks for good
-                log.exception("upstream health checks failed")
-            await asyncio.sleep(self.interval)
 
     async def check_all(self) -> None:
         """One round: check every instance of every routed service at once."""

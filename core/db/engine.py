@@ -8,7 +8,7 @@ writers with SIGKILL), only an OS crash or power loss may drop the last commits,
 
 A SQLite file holds secrets (password hashes, refresh tokens): it is created 0600 before
 SQLite opens it, since SQLite would create it 0644 and gives its -wal and -shm files the mode
-of the database file (see `_private_sqlite_file`).
+of the database file; a folder made for it is 0700 (see `_private_sqlite_file`).
 
 A PostgreSQL connection is checked at checkout (see `_check_liveness`) instead of with
 SQLAlchemy's `pool_pre_ping`, whose asyncpg ping is three round trips (begin, select,
@@ -17,6 +17,7 @@ rollback) on every checkout: more than the two inserts of an outbox transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -40,6 +41,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
 POOL_SIZE = 15
 """Connections per process at most (SQLAlchemy's default capacity), opened as needed."""
 PING_AFTER_IDLE = 2.0
@@ -102,13 +104,17 @@ class Database:
 
 
 def _private_sqlite_file(database: str | None, query: Any) -> None:
-    """Create the database file 0600 (whatever the umask adds) if it is not there yet, and
-    take group and other access away from one an earlier version created 0644, with its WAL
-    and shared-memory files. In-memory databases and URI filenames are left to SQLite; so is
-    a missing directory (SQLite's own error says so)."""
+    """Create the database file 0600 (whatever the umask adds) if it is not there yet, in a
+    folder made 0700 if that is missing too (a first run needs no setup: the default
+    `DATABASE_URL` names a file in `.local/`), and take group and other access away from one
+    an earlier version created 0644, with its WAL and shared-memory files. In-memory databases
+    and URI filenames are left to SQLite; so is a folder that cannot be made (SQLite's own
+    error says so)."""
     if not database or database == ":memory:" or query.get("uri") or database.startswith(
             "file:"):
         return
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(database) or ".", mode=PRIVATE_DIR_MODE, exist_ok=True)
     try:
         fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:

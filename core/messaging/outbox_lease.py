@@ -9,7 +9,6 @@ monotonic deadline, so a process paused past the TTL stops publishing until it h
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from sqlalchemy import Table, func, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from core.db.engine import Database
+from core.tasks import periodically
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,10 @@ class RelayLease:
     async def keep(self, on_change: Callable[[], None]) -> None:
         """Acquire or renew every third of the TTL, forever; `on_change()` when this relay
         wins or loses the lease."""
-        while True:
+        async def renew() -> None:
             asked = time.monotonic()  # before the database stamps the expiry: errs early
             try:
                 holding = await self.acquire()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("outbox lease renewal failed")
                 holding = False
@@ -66,7 +64,9 @@ class RelayLease:
                          "holds" if holding else "lost")
                 self.holding = holding
                 on_change()
-            await asyncio.sleep(self.ttl / 3)
+
+        await periodically(renew, self.ttl / 3, log=log,
+                           failed=f"outbox relay {self.owner}: reacting to the lease failed")
 
     async def acquire(self) -> bool:
         """Take the lease if it is free or expired, or renew it if ours."""

@@ -16,13 +16,13 @@ janitor; two deleting the same topic is harmless.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 
 from core.config import KafkaConfig
 from core.messaging.kafka_client import KafkaAdmin, group_member_counts
+from core.tasks import periodically
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,6 @@ class ReplyTopicJanitor:
         return orphans
 
     async def run(self, interval: float = DEFAULT_SWEEP_INTERVAL) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.warning("reply topic sweep failed; trying again in %.0fs", interval,
-                            exc_info=True)
-            await asyncio.sleep(interval)
+        """Sweep now and every `interval` seconds until cancelled; a failed sweep is logged."""
+        await periodically(self.sweep, interval, log=log, level=logging.WARNING,
+                           failed=f"reply topic sweep failed; trying again in {interval:.0f}s")

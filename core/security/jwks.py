@@ -21,7 +21,7 @@ from jwt import PyJWK, PyJWTError
 from core.security.errors import KeysUnavailable, SecurityError
 from core.security.keys import KeyManager
 from core.security.types import VerificationKey
-from core.tasks import cancel_and_wait
+from core.tasks import cancel_and_wait, periodically
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +158,11 @@ class JwksClient:
         """Fetch once (a failure is logged, not raised) and refresh every `refresh_interval`."""
         if self._loop is None:
             await self.refresh()
-            self._loop = asyncio.create_task(self._refresh_forever(), name="jwks-refresh")
-
-    async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_interval)
-            await self.refresh()
+            self._loop = asyncio.create_task(
+                periodically(self.refresh, self.refresh_interval, first="after_interval",
+                             report="streak", log=log, failed="JWKS refresh failed",
+                             resumed="JWKS refreshing again"),
+                name="jwks-refresh")
 
     async def stop(self) -> None:
         """Stop refreshing and close the HTTP client it made; cached keys stay usable."""

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from core.service_registry.base import Change, Instance, RegistryError, ServiceRegistry
 from core.service_registry.watch import Watchers
-from core.tasks import cancel_and_wait
+from core.tasks import cancel_and_wait, periodically
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,15 @@ class DnsRegistry(ServiceRegistry):
                         url=f"{self._scheme}://{where}", started_at=0.0)
 
     async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh)
-            started = time.monotonic()
-            for service in list(self._cache):
-                await self.resolve(service)
-            log.debug("registry: refreshed %d names in %.3fs", len(self._cache),
-                      time.monotonic() - started)
+        await periodically(self._refresh, self.refresh, first="after_interval",
+                           report="streak", log=log, failed="registry: refreshing names failed",
+                           resumed="registry: refreshing names again")
+
+    async def _refresh(self) -> None:
+        started = time.monotonic()
+        for service in list(self._cache):
+            await self.resolve(service)
+        log.debug("registry: refreshed %d names in %.3fs", len(self._cache),
+                  time.monotonic() - started)
 
 

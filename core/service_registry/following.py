@@ -31,7 +31,7 @@ from core.service_registry.records import RecordError, Tombstone, decode, encode
 from core.service_registry.table import InstanceTable, PausingClock, heard_at
 from core.service_registry.trust import RecordRefused, RecordTrust
 from core.service_registry.watch import Watchers
-from core.tasks import cancel_and_wait
+from core.tasks import cancel_and_wait, periodically
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,6 @@ class LogRegistry(ServiceRegistry):
         self._caught_up = asyncio.Event()
         self._read_error: str | None = None
         self._unreadable: set[bytes | None] = set()
-        self._beat_failures = 0
         self._started = False
 
     # -- lifecycle
@@ -279,12 +278,15 @@ class LogRegistry(ServiceRegistry):
                 self._caught_up.set()
 
     async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick)
-            await self._probe()
-            self._publish()
-            if self._caught_up.is_set():
-                await self._bury()
+        await periodically(self._sweep, self.tick, first="after_interval", report="streak",
+                           log=log, failed="registry: the sweep failed",
+                           resumed="registry: sweeping again")
+
+    async def _sweep(self) -> None:
+        await self._probe()
+        self._publish()
+        if self._caught_up.is_set():
+            await self._bury()
 
     async def _probe(self) -> None:
         """Ask the log whether it is there; while it is not, the table's clock stands still
@@ -318,19 +320,11 @@ class LogRegistry(ServiceRegistry):
             self.table.remove(instance_id)
 
     async def _beat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            try:
-                await self.heartbeat()
-            except RegistryError as exc:
-                self._beat_failures += 1
-                if self._beat_failures == 1:
-                    log.warning("registry: heartbeat failed, retrying every %gs: %s",
-                                self.heartbeat_interval, exc)
-                continue
-            if self._beat_failures:
-                log.info("registry: heartbeats resumed after %d failures", self._beat_failures)
-                self._beat_failures = 0
+        await periodically(
+            self.heartbeat, self.heartbeat_interval, first="after_interval", report="streak",
+            errors=(RegistryError,), log=log, level=logging.WARNING, traceback=False,
+            failed=f"registry: heartbeat failed, retrying every {self.heartbeat_interval:g}s",
+            resumed="registry: heartbeats resumed")
 
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._tasks[name] = asyncio.create_task(work, name=f"registry-{name}")

@@ -7,15 +7,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from core.config import Settings
+from core.config import LOCAL_DIR, Settings
 from services.auth.throttle.policy import ThrottlePolicy
-
-LOCAL = Path(".local")
-
-
-def _sqlite_default() -> str:
-    LOCAL.mkdir(exist_ok=True)
-    return f"sqlite+aiosqlite:///./{LOCAL}/auth.db"
 
 
 class AuthSettings(Settings):
@@ -23,8 +16,7 @@ class AuthSettings(Settings):
 
     service_name: str = "auth"
     service_port: int = Field(default=8001, ge=1, le=65535)
-    database_url: str = Field(default_factory=_sqlite_default)
-    jwt_keys_dir: str = str(LOCAL / "auth-keys")
+    jwt_keys_dir: str = str(Path(LOCAL_DIR) / "auth-keys")
     jwt_signing_algorithm: str = "EdDSA"
     """Algorithm of keys made at first start; `rotate-keys --alg` picks another."""
     jwt_keys_reload_seconds: float = Field(default=30.0, gt=0)

@@ -13,7 +13,7 @@ from core.app import Hook, ServiceRuntime
 from core.runtime import RuntimeKey
 from core.security import FileKeyStore, KeyManager, TokenIssuer
 from core.security.errors import SecurityError
-from core.tasks import cancel_and_wait
+from core.tasks import cancel_and_wait, periodically
 from services.auth.config import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,12 @@ def keys_hook(keys: KeyManager, settings: AuthSettings) -> Hook[TokenIssuer]:
     @asynccontextmanager
     async def hook(runtime: ServiceRuntime) -> AsyncIterator[TokenIssuer]:
         await open_keys(keys)
-        task = asyncio.create_task(_maintain(keys, settings.jwt_keys_reload_seconds),
-                                   name="auth-keys")
+        # A half-written folder must not stop signing: logged, tried again next round.
+        task = asyncio.create_task(
+            periodically(lambda: _maintain(keys), settings.jwt_keys_reload_seconds,
+                         first="after_interval", log=log,
+                         failed="reloading the key folder failed; keeping the keys in memory"),
+            name="auth-keys")
         try:
             yield TokenIssuer(keys, settings.jwt_issuer)
         finally:
@@ -57,13 +61,10 @@ def keys_hook(keys: KeyManager, settings: AuthSettings) -> Hook[TokenIssuer]:
     return hook
 
 
-async def _maintain(keys: KeyManager, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await keys.reload()
-            gone = await keys.prune()
-            if gone:
-                log.info("retired keys pruned: %s", ", ".join(gone))
-        except Exception:  # a half-written folder must not stop signing: next round
-            log.exception("reloading the key folder failed; keeping the keys in memory")
+async def _maintain(keys: KeyManager) -> None:
+    """Read the folder again (another instance or `rotate-keys` may have rotated) and prune
+    retired keys."""
+    await keys.reload()
+    gone = await keys.prune()
+    if gone:
+        log.info("retired keys pruned: %s", ", ".join(gone))

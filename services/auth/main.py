@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from core.app import ServiceRuntime, create_service
 from core.security import Security, security_from_settings
-from core.tasks import cancel_and_wait
+from core.tasks import cancel_and_wait, periodically
 from services.auth.config import AuthSettings
 from services.auth.events import TOPIC, registry
 from services.auth.keys import ISSUER, key_manager, keys_hook
@@ -74,11 +74,14 @@ PRUNE_INTERVAL_SECONDS = 300.0
 async def _prune(store: DatabaseFailureStore, throttle: LoginThrottle) -> None:
     """Redis forgets a key by its TTL; the database store is told to, every few minutes."""
     keep = max(policy.ttl_seconds for policy in throttle.policies.values())
-    while True:
-        await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+
+    async def prune() -> None:
         try:
             pruned = await store.prune(time.time() - keep)
         except ThrottleUnavailable:
-            continue  # the database is away; the next round tries again
+            return  # the database is away; the next round tries again
         if pruned:
             log.info("forgot %d stale login-failure keys", pruned)
+
+    await periodically(prune, PRUNE_INTERVAL_SECONDS, first="after_interval", report="streak",
+                       log=log, failed="pruning login-failure keys failed")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from core.config import Settings
-
-LOCAL_DB = Path(".local") / "driver.db"
 
 
 class DriverSettings(Settings):
@@ -16,7 +12,6 @@ class DriverSettings(Settings):
 
     service_name: str = "driver"
     service_port: int = Field(default=8003, ge=1, le=65535)
-    database_url: str = f"sqlite+aiosqlite:///./{LOCAL_DB.as_posix()}"
 
     user_service: str = "user"
     """The name the user service is discovered by (onboarding checks the profile there)."""
@@ -31,10 +26,3 @@ class DriverSettings(Settings):
     stream_max_seconds: float = Field(default=3600.0, gt=0)
     """A stream ends after this long, or when the caller's token expires if sooner: the
     token was checked once, at the start; the client reconnects (with a fresh token)."""
-
-    @model_validator(mode="after")
-    def _local_folder(self) -> DriverSettings:
-        """The default SQLite file's folder exists (a first run in a fresh checkout)."""
-        if self.database_url.endswith(LOCAL_DB.as_posix()):
-            LOCAL_DB.parent.mkdir(parents=True, exist_ok=True)
-        return self

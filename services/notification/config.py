@@ -14,7 +14,6 @@ class NotificationSettings(Settings):
 
     service_name: str = "notification"
     service_port: int = Field(default=8004, ge=1, le=65535)
-    database_url: str = "sqlite+aiosqlite:///./.local/notification.db"
 
     notification_sender: str = "log"
     """Which `NotificationSender` delivers: `log` (the default), or `package.module:factory`,

@@ -22,7 +22,6 @@ to expire, and the row is sent again: delivery is at-least-once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -38,7 +37,7 @@ from core.bases import ConfigurationError
 from core.db.engine import Database
 from core.resilience.retry import RetryPolicy
 from core.runtime import RuntimeKey
-from core.tasks import cancel_and_wait
+from core.tasks import cancel_and_wait, periodically
 from services.notification.clock import db_now
 from services.notification.config import NotificationSettings, lease_problem
 from services.notification.models import Contact, DeliveryStatus, Notification
@@ -107,7 +106,10 @@ class DeliveryWorker:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="notification-delivery")
+            self._task = asyncio.create_task(
+                periodically(self._drain, self.policy.poll_interval, wake=self._wake, log=log,
+                             failed="notification delivery round failed; trying again later"),
+                name="notification-delivery")
 
     async def stop(self) -> None:
         """Stop at once; sends cut short keep their claim and go again after the lease."""
@@ -128,16 +130,9 @@ class DeliveryWorker:
                                for n in claimed))
         return len(claimed)
 
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                while await self.run_once() >= self.policy.batch_size:
-                    pass  # a full batch: there may be more due right now
-            except Exception:
-                log.exception("notification delivery round failed; trying again later")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.policy.poll_interval)
+    async def _drain(self) -> None:
+        while await self.run_once() >= self.policy.batch_size:
+            pass  # a full batch: there may be more due right now
 
     @property
     def _dialect(self) -> str:

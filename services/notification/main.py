@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from core.app import ServiceRuntime, Subscription, create_service
 from core.security import Security
@@ -33,7 +32,6 @@ SERVICE_DIR = Path(__file__).resolve().parent
 def create_app(settings: NotificationSettings | None = None, *,
                security: Security | None = None) -> FastAPI:
     cfg = settings or NotificationSettings()
-    _make_sqlite_folder(cfg.database_url)
     return create_service(
         cfg.service_name, metadata=Base.metadata, service_dir=SERVICE_DIR, events=events,
         routers=[router],
@@ -62,8 +60,3 @@ async def delivery(runtime: ServiceRuntime) -> AsyncIterator[DeliveryWorker]:
     finally:
         await worker.stop()
 
-
-def _make_sqlite_folder(database_url: str) -> None:
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from core.app import ServiceRuntime, Subscription, create_service
 from core.cache import cache_backend
 from core.security import Security
 from services.user.cache import CACHE, ProfileCache
-from services.user.config import UserSettings, ensure_sqlite_folder
+from services.user.config import UserSettings
 from services.user.events import AUTH_EVENTS, USER_EVENTS, USER_REQUESTS
 from services.user.handlers import contacts, events, invalidations, registrations
 from services.user.models import Base
@@ -26,7 +26,6 @@ def create_app(settings: UserSettings | None = None, *,
                security: Security | None = None) -> FastAPI:
     """The user service's app; nothing runs until its lifespan starts."""
     cfg = settings or UserSettings()
-    ensure_sqlite_folder(cfg.database_url)
     return create_service(
         "user", metadata=Base.metadata, service_dir=SERVICE_DIR, events=events,
         routers=[me, users],

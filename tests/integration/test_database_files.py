@@ -79,3 +79,17 @@ async def test_a_relative_path_and_memory_databases_work(tmp_path: Path, open_um
         await database.dispose()
     assert modes(tmp_path / "here.db") == {"here.db": "0o600"}
     assert sorted(os.listdir(tmp_path)) == ["here.db"], "no file for the memory databases"
+
+
+async def test_a_missing_folder_is_made_private(tmp_path: Path, open_umask: None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default URL's `.local/` (and any other missing folder) is made 0700, so a first
+    run needs no setup and leaves nothing readable by others."""
+    monkeypatch.chdir(tmp_path)
+    database, held = await write_and_hold("sqlite+aiosqlite:///./.local/user.db")
+    try:
+        assert oct(stat.S_IMODE((tmp_path / ".local").stat().st_mode)) == "0o700"
+        assert modes(tmp_path / ".local" / "user.db")["user.db"] == "0o600"
+    finally:
+        await held.close()
+        await database.dispose()

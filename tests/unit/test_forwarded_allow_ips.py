@@ -46,10 +46,10 @@ def test_trusting_every_peer_is_refused_in_production() -> None:
     assert settings("10.0.0.0/8", "production").forwarded_allow_ips == "10.0.0.0/8"
 
 
-def test_the_auth_image_trusts_the_container_networks_and_nothing_public() -> None:
-    dockerfile = (ROOT / "services/auth/Dockerfile").read_text()
+def test_the_images_trust_the_container_networks_and_nothing_public() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
     shipped = re.search(r"FORWARDED_ALLOW_IPS=(\S+)", dockerfile)
-    assert shipped is not None, "the auth image must say whose X-Forwarded-For it believes"
+    assert shipped is not None, "the images must say whose X-Forwarded-For it believes"
     value = shipped.group(1)
     settings(value, "production")  # valid where it counts
     networks = [ipaddress.ip_network(e) for e in value.split(",")]
