@@ -2,9 +2,9 @@
 carries ids and identity from an incoming request to the calls it makes."""
 
 from core.http.auth import Auth, CallerOrService, ForwardCaller, NoAuth, ServiceToken, TokenProvider
+from core.correlation import CORRELATION_ID_HEADER
 from core.http.client import ClientConfig, ServiceClient
 from core.http.context import (
-    CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
     RequestContext,
     RequestContextMiddleware,

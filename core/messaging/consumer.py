@@ -38,14 +38,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from core.config import KafkaConfig
 from core.messaging.dispatch import DEFAULT_RETRY, Outcome, RecordDispatcher
 from core.messaging.dlq import DeadLetterSink, KafkaDeadLetterSink, dlq_topic
 from core.messaging.exceptions import ConsumerFailedError
-from core.messaging.handlers import HandlerRegistry
+from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from core.messaging.kafka_client import (
     SESSION_TIMEOUT_MS,
@@ -82,7 +82,8 @@ class EventConsumer:
 
     Build it, `subscribe` one or more times, then `start()`; `stop()` drains and leaves the
     group. One instance is driven by one event loop. The producer (for dead letters) is
-    shared, not owned: start and stop it yourself.
+    shared, not owned: start and stop it yourself. `middleware` wraps every handler it runs,
+    outside each registry's own, the first outermost (see `core.messaging.handlers`).
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class EventConsumer:
         drain_timeout: float = 30.0,
         create_topics: bool = True,
         rejoin_after: float | None = None,
+        middleware: Sequence[HandlerMiddleware] = (),
         **kafka_overrides: Any,
     ) -> None:
         self.config = config
@@ -107,6 +109,7 @@ class EventConsumer:
         self._idempotency = idempotency or InMemoryIdempotencyStore()
         self._dead_letters = dead_letters or KafkaDeadLetterSink(producer)
         self._retry = retry
+        self._middleware = tuple(middleware)
         self._routes: dict[str, RecordDispatcher] = {}
         self._max_in_flight = max_in_flight
         self._drain_timeout = drain_timeout
@@ -156,7 +159,8 @@ class EventConsumer:
         registry = (handler if isinstance(handler, HandlerRegistry)
                     else HandlerRegistry.for_all(self.events, handler))
         dispatcher = RecordDispatcher(registry, self._idempotency, self._dead_letters,
-                                      retry=self._retry, consumer_group=self.group_id)
+                                      retry=self._retry, consumer_group=self.group_id,
+                                      middleware=self._middleware)
         for topic in [topics] if isinstance(topics, str) else topics:
             self._routes[topic] = dispatcher
 
