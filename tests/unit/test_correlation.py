@@ -4,6 +4,8 @@ none (their own win), and put on log lines."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 from core import correlation
 from core.correlation import NO_ID, Correlation, CorrelationLogFilter
@@ -53,3 +55,22 @@ def test_the_log_filter_puts_the_ids_on_every_line() -> None:
     with correlation.bound("req-1", "evt-1"):
         log_filter.filter(record)
         assert line.format(record) == "req-1 evt-1 hello"
+
+
+def test_a_served_process_logs_each_line_with_the_ids_bound_when_it_was_logged() -> None:
+    """`core.serving.configure_logging`, as `serve` calls it, in a process of its own (it sets
+    up the root logger)."""
+    script = (
+        "import logging\n"
+        "from core import correlation\n"
+        "from core.serving import configure_logging\n"
+        "configure_logging()\n"
+        "log = logging.getLogger('svc')\n"
+        "log.info('outside')\n"
+        "with correlation.bound('req-1', 'evt-1'):\n"
+        "    log.info('inside')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    lines = done.stdout.splitlines()
+    assert [line.split(" svc ", 1)[1] for line in lines] == [
+        f"[{NO_ID} {NO_ID}]: outside", "[req-1 evt-1]: inside"], done.stdout + done.stderr
