@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from typing import NamedTuple
 
 CORRELATION_ID_HEADER = "X-Correlation-ID"
 """The HTTP header that carries the correlation id between processes."""
@@ -25,8 +25,10 @@ NO_ID = "-"
 """What `CorrelationLogFilter` puts on a line logged outside any correlation."""
 
 
-@dataclass(frozen=True, slots=True)
-class Correlation:
+class Correlation(NamedTuple):
+    """The ids bound for the work in progress. A named tuple, not a frozen dataclass: the
+    consumer builds one per record, and a tuple is built in about half the time."""
+
     correlation_id: str
     """Ties together everything one user action caused."""
     causation_id: str | None = None
