@@ -24,8 +24,9 @@ dispatches to, outside the registry's; in each list the first added runs outermo
         return run
 
 Where it runs (see `dispatch.py`): once per attempt of a handler that runs, inside the inbox
-transaction (`ctx.session` is the handler's) and with the consumed event's ids bound in
-`core.correlation`; a redelivery the inbox skips never reaches it. What it raises is the
+transaction (`ctx.session` is the handler's; a `once=False` handler has none) and with the
+consumed event's ids bound in `core.correlation`; a redelivery the inbox skips never
+reaches it. What it raises is the
 handler's failure (retried, then dead-lettered); what it swallows is a success, and the inbox
 row commits.
 """
