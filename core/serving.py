@@ -21,13 +21,19 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from core.config import Settings, get_settings
+from core.correlation import CorrelationLogFilter
 from core.server_protocol import ServerLimits
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CORRELATED_LOG_FORMAT = ("%(asctime)s %(levelname)s %(name)s "
+                         "[%(correlation_id)s %(causation_id)s]: %(message)s")
+"""`LOG_FORMAT` with the correlation and causation ids (`-` where none is bound); only for
+handlers that have a `CorrelationLogFilter`, which `configure_logging` adds."""
 PROTOCOL = "core.server_protocol:BoundedHttpToolsProtocol"
 """By import path, so a worker process started by `workers > 1` finds it."""
 
-__all__ = ["LOG_FORMAT", "ServerConfig", "ServerLimits", "run", "serve"]
+__all__ = ["CORRELATED_LOG_FORMAT", "LOG_FORMAT", "ServerConfig", "ServerLimits",
+           "configure_logging", "run", "serve"]
 
 
 class ServerConfig(uvicorn.Config):
@@ -54,11 +60,20 @@ def run(app: Any, *, host: str, port: int, limits: ServerLimits | None = None,
         sys.exit(3)  # as uvicorn.run: the app did not start
 
 
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log to stdout, each line with the correlation and causation ids of the request or the
+    handled event it was logged for (`core.correlation`)."""
+    logging.basicConfig(stream=sys.stdout, level=level, format=CORRELATED_LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, CorrelationLogFilter) for f in handler.filters):
+            handler.addFilter(CorrelationLogFilter())
+
+
 def serve(factory: str, settings: Settings | None = None) -> None:
     """Serve the app `factory` ("package.module:function", no arguments) until SIGINT or
     SIGTERM, which drain it through its lifespan (deregister, consumers, relay, database)."""
     cfg = settings or get_settings()
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format=LOG_FORMAT)
+    configure_logging()
     run(factory, factory=True, host=cfg.service_host, port=cfg.service_port,
         log_level="info", access_log=False, timeout_graceful_shutdown=20,
         proxy_headers=True, forwarded_allow_ips=cfg.forwarded_allow_ips)

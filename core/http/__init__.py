@@ -1,10 +1,10 @@
 """Calling other services over HTTP by name: `ServiceClient`, with the request context that
 carries ids and identity from an incoming request to the calls it makes."""
 
+from core.correlation import CORRELATION_ID_HEADER
 from core.http.auth import Auth, CallerOrService, ForwardCaller, NoAuth, ServiceToken, TokenProvider
 from core.http.client import ClientConfig, ServiceClient
 from core.http.context import (
-    CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
     RequestContext,
     RequestContextMiddleware,

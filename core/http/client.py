@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
+from core import correlation
 from core.http import context
 from core.http.aiohttp_transport import AiohttpTransport
 from core.http.auth import Auth, NoAuth
@@ -241,11 +242,10 @@ class ServiceClient:
         method = method.upper()
         sent = list(headers.items() if isinstance(headers, Mapping) else headers or ())
         given = {name.lower() for name, _ in sent}
-        current = context.current()
+        current, ids = context.current(), correlation.current()
         request_id = current.request_id if current else context.new_id()
         extra = [(context.REQUEST_ID_HEADER, request_id),
-                 (context.CORRELATION_ID_HEADER,
-                  current.correlation_id if current else request_id)]
+                 (correlation.CORRELATION_ID_HEADER, ids.correlation_id if ids else request_id)]
         if "authorization" not in given:
             authorization = await (auth or self._auth).authorization()
             if authorization:

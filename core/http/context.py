@@ -3,8 +3,10 @@
 `RequestContextMiddleware` (a plain ASGI middleware, so it costs no extra task or body copy)
 runs for every incoming request: it keeps the caller's `X-Request-ID` and `X-Correlation-ID`
 when they are sane (at most 128 characters from a safe set), makes new ones otherwise, echoes
-both on the response and binds them, with the incoming `Authorization`, to a context variable
-for the length of the request. The service client reads them from `current()` and sends them on.
+both on the response and binds them for the length of the request: the request id, with the
+incoming `Authorization`, to this module's context variable, the correlation id to
+`core.correlation` (where the outbox, the bus and the logs read it too). The service client
+reads both and sends them on.
 
 The correlation id spans everything one user action causes (defaulting to the first request
 id); the request id names one request and is passed on as is, so the logs of every hop of a
@@ -22,8 +24,10 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import correlation
+from core.correlation import CORRELATION_ID_HEADER as CORRELATION_ID_HEADER
+
 REQUEST_ID_HEADER = "X-Request-ID"
-CORRELATION_ID_HEADER = "X-Correlation-ID"
 MAX_ID_LENGTH = 128
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:+=@/-]+")
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
@@ -33,8 +37,9 @@ _AUTHORIZATION = b"authorization"
 
 @dataclass(frozen=True, slots=True)
 class RequestContext:
+    """Who the current request is from; its correlation id is in `core.correlation`."""
+
     request_id: str
-    correlation_id: str
     authorization: str | None = field(default=None, repr=False)
     """The incoming `Authorization` header as received (kept out of reprs and logs)."""
 
@@ -49,8 +54,9 @@ def current() -> RequestContext | None:
 
 @contextmanager
 def bound(context: RequestContext) -> Iterator[RequestContext]:
-    """Make `context` current for a block: for work that is not an HTTP request (a consumer
-    handling an event can bind the event's correlation id before calling other services)."""
+    """Make `context` current for a block: for work that is not an HTTP request (a job that
+    calls other services with a token of its own). Bind a correlation id with
+    `core.correlation.bound`."""
     token = _current.set(context)
     try:
         yield context
@@ -86,7 +92,7 @@ class RequestContextMiddleware:
                 found.setdefault(name, value.decode("latin-1"))
         request_id = sane_id(found.get(_REQUEST_ID)) or new_id()
         correlation_id = sane_id(found.get(_CORRELATION_ID)) or request_id
-        context = RequestContext(request_id, correlation_id, found.get(_AUTHORIZATION))
+        context = RequestContext(request_id, found.get(_AUTHORIZATION))
         echoed = [(_REQUEST_ID, request_id.encode()), (_CORRELATION_ID, correlation_id.encode())]
 
         async def send_with_ids(message: Message) -> None:
@@ -96,7 +102,7 @@ class RequestContextMiddleware:
                 message = {**message, "headers": [*headers, *echoed]}
             await send(message)
 
-        with bound(context):
+        with bound(context), correlation.bound(correlation_id):
             await self.app(scope, receive, send_with_ids)
 
 

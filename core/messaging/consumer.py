@@ -38,14 +38,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from core.config import KafkaConfig
 from core.messaging.dispatch import DEFAULT_RETRY, Outcome, RecordDispatcher
 from core.messaging.dlq import DeadLetterSink, KafkaDeadLetterSink, dlq_topic
 from core.messaging.exceptions import ConsumerFailedError
-from core.messaging.handlers import HandlerRegistry
+from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from core.messaging.kafka_client import (
     SESSION_TIMEOUT_MS,
@@ -83,7 +83,8 @@ class EventConsumer:
 
     Build it, `subscribe` one or more times, then `start()`; `stop()` drains and leaves the
     group. One instance is driven by one event loop. The producer (for dead letters) is
-    shared, not owned: start and stop it yourself.
+    shared, not owned: start and stop it yourself. `middleware` wraps every handler it runs,
+    outside each registry's own, the first outermost (see `core.messaging.handlers`).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class EventConsumer:
         create_topics: bool = True,
         rejoin_after: float | None = None,
         runtime: Runtime | None = None,
+        middleware: Sequence[HandlerMiddleware] = (),
         **kafka_overrides: Any,
     ) -> None:
         self.config = config
@@ -111,6 +113,7 @@ class EventConsumer:
         self._retry = retry
         self.runtime = runtime if runtime is not None else Runtime()
         """The service's parts, handed to every handler as `ctx.runtime`."""
+        self._middleware = tuple(middleware)
         self._routes: dict[str, RecordDispatcher] = {}
         self._max_in_flight = max_in_flight
         self._drain_timeout = drain_timeout
@@ -161,7 +164,8 @@ class EventConsumer:
                     else HandlerRegistry.for_all(self.events, handler))
         dispatcher = RecordDispatcher(registry, self._idempotency, self._dead_letters,
                                       retry=self._retry, consumer_group=self.group_id,
-                                      runtime=self.runtime)
+                                      runtime=self.runtime,
+                                      middleware=self._middleware)
         for topic in [topics] if isinstance(topics, str) else topics:
             self._routes[topic] = dispatcher
 

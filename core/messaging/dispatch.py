@@ -18,6 +18,14 @@ and the in-memory bus both hand every record to a `RecordDispatcher`.
 - Out of attempts, the record goes to the DLQ with the error. If even the DLQ cannot take it,
   that is retried without end and logged loudly: the record is never dropped, and the
   caller does not acknowledge it until `process` returns.
+- Every attempt runs with the event's ids bound in `core.correlation`: its correlation id
+  (its own id when it has none, as `BaseEvent.caused` does) and its id as the causation id,
+  so what the handlers write to the outbox, the services they call and the lines they log
+  carry them. Unbound after the attempt.
+- Middleware (the consumer's, then the registry's; see `handlers.py`) wraps each handler
+  inside `run_once`: it sees only runs that happen, within the inbox transaction, and its
+  failures are the handler's, under the policy above. Retries, the inbox and the dead letters
+  stay outside it, decided here.
 """
 
 from __future__ import annotations
@@ -25,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from core import correlation
 from core.messaging.dlq import DeadLetterSink, dead_letter_headers
 from core.messaging.events import BaseEvent
 from core.messaging.exceptions import (
@@ -36,10 +45,10 @@ from core.messaging.exceptions import (
     StoreUnavailableError,
     UnknownEventTypeError,
 )
-from core.messaging.handlers import HandlerRegistry, NamedHandler
+from core.messaging.handlers import HandlerMiddleware, HandlerRegistry, NamedHandler
 from core.messaging.idempotency import IdempotencyStore, Work
 from core.messaging.serialization import EventSerializer, envelope_headers
-from core.messaging.types import MessageContext, Record
+from core.messaging.types import EventHandler, MessageContext, Record
 from core.resilience.retry import RetryPolicy
 from core.runtime import Runtime
 
@@ -80,10 +89,14 @@ class RecordDispatcher:
         retry: RetryPolicy = DEFAULT_RETRY,
         consumer_group: str = "",
         runtime: Runtime | None = None,
+        middleware: Sequence[HandlerMiddleware] = (),
     ) -> None:
         self.handlers = handlers
         self.runtime = runtime if runtime is not None else Runtime()
         """Handed to handlers as `ctx.runtime`."""
+        self.middleware = (*middleware, *handlers.middleware)
+        """Outermost first: the consumer's, then the registry's."""
+        self._wrapped: dict[NamedHandler, EventHandler] = {}
         self.serializer = EventSerializer(handlers.events)
         self.idempotency = idempotency
         self.dead_letters = dead_letters
@@ -151,27 +164,43 @@ class RecordDispatcher:
     ) -> list[tuple[NamedHandler, Exception]]:
         ctx: MessageContext | None = None  # built only for a handler that takes it
         failures = []
-        for handler in handlers:
-            try:
-                plain = handler.plain
-                if plain is not None:
+        middleware = self.middleware
+        ids = correlation.bind(event.correlation_id or event_id, event_id)
+        try:
+            for handler in handlers:
+                try:
+                    plain = handler.plain
+                    if plain is not None and not middleware:
+                        if handler.once:
+                            await self.idempotency.run_once(event_id, handler.name,
+                                                            _bind_plain(plain, event))
+                        else:
+                            await plain(event)
+                        continue
+                    fn = self._wrap(handler) if middleware else handler.fn
+                    if ctx is None:
+                        ctx = MessageContext(record=record, attempt=attempt,
+                                             consumer_group=self.group, runtime=self.runtime)
                     if handler.once:
                         await self.idempotency.run_once(event_id, handler.name,
-                                                        _bind_plain(plain, event))
+                                                        _bind(fn, event, ctx))
                     else:
-                        await plain(event)
-                    continue
-                if ctx is None:
-                    ctx = MessageContext(record=record, attempt=attempt,
-                                         consumer_group=self.group, runtime=self.runtime)
-                if handler.once:
-                    await self.idempotency.run_once(event_id, handler.name,
-                                                    _bind(handler, event, ctx))
-                else:
-                    await handler.fn(event, ctx)
-            except Exception as exc:
-                failures.append((handler, exc))
+                        await fn(event, ctx)
+                except Exception as exc:
+                    failures.append((handler, exc))
+        finally:
+            correlation.unbind(ids)
         return failures
+
+    def _wrap(self, handler: NamedHandler) -> EventHandler:
+        """`handler.fn` inside the middleware, composed once per handler."""
+        fn = self._wrapped.get(handler)
+        if fn is None:
+            fn = handler.fn
+            for middleware in reversed(self.middleware):
+                fn = middleware(fn, handler.name)
+            self._wrapped[handler] = fn
+        return fn
 
     async def _dead_letter(
         self, record: Record, error: BaseException, attempts: int, handlers: list[str]
@@ -210,8 +239,8 @@ def _bind_plain(fn: Callable[[BaseEvent[Any]], Awaitable[None]], event: BaseEven
     return work
 
 
-def _bind(handler: NamedHandler, event: BaseEvent[Any], ctx: MessageContext) -> Work:
+def _bind(fn: EventHandler, event: BaseEvent[Any], ctx: MessageContext) -> Work:
     def work(session: Any) -> Awaitable[None]:
-        return handler.fn(event, ctx if session is None else replace(ctx, session=session))
+        return fn(event, ctx if session is None else replace(ctx, session=session))
 
     return work

@@ -15,8 +15,8 @@ from core.config import KafkaConfig
 from core.messaging.consumer import EventConsumer, Handler
 from core.messaging.dispatch import DEFAULT_RETRY, Outcome, RecordDispatcher
 from core.messaging.dlq import InMemoryDeadLetterSink
-from core.messaging.events import BaseEvent
-from core.messaging.handlers import HandlerRegistry
+from core.messaging.events import BaseEvent, correlated
+from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from core.messaging.kafka_client import DeliveryReport, KafkaProducer
 from core.messaging.serialization import EventRegistry, EventSerializer
@@ -32,7 +32,8 @@ class EventBus(Protocol):
     Kafka), with where it was stored. Events with the same partition key are delivered to
     handlers in publish order. Delivery is at-least-once; handlers run through an idempotency
     store, so effects happen once per (event, handler). An event that does not name its
-    origin (`service_name`) is published with the bus's service name.
+    origin (`service_name`) is published with the bus's service name, one that names no
+    correlation or causation id with the current ones (`core.correlation`).
     """
 
     async def start(self) -> None: ...
@@ -58,6 +59,7 @@ class KafkaEventBus:
     topic's `<topic>.dlq` and (unless `create_topics=False`) the subscribed topics, with the
     config's partitions and replication. Topics it only publishes to are not created: make
     them with `KafkaAdmin.create_topics` (a record for a missing topic fails to publish).
+    `consumer_options` go to each `EventConsumer` (`middleware=[...]`, `max_in_flight`, ...).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class KafkaEventBus:
         self, topic: str, event: BaseEvent[Any], *, key: str | None = None,
         headers: Headers | None = None,
     ) -> DeliveryReport:
+        event = correlated(event)
         value, event_headers = self.serializer.serialize(event)
         if headers:
             event_headers.extend(headers)
@@ -109,6 +112,7 @@ class KafkaEventBus:
         serialize = self.serializer.serialize
         records = []
         for event in events:
+            event = correlated(event)
             value, headers = serialize(event)
             records.append((value, event.partition_key(), headers))
         await self.producer.produce_batch(topic, records)
@@ -145,6 +149,7 @@ class InMemoryEventBus:
         retry: RetryPolicy = IMMEDIATE_RETRY,
         service_name: str = "",
         runtime: Runtime | None = None,
+        middleware: Sequence[HandlerMiddleware] = (),
     ) -> None:
         self.events = events or EventRegistry()
         self.runtime = runtime if runtime is not None else Runtime()
@@ -152,6 +157,7 @@ class InMemoryEventBus:
         self.serializer = EventSerializer(self.events, service_name=service_name)
         self._idempotency = idempotency or InMemoryIdempotencyStore()
         self._retry = retry
+        self._middleware = tuple(middleware)
         self.dead_letters = InMemoryDeadLetterSink()
         self.published: dict[str, list[Record]] = defaultdict(list)
         self.processed: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
@@ -168,6 +174,7 @@ class InMemoryEventBus:
         self, topic: str, event: BaseEvent[Any], *, key: str | None = None,
         headers: Headers | None = None,
     ) -> DeliveryReport:
+        event = correlated(event)
         value, event_headers = self.serializer.serialize(event)
         partition_key = key if key is not None else event.partition_key()
         record = Record(
@@ -201,6 +208,7 @@ class InMemoryEventBus:
             registry = HandlerRegistry.for_all(self.events, handler)
         dispatcher = RecordDispatcher(registry, self._idempotency, self.dead_letters,
                                       retry=self._retry, consumer_group=group_id or "memory",
-                                      runtime=self.runtime)
+                                      runtime=self.runtime,
+                                      middleware=self._middleware)
         for topic in [topics] if isinstance(topics, str) else topics:
             self._routes[topic].append(dispatcher)

@@ -28,6 +28,8 @@ from pydantic import (
     field_serializer,
 )
 
+from core import correlation
+
 DataT = TypeVar("DataT")
 
 
@@ -94,6 +96,21 @@ class BaseEvent(BaseModel, Generic[DataT]):
 
 
 E = TypeVar("E", bound=BaseEvent[Any])
+
+
+def correlated(event: E) -> E:
+    """`event` with the current correlation and causation ids (`core.correlation`) filled in
+    where it names none; its own values win. The outbox writer and the buses call it before
+    serializing, so the envelope and the record headers carry the same ids."""
+    ids = correlation.current()
+    if ids is None:
+        return event
+    fill: dict[str, str] = {}
+    if event.correlation_id is None:
+        fill["correlation_id"] = ids.correlation_id
+    if event.causation_id is None and ids.causation_id is not None:
+        fill["causation_id"] = ids.causation_id
+    return event.model_copy(update=fill) if fill else event
 
 
 class DomainEvent(BaseEvent[DataT], Generic[DataT]):

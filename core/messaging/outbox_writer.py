@@ -15,7 +15,7 @@ from sqlalchemy import MetaData, insert
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.messaging.events import BaseEvent
+from core.messaging.events import BaseEvent, correlated
 from core.messaging.outbox_store import outbox_table
 from core.messaging.serialization import EventSerializer
 
@@ -29,6 +29,8 @@ class OutboxWriter:
 
     Events are encoded by `serializer`, which stamps its `service_name` on every event that
     does not name its origin (`create_service` hands in the bus's, built from SERVICE_NAME).
+    An event that names no correlation or causation id gets the current ones
+    (`core.correlation`: the HTTP request's, or the handled event's).
     """
 
     def __init__(self, metadata: MetaData, serializer: EventSerializer) -> None:
@@ -52,6 +54,7 @@ class OutboxWriter:
         *,
         key: str | None = None,
     ) -> None:
+        event = correlated(event)
         value, headers = self._serializer.serialize(event)
         await session.execute(self._insert, {
             "event_id": str(event.event_id),

@@ -43,6 +43,9 @@ class Notification(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     read_at: Mapped[datetime | None]
     source_event_id: Mapped[str] = mapped_column(String(36))
     """The event that caused it, for tracing; exactly-once is the inbox's job."""
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+    """The user action it is part of: that event's correlation id (the event's own id when it
+    names none, as its `notification.created` does); None on rows from before it was kept."""
     delivery_status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING)
     delivery_attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]

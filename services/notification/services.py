@@ -37,6 +37,7 @@ class NotificationService(BaseService[Notification, NotificationDraft, Notificat
         due = draft.contact_known
         notification = await self.repository.create({
             **draft.model_dump(exclude={"contact_known"}),
+            "correlation_id": cause.correlation_id or str(cause.event_id),  # as caused() does
             "delivery_status": DeliveryStatus.PENDING if due else DeliveryStatus.AWAITING_CONTACT,
             "next_attempt_at": utcnow() if due else None,
         })

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from core.messaging import dlq
 from core.messaging.dispatch import Outcome
 from core.messaging.event_bus import EventBus, InMemoryEventBus, KafkaEventBus
 from core.messaging.events import BaseEvent
+from core.messaging.handlers import HandlerMiddleware
 from core.messaging.kafka_client import DeliveryReport, KafkaAdmin, read_topic
 from core.messaging.serialization import EventRegistry
 from core.messaging.types import Headers, Record
@@ -56,12 +57,14 @@ class BusHarness(abc.ABC):
         return self._bus
 
     @abc.abstractmethod
-    def _build(self, events: EventRegistry, retry: RetryPolicy) -> EventBus: ...
+    def _build(self, events: EventRegistry, retry: RetryPolicy,
+               middleware: Sequence[HandlerMiddleware]) -> EventBus: ...
 
     async def open(self, handler: Any, *, retry: RetryPolicy = FAST,
-                   events: EventRegistry | None = None) -> EventBus:
+                   events: EventRegistry | None = None,
+                   middleware: Sequence[HandlerMiddleware] = ()) -> EventBus:
         """A started bus with `handler` subscribed to the topic, ready to receive."""
-        bus = self._bus = self._build(events or order_registry(), retry)
+        bus = self._bus = self._build(events or order_registry(), retry, middleware)
         bus.subscribe(self.topic, handler, group_id=self.group)
         await bus.start()
         await self._ready()
@@ -113,8 +116,10 @@ class MemoryHarness(BusHarness):
         "flight behind the caller's back for stop() to drain; stop() returns at once and "
         "leaves a running publish alone")
 
-    def _build(self, events: EventRegistry, retry: RetryPolicy) -> InMemoryEventBus:
-        return InMemoryEventBus(events, retry=retry, service_name="contract")
+    def _build(self, events: EventRegistry, retry: RetryPolicy,
+               middleware: Sequence[HandlerMiddleware]) -> InMemoryEventBus:
+        return InMemoryEventBus(events, retry=retry, service_name="contract",
+                                middleware=middleware)
 
     @property
     def memory(self) -> InMemoryEventBus:
@@ -153,8 +158,9 @@ class KafkaHarness(BusHarness):
     async def create_topic(self) -> None:
         await KafkaAdmin(self.config).create_topics([self.topic], partitions=3)
 
-    def _build(self, events: EventRegistry, retry: RetryPolicy) -> KafkaEventBus:
-        return KafkaEventBus(self.config, events, retry=retry)
+    def _build(self, events: EventRegistry, retry: RetryPolicy,
+               middleware: Sequence[HandlerMiddleware]) -> KafkaEventBus:
+        return KafkaEventBus(self.config, events, retry=retry, middleware=middleware)
 
     @property
     def kafka(self) -> KafkaEventBus:

@@ -11,17 +11,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import json
 import time
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
+from core import correlation
 from core.messaging import dlq
 from core.messaging.dispatch import Outcome
-from core.messaging.events import DomainEvent
+from core.messaging.events import BaseEvent, DomainEvent
 from core.messaging.exceptions import PermanentHandlerError
-from core.messaging.handlers import HandlerRegistry
-from core.messaging.types import HEADER_CORRELATION_ID, MessageContext
+from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
+from core.messaging.types import (
+    HEADER_CAUSATION_ID,
+    HEADER_CORRELATION_ID,
+    EventHandler,
+    MessageContext,
+)
 from core.resilience.retry import RetryPolicy
 from tests.contracts.bus_harness import HARNESSES, BusHarness, Capability
 from tests.support import OrderPlaced, order_registry, placed
@@ -55,6 +63,50 @@ async def test_a_published_event_reaches_its_handler_with_its_data_and_context(
     assert ctx.attempt == 1 and ctx.consumer_group == harness.group
     assert ctx.record.topic == harness.topic and ctx.record.key == b"o-1"
     assert ctx.correlation_id == "req-42"
+
+
+async def test_middleware_wraps_each_run_and_what_the_handler_publishes_carries_its_ids(
+    harness: BusHarness,
+) -> None:
+    log: list[tuple[str, correlation.Correlation | None]] = []
+
+    def watching(label: str) -> HandlerMiddleware:
+        def middleware(call: EventHandler, name: str) -> EventHandler:
+            async def run(event: BaseEvent[Any], ctx: MessageContext) -> None:
+                log.append((f"{label}>", correlation.current()))
+                await call(event, ctx)
+                log.append((f"<{label}", correlation.current()))
+            return run
+        return middleware
+
+    async def handle(event: OrderPlaced) -> None:
+        log.append(("handler", correlation.current()))
+        if event.data.seq == 0:  # a follow-up nobody here handles
+            await harness.bus.publish(harness.topic, OrderShipped(
+                aggregate_id=event.aggregate_id, data=ShippedData(n=1)))
+
+    await harness.open(handle, middleware=[watching("outer"), watching("inner")])
+    cause = placed("o-1").model_copy(update={"correlation_id": "req-42"})
+    await harness.publish(cause)
+    await harness.settle(lambda: len(log) == 5)
+    ids = correlation.Correlation("req-42", str(cause.event_id))
+    assert log == [("outer>", ids), ("inner>", ids), ("handler", ids), ("<inner", ids),
+                   ("<outer", ids)]
+    follow_up = await harness.settle(lambda: _follow_ups(harness))
+    assert follow_up == [("req-42", str(cause.event_id), b"req-42", str(cause.event_id).encode())]
+
+
+async def _follow_ups(harness: BusHarness) -> list[tuple[Any, ...]]:
+    """The shipped events on the topic: their ids in the envelope and in the headers."""
+    found = []
+    for record in await harness.stored():
+        if record.header("event_type") != OrderShipped.EVENT_TYPE:
+            continue
+        body = json.loads(record.value or b"{}")
+        headers = dict(record.headers)
+        found.append((body.get("correlation_id"), body.get("causation_id"),
+                      headers.get(HEADER_CORRELATION_ID), headers.get(HEADER_CAUSATION_ID)))
+    return found
 
 
 async def test_publish_returns_where_the_record_is_stored(harness: BusHarness) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from core import correlation
 from core.http import (
     ClientConfig,
     ServiceClient,
@@ -408,7 +409,7 @@ async def test_a_client_outside_a_request_makes_its_own_ids(b1: Proc) -> None:
         second = (await client.get("b", "/echo")).json()["headers"]
         assert first["x-request-id"] != second["x-request-id"]
         assert first["x-correlation-id"] == first["x-request-id"]
-        with bound(RequestContext("job-1", "corr-1", "Bearer svc")):
+        with bound(RequestContext("job-1", "Bearer svc")), correlation.bound("corr-1"):
             bound_ids = (await client.get("b", "/echo")).json()["headers"]
         assert (bound_ids["x-request-id"], bound_ids["x-correlation-id"]) == ("job-1", "corr-1")
         assert bound_ids["authorization"] is None  # NoAuth: the context's token stays put

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from core import correlation
 from core.bases.exceptions import install_exception_handlers
 from core.http import context
 from core.http.auth import CallerOrService, ForwardCaller, NoAuth, ServiceToken
@@ -231,10 +232,10 @@ def echo_app() -> FastAPI:
 
     @app.get("/ctx")
     async def ctx(request: Request) -> dict[str, Any]:
-        current = context.current()
-        assert current is not None
-        return {"request_id": current.request_id, "correlation_id": current.correlation_id,
-                "authorization": current.authorization}
+        current, ids = context.current(), correlation.current()
+        assert current is not None and ids is not None
+        return {"request_id": current.request_id, "correlation_id": ids.correlation_id,
+                "causation_id": ids.causation_id, "authorization": current.authorization}
 
     @app.get("/down")
     async def down() -> None:
@@ -259,7 +260,7 @@ async def test_the_middleware_keeps_sane_ids_echoes_and_binds_them() -> None:
         answer = await http.get("/ctx", headers={"X-Request-ID": "r-1", "X-Correlation-ID": "c-1",
                                            "Authorization": "Bearer t"})
         assert answer.json() == {"request_id": "r-1", "correlation_id": "c-1",
-                                 "authorization": "Bearer t"}
+                                 "causation_id": None, "authorization": "Bearer t"}
         assert answer.headers["x-request-id"] == "r-1"
         assert answer.headers["x-correlation-id"] == "c-1"
 
@@ -276,6 +277,7 @@ async def test_the_middleware_makes_ids_for_missing_or_unsafe_ones() -> None:
         assert unsafe.json()["request_id"] != "a b"
         assert unsafe.json()["correlation_id"] == "c-2"
         assert context.current() is None  # nothing leaks out of the request
+        assert correlation.current() is None
 
 
 async def test_the_middleware_replaces_ids_the_route_set_and_is_on_error_answers() -> None:
@@ -304,7 +306,7 @@ async def test_the_middleware_passes_lifespan_through() -> None:
 
 
 def test_the_context_repr_hides_the_token() -> None:
-    assert "secret" not in repr(RequestContext("r", "c", "Bearer secret"))
+    assert "secret" not in repr(RequestContext("r", "Bearer secret"))
 
 
 # --- identity -------------------------------------------------------------------------------
@@ -318,11 +320,11 @@ async def test_identities() -> None:
     assert await ForwardCaller().authorization() is None
     assert await ServiceToken(token).authorization() == "Bearer svc-token"
     assert await CallerOrService(token).authorization() == "Bearer svc-token"
-    with bound(RequestContext("r", "c", "Bearer user")):
+    with bound(RequestContext("r", "Bearer user")):
         assert await ForwardCaller().authorization() == "Bearer user"
         assert await CallerOrService(token).authorization() == "Bearer user"
         assert await ServiceToken(token).authorization() == "Bearer svc-token"
-    with bound(RequestContext("r", "c", None)):
+    with bound(RequestContext("r", None)):
         assert await CallerOrService(token).authorization() == "Bearer svc-token"
 
 

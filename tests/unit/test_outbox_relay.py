@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import insert, select, update
 
+from core import correlation
 from core.config import KafkaConfig
 from core.db.engine import Database
 from core.messaging.exceptions import DeliveryTimeoutError, PublishError, UnknownTopicError
@@ -31,7 +32,7 @@ from core.messaging.outbox import (
     requeue,
 )
 from core.messaging.serialization import EventSerializer
-from core.messaging.types import Record
+from core.messaging.types import HEADER_CAUSATION_ID, HEADER_CORRELATION_ID, Record
 from tests.outbox_service import accounts, create_schema, deposit, metadata, registry
 from tests.support import eventually
 from tests.unit.fake_producer import FakeProducer
@@ -130,6 +131,28 @@ async def test_state_change_and_event_commit_or_roll_back_together(db: Database)
         await writer.add(session, TOPIC, deposit("a-3", 0), key="chosen")
     assert wakeups == ["relay", "relay"]
     assert (await rows(db))[-1].key == "chosen"
+
+
+async def test_an_event_written_while_ids_are_bound_carries_them_unless_it_names_its_own(
+        db: Database) -> None:
+    """In the envelope and in the record headers alike, so tools reading either agree."""
+    own = deposit("a-2", 0).model_copy(update={"correlation_id": "mine",
+                                               "causation_id": "my-cause"})
+    async with db.transaction() as session:
+        with correlation.bound("req-1", "evt-1"):
+            await OutboxWriter(metadata, serializer).add(session, TOPIC, deposit("a-1", 0))
+            await OutboxWriter(metadata, serializer).add(session, TOPIC, own)
+        await OutboxWriter(metadata, serializer).add(session, TOPIC, deposit("a-3", 0))
+    found = []
+    for row in await rows(db):
+        headers = [(name, value.encode()) for name, value in row.headers]
+        event = serializer.deserialize(row.payload, headers)
+        found.append((event.correlation_id, event.causation_id,
+                      dict(headers).get(HEADER_CORRELATION_ID),
+                      dict(headers).get(HEADER_CAUSATION_ID)))
+    assert found == [("req-1", "evt-1", b"req-1", b"evt-1"),
+                     ("mine", "my-cause", b"mine", b"my-cause"),
+                     (None, None, None, None)]
 
 
 async def test_created_at_is_utc_whatever_the_machine_s_time_zone(

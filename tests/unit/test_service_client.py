@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from multidict import CIMultiDict
 
+from core import correlation
 from core.http import (
     ClientConfig,
     ForwardCaller,
@@ -106,7 +107,7 @@ async def test_sends_ids_identity_body_and_query() -> None:
         return "svc"
 
     client, transport = make(answering(200))
-    with bound(RequestContext("r-1", "c-1", "Bearer user")):
+    with bound(RequestContext("r-1", "Bearer user")), correlation.bound("c-1", "event-1"):
         await client.post("b", "orders", json={"n": 1}, params={"a": "x y", "b": [1, 2]},
                           idempotency_key="k-1", auth=ForwardCaller())
         await client.get("b", "/orders", auth=ServiceToken(token),

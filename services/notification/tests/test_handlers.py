@@ -54,6 +54,25 @@ async def test_a_registration_makes_one_welcome_and_its_event(h: Harness) -> Non
     assert h.users.asked == [], "a known contact needs no question"
 
 
+async def test_a_notification_keeps_the_correlation_id_of_the_event_that_caused_it(
+        h: Harness) -> None:
+    user, other = new_user(), new_user()
+    await h.add_contact(user, "ada@example.com")
+    await h.add_contact(other, "bob@example.com")
+    await h.publish(registered(user).model_copy(update={"correlation_id": "req-1"}))
+    first = registered(other)  # names none: it starts a correlation, its own id
+    await h.publish(first)
+
+    [welcome] = await h.notifications(user)
+    assert welcome.correlation_id == "req-1"
+    [unrelated] = await h.notifications(other)
+    assert unrelated.correlation_id == str(first.event_id)
+    created = {NotificationCreated.model_validate_json(row.payload).data.user_id:
+               NotificationCreated.model_validate_json(row.payload).correlation_id
+               for row in await h.outbox_rows()}
+    assert created == {user: "req-1", other: str(first.event_id)}  # the row's and its event's
+
+
 async def test_the_same_event_twice_makes_one_notification(h: Harness) -> None:
     user = new_user()
     await h.add_contact(user, "ada@example.com")
