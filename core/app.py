@@ -42,7 +42,7 @@ from core.health_check import (
 from core.http import Auth, CallerOrService, ForwardCaller, ServiceClient, install_request_context
 from core.messaging.consumer import Handler
 from core.messaging.event_bus import KafkaEventBus
-from core.messaging.handlers import HandlerRegistry
+from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter, relay_producer
@@ -161,6 +161,7 @@ def create_service(
     security: Security | None = None,
     requests: bool = False,
     hooks: Mapping[RuntimeKey[Any], Hook[Any]] | None = None,
+    middleware: Sequence[HandlerMiddleware] = (),
     **fastapi_options: Any,
 ) -> FastAPI:
     """Build the FastAPI app of service `name`.
@@ -184,7 +185,8 @@ def create_service(
     `requests=True` gives the service a request-reply client (`runtime.requests`, with its
     own reply topic); a `Subscription` whose handler is a `RequestResponder` answers requests.
     `hooks` are the service's own parts by typed key (see `Hook`), entered in order after
-    the runtime's core parts and before the consumers start.
+    the runtime's core parts and before the consumers start. `middleware` wraps every handler
+    run of its consumers (`core.messaging.handlers.HandlerMiddleware`), outside each registry's own.
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
@@ -200,7 +202,7 @@ def create_service(
                 stack.push_async_callback(security.stop)
                 await security.start()
             runtime = await _start(stack, cfg, metadata, Path(service_dir), registry,
-                                   subscriptions, topics, requests)
+                                   subscriptions, topics, requests, middleware)
             app.state.runtime = runtime
             for key, hook in (hooks or {}).items():
                 await _enter_hook(stack, runtime, key, hook)
@@ -244,6 +246,7 @@ async def _start(
     subscriptions: Sequence[Subscription],
     topics: Sequence[str],
     requests: bool = False,
+    middleware: Sequence[HandlerMiddleware] = (),
 ) -> ServiceRuntime:
     """Open each core part and register its closing on `stack`, so shutdown (or a failed
     start) closes in reverse: the instance deregisters first (callers stop coming), consumers
@@ -257,7 +260,7 @@ async def _start(
     bus = KafkaEventBus(
         settings.kafka(), events,
         idempotency=DatabaseIdempotencyStore(database, metadata) if subscriptions else None,
-        runtime=parts,
+        runtime=parts, middleware=middleware,
     )
     await _create_topics(settings, topics)
     for sub in subscriptions:

@@ -257,6 +257,15 @@ async def test_a_service_answers_requests_asks_others_and_runs_its_hooks_before_
             c.running for c in runtime.bus.consumers.values())
         seen["registered at exit"] = await runtime.registry.discover("sample")
 
+    wrapped: list[str] = []
+
+    def middleware(call: Any, name: str) -> Any:
+        async def run(event: Any, ctx: MessageContext) -> None:
+            wrapped.append(name)
+            await call(event, ctx)
+
+        return run
+
     calls = APIRouter()
 
     @calls.get("/quote")
@@ -273,7 +282,7 @@ async def test_a_service_answers_requests_asks_others_and_runs_its_hooks_before_
     app = create_service("sample", metadata=Base.metadata, service_dir=SERVICE_DIR,
                          events=events, routers=[calls], settings=settings,
                          subscriptions=[Subscription(topic, responder)], requests=True,
-                         hooks={PROBE: probe})
+                         hooks={PROBE: probe}, middleware=[middleware])
     async with app.router.lifespan_context(app):
         runtime = app.state.runtime
         await eventually(lambda: runtime.registry.discover("sample"))
@@ -289,6 +298,7 @@ async def test_a_service_answers_requests_asks_others_and_runs_its_hooks_before_
     assert seen["registered at exit"] == [], "hooks exited while still announced"
     assert seen["the responder's probe"] == {"probe": "yielded"}
     assert seen["the responder's database"] is database
+    assert len(wrapped) == 1, "the service's middleware did not wrap the responder"
 
 
 class OtherSettings(Settings):
