@@ -419,5 +419,5 @@ def _require_tables(metadata: MetaData, *, needs_inbox: bool) -> None:
     if missing:
         raise ConfigurationError(
             f"the service's metadata has no {', '.join(missing)} table: declare "
-            "outbox_table(Base.metadata), lease_table(...) and inbox_table(...) in its models, "
+            "messaging_tables(Base.metadata) (core.messaging) in its models, "
             "then make a migration")

@@ -1,0 +1,59 @@
+"""Typed events over Kafka: what a service declares, publishes and handles.
+
+The public surface (pinned by `tests/unit/test_public_api.py`): services import from here, not
+from the modules below, which may move. Tools and tests that need a module's internals import
+that module.
+"""
+
+from core.messaging.dlq import DeadLetter, DeadLetterSink, KafkaDeadLetterSink, dlq_topic
+from core.messaging.event_bus import EventBus, InMemoryEventBus, KafkaEventBus
+from core.messaging.events import BaseEvent, DomainEvent, IntegrationEvent
+from core.messaging.exceptions import (
+    ConsumerFailedError,
+    DeserializationError,
+    MessagingError,
+    PermanentHandlerError,
+    PublishError,
+    RequestTimeoutError,
+    UnknownEventTypeError,
+)
+from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
+from core.messaging.outbox import OutboxRelay, OutboxWriter
+from core.messaging.request_reply import RequestReplyClient, RequestResponder
+from core.messaging.serialization import EventRegistry, EventSerializer
+from core.messaging.tables import MessagingTables, messaging_tables
+from core.messaging.types import EventHandler, Headers, MessageContext, Record
+
+__all__ = [
+    "BaseEvent",
+    "ConsumerFailedError",
+    "DeadLetter",
+    "DeadLetterSink",
+    "DeserializationError",
+    "DomainEvent",
+    "EventBus",
+    "EventHandler",
+    "EventRegistry",
+    "EventSerializer",
+    "HandlerMiddleware",
+    "HandlerRegistry",
+    "Headers",
+    "InMemoryEventBus",
+    "IntegrationEvent",
+    "KafkaDeadLetterSink",
+    "KafkaEventBus",
+    "MessageContext",
+    "MessagingError",
+    "MessagingTables",
+    "OutboxRelay",
+    "OutboxWriter",
+    "PermanentHandlerError",
+    "PublishError",
+    "Record",
+    "RequestReplyClient",
+    "RequestResponder",
+    "RequestTimeoutError",
+    "UnknownEventTypeError",
+    "dlq_topic",
+    "messaging_tables",
+]

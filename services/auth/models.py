@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.db.models import ServiceBase, TimestampMixin, UUIDPrimaryKeyMixin
 from core.db.types import UtcDateTime
-from core.messaging.outbox import lease_table, outbox_table
+from core.messaging.tables import messaging_tables
 
 EMAIL_MAX = 254
 NAME_MAX = 64
@@ -114,5 +114,4 @@ login_failures = Table(
 )
 """Failed-login counts when there is no Redis (services.auth.throttle.database)."""
 
-outbox = outbox_table(Base.metadata)
-lease_table(Base.metadata)
+outbox = messaging_tables(Base.metadata, inbox=False).outbox

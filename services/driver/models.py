@@ -9,8 +9,7 @@ from sqlalchemy import Date, Float, ForeignKey, Integer, String, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.db.models import ServiceBase, TimestampMixin, UUIDPrimaryKeyMixin
-from core.messaging.inbox import inbox_table
-from core.messaging.outbox import lease_table, outbox_table
+from core.messaging.tables import messaging_tables
 from services.driver.geo import PRECISION
 
 
@@ -48,6 +47,4 @@ class DriverLocation(Base):
     recorded_at: Mapped[datetime]
 
 
-outbox = outbox_table(Base.metadata)
-lease_table(Base.metadata)
-inbox_table(Base.metadata)
+outbox = messaging_tables(Base.metadata).outbox

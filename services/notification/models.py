@@ -9,8 +9,7 @@ from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.db.models import ServiceBase, TimestampMixin, UUIDPrimaryKeyMixin
-from core.messaging.inbox import inbox_table
-from core.messaging.outbox import lease_table, outbox_table
+from core.messaging.tables import messaging_tables
 
 
 class Base(ServiceBase, DeclarativeBase):
@@ -71,6 +70,4 @@ class Contact(TimestampMixin, Base):
     nothing. None for a copy taken from a reply, which any profile event supersedes."""
 
 
-outbox = outbox_table(Base.metadata)
-lease_table(Base.metadata)
-inbox_table(Base.metadata)
+outbox = messaging_tables(Base.metadata).outbox

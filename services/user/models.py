@@ -9,8 +9,7 @@ from sqlalchemy import JSON, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.db.models import ServiceBase, SoftDeleteMixin, TimestampMixin
-from core.messaging.inbox import inbox_table
-from core.messaging.outbox import lease_table, outbox_table
+from core.messaging.tables import messaging_tables
 
 EMAIL_LENGTH = 320
 DISPLAY_NAME_LENGTH = 100
@@ -38,6 +37,4 @@ class Profile(TimestampMixin, SoftDeleteMixin, Base):
     """`schemas.Preferences` as JSON; replaced whole on change (JSON is not change-tracked)."""
 
 
-outbox = outbox_table(Base.metadata)
-lease_table(Base.metadata)
-inbox_table(Base.metadata)
+outbox = messaging_tables(Base.metadata).outbox

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable, Table
 
+from core.messaging import messaging_tables
 from core.messaging.inbox import inbox_table
 from core.messaging.outbox_store import lease_table, outbox_table
 
@@ -83,3 +84,19 @@ async def test_a_new_row_starts_with_no_attempts_and_ids_count_up(tmp_path: Path
         rows = (await conn.execute(select(table.c.id, table.c.attempts))).all()
     await engine.dispose()
     assert [tuple(r) for r in rows] == [(1, 0), (2, 0)]
+
+
+def test_messaging_tables_declares_the_three_once() -> None:
+    metadata = MetaData(schema="svc")
+    tables = messaging_tables(metadata)
+    assert (tables.outbox.name, tables.lease.name) == ("outbox", "outbox_lease")
+    assert tables.inbox is not None and tables.inbox.name == "inbox"
+    assert sorted(metadata.tables) == ["svc.inbox", "svc.outbox", "svc.outbox_lease"]
+    assert messaging_tables(metadata) == tables  # declared once: the same tables again
+
+
+def test_a_service_that_consumes_nothing_gets_no_inbox() -> None:
+    metadata = MetaData()
+    tables = messaging_tables(metadata, inbox=False)
+    assert tables.inbox is None
+    assert sorted(metadata.tables) == ["outbox", "outbox_lease"]
