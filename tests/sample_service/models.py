@@ -6,8 +6,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.db.models import ServiceBase, SoftDeleteMixin, TimestampMixin, UUIDPrimaryKeyMixin
-from core.messaging.inbox import inbox_table
-from core.messaging.outbox import lease_table, outbox_table
+from core.messaging import messaging_tables
 
 
 class Base(ServiceBase, DeclarativeBase):
@@ -24,6 +23,4 @@ class Widget(UUIDPrimaryKeyMixin, TimestampMixin, SoftDeleteMixin, Base):
     note: Mapped[str | None] = mapped_column(String(200))
 
 
-outbox = outbox_table(Base.metadata)
-lease_table(Base.metadata)
-inbox_table(Base.metadata)
+outbox = messaging_tables(Base.metadata).outbox
