@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +29,6 @@ from tests.integration.test_security_issuer import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import answers_ok, eventually, unique
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[3]
 USER_PERMISSIONS = ["profile:read", "profile:write", "drivers:register", "drivers:read",
                     "notifications:read"]
@@ -116,16 +115,9 @@ def driver_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def until(check: Callable[[], Awaitable[T]], timeout: float = 20.0,
-                interval: float = 0.1) -> T:
-    """`tests.support.eventually` for async checks, typed for mypy."""
-    found: T = await eventually(check, timeout=timeout, interval=interval)
-    return found
-
-
 async def start_user_standin(spawn: Spawn, port: int) -> subprocess.Popen[str]:
     proc = spawn("services.driver.tests.user_standin", str(port))
-    await until(lambda: answers_ok(f"http://127.0.0.1:{port}/_seen"), timeout=60)
+    await eventually(lambda: answers_ok(f"http://127.0.0.1:{port}/_seen"), timeout=60, interval=0.1)
     return proc
 
 

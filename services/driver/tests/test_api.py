@@ -22,9 +22,9 @@ from services.driver.tests.conftest import (
     DriverStack,
     driver_body,
     start_user_standin,
-    until,
 )
 from tests.contract import run_schemathesis
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -260,7 +260,7 @@ async def test_an_older_location_never_replaces_a_newer_one(stack: DriverStack) 
             stored = (await http.get(f"/drivers/{driver_id}/location")).json()
             return (stored["lat"], stored["lon"]) == (13, 13)
 
-        await until(latest)
+        await eventually(latest, timeout=20.0, interval=0.1)
         future = await http.put(url, json={
             "lat": 1, "lon": 1, "recorded_at": (now + timedelta(minutes=5)).isoformat()})
         assert future.status_code == 422
@@ -284,7 +284,7 @@ async def test_locations_published_straight_to_kafka_land_in_the_read_model(
                                     params={"lat": 48.8566, "lon": 2.3522, "radius_km": 1})
             return [i["driver_id"] for i in found.json()["items"]]
 
-        assert await until(nearby) == [driver_id]
+        assert await eventually(nearby, timeout=20.0, interval=0.1) == [driver_id]
         assert (await rider.get(f"/drivers/{ghost}/location")).status_code == 404
 
 
@@ -415,7 +415,7 @@ async def test_onboarding_with_the_user_service_down_is_a_clear_503(stack: Drive
             answer = await http.post("/drivers", json=driver_body())
             return answer.status_code == 201 or "already a driver" in answer.text
 
-    await until(onboards, timeout=30, interval=0.5)
+    await eventually(onboards, timeout=30, interval=0.5)
 
 
 async def test_shutdown_ends_open_streams_and_exits_cleanly(stack: DriverStack) -> None:

@@ -4,9 +4,7 @@ the module-scoped world the process tests run in."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +34,11 @@ from services.notification.senders import ContactDetails
 from services.notification.tests.kafka_support import start_at_the_end
 from services.notification.tests.recording_sender import sends
 from services.notification.tests.support import contact_reply
+from tests.helpers import eventually, unique
 from tests.integration.databases import DatabaseFactory
 from tests.integration.served import Served, serve
 from tests.integration.test_security_issuer import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
-from tests.support import unique
 
 TOPICS = {"auth": AUTH_EVENTS, "user": USER_EVENTS, "driver": DRIVER_EVENTS}
 READ = ["notifications:read"]
@@ -89,8 +87,9 @@ class World:
                 if n["kind"] == kind and status in (None, n["delivery_status"]):
                     return n
             return None
-        found_one: dict[str, Any] = await until(
-            found, timeout, f"{kind} notification for {user_id} ({status})", self.log)
+        found_one: dict[str, Any] = await eventually(
+            found, timeout, 0.1, what=f"{kind} notification for {user_id} ({status})",
+            log=self.log)
         return found_one
 
     def sent_to(self, notification_id: str) -> list[dict[str, Any]]:
@@ -105,21 +104,6 @@ class World:
     async def contact_email(self, user_id: str) -> str | None:
         async with self.database.session() as session:
             return await session.scalar(select(Contact.email).where(Contact.user_id == user_id))
-
-
-async def until(probe: Callable[[], Awaitable[Any]], timeout: float, what: str,
-                 log: Path) -> Any:
-    """`await probe()` once it is truthy; else fail with the service's log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := await probe():
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout}s; service log tail:\n{tail(log)}")
-
-
-def tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text().splitlines()[-lines:])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -20,8 +20,6 @@ from services.notification.tests.served_world import (
     WAIT,
     World,
     stand_in_users,
-    tail,
-    until,
     world,
 )
 from services.notification.tests.support import (
@@ -35,6 +33,7 @@ from services.notification.tests.support import (
     registered_by_auth,
 )
 from tests.contract import run_schemathesis
+from tests.helpers import eventually, tail
 
 __all__ = ["stand_in_users", "world"]  # fixtures
 
@@ -87,8 +86,8 @@ async def test_the_contact_copy_ignores_an_older_update(world: World) -> None:
     await world.publish(profile_created(user, "v1@example.com", at=later(0)))
     await world.publish(profile_updated(user, "v3@example.com", at=later(20)))
     await world.publish(stale)  # older than the one before it, delivered after it
-    await until(lambda: world.handled(stale, "notification.contact.updated"), WAIT,
-                 "the stale update handled", world.log)
+    await eventually(lambda: world.handled(stale, "notification.contact.updated"), WAIT, 0.1,
+                     what="the stale update handled", log=world.log)
 
     assert await world.contact_email(user) == "v3@example.com"
     await world.publish(password_changed(user))
@@ -159,7 +158,8 @@ async def test_the_caller_pages_filters_and_marks_their_own(world: World) -> Non
     await world.publish(profile_created(user, "pat@example.com"))
     for _ in range(3):
         await world.publish(password_changed(user))
-    await until(lambda: _has(world, user, 3), WAIT, "3 notifications", world.log)
+    await eventually(lambda: _has(world, user, 3), WAIT, 0.1, what="3 notifications",
+                     log=world.log)
 
     page = (await world.get(user, size=2, page=1)).json()
     assert len(page["data"]) == 2

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -37,7 +37,6 @@ from tests.integration.test_security_issuer import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import eventually, unique
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[3]
 DLQ = f"{AUTH_EVENTS}.dlq"
 EVERY_PERMISSION = ["profile:read", "profile:write", "users:read", "users:write"]
@@ -151,16 +150,10 @@ async def start_service(spawn: Callable[..., Any], issuer: IssuerProc, wire: Wir
     return Service(served, issuer, redis_url, log)
 
 
-async def arrives(check: Callable[[], Awaitable[T | None]], timeout: float = 30) -> T:
-    """`tests.support.eventually` for an async check whose None means "not yet"."""
-    found: Any = await eventually(check, timeout=timeout, interval=0.1)
-    return cast(T, found)
-
-
 async def registered(service: Service, wire: Wire, user_id: str, email: str) -> dict[str, Any]:
     """Register `user_id` through auth's topic and wait for its profile."""
     await wire.register(user_id, email)
-    return await arrives(lambda: service.profile_of(user_id))
+    return await eventually(lambda: service.profile_of(user_id), interval=0.1)
 
 
 async def settle(seconds: float = 0.5) -> None:

@@ -36,7 +36,6 @@ from services.user.tests.conftest import (
     EVERY_PERMISSION,
     Service,
     Wire,
-    arrives,
     registered,
     settle,
     start_service,
@@ -82,7 +81,7 @@ async def test_a_registration_makes_a_profile_and_publishes_profile_created(
         response = await service.call("GET", "/users/me", headers)
         return response.json()["data"] if response.status_code == 200 else None
 
-    profile = await arrives(mine)
+    profile = await eventually(mine, interval=0.1)
     assert profile["id"] == user_id and profile["email"] == email
     assert profile["display_name"] == email.split("@")[0]
     assert profile["preferences"]["notification_channels"] == ["email"]
@@ -116,7 +115,7 @@ async def test_the_same_registration_twice_makes_one_profile_and_one_event(
                                                       roles=[])))
     marker, marker_email = new_user()
     await wire.register(marker, marker_email, key=user_id)
-    await arrives(lambda: service.profile_of(marker))
+    await eventually(lambda: service.profile_of(marker), interval=0.1)
     await eventually(lambda: wire.on(USER_EVENTS, ProfileCreated, marker))
     await settle()
     assert len(wire.on(USER_EVENTS, ProfileCreated, user_id)) == 1
@@ -218,7 +217,7 @@ async def test_a_stale_cached_profile_does_not_outlive_the_update_event(
             response = await service.call("GET", "/users/me", headers)
             return response.json()["data"]["display_name"] != "stale" or None
 
-        await arrives(fresh, timeout=15)
+        await eventually(fresh, timeout=15, interval=0.1)
     finally:
         await redis.aclose()
 

@@ -1,0 +1,16 @@
+"""The test rig: one poller, shared event factories, the CLI in-process, service processes."""
+
+from tests.helpers.cli import cli
+from tests.helpers.events import (
+    OrderPlaced,
+    OrderPlacedData,
+    OrderPlacedV1,
+    OrderPlacedV1Data,
+    order_registry,
+    placed,
+    unique,
+)
+from tests.helpers.waiting import answers_ok, eventually, tail
+
+__all__ = ["OrderPlaced", "OrderPlacedData", "OrderPlacedV1", "OrderPlacedV1Data", "answers_ok",
+           "cli", "eventually", "order_registry", "placed", "tail", "unique"]
