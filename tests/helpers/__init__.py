@@ -10,7 +10,20 @@ from tests.helpers.events import (
     placed,
     unique,
 )
+from tests.helpers.issuer import IssuerProc
 from tests.helpers.waiting import answers_ok, eventually, tail
 
-__all__ = ["OrderPlaced", "OrderPlacedData", "OrderPlacedV1", "OrderPlacedV1Data", "answers_ok",
-           "cli", "eventually", "order_registry", "placed", "tail", "unique"]
+__all__ = [
+    "IssuerProc",
+    "OrderPlaced",
+    "OrderPlacedData",
+    "OrderPlacedV1",
+    "OrderPlacedV1Data",
+    "answers_ok",
+    "cli",
+    "eventually",
+    "order_registry",
+    "placed",
+    "tail",
+    "unique",
+]

@@ -1,4 +1,5 @@
-"""Event factories shared by the tests: an order event in two versions, unique names."""
+"""Event factories shared by the tests: an order event in two versions, a quote request and
+its reply, unique names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import uuid
 
 from pydantic import BaseModel
 
-from core.messaging.events import DomainEvent
+from core.messaging.events import DomainEvent, IntegrationEvent
 from core.messaging.serialization import EventRegistry
 
 
@@ -56,3 +57,23 @@ def placed(order_id: str, seq: int = 0, amount_cents: int = 100) -> OrderPlaced:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class QuoteQuery(BaseModel):
+    distance_km: float
+
+
+class QuoteAnswer(BaseModel):
+    price_cents: int
+
+
+class GetQuote(IntegrationEvent[QuoteQuery]):
+    EVENT_TYPE = "pricing.get_quote"
+
+
+class Quote(IntegrationEvent[QuoteAnswer]):
+    EVENT_TYPE = "pricing.quote"
+
+
+def priced(request: GetQuote) -> Quote:
+    return request.caused(Quote, QuoteAnswer(price_cents=int(request.data.distance_km * 150)))

@@ -24,8 +24,8 @@ from services.driver.events import (
     LocationReportedData,
     driver_events,
 )
+from tests.helpers import IssuerProc
 from tests.integration.served import Spawn, serve
-from tests.integration.test_security_issuer import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import answers_ok, eventually, unique
 
@@ -122,12 +122,10 @@ async def start_user_standin(spawn: Spawn, port: int) -> subprocess.Popen[str]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(kafka: Any, module_spawn: Spawn,
+async def stack(kafka: Any, module_spawn: Spawn, issuer: IssuerProc,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DriverStack]:
     tmp = tmp_path_factory.mktemp("driver")
-    issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp / "keys", module_spawn)
     user_port = free_port()
-    await issuer.start()
     user_proc = await start_user_standin(module_spawn, user_port)
     config = KafkaConfig(kafka.bootstrap_servers, unique("driver-test"), unique("group"))
     log = tmp / "driver.log"

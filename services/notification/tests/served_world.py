@@ -20,7 +20,6 @@ from core.messaging.event_bus import KafkaEventBus
 from core.messaging.events import BaseEvent
 from core.messaging.inbox import inbox_table
 from core.messaging.request_reply import RequestResponder
-from devinfra.process import free_port
 from services.notification.events import (
     AUTH_EVENTS,
     DRIVER_EVENTS,
@@ -34,10 +33,9 @@ from services.notification.senders import ContactDetails
 from services.notification.tests.kafka_support import start_at_the_end
 from services.notification.tests.recording_sender import sends
 from services.notification.tests.support import contact_reply
-from tests.helpers import eventually, unique
+from tests.helpers import IssuerProc, eventually, unique
 from tests.integration.databases import DatabaseFactory
 from tests.integration.served import Served, serve
-from tests.integration.test_security_issuer import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
 
 TOPICS = {"auth": AUTH_EVENTS, "user": USER_EVENTS, "driver": DRIVER_EVENTS}
@@ -107,14 +105,12 @@ class World:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(kafka: Any, postgres: Any, module_spawn: Callable[..., Any],
+async def world(kafka: Any, postgres: Any, module_spawn: Callable[..., Any], issuer: IssuerProc,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     tmp = tmp_path_factory.mktemp("notification")
     config = KafkaConfig(kafka.bootstrap_servers, unique("notification-test"), unique("group"))
     group = unique("notification")
     await start_at_the_end(config, group, TOPICS.values())
-    issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp / "keys", module_spawn)
-    await issuer.start()
     databases = DatabaseFactory("postgres", tmp, postgres)
     url = await databases.new()
     sends_file, log = tmp / "sends.jsonl", tmp / "service.log"

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import pytest_asyncio
 
 from core.config import KafkaConfig
@@ -21,7 +20,6 @@ from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.request_reply import RequestReplyClient
 from core.messaging.serialization import EventRegistry
 from core.messaging.types import MessageContext
-from devinfra.process import free_port
 from services.user.events import (
     AUTH_EVENTS,
     USER_EVENTS,
@@ -32,23 +30,14 @@ from services.user.events import (
     UserRegistered,
     UserRegisteredData,
 )
+from tests.helpers import IssuerProc
 from tests.integration.served import Served, serve
-from tests.integration.test_security_issuer import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import eventually, unique
 
 ROOT = Path(__file__).resolve().parents[3]
 DLQ = f"{AUTH_EVENTS}.dlq"
 EVERY_PERMISSION = ["profile:read", "profile:write", "users:read", "users:write"]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def issuer(module_spawn: Callable[..., Any],
-                 tmp_path_factory: pytest.TempPathFactory) -> IssuerProc:
-    proc = IssuerProc(f"http://127.0.0.1:{free_port()}",
-                      tmp_path_factory.mktemp("issuer") / "keys", module_spawn)
-    await proc.start()
-    return proc
 
 
 @dataclass
