@@ -1,4 +1,5 @@
-"""The test rig: one poller, shared event factories, the CLI in-process, service processes."""
+"""The test rig: one poller, shared event factories, the CLI in-process,
+the token issuer and services as processes."""
 
 from tests.helpers.cli import cli
 from tests.helpers.events import (
@@ -11,6 +12,7 @@ from tests.helpers.events import (
     unique,
 )
 from tests.helpers.issuer import IssuerProc
+from tests.helpers.service import ServiceProc
 from tests.helpers.waiting import answers_ok, eventually, tail
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "OrderPlacedData",
     "OrderPlacedV1",
     "OrderPlacedV1Data",
+    "ServiceProc",
     "answers_ok",
     "cli",
     "eventually",

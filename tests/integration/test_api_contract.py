@@ -16,7 +16,7 @@ from core.config import KafkaConfig
 from devinfra.process import free_port
 from tests.contract import run_schemathesis
 from tests.helpers import IssuerProc
-from tests.integration.served import Spawn, serve
+from tests.helpers.service import Spawn, serve
 from tests.sample_service.app import ROLE_HEADER
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import answers_ok, eventually

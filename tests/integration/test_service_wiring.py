@@ -13,7 +13,7 @@ import httpx
 from core.config import KafkaConfig
 from devinfra.process import free_port
 from tests.helpers import IssuerProc
-from tests.integration.served import Spawn, serve
+from tests.helpers.service import Spawn, serve
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import answers_ok, eventually
 

@@ -34,9 +34,8 @@ from services.notification.tests.kafka_support import start_at_the_end
 from services.notification.tests.recording_sender import sends
 from services.notification.tests.support import contact_reply
 from tests.helpers import IssuerProc, eventually, unique
+from tests.helpers.service import ServiceProc
 from tests.integration.databases import DatabaseFactory
-from tests.integration.served import Served, serve
-from tests.security_support import AUDIENCE, ISSUER
 
 TOPICS = {"auth": AUTH_EVENTS, "user": USER_EVENTS, "driver": DRIVER_EVENTS}
 READ = ["notifications:read"]
@@ -46,30 +45,29 @@ WAIT = 20.0
 
 @dataclass
 class World:
-    served: Served
-    issuer: IssuerProc
+    """The service under test, the test's producer and a view of its database."""
+
+    service: ServiceProc
     bus: KafkaEventBus
     database: Database
     sends_file: Path
     kafka: KafkaConfig
-    log: Path
 
     async def publish(self, event: BaseEvent[Any]) -> None:
         await self.bus.publish(TOPICS[event.service_name], event)
 
     async def token(self, user_id: str, permissions: list[str] = READ, **claims: Any) -> str:
-        return await self.issuer.issue(user_id, permissions=permissions, roles=["user"],
-                                       **claims)
+        return await self.service.token(user_id, *permissions, roles=["user"], **claims)
 
     async def get(self, user_id: str, path: str = "/notifications", **params: Any
                   ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {await self.token(user_id)}"}
-        async with httpx.AsyncClient(base_url=self.served.base_url, timeout=10) as http:
+        async with self.service.client() as http:
             return await http.get(path, params=params, headers=headers)
 
     async def post(self, path: str, token: str | None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with httpx.AsyncClient(base_url=self.served.base_url, timeout=10) as http:
+        async with self.service.client() as http:
             return await http.post(path, headers=headers)
 
     async def notifications(self, user_id: str) -> list[dict[str, Any]]:
@@ -87,7 +85,7 @@ class World:
             return None
         found_one: dict[str, Any] = await eventually(
             found, timeout, 0.1, what=f"{kind} notification for {user_id} ({status})",
-            log=self.log)
+            log=self.service.log)
         return found_one
 
     def sent_to(self, notification_id: str) -> list[dict[str, Any]]:
@@ -113,11 +111,11 @@ async def world(kafka: Any, postgres: Any, module_spawn: Callable[..., Any], iss
     await start_at_the_end(config, group, TOPICS.values())
     databases = DatabaseFactory("postgres", tmp, postgres)
     url = await databases.new()
-    sends_file, log = tmp / "sends.jsonl", tmp / "service.log"
-    served = await serve(module_spawn, "services.notification", database_url=url, kafka=config,
-                         output=log, env={
+    sends_file = tmp / "sends.jsonl"
+    service = await ServiceProc.start(
+        module_spawn, "services.notification", log=tmp / "service.log", database_url=url,
+        kafka=config, issuer=issuer, env={
         "KAFKA_CONSUMER_GROUP": group,
-        "JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
         "REGISTRY_BACKEND": "static", "REGISTRY_STATIC": "",
         "NOTIFICATION_SENDER": "services.notification.tests.recording_sender:recording",
         "RECORDING_SENDER_FILE": str(sends_file),
@@ -129,12 +127,11 @@ async def world(kafka: Any, postgres: Any, module_spawn: Callable[..., Any], iss
     await bus.producer.start()
     database = Database(url)
     try:
-        yield World(served, issuer, bus, database, sends_file, config, log)
+        yield World(service, bus, database, sends_file, config)
     finally:
         await bus.stop()
         await database.dispose()
-        served.proc.terminate()
-        served.proc.wait(30)
+        service.stop(grace=30)
         await databases.drop_all()
 
 

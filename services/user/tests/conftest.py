@@ -4,7 +4,6 @@ own (publishing as auth does, reading what the service publishes), once per modu
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +30,7 @@ from services.user.events import (
     UserRegisteredData,
 )
 from tests.helpers import IssuerProc
-from tests.integration.served import Served, serve
-from tests.security_support import AUDIENCE, ISSUER
+from tests.helpers.service import ServiceProc
 from tests.support import eventually, unique
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -87,38 +85,18 @@ async def wire(kafka: Any) -> AsyncIterator[Wire]:
 
 
 @dataclass
-class Service:
+class Service(ServiceProc):
     """The user service running as its own process, and how to call it."""
 
-    served: Served
-    issuer: IssuerProc
-    redis_url: str | None
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return self.served.base_url
-
-    async def token(self, sub: str, *permissions: str) -> dict[str, str]:
-        token = await self.issuer.issue(sub, permissions=list(permissions))
-        return {"Authorization": f"Bearer {token}"}
+    redis_url: str | None = None
 
     async def call(self, method: str, path: str, headers: dict[str, str] | None = None,
                    **kwargs: Any) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+        async with self.client() as http:
             return await http.request(method, path, headers=headers, **kwargs)
 
-    def stop(self) -> None:
-        """SIGTERM, as a deployment stops it (a clean drain), then wait."""
-        self.served.proc.terminate()
-        try:
-            self.served.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.served.proc.kill()
-            raise
-
     async def admin(self) -> dict[str, str]:
-        return await self.token(unique("admin"), *EVERY_PERMISSION)
+        return await self.bearer(unique("admin"), *EVERY_PERMISSION)
 
     async def profile_of(self, user_id: str) -> dict[str, Any] | None:
         """The profile as an admin reads it, or None while there is none."""
@@ -129,14 +107,12 @@ class Service:
 
 async def start_service(spawn: Callable[..., Any], issuer: IssuerProc, wire: Wire, tmp: Path,
                         database_url: str, redis_url: str | None = None) -> Service:
-    log = tmp / "user.log"
-    env = {"JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
-           "REGISTRY_BACKEND": "static", "REGISTRY_STATIC": ""}
+    env = {"REGISTRY_BACKEND": "static", "REGISTRY_STATIC": ""}
     if redis_url:
         env["REDIS_URL"] = redis_url
-    served = await serve(spawn, "services.user", database_url=database_url, kafka=wire.config,
-                         env=env, output=log)
-    return Service(served, issuer, redis_url, log)
+    return await Service.start(spawn, "services.user", log=tmp / "user.log",
+                               database_url=database_url, kafka=wire.config, issuer=issuer,
+                               env=env, redis_url=redis_url)
 
 
 async def registered(service: Service, wire: Wire, user_id: str, email: str) -> dict[str, Any]:
