@@ -1,7 +1,8 @@
-"""The test rig: one poller, shared event factories, the CLI in-process,
+"""The test rig: one poller, a hand-moved clock, shared event factories, the CLI in-process,
 the token issuer and services as processes."""
 
 from tests.helpers.cli import cli
+from tests.helpers.clock import Clock
 from tests.helpers.events import (
     OrderPlaced,
     OrderPlacedData,
@@ -16,6 +17,7 @@ from tests.helpers.service import ServiceProc
 from tests.helpers.waiting import answers_ok, eventually, tail
 
 __all__ = [
+    "Clock",
     "IssuerProc",
     "OrderPlaced",
     "OrderPlacedData",

@@ -30,6 +30,7 @@ from core.security import (
 )
 from core.security.keys import SigningKey
 from devinfra.process import free_port
+from tests.helpers.clock import Clock
 from tests.helpers.issuer import CLIENT_ID, CLIENT_SECRET, IssuerProc
 from tests.security_support import AUDIENCE, ISSUER, claims
 from tests.support import eventually
@@ -45,9 +46,14 @@ async def issuer(spawn: Callable[..., Any], tmp_path: Path) -> IssuerProc:
 
 
 @pytest.fixture
-async def jwks(issuer: IssuerProc) -> AsyncIterator[JwksClient]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def jwks(issuer: IssuerProc, clock: Clock) -> AsyncIterator[JwksClient]:
     client = JwksClient(issuer.jwks_url, refresh_interval=3600, min_refresh_interval=1.0,
-                        timeout=5)
+                        timeout=5, clock=clock)
     yield client
     await client.stop()
 
@@ -57,12 +63,12 @@ def verifier_of(jwks: JwksClient) -> TokenVerifier:
 
 
 async def test_a_rotation_at_the_issuer_is_picked_up_without_a_restart(
-        issuer: IssuerProc, jwks: JwksClient) -> None:
+        issuer: IssuerProc, jwks: JwksClient, clock: Clock) -> None:
     verifier = verifier_of(jwks)
     before = await issuer.issue("before")
     assert (await verifier.verify(before)).subject == "before"
     for alg in ("ES256", "RS256", "EdDSA"):
-        await asyncio.sleep(1.0)  # the verifier's min_refresh_interval
+        clock.advance(1.0)  # the verifier's min_refresh_interval
         new_kid = (await issuer.call("POST", "/rotate", params={"alg": alg}))["kid"]
         token = await issuer.issue(alg)
         assert jwt.get_unverified_header(token) == {"alg": alg, "kid": new_kid, "typ": "at+jwt"}
@@ -85,11 +91,11 @@ async def test_the_background_refresh_brings_new_keys_before_any_token(
 
 
 async def test_a_flood_of_unknown_kids_costs_the_issuer_one_fetch_per_interval(
-        issuer: IssuerProc, jwks: JwksClient) -> None:
+        issuer: IssuerProc, jwks: JwksClient, clock: Clock) -> None:
     verifier = verifier_of(jwks)
     await verifier.verify(await issuer.issue())
     assert await issuer.jwks_fetches() == 1
-    await asyncio.sleep(1.0)  # past min_refresh_interval: a miss may fetch again
+    clock.advance(1.0)  # past min_refresh_interval: a miss may fetch again
     intruder = SigningKey.generate("EdDSA", now=time.time())
     forged = [jwt.encode(claims(), intruder.private_key, algorithm="EdDSA",
                          headers={"kid": secrets.token_hex(8)}) for _ in range(500)]
@@ -105,12 +111,12 @@ async def test_a_flood_of_unknown_kids_costs_the_issuer_one_fetch_per_interval(
 
 
 async def test_with_the_issuer_away_cached_keys_keep_working(
-        issuer: IssuerProc, jwks: JwksClient) -> None:
+        issuer: IssuerProc, jwks: JwksClient, clock: Clock) -> None:
     verifier = verifier_of(jwks)
     token = await issuer.issue()
     await verifier.verify(token)
     issuer.kill()
-    await asyncio.sleep(1.0)
+    clock.advance(1.0)
     assert (await verifier.verify(token)).subject == "user-1"
     with pytest.raises(TokenRejected) as refused:  # a refresh is tried, fails, keys are kept
         await verifier.verify(jwt.encode(claims(), SigningKey.generate(
@@ -176,14 +182,6 @@ async def test_a_stalled_issuer_is_a_503_after_the_timeout_never_a_hang() -> Non
 
 
 # --- service identity against the real token endpoint -------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def token_requests(issuer: IssuerProc) -> int:
