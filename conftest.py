@@ -4,6 +4,7 @@ collected test asks for one.
 - `kafka`: one KRaft broker for the whole session.
 - `kafka_cluster`: three brokers (RF 3, min.insync.replicas 2), one per test module.
 - `postgres`, `redis`: one server each for the whole session.
+- `issuer`: one token issuer process (`tests.helpers.IssuerProc`) for the whole session.
 
 Tests may kill or stop these servers (failover tests do): before each test, any server that a
 previous test left down is restarted, so one test's crash drill never leaks into the next.
@@ -13,14 +14,16 @@ so `-m "not cluster"` deselects them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from devinfra.kafka import KafkaBroker, KafkaCluster
 from devinfra.postgres import PostgresServer
+from devinfra.process import free_port
 from devinfra.redis import RedisServer
+from tests.helpers.issuer import IssuerProc
 from tests.processes import Spawner
 
 _MARKERS: dict[str, tuple[str, ...]] = {
@@ -103,3 +106,16 @@ def module_spawn() -> Iterator[Spawner]:
     spawner = Spawner()
     yield spawner
     spawner.close(grace=15)
+
+
+@pytest.fixture(scope="session")
+async def issuer(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[IssuerProc]:
+    """The session's token issuer, shared by every service under test: issue tokens from it,
+    never kill it or rotate its keys (a test that must starts its own `IssuerProc`)."""
+    spawner = Spawner()
+    workdir = tmp_path_factory.mktemp("issuer")
+    proc = IssuerProc(f"http://127.0.0.1:{free_port()}", workdir / "keys", spawner,
+                      log=workdir / "issuer.log")
+    await proc.start()
+    yield proc
+    spawner.close()

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from devinfra.process import free_port
-from tests.integration.test_security_issuer import IssuerProc
+from tests.helpers import IssuerProc
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import eventually
 

@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from devinfra.process import free_port
 from gateway.tests.harness import Gateway, Upstream, start_issuer, static_registry
-from tests.integration.test_security_issuer import IssuerProc
+from tests.helpers import IssuerProc
 from tests.support import eventually
 
 HEAD_TIMEOUT = 1.0

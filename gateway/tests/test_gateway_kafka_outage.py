@@ -18,8 +18,8 @@ import pytest
 
 from core.config import KafkaConfig
 from gateway.tests.harness import Gateway
+from tests.helpers.service import Served, Spawn, serve
 from tests.integration.databases import DatabaseFactory
-from tests.integration.served import Served, Spawn, serve
 from tests.support import eventually, unique
 
 pytestmark = pytest.mark.kafka

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from gateway.tests.harness import Gateway, Upstream, start_issuer, static_registry
-from tests.integration.test_security_issuer import IssuerProc
+from tests.helpers import IssuerProc
 from tests.support import eventually
 
 ROUTES = """

@@ -12,7 +12,7 @@ from gateway.errors import GatewayError
 from gateway.proxy import _public_location, _public_path
 from gateway.route_table import Route
 from gateway.streams import StreamSlots
-from gateway.tests.test_routes_validation import load, refusal, route_toml
+from gateway.tests.route_files import load, refusal, route_toml
 
 UPSTREAM = "http://127.0.0.1:9101"
 

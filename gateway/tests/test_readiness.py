@@ -10,7 +10,7 @@ from gateway.config import GatewaySettings
 from gateway.middleware.rate_limit import edge_rate_limiter
 from gateway.readiness import gateway_readiness
 from gateway.route_table import Route, RouteTable
-from gateway.tests.test_upstreams_health import servers
+from gateway.tests.ready_servers import servers
 from gateway.upstreams import HealthChecker
 from tests.fixed_registry import FixedRegistry
 

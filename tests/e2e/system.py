@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -43,6 +44,15 @@ def ident(obj: Mapping[str, Any], *names: str) -> str:
         if obj.get(name) is not None:
             return str(obj[name])
     raise AssertionError(f"no {names or 'id'} in {obj!r}")
+
+
+def onboarding() -> dict[str, Any]:
+    """A driver's licence and vehicle, as a client sends them (services/README.md)."""
+    tag = uuid.uuid4().hex[:8].upper()
+    return {"licence_number": f"LIC-{tag}",
+            "licence_expiry": (date.today() + timedelta(days=400)).isoformat(),
+            "vehicle": {"make": "Toyota", "model": "Prius", "plate": f"E2E {tag[:6]}",
+                        "colour": "blue", "year": 2022}}
 
 
 @dataclass

@@ -8,23 +8,12 @@ import asyncio
 import contextlib
 import json
 import random
-import uuid
-from datetime import date, timedelta
 from typing import Any
 
-from tests.e2e.system import Account, System, eventually, ident, items, unwrap
+from tests.e2e.system import Account, System, eventually, ident, items, onboarding, unwrap
 
 KM_PER_DEGREE_LAT = 111.2
 ONLINE, OFFLINE = "available", "offline"
-
-
-def onboarding() -> dict[str, Any]:
-    """A driver's licence and vehicle, as a client sends them (services/README.md)."""
-    tag = uuid.uuid4().hex[:8].upper()
-    return {"licence_number": f"LIC-{tag}",
-            "licence_expiry": (date.today() + timedelta(days=400)).isoformat(),
-            "vehicle": {"make": "Toyota", "model": "Prius", "plate": f"E2E {tag[:6]}",
-                        "colour": "blue", "year": 2022}}
 
 
 async def become_driver(system: System) -> tuple[Account, str]:

@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import pytest_asyncio
 
-from tests.e2e.system import PASSWORD, System, eventually, ident, items, unwrap
-from tests.e2e.test_drivers import onboarding
+from tests.e2e.system import PASSWORD, System, eventually, ident, items, onboarding, unwrap
 
 
 @pytest_asyncio.fixture(loop_scope="session")

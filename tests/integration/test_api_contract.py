@@ -15,8 +15,8 @@ import pytest
 from core.config import KafkaConfig
 from devinfra.process import free_port
 from tests.contract import run_schemathesis
-from tests.integration.served import Spawn, serve
-from tests.integration.test_security_issuer import IssuerProc
+from tests.helpers import IssuerProc
+from tests.helpers.service import Spawn, serve
 from tests.sample_service.app import ROLE_HEADER
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import answers_ok, eventually
@@ -45,13 +45,12 @@ SERVICES = [
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 @pytest.mark.timeout(300)
 async def test_the_service_keeps_its_openapi_contract(
-    service: ServiceUnderTest, kafka_config: KafkaConfig, spawn: Spawn, tmp_path: Path
+    service: ServiceUnderTest, kafka_config: KafkaConfig, spawn: Spawn, issuer: IssuerProc,
+    tmp_path: Path
 ) -> None:
     log = tmp_path / f"{service.name}.log"
     env, headers = {}, dict(service.headers)
     if service.tokens:
-        issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp_path / "keys", spawn)
-        await issuer.start()
         echo_port = free_port()
         spawn("tests.integration.procs.upstream", str(echo_port), "echo")
         await eventually(lambda: answers_ok(f"http://127.0.0.1:{echo_port}/echo"), timeout=60,

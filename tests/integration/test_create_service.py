@@ -29,9 +29,9 @@ from core.messaging.request_reply import RequestResponder
 from core.messaging.serialization import EventRegistry
 from core.messaging.types import MessageContext
 from core.runtime import RuntimeKey
+from tests.helpers.events import GetQuote, Quote, QuoteQuery, priced
+from tests.helpers.service import Spawn, serve
 from tests.integration.databases import DatabaseFactory
-from tests.integration.served import Spawn, serve
-from tests.integration.test_request_reply_kafka import GetQuote, Quote, QuoteQuery, priced
 from tests.outbox_service import MoneyDeposited, deposit
 from tests.sample_service.app import AUDIT_HANDLER, SERVICE_DIR, service
 from tests.sample_service.models import Base

@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from core.config import KafkaConfig, Settings
-from core.messaging.events import IntegrationEvent
 from core.messaging.exceptions import (
     MessagingError,
     RemoteHandlerError,
@@ -24,32 +22,13 @@ from core.messaging.kafka_client import KafkaAdmin, KafkaProducer
 from core.messaging.reply_topics import ReplyTopicJanitor
 from core.messaging.request_reply import RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry
+from tests.helpers.events import GetQuote, Quote, QuoteQuery, priced
 from tests.integration.conftest import BusFactory
 from tests.support import eventually, unique
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(60)]
 
 NO_HANG = 15.0  # seconds; bounds awaits that must not block, far beyond a prompt answer
-
-
-class QuoteQuery(BaseModel):
-    distance_km: float
-
-
-class QuoteAnswer(BaseModel):
-    price_cents: int
-
-
-class GetQuote(IntegrationEvent[QuoteQuery]):
-    EVENT_TYPE = "pricing.get_quote"
-
-
-class Quote(IntegrationEvent[QuoteAnswer]):
-    EVENT_TYPE = "pricing.quote"
-
-
-def priced(request: GetQuote) -> Quote:
-    return request.caused(Quote, QuoteAnswer(price_cents=int(request.data.distance_km * 150)))
 
 
 @pytest.fixture

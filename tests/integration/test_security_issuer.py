@@ -8,7 +8,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,67 +30,30 @@ from core.security import (
 )
 from core.security.keys import SigningKey
 from devinfra.process import free_port
+from tests.helpers.clock import Clock
+from tests.helpers.issuer import CLIENT_ID, CLIENT_SECRET, IssuerProc
 from tests.security_support import AUDIENCE, ISSUER, claims
 from tests.support import eventually
-
-CLIENT_ID, CLIENT_SECRET = "driver-service", "driver-secret"
-
-
-@dataclass
-class IssuerProc:
-    url: str
-    keys_dir: Path
-    spawn: Callable[..., Any]
-    proc: Any = None
-
-    @property
-    def jwks_url(self) -> str:
-        return f"{self.url}/.well-known/jwks.json"
-
-    async def start(self) -> None:
-        port = self.url.rsplit(":", 1)[1]
-        self.proc = self.spawn("tests.integration.procs.jwt_issuer", port, env={
-            "KEYS_DIR": str(self.keys_dir), "ISSUER": ISSUER, "AUDIENCE": AUDIENCE,
-            "CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": CLIENT_SECRET, "TOKEN_TTL": "100"})
-        await eventually(self._answers, timeout=60, interval=0.2)
-
-    async def _answers(self) -> bool:
-        assert self.proc.poll() is None, "the issuer exited"
-        try:
-            async with httpx.AsyncClient() as http:
-                return (await http.get(f"{self.url}/stats")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        async with httpx.AsyncClient(base_url=self.url) as http:
-            response = await http.request(method, path, **kwargs)
-            response.raise_for_status()
-            return response.json()
-
-    async def issue(self, sub: str = "user-1", **claims: Any) -> str:
-        body = await self.call("POST", "/issue", json={"sub": sub, **claims})
-        return str(body["token"])
-
-    async def jwks_fetches(self) -> int:
-        return int((await self.call("GET", "/stats"))["jwks"])
 
 
 @pytest.fixture
 async def issuer(spawn: Callable[..., Any], tmp_path: Path) -> IssuerProc:
+    """Each test's own issuer (not the session's): these tests kill it, rotate its keys and
+    count its JWKS fetches."""
     proc = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp_path / "keys", spawn)
     await proc.start()
     return proc
 
 
 @pytest.fixture
-async def jwks(issuer: IssuerProc) -> AsyncIterator[JwksClient]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def jwks(issuer: IssuerProc, clock: Clock) -> AsyncIterator[JwksClient]:
     client = JwksClient(issuer.jwks_url, refresh_interval=3600, min_refresh_interval=1.0,
-                        timeout=5)
+                        timeout=5, clock=clock)
     yield client
     await client.stop()
 
@@ -101,12 +63,12 @@ def verifier_of(jwks: JwksClient) -> TokenVerifier:
 
 
 async def test_a_rotation_at_the_issuer_is_picked_up_without_a_restart(
-        issuer: IssuerProc, jwks: JwksClient) -> None:
+        issuer: IssuerProc, jwks: JwksClient, clock: Clock) -> None:
     verifier = verifier_of(jwks)
     before = await issuer.issue("before")
     assert (await verifier.verify(before)).subject == "before"
     for alg in ("ES256", "RS256", "EdDSA"):
-        await asyncio.sleep(1.0)  # the verifier's min_refresh_interval
+        clock.advance(1.0)  # the verifier's min_refresh_interval
         new_kid = (await issuer.call("POST", "/rotate", params={"alg": alg}))["kid"]
         token = await issuer.issue(alg)
         assert jwt.get_unverified_header(token) == {"alg": alg, "kid": new_kid, "typ": "at+jwt"}
@@ -129,11 +91,11 @@ async def test_the_background_refresh_brings_new_keys_before_any_token(
 
 
 async def test_a_flood_of_unknown_kids_costs_the_issuer_one_fetch_per_interval(
-        issuer: IssuerProc, jwks: JwksClient) -> None:
+        issuer: IssuerProc, jwks: JwksClient, clock: Clock) -> None:
     verifier = verifier_of(jwks)
     await verifier.verify(await issuer.issue())
     assert await issuer.jwks_fetches() == 1
-    await asyncio.sleep(1.0)  # past min_refresh_interval: a miss may fetch again
+    clock.advance(1.0)  # past min_refresh_interval: a miss may fetch again
     intruder = SigningKey.generate("EdDSA", now=time.time())
     forged = [jwt.encode(claims(), intruder.private_key, algorithm="EdDSA",
                          headers={"kid": secrets.token_hex(8)}) for _ in range(500)]
@@ -149,12 +111,12 @@ async def test_a_flood_of_unknown_kids_costs_the_issuer_one_fetch_per_interval(
 
 
 async def test_with_the_issuer_away_cached_keys_keep_working(
-        issuer: IssuerProc, jwks: JwksClient) -> None:
+        issuer: IssuerProc, jwks: JwksClient, clock: Clock) -> None:
     verifier = verifier_of(jwks)
     token = await issuer.issue()
     await verifier.verify(token)
     issuer.kill()
-    await asyncio.sleep(1.0)
+    clock.advance(1.0)
     assert (await verifier.verify(token)).subject == "user-1"
     with pytest.raises(TokenRejected) as refused:  # a refresh is tried, fails, keys are kept
         await verifier.verify(jwt.encode(claims(), SigningKey.generate(
@@ -220,14 +182,6 @@ async def test_a_stalled_issuer_is_a_503_after_the_timeout_never_a_hang() -> Non
 
 
 # --- service identity against the real token endpoint -------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def token_requests(issuer: IssuerProc) -> int:

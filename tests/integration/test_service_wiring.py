@@ -12,17 +12,15 @@ import httpx
 
 from core.config import KafkaConfig
 from devinfra.process import free_port
-from tests.integration.served import Spawn, serve
-from tests.integration.test_security_issuer import IssuerProc
+from tests.helpers import IssuerProc
+from tests.helpers.service import Spawn, serve
 from tests.security_support import AUDIENCE, ISSUER
 from tests.support import answers_ok, eventually
 
 
 async def test_a_service_verifies_tokens_and_calls_another_by_name_with_the_callers_identity(
-    spawn: Spawn, kafka_config: KafkaConfig, tmp_path: Path
+    spawn: Spawn, kafka_config: KafkaConfig, issuer: IssuerProc, tmp_path: Path
 ) -> None:
-    issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp_path / "keys", spawn)
-    await issuer.start()
     echo_port = free_port()
     echo = spawn("tests.integration.procs.upstream", str(echo_port), "echo-1")
     await eventually(lambda: answers_ok(f"http://127.0.0.1:{echo_port}/echo"), timeout=60,

@@ -93,9 +93,7 @@ async def rows(db: Database) -> list[Any]:
         return list((await session.execute(select(outbox).order_by(outbox.c.id))).all())
 
 
-async def soon(check: Any) -> None:
-    """Bounded: a failing test (or a mutant) ends in seconds, not 30."""
-    await eventually(check, timeout=5.0, interval=0.02)
+SOON = 5.0  # bounded: a failing test (or a mutant) ends in seconds, not 30
 
 
 def by_key(key: str) -> Any:
@@ -574,8 +572,9 @@ async def test_rows_published_longer_ago_than_the_retention_are_purged(
               metrics=metrics)
     await r.start()
     try:
-        await soon(lambda: producer.published(TOPIC) and metrics.backlogs)
-        await soon(rows_are(db, [2, 3, 4]))
+        await eventually(lambda: producer.published(TOPIC) and metrics.backlogs, timeout=SOON,
+                         interval=0.02)
+        await eventually(rows_are(db, [2, 3, 4]), timeout=SOON, interval=0.02)
     finally:
         await r.stop()
     assert seqs(producer.published(TOPIC)) == [("pending", 0)]
@@ -599,11 +598,11 @@ async def test_a_running_relay_wakes_on_commit_and_publishes(
     writer.on_commit(r.notify)
     await r.start()
     try:
-        await soon(lambda: r.holds_lease)
+        await eventually(lambda: r.holds_lease, timeout=SOON, interval=0.02)
         await asyncio.sleep(0.05)
         await write(db, ("a", None, 0), writer=writer)
-        await soon(lambda: len(producer.published(TOPIC)) == 1)
-        await soon(lambda: r.published_total == 1)
+        await eventually(lambda: len(producer.published(TOPIC)) == 1, timeout=SOON, interval=0.02)
+        await eventually(lambda: r.published_total == 1, timeout=SOON, interval=0.02)
     finally:
         await r.stop()
     assert not r.lease.holding
@@ -617,7 +616,8 @@ async def test_a_backlog_drains_batch_after_batch_without_waiting_for_the_poll(
     r = relay(db, producer, batch_size=batch_size, poll_interval=30.0, lease_ttl=0.6)
     await r.start()
     try:
-        await soon(lambda: r.published_total == 7)  # batch after batch, no 30 s poll between
+        # batch after batch, no 30 s poll between
+        await eventually(lambda: r.published_total == 7, timeout=SOON, interval=0.02)
     finally:
         await r.stop()
 
@@ -632,7 +632,7 @@ async def test_a_backlog_that_does_not_move_waits_for_the_poll(
     r = relay(db, producer, batch_size=2, ack_wait=0.02, poll_interval=30.0, lease_ttl=30.0)
     await r.start()
     try:
-        await soon(lambda: r.in_flight == 2)
+        await eventually(lambda: r.in_flight == 2, timeout=SOON, interval=0.02)
         await asyncio.sleep(0.3)
         assert len(producer.handed) == 2
     finally:
@@ -647,10 +647,10 @@ async def test_rows_committed_without_a_wake_up_are_found_by_the_poll(
     r = relay(db, producer, poll_interval=0.05, lease_ttl=30.0)
     await r.start()
     try:
-        await soon(lambda: r.holds_lease)
+        await eventually(lambda: r.holds_lease, timeout=SOON, interval=0.02)
         await asyncio.sleep(0.1)  # idle now
         await write(db, ("a", None, 0))  # a writer nobody told of this relay
-        await soon(lambda: r.published_total == 1)
+        await eventually(lambda: r.published_total == 1, timeout=SOON, interval=0.02)
     finally:
         await r.stop()
 
@@ -666,10 +666,10 @@ async def test_a_running_relay_moves_on_from_a_row_never_acknowledged(
         await r.start()
         try:
             await write(db, ("a", None, 0))
-            await soon(lambda: r.in_flight == 1)
+            await eventually(lambda: r.in_flight == 1, timeout=SOON, interval=0.02)
             await write(db, ("b", None, 0))
-            await soon(lambda: producer.keys(TOPIC) == ["b"])
-            await soon(lambda: r.published_total == 1)
+            await eventually(lambda: producer.keys(TOPIC) == ["b"], timeout=SOON, interval=0.02)
+            await eventually(lambda: r.published_total == 1, timeout=SOON, interval=0.02)
         finally:
             producer.release()
             await r.stop()
@@ -685,11 +685,11 @@ async def test_a_report_arriving_after_ack_wait_wakes_the_relay_to_record_it(
     r = relay(db, producer, ack_wait=0.02, poll_interval=30.0, lease_ttl=0.6)
     await r.start()
     try:
-        await soon(lambda: r.in_flight == 1)
+        await eventually(lambda: r.in_flight == 1, timeout=SOON, interval=0.02)
         await asyncio.sleep(0.1)  # ack_wait is over: the relay idles, for 30 s
         producer.release()
-        await soon(lambda: r.published_total == 1)
-        await soon(rows_are_sent(db, [True]))
+        await eventually(lambda: r.published_total == 1, timeout=SOON, interval=0.02)
+        await eventually(rows_are_sent(db, [True]), timeout=SOON, interval=0.02)
     finally:
         await r.stop()
 
@@ -707,7 +707,7 @@ async def test_housekeeping_runs_once_per_interval_not_on_every_poll(
     r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6, metrics=metrics)
     await r.start()
     try:
-        await soon(lambda: metrics.backlogs)
+        await eventually(lambda: metrics.backlogs, timeout=SOON, interval=0.02)
         await asyncio.sleep(0.4)  # some twenty polls
         assert metrics.backlogs == [0]  # the next is due 5 s after the first
     finally:
@@ -720,15 +720,15 @@ async def test_one_relay_publishes_at_a_time_and_another_takes_over_when_it_stop
     first = relay(db, producer, owner="first", poll_interval=0.05, lease_ttl=0.6)
     second = relay(db, producer, owner="second", poll_interval=0.05, lease_ttl=0.6)
     await first.start()
-    await soon(lambda: first.holds_lease)
+    await eventually(lambda: first.holds_lease, timeout=SOON, interval=0.02)
     await second.start()
     try:
         await write(db, ("a", None, 0))
-        await soon(lambda: first.published_total == 1)
+        await eventually(lambda: first.published_total == 1, timeout=SOON, interval=0.02)
         assert not second.lease.holding and second.published_total == 0
         await first.stop()
         await write(db, ("a", None, 1))
-        await soon(lambda: second.published_total == 1)
+        await eventually(lambda: second.published_total == 1, timeout=SOON, interval=0.02)
     finally:
         await first.stop()
         await second.stop()
@@ -742,10 +742,10 @@ async def test_a_lapsed_lease_stops_publishing_but_acknowledgements_are_still_re
     r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6)
     await r.start()
     try:
-        await soon(lambda: r.holds_lease)
+        await eventually(lambda: r.holds_lease, timeout=SOON, interval=0.02)
         producer.hold()
         await write(db, ("a", None, 0))
-        await soon(lambda: r.in_flight == 1)
+        await eventually(lambda: r.in_flight == 1, timeout=SOON, interval=0.02)
         lease = metadata.tables["outbox_lease"]
         async with db.transaction() as session:  # another relay took it while we were paused
             await session.execute(update(lease).values(
@@ -754,8 +754,8 @@ async def test_a_lapsed_lease_stops_publishing_but_acknowledgements_are_still_re
         assert not r.holds_lease
         await write(db, ("b", None, 0))
         producer.release()
-        await soon(lambda: r.published_total == 1)
-        await soon(lambda: not r.lease.holding)
+        await eventually(lambda: r.published_total == 1, timeout=SOON, interval=0.02)
+        await eventually(lambda: not r.lease.holding, timeout=SOON, interval=0.02)
         await asyncio.sleep(0.2)
         assert [x.key for x in producer.handed] == [b"a"]
         assert [row.published_at is not None for row in await rows(db)] == [True, False]
@@ -811,7 +811,7 @@ async def test_an_idle_relay_stops_at_once_not_after_its_drain_timeout(
 ) -> None:
     r = relay(db, producer, poll_interval=30.0, lease_ttl=0.6, drain_timeout=30.0)
     await r.start()
-    await soon(lambda: r.holds_lease)
+    await eventually(lambda: r.holds_lease, timeout=SOON, interval=0.02)
     await asyncio.wait_for(r.stop(), 5)  # generous; the drain timeout is 30 s
 
 
@@ -823,7 +823,7 @@ async def test_stop_drains_acknowledgements_that_arrive_within_its_timeout(
               drain_timeout=0.9)  # under a second: the drain must wait, not spin
     producer.hold()
     await r.start()
-    await soon(lambda: r.in_flight == 2)
+    await eventually(lambda: r.in_flight == 2, timeout=SOON, interval=0.02)
     stopping = asyncio.create_task(r.stop())
     await asyncio.sleep(0.1)
     assert not stopping.done()  # waiting for the acknowledgements
@@ -844,7 +844,7 @@ async def test_stop_gives_up_after_its_drain_timeout_and_hands_the_lease_back(
               drain_timeout=0.2)
     producer.hold()
     await r.start()
-    await soon(lambda: r.in_flight == 1)
+    await eventually(lambda: r.in_flight == 1, timeout=SOON, interval=0.02)
     await asyncio.wait_for(r.stop(), 5)
     assert r.in_flight == 0
     assert (await rows(db))[0].published_at is None  # published again by the next relay
@@ -872,7 +872,7 @@ async def test_a_cancelled_stop_is_re_raised_and_leaves_the_lease_to_expire(
               drain_timeout=30.0)
     producer.hold()
     await r.start()
-    await soon(lambda: r.in_flight == 1)
+    await eventually(lambda: r.in_flight == 1, timeout=SOON, interval=0.02)
     lease_keeper = r._tasks[0]
     stopping = asyncio.create_task(r.stop())
     await asyncio.sleep(0.05)
@@ -890,7 +890,7 @@ async def test_a_relay_stuck_on_its_database_is_cut_short_by_stop(
 ) -> None:
     r = relay(db, producer, poll_interval=0.02, lease_ttl=0.6, drain_timeout=0.2)
     await r.start()
-    await soon(lambda: r.holds_lease)
+    await eventually(lambda: r.holds_lease, timeout=SOON, interval=0.02)
     stuck = asyncio.Event()
 
     async def pending(limit: int) -> Any:
@@ -921,7 +921,7 @@ async def test_a_failing_batch_is_retried(
     with caplog.at_level(logging.ERROR, "core.messaging.outbox"):
         await r.start()
         try:
-            await soon(lambda: r.published_total == 1)
+            await eventually(lambda: r.published_total == 1, timeout=SOON, interval=0.02)
         finally:
             await r.stop()
     [failed] = caplog.records  # once, naming the relay, with the error

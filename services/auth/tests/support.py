@@ -8,14 +8,13 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from core.config import KafkaConfig
-from tests.integration.served import Served, serve
+from tests.helpers.service import ServiceProc
 from tests.processes import Spawner
 from tests.support import unique
 
@@ -25,17 +24,8 @@ FAST_ARGON2 = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024"}
 PASSWORD = "correct-Horse-7"
 
 
-@dataclass
-class AuthProc:
-    """A running auth service and the environment its commands share with it."""
-
-    served: Served
-    env: dict[str, str]
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return self.served.base_url
+class AuthProc(ServiceProc):
+    """A running auth service; `env` is what its commands share with it."""
 
     def cli(self, *args: str, stdin: str | None = None,
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -43,9 +33,6 @@ class AuthProc:
             [sys.executable, "-m", "services.auth.cli", *args], cwd=ROOT, input=stdin,
             env={**os.environ, **self.env, **(env or {}), "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, timeout=60, check=False)
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=10)
 
 
 @asynccontextmanager
@@ -62,13 +49,11 @@ async def running_auth(workdir: Path, kafka: Any, *, database_url: str | None = 
         **(env or {}),
     }
     spawner = Spawner()
-    log = workdir / "auth.log"
     try:
-        served = await serve(spawner, "services.auth", database_url=shared["DATABASE_URL"],
-                             kafka=KafkaConfig(kafka.bootstrap_servers, unique("auth"),
-                                               unique("auth")),
-                             env=shared, output=log)
-        yield AuthProc(served, shared, log)
+        yield await AuthProc.start(
+            spawner, "services.auth", log=workdir / "auth.log",
+            database_url=shared["DATABASE_URL"], env=shared,
+            kafka=KafkaConfig(kafka.bootstrap_servers, unique("auth"), unique("auth")))
     finally:
         spawner.close(grace=10)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -24,12 +24,10 @@ from services.driver.events import (
     LocationReportedData,
     driver_events,
 )
-from tests.integration.served import Spawn, serve
-from tests.integration.test_security_issuer import IssuerProc
-from tests.security_support import AUDIENCE, ISSUER
+from tests.helpers import IssuerProc
+from tests.helpers.service import ServiceProc, Spawn
 from tests.support import answers_ok, eventually, unique
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[3]
 USER_PERMISSIONS = ["profile:read", "profile:write", "drivers:register", "drivers:read",
                     "notifications:read"]
@@ -42,13 +40,10 @@ ADMIN_PERMISSIONS = [*USER_PERMISSIONS, "users:read", "users:write", "drivers:wr
 class DriverStack:
     """The service under test and its neighbours."""
 
-    base_url: str
-    issuer: IssuerProc
+    service: ServiceProc
     user_url: str
     user_port: int
     kafka: KafkaConfig
-    log: Path
-    proc: subprocess.Popen[str]
     spawn: Spawn
     user_proc: subprocess.Popen[str]
     bus: KafkaEventBus | None = None
@@ -60,7 +55,7 @@ class DriverStack:
         perms = tuple(USER_PERMISSIONS if permissions is None else permissions)
         key = (sub, perms)
         if key not in self._tokens:
-            self._tokens[key] = await self.issuer.issue(sub, permissions=list(perms))
+            self._tokens[key] = await self.service.token(sub, *perms)
         return self._tokens[key]
 
     async def client(self, sub: str | None = None,
@@ -68,11 +63,10 @@ class DriverStack:
         headers = {}
         if sub is not None:
             headers["Authorization"] = f"Bearer {await self.token(sub, permissions)}"
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=15)
+        return self.service.client(headers, timeout=15)
 
     def client_with(self, token: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, timeout=15,
-                                 headers={"Authorization": f"Bearer {token}"})
+        return self.service.client({"Authorization": f"Bearer {token}"}, timeout=15)
 
     async def add_profile(self, user_id: str) -> None:
         async with httpx.AsyncClient() as http:
@@ -116,38 +110,27 @@ def driver_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def until(check: Callable[[], Awaitable[T]], timeout: float = 20.0,
-                interval: float = 0.1) -> T:
-    """`tests.support.eventually` for async checks, typed for mypy."""
-    found: T = await eventually(check, timeout=timeout, interval=interval)
-    return found
-
-
 async def start_user_standin(spawn: Spawn, port: int) -> subprocess.Popen[str]:
     proc = spawn("services.driver.tests.user_standin", str(port))
-    await until(lambda: answers_ok(f"http://127.0.0.1:{port}/_seen"), timeout=60)
+    await eventually(lambda: answers_ok(f"http://127.0.0.1:{port}/_seen"), timeout=60, interval=0.1)
     return proc
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(kafka: Any, module_spawn: Spawn,
+async def stack(kafka: Any, module_spawn: Spawn, issuer: IssuerProc,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DriverStack]:
     tmp = tmp_path_factory.mktemp("driver")
-    issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp / "keys", module_spawn)
     user_port = free_port()
-    await issuer.start()
     user_proc = await start_user_standin(module_spawn, user_port)
     config = KafkaConfig(kafka.bootstrap_servers, unique("driver-test"), unique("group"))
-    log = tmp / "driver.log"
-    served = await serve(
-        module_spawn, "services.driver", kafka=config, output=log,
+    service = await ServiceProc.start(
+        module_spawn, "services.driver", log=tmp / "driver.log", kafka=config, issuer=issuer,
         database_url=f"sqlite+aiosqlite:///{tmp / 'driver.db'}",
-        env={"JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
-             "REGISTRY_BACKEND": "static",
+        env={"REGISTRY_BACKEND": "static",
              "REGISTRY_STATIC": f"user=http://127.0.0.1:{user_port}",
              "USER_CALL_TIMEOUT": "1", "STREAM_MAX_SECONDS": "8"})
-    stack = DriverStack(served.base_url, issuer, f"http://127.0.0.1:{user_port}", user_port,
-                        config, log, served.proc, module_spawn, user_proc)
+    stack = DriverStack(service, f"http://127.0.0.1:{user_port}", user_port, config,
+                        module_spawn, user_proc)
     yield stack
     if stack.bus is not None:
         await stack.bus.stop()

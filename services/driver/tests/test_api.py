@@ -22,9 +22,9 @@ from services.driver.tests.conftest import (
     DriverStack,
     driver_body,
     start_user_standin,
-    until,
 )
 from tests.contract import run_schemathesis
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -139,7 +139,7 @@ async def test_illegal_transitions_are_409_naming_the_allowed_ones(stack: Driver
 
 async def test_only_the_driver_or_drivers_write_steers_a_driver(stack: DriverStack) -> None:
     user_id, driver_id = await stack.new_driver()
-    service = await stack.issuer.issue(user_id, permissions=USER_PERMISSIONS, kind="service")
+    service = await stack.service.token(user_id, *USER_PERMISSIONS, kind="service")
     async with stack.client_with(service) as as_user:  # a service client named as the user
         status = await as_user.put(f"/drivers/{driver_id}/status", json={"status": "available"})
         location = await as_user.put(f"/drivers/{driver_id}/location", json={"lat": 1, "lon": 1})
@@ -260,7 +260,7 @@ async def test_an_older_location_never_replaces_a_newer_one(stack: DriverStack) 
             stored = (await http.get(f"/drivers/{driver_id}/location")).json()
             return (stored["lat"], stored["lon"]) == (13, 13)
 
-        await until(latest)
+        await eventually(latest, timeout=20.0, interval=0.1)
         future = await http.put(url, json={
             "lat": 1, "lon": 1, "recorded_at": (now + timedelta(minutes=5)).isoformat()})
         assert future.status_code == 422
@@ -284,7 +284,7 @@ async def test_locations_published_straight_to_kafka_land_in_the_read_model(
                                     params={"lat": 48.8566, "lon": 2.3522, "radius_km": 1})
             return [i["driver_id"] for i in found.json()["items"]]
 
-        assert await until(nearby) == [driver_id]
+        assert await eventually(nearby, timeout=20.0, interval=0.1) == [driver_id]
         assert (await rider.get(f"/drivers/{ghost}/location")).status_code == 404
 
 
@@ -364,17 +364,17 @@ async def test_the_service_keeps_its_openapi_contract(stack: DriverStack,
     stack.permissions["contract"] = ADMIN_PERMISSIONS
     await stack.new_driver(user_id="contract", status="available")  # /drivers/me answers 200
     headers = {"Authorization": f"Bearer {await stack.token('contract', ADMIN_PERMISSIONS)}"}
-    run = await asyncio.to_thread(run_schemathesis, stack.base_url, tmp_path, headers=headers,
+    run = await asyncio.to_thread(run_schemathesis, stack.service.url, tmp_path, headers=headers,
                                   max_examples=30)
-    assert stack.proc.poll() is None, "the service died during the run"
+    assert stack.service.alive, "the service died during the run"
     assert run.cases > 0, run.output
-    assert run.passed, f"{run.output}\n--- service log ---\n{stack.log.read_text()[-5000:]}"
+    assert run.passed, f"{run.output}\n--- service log ---\n{stack.service.log.read_text()[-5000:]}"
 
 
 async def test_the_stream_ends_when_the_token_expires(stack: DriverStack) -> None:
     _, driver_id = await stack.new_driver()
-    token = await stack.issuer.issue("short-lived", permissions=["drivers:read"], ttl=2)
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as http:
+    token = await stack.service.token("short-lived", "drivers:read", ttl=2)
+    async with stack.service.client(timeout=15) as http:
         started = asyncio.get_running_loop().time()
         async with http.stream("GET", f"/drivers/{driver_id}/locations/stream",
                                headers={"Authorization": f"Bearer {token}"}) as response:
@@ -415,7 +415,7 @@ async def test_onboarding_with_the_user_service_down_is_a_clear_503(stack: Drive
             answer = await http.post("/drivers", json=driver_body())
             return answer.status_code == 201 or "already a driver" in answer.text
 
-    await until(onboards, timeout=30, interval=0.5)
+    await eventually(onboards, timeout=30, interval=0.5)
 
 
 async def test_shutdown_ends_open_streams_and_exits_cleanly(stack: DriverStack) -> None:
@@ -427,10 +427,10 @@ async def test_shutdown_ends_open_streams_and_exits_cleanly(stack: DriverStack) 
         stream = Stream(response)
         assert (await stream.next())["comment"] == "subscribed"
         started = asyncio.get_running_loop().time()
-        stack.proc.send_signal(signal.SIGTERM)
+        stack.service.proc.send_signal(signal.SIGTERM)
         with pytest.raises((AssertionError, httpx.RemoteProtocolError)):
             await stream.next(timeout=10)  # the stream ends
-    code = await asyncio.to_thread(stack.proc.wait, 15)
+    code = await asyncio.to_thread(stack.service.proc.wait, 15)
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
     assert asyncio.get_running_loop().time() - started < 10
-    assert "driver stopped" in stack.log.read_text()
+    assert "driver stopped" in stack.service.log.read_text()

@@ -3,6 +3,7 @@ choosing: the in-memory bus delivers events through the real inbox."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,14 +18,15 @@ from core.messaging.event_bus import InMemoryEventBus
 from core.messaging.events import BaseEvent
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.outbox import OutboxWriter
+from core.resilience.retry import RetryPolicy
 from services.notification.contacts import DIRECTORY, ContactBook, ContactDirectory
-from services.notification.delivery import DELIVERY
+from services.notification.delivery import DELIVERY, DeliveryPolicy
 from services.notification.events import AUTH_EVENTS, DRIVER_EVENTS, USER_EVENTS
 from services.notification.handlers import events, handlers
 from services.notification.main import SERVICE_DIR
 from services.notification.models import Base, Contact, Notification, outbox
-from services.notification.senders import ContactDetails
-from services.notification.tests.support import StandInUsers
+from services.notification.senders import ContactDetails, Outgoing
+from services.notification.tests.support import StandInUsers, new_user, password_changed
 from tests.integration.databases import BACKENDS, DatabaseFactory, open_databases
 
 TOPICS = {"auth": AUTH_EVENTS, "user": USER_EVENTS, "driver": DRIVER_EVENTS}
@@ -92,3 +94,38 @@ def harness(database: Database, timeout: float = 0.2) -> Harness:
     bus.runtime.add(DIRECTORY, ContactDirectory(users, timeout))
     bus.runtime.add(DELIVERY, made)
     return made
+
+
+# -- the delivery task's helpers --------------------------------------------------------------
+@dataclass
+class Flaky:
+    """Fails the first `failures` sends of each notification; records every call."""
+
+    failures: int = 0
+    delay: float = 0.0
+    channel: str = "test"
+    calls: list[tuple[Outgoing, ContactDetails]] = field(default_factory=list)
+
+    async def send(self, notification: Outgoing, contact: ContactDetails) -> None:
+        self.calls.append((notification, contact))
+        await asyncio.sleep(self.delay)
+        if notification.attempt <= self.failures:
+            raise ConnectionError(f"mail server down (attempt {notification.attempt})")
+
+
+def policy(attempts: int = 3, **options: Any) -> DeliveryPolicy:
+    return DeliveryPolicy(retry=RetryPolicy(max_attempts=attempts, initial_delay=0,
+                                            max_delay=0, jitter=False), **options)
+
+
+async def one_due(h: Harness, email: str = "ada@example.com") -> Notification:
+    user = new_user()
+    await h.add_contact(user, email)
+    await h.publish(password_changed(user))
+    [notification] = await h.notifications(user)
+    return notification
+
+
+async def reread(h: Harness, notification: Notification) -> Notification:
+    [row] = await h.notifications(notification.user_id)
+    return row

@@ -4,9 +4,7 @@ the module-scoped world the process tests run in."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,6 @@ from core.messaging.event_bus import KafkaEventBus
 from core.messaging.events import BaseEvent
 from core.messaging.inbox import inbox_table
 from core.messaging.request_reply import RequestResponder
-from devinfra.process import free_port
 from services.notification.events import (
     AUTH_EVENTS,
     DRIVER_EVENTS,
@@ -36,11 +33,9 @@ from services.notification.senders import ContactDetails
 from services.notification.tests.kafka_support import start_at_the_end
 from services.notification.tests.recording_sender import sends
 from services.notification.tests.support import contact_reply
+from tests.helpers import IssuerProc, eventually, unique
+from tests.helpers.service import ServiceProc
 from tests.integration.databases import DatabaseFactory
-from tests.integration.served import Served, serve
-from tests.integration.test_security_issuer import IssuerProc
-from tests.security_support import AUDIENCE, ISSUER
-from tests.support import unique
 
 TOPICS = {"auth": AUTH_EVENTS, "user": USER_EVENTS, "driver": DRIVER_EVENTS}
 READ = ["notifications:read"]
@@ -50,30 +45,29 @@ WAIT = 20.0
 
 @dataclass
 class World:
-    served: Served
-    issuer: IssuerProc
+    """The service under test, the test's producer and a view of its database."""
+
+    service: ServiceProc
     bus: KafkaEventBus
     database: Database
     sends_file: Path
     kafka: KafkaConfig
-    log: Path
 
     async def publish(self, event: BaseEvent[Any]) -> None:
         await self.bus.publish(TOPICS[event.service_name], event)
 
     async def token(self, user_id: str, permissions: list[str] = READ, **claims: Any) -> str:
-        return await self.issuer.issue(user_id, permissions=permissions, roles=["user"],
-                                       **claims)
+        return await self.service.token(user_id, *permissions, roles=["user"], **claims)
 
     async def get(self, user_id: str, path: str = "/notifications", **params: Any
                   ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {await self.token(user_id)}"}
-        async with httpx.AsyncClient(base_url=self.served.base_url, timeout=10) as http:
+        async with self.service.client() as http:
             return await http.get(path, params=params, headers=headers)
 
     async def post(self, path: str, token: str | None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with httpx.AsyncClient(base_url=self.served.base_url, timeout=10) as http:
+        async with self.service.client() as http:
             return await http.post(path, headers=headers)
 
     async def notifications(self, user_id: str) -> list[dict[str, Any]]:
@@ -89,8 +83,9 @@ class World:
                 if n["kind"] == kind and status in (None, n["delivery_status"]):
                     return n
             return None
-        found_one: dict[str, Any] = await until(
-            found, timeout, f"{kind} notification for {user_id} ({status})", self.log)
+        found_one: dict[str, Any] = await eventually(
+            found, timeout, 0.1, what=f"{kind} notification for {user_id} ({status})",
+            log=self.service.log)
         return found_one
 
     def sent_to(self, notification_id: str) -> list[dict[str, Any]]:
@@ -107,37 +102,20 @@ class World:
             return await session.scalar(select(Contact.email).where(Contact.user_id == user_id))
 
 
-async def until(probe: Callable[[], Awaitable[Any]], timeout: float, what: str,
-                 log: Path) -> Any:
-    """`await probe()` once it is truthy; else fail with the service's log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := await probe():
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout}s; service log tail:\n{tail(log)}")
-
-
-def tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text().splitlines()[-lines:])
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(kafka: Any, postgres: Any, module_spawn: Callable[..., Any],
+async def world(kafka: Any, postgres: Any, module_spawn: Callable[..., Any], issuer: IssuerProc,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     tmp = tmp_path_factory.mktemp("notification")
     config = KafkaConfig(kafka.bootstrap_servers, unique("notification-test"), unique("group"))
     group = unique("notification")
     await start_at_the_end(config, group, TOPICS.values())
-    issuer = IssuerProc(f"http://127.0.0.1:{free_port()}", tmp / "keys", module_spawn)
-    await issuer.start()
     databases = DatabaseFactory("postgres", tmp, postgres)
     url = await databases.new()
-    sends_file, log = tmp / "sends.jsonl", tmp / "service.log"
-    served = await serve(module_spawn, "services.notification", database_url=url, kafka=config,
-                         output=log, env={
+    sends_file = tmp / "sends.jsonl"
+    service = await ServiceProc.start(
+        module_spawn, "services.notification", log=tmp / "service.log", database_url=url,
+        kafka=config, issuer=issuer, env={
         "KAFKA_CONSUMER_GROUP": group,
-        "JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
         "REGISTRY_BACKEND": "static", "REGISTRY_STATIC": "",
         "NOTIFICATION_SENDER": "services.notification.tests.recording_sender:recording",
         "RECORDING_SENDER_FILE": str(sends_file),
@@ -149,12 +127,11 @@ async def world(kafka: Any, postgres: Any, module_spawn: Callable[..., Any],
     await bus.producer.start()
     database = Database(url)
     try:
-        yield World(served, issuer, bus, database, sends_file, config, log)
+        yield World(service, bus, database, sends_file, config)
     finally:
         await bus.stop()
         await database.dispose()
-        served.proc.terminate()
-        served.proc.wait(30)
+        service.stop(grace=30)
         await databases.drop_all()
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -17,52 +15,24 @@ from core.db.engine import Database
 from core.resilience.retry import RetryPolicy
 from services.notification.config import NotificationSettings
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker
-from services.notification.models import DeliveryStatus, Notification
+from services.notification.models import DeliveryStatus
 from services.notification.senders import (
-    ContactDetails,
     LogSender,
-    Outgoing,
     sender_from_settings,
 )
-from services.notification.tests.harness import Harness, database, databases, harness
-from services.notification.tests.support import new_user, password_changed, registered
+from services.notification.tests.harness import (
+    Flaky,
+    database,
+    databases,
+    harness,
+    one_due,
+    policy,
+    reread,
+)
+from services.notification.tests.support import new_user, registered
 from tests.support import eventually
 
 __all__ = ["database", "databases"]  # fixtures
-
-
-@dataclass
-class Flaky:
-    """Fails the first `failures` sends of each notification; records every call."""
-
-    failures: int = 0
-    delay: float = 0.0
-    channel: str = "test"
-    calls: list[tuple[Outgoing, ContactDetails]] = field(default_factory=list)
-
-    async def send(self, notification: Outgoing, contact: ContactDetails) -> None:
-        self.calls.append((notification, contact))
-        await asyncio.sleep(self.delay)
-        if notification.attempt <= self.failures:
-            raise ConnectionError(f"mail server down (attempt {notification.attempt})")
-
-
-def policy(attempts: int = 3, **options: Any) -> DeliveryPolicy:
-    return DeliveryPolicy(retry=RetryPolicy(max_attempts=attempts, initial_delay=0,
-                                            max_delay=0, jitter=False), **options)
-
-
-async def one_due(h: Harness, email: str = "ada@example.com") -> Notification:
-    user = new_user()
-    await h.add_contact(user, email)
-    await h.publish(password_changed(user))
-    [notification] = await h.notifications(user)
-    return notification
-
-
-async def reread(h: Harness, notification: Notification) -> Notification:
-    [row] = await h.notifications(notification.user_id)
-    return row
 
 
 async def test_a_due_notification_is_sent_once_to_its_contact(database: Database) -> None:

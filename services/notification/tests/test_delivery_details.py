@@ -12,9 +12,17 @@ from core.db.engine import Database
 from core.resilience.retry import RetryPolicy
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker
 from services.notification.models import Contact, DeliveryStatus, Notification
-from services.notification.tests.harness import Harness, database, databases, harness
+from services.notification.tests.harness import (
+    Flaky,
+    Harness,
+    database,
+    databases,
+    harness,
+    one_due,
+    policy,
+    reread,
+)
 from services.notification.tests.support import new_user, password_changed
-from services.notification.tests.test_delivery import Flaky, one_due, policy, reread
 from tests.support import eventually
 
 __all__ = ["database", "databases"]  # fixtures

@@ -20,8 +20,6 @@ from services.notification.tests.served_world import (
     WAIT,
     World,
     stand_in_users,
-    tail,
-    until,
     world,
 )
 from services.notification.tests.support import (
@@ -35,6 +33,7 @@ from services.notification.tests.support import (
     registered_by_auth,
 )
 from tests.contract import run_schemathesis
+from tests.helpers import eventually
 
 __all__ = ["stand_in_users", "world"]  # fixtures
 
@@ -87,8 +86,8 @@ async def test_the_contact_copy_ignores_an_older_update(world: World) -> None:
     await world.publish(profile_created(user, "v1@example.com", at=later(0)))
     await world.publish(profile_updated(user, "v3@example.com", at=later(20)))
     await world.publish(stale)  # older than the one before it, delivered after it
-    await until(lambda: world.handled(stale, "notification.contact.updated"), WAIT,
-                 "the stale update handled", world.log)
+    await eventually(lambda: world.handled(stale, "notification.contact.updated"), WAIT, 0.1,
+                     what="the stale update handled", log=world.service.log)
 
     assert await world.contact_email(user) == "v3@example.com"
     await world.publish(password_changed(user))
@@ -159,7 +158,8 @@ async def test_the_caller_pages_filters_and_marks_their_own(world: World) -> Non
     await world.publish(profile_created(user, "pat@example.com"))
     for _ in range(3):
         await world.publish(password_changed(user))
-    await until(lambda: _has(world, user, 3), WAIT, "3 notifications", world.log)
+    await eventually(lambda: _has(world, user, 3), WAIT, 0.1, what="3 notifications",
+                     log=world.service.log)
 
     page = (await world.get(user, size=2, page=1)).json()
     assert len(page["data"]) == 2
@@ -201,7 +201,7 @@ async def test_a_service_token_named_as_a_user_reads_none_of_theirs(world: World
     await world.publish(password_changed(user))
     mine = await world.one(user, "security")
     service = await world.token(user, kind="service")
-    async with httpx.AsyncClient(base_url=world.served.base_url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=world.service.url, timeout=10) as http:
         listed = await http.get("/notifications", headers={"Authorization": f"Bearer {service}"})
     marked = await world.post(f"/notifications/{mine['id']}/read", service)
     assert (listed.status_code, marked.status_code) == (403, 403), listed.text
@@ -223,7 +223,7 @@ async def test_bad_callers_are_refused(world: World) -> None:
     assert (await world.post(path, no_right)).status_code == 403
     malformed = await world.post("/notifications/not-a-uuid/read", await world.token(user))
     assert malformed.status_code == 422 and "notification_id" in malformed.text
-    async with httpx.AsyncClient(base_url=world.served.base_url) as http:
+    async with httpx.AsyncClient(base_url=world.service.url) as http:
         listed = await http.get("/notifications", params={"size": 1000}, headers={
             "Authorization": f"Bearer {await world.token(user)}"})
     assert listed.status_code == 422 and "size" in listed.text
@@ -244,12 +244,12 @@ async def test_the_service_keeps_its_openapi_contract(world: World, tmp_path: Pa
     await world.one(user, "security")  # something to list and mark, not only empty pages
     headers = {"Authorization": f"Bearer {await world.token(user, ttl=900)}"}
 
-    run = await asyncio.to_thread(run_schemathesis, world.served.base_url, tmp_path,
+    run = await asyncio.to_thread(run_schemathesis, world.service.url, tmp_path,
                                   headers=headers)
 
-    assert world.served.proc.poll() is None, f"the service died:\n{tail(world.log)}"
+    assert world.service.alive, f"the service died:\n{world.service.tail()}"
     assert run.cases > 0, f"schemathesis ran no case:\n{run.output}"
     assert run.passed, (
         f"notification breaks its OpenAPI contract ({run.cases} cases)\n"
-        f"$ (cd {tmp_path} && {shlex.join(run.command)})\n{run.output}\n{tail(world.log, 80)}")
+        f"$ (cd {tmp_path} && {shlex.join(run.command)})\n{run.output}\n{world.service.tail(80)}")
 

@@ -4,14 +4,12 @@ own (publishing as auth does, reading what the service publishes), once per modu
 from __future__ import annotations
 
 import asyncio
-import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import httpx
-import pytest
 import pytest_asyncio
 
 from core.config import KafkaConfig
@@ -21,7 +19,6 @@ from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.request_reply import RequestReplyClient
 from core.messaging.serialization import EventRegistry
 from core.messaging.types import MessageContext
-from devinfra.process import free_port
 from services.user.events import (
     AUTH_EVENTS,
     USER_EVENTS,
@@ -32,24 +29,13 @@ from services.user.events import (
     UserRegistered,
     UserRegisteredData,
 )
-from tests.integration.served import Served, serve
-from tests.integration.test_security_issuer import IssuerProc
-from tests.security_support import AUDIENCE, ISSUER
+from tests.helpers import IssuerProc
+from tests.helpers.service import ServiceProc
 from tests.support import eventually, unique
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[3]
 DLQ = f"{AUTH_EVENTS}.dlq"
 EVERY_PERMISSION = ["profile:read", "profile:write", "users:read", "users:write"]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def issuer(module_spawn: Callable[..., Any],
-                 tmp_path_factory: pytest.TempPathFactory) -> IssuerProc:
-    proc = IssuerProc(f"http://127.0.0.1:{free_port()}",
-                      tmp_path_factory.mktemp("issuer") / "keys", module_spawn)
-    await proc.start()
-    return proc
 
 
 @dataclass
@@ -99,38 +85,18 @@ async def wire(kafka: Any) -> AsyncIterator[Wire]:
 
 
 @dataclass
-class Service:
+class Service(ServiceProc):
     """The user service running as its own process, and how to call it."""
 
-    served: Served
-    issuer: IssuerProc
-    redis_url: str | None
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return self.served.base_url
-
-    async def token(self, sub: str, *permissions: str) -> dict[str, str]:
-        token = await self.issuer.issue(sub, permissions=list(permissions))
-        return {"Authorization": f"Bearer {token}"}
+    redis_url: str | None = None
 
     async def call(self, method: str, path: str, headers: dict[str, str] | None = None,
                    **kwargs: Any) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+        async with self.client() as http:
             return await http.request(method, path, headers=headers, **kwargs)
 
-    def stop(self) -> None:
-        """SIGTERM, as a deployment stops it (a clean drain), then wait."""
-        self.served.proc.terminate()
-        try:
-            self.served.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.served.proc.kill()
-            raise
-
     async def admin(self) -> dict[str, str]:
-        return await self.token(unique("admin"), *EVERY_PERMISSION)
+        return await self.bearer(unique("admin"), *EVERY_PERMISSION)
 
     async def profile_of(self, user_id: str) -> dict[str, Any] | None:
         """The profile as an admin reads it, or None while there is none."""
@@ -141,26 +107,18 @@ class Service:
 
 async def start_service(spawn: Callable[..., Any], issuer: IssuerProc, wire: Wire, tmp: Path,
                         database_url: str, redis_url: str | None = None) -> Service:
-    log = tmp / "user.log"
-    env = {"JWKS_URL": issuer.jwks_url, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,
-           "REGISTRY_BACKEND": "static", "REGISTRY_STATIC": ""}
+    env = {"REGISTRY_BACKEND": "static", "REGISTRY_STATIC": ""}
     if redis_url:
         env["REDIS_URL"] = redis_url
-    served = await serve(spawn, "services.user", database_url=database_url, kafka=wire.config,
-                         env=env, output=log)
-    return Service(served, issuer, redis_url, log)
-
-
-async def arrives(check: Callable[[], Awaitable[T | None]], timeout: float = 30) -> T:
-    """`tests.support.eventually` for an async check whose None means "not yet"."""
-    found: Any = await eventually(check, timeout=timeout, interval=0.1)
-    return cast(T, found)
+    return await Service.start(spawn, "services.user", log=tmp / "user.log",
+                               database_url=database_url, kafka=wire.config, issuer=issuer,
+                               env=env, redis_url=redis_url)
 
 
 async def registered(service: Service, wire: Wire, user_id: str, email: str) -> dict[str, Any]:
     """Register `user_id` through auth's topic and wait for its profile."""
     await wire.register(user_id, email)
-    return await arrives(lambda: service.profile_of(user_id))
+    return await eventually(lambda: service.profile_of(user_id), interval=0.1)
 
 
 async def settle(seconds: float = 0.5) -> None:

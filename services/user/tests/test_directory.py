@@ -17,7 +17,7 @@ from services.user.directory import Profiles
 from services.user.models import Base
 from services.user.schemas import ProfileUpdate
 from services.user.services import ProfileService
-from services.user.tests.test_rules import RecordingOutbox
+from services.user.tests.support import RecordingOutbox
 
 
 @pytest.fixture

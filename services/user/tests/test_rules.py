@@ -10,26 +10,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.bases import NotFoundError
 from core.db.engine import Database
-from core.messaging.events import BaseEvent
 from services.user.events import USER_EVENTS, ProfileCreated, ProfileUpdated
 from services.user.models import Base, Profile
 from services.user.schemas import ProfileUpdate, normalize_phone
 from services.user.services import ProfileService, default_display_name
-
-
-class RecordingOutbox:
-    """An EventOutbox that keeps what it was given (the real one writes a row)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, BaseEvent[Any]]] = []
-
-    async def add(self, session: AsyncSession, topic: str, event: BaseEvent[Any], *,
-                  key: str | None = None) -> None:
-        self.events.append((topic, event))
+from services.user.tests.support import RecordingOutbox
 
 
 @pytest.fixture

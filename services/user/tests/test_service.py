@@ -36,7 +36,6 @@ from services.user.tests.conftest import (
     EVERY_PERMISSION,
     Service,
     Wire,
-    arrives,
     registered,
     settle,
     start_service,
@@ -76,13 +75,13 @@ async def test_a_registration_makes_a_profile_and_publishes_profile_created(
         service: Service, wire: Wire) -> None:
     user_id, email = new_user()
     await wire.register(user_id, email)
-    headers = await service.token(user_id, "profile:read")
+    headers = await service.bearer(user_id, "profile:read")
 
     async def mine() -> dict[str, Any] | None:
         response = await service.call("GET", "/users/me", headers)
         return response.json()["data"] if response.status_code == 200 else None
 
-    profile = await arrives(mine)
+    profile = await eventually(mine, interval=0.1)
     assert profile["id"] == user_id and profile["email"] == email
     assert profile["display_name"] == email.split("@")[0]
     assert profile["preferences"]["notification_channels"] == ["email"]
@@ -116,7 +115,7 @@ async def test_the_same_registration_twice_makes_one_profile_and_one_event(
                                                       roles=[])))
     marker, marker_email = new_user()
     await wire.register(marker, marker_email, key=user_id)
-    await arrives(lambda: service.profile_of(marker))
+    await eventually(lambda: service.profile_of(marker), interval=0.1)
     await eventually(lambda: wire.on(USER_EVENTS, ProfileCreated, marker))
     await settle()
     assert len(wire.on(USER_EVENTS, ProfileCreated, user_id)) == 1
@@ -136,7 +135,7 @@ async def test_an_update_publishes_profile_updated_and_the_next_read_is_fresh(
         service: Service, wire: Wire) -> None:
     user_id, email = new_user()
     await registered(service, wire, user_id, email)
-    headers = await service.token(user_id, "profile:read", "profile:write")
+    headers = await service.bearer(user_id, "profile:read", "profile:write")
     assert (await service.call("GET", "/users/me", headers)).status_code == 200  # cached now
     patched = await service.call("PATCH", "/users/me", headers, json={
         "display_name": "Ada L.", "phone": "+44 20 7946 0958",
@@ -159,7 +158,7 @@ async def test_an_admin_update_with_users_write_publishes_too(
         service: Service, wire: Wire) -> None:
     user_id, email = new_user()
     await registered(service, wire, user_id, email)
-    admin = await service.token(unique("admin"), "users:write")
+    admin = await service.bearer(unique("admin"), "users:write")
     response = await service.call("PATCH", f"/users/{user_id}", admin,
                                   json={"avatar_url": "https://cdn.example.com/ada.png"})
     assert response.status_code == 200, response.text
@@ -177,7 +176,7 @@ async def test_concurrent_updates_of_one_profile_all_land(service: Service, wire
     is lost to another that read the profile before it committed."""
     user_id, email = new_user()
     await registered(service, wire, user_id, email)
-    headers = await service.token(user_id, "profile:read", "profile:write")
+    headers = await service.bearer(user_id, "profile:read", "profile:write")
     bodies: list[dict[str, Any]] = [
         {"preferences": {"language": "fr"}}, {"preferences": {"marketing_opt_in": True}},
         {"preferences": {"notification_channels": ["sms", "push"]}},
@@ -201,7 +200,7 @@ async def test_a_stale_cached_profile_does_not_outlive_the_update_event(
     removes it, so the stale copy lives until that event at most, not until its TTL."""
     user_id, email = new_user()
     profile = await registered(service, wire, user_id, email)
-    headers = await service.token(user_id, "profile:read")
+    headers = await service.bearer(user_id, "profile:read")
     assert service.redis_url is not None, "this case runs on the Redis-backed service"
     redis = aioredis.Redis.from_url(service.redis_url)
     try:
@@ -218,7 +217,7 @@ async def test_a_stale_cached_profile_does_not_outlive_the_update_event(
             response = await service.call("GET", "/users/me", headers)
             return response.json()["data"]["display_name"] != "stale" or None
 
-        await arrives(fresh, timeout=15)
+        await eventually(fresh, timeout=15, interval=0.1)
     finally:
         await redis.aclose()
 
@@ -227,7 +226,7 @@ async def test_concurrent_readers_cannot_keep_an_old_profile_past_an_update(
         service: Service, wire: Wire) -> None:
     user_id, email = new_user()
     await registered(service, wire, user_id, email)
-    headers = await service.token(user_id, "profile:read", "profile:write")
+    headers = await service.bearer(user_id, "profile:read", "profile:write")
     stop = asyncio.Event()
 
     async def reader() -> None:
@@ -255,7 +254,7 @@ async def test_reads_and_writes_go_on_while_redis_is_down(
         service: Service, wire: Wire, request: pytest.FixtureRequest) -> None:
     user_id, email = new_user()
     await registered(service, wire, user_id, email)
-    headers = await service.token(user_id, "profile:read", "profile:write")
+    headers = await service.bearer(user_id, "profile:read", "profile:write")
     redis = request.getfixturevalue("redis")
     await asyncio.to_thread(redis.stop)
     try:
@@ -273,12 +272,11 @@ async def test_reads_and_writes_go_on_while_redis_is_down(
 async def test_tokens_and_permissions_are_checked(service: Service, wire: Wire) -> None:
     user_id, email = new_user()
     await registered(service, wire, user_id, email)
-    other = await service.token(str(uuid.uuid4()), "profile:read", "profile:write")
-    owner = await service.token(user_id, "profile:read")
-    reader = await service.token("driver-service", "users:read")
+    other = await service.bearer(str(uuid.uuid4()), "profile:read", "profile:write")
+    owner = await service.bearer(user_id, "profile:read")
+    reader = await service.bearer("driver-service", "users:read")
     # A service client whose subject is the user's id is still not that user.
-    as_user = {"Authorization": "Bearer " + await service.issuer.issue(
-        user_id, permissions=["profile:read", "profile:write"], kind="service")}
+    as_user = await service.bearer(user_id, "profile:read", "profile:write", kind="service")
     cases: list[tuple[str, str, dict[str, str] | None, int]] = [
         ("GET", "/users/me", as_user, 403),
         ("PATCH", "/users/me", as_user, 403),
@@ -291,7 +289,7 @@ async def test_tokens_and_permissions_are_checked(service: Service, wire: Wire) 
         ("GET", f"/users/{user_id}", owner, 200),
         ("GET", f"/users/{user_id.upper()}", owner, 200),
         ("GET", f"/users/{user_id}", reader, 200),
-        ("GET", "/users/me", await service.token(user_id), 403),
+        ("GET", "/users/me", await service.bearer(user_id), 403),
         ("GET", "/users/me", other, 404),  # a valid caller without a profile
         ("GET", "/users/me", reader, 403),
         ("GET", "/users", other, 403),
@@ -319,7 +317,7 @@ async def test_tokens_and_permissions_are_checked(service: Service, wire: Wire) 
 async def test_bad_input_gets_a_422_naming_the_field(
         service: Service, wire: Wire, body: dict[str, Any], field: str) -> None:
     user_id = str(uuid.uuid4())
-    headers = await service.token(user_id, "profile:write")
+    headers = await service.bearer(user_id, "profile:write")
     response = await service.call("PATCH", "/users/me", headers, json=body)
     assert response.status_code == 422, response.text
     fields = [f["field"] for f in response.json()["error"]["fields"]]
@@ -327,7 +325,7 @@ async def test_bad_input_gets_a_422_naming_the_field(
 
 
 async def test_a_body_that_is_not_json_gets_a_400(service: Service) -> None:
-    headers = {**await service.token(str(uuid.uuid4()), "profile:write"),
+    headers = {**await service.bearer(str(uuid.uuid4()), "profile:write"),
                "content-type": "application/json"}
     response = await service.call("PATCH", "/users/me", headers, content=b"{nope")
     assert response.status_code == 400, response.text
@@ -390,10 +388,10 @@ async def test_the_service_keeps_its_openapi_contract(
     profile, so the routes are exercised past their 401, 403 and 404. Once: on PostgreSQL."""
     user_id = str(uuid.uuid4())
     await registered(service, wire, user_id, "contract@example.com")
-    token = await service.issuer.issue(user_id, permissions=EVERY_PERMISSION, ttl=600)
+    token = await service.token(user_id, *EVERY_PERMISSION, ttl=600)
     run = await asyncio.to_thread(run_schemathesis, service.url, tmp_path,
                                   headers={"Authorization": f"Bearer {token}"})
-    assert service.served.proc.poll() is None, service.log.read_text()[-6000:]
+    assert service.alive, service.log.read_text()[-6000:]
     print(f"user: {run.cases} cases in {run.seconds:.1f}s")
     assert run.cases > 0, f"schemathesis ran no case:\n{run.output}"
     assert run.passed, (
