@@ -371,7 +371,7 @@ async def _create_topics(settings: Settings, topics: Sequence[str]) -> None:
     """Subscribed topics must exist before the consumer joins: a consumer subscribed to a
     missing topic only notices its creation at the next metadata refresh (minutes). Published
     ones must exist before the relay sends to them: the brokers create none on first use, and
-    a row to a missing topic is parked (see core.messaging.outbox)."""
+    a row to a missing topic is parked (see core.messaging.outbox.relay)."""
     await KafkaAdmin(settings.kafka()).create_topics(topics)
 
 
