@@ -15,8 +15,8 @@ from collections.abc import Callable
 from core.health_check import Degraded, HealthChecks, reached_once
 from core.security.wiring import Security
 from core.service_registry.base import ServiceRegistry
-from gateway.middleware.rate_limit import EdgeRateLimiter
-from gateway.route_table import RouteTable
+from gateway.edge.rate_limit import EdgeRateLimiter
+from gateway.routes.table import RouteTable
 from gateway.upstreams import HealthChecker
 
 

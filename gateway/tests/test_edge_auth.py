@@ -18,9 +18,9 @@ from core.security import (
     TokenVerifier,
     VerificationKey,
 )
+from gateway.edge.auth import EdgeAuth, identity_headers, strip_identity
+from gateway.edge.rate_limit import RefusedTokens
 from gateway.errors import GatewayError
-from gateway.middleware.auth import EdgeAuth, identity_headers, strip_identity
-from gateway.middleware.rate_limit import RefusedTokens
 from tests.security_support import AUDIENCE, ISSUER, claims, sign, tamper_signature
 
 

@@ -22,7 +22,7 @@ from core.resilience import BreakerConfig, RetryPolicy
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 from gateway.proxy import ClientGone, Proxy, StreamStalled, _public_path
-from gateway.route_table import Route
+from gateway.routes.table import Route
 from tests.fixed_registry import FixedRegistry
 
 UPSTREAM = "http://10.0.0.7:9101"

@@ -7,8 +7,8 @@ import pytest
 
 from core.http.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.errors import GatewayError
+from gateway.forwarding import check_path
 from gateway.proxy import _refusal, _request_headers
-from gateway.router import check_path
 
 
 @pytest.mark.parametrize("path", [

@@ -25,9 +25,9 @@ from core.security.errors import KeysUnavailable, TokenRejected
 from core.security.types import Principal
 from core.security.verifier import TokenVerifier
 from core.security.wiring import RETRY_AFTER_SECONDS
-from gateway.clients import UNKNOWN
+from gateway.client_address import UNKNOWN
+from gateway.edge.rate_limit import RefusedTokens
 from gateway.errors import GatewayError
-from gateway.middleware.rate_limit import RefusedTokens
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.clients import TrustedProxies, client_ip, forwarded_headers
+from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
 from gateway.config import GatewaySettings
+from gateway.edge.auth import EdgeAuth, identity_headers
+from gateway.edge.rate_limit import EdgeRateLimiter, client_key
 from gateway.errors import GatewayError, send_error
-from gateway.middleware.auth import EdgeAuth, identity_headers
-from gateway.middleware.rate_limit import EdgeRateLimiter, client_key
 from gateway.proxy import ClientGone, Proxy
 from gateway.routes import Route, RouteTable
 

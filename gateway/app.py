@@ -30,12 +30,12 @@ from core.security.wiring import security_from_settings
 from core.service_registry.base import ServiceRegistry
 from core.service_registry.factory import registry_from_settings
 from gateway.config import GatewaySettings
-from gateway.middleware.auth import EdgeAuth
-from gateway.middleware.rate_limit import edge_rate_limiter
+from gateway.edge.auth import EdgeAuth
+from gateway.edge.rate_limit import edge_rate_limiter
+from gateway.forwarding import GatewayApp
 from gateway.openapi import OpenApiCache, docs_routes
 from gateway.proxy import ClientGone, Proxy
 from gateway.readiness import gateway_readiness
-from gateway.router import GatewayApp
 from gateway.routes import (
     LEGACY,
     Route,
