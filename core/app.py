@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy import MetaData
 
 from core.bases.deps import attach
-from core.bases.exceptions import ConfigurationError, install_exception_handlers
+from core.bases.errors import ConfigurationError, install_exception_handlers
 from core.config import Settings, get_settings
 from core.db import migrations
 from core.db.engine import Database

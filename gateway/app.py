@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from core.bases.exceptions import ConfigurationError
+from core.bases.errors import ConfigurationError
 from core.http.aiohttp_transport import AiohttpTransport
 from core.http.client import ClientConfig, ServiceClient
 from core.http.context import RequestContextMiddleware

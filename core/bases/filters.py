@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, inspect
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
 
-from core.bases.exceptions import ConfigurationError, FieldError, ValidationError
+from core.bases.errors import ConfigurationError, FieldError, ValidationError
 from core.db.limits import IntRange, integer_range
 
 SEPARATOR = "__"

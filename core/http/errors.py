@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, ClassVar
 
-from core.bases.exceptions import AppError
+from core.bases.errors import AppError
 
 if TYPE_CHECKING:
     from core.http.response import Response

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from core.bases.exceptions import ConfigurationError, ForbiddenError
+from core.bases.errors import ConfigurationError, ForbiddenError
 from core.bases.types import Permission
 from core.security.errors import TokenRejected
 from core.security.types import Principal

@@ -1,4 +1,4 @@
-"""The errors of core.security, each mapped to HTTP once through core.bases.exceptions.
+"""The errors of core.security, each mapped to HTTP once through core.bases.errors.
 
 A refused token is always a 401 naming the rule it broke (`TokenRejected.rule`), in the body and
 in `WWW-Authenticate` (RFC 6750); it is never a 500. A request that sent no credentials gets
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from core.bases.exceptions import AppError, FieldError, UnauthorizedError
+from core.bases.errors import AppError, FieldError, UnauthorizedError
 
 Rule = Literal[
     "missing_token",

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from core.bases.exceptions import ConfigurationError, error_response
+from core.bases.errors import ConfigurationError, error_response
 from core.bases.schemas import ErrorResponse
 from core.config import Settings
 from core.security.errors import KeysUnavailable

@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError as SettingsError
 
-from core.bases.exceptions import AppError
+from core.bases.errors import AppError
 from core.commands.failures import database_failures, fail, settings_errors
 from core.db import migrations
 from core.db.engine import Database

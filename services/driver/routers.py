@@ -21,7 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from core.bases import AppError, ForbiddenError, NotFoundError, ValidationError, error_responses
 from core.bases.deps import DatabaseDep, SessionDep
-from core.messaging.exceptions import MessagingError
+from core.messaging.errors import MessagingError
 from core.security import CurrentPrincipal, CurrentUser, Principal, owner_or, require_permission
 from services.driver.deps import (
     BusDep,

@@ -14,7 +14,7 @@ import logging
 import uuid
 
 from core.app import DATABASE, OUTBOX_WRITER
-from core.messaging.exceptions import PermanentHandlerError
+from core.messaging.errors import PermanentHandlerError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.request_reply import RequestResponder
 from core.messaging.serialization import EventRegistry

@@ -13,13 +13,13 @@ import pytest
 from pydantic import BaseModel
 
 from core.config import KafkaConfig, Settings
-from core.messaging.events import IntegrationEvent
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     MessagingError,
     RemoteHandlerError,
     RequestCancelledError,
     RequestTimeoutError,
 )
+from core.messaging.events import IntegrationEvent
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer
 from core.messaging.reply_topics import ReplyTopicJanitor
 from core.messaging.request_reply import RequestReplyClient, RequestResponder

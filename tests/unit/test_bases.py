@@ -32,7 +32,7 @@ from core.bases import (
     allow_if,
     install_exception_handlers,
 )
-from core.bases.exceptions import from_integrity_error
+from core.bases.errors import from_integrity_error
 from core.bases.filters import order_clauses, parse_filters, where_clauses
 from core.bases.pagination import Page
 from core.db.errors import constraint_violation, refused_value

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 from core import correlation
-from core.bases.exceptions import install_exception_handlers
+from core.bases.errors import install_exception_handlers
 from core.http import context
 from core.http.auth import CallerOrService, ForwardCaller, NoAuth, ServiceToken
 from core.http.balancer import LeastOutstanding

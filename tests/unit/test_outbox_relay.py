@@ -20,7 +20,7 @@ from sqlalchemy import insert, select, update
 from core import correlation
 from core.config import KafkaConfig
 from core.db.engine import Database
-from core.messaging.exceptions import DeliveryTimeoutError, PublishError, UnknownTopicError
+from core.messaging.errors import DeliveryTimeoutError, PublishError, UnknownTopicError
 from core.messaging.outbox import (
     RELAY_PRODUCER,
     OutboxRelay,

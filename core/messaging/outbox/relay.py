@@ -62,7 +62,7 @@ from sqlalchemy.sql.dml import Delete
 
 from core.config import KafkaConfig
 from core.db.engine import Database
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     DeliveryTimeoutError,
     MessagingError,
     PublishError,

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.exceptions import UnauthorizedError
+from core.bases.errors import UnauthorizedError
 from core.db.engine import Database
 from core.db.types import utcnow
 from core.security import TokenIssuer

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import delete, func, select
 
-from core.bases.exceptions import ConflictError
+from core.bases.errors import ConflictError
 from core.db import migrations
 from core.db.engine import Database
 from services.auth.main import SERVICE_DIR
