@@ -34,7 +34,7 @@ from gateway.edge.auth import EdgeAuth
 from gateway.edge.rate_limit import edge_rate_limiter
 from gateway.forwarding import GatewayApp
 from gateway.openapi import OpenApiCache, docs_routes
-from gateway.proxy import ClientGone, Proxy
+from gateway.proxy import ClientGoneError, Proxy
 from gateway.readiness import gateway_readiness
 from gateway.routes import (
     LEGACY,
@@ -77,7 +77,7 @@ def client_config() -> ClientConfig:
 
 def _upstreams_fault(exc: Exception) -> bool:
     """A client that left mid-upload says nothing about the upstream's health."""
-    return not isinstance(exc, ClientGone)
+    return not isinstance(exc, ClientGoneError)
 
 
 def upstream_transport(settings: GatewaySettings) -> Transport:

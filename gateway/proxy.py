@@ -62,11 +62,11 @@ _IDENTITY_PREFIX = b"x-authenticated-"
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
-class ClientGone(Exception):
+class ClientGoneError(Exception):
     """The client disconnected while its request body was still coming."""
 
 
-class StreamStalled(Exception):
+class StreamStalledError(Exception):
     """A streamed answer passed no byte for the route's idle timeout: it is ended (cut)."""
 
 
@@ -153,7 +153,7 @@ class Proxy:
                     await pump
                 else:
                     await _until_done_or_gone(pump, watch)
-            except (UpstreamBadResponseError, StreamStalled) as exc:
+            except (UpstreamBadResponseError, StreamStalledError) as exc:
                 # The status is sent: returning without the body's end makes the server
                 # close the connection, and the client sees a cut body.
                 log.warning("%s %s: answer cut after its status: %s", method, route.name, exc)
@@ -216,7 +216,7 @@ def _under(path: str, prefix: str) -> bool:
 
 async def _pump(response: Response, send: Send, idle: float) -> None:
     """Pass the body on as it comes, each chunk within `idle` seconds (to come from the
-    upstream and to be taken by the client), else `StreamStalled`. An upstream that breaks
+    upstream and to be taken by the client), else `StreamStalledError`. An upstream that breaks
     off mid-body raises `UpstreamBadResponseError` out of here. Either way the status is sent,
     so the only honest signal left is an incomplete body: the server closes the connection when
     the answer ends unfinished."""
@@ -231,7 +231,7 @@ async def _pump(response: Response, send: Send, idle: float) -> None:
         except StopAsyncIteration:
             break
         except TimeoutError:
-            raise StreamStalled(f"{response.service}: no byte passed for {idle:g} s") from None
+            raise StreamStalledError(f"{response.service}: no byte passed for {idle:g} s") from None
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -283,7 +283,7 @@ async def _read(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientGone()
+            raise ClientGoneError()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -305,7 +305,7 @@ class _BodyStream:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise ClientGone()
+                raise ClientGoneError()
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk

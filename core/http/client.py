@@ -42,7 +42,7 @@ from core.http.errors import (
 )
 from core.http.response import Response
 from core.http.retries import RETRY_STATUSES, RetryBudget, may_retry, parse_retry_after, retry_delay
-from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse, Transport
+from core.http.transport import ConnectFailedError, ExchangeFailedError, RawResponse, Transport
 from core.resilience.breaker import BreakerConfig, CircuitBreaker, Clock, StateListener
 from core.resilience.bulkhead import Bulkhead
 from core.resilience.errors import BulkheadFullError, CallTimeoutError, CircuitOpenError
@@ -108,7 +108,7 @@ class _Call:
     """Streams only: a body declared this small is read inside the attempt."""
 
 
-class _Retryable(Exception):
+class _RetryableError(Exception):
     """An attempt failed in a way another attempt might fix; `error` is what to raise if none
     is made. `sent` is False when the request certainly never left (no connection was
     opened, or the breaker refused it): then any request may be sent again."""
@@ -285,7 +285,7 @@ class ServiceClient:
             tried.add(_key(instance))
             try:
                 return await self._attempt(call, instance, deadline_at, stream=stream)
-            except _Retryable as failed:
+            except _RetryableError as failed:
                 delay = None
                 if call.retryable or not failed.sent:
                     delay = retry_delay(call.retry, attempt, failed.retry_after,
@@ -333,8 +333,8 @@ class ServiceClient:
             permit = self._breakers.get(key).acquire()
         except CircuitOpenError as exc:  # opened while we waited for the slot
             bulkhead.release()
-            raise _Retryable(_caused(UpstreamUnavailableError(service, str(exc)), exc),
-                             sent=False) from exc
+            raise _RetryableError(_caused(UpstreamUnavailableError(service, str(exc)), exc),
+                                  sent=False) from exc
         self._balancer.started(key)
         limit = min(call.timeout, deadline_at - self._clock())
 
@@ -356,12 +356,13 @@ class ServiceClient:
             if raw is not None:
                 await raw.close()
             if isinstance(exc, CallTimeoutError):
-                raise _Retryable(_caused(UpstreamTimeoutError(service, str(exc)), exc)) from exc
-            if isinstance(exc, ConnectFailed):  # nothing was sent: any method may go again
-                raise _Retryable(_caused(UpstreamUnavailableError(service, str(exc)), exc),
-                                 sent=False) from exc
-            if isinstance(exc, ExchangeFailed):
-                raise _Retryable(
+                raise _RetryableError(
+                    _caused(UpstreamTimeoutError(service, str(exc)), exc)) from exc
+            if isinstance(exc, ConnectFailedError):  # nothing was sent: any method may go again
+                raise _RetryableError(_caused(UpstreamUnavailableError(service, str(exc)), exc),
+                                      sent=False) from exc
+            if isinstance(exc, ExchangeFailedError):
+                raise _RetryableError(
                     _caused(UpstreamBadResponseError(service, str(exc)), exc)) from exc
             raise
         if raw.status >= 500:
@@ -372,7 +373,7 @@ class ServiceClient:
             error = UpstreamBadResponseError(service, f"{instance.url} answered {raw.status}",
                                              status=raw.status)
             if raw.status in RETRY_STATUSES:
-                raise _Retryable(error, parse_retry_after(raw.headers.get("Retry-After")))
+                raise _RetryableError(error, parse_retry_after(raw.headers.get("Retry-After")))
             raise error
         permit.success()
         if stream and content is None:

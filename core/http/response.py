@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from core.http.errors import UpstreamBadResponseError, UpstreamRejectedError
-from core.http.transport import ExchangeFailed, RawResponse
+from core.http.transport import ExchangeFailedError, RawResponse
 
 
 class Response:
@@ -64,7 +64,7 @@ class Response:
         if self._content is None:
             try:
                 self._content = await self._raw.read()
-            except ExchangeFailed as exc:
+            except ExchangeFailedError as exc:
                 raise UpstreamBadResponseError(self.service, str(exc),
                                                status=self.status_code) from exc
         return self._content
@@ -76,7 +76,7 @@ class Response:
         try:
             async for chunk in self._raw.iter_chunks():
                 yield chunk
-        except ExchangeFailed as exc:
+        except ExchangeFailedError as exc:
             raise UpstreamBadResponseError(self.service, str(exc),
                                            status=self.status_code) from exc
 

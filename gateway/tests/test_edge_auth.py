@@ -11,7 +11,7 @@ import pytest
 
 from core.resilience.rate_limit import LocalRateLimiter, RateLimitPolicy
 from core.security import (
-    KeysUnavailable,
+    KeysUnavailableError,
     Principal,
     SigningKey,
     StaticKeySource,
@@ -129,7 +129,7 @@ class NoKeys:
     """A key source that never had keys (the issuer's JWKS never answered)."""
 
     async def get(self, kid: str) -> VerificationKey | None:
-        raise KeysUnavailable()
+        raise KeysUnavailableError()
 
 
 async def test_keys_unavailable_is_503_with_retry_after_not_a_401() -> None:

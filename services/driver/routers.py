@@ -67,7 +67,7 @@ SSE_LOCATION = {
 router = APIRouter(prefix="/drivers", tags=["drivers"])
 
 
-class FeedUnavailable(AppError):
+class FeedUnavailableError(AppError):
     """Kafka did not take a location report: stored, but not streamed; send it again."""
 
     status_code = 503
@@ -198,7 +198,7 @@ async def report_location(driver_id: uuid.UUID, data: LocationReport,
             await bus.publish(LOCATIONS_TOPIC, event,
                                       headers=[(APPLIED_HEADER, b"applied")])
     except (MessagingError, TimeoutError) as exc:
-        raise FeedUnavailable() from exc
+        raise FeedUnavailableError() from exc
     if applied:
         return LocationPublic(driver_id=driver.id, lat=data.lat, lon=data.lon,
                               cell=encode(data.lat, data.lon), recorded_at=recorded_at,

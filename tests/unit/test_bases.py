@@ -170,10 +170,10 @@ def test_postgres_sqlstate_and_detail_are_understood() -> None:
         constraint_name = "uq_things_name"
         column_name = None
 
-    class Adapted(Exception):
+    class AdaptedError(Exception):
         sqlstate = "23505"
 
-    orig = Adapted("duplicate key")
+    orig = AdaptedError("duplicate key")
     orig.__cause__ = AsyncpgError()
     violation = constraint_violation(integrity(orig))
     assert violation.kind == "unique"

@@ -22,7 +22,7 @@ from core.http import (
     UpstreamUnavailableError,
 )
 from core.http.context import RequestContext, bound
-from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse
+from core.http.transport import ConnectFailedError, ExchangeFailedError, RawResponse
 from core.resilience import BreakerConfig, RetryPolicy
 from core.service_registry import Instance, RegistryError
 from tests.fixed_registry import FixedRegistry
@@ -147,8 +147,9 @@ async def test_a_500_is_not_retried_and_a_503_is_on_the_other_instance() -> None
 
 
 @pytest.mark.parametrize(("exc", "raised", "post_attempts"), [
-    (ConnectFailed("refused"), UpstreamUnavailableError, 3),  # nothing was sent: any method
-    (ExchangeFailed("reset"), UpstreamBadResponseError, 1),  # it may have been: only the idempotent
+    # nothing was sent: any method; it may have been: only the idempotent
+    (ConnectFailedError("refused"), UpstreamUnavailableError, 3),
+    (ExchangeFailedError("reset"), UpstreamBadResponseError, 1),
 ])
 async def test_transport_failures_are_retried_then_typed(exc: Exception,
                                                          raised: type[Exception],
@@ -167,7 +168,7 @@ async def test_transport_failures_are_retried_then_typed(exc: Exception,
 async def test_a_post_whose_connection_was_never_opened_goes_to_another_instance() -> None:
     async def b1_is_down(sent: Sent) -> Raw:
         if sent.url.startswith("http://b1"):
-            raise ConnectFailed("refused")
+            raise ConnectFailedError("refused")
         return Raw(201)
 
     client, transport = make(b1_is_down)
@@ -294,11 +295,11 @@ def test_config_refuses_nonsense() -> None:
 
 
 async def test_attempts_per_call_override_the_policy() -> None:
-    client, transport = make(raising(ConnectFailed("refused")))
+    client, transport = make(raising(ConnectFailedError("refused")))
     with pytest.raises(UpstreamUnavailableError):
         await client.get("b", "/x", attempts=1)
     assert len(transport.sent) == 1
-    client, transport = make(raising(ConnectFailed("refused")))
+    client, transport = make(raising(ConnectFailedError("refused")))
     with pytest.raises(UpstreamUnavailableError):
         await client.get("b", "/x", attempts=5)
     assert len(transport.sent) == 5
@@ -310,12 +311,12 @@ async def test_a_streamed_body_is_passed_on_and_retried_only_if_never_sent() -> 
         yield b"b"
 
     body = chunks()
-    client, transport = make(raising(ExchangeFailed("reset")))
+    client, transport = make(raising(ExchangeFailedError("reset")))
     with pytest.raises(UpstreamBadResponseError):
         await client.put("b", "/x", content=body)  # PUT is idempotent, but the body is spent
     assert len(transport.sent) == 1
     assert transport.sent[0].content is body
-    client, transport = make(raising(ConnectFailed("refused")))
+    client, transport = make(raising(ConnectFailedError("refused")))
     with pytest.raises(UpstreamUnavailableError):
         await client.post("b", "/x", content=body)  # no connection: none of it was taken
     assert [s.content for s in transport.sent] == [body] * 3
