@@ -1,4 +1,4 @@
-"""HTTP routes of the driver service: thin; the rules live in services.py and locations.py.
+"""HTTP routes of the driver service: thin; the rules live in rules.py and locations.py.
 
 Who may do what (permissions from the contract): `drivers:register` to become a driver;
 `drivers:read` to read any driver (its licence number only shown to the driver and to
@@ -37,6 +37,7 @@ from services.driver.geo import encode
 from services.driver.handlers import APPLIED_HEADER
 from services.driver.locations import Report, find_nearby, latest_location
 from services.driver.models import Driver, DriverLocation
+from services.driver.rules import DriverService
 from services.driver.schemas import (
     DriverCreate,
     DriverPublic,
@@ -47,7 +48,6 @@ from services.driver.schemas import (
     StatusChange,
     VehiclePublic,
 )
-from services.driver.services import DriverService
 
 MAX_CLOCK_SKEW = timedelta(seconds=30)
 PUBLISH_TIMEOUT = 5.0

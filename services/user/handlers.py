@@ -21,7 +21,7 @@ from core.messaging.serialization import EventRegistry
 from core.messaging.types import MessageContext
 from services.user.cache import CACHE
 from services.user.events import Contact, GetContact, ProfileUpdated, UserRegistered
-from services.user.services import ProfileService
+from services.user.rules import ProfileService
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from core.db.engine import Database
 from services.auth.main import SERVICE_DIR
 from services.auth.models import UserRole
 from services.auth.passwords import Passwords
-from services.auth.services.accounts import Accounts
-from services.auth.services.rbac import ADMIN_ROLE, Rbac
+from services.auth.rules.accounts import Accounts
+from services.auth.rules.rbac import ADMIN_ROLE, Rbac
 from services.auth.tests.support import PASSWORD
 from tests.integration.databases import BACKENDS, open_databases
 from tests.support import unique

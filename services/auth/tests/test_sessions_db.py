@@ -21,10 +21,10 @@ from services.auth.config import AuthSettings
 from services.auth.main import SERVICE_DIR
 from services.auth.models import RefreshToken
 from services.auth.passwords import Passwords
-from services.auth.services import login as flows
-from services.auth.services.accounts import Accounts
-from services.auth.services.login import InvalidCredentialsError
-from services.auth.services.sessions import InvalidRefreshTokenError, Sessions
+from services.auth.rules import login as flows
+from services.auth.rules.accounts import Accounts
+from services.auth.rules.login import InvalidCredentialsError
+from services.auth.rules.sessions import InvalidRefreshTokenError, Sessions
 from services.auth.tests.support import PASSWORD
 from services.auth.throttle import LoginThrottle
 from services.auth.throttle.database import DatabaseFailureStore

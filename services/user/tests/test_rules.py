@@ -17,8 +17,8 @@ from core.db.engine import Database
 from core.messaging.events import BaseEvent
 from services.user.events import USER_EVENTS, ProfileCreated, ProfileUpdated
 from services.user.models import Base, Profile
+from services.user.rules import ProfileService, default_display_name
 from services.user.schemas import ProfileUpdate, normalize_phone
-from services.user.services import ProfileService, default_display_name
 
 
 class RecordingOutbox:

@@ -12,9 +12,9 @@ import uuid
 from core.bases.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from core.security import Principal
 from services.auth.passwords import normalise_email
+from services.auth.rules.accounts import Accounts
+from services.auth.rules.sessions import Sessions
 from services.auth.schemas import TokenPair
-from services.auth.services.accounts import Accounts
-from services.auth.services.sessions import Sessions
 from services.auth.throttle import LoginThrottle
 
 

@@ -33,8 +33,8 @@ from core.security import TokenIssuer
 from services.auth.config import AuthSettings
 from services.auth.locks import lock
 from services.auth.models import RefreshToken, User
+from services.auth.rules.accounts import claims_of
 from services.auth.schemas import TokenPair
-from services.auth.services.accounts import claims_of
 
 
 class InvalidRefreshTokenError(UnauthorizedError):
