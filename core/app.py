@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy import MetaData
 
 from core.bases.deps import attach
-from core.bases.exceptions import ConfigurationError, install_exception_handlers
+from core.bases.errors import ConfigurationError, install_exception_handlers
 from core.config import Settings, get_settings
 from core.db import migrations
 from core.db.engine import Database
@@ -371,7 +371,7 @@ async def _create_topics(settings: Settings, topics: Sequence[str]) -> None:
     """Subscribed topics must exist before the consumer joins: a consumer subscribed to a
     missing topic only notices its creation at the next metadata refresh (minutes). Published
     ones must exist before the relay sends to them: the brokers create none on first use, and
-    a row to a missing topic is parked (see core.messaging.outbox)."""
+    a row to a missing topic is parked (see core.messaging.outbox.relay)."""
     await KafkaAdmin(settings.kafka()).create_topics(topics)
 
 

@@ -7,7 +7,7 @@
   serve without it: its database) or not (a dependency it rides out: Kafka, behind the
   outbox; the registry, from its kept table; a consumer, whose events wait in the broker).
   A failing critical check makes the answer 503 `unavailable` (a balancer then sends no
-  traffic); a failing other check, or one that raises `Degraded`, makes it 200 `degraded`,
+  traffic); a failing other check, or one that raises `DegradedError`, makes it 200 `degraded`,
   naming the check and why: one dependency away must not take every instance out of every
   balancer at once. The body lists each check with its status, latency and, unless ok, why.
   Checks are coroutines, so a slow dependency costs a check its timeout, never the event
@@ -38,12 +38,12 @@ from core.messaging.kafka_client import KafkaProducer
 
 Check = Callable[[], Awaitable[object]]
 """Returns when the dependency answers (a `str` it returns is reported as the check's
-`detail`); raises `Degraded` when the service serves on without it, anything else when it
+`detail`); raises `DegradedError` when the service serves on without it, anything else when it
 does not answer."""
 DEFAULT_TIMEOUT = 2.0
 
 
-class Degraded(Exception):
+class DegradedError(Exception):
     """The dependency is away and the service serves on without it; the message says why."""
 
 
@@ -123,7 +123,7 @@ class HealthChecks:
             detail = answer if isinstance(answer, str) else None
         except TimeoutError:
             error = f"no answer within {registered.timeout:g}s"
-        except Degraded as exc:
+        except DegradedError as exc:
             error, degraded = str(exc) or "degraded", True
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -173,7 +173,7 @@ def kafka_check(producer: KafkaProducer, timeout: float = DEFAULT_TIMEOUT) -> Ch
 
 
 def reached_once(check: Check) -> Check:
-    """`check`, failing until it has passed once and only `Degraded` after that: for a
+    """`check`, failing until it has passed once and only `DegradedError` after that: for a
     dependency the process answers from a copy it keeps (the gateway's routing from the
     registry's table) once it has read it."""
     reached = False
@@ -182,13 +182,13 @@ def reached_once(check: Check) -> Check:
         nonlocal reached
         try:
             answer = await check()
-        except Degraded:
+        except DegradedError:
             raise
         except Exception as exc:
             if not reached:
                 raise
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise Degraded(f"{reason} (serving from what it last read)") from exc
+            raise DegradedError(f"{reason} (serving from what it last read)") from exc
         reached = True
         return answer
 
@@ -205,6 +205,6 @@ def consumer_check(consumer: EventConsumer) -> Check:
         if not consumer.running:
             raise RuntimeError(f"the consumer of group {consumer.group_id} is not running")
         if consumer.stranded is not None:
-            raise Degraded(consumer.stranded)
+            raise DegradedError(consumer.stranded)
 
     return check

@@ -34,11 +34,11 @@ class DevInfraError(RuntimeError):
     """A local server could not be provided; the message says why and what to look at."""
 
 
-class StartupTimeout(DevInfraError):
+class StartupTimeoutError(DevInfraError):
     """The server process runs but did not become ready in time."""
 
 
-class ProcessExited(DevInfraError):
+class ProcessExitedError(DevInfraError):
     """The server process died while we were waiting for it."""
 
 
@@ -219,12 +219,12 @@ def wait_until(
     while True:
         for proc in processes:
             if not proc.running:
-                raise ProcessExited(f"{what}: {proc.describe_exit()}")
+                raise ProcessExitedError(f"{what}: {proc.describe_exit()}")
         if check():
             return
         if time.monotonic() >= deadline:
             logs = "\n".join(proc.log_tail() for proc in processes)
-            raise StartupTimeout(f"{what}: not ready after {timeout:.0f}s\n{logs}".rstrip())
+            raise StartupTimeoutError(f"{what}: not ready after {timeout:.0f}s\n{logs}".rstrip())
         time.sleep(interval)
 
 

@@ -20,7 +20,7 @@ def main() -> None:
             "gets up to %d times its limit", settings.gateway_workers, settings.gateway_workers)
     limits = ServerLimits(max_head_bytes=settings.gateway_max_head_bytes,
                           head_timeout=settings.gateway_head_timeout)
-    run("gateway.main:create_app", factory=True, host=settings.service_host,
+    run("gateway.app:create_app", factory=True, host=settings.service_host,
         port=settings.service_port, workers=settings.gateway_workers, limits=limits,
         loop="uvloop", log_level="info", access_log=False, timeout_graceful_shutdown=20,
         proxy_headers=False)

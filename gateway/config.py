@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from core.config import Settings
-from gateway.route_checks import parse_rate_limit
+from gateway.routes.checks import parse_rate_limit
 
 DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.toml")
 

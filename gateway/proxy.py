@@ -38,7 +38,7 @@ from urllib.parse import quote, urlsplit
 from starlette.types import Receive, Scope, Send
 
 from core.http.client import ServiceClient
-from core.http.errors import UpstreamError, UpstreamFailure
+from core.http.errors import UpstreamBadResponseError, UpstreamError
 from core.http.response import Response
 from core.service_registry.base import Instance
 from core.tasks import cancel_and_wait
@@ -62,11 +62,11 @@ _IDENTITY_PREFIX = b"x-authenticated-"
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
-class ClientGone(Exception):
+class ClientGoneError(Exception):
     """The client disconnected while its request body was still coming."""
 
 
-class StreamStalled(Exception):
+class StreamStalledError(Exception):
     """A streamed answer passed no byte for the route's idle timeout: it is ended (cut)."""
 
 
@@ -109,7 +109,7 @@ class Proxy:
                 read = complete or (isinstance(body, _BodyStream) and body.done)
                 await self._respond(response, send, receive if read else None,
                                     response_headers, route, client, scope["method"])
-        except UpstreamFailure as exc:
+        except UpstreamError as exc:
             raise _refusal(exc) from exc
 
     async def _body(self, receive: Receive, length: int | None,
@@ -153,7 +153,7 @@ class Proxy:
                     await pump
                 else:
                     await _until_done_or_gone(pump, watch)
-            except (UpstreamError, StreamStalled) as exc:
+            except (UpstreamBadResponseError, StreamStalledError) as exc:
                 # The status is sent: returning without the body's end makes the server
                 # close the connection, and the client sees a cut body.
                 log.warning("%s %s: answer cut after its status: %s", method, route.name, exc)
@@ -216,10 +216,10 @@ def _under(path: str, prefix: str) -> bool:
 
 async def _pump(response: Response, send: Send, idle: float) -> None:
     """Pass the body on as it comes, each chunk within `idle` seconds (to come from the
-    upstream and to be taken by the client), else `StreamStalled`. An upstream that breaks
-    off mid-body raises `UpstreamError` out of here. Either way the status is sent, so the
-    only honest signal left is an incomplete body: the server closes the connection when the
-    answer ends unfinished."""
+    upstream and to be taken by the client), else `StreamStalledError`. An upstream that breaks
+    off mid-body raises `UpstreamBadResponseError` out of here. Either way the status is sent,
+    so the only honest signal left is an incomplete body: the server closes the connection when
+    the answer ends unfinished."""
     chunks = aiter(response.aiter_bytes())
     while True:
         try:
@@ -231,7 +231,7 @@ async def _pump(response: Response, send: Send, idle: float) -> None:
         except StopAsyncIteration:
             break
         except TimeoutError:
-            raise StreamStalled(f"{response.service}: no byte passed for {idle:g} s") from None
+            raise StreamStalledError(f"{response.service}: no byte passed for {idle:g} s") from None
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -283,7 +283,7 @@ async def _read(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientGone()
+            raise ClientGoneError()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -305,7 +305,7 @@ class _BodyStream:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise ClientGone()
+                raise ClientGoneError()
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk
@@ -319,12 +319,12 @@ def _too_large(limit: int) -> GatewayError:
                         f"The request body is larger than the limit of {limit} bytes")
 
 
-def _refusal(exc: UpstreamFailure) -> GatewayError:
+def _refusal(exc: UpstreamError) -> GatewayError:
     """The client's answer when no upstream answer came: 503 (none could take it), 504 (none
     answered in time), 502 (one answered with a server error or broke off). An upstream's own
     503 or 504 keeps its status."""
     status = exc.status_code
-    if isinstance(exc, UpstreamError) and exc.status in (503, 504):
+    if isinstance(exc, UpstreamBadResponseError) and exc.status in (503, 504):
         status = exc.status
     headers = dict(exc.headers)
     if status == 503:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from core.health_check import Degraded, HealthChecks, reached_once
+from core.health_check import DegradedError, HealthChecks, reached_once
 from core.security.wiring import Security
 from core.service_registry.base import ServiceRegistry
-from gateway.middleware.rate_limit import EdgeRateLimiter
-from gateway.route_table import RouteTable
+from gateway.edge.rate_limit import EdgeRateLimiter
+from gateway.routes.table import RouteTable
 from gateway.upstreams import HealthChecker
 
 
@@ -31,14 +31,14 @@ def gateway_readiness(registry: ServiceRegistry, table: Callable[[], RouteTable]
 
     async def rate_limiter() -> None:
         if limiter.degraded:
-            raise Degraded("the shared limiter (Redis) is unavailable: each replica limits "
-                           "alone meanwhile")
+            raise DegradedError("the shared limiter (Redis) is unavailable: each replica limits "
+                                "alone meanwhile")
 
     async def balancing() -> str | None:
         panicking = upstreams.panicking()
         if panicking:
-            raise Degraded("; ".join(f"{service}: {why}"
-                                     for service, why in sorted(panicking.items())))
+            raise DegradedError("; ".join(f"{service}: {why}"
+                                          for service, why in sorted(panicking.items())))
         out = upstreams.unhealthy()
         return f"taken out: {', '.join(out)}" if out else None
 
@@ -49,8 +49,8 @@ def gateway_readiness(registry: ServiceRegistry, table: Callable[[], RouteTable]
     if jwks is not None:
         async def token_keys() -> str:
             if not jwks.keys:
-                raise Degraded("no token keys read yet: protected routes answer 503 until "
-                               "they are")
+                raise DegradedError("no token keys read yet: protected routes answer 503 until "
+                                    "they are")
             return f"{len(jwks.keys)} keys"
 
         health.add("token_keys", token_keys)

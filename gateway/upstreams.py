@@ -31,7 +31,7 @@ import aiohttp
 
 from core.service_registry.base import Change, Instance, ServiceRegistry
 from core.tasks import cancel_and_wait, periodically
-from gateway.route_table import LEGACY
+from gateway.routes.table import LEGACY
 
 log = logging.getLogger(__name__)
 

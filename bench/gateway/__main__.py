@@ -23,7 +23,7 @@ Contenders (--choice):       direct, and a minimal reverse proxy (bench/gateway/
                              under uvicorn (uvloop, httptools) and granian (ASGI, uvloop),
                              1 and 2 workers, with aiohttp and httpx as the upstream client.
 
-Until `gateway.main` imports, the gateway's place is taken by the stand-in proxy (marked).
+Until `gateway.app` imports, the gateway's place is taken by the stand-in proxy (marked).
 
 The choice, as measured on the 2-CPU development machine (load average about 3 from other
 work; medians of 3 rounds): aiohttp as the upstream client, by far (httpx's pool costs 4 to

@@ -212,12 +212,12 @@ def start_standin(workdir: Path, key: str, server: str, workers: int, client: st
 
 def gateway_missing() -> str | None:
     """Why `python -m gateway` cannot run from this checkout, or None when it can."""
-    if importlib.util.find_spec("gateway.main") is None:
-        return "gateway/main.py is not there yet"
+    if importlib.util.find_spec("gateway.app") is None:
+        return "gateway/app.py is not there yet"
     try:
-        importlib.import_module("gateway.main")
+        importlib.import_module("gateway.app")
     except ImportError as exc:
-        return f"gateway.main does not import yet ({exc})"
+        return f"gateway.app does not import yet ({exc})"
     return None
 
 

@@ -1,6 +1,6 @@
 """The conventions services are written in: repository, service, router, errors, envelope."""
 
-from core.bases.exceptions import (
+from core.bases.errors import (
     AppError,
     BadRequestError,
     ConfigurationError,

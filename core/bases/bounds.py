@@ -22,7 +22,7 @@ import annotated_types
 from pydantic import BaseModel, create_model
 from pydantic.fields import FieldInfo
 
-from core.bases.exceptions import FieldError
+from core.bases.errors import FieldError
 from core.db.limits import IntRange, integer_columns
 
 _LOWER = (annotated_types.Ge, annotated_types.Gt)

@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.exceptions import ConfigurationError
+from core.bases.errors import ConfigurationError
 from core.bases.types import EventOutbox
 from core.db.engine import Database
 

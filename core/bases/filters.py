@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, inspect
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
 
-from core.bases.exceptions import ConfigurationError, FieldError, ValidationError
+from core.bases.errors import ConfigurationError, FieldError, ValidationError
 from core.db.limits import IntRange, integer_range
 
 SEPARATOR = "__"
@@ -108,7 +108,7 @@ def where_clauses(
     for f in filters:
         try:
             clauses.append(_clause(model, f, allowed))
-        except _Refused as refused:
+        except _RefusedError as refused:
             problems.append(FieldError(f.key, str(refused), refused.code, "query"))
     if problems:
         raise ValidationError("Invalid filter", fields=problems)
@@ -161,7 +161,7 @@ def coerce(model: type[Any], field: str, value: Any) -> Any:
     return converted
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     def __init__(self, reason: str, code: str) -> None:
         super().__init__(reason)
         self.code = code
@@ -169,11 +169,11 @@ class _Refused(Exception):
 
 def _clause(model: type[Any], f: Filter, allowed: Collection[str]) -> ColumnElement[bool]:
     if f.field not in allowed:
-        raise _Refused(f"cannot filter on {f.field!r}; allowed: "
-                       f"{', '.join(sorted(allowed)) or 'none'}", "unknown_filter")
+        raise _RefusedError(f"cannot filter on {f.field!r}; allowed: "
+                            f"{', '.join(sorted(allowed)) or 'none'}", "unknown_filter")
     if f.op not in OPERATORS:
-        raise _Refused(f"unknown operator {f.op!r}; use one of: "
-                       f"{', '.join(sorted(OPERATORS))}", "unknown_operator")
+        raise _RefusedError(f"unknown operator {f.op!r}; use one of: "
+                            f"{', '.join(sorted(OPERATORS))}", "unknown_operator")
     column = _attribute(model, f.field)
     try:
         if f.op == "isnull":
@@ -182,14 +182,14 @@ def _clause(model: type[Any], f: Filter, allowed: Collection[str]) -> ColumnElem
             return column.in_([coerce(model, f.field, v) for v in _split(f.value)])
         if f.op in _TEXT_OPERATORS:
             if _python_type(model, f.field) is not str:
-                raise _Refused(f"{f.op} works on text fields only", "invalid_operator")
+                raise _RefusedError(f"{f.op} works on text fields only", "invalid_operator")
             text = str(f.value)
             if f.op == "contains":
                 return column.icontains(text, autoescape=True)
             return column.istartswith(text, autoescape=True)
         value = coerce(model, f.field, f.value)
     except ValueError as exc:
-        raise _Refused(str(exc), "invalid_value") from None
+        raise _RefusedError(str(exc), "invalid_value") from None
     compare = {
         "eq": column.__eq__, "ne": column.__ne__, "lt": column.__lt__, "lte": column.__le__,
         "gt": column.__gt__, "gte": column.__ge__,

@@ -23,7 +23,7 @@ from typing import Literal
 
 from fastapi import Request
 
-from core.bases.exceptions import ForbiddenError
+from core.bases.errors import ForbiddenError
 from core.bases.types import Permission
 
 Action = Literal["create", "read", "update", "delete", "restore", "hard_delete", "read_deleted"]

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.bases.bounds import out_of_range
-from core.bases.exceptions import (
+from core.bases.errors import (
     ConfigurationError,
     FieldError,
     NotFoundError,

@@ -33,7 +33,7 @@ route can answer is declared in the OpenAPI with the standard error body (core.b
 
 Each route runs its action's permission dependencies first, then the service inside one
 transaction per request (core.bases.deps.SessionDep). Routes stay thin: rules live in the
-service, error responses in core.bases.exceptions.
+service, error responses in core.bases.errors.
 """
 
 # No `from __future__ import annotations`: the endpoints are closures, and FastAPI must see
@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.bases.bounds import bounded_schema
 from core.bases.deps import OutboxDep, SessionDep
-from core.bases.exceptions import ConfigurationError
+from core.bases.errors import ConfigurationError
 from core.bases.filters import OPERATORS, SEPARATOR, QueryFilters
 from core.bases.pagination import MAX_OFFSET, Page, PageRequest, max_page
 from core.bases.permissions import Action, Permissions

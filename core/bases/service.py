@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Generic
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.exceptions import ConfigurationError
+from core.bases.errors import ConfigurationError
 from core.bases.filters import FilterInput
 from core.bases.pagination import Page, PageRequest
 from core.bases.repository import BaseRepository

@@ -23,8 +23,8 @@ from core.commands.failures import database_failures, settings_database_url
 from core.db import migrations
 from core.db.engine import Database
 from core.db.models import table_key
-from core.messaging import outbox_store
-from core.messaging.outbox_store import MAX_ATTEMPTS, OUTBOX
+from core.messaging.outbox import store as outbox_store
+from core.messaging.outbox.store import MAX_ATTEMPTS, OUTBOX
 
 app = typer.Typer(help="Parked outbox events: list them with their errors, requeue or "
                        "discard them.", no_args_is_help=True)

@@ -12,11 +12,11 @@ from core.http.context import (
 )
 from core.http.deps import ServicesDep, get_services
 from core.http.errors import (
+    UpstreamBadResponseError,
     UpstreamError,
-    UpstreamFailure,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
 )
 from core.http.response import Response
 
@@ -35,11 +35,11 @@ __all__ = [
     "ServiceToken",
     "ServicesDep",
     "TokenProvider",
+    "UpstreamBadResponseError",
     "UpstreamError",
-    "UpstreamFailure",
-    "UpstreamRejected",
-    "UpstreamTimeout",
-    "UpstreamUnavailable",
+    "UpstreamRejectedError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
     "get_services",
     "install_request_context",
 ]

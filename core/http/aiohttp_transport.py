@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 import aiohttp
 
-from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse
+from core.http.transport import ConnectFailedError, ExchangeFailedError, RawResponse
 
 KEEPALIVE = 4.0
 """Seconds an idle pooled connection is kept."""
@@ -32,7 +32,7 @@ class _Response:
         try:
             return await self._response.read()
         except aiohttp.ClientError as exc:
-            raise ExchangeFailed(f"reading the body failed: {exc!r}") from exc
+            raise ExchangeFailedError(f"reading the body failed: {exc!r}") from exc
         finally:
             self._response.release()
 
@@ -41,7 +41,7 @@ class _Response:
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except aiohttp.ClientError as exc:
-            raise ExchangeFailed(f"reading the body failed: {exc!r}") from exc
+            raise ExchangeFailedError(f"reading the body failed: {exc!r}") from exc
 
     async def close(self) -> None:
         self._response.release()
@@ -80,9 +80,9 @@ class AiohttpTransport:
             response = await session.request(method, url, headers=headers, data=content,
                                              allow_redirects=False)
         except aiohttp.ClientConnectorError as exc:
-            raise ConnectFailed(f"connect to {url} failed: {exc!r}") from exc
+            raise ConnectFailedError(f"connect to {url} failed: {exc!r}") from exc
         except aiohttp.ClientError as exc:
-            raise ExchangeFailed(f"{method} {url} failed: {exc!r}") from exc
+            raise ExchangeFailedError(f"{method} {url} failed: {exc!r}") from exc
         return _Response(response)
 
     async def aclose(self) -> None:

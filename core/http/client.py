@@ -1,16 +1,17 @@
 """`ServiceClient`: call another service by name, over whichever of its instances is healthy.
 
 One call, in order: resolve the name through the `ServiceRegistry`; skip instances whose
-breaker is open (all open: fail fast, `UpstreamUnavailable` with `Retry-After`); pick the one
-with the fewest calls in flight; take a slot of the service's bulkhead; send under the attempt
+breaker is open (all open: fail fast, `UpstreamUnavailableError` with `Retry-After`); pick the
+one with the fewest calls in flight; take a slot of the service's bulkhead; send under the attempt
 timeout, with the caller's identity and the request and correlation ids. Connection failures,
 timeouts and 502/503/504 are retried, on another instance when there is one, with backoff and
 jitter (longer if the upstream sent `Retry-After`), but only for requests that are safe to
 repeat (or that were never sent: a connection that could not be opened carried nothing, so a
 POST or a streamed body goes to another instance as well), only while the whole call's
 deadline allows (the wait for a bulkhead slot included), and only while the service's retry
-budget lasts. Whatever still fails is an `UpstreamUnavailable` (503), `UpstreamTimeout` (504) or
-`UpstreamError` (502); 4xx answers are returned as responses unless `raise_for_status`.
+budget lasts. Whatever still fails is an `UpstreamUnavailableError` (503),
+`UpstreamTimeoutError` (504) or `UpstreamBadResponseError` (502), all `UpstreamError`; 4xx
+answers are returned as responses unless `raise_for_status`.
 
 Task safety: one client per process (per event loop), shared by all requests; it holds the
 connection pool, so build it at start-up and `aclose()` it at shutdown.
@@ -33,10 +34,15 @@ from core.http import context
 from core.http.aiohttp_transport import AiohttpTransport
 from core.http.auth import Auth, NoAuth
 from core.http.balancer import LeastOutstanding
-from core.http.errors import UpstreamError, UpstreamFailure, UpstreamTimeout, UpstreamUnavailable
+from core.http.errors import (
+    UpstreamBadResponseError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from core.http.response import Response
 from core.http.retries import RETRY_STATUSES, RetryBudget, may_retry, parse_retry_after, retry_delay
-from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse, Transport
+from core.http.transport import ConnectFailedError, ExchangeFailedError, RawResponse, Transport
 from core.resilience.breaker import BreakerConfig, CircuitBreaker, Clock, StateListener
 from core.resilience.bulkhead import Bulkhead
 from core.resilience.errors import BulkheadFullError, CallTimeoutError, CircuitOpenError
@@ -73,7 +79,7 @@ class ClientConfig:
     """Calls in flight to one service at once (the bulkhead)."""
     max_waiting: int = 100
     max_wait: float = 1.0
-    """Calls that may wait for a slot, and for how long, before `UpstreamUnavailable`."""
+    """Calls that may wait for a slot, and for how long, before `UpstreamUnavailableError`."""
     retry_ratio: float = 0.2
     min_retries: int = 10
     """Retry budget per service: `min_retries + retry_ratio * calls` over the last 10 s."""
@@ -102,12 +108,12 @@ class _Call:
     """Streams only: a body declared this small is read inside the attempt."""
 
 
-class _Retryable(Exception):
+class _RetryableError(Exception):
     """An attempt failed in a way another attempt might fix; `error` is what to raise if none
     is made. `sent` is False when the request certainly never left (no connection was
     opened, or the breaker refused it): then any request may be sent again."""
 
-    def __init__(self, error: UpstreamFailure, retry_after: float | None = None, *,
+    def __init__(self, error: UpstreamError, retry_after: float | None = None, *,
                  sent: bool = True) -> None:
         super().__init__(str(error))
         self.error = error
@@ -279,7 +285,7 @@ class ServiceClient:
             tried.add(_key(instance))
             try:
                 return await self._attempt(call, instance, deadline_at, stream=stream)
-            except _Retryable as failed:
+            except _RetryableError as failed:
                 delay = None
                 if call.retryable or not failed.sent:
                     delay = retry_delay(call.retry, attempt, failed.retry_after,
@@ -293,19 +299,19 @@ class ServiceClient:
         try:
             instances = await self._registry.discover(service)
         except RegistryError as exc:
-            raise UpstreamUnavailable(service, f"registry: {exc}") from exc
+            raise UpstreamUnavailableError(service, f"registry: {exc}") from exc
         if not instances:
-            raise UpstreamUnavailable(service, "no instance is registered")
+            raise UpstreamUnavailableError(service, "no instance is registered")
         if self._instance_filter is not None:
             known = len(instances)
             instances = [i for i in instances if self._instance_filter(i)]
             if not instances:
-                raise UpstreamUnavailable(
+                raise UpstreamUnavailableError(
                     service, f"none of the {known} instances passes its health check")
         allowed = [i for i in instances if self._breakers.get(_key(i)).allows()]
         if not allowed:
             wait = min(self._breakers.get(_key(i)).retry_after() for i in instances)
-            raise UpstreamUnavailable(
+            raise UpstreamUnavailableError(
                 service, f"the circuit of all {len(instances)} instances is open",
                 retry_after=wait)
         untried = [i for i in allowed if _key(i) not in tried]
@@ -320,15 +326,15 @@ class ServiceClient:
             async with call_timeout(deadline_at - self._clock(), f"{what}: a slot"):
                 await bulkhead.acquire()
         except BulkheadFullError as exc:
-            raise UpstreamUnavailable(service, str(exc)) from exc
+            raise UpstreamUnavailableError(service, str(exc)) from exc
         except CallTimeoutError as exc:
-            raise UpstreamTimeout(service, f"the deadline passed waiting: {exc}") from exc
+            raise UpstreamTimeoutError(service, f"the deadline passed waiting: {exc}") from exc
         try:
             permit = self._breakers.get(key).acquire()
         except CircuitOpenError as exc:  # opened while we waited for the slot
             bulkhead.release()
-            raise _Retryable(_caused(UpstreamUnavailable(service, str(exc)), exc),
-                             sent=False) from exc
+            raise _RetryableError(_caused(UpstreamUnavailableError(service, str(exc)), exc),
+                                  sent=False) from exc
         self._balancer.started(key)
         limit = min(call.timeout, deadline_at - self._clock())
 
@@ -350,22 +356,24 @@ class ServiceClient:
             if raw is not None:
                 await raw.close()
             if isinstance(exc, CallTimeoutError):
-                raise _Retryable(_caused(UpstreamTimeout(service, str(exc)), exc)) from exc
-            if isinstance(exc, ConnectFailed):  # nothing was sent: any method may go again
-                raise _Retryable(_caused(UpstreamUnavailable(service, str(exc)), exc),
-                                 sent=False) from exc
-            if isinstance(exc, ExchangeFailed):
-                raise _Retryable(_caused(UpstreamError(service, str(exc)), exc)) from exc
+                raise _RetryableError(
+                    _caused(UpstreamTimeoutError(service, str(exc)), exc)) from exc
+            if isinstance(exc, ConnectFailedError):  # nothing was sent: any method may go again
+                raise _RetryableError(_caused(UpstreamUnavailableError(service, str(exc)), exc),
+                                      sent=False) from exc
+            if isinstance(exc, ExchangeFailedError):
+                raise _RetryableError(
+                    _caused(UpstreamBadResponseError(service, str(exc)), exc)) from exc
             raise
         if raw.status >= 500:
             permit.failure()
             done()
             if stream:
                 await raw.close()
-            error = UpstreamError(service, f"{instance.url} answered {raw.status}",
-                                  status=raw.status)
+            error = UpstreamBadResponseError(service, f"{instance.url} answered {raw.status}",
+                                             status=raw.status)
             if raw.status in RETRY_STATUSES:
-                raise _Retryable(error, parse_retry_after(raw.headers.get("Retry-After")))
+                raise _RetryableError(error, parse_retry_after(raw.headers.get("Retry-After")))
             raise error
         permit.success()
         if stream and content is None:
@@ -386,6 +394,6 @@ def _declared_length(raw: RawResponse) -> int:
 _NO_LENGTH = 1 << 62
 
 
-def _caused(error: UpstreamFailure, cause: BaseException) -> UpstreamFailure:
+def _caused(error: UpstreamError, cause: BaseException) -> UpstreamError:
     error.__cause__ = cause
     return error

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from core.bases.exceptions import ConfigurationError
+from core.bases.errors import ConfigurationError
 from core.http.client import ServiceClient
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, ClassVar
 
-from core.bases.exceptions import AppError
+from core.bases.errors import AppError
 
 if TYPE_CHECKING:
     from core.http.response import Response
 
 
-class UpstreamFailure(AppError):
+class UpstreamError(AppError):
     """Root of the errors of calls to other services."""
 
     expose: ClassVar[bool] = True
@@ -35,7 +35,7 @@ class UpstreamFailure(AppError):
         return f"{self.message}: {self.detail}" if self.detail else self.message
 
 
-class UpstreamUnavailable(UpstreamFailure):
+class UpstreamUnavailableError(UpstreamError):
     """No instance could take the call: none known, all failing, all busy, or refused."""
 
     status_code = 503
@@ -43,7 +43,7 @@ class UpstreamUnavailable(UpstreamFailure):
     template = "Service '{service}' is unavailable"
 
 
-class UpstreamTimeout(UpstreamFailure):
+class UpstreamTimeoutError(UpstreamError):
     """The service did not answer within the call's timeout or deadline."""
 
     status_code = 504
@@ -51,7 +51,7 @@ class UpstreamTimeout(UpstreamFailure):
     template = "Service '{service}' did not answer in time"
 
 
-class UpstreamError(UpstreamFailure):
+class UpstreamBadResponseError(UpstreamError):
     """The service answered with a server error, or with something that is not HTTP/JSON."""
 
     status_code = 502
@@ -65,7 +65,7 @@ class UpstreamError(UpstreamFailure):
         """The upstream's own status, when it answered one."""
 
 
-class UpstreamRejected(UpstreamError):
+class UpstreamRejectedError(UpstreamBadResponseError):
     """The service refused the request with a 4xx (raised only when the caller asked)."""
 
     code = "upstream_rejected"

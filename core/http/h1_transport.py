@@ -39,7 +39,7 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse
+from core.http.transport import ConnectFailedError, ExchangeFailedError, RawResponse
 
 KEEPALIVE = 4.0
 """Seconds an idle pooled connection is kept (under uvicorn's 5 s: a request sent on a
@@ -50,7 +50,7 @@ SWEEPS_PER_KEEPALIVE = 4
 """How often idle connections are looked at: an idle one is closed within 1.25 keep-alives."""
 
 
-class _Overrun(Exception):
+class _OverrunError(Exception):
     """The peer sent the start of another message after a complete answer."""
 
 
@@ -78,7 +78,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.until_close = False
-        self.error: ExchangeFailed | None = None
+        self.error: ExchangeFailedError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._informational = False
 
@@ -97,7 +97,7 @@ class _Connection(asyncio.Protocol):
             if self.complete:  # the answer is whole; what followed it is dropped
                 self._overrun()
                 return
-            self._fail(ExchangeFailed(f"the answer is not HTTP: {exc}"))
+            self._fail(ExchangeFailedError(f"the answer is not HTTP: {exc}"))
             self.abort()
 
     def _overrun(self) -> None:
@@ -112,9 +112,9 @@ class _Connection(asyncio.Protocol):
                 and not self.complete):
             self.on_message_complete()  # a body delimited by a clean end of the connection
         elif not self.complete:
-            self._fail(ExchangeFailed(f"the connection closed mid-exchange ({exc!r})"))
+            self._fail(ExchangeFailedError(f"the connection closed mid-exchange ({exc!r})"))
         if self._writable is not None and not self._writable.done():
-            self._writable.set_exception(ExchangeFailed("the connection closed while sending"))
+            self._writable.set_exception(ExchangeFailedError("the connection closed while sending"))
 
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():
@@ -128,7 +128,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         if self.complete:
-            raise _Overrun  # stops the parser: this message is no answer to anything sent
+            raise _OverrunError  # stops the parser: this message is no answer to anything sent
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -164,7 +164,7 @@ class _Connection(asyncio.Protocol):
 
     # --- used by the exchange ---------------------------------------------------------------
 
-    def _fail(self, error: ExchangeFailed) -> None:
+    def _fail(self, error: ExchangeFailedError) -> None:
         if self.error is None:
             self.error = error
         if not self.headers_done.done():
@@ -275,7 +275,7 @@ class _Pool:
         except BaseException as exc:
             self.busy -= 1
             if isinstance(exc, OSError):
-                raise ConnectFailed(
+                raise ConnectFailedError(
                     f"connect to {self.host}:{self.port} failed: {exc!r}") from exc
             raise
         return conn
@@ -400,14 +400,14 @@ class H1Transport:
                     content: bytes | AsyncIterable[bytes] | None, *, chunked: bool) -> None:
         transport = conn.transport
         if transport is None or conn.closed:
-            raise ExchangeFailed("the connection closed before the request was sent")
+            raise ExchangeFailedError("the connection closed before the request was sent")
         if content is None or isinstance(content, bytes):
             transport.write(head + content if content else head)
             return
         transport.write(head)
         async for chunk in content:
             if conn.closed:
-                raise ExchangeFailed("the connection closed while sending the body")
+                raise ExchangeFailedError("the connection closed while sending the body")
             if chunk:
                 transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                 await conn.drain()

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 import httpx
 
-from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse
+from core.http.transport import ConnectFailedError, ExchangeFailedError, RawResponse
 
 
 class _Response:
@@ -28,7 +28,7 @@ class _Response:
         try:
             return await self._response.aread()
         except httpx.TransportError as exc:
-            raise ExchangeFailed(f"reading the body failed: {exc!r}") from exc
+            raise ExchangeFailedError(f"reading the body failed: {exc!r}") from exc
         finally:
             await self._response.aclose()
 
@@ -37,7 +37,7 @@ class _Response:
             async for chunk in self._response.aiter_bytes():
                 yield chunk
         except httpx.TransportError as exc:
-            raise ExchangeFailed(f"reading the body failed: {exc!r}") from exc
+            raise ExchangeFailedError(f"reading the body failed: {exc!r}") from exc
 
     async def close(self) -> None:
         await self._response.aclose()
@@ -58,9 +58,9 @@ class HttpxTransport:
         try:
             response = await self._transport.handle_async_request(request)
         except httpx.ConnectError as exc:
-            raise ConnectFailed(f"connect to {url} failed: {exc!r}") from exc
+            raise ConnectFailedError(f"connect to {url} failed: {exc!r}") from exc
         except httpx.TransportError as exc:
-            raise ExchangeFailed(f"{method} {url} failed: {exc!r}") from exc
+            raise ExchangeFailedError(f"{method} {url} failed: {exc!r}") from exc
         response.request = request
         return _Response(response)
 

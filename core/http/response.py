@@ -6,14 +6,14 @@ import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from core.http.errors import UpstreamError, UpstreamRejected
-from core.http.transport import ExchangeFailed, RawResponse
+from core.http.errors import UpstreamBadResponseError, UpstreamRejectedError
+from core.http.transport import ExchangeFailedError, RawResponse
 
 
 class Response:
     """A buffered answer (`content`, `text`, `json()`) or, from `ServiceClient.stream`, one
     whose body is read by `aiter_bytes()` or `aread()`. A body that breaks off while being
-    read raises `UpstreamError`; so does `json()` on a body that is not JSON."""
+    read raises `UpstreamBadResponseError`; so does `json()` on a body that is not JSON."""
 
     __slots__ = ("_content", "_on_close", "_raw", "service")
 
@@ -51,21 +51,22 @@ class Response:
         try:
             return json.loads(self.content)
         except ValueError as exc:
-            raise UpstreamError(self.service, f"body is not JSON: {exc}",
-                                status=self.status_code) from exc
+            raise UpstreamBadResponseError(self.service, f"body is not JSON: {exc}",
+                                           status=self.status_code) from exc
 
     def raise_for_status(self) -> Response:
-        """Raise `UpstreamRejected` for a 4xx (5xx never get this far); return self."""
+        """Raise `UpstreamRejectedError` for a 4xx (5xx never get this far); return self."""
         if self.status_code >= 400:
-            raise UpstreamRejected(self.service, self)
+            raise UpstreamRejectedError(self.service, self)
         return self
 
     async def aread(self) -> bytes:
         if self._content is None:
             try:
                 self._content = await self._raw.read()
-            except ExchangeFailed as exc:
-                raise UpstreamError(self.service, str(exc), status=self.status_code) from exc
+            except ExchangeFailedError as exc:
+                raise UpstreamBadResponseError(self.service, str(exc),
+                                               status=self.status_code) from exc
         return self._content
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
@@ -75,8 +76,9 @@ class Response:
         try:
             async for chunk in self._raw.iter_chunks():
                 yield chunk
-        except ExchangeFailed as exc:
-            raise UpstreamError(self.service, str(exc), status=self.status_code) from exc
+        except ExchangeFailedError as exc:
+            raise UpstreamBadResponseError(self.service, str(exc),
+                                           status=self.status_code) from exc
 
     def release_slot(self) -> None:
         """Give back the call's bulkhead slot (and its count in balancing) now, while the

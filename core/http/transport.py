@@ -2,8 +2,9 @@
 
 The client (retries, breakers, balancing) is written against `Transport`; an adapter wraps one
 HTTP library and translates its errors into the two that matter for a retry decision:
-`ConnectFailed` (nothing was sent: another instance can take the request) and `ExchangeFailed`
-(the connection broke, or the answer was not HTTP, after the request may have been sent).
+`ConnectFailedError` (nothing was sent: another instance can take the request) and
+`ExchangeFailedError` (the connection broke, or the answer was not HTTP, after the request may
+have been sent).
 Timeouts are not the transport's business: the client puts every exchange under its own
 `asyncio`-based timeout, so adapters turn their library's timeouts off.
 """
@@ -18,11 +19,11 @@ class TransportError(Exception):
     """Root of what a transport raises; the message is for logs, never for clients."""
 
 
-class ConnectFailed(TransportError):
+class ConnectFailedError(TransportError):
     """No connection could be made (refused, unreachable, DNS): the request was not sent."""
 
 
-class ExchangeFailed(TransportError):
+class ExchangeFailedError(TransportError):
     """The connection broke or the peer answered something that is not HTTP."""
 
 

@@ -6,9 +6,7 @@ that module.
 """
 
 from core.messaging.dlq import DeadLetter, DeadLetterSink, KafkaDeadLetterSink, dlq_topic
-from core.messaging.event_bus import EventBus, InMemoryEventBus, KafkaEventBus
-from core.messaging.events import BaseEvent, DomainEvent, IntegrationEvent
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     ConsumerFailedError,
     DeserializationError,
     MessagingError,
@@ -17,6 +15,8 @@ from core.messaging.exceptions import (
     RequestTimeoutError,
     UnknownEventTypeError,
 )
+from core.messaging.event_bus import EventBus, InMemoryEventBus, KafkaEventBus
+from core.messaging.events import BaseEvent, DomainEvent, IntegrationEvent
 from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.outbox import OutboxRelay, OutboxWriter
 from core.messaging.request_reply import RequestReplyClient, RequestResponder

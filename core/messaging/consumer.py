@@ -44,7 +44,7 @@ from typing import Any
 from core.config import KafkaConfig
 from core.messaging.dispatch import DEFAULT_RETRY, Outcome, RecordDispatcher
 from core.messaging.dlq import DeadLetterSink, KafkaDeadLetterSink, dlq_topic
-from core.messaging.exceptions import ConsumerFailedError
+from core.messaging.errors import ConsumerFailedError
 from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from core.messaging.kafka_client import (

@@ -39,12 +39,12 @@ from typing import Any
 
 from core import correlation
 from core.messaging.dlq import DeadLetterSink, dead_letter_headers
-from core.messaging.events import BaseEvent
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     PermanentHandlerError,
     StoreUnavailableError,
     UnknownEventTypeError,
 )
+from core.messaging.events import BaseEvent
 from core.messaging.handlers import HandlerMiddleware, HandlerRegistry, NamedHandler
 from core.messaging.idempotency import IdempotencyStore, Work
 from core.messaging.serialization import EventSerializer, envelope_headers

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from core.db.engine import Database
 from core.db.errors import unavailable
 from core.db.models import table_key
-from core.messaging.exceptions import StoreUnavailableError
+from core.messaging.errors import StoreUnavailableError
 from core.messaging.idempotency import Work
 
 log = logging.getLogger(__name__)

@@ -42,14 +42,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from core.config import KafkaConfig
-from core.messaging.events import BaseEvent, IntegrationEvent
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     DeserializationError,
     MessagingError,
     RemoteHandlerError,
     RequestCancelledError,
     RequestTimeoutError,
 )
+from core.messaging.events import BaseEvent, IntegrationEvent
 from core.messaging.handlers import HandlerRegistry, handler_name
 from core.messaging.kafka_client import DeliveryReport, KafkaAdmin, KafkaConsumer, KafkaProducer
 from core.messaging.reply_topics import (

@@ -14,13 +14,13 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
-from core.messaging.events import BaseEvent
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     DeserializationError,
     MalformedEventError,
     UnknownEventError,
     UnknownEventTypeError,
 )
+from core.messaging.events import BaseEvent
 from core.messaging.types import (
     HEADER_CAUSATION_ID,
     HEADER_CONTENT_TYPE,

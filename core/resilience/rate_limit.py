@@ -100,7 +100,7 @@ class RateLimiter(Protocol):
     async def close(self) -> None: ...
 
 
-class RateLimiterUnavailable(Exception):
+class RateLimiterUnavailableError(Exception):
     """The shared limiter (Redis) could not be asked."""
 
 
@@ -180,7 +180,7 @@ class FallbackRateLimiter:
             return await self.fallback.hit(key, policy, cost)
         try:
             decision = await self.primary.hit(key, policy, cost)
-        except RateLimiterUnavailable as exc:
+        except RateLimiterUnavailableError as exc:
             if self._retry_primary_at is None:
                 log.warning("shared rate limiter unavailable, limiting in-process until it "
                             "returns: %s", exc)

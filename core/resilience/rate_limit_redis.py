@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 
 from core.resilience.rate_limit import (
     Decision,
-    RateLimiterUnavailable,
+    RateLimiterUnavailableError,
     RateLimitPolicy,
     check_cost,
 )
@@ -37,7 +37,7 @@ class RedisRateLimiter:
     """GCRA in Redis: one round trip per check, Redis's clock, exact across replicas.
 
     Keys are `<prefix>:<policy>:<key>` and expire when their bucket is full again, so idle
-    clients cost nothing. Raises `RateLimiterUnavailable` when Redis cannot answer within
+    clients cost nothing. Raises `RateLimiterUnavailableError` when Redis cannot answer within
     `timeout`."""
 
     def __init__(self, url: str, *, prefix: str = "ratelimit", timeout: float = 0.25) -> None:
@@ -54,7 +54,7 @@ class RedisRateLimiter:
                 keys=[f"{self._prefix}:{policy.name}:{key}"],
                 args=[window_us, window_us / policy.limit, cost])
         except (RedisError, OSError) as exc:
-            raise RateLimiterUnavailable(f"rate limiter unavailable: {exc}") from exc
+            raise RateLimiterUnavailableError(f"rate limiter unavailable: {exc}") from exc
         return Decision(policy, bool(allowed), int(remaining), reset_us / 1e6, retry_us / 1e6)
 
     async def close(self) -> None:

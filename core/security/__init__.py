@@ -11,7 +11,7 @@ from core.security.deps import (
     require_permission,
     require_role,
 )
-from core.security.errors import KeysUnavailable, Rule, ServiceTokenError, TokenRejected
+from core.security.errors import KeysUnavailableError, Rule, ServiceTokenError, TokenRejectedError
 from core.security.issuer import TokenIssuer
 from core.security.jwks import JwksClient, LocalKeySource, StaticKeySource
 from core.security.keys import KeyManager, SigningKey
@@ -38,7 +38,7 @@ __all__ = [
     "KeyManager",
     "KeySource",
     "KeyStore",
-    "KeysUnavailable",
+    "KeysUnavailableError",
     "LocalKeySource",
     "MemoryKeyStore",
     "OptionalPrincipal",
@@ -51,7 +51,7 @@ __all__ = [
     "StoredKey",
     "TokenIssuer",
     "TokenProvider",
-    "TokenRejected",
+    "TokenRejectedError",
     "TokenVerifier",
     "VerificationKey",
     "client_credentials_from_settings",

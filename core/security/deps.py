@@ -9,7 +9,7 @@
     Permissions(create=[require_permission("drivers:write")],
                 update=[owner_or("drivers:write", owner_of=driver_owner)])
 
-Each one is a core.bases.types.Permission: it returns to allow, raises TokenRejected (401) for
+Each one is a core.bases.types.Permission: it returns to allow, raises TokenRejectedError (401) for
 a missing or bad token and ForbiddenError (403) for a good token without the right. The
 verifier comes from `app.state.security` (core.security.wiring.install_security), so a
 service wires it once. Within one request the token is verified once, however many checks
@@ -25,9 +25,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from core.bases.exceptions import ConfigurationError, ForbiddenError
+from core.bases.errors import ConfigurationError, ForbiddenError
 from core.bases.types import Permission
-from core.security.errors import TokenRejected
+from core.security.errors import TokenRejectedError
 from core.security.types import Principal
 from core.security.verifier import TokenVerifier
 
@@ -57,7 +57,7 @@ def bearer_token(request: Request) -> str | None:
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise TokenRejected("malformed", "expected Authorization: Bearer <token>")
+        raise TokenRejectedError("malformed", "expected Authorization: Bearer <token>")
     return token
 
 
@@ -75,7 +75,7 @@ OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 async def current_principal(principal: OptionalPrincipal) -> Principal:
     if principal is None:
-        raise TokenRejected("missing_token", "this route needs a bearer token")
+        raise TokenRejectedError("missing_token", "this route needs a bearer token")
     return principal
 
 

@@ -1,18 +1,18 @@
-"""The errors of core.security, each mapped to HTTP once through core.bases.exceptions.
+"""The errors of core.security, each mapped to HTTP once through core.bases.errors.
 
-A refused token is always a 401 naming the rule it broke (`TokenRejected.rule`), in the body and
-in `WWW-Authenticate` (RFC 6750); it is never a 500. A request that sent no credentials gets
-a bare `Bearer` challenge: RFC 6750 §3.1 leaves the error code out when none were sent. A
-verifier that cannot get keys at all is a 503 (`KeysUnavailable`): the token may be perfectly
-good, and a 401 would send a well-behaved client to log in again, in a storm, for an outage
-that is ours.
+A refused token is always a 401 naming the rule it broke (`TokenRejectedError.rule`), in the
+body and in `WWW-Authenticate` (RFC 6750); it is never a 500. A request that sent no
+credentials gets a bare `Bearer` challenge: RFC 6750 §3.1 leaves the error code out when none
+were sent. A verifier that cannot get keys at all is a 503 (`KeysUnavailableError`): the token
+may be perfectly good, and a 401 would send a well-behaved client to log in again, in a storm,
+for an outage that is ours.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from core.bases.exceptions import AppError, FieldError, UnauthorizedError
+from core.bases.errors import AppError, FieldError, UnauthorizedError
 
 Rule = Literal[
     "missing_token",
@@ -39,7 +39,7 @@ class SecurityError(Exception):
     """Root of the errors of core.security that are not HTTP answers themselves."""
 
 
-class TokenRejected(UnauthorizedError):
+class TokenRejectedError(UnauthorizedError):
     """A bearer token was refused; `rule` says which check failed."""
 
     code = "invalid_token"
@@ -56,7 +56,7 @@ class TokenRejected(UnauthorizedError):
         )
 
 
-class KeysUnavailable(AppError):
+class KeysUnavailableError(AppError):
     """No verification keys could be had (the JWKS never answered): answered as 503."""
 
     status_code = 503

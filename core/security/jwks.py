@@ -4,7 +4,7 @@
 `refresh_interval` in the background once started, and refreshes early for an unknown kid, at
 most once per `min_refresh_interval`: a flood of made-up kids costs the issuer one request,
 and concurrent misses wait on the same fetch. A failed fetch keeps the last good keys (and is
-logged); only a client that never had keys raises KeysUnavailable (503).
+logged); only a client that never had keys raises KeysUnavailableError (503).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from jwt import PyJWK, PyJWTError
 
-from core.security.errors import KeysUnavailable, SecurityError
+from core.security.errors import KeysUnavailableError, SecurityError
 from core.security.keys import KeyManager
 from core.security.types import VerificationKey
 from core.tasks import cancel_and_wait, periodically
@@ -117,7 +117,7 @@ class JwksClient:
             return keys[kid]
         await self._refresh_if_allowed()
         if self._keys is None:
-            raise KeysUnavailable()
+            raise KeysUnavailableError()
         return self._keys.get(kid)
 
     async def refresh(self) -> None:

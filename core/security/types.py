@@ -54,7 +54,7 @@ class KeySource(Protocol):
     """Where a verifier finds the public key of a `kid`.
 
     `get` returns None for a kid it does not know (after whatever refresh it allows itself),
-    and raises core.security.errors.KeysUnavailable only when it has no keys at all. It is
+    and raises core.security.errors.KeysUnavailableError only when it has no keys at all. It is
     called on every request: a known kid must be answered from memory. Safe for concurrent
     use from one event loop.
     """

@@ -1,4 +1,5 @@
-"""`TokenVerifier`: a bearer token in, a Principal out, or TokenRejected naming the broken rule.
+"""`TokenVerifier`: a bearer token in, a Principal out, or TokenRejectedError naming the broken
+rule.
 
 The checks run cheapest first and refuse before any signature work: size, shape, header,
 algorithm allow-list, kid, the key's own algorithm. Then the signature (PyJWT's algorithm for
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from core.security.errors import SecurityError, TokenRejected
+from core.security.errors import SecurityError, TokenRejectedError
 from core.security.types import ACCESS_TOKEN_TYPE, KINDS, KeySource, Kind, Principal
 
 ASYMMETRIC = frozenset({"EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512",
@@ -75,41 +76,43 @@ class TokenVerifier:
         self.clock = clock
 
     async def verify(self, token: str) -> Principal:
-        """The Principal the token proves, or TokenRejected (or KeysUnavailable, a 503)."""
+        """The Principal the token proves, or TokenRejectedError (KeysUnavailableError: 503)."""
         if len(token) > self.max_token_bytes:
-            raise TokenRejected("token_too_large",
-                                f"token longer than {self.max_token_bytes} bytes")
+            raise TokenRejectedError("token_too_large",
+                                     f"token longer than {self.max_token_bytes} bytes")
         parts = token.split(".")
         if len(parts) != 3:
-            raise TokenRejected("malformed", "a token is three base64url parts")
+            raise TokenRejectedError("malformed", "a token is three base64url parts")
         header = _json_object(parts[0], "header")
         alg = header.get("alg")
         if not isinstance(alg, str) or not alg:
-            raise TokenRejected("malformed", "the token header names no algorithm (alg)")
+            raise TokenRejectedError("malformed", "the token header names no algorithm (alg)")
         if alg.lower() == "none":
-            raise TokenRejected("alg_none", "unsigned tokens (alg none) are refused")
+            raise TokenRejectedError("alg_none", "unsigned tokens (alg none) are refused")
         if alg not in self.algorithms:
-            raise TokenRejected("algorithm_not_allowed", f"algorithm {alg[:32]!r} is not allowed")
+            raise TokenRejectedError("algorithm_not_allowed",
+                                     f"algorithm {alg[:32]!r} is not allowed")
         if "crit" in header:
-            raise TokenRejected("malformed", "no critical header extension is supported")
+            raise TokenRejectedError("malformed", "no critical header extension is supported")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
-            raise TokenRejected("missing_kid", "the token header names no key (kid)")
+            raise TokenRejectedError("missing_kid", "the token header names no key (kid)")
         key = await self.keys.get(kid)
         if key is None:
-            raise TokenRejected("unknown_kid", f"no key {kid[:64]!r} at the issuer")
+            raise TokenRejectedError("unknown_kid", f"no key {kid[:64]!r} at the issuer")
         if key.alg != alg:
-            raise TokenRejected("key_algorithm_mismatch",
-                                f"key {kid[:64]!r} is for {key.alg}, the token says {alg[:32]!r}")
+            raise TokenRejectedError(
+                "key_algorithm_mismatch",
+                f"key {kid[:64]!r} is for {key.alg}, the token says {alg[:32]!r}")
         signature = _decode(parts[2], "signature")
         if not signature:
-            raise TokenRejected("malformed", "the token has no signature")
+            raise TokenRejectedError("malformed", "the token has no signature")
         signing_input = f"{parts[0]}.{parts[1]}".encode()
         if not key.jwk.Algorithm.verify(signing_input, key.jwk.key, signature):
-            raise TokenRejected("bad_signature", "the signature does not match")
+            raise TokenRejectedError("bad_signature", "the signature does not match")
         if not _is_access_token(header.get("typ")):  # signed by our key, but not for this
-            raise TokenRejected("wrong_token_type",
-                                f"not an access token (typ must be {ACCESS_TOKEN_TYPE})")
+            raise TokenRejectedError("wrong_token_type",
+                                     f"not an access token (typ must be {ACCESS_TOKEN_TYPE})")
         claims = _json_object(parts[1], "payload")
         self._check_claims(claims)
         return principal_of(claims, token)
@@ -117,29 +120,29 @@ class TokenVerifier:
     def _check_claims(self, claims: dict[str, Any]) -> None:
         for name in REQUIRED_CLAIMS:
             if name not in claims:
-                raise TokenRejected("missing_claim", f'the token has no "{name}" claim')
+                raise TokenRejectedError("missing_claim", f'the token has no "{name}" claim')
         now = self.clock()
         if _time(claims, "exp") <= now - self.leeway:
-            raise TokenRejected("expired", "the token has expired")
+            raise TokenRejectedError("expired", "the token has expired")
         if _time(claims, "iat") > now + self.leeway:
-            raise TokenRejected("not_yet_valid", "the token is issued in the future (iat)")
+            raise TokenRejectedError("not_yet_valid", "the token is issued in the future (iat)")
         if "nbf" in claims and _time(claims, "nbf") > now + self.leeway:
-            raise TokenRejected("not_yet_valid", "the token is not valid yet (nbf)")
+            raise TokenRejectedError("not_yet_valid", "the token is not valid yet (nbf)")
         if claims["iss"] != self.issuer:
-            raise TokenRejected("wrong_issuer", "the token is from another issuer")
+            raise TokenRejectedError("wrong_issuer", "the token is from another issuer")
         if self.audiences.isdisjoint(_audiences(claims["aud"])):
-            raise TokenRejected("wrong_audience", "the token is for another audience")
+            raise TokenRejectedError("wrong_audience", "the token is for another audience")
         if not isinstance(claims["sub"], str) or not claims["sub"]:
-            raise TokenRejected("invalid_claim", "sub must be a non-empty string")
+            raise TokenRejectedError("invalid_claim", "sub must be a non-empty string")
         if "jti" in claims and not isinstance(claims["jti"], str):
-            raise TokenRejected("invalid_claim", "jti must be a string")
+            raise TokenRejectedError("invalid_claim", "jti must be a string")
 
 
 def principal_of(claims: dict[str, Any], token: str) -> Principal:
     """The Principal of verified claims; a claim of the wrong shape is a refused token."""
     kind = claims.get("kind")
     if kind not in KINDS:
-        raise TokenRejected("invalid_claim", "kind must be user or service")
+        raise TokenRejectedError("invalid_claim", "kind must be user or service")
     return Principal(
         subject=claims["sub"],
         kind=_kind(kind),
@@ -162,21 +165,21 @@ def _kind(kind: str) -> Kind:
 def _strings(claims: dict[str, Any], name: str) -> frozenset[str]:
     value = claims.get(name, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TokenRejected("invalid_claim", f"{name} must be a list of strings")
+        raise TokenRejectedError("invalid_claim", f"{name} must be a list of strings")
     return frozenset(value)
 
 
 def _time(claims: dict[str, Any], name: str) -> float:
     value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TokenRejected("invalid_claim", f"{name} must be a number of seconds")
+        raise TokenRejectedError("invalid_claim", f"{name} must be a number of seconds")
     return value
 
 
 def _audiences(aud: Any) -> list[str]:
     audiences = [aud] if isinstance(aud, str) else aud
     if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
-        raise TokenRejected("invalid_claim", "aud must be a string or a list of strings")
+        raise TokenRejectedError("invalid_claim", "aud must be a string or a list of strings")
     return audiences
 
 
@@ -184,11 +187,11 @@ def _decode(segment: str, name: str) -> bytes:
     """Strict base64url without padding: the alphabet only, and the canonical encoding (so
     one signature has one spelling)."""
     if len(segment) % 4 == 1 or not _BASE64URL.fullmatch(segment):
-        raise TokenRejected("malformed", f"the token {name} is not base64url")
+        raise TokenRejectedError("malformed", f"the token {name} is not base64url")
     # The alphabet and length checked, decoding cannot fail; extra padding is ignored.
     decoded = base64.urlsafe_b64decode(segment + "==")
     if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode():
-        raise TokenRejected("malformed", f"the token {name} is not canonical base64url")
+        raise TokenRejectedError("malformed", f"the token {name} is not canonical base64url")
     return decoded
 
 
@@ -196,7 +199,7 @@ def _json_object(segment: str, name: str) -> dict[str, Any]:
     try:
         value = json.loads(_decode(segment, name))
     except (ValueError, RecursionError) as e:
-        raise TokenRejected("malformed", f"the token {name} is not JSON") from e
+        raise TokenRejectedError("malformed", f"the token {name} is not JSON") from e
     if not isinstance(value, dict):
-        raise TokenRejected("malformed", f"the token {name} is not a JSON object")
+        raise TokenRejectedError("malformed", f"the token {name} is not a JSON object")
     return value

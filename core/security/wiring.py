@@ -17,10 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from core.bases.exceptions import ConfigurationError, error_response
+from core.bases.errors import ConfigurationError, error_response
 from core.bases.schemas import ErrorResponse
 from core.config import Settings
-from core.security.errors import KeysUnavailable
+from core.security.errors import KeysUnavailableError
 from core.security.jwks import JwksClient, LocalKeySource
 from core.security.keys import KeyManager
 from core.security.types import KeySource
@@ -71,11 +71,11 @@ def security_from_settings(settings: Settings, *,
 
 
 def install_security(app: FastAPI, security: Security) -> None:
-    """Give the app's routes their verifier, answer KeysUnavailable as a 503 with
+    """Give the app's routes their verifier, answer KeysUnavailableError as a 503 with
     Retry-After (the generic handler would hide it behind a bare 500-style body), and declare
     in the OpenAPI the 401, 403 and 503 every route that reads a token may answer."""
     app.state.security = security
-    app.add_exception_handler(KeysUnavailable, _keys_unavailable)
+    app.add_exception_handler(KeysUnavailableError, _keys_unavailable)
     _document_refusals(app)
 
 
@@ -134,6 +134,6 @@ def _with_refusals(operation: Any) -> bool:
 
 
 async def _keys_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(KeysUnavailable.status_code, KeysUnavailable.code,
-                          KeysUnavailable.default_message,
+    return error_response(KeysUnavailableError.status_code, KeysUnavailableError.code,
+                          KeysUnavailableError.default_message,
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -29,7 +29,7 @@ from core.service_registry.base import Change, Instance, RegistryError, ServiceR
 from core.service_registry.log import LogRecord, RegistryLog
 from core.service_registry.records import RecordError, Tombstone, decode, encode
 from core.service_registry.table import InstanceTable, PausingClock, heard_at
-from core.service_registry.trust import RecordRefused, RecordTrust
+from core.service_registry.trust import RecordRefusedError, RecordTrust
 from core.service_registry.watch import Watchers
 from core.tasks import cancel_and_wait, periodically
 
@@ -234,7 +234,7 @@ class LogRegistry(ServiceRegistry):
             if self.trust is not None and record.value is not None:
                 try:
                     self.trust.admit(meaning, record.value, record.timestamp_ms)
-                except RecordRefused as refused:
+                except RecordRefusedError as refused:
                     self._refused(record.key, refused)
                     continue
                 self._warned.pop(record.key, None)
@@ -245,7 +245,7 @@ class LogRegistry(ServiceRegistry):
             self.trust.forget_expired()
         self._publish()
 
-    def _refused(self, key: bytes | None, refused: RecordRefused) -> None:
+    def _refused(self, key: bytes | None, refused: RecordRefusedError) -> None:
         """Log a refusal once per instance id and reason until a record of it is believed:
         a rogue writer heartbeats too, and each beat would repeat the line."""
         if refused.reason == "stale":  # history: the instance's last words, long ago

@@ -17,7 +17,7 @@ discoverable (aging stops while the topic is out of reach); readiness says so.
 from __future__ import annotations
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import MessagingError
+from core.messaging.errors import MessagingError
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, TopicFollower
 from core.service_registry.base import RegistryError
 from core.service_registry.following import LogRegistry

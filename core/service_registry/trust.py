@@ -55,7 +55,7 @@ _HOST = re.compile(rf"\.?{_LABEL}(?:\.{_LABEL})*")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class RecordRefused(RegistryError):
+class RecordRefusedError(RegistryError):
     """A well-formed record this reader will not believe; `reason` names the rule."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -181,11 +181,11 @@ class RecordTrust:
 
     def admit(self, instance: Instance, value: bytes, timestamp_ms: int | None) -> None:
         """Return if `instance` (decoded from `value`, appended to the log at `timestamp_ms`)
-        may be believed; else raise `RecordRefused` saying why, and count it, unless it is
+        may be believed; else raise `RecordRefusedError` saying why, and count it, unless it is
         only history (reason `stale`: expired, but appended to the log while it was valid)."""
         try:
             self._judge(instance, value, timestamp_ms)
-        except RecordRefused as refused:
+        except RecordRefusedError as refused:
             if refused.reason != "stale":
                 self.refused[refused.reason] += 1
             raise
@@ -209,23 +209,23 @@ class RecordTrust:
             if self.clock() > expires_at + self.skew:
                 appended_valid = (timestamp_ms is not None
                                   and timestamp_ms / 1000 <= expires_at + self.skew)
-                raise RecordRefused("stale" if appended_valid else "expired",
-                                    f"{where}: the record expired at {_iso(expires_at)} "
-                                    f"(allowed skew {self.skew:g}s)")
+                raise RecordRefusedError("stale" if appended_valid else "expired",
+                                         f"{where}: the record expired at {_iso(expires_at)} "
+                                         f"(allowed skew {self.skew:g}s)")
             seen = self._seen.get(instance.instance_id)
             if seen is not None and (signed_at < seen.signed_at
                                      or (signed_at == seen.signed_at and not seen.open)):
-                raise RecordRefused("replayed", f"{where}: signed at {_iso(signed_at)}, not "
-                                    "after the instance's last record or tombstone")
+                raise RecordRefusedError("replayed", f"{where}: signed at {_iso(signed_at)}, not "
+                                         "after the instance's last record or tombstone")
             if seen is None or signed_at > seen.signed_at:
                 self._seen[instance.instance_id] = _Seen(signed_at, expires_at)
         if not self.networks.allows(instance.url):
-            raise RecordRefused("network", f"{where}: the address is outside "
-                                "REGISTRY_ALLOWED_NETWORKS")
+            raise RecordRefusedError("network", f"{where}: the address is outside "
+                                     "REGISTRY_ALLOWED_NETWORKS")
 
     def _verify(self, body: Any, where: str) -> tuple[float, float]:
         if not isinstance(body, dict) or "sig" not in body:
-            raise RecordRefused("unsigned", f"{where}: the record is not signed")
+            raise RecordRefusedError("unsigned", f"{where}: the record is not signed")
         sig = body["sig"]
         try:
             given = bytes.fromhex(sig) if isinstance(sig, str) else b""
@@ -233,10 +233,10 @@ class RecordTrust:
         except (ValueError, TypeError):  # not hex; a value JSON cannot write back (NaN)
             given, macs = b"", []
         if not any(hmac.compare_digest(given, mac) for mac in macs):
-            raise RecordRefused("signature", f"{where}: the signature does not match any key")
+            raise RecordRefusedError("signature", f"{where}: the signature does not match any key")
         signed_at, expires_at = body.get("signed_at"), body.get("expires_at")
         if not (_finite(signed_at) and _finite(expires_at)):  # signed, so a writer's bug
-            raise RecordRefused("signature", f"{where}: signed_at/expires_at are not numbers")
+            raise RecordRefusedError("signature", f"{where}: signed_at/expires_at are not numbers")
         return float(signed_at), float(expires_at)
 
 

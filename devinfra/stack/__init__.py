@@ -23,7 +23,7 @@ from devinfra.stack.specs import (
     AdminLogin,
     ServiceSpec,
     StackError,
-    StackInterrupted,
+    StackInterruptedError,
 )
 
 __all__ = [
@@ -38,5 +38,5 @@ __all__ = [
     "ServiceSpec",
     "Stack",
     "StackError",
-    "StackInterrupted",
+    "StackInterruptedError",
 ]

@@ -21,7 +21,7 @@ from devinfra.stack.specs import (
     DEFAULT_ADMIN_EMAIL,
     DEFAULT_STATE_DIR,
     ServiceSpec,
-    StackInterrupted,
+    StackInterruptedError,
 )
 
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.start()
         stack.print_summary()
         code = stack.watch(args.duration)
-    except StackInterrupted:
+    except StackInterruptedError:
         code = 0
     except DevInfraError as exc:
         console.print(Text(str(exc), style="red"))

@@ -34,7 +34,7 @@ from devinfra.stack.specs import (
     Database,
     ServiceSpec,
     StackError,
-    StackInterrupted,
+    StackInterruptedError,
     port_map,
     read_admin,
     start_order,
@@ -332,7 +332,7 @@ class Stack:
 
     def _check_stopping(self, wait: float = 0.0) -> None:
         if self._stopping.wait(wait):
-            raise StackInterrupted("stopped while starting")
+            raise StackInterruptedError("stopped while starting")
 
     # --- the admin user ---------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ class StackError(DevInfraError):
     """The stack could not start: the message names the process and shows its last lines."""
 
 
-class StackInterrupted(StackError):
+class StackInterruptedError(StackError):
     """`request_stop()` (Ctrl-C, SIGTERM) arrived while the stack was starting."""
 
 

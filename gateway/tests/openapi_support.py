@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.route_table import Route, RouteTable
+from gateway.routes.table import Route, RouteTable
 
 __all__ = ["Route", "RouteTable"]
 

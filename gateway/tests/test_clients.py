@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.clients import TrustedProxies, client_ip, forwarded_headers
+from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
 
 LB = "10.0.0.5"
 NETWORKS = ["10.0.0.0/24", "2001:db8:ff::/48"]

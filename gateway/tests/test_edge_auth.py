@@ -11,16 +11,16 @@ import pytest
 
 from core.resilience.rate_limit import LocalRateLimiter, RateLimitPolicy
 from core.security import (
-    KeysUnavailable,
+    KeysUnavailableError,
     Principal,
     SigningKey,
     StaticKeySource,
     TokenVerifier,
     VerificationKey,
 )
+from gateway.edge.auth import EdgeAuth, identity_headers, strip_identity
+from gateway.edge.rate_limit import RefusedTokens
 from gateway.errors import GatewayError
-from gateway.middleware.auth import EdgeAuth, identity_headers, strip_identity
-from gateway.middleware.rate_limit import RefusedTokens
 from tests.security_support import AUDIENCE, ISSUER, claims, sign, tamper_signature
 
 
@@ -129,7 +129,7 @@ class NoKeys:
     """A key source that never had keys (the issuer's JWKS never answered)."""
 
     async def get(self, kid: str) -> VerificationKey | None:
-        raise KeysUnavailable()
+        raise KeysUnavailableError()
 
 
 async def test_keys_unavailable_is_503_with_retry_after_not_a_401() -> None:

@@ -23,13 +23,13 @@ from core.resilience.rate_limit import (
 from core.resilience.rate_limit_redis import RedisRateLimiter
 from core.security import Principal
 from devinfra.redis import RedisServer
-from gateway.errors import GatewayError
-from gateway.middleware.rate_limit import (
+from gateway.edge.rate_limit import (
     EdgeRateLimiter,
     RefusedTokens,
     client_key,
     edge_rate_limiter,
 )
+from gateway.errors import GatewayError
 from tests.support import eventually, unique
 
 

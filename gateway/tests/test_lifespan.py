@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import MutableMapping
 from typing import Any
 
+from gateway.app import create_app
 from gateway.config import GatewaySettings
-from gateway.main import create_app
 from tests.fixed_registry import FixedRegistry
 
 TASKS = {"gateway-health-checks", "route-table-watcher", "jwks-refresh"}

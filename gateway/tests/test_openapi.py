@@ -14,7 +14,7 @@ from schemathesis.openapi import from_dict
 
 from gateway.openapi import gateway_spec, merge_openapi
 from gateway.openapi.refs import component_refs, make_ref, parse_ref, rewrite_refs
-from gateway.route_checks import parse_rate_limit
+from gateway.routes.checks import parse_rate_limit
 from gateway.tests.openapi_support import (
     Json,
     Route,

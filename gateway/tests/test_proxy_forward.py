@@ -17,12 +17,12 @@ from multidict import CIMultiDict
 from starlette.types import Message
 
 from core.http import ClientConfig, ServiceClient
-from core.http.transport import ExchangeFailed
+from core.http.transport import ExchangeFailedError
 from core.resilience import BreakerConfig, RetryPolicy
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
-from gateway.proxy import ClientGone, Proxy, StreamStalled, _public_path
-from gateway.route_table import Route
+from gateway.proxy import ClientGoneError, Proxy, StreamStalledError, _public_path
+from gateway.routes.table import Route
 from tests.fixed_registry import FixedRegistry
 
 UPSTREAM = "http://10.0.0.7:9101"
@@ -220,7 +220,7 @@ async def test_an_answer_of_exactly_the_buffer_size_is_read_whole() -> None:
 
 
 async def test_a_stream_that_breaks_off_or_stalls_is_cut() -> None:
-    broken = Raw(chunks=(b"part",), end=ExchangeFailed("reset"))
+    broken = Raw(chunks=(b"part",), end=ExchangeFailedError("reset"))
     p, _ = proxy(broken)
     client = Client()
     await forward(p, client)
@@ -296,7 +296,7 @@ async def test_a_client_leaving_during_its_upload_sends_nothing_upstream() -> No
     p, transport = proxy(Raw())
     client = Client({"type": "http.request", "body": b"x", "more_body": True})
     client.leave.set()
-    with pytest.raises(ClientGone):
+    with pytest.raises(ClientGoneError):
         await forward(p, client, scope=scope("POST", [(b"transfer-encoding", b"chunked")]))
     assert not transport.sent
 
@@ -381,7 +381,7 @@ async def test_the_deadline_is_every_attempts_timeout_and_a_second(retries: int,
 
 
 async def test_a_small_answer_that_breaks_off_is_retried_before_anything_is_sent() -> None:
-    p, transport = proxy(Raw(headers=length(5), chunks=(b"he",), end=ExchangeFailed("reset")))
+    p, transport = proxy(Raw(headers=length(5), chunks=(b"he",), end=ExchangeFailedError("reset")))
     client = Client()
     with pytest.raises(GatewayError) as refused:
         await forward(p, client)
@@ -401,7 +401,7 @@ async def test_a_client_that_does_not_take_a_small_answer_is_cut() -> None:
             await taken.wait()
 
     async with asyncio.timeout(5):
-        with pytest.raises(StreamStalled):
+        with pytest.raises(StreamStalledError):
             await p.forward(scope(), client.receive, stuck, slow, "/auth", [], [], "c")
 
 
@@ -490,7 +490,7 @@ async def test_a_client_leaving_after_its_upload_ends_its_stream(
 async def test_a_client_leaving_during_a_streamed_upload_stops_it() -> None:
     p, _ = proxy(Raw())
     client = _leaving({"type": "http.request", "body": b"01234", "more_body": True})
-    with pytest.raises(ClientGone):
+    with pytest.raises(ClientGoneError):
         await forward(p, client, scope=scope("POST", [(b"content-length", b"11")]))
 
 

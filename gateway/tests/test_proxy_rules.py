@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from core.http.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from core.http.errors import (
+    UpstreamBadResponseError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from gateway.errors import GatewayError
+from gateway.forwarding import check_path
 from gateway.proxy import _refusal, _request_headers
-from gateway.router import check_path
 
 
 @pytest.mark.parametrize("path", [
@@ -51,13 +55,13 @@ def test_a_bad_content_length_is_400(value: bytes) -> None:
 
 
 def test_upstream_failures_become_502_503_504() -> None:
-    unavailable = _refusal(UpstreamUnavailable("svc", "down", retry_after=3))
+    unavailable = _refusal(UpstreamUnavailableError("svc", "down", retry_after=3))
     assert (unavailable.status, unavailable.code) == (503, "upstream_unavailable")
     assert unavailable.headers["Retry-After"] == "3"
-    assert _refusal(UpstreamUnavailable("svc")).headers["Retry-After"] == "1"
-    timeout = _refusal(UpstreamTimeout("svc"))
+    assert _refusal(UpstreamUnavailableError("svc")).headers["Retry-After"] == "1"
+    timeout = _refusal(UpstreamTimeoutError("svc"))
     assert (timeout.status, timeout.code) == (504, "upstream_timeout")
-    assert _refusal(UpstreamError("svc", status=500)).status == 502
-    assert _refusal(UpstreamError("svc", status=503)).status == 503
-    assert "svc" in _refusal(UpstreamError("svc", "secret detail")).message
-    assert "secret detail" not in _refusal(UpstreamError("svc", "secret detail")).message
+    assert _refusal(UpstreamBadResponseError("svc", status=500)).status == 502
+    assert _refusal(UpstreamBadResponseError("svc", status=503)).status == 503
+    assert "svc" in _refusal(UpstreamBadResponseError("svc", "secret detail")).message
+    assert "secret detail" not in _refusal(UpstreamBadResponseError("svc", "secret detail")).message

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.errors import GatewayError
 from gateway.proxy import _public_location, _public_path
-from gateway.route_table import Route
+from gateway.routes.table import Route
 from gateway.streams import StreamSlots
 from gateway.tests.route_files import load, refusal, route_toml
 

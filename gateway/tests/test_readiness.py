@@ -7,9 +7,9 @@ from __future__ import annotations
 from core.security.wiring import security_from_settings
 from core.service_registry.base import RegistryError
 from gateway.config import GatewaySettings
-from gateway.middleware.rate_limit import edge_rate_limiter
+from gateway.edge.rate_limit import edge_rate_limiter
 from gateway.readiness import gateway_readiness
-from gateway.route_table import Route, RouteTable
+from gateway.routes.table import Route, RouteTable
 from gateway.tests.ready_servers import servers
 from gateway.upstreams import HealthChecker
 from tests.fixed_registry import FixedRegistry

@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError as SettingsError
 
-from core.bases.exceptions import AppError
+from core.bases.errors import AppError
 from core.commands.failures import database_failures, fail, settings_errors
 from core.db import migrations
 from core.db.engine import Database
@@ -34,10 +34,10 @@ from services.auth.events import registry
 from services.auth.main import SERVICE_DIR, passwords_from
 from services.auth.models import Base
 from services.auth.passwords import generate_password, normalise_email
+from services.auth.rules.accounts import Accounts
+from services.auth.rules.clients import Clients
+from services.auth.rules.rbac import ADMIN_ROLE, Rbac
 from services.auth.schemas import NAME_PATTERN, PERMISSION_PATTERN
-from services.auth.services.accounts import Accounts
-from services.auth.services.clients import Clients
-from services.auth.services.rbac import ADMIN_ROLE, Rbac
 
 app = typer.Typer(help="Commands of the auth service.", no_args_is_help=True,
                   add_completion=False)

@@ -14,9 +14,9 @@ from core.security import TokenIssuer
 from services.auth.config import AuthSettings
 from services.auth.keys import ISSUER
 from services.auth.passwords import PASSWORDS, Passwords
-from services.auth.services.accounts import Accounts
-from services.auth.services.rbac import Rbac
-from services.auth.services.sessions import Sessions
+from services.auth.rules.accounts import Accounts
+from services.auth.rules.rbac import Rbac
+from services.auth.rules.sessions import Sessions
 from services.auth.throttle import THROTTLE, LoginThrottle
 
 # `async def` though they never await: FastAPI runs a plain `def` dependency in a thread.

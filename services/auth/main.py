@@ -20,7 +20,7 @@ from services.auth.keys import ISSUER, key_manager, keys_hook
 from services.auth.models import Base
 from services.auth.passwords import PASSWORDS, Passwords
 from services.auth.routers import ROUTERS
-from services.auth.throttle import THROTTLE, FailureStore, LoginThrottle, ThrottleUnavailable
+from services.auth.throttle import THROTTLE, FailureStore, LoginThrottle, ThrottleUnavailableError
 from services.auth.throttle.database import DatabaseFailureStore
 from services.auth.throttle.redis import RedisFailureStore
 
@@ -78,7 +78,7 @@ async def _prune(store: DatabaseFailureStore, throttle: LoginThrottle) -> None:
     async def prune() -> None:
         try:
             pruned = await store.prune(time.time() - keep)
-        except ThrottleUnavailable:
+        except ThrottleUnavailableError:
             return  # the database is away; the next round tries again
         if pruned:
             log.info("forgot %d stale login-failure keys", pruned)

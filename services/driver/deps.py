@@ -16,7 +16,7 @@ from core.messaging.event_bus import KafkaEventBus
 from services.driver.config import DriverSettings
 from services.driver.models import Driver
 from services.driver.profiles import ProfileCheck
-from services.driver.services import DriverService
+from services.driver.rules import DriverService
 from services.driver.stream import LOCATION_HUB, LocationHub
 from services.driver.writer import LOCATION_WRITER, LocationWriter
 

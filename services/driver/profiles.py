@@ -3,9 +3,9 @@
 The call goes by service name through the platform client (`core.http.ServiceClient`: the
 registry, a breaker per instance, a bulkhead and retries), with the caller's own token
 forwarded, under a short timeout: a user waiting on a form should get "try again" in seconds,
-not hang. What the client raises when no usable answer came (`UpstreamUnavailable` 503,
-`UpstreamTimeout` 504, `UpstreamError` 502) reaches the client as is, with its clear message
-(and `Retry-After` once the breaker is open).
+not hang. What the client raises when no usable answer came (an `UpstreamError`:
+`UpstreamUnavailableError` 503, `UpstreamTimeoutError` 504, `UpstreamBadResponseError` 502)
+reaches the client as is, with its clear message (and `Retry-After` once the breaker is open).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from core.bases import FieldError, ValidationError
-from core.http import ServiceClient, UpstreamRejected
+from core.http import ServiceClient, UpstreamRejectedError
 
 
 class ProfileCheck:
@@ -33,4 +33,4 @@ class ProfileCheck:
                 "register a profile first: the user service has no profile for this user",
                 fields=[FieldError("user", "no profile in the user service", "no_profile")])
         if response.status_code >= 400:  # 401/403/422: this service, not the caller, erred
-            raise UpstreamRejected(self._service, response)
+            raise UpstreamRejectedError(self._service, response)

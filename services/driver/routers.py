@@ -1,4 +1,4 @@
-"""HTTP routes of the driver service: thin; the rules live in services.py and locations.py.
+"""HTTP routes of the driver service: thin; the rules live in rules.py and locations.py.
 
 Who may do what (permissions from the contract): `drivers:register` to become a driver;
 `drivers:read` to read any driver (its licence number only shown to the driver and to
@@ -21,7 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from core.bases import AppError, ForbiddenError, NotFoundError, ValidationError, error_responses
 from core.bases.deps import DatabaseDep, SessionDep
-from core.messaging.exceptions import MessagingError
+from core.messaging.errors import MessagingError
 from core.security import CurrentPrincipal, CurrentUser, Principal, owner_or, require_permission
 from services.driver.deps import (
     BusDep,
@@ -37,6 +37,7 @@ from services.driver.geo import encode
 from services.driver.handlers import APPLIED_HEADER
 from services.driver.locations import Report, find_nearby, latest_location
 from services.driver.models import Driver, DriverLocation
+from services.driver.rules import DriverService
 from services.driver.schemas import (
     DriverCreate,
     DriverPublic,
@@ -47,7 +48,6 @@ from services.driver.schemas import (
     StatusChange,
     VehiclePublic,
 )
-from services.driver.services import DriverService
 
 MAX_CLOCK_SKEW = timedelta(seconds=30)
 PUBLISH_TIMEOUT = 5.0
@@ -67,7 +67,7 @@ SSE_LOCATION = {
 router = APIRouter(prefix="/drivers", tags=["drivers"])
 
 
-class FeedUnavailable(AppError):
+class FeedUnavailableError(AppError):
     """Kafka did not take a location report: stored, but not streamed; send it again."""
 
     status_code = 503
@@ -198,7 +198,7 @@ async def report_location(driver_id: uuid.UUID, data: LocationReport,
             await bus.publish(LOCATIONS_TOPIC, event,
                                       headers=[(APPLIED_HEADER, b"applied")])
     except (MessagingError, TimeoutError) as exc:
-        raise FeedUnavailable() from exc
+        raise FeedUnavailableError() from exc
     if applied:
         return LocationPublic(driver_id=driver.id, lat=data.lat, lon=data.lon,
                               cell=encode(data.lat, data.lon), recorded_at=recorded_at,

@@ -18,7 +18,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import MessagingError
+from core.messaging.errors import MessagingError
 from core.messaging.kafka_client import TopicFollower
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import Record

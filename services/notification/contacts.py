@@ -18,8 +18,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.types import utcnow
+from core.messaging.errors import MessagingError
 from core.messaging.events import BaseEvent
-from core.messaging.exceptions import MessagingError
 from core.runtime import RuntimeKey
 from services.notification.clock import db_now
 from services.notification.events import (

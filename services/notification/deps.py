@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from core.bases.deps import OutboxDep, SessionDep
-from services.notification.services import NotificationService
+from services.notification.rules import NotificationService
 
 
 async def get_notifications(session: SessionDep, outbox: OutboxDep) -> NotificationService:

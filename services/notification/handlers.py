@@ -32,8 +32,8 @@ from services.notification.events import (
     UserContact,
     UserRegistered,
 )
+from services.notification.rules import NotificationService
 from services.notification.schemas import NotificationDraft
-from services.notification.services import NotificationService
 
 events = EventRegistry()
 events.register(UserContact)  # the user service's answer, which the request client decodes

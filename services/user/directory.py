@@ -9,8 +9,8 @@ from core.bases import NotFoundError
 from core.bases.types import EventOutbox
 from core.db.engine import Database
 from services.user.cache import ProfileCache
+from services.user.rules import ProfileService
 from services.user.schemas import ProfilePublic, ProfileUpdate
-from services.user.services import ProfileService
 
 
 class Profiles:

@@ -18,8 +18,8 @@ from core.bases.schemas import Envelope
 from core.security import CurrentUser, owner_or, require_permission
 from services.user.deps import ProfilesDep
 from services.user.models import Profile
+from services.user.rules import ProfileService
 from services.user.schemas import ProfileCreate, ProfilePublic, ProfileUpdate
-from services.user.services import ProfileService
 
 UserId = Annotated[uuid.UUID, Path(description="The user's id (the token's subject).")]
 One = Envelope[ProfilePublic]

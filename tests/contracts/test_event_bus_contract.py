@@ -21,8 +21,8 @@ from pydantic import BaseModel
 from core import correlation
 from core.messaging import dlq
 from core.messaging.dispatch import Outcome
+from core.messaging.errors import PermanentHandlerError
 from core.messaging.events import BaseEvent, DomainEvent
-from core.messaging.exceptions import PermanentHandlerError
 from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.types import (
     HEADER_CAUSATION_ID,

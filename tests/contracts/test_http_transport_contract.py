@@ -1,7 +1,7 @@
 """The transport seam (core.http.transport), the same cases for every adapter against a real
 uvicorn upstream: what is sent and received, bodies both ways (whole, streamed, chunked),
-keep-alive reuse, streamed answers that can be left early, failures typed as `ConnectFailed`
-or `ExchangeFailed`, a cancelled exchange that must not poison the pool, HEAD, and
+keep-alive reuse, streamed answers that can be left early, failures typed as `ConnectFailedError`
+or `ExchangeFailedError`, a cancelled exchange that must not poison the pool, HEAD, and
 concurrent exchanges each getting their own answer."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from core.http.aiohttp_transport import AiohttpTransport
 from core.http.h1_transport import H1Transport
 from core.http.httpx_transport import HttpxTransport
-from core.http.transport import ConnectFailed, ExchangeFailed, Transport
+from core.http.transport import ConnectFailedError, ExchangeFailedError, Transport
 from devinfra.process import free_port
 from tests.http_support import Proc, RawServer, answer_each, garbage_server, reset, start
 from tests.support import eventually
@@ -151,11 +151,11 @@ async def test_concurrent_exchanges_each_get_their_own_answer(transport: Transpo
 
 
 async def test_failures_are_typed(transport: Transport) -> None:
-    with pytest.raises(ConnectFailed):
+    with pytest.raises(ConnectFailedError):
         await transport.open("GET", f"http://127.0.0.1:{free_port()}/x", [], None)
     server, url = await garbage_server()
     try:
-        with pytest.raises(ExchangeFailed):
+        with pytest.raises(ExchangeFailedError):
             await call(transport, "GET", f"{url}/x")
     finally:
         server.close()
@@ -166,7 +166,7 @@ async def test_a_connection_dropped_mid_body_is_an_exchange_failure(
     server, url = await garbage_server(
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
     try:
-        with pytest.raises(ExchangeFailed):
+        with pytest.raises(ExchangeFailedError):
             await call(transport, "GET", f"{url}/x")
     finally:
         server.close()
@@ -209,7 +209,7 @@ async def test_an_early_error_answer_during_an_upload_is_the_answer(
             # Cannot honour: httpcore sends the whole body before it reads any of the answer,
             # so it waits for the rest for ever, or (once writing fails) reports a broken
             # exchange. The gateway uses the h1 transport; services aiohttp's.
-            with pytest.raises(TimeoutError if then == "waits" else ExchangeFailed):
+            with pytest.raises(TimeoutError if then == "waits" else ExchangeFailedError):
                 async with asyncio.timeout(2 if then == "waits" else 10):
                     await transport.open("POST", f"{server.url}/upload", [], body())
             return
@@ -251,7 +251,7 @@ async def test_a_close_delimited_body_ends_at_a_clean_close_and_fails_at_a_reset
                         # answer with a length or chunks, never close-delimited).
                         assert [chunk async for chunk in chunks] in ([], [b""])
                     else:
-                        with pytest.raises(ExchangeFailed):
+                        with pytest.raises(ExchangeFailedError):
                             async for _ in chunks:
                                 pass
             finally:

@@ -15,7 +15,7 @@ from core.resilience.rate_limit import (
     FallbackRateLimiter,
     LocalRateLimiter,
     RateLimiter,
-    RateLimiterUnavailable,
+    RateLimiterUnavailableError,
     RateLimitPolicy,
 )
 from core.resilience.rate_limit_redis import RedisRateLimiter
@@ -124,7 +124,7 @@ async def test_while_redis_is_away_limits_are_kept_in_process_then_shared_again(
     try:
         assert (await limiter.hit("c", three)).remaining == 2
         await asyncio.to_thread(redis.stop)
-        with pytest.raises(RateLimiterUnavailable):
+        with pytest.raises(RateLimiterUnavailableError):
             await shared.hit("c", three)
         asked = []
         real_hit = shared.hit

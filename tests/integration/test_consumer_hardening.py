@@ -22,12 +22,12 @@ from sqlalchemy import func, insert, select
 from core.config import KafkaConfig
 from core.messaging import dlq
 from core.messaging.dispatch import Outcome
-from core.messaging.events import IntegrationEvent
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     ConsumerFailedError,
     PermanentHandlerError,
     TopicSetupError,
 )
+from core.messaging.events import IntegrationEvent
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.kafka_client import (
     KafkaAdmin,

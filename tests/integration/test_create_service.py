@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from sqlalchemy import func, select, text
 
 from core.app import DATABASE, RuntimeDep, ServiceRuntime, Subscription, create_service
-from core.bases.exceptions import ConfigurationError
+from core.bases.errors import ConfigurationError
 from core.config import KafkaConfig, Settings
 from core.db import migrations
 from core.db.engine import Database

@@ -15,7 +15,7 @@ import pytest
 
 from core.config import KafkaConfig
 from core.messaging import dlq
-from core.messaging.exceptions import PermanentHandlerError
+from core.messaging.errors import PermanentHandlerError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
 from core.messaging.types import MessageContext

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 from core.http.h1_transport import H1Transport
-from core.http.transport import ExchangeFailed
+from core.http.transport import ExchangeFailedError
 from tests.http_support import RawServer, answer_each, reset
 from tests.support import eventually
 
@@ -165,7 +165,7 @@ async def test_the_rfc_9112_cases_hold_under_uvloop() -> None:
                     read_some.set()
                     try:
                         seen.append([chunk async for chunk in chunks])
-                    except ExchangeFailed:
+                    except ExchangeFailedError:
                         seen.append("cut")
                     await raw.close()
                 async with RawServer(overrun) as server:

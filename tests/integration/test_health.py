@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from core.config import KafkaConfig, Settings
-from core.messaging.exceptions import ConsumerFailedError
+from core.messaging.errors import ConsumerFailedError
 from tests.sample_service.app import service
 from tests.support import eventually, unique
 

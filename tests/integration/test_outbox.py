@@ -20,11 +20,11 @@ from sqlalchemy import func, insert, select, text
 from core.config import KafkaConfig
 from core.db.engine import Database
 from core.messaging import outbox as outbox_module
-from core.messaging import outbox_lease
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
 from core.messaging.outbox import OutboxRelay, OutboxWriter
+from core.messaging.outbox import lease as outbox_lease
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import MessageContext
 from tests.integration.databases import DatabaseFactory

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import ProducerStoppedError, PublishError
+from core.messaging.errors import ProducerStoppedError, PublishError
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer
 from tests.support import eventually, unique
 

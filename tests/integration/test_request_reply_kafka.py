@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.config import KafkaConfig, Settings
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     MessagingError,
     RemoteHandlerError,
     RequestCancelledError,

@@ -24,7 +24,7 @@ from core.security import (
     JwksClient,
     Security,
     ServiceTokenError,
-    TokenRejected,
+    TokenRejectedError,
     TokenVerifier,
     install_security,
 )
@@ -103,7 +103,7 @@ async def test_a_flood_of_unknown_kids_costs_the_issuer_one_fetch_per_interval(
     for _ in range(2):
         outcomes = await asyncio.gather(*(verifier.verify(t) for t in forged),
                                         return_exceptions=True)
-        assert all(isinstance(o, TokenRejected) and o.rule == "unknown_kid"
+        assert all(isinstance(o, TokenRejectedError) and o.rule == "unknown_kid"
                    for o in outcomes), outcomes[:3]
     elapsed = time.monotonic() - started
     fetched = await issuer.jwks_fetches() - 1
@@ -118,7 +118,7 @@ async def test_with_the_issuer_away_cached_keys_keep_working(
     issuer.kill()
     clock.advance(1.0)
     assert (await verifier.verify(token)).subject == "user-1"
-    with pytest.raises(TokenRejected) as refused:  # a refresh is tried, fails, keys are kept
+    with pytest.raises(TokenRejectedError) as refused:  # a refresh is tried, fails, keys are kept
         await verifier.verify(jwt.encode(claims(), SigningKey.generate(
             "EdDSA", now=0).private_key, algorithm="EdDSA", headers={"kid": "unknown"}))
     assert refused.value.rule == "unknown_kid"

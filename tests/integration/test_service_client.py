@@ -16,9 +16,9 @@ from core import correlation
 from core.http import (
     ClientConfig,
     ServiceClient,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
+    UpstreamBadResponseError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
 )
 from core.http.context import RequestContext, bound
 from core.http.h1_transport import H1Transport
@@ -86,14 +86,14 @@ async def test_a_failing_upstream_opens_the_breaker_and_a_probe_closes_it(b1: Pr
                            retry=RetryPolicy(max_attempts=1)) as client:
         await set_mode(b1, status=503)
         for _ in range(4):
-            with pytest.raises(UpstreamError):
+            with pytest.raises(UpstreamBadResponseError):
                 await client.get("b", "/work")
         assert await count(b1) == 4
         instance = (await client._registry.discover("b"))[0]
         assert client.breaker(instance).state is State.OPEN
 
         for _ in range(20):  # fail fast: none of these reaches the upstream
-            with pytest.raises(UpstreamUnavailable) as refused:
+            with pytest.raises(UpstreamUnavailableError) as refused:
                 await client.get("b", "/work")
         assert refused.value.headers["Retry-After"] in {"1", "2"}
         assert await count(b1) == 4
@@ -120,7 +120,7 @@ async def test_slow_calls_open_the_breaker_and_half_open_lets_only_n_probes(b1: 
         await eventually(lambda: client.breaker(instance).state is State.HALF_OPEN, timeout=10)
         results = await asyncio.gather(*(client.get("b", "/work") for _ in range(6)),
                                        return_exceptions=True)
-        refused = [r for r in results if isinstance(r, UpstreamUnavailable)]
+        refused = [r for r in results if isinstance(r, UpstreamUnavailableError)]
         assert len(refused) == 4
         assert await count(b1) == 3 + 2
         assert client.breaker(instance).state is State.OPEN  # the probes were slow too
@@ -137,7 +137,7 @@ async def test_a_bulkhead_at_its_limit_refuses_at_once_instead_of_queuing(b1: Pr
         await eventually(lambda: reached(b1), timeout=10)
         waiting = asyncio.create_task(client.get("b", "/work"))  # the one allowed to wait
         await eventually(lambda: client._bulkheads.get("b").waiting == 1, timeout=10)
-        with pytest.raises(UpstreamUnavailable) as refused:
+        with pytest.raises(UpstreamUnavailableError) as refused:
             await client.get("b", "/work")
         assert not any(task.done() for task in in_flight)  # refused before they finished
         assert refused.value.code == "upstream_unavailable"
@@ -154,7 +154,7 @@ async def test_the_wait_for_a_slot_comes_out_of_the_deadline(b1: Proc) -> None:
         holder = asyncio.create_task(client.get("b", "/work"))
         await eventually(lambda: reached(b1), timeout=10)
         started = time.monotonic()
-        with pytest.raises(UpstreamTimeout):
+        with pytest.raises(UpstreamTimeoutError):
             await client.get("b", "/work", deadline=0.5)
         assert time.monotonic() - started < 1.5  # not the holder's 2 s plus its own 0.5 s
         assert (await holder).status_code == 200
@@ -168,11 +168,11 @@ async def test_post_is_never_retried_even_on_a_503(b1: Proc, b2: Proc) -> None:
     async with client_for({"b": [b1.url, b2.url]}) as client:
         await set_mode(b1, status=503)
         await set_mode(b2, status=503)
-        with pytest.raises(UpstreamError) as failed:
+        with pytest.raises(UpstreamBadResponseError) as failed:
             await client.post("b", "/work", json={"order": 1})
         assert failed.value.status == 503
         assert await count(b1, "POST") + await count(b2, "POST") == 1
-        with pytest.raises(UpstreamError):
+        with pytest.raises(UpstreamBadResponseError):
             await client.patch("b", "/work", json={"order": 1})
         assert await count(b1, "PATCH") + await count(b2, "PATCH") == 1
 
@@ -196,7 +196,7 @@ async def test_post_with_an_idempotency_key_is_retried(b1: Proc, b2: Proc) -> No
     async with client_for({"b": [b1.url, b2.url]}) as client:
         await set_mode(b1, status=503)
         await set_mode(b2, status=503)
-        with pytest.raises(UpstreamError):
+        with pytest.raises(UpstreamBadResponseError):
             await client.post("b", "/work", json={}, idempotency_key="order-1")
         assert await count(b1, "POST") + await count(b2, "POST") == 3
 
@@ -219,7 +219,7 @@ async def test_the_retry_budget_stops_a_retry_storm(b1: Proc, b2: Proc) -> None:
         await set_mode(b1, status=503)
         await set_mode(b2, status=503)
         for _ in range(50):
-            with pytest.raises(UpstreamError):
+            with pytest.raises(UpstreamBadResponseError):
                 await client.get("b", "/work")
         sent = await count(b1) + await count(b2)
         assert 50 < sent <= 50 + 10  # without the budget: 150
@@ -229,13 +229,13 @@ async def test_retry_after_is_honoured_within_the_deadline(b1: Proc) -> None:
     retry = RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.05)
     async with client_for({"b": [b1.url]}, deadline=3.0, retry=retry) as client:
         await set_mode(b1, status=503, retry_after=30)
-        with pytest.raises(UpstreamError):
+        with pytest.raises(UpstreamBadResponseError):
             await client.get("b", "/work")
         assert await count(b1) == 1  # waiting 30 s would pass the deadline: no retry
 
         await set_mode(b1, status=503, retry_after=1)
         started = time.monotonic()
-        with pytest.raises(UpstreamError):
+        with pytest.raises(UpstreamBadResponseError):
             await client.get("b", "/work")
         assert time.monotonic() - started >= 0.9  # waited as asked, not the 50 ms backoff
         assert await count(b1) == 1 + 2
@@ -244,7 +244,7 @@ async def test_retry_after_is_honoured_within_the_deadline(b1: Proc) -> None:
 async def test_a_timeout_is_retried_then_reported(b1: Proc) -> None:
     async with client_for({"b": [b1.url]}, timeout=0.2, deadline=5.0) as client:
         await set_mode(b1, delay=2.0)
-        with pytest.raises(UpstreamTimeout) as expired:
+        with pytest.raises(UpstreamTimeoutError) as expired:
             await client.get("b", "/work")
         assert "0.2" in str(expired.value) and "GET b/work" in str(expired.value)
         assert await count(b1) == 3
@@ -261,7 +261,7 @@ async def test_a_caller_cancelled_mid_call_leaks_no_slot_and_no_probe(b1: Proc) 
         bulkhead = client._bulkheads.get("b")
         await set_mode(b1, status=503)
         for _ in range(2):
-            with pytest.raises(UpstreamError):
+            with pytest.raises(UpstreamBadResponseError):
                 await client.get("b", "/work")
         await eventually(lambda: client.breaker(instance).state is State.HALF_OPEN, timeout=10)
 
@@ -289,7 +289,7 @@ async def test_4xx_is_a_response_unless_asked_and_bodies_stream(b1: Proc) -> Non
         missing = await client.get("b", "/missing")
         assert missing.status_code == 404 and missing.json() == {"error": "no such thing"}
         assert await count(b1, "GET") == 0  # /missing is not /work; and no retry of a 4xx
-        with pytest.raises(UpstreamError) as rejected:
+        with pytest.raises(UpstreamBadResponseError) as rejected:
             await client.get("b", "/missing", raise_for_status=True)
         assert rejected.value.status == 404 and rejected.value.code == "upstream_rejected"
 
@@ -299,7 +299,7 @@ async def test_4xx_is_a_response_unless_asked_and_bodies_stream(b1: Proc) -> Non
         assert b"".join(chunks) == b"chunk-0;chunk-1;chunk-2;"
         assert client._bulkheads.get("b").in_use == 0
 
-        with pytest.raises(UpstreamError, match="not JSON"):
+        with pytest.raises(UpstreamBadResponseError, match="not JSON"):
             (await client.get("b", "/not-json")).json()
 
 
@@ -438,12 +438,12 @@ async def test_a_small_streamed_answer_cut_short_is_retried_when_read_within_the
             assert client.breaker(cut).state is State.OPEN
 
         async with client_for({"b": [cut_url]}) as client:
-            with pytest.raises(UpstreamError):
+            with pytest.raises(UpstreamBadResponseError):
                 async with client.stream("GET", "b", "/echo", read_up_to=1000):
                     pytest.fail("a cut body must not be handed over as an answer")
             async with client.stream("GET", "b", "/echo") as response:  # not read ahead
                 assert response.status_code == 200
-                with pytest.raises(UpstreamError):
+                with pytest.raises(UpstreamBadResponseError):
                     await response.aread()
     finally:
         server.close()

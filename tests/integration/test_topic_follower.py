@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import MessagingError
+from core.messaging.errors import MessagingError
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, TopicFollower
 from core.messaging.types import Record
 from tests.support import eventually, unique

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from core.messaging.exceptions import ConsumerFailedError
+from core.messaging.errors import ConsumerFailedError
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import Record
 from tests.support import OrderPlaced, order_registry

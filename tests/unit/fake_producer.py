@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from core.messaging.exceptions import MessagingError, UnknownTopicError
+from core.messaging.errors import MessagingError, UnknownTopicError
 from core.messaging.kafka_client import DeliveryReport
 from core.messaging.types import Headers, Record
 

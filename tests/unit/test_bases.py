@@ -32,7 +32,7 @@ from core.bases import (
     allow_if,
     install_exception_handlers,
 )
-from core.bases.exceptions import from_integrity_error
+from core.bases.errors import from_integrity_error
 from core.bases.filters import order_clauses, parse_filters, where_clauses
 from core.bases.pagination import Page
 from core.db.errors import constraint_violation, refused_value
@@ -170,10 +170,10 @@ def test_postgres_sqlstate_and_detail_are_understood() -> None:
         constraint_name = "uq_things_name"
         column_name = None
 
-    class Adapted(Exception):
+    class AdaptedError(Exception):
         sqlstate = "23505"
 
-    orig = Adapted("duplicate key")
+    orig = AdaptedError("duplicate key")
     orig.__cause__ = AsyncpgError()
     violation = constraint_violation(integrity(orig))
     assert violation.kind == "unique"

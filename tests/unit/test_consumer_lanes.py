@@ -16,7 +16,7 @@ from core.config import KafkaConfig
 from core.messaging.consumer import EventConsumer
 from core.messaging.dispatch import Outcome
 from core.messaging.dlq import H_GROUP, InMemoryDeadLetterSink
-from core.messaging.exceptions import ConsumerFailedError
+from core.messaging.errors import ConsumerFailedError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy

@@ -6,7 +6,7 @@ from unittest.mock import patch
 
 from core.messaging.dispatch import Outcome, RecordDispatcher
 from core.messaging.dlq import H_ATTEMPTS, H_GROUP, InMemoryDeadLetterSink
-from core.messaging.exceptions import StoreUnavailableError
+from core.messaging.errors import StoreUnavailableError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.idempotency import InMemoryIdempotencyStore
 from core.messaging.serialization import EventSerializer

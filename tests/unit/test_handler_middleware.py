@@ -9,9 +9,9 @@ from typing import Any
 from core import correlation
 from core.messaging.dispatch import Outcome, RecordDispatcher
 from core.messaging.dlq import H_ATTEMPTS, H_ERROR_TYPE, InMemoryDeadLetterSink
+from core.messaging.errors import PermanentHandlerError
 from core.messaging.event_bus import InMemoryEventBus
 from core.messaging.events import BaseEvent
-from core.messaging.exceptions import PermanentHandlerError
 from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.idempotency import InMemoryIdempotencyStore
 from core.messaging.serialization import EventSerializer

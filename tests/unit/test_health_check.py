@@ -8,7 +8,7 @@ import asyncio
 import httpx
 from fastapi import FastAPI
 
-from core.health_check import Degraded, HealthChecks, reached_once
+from core.health_check import DegradedError, HealthChecks, reached_once
 
 
 async def _ok() -> None:
@@ -86,7 +86,7 @@ async def test_a_dependency_ridden_out_degrades_and_says_why() -> None:
 
 async def test_a_check_may_report_degraded_itself_with_its_reason() -> None:
     async def lagging() -> None:
-        raise Degraded("out of its group for 45s with 26 records behind")
+        raise DegradedError("out of its group for 45s with 26 records behind")
 
     async def note() -> str:
         return "3 routes"
@@ -121,7 +121,7 @@ async def test_reached_once_fails_until_the_first_answer_then_only_degrades() ->
     assert "last read" in str(third.checks[0].error)
 
     async def says_degraded() -> None:
-        raise Degraded("a check that knows better")
+        raise DegradedError("a check that knows better")
 
     health.add("registry", reached_once(says_degraded))  # before any success: as it says
     report = await health.run()

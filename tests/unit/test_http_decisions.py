@@ -11,12 +11,16 @@ import pytest
 from fastapi import FastAPI, Request
 
 from core import correlation
-from core.bases.exceptions import install_exception_handlers
+from core.bases.errors import install_exception_handlers
 from core.http import context
 from core.http.auth import CallerOrService, ForwardCaller, NoAuth, ServiceToken
 from core.http.balancer import LeastOutstanding
 from core.http.context import RequestContext, bound, install_request_context, sane_id
-from core.http.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from core.http.errors import (
+    UpstreamBadResponseError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from core.http.retries import (
     IDEMPOTENT_METHODS,
     RETRY_STATUSES,
@@ -239,8 +243,8 @@ def echo_app() -> FastAPI:
 
     @app.get("/down")
     async def down() -> None:
-        raise UpstreamUnavailable("users", "connect to http://10.0.0.7:8000 refused",
-                                  retry_after=2.2)
+        raise UpstreamUnavailableError("users", "connect to http://10.0.0.7:8000 refused",
+                                       retry_after=2.2)
 
     @app.get("/preset")
     async def preset() -> Any:
@@ -332,14 +336,14 @@ async def test_identities() -> None:
 
 
 def test_upstream_errors_say_the_service_and_keep_details_for_the_log() -> None:
-    timeout = UpstreamTimeout("orders", "GET orders/x timed out after 5s")
+    timeout = UpstreamTimeoutError("orders", "GET orders/x timed out after 5s")
     assert (timeout.status_code, timeout.code) == (504, "upstream_timeout")
     assert timeout.message == "Service 'orders' did not answer in time"
     assert str(timeout) == "Service 'orders' did not answer in time: GET orders/x timed out " \
                            "after 5s"
     assert timeout.headers == {}
-    error = UpstreamError("orders", status=500)
+    error = UpstreamBadResponseError("orders", status=500)
     assert (error.status_code, error.code, error.status) == (502, "upstream_error", 500)
     assert str(error) == "Service 'orders' answered with an error"
-    assert UpstreamUnavailable("orders", retry_after=0).headers == {"Retry-After": "0"}
-    assert UpstreamUnavailable("orders").expose
+    assert UpstreamUnavailableError("orders", retry_after=0).headers == {"Retry-After": "0"}
+    assert UpstreamUnavailableError("orders").expose

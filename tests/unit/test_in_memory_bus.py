@@ -9,9 +9,9 @@ from pydantic import BaseModel
 
 from core.messaging.dispatch import Outcome
 from core.messaging.dlq import H_ATTEMPTS, H_ERROR, H_ERROR_TYPE, H_HANDLERS
+from core.messaging.errors import PermanentHandlerError, StoreUnavailableError
 from core.messaging.event_bus import InMemoryEventBus
 from core.messaging.events import DomainEvent
-from core.messaging.exceptions import PermanentHandlerError, StoreUnavailableError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.idempotency import InMemoryIdempotencyStore
 from core.messaging.types import MessageContext, Record

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from core.db.engine import Database
 from core.messaging import inbox as inbox_module
-from core.messaging.exceptions import StoreUnavailableError
+from core.messaging.errors import StoreUnavailableError
 from core.messaging.inbox import DatabaseIdempotencyStore
 from tests.outbox_service import create_schema, effects, metadata
 

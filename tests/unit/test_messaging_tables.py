@@ -15,7 +15,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable, Table
 
 from core.messaging import messaging_tables
 from core.messaging.inbox import inbox_table
-from core.messaging.outbox_store import lease_table, outbox_table
+from core.messaging.outbox.store import lease_table, outbox_table
 
 
 def ddl(table: Table, dialect: str) -> list[str]:

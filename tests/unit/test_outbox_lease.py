@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.sql import functions
 
 from core.db.engine import Database
-from core.messaging.outbox_lease import RelayLease
+from core.messaging.outbox.lease import RelayLease
 from tests.outbox_service import create_schema, metadata
 
 TTL = 0.6

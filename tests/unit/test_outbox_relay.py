@@ -20,17 +20,17 @@ from sqlalchemy import insert, select, update
 from core import correlation
 from core.config import KafkaConfig
 from core.db.engine import Database
-from core.messaging.exceptions import DeliveryTimeoutError, PublishError, UnknownTopicError
+from core.messaging.errors import DeliveryTimeoutError, PublishError, UnknownTopicError
 from core.messaging.outbox import (
     RELAY_PRODUCER,
     OutboxRelay,
     OutboxWriter,
-    aware,
     discard,
     parked,
     relay_producer,
     requeue,
 )
+from core.messaging.outbox.store import aware
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import HEADER_CAUSATION_ID, HEADER_CORRELATION_ID, Record
 from tests.outbox_service import accounts, create_schema, deposit, metadata, registry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError
 
-from core.messaging.exceptions import DeliveryTimeoutError, UnknownTopicError
+from core.messaging.errors import DeliveryTimeoutError, UnknownTopicError
 from core.messaging.kafka_client import _permanent, _publish_error
 
 

@@ -10,7 +10,7 @@ from core.resilience.rate_limit import (
     Decision,
     FallbackRateLimiter,
     LocalRateLimiter,
-    RateLimiterUnavailable,
+    RateLimiterUnavailableError,
     RateLimitPolicy,
     rate_limiter,
 )
@@ -144,7 +144,7 @@ class Flaky:
     async def hit(self, key: str, policy: RateLimitPolicy, cost: int = 1) -> Decision:
         self.asked += 1
         if self.down:
-            raise RateLimiterUnavailable("connection refused")
+            raise RateLimiterUnavailableError("connection refused")
         return await self.local.hit(key, policy, cost)
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ from core.service_registry.following import LogRegistry
 from core.service_registry.log import LogRecord
 from core.service_registry.memory import MemoryHub, MemoryLog
 from core.service_registry.records import encode
-from core.service_registry.trust import AllowedNetworks, RecordRefused, RecordTrust, read_keys
+from core.service_registry.trust import AllowedNetworks, RecordRefusedError, RecordTrust, read_keys
 
 KEY, OTHER = b"k" * 32, b"o" * 32
 TTL = 10.0
@@ -201,7 +201,7 @@ def test_the_seal_is_never_twice_the_same_time_and_refusals_say_why() -> None:
     writer = trust(wall)
     a, b = (json.loads(encode(AUTH, writer.seal)) for _ in range(2))
     assert b["signed_at"] > a["signed_at"] and a["expires_at"] == a["signed_at"] + TTL
-    with pytest.raises(RecordRefused) as refused:
+    with pytest.raises(RecordRefusedError) as refused:
         trust(wall).admit(AUTH, encode(AUTH), None)
     assert refused.value.reason == "unsigned"
     assert RecordTrust([], ttl=1.0).seal({"a": 1}) == {"a": 1}  # no key: records as before

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
+from core.messaging.errors import RemoteHandlerError, RequestCancelledError
 from core.messaging.events import IntegrationEvent
-from core.messaging.exceptions import RemoteHandlerError, RequestCancelledError
 from core.messaging.request_reply import PendingReplies
 from core.messaging.serialization import EventRegistry, EventSerializer
 from core.messaging.types import HEADER_IN_REPLY_TO, Record

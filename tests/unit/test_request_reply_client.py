@@ -16,14 +16,14 @@ from pydantic import BaseModel
 import core.messaging.reply_topics as reply_topics
 import core.messaging.request_reply as rr
 from core.config import KafkaConfig
-from core.messaging.events import IntegrationEvent
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     MessagingError,
     PublishError,
     RemoteHandlerError,
     RequestCancelledError,
     RequestTimeoutError,
 )
+from core.messaging.events import IntegrationEvent
 from core.messaging.handlers import handler_name
 from core.messaging.request_reply import RequestFailed, RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry, EventSerializer

@@ -363,11 +363,12 @@ async def test_the_openapi_names_the_bearer_scheme(http: AsyncClient) -> None:
 
 
 async def test_keys_unavailable_says_retry_shortly() -> None:
-    from core.security import KeysUnavailable
+    from core.security import KeysUnavailableError
     from core.security.wiring import RETRY_AFTER_SECONDS
 
-    assert (KeysUnavailable.status_code, KeysUnavailable.code) == (503, "keys_unavailable")
-    assert KeysUnavailable().message == (
+    assert (KeysUnavailableError.status_code,
+            KeysUnavailableError.code) == (503, "keys_unavailable")
+    assert KeysUnavailableError().message == (
         "Token verification keys are unavailable; retry shortly")
     assert RETRY_AFTER_SECONDS == 5
     app = FastAPI()

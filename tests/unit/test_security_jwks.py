@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.security import JwksClient, KeysUnavailable, LocalKeySource, StaticKeySource
+from core.security import JwksClient, KeysUnavailableError, LocalKeySource, StaticKeySource
 from core.security.errors import SecurityError
 from core.security.jwks import MAX_JWKS_BYTES, JwksError, parse_jwks
 from core.security.keys import SigningKey
@@ -149,10 +149,11 @@ async def test_no_keys_ever_is_keys_unavailable_and_fails_fast(
     issuer, clock = Issuer(key()), Clock()
     issuer.fail = 503
     jwks = client(issuer, clock, min_refresh_interval=5)
-    with caplog.at_level(logging.WARNING, "core.security.jwks"), pytest.raises(KeysUnavailable):
+    with (caplog.at_level(logging.WARNING, "core.security.jwks"),
+          pytest.raises(KeysUnavailableError)):
         await jwks.get("any")
     assert "no keys yet" in caplog.text
-    with pytest.raises(KeysUnavailable):
+    with pytest.raises(KeysUnavailableError):
         await jwks.get("any")
     assert issuer.requests == 1, "within the min interval: no second fetch"
     issuer.fail = None
@@ -167,7 +168,7 @@ async def test_an_unreachable_issuer_is_keys_unavailable() -> None:
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
     jwks = JwksClient("http://issuer/jwks", http=http)
-    with pytest.raises(KeysUnavailable):
+    with pytest.raises(KeysUnavailableError):
         await jwks.get("kid")
     assert jwks.fetches == 1
 
@@ -176,7 +177,7 @@ async def test_a_jwks_that_is_too_large_is_refused() -> None:
     issuer, clock = Issuer(), Clock()
     issuer.body = b'{"keys": [], "pad": "' + b"x" * MAX_JWKS_BYTES + b'"}'
     jwks = client(issuer, clock)
-    with pytest.raises(KeysUnavailable):
+    with pytest.raises(KeysUnavailableError):
         await jwks.get("kid")
     issuer.body = b'{"keys": []}'
     clock.now += 10

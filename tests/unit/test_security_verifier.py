@@ -21,7 +21,7 @@ from core.security import (
     Security,
     StaticKeySource,
     TokenIssuer,
-    TokenRejected,
+    TokenRejectedError,
     TokenVerifier,
     install_security,
 )
@@ -82,7 +82,7 @@ async def test_an_access_token_type_passes_in_any_spelling_rfc_9068_allows(
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.name)
 async def test_the_verifier_refuses(attack: Attack, verifier: TokenVerifier,
                                     key: SigningKey) -> None:
-    with pytest.raises(TokenRejected) as refused:
+    with pytest.raises(TokenRejectedError) as refused:
         await verifier.verify(attack.make(key))
     assert refused.value.rule == attack.rule
     assert refused.value.status_code == 401
@@ -119,7 +119,7 @@ async def test_clock_skew_within_the_leeway_is_accepted(skew: int, verifier: Tok
 async def test_the_leeway_is_configurable(key: SigningKey) -> None:
     strict = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
                            audience=AUDIENCE, leeway=0)
-    with pytest.raises(TokenRejected, match="expired"):
+    with pytest.raises(TokenRejectedError, match="expired"):
         await strict.verify(sign(key, claims(exp=int(time.time()) - 5)))
 
 
@@ -139,7 +139,7 @@ async def test_an_algorithm_off_the_allow_list_is_refused_even_with_its_key() ->
     es = SigningKey.generate("ES256", now=time.time())
     eddsa_only = TokenVerifier(StaticKeySource([es.verification]), issuer=ISSUER,
                                audience=AUDIENCE, algorithms=["EdDSA"])
-    with pytest.raises(TokenRejected) as refused:
+    with pytest.raises(TokenRejectedError) as refused:
         await eddsa_only.verify(sign(es))
     assert refused.value.rule == "algorithm_not_allowed"
 
@@ -159,40 +159,40 @@ async def test_the_size_bound_is_configurable_and_exact(key: SigningKey) -> None
     assert (await exact.verify(token)).subject == "user-1"
     smaller = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
                             audience=AUDIENCE, max_token_bytes=len(token) - 1)
-    with pytest.raises(TokenRejected, match="token_too_large"):
+    with pytest.raises(TokenRejectedError, match="token_too_large"):
         await smaller.verify(token)
     assert MAX_TOKEN_BYTES == 8192
 
 
 async def test_a_missing_claim_is_named(verifier: TokenVerifier, key: SigningKey) -> None:
-    with pytest.raises(TokenRejected, match='"aud"'):
+    with pytest.raises(TokenRejectedError, match='"aud"'):
         await verifier.verify(sign(key, claims(aud=None)))
 
 
 async def test_a_non_string_jti_or_iat_is_an_invalid_claim(verifier: TokenVerifier,
                                                            key: SigningKey) -> None:
     for bad in (claims(jti=5), claims(iat="yesterday")):
-        with pytest.raises(TokenRejected) as refused:
+        with pytest.raises(TokenRejectedError) as refused:
             await verifier.verify(sign(key, bad))
         assert refused.value.rule == "invalid_claim"
 
 
 async def test_permissions_must_be_strings(verifier: TokenVerifier, key: SigningKey) -> None:
-    with pytest.raises(TokenRejected, match="permissions must be a list of strings"):
+    with pytest.raises(TokenRejectedError, match="permissions must be a list of strings"):
         await verifier.verify(sign(key, claims(permissions=["a", 1])))
 
 
 async def test_non_ascii_is_malformed(verifier: TokenVerifier) -> None:
-    with pytest.raises(TokenRejected) as refused:
+    with pytest.raises(TokenRejectedError) as refused:
         await verifier.verify("é.b.c")
     assert refused.value.rule == "malformed"
 
 
 async def test_the_description_is_a_safe_quoted_string() -> None:
-    rejected = TokenRejected("malformed", 'say "hi"\\\n')
+    rejected = TokenRejectedError("malformed", 'say "hi"\\\n')
     assert rejected.headers["WWW-Authenticate"] == (
         'Bearer error="invalid_token", error_description="say \'hi\'\\\\?"')
-    assert TokenRejected("malformed", "k\u00e9y").headers["WWW-Authenticate"].endswith('"k?y"')
+    assert TokenRejectedError("malformed", "k\u00e9y").headers["WWW-Authenticate"].endswith('"k?y"')
 
 
 @pytest.mark.parametrize("options", [
@@ -226,7 +226,7 @@ async def test_a_short_or_foreign_signature_is_a_bad_signature(alg: str) -> None
     verifier = TokenVerifier(StaticKeySource([own.verification]), issuer=ISSUER,
                              audience=AUDIENCE)
     for token in (short_signature(sign(own)), sign(stranger, kid=own.kid)):
-        with pytest.raises(TokenRejected) as refused:
+        with pytest.raises(TokenRejectedError) as refused:
             await verifier.verify(token)
         assert refused.value.rule == "bad_signature"
 
@@ -239,16 +239,16 @@ async def test_the_clock_decides_expiry(key: SigningKey) -> None:
     now[0] = 1_000_109.9
     assert (await verifier.verify(token)).subject == "user-1"
     now[0] = 1_000_110
-    with pytest.raises(TokenRejected, match="expired"):
+    with pytest.raises(TokenRejectedError, match="expired"):
         await verifier.verify(token)
     now[0] = 999_990
     assert (await verifier.verify(token)).subject == "user-1"
     now[0] = 999_989.9
-    with pytest.raises(TokenRejected, match=r"not_yet_valid: .*\(iat\)"):
+    with pytest.raises(TokenRejectedError, match=r"not_yet_valid: .*\(iat\)"):
         await verifier.verify(token)
     late_nbf = sign(key, claims(iat=1_000_000, nbf=1_000_050, exp=1_000_100))
     now[0] = 1_000_039.9
-    with pytest.raises(TokenRejected, match=r"not_yet_valid: .*\(nbf\)"):
+    with pytest.raises(TokenRejectedError, match=r"not_yet_valid: .*\(nbf\)"):
         await verifier.verify(late_nbf)
     now[0] = 1_000_040
     assert (await verifier.verify(late_nbf)).subject == "user-1"
@@ -292,7 +292,7 @@ DESCRIPTIONS = {
 async def test_each_refusal_says_why_in_words(name: str, verifier: TokenVerifier,
                                               key: SigningKey) -> None:
     attack = next(a for a in ATTACKS if a.name == name)
-    with pytest.raises(TokenRejected) as refused:
+    with pytest.raises(TokenRejectedError) as refused:
         await verifier.verify(attack.make(key))
     assert refused.value.description == DESCRIPTIONS[name]
 
@@ -301,13 +301,13 @@ async def test_a_key_of_another_algorithm_is_named(verifier: TokenVerifier,
                                                    key: SigningKey) -> None:
     from tests.security_support import other_type_key_same_kid
 
-    with pytest.raises(TokenRejected) as refused:
+    with pytest.raises(TokenRejectedError) as refused:
         await verifier.verify(other_type_key_same_kid(key))
     assert refused.value.description == f"key {key.kid!r} is for EdDSA, the token says 'ES256'"
 
 
 async def test_a_jti_of_another_type_says_so(verifier: TokenVerifier, key: SigningKey) -> None:
-    with pytest.raises(TokenRejected, match=r"^invalid_claim: jti must be a string$"):
+    with pytest.raises(TokenRejectedError, match=r"^invalid_claim: jti must be a string$"):
         await verifier.verify(sign(key, claims(jti=1)))
     assert (await verifier.verify(sign(key, claims(jti=None)))).subject == "user-1"
 
@@ -362,19 +362,19 @@ async def test_the_refusal_names_the_authorization_header(client: AsyncClient) -
 async def test_long_kids_and_algs_are_quoted_short(verifier: TokenVerifier,
                                                    key: SigningKey) -> None:
     long_kid = "k" * 70
-    with pytest.raises(TokenRejected) as refused:
+    with pytest.raises(TokenRejectedError) as refused:
         await verifier.verify(sign(key, kid=long_kid))
     assert refused.value.description == f"no key {'k' * 64!r} at the issuer"
     long_alg = "A" * 40
     from tests.security_support import raw
 
-    with pytest.raises(TokenRejected) as refused:
+    with pytest.raises(TokenRejectedError) as refused:
         await verifier.verify(raw({"alg": long_alg, "kid": key.kid}, claims(), b"x"))
     assert refused.value.description == f"algorithm {'A' * 32!r} is not allowed"
     other = SigningKey(long_kid, "ES256", SigningKey.generate("ES256", now=0).private_key, 0)
     mixed = TokenVerifier(StaticKeySource([other.verification]), issuer=ISSUER,
                           audience=AUDIENCE, algorithms=["EdDSA", "ES256"])
-    with pytest.raises(TokenRejected) as refused:
+    with pytest.raises(TokenRejectedError) as refused:
         await mixed.verify(sign(key, kid=long_kid))
     assert refused.value.description == (
         f"key {'k' * 64!r} is for ES256, the token says 'EdDSA'")
@@ -387,5 +387,5 @@ def test_a_segment_whose_encoding_ends_in_x_is_canonical() -> None:
 
     assert _decode("QUJX", "signature") == b"AB\x57"
     assert _decode("", "signature") == b""
-    with pytest.raises(TokenRejected, match="not canonical"):
+    with pytest.raises(TokenRejectedError, match="not canonical"):
         _decode("QUJY" + "QR", "signature")

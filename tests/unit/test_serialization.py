@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     MalformedEventError,
     UnknownEventError,
     UnknownEventTypeError,

@@ -17,12 +17,12 @@ from core.http import (
     ForwardCaller,
     ServiceClient,
     ServiceToken,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
+    UpstreamBadResponseError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
 )
 from core.http.context import RequestContext, bound
-from core.http.transport import ConnectFailed, ExchangeFailed, RawResponse
+from core.http.transport import ConnectFailedError, ExchangeFailedError, RawResponse
 from core.resilience import BreakerConfig, RetryPolicy
 from core.service_registry import Instance, RegistryError
 from tests.fixed_registry import FixedRegistry
@@ -135,7 +135,7 @@ async def test_a_callers_own_authorization_header_wins() -> None:
 
 async def test_a_500_is_not_retried_and_a_503_is_on_the_other_instance() -> None:
     client, transport = make(answering(500))
-    with pytest.raises(UpstreamError) as failed:
+    with pytest.raises(UpstreamBadResponseError) as failed:
         await client.get("b", "/x")
     assert failed.value.status == 500 and len(transport.sent) == 1
 
@@ -147,8 +147,9 @@ async def test_a_500_is_not_retried_and_a_503_is_on_the_other_instance() -> None
 
 
 @pytest.mark.parametrize(("exc", "raised", "post_attempts"), [
-    (ConnectFailed("refused"), UpstreamUnavailable, 3),  # nothing was sent: any method
-    (ExchangeFailed("reset"), UpstreamError, 1),  # it may have been: only the idempotent
+    # nothing was sent: any method; it may have been: only the idempotent
+    (ConnectFailedError("refused"), UpstreamUnavailableError, 3),
+    (ExchangeFailedError("reset"), UpstreamBadResponseError, 1),
 ])
 async def test_transport_failures_are_retried_then_typed(exc: Exception,
                                                          raised: type[Exception],
@@ -167,7 +168,7 @@ async def test_transport_failures_are_retried_then_typed(exc: Exception,
 async def test_a_post_whose_connection_was_never_opened_goes_to_another_instance() -> None:
     async def b1_is_down(sent: Sent) -> Raw:
         if sent.url.startswith("http://b1"):
-            raise ConnectFailed("refused")
+            raise ConnectFailedError("refused")
         return Raw(201)
 
     client, transport = make(b1_is_down)
@@ -183,9 +184,9 @@ async def test_all_circuits_open_fails_fast_with_retry_after() -> None:
     client, transport = make(answering(503), breaker=BreakerConfig(min_calls=1, open_for=30),
                              retry=RetryPolicy(max_attempts=1))
     for _ in range(2):
-        with pytest.raises(UpstreamError):
+        with pytest.raises(UpstreamBadResponseError):
             await client.get("b", "/x")
-    with pytest.raises(UpstreamUnavailable) as refused:
+    with pytest.raises(UpstreamUnavailableError) as refused:
         await client.get("b", "/x")
     assert refused.value.headers == {"Retry-After": "30"}
     assert len(transport.sent) == 2
@@ -193,7 +194,7 @@ async def test_all_circuits_open_fails_fast_with_retry_after() -> None:
 
 async def test_no_instance_or_no_registry_is_unavailable() -> None:
     client, transport = make(answering(200), urls=())
-    with pytest.raises(UpstreamUnavailable, match="no instance"):
+    with pytest.raises(UpstreamUnavailableError, match="no instance"):
         await client.get("b", "/x")
 
     class Broken(FixedRegistry):
@@ -201,7 +202,7 @@ async def test_no_instance_or_no_registry_is_unavailable() -> None:
             raise RegistryError("kafka away")
 
     broken = ServiceClient(Broken({}), transport=transport)
-    with pytest.raises(UpstreamUnavailable, match="kafka away") as failed:
+    with pytest.raises(UpstreamUnavailableError, match="kafka away") as failed:
         await broken.get("b", "/x")
     assert failed.value.message == "Service 'b' is unavailable"
     assert transport.sent == []
@@ -213,7 +214,7 @@ async def test_the_deadline_bounds_the_whole_call() -> None:
         raise AssertionError
 
     client, transport = make(hang, timeout=30, deadline=0.05)
-    with pytest.raises(UpstreamTimeout, match="timed out after"):
+    with pytest.raises(UpstreamTimeoutError, match="timed out after"):
         await client.get("b", "/x")
     assert len(transport.sent) == 1  # no time left for another try
     assert client._bulkheads.get("b").idle
@@ -234,7 +235,7 @@ async def test_the_wait_for_a_bulkhead_slot_comes_out_of_the_deadline() -> None:
     holder = asyncio.create_task(client.get("b", "/hold"))
     await asyncio.sleep(0)
     started = time.monotonic()
-    with pytest.raises(UpstreamTimeout, match="waiting"):  # no slot within its deadline
+    with pytest.raises(UpstreamTimeoutError, match="waiting"):  # no slot within its deadline
         await client.get("b", "/x", deadline=0.3)
     assert time.monotonic() - started < 5  # not the bulkhead's own 30 s
     assert client._bulkheads.get("b").waiting == 0
@@ -244,7 +245,7 @@ async def test_the_wait_for_a_bulkhead_slot_comes_out_of_the_deadline() -> None:
     await eventually(lambda: client._bulkheads.get("b").waiting == 1, timeout=5)
     await asyncio.sleep(0.6)  # the slot frees with 0.4 s of the deadline left
     gate.set()
-    with pytest.raises(UpstreamTimeout):
+    with pytest.raises(UpstreamTimeoutError):
         await waiter
     assert time.monotonic() - started < 1.4  # the attempt got what was left, not a second
     assert (await holder).status_code == 200
@@ -261,7 +262,7 @@ async def test_a_bulkhead_full_is_unavailable_and_not_retried() -> None:
     client, transport = make(wait, max_in_flight=1, max_waiting=0)
     first = asyncio.create_task(client.get("b", "/x"))
     await asyncio.sleep(0)
-    with pytest.raises(UpstreamUnavailable, match="bulkhead"):
+    with pytest.raises(UpstreamUnavailableError, match="bulkhead"):
         await client.get("b", "/x")
     gate.set()
     assert (await first).status_code == 200
@@ -294,12 +295,12 @@ def test_config_refuses_nonsense() -> None:
 
 
 async def test_attempts_per_call_override_the_policy() -> None:
-    client, transport = make(raising(ConnectFailed("refused")))
-    with pytest.raises(UpstreamUnavailable):
+    client, transport = make(raising(ConnectFailedError("refused")))
+    with pytest.raises(UpstreamUnavailableError):
         await client.get("b", "/x", attempts=1)
     assert len(transport.sent) == 1
-    client, transport = make(raising(ConnectFailed("refused")))
-    with pytest.raises(UpstreamUnavailable):
+    client, transport = make(raising(ConnectFailedError("refused")))
+    with pytest.raises(UpstreamUnavailableError):
         await client.get("b", "/x", attempts=5)
     assert len(transport.sent) == 5
 
@@ -310,13 +311,13 @@ async def test_a_streamed_body_is_passed_on_and_retried_only_if_never_sent() -> 
         yield b"b"
 
     body = chunks()
-    client, transport = make(raising(ExchangeFailed("reset")))
-    with pytest.raises(UpstreamError):
+    client, transport = make(raising(ExchangeFailedError("reset")))
+    with pytest.raises(UpstreamBadResponseError):
         await client.put("b", "/x", content=body)  # PUT is idempotent, but the body is spent
     assert len(transport.sent) == 1
     assert transport.sent[0].content is body
-    client, transport = make(raising(ConnectFailed("refused")))
-    with pytest.raises(UpstreamUnavailable):
+    client, transport = make(raising(ConnectFailedError("refused")))
+    with pytest.raises(UpstreamUnavailableError):
         await client.post("b", "/x", content=body)  # no connection: none of it was taken
     assert [s.content for s in transport.sent] == [body] * 3
 
@@ -346,6 +347,6 @@ async def test_an_instance_filter_leaves_out_unwell_instances() -> None:
     assert {s.url for s in transport.sent} == {"http://b2/x"}
     nobody = ServiceClient(FixedRegistry({"b": ["http://b1"]}), transport=transport,
                            instance_filter=lambda i: False)
-    with pytest.raises(UpstreamUnavailable) as failed:
+    with pytest.raises(UpstreamUnavailableError) as failed:
         await nobody.get("b", "/x")
     assert "health check" in str(failed.value)

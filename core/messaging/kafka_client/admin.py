@@ -16,7 +16,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     TopicSetupError,
 )
 from core.messaging.kafka_client._common import (

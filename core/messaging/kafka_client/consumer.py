@@ -18,7 +18,7 @@ from confluent_kafka import (
 )
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     ConsumerFailedError,
 )
 from core.messaging.kafka_client._common import (

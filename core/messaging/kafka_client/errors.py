@@ -6,7 +6,7 @@ from confluent_kafka import (
     KafkaError,
 )
 
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     DeliveryTimeoutError,
     ProducerStoppedError,
     PublishError,

@@ -19,7 +19,7 @@ from confluent_kafka import (
 )
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import ConsumerFailedError, MessagingError
+from core.messaging.errors import ConsumerFailedError, MessagingError
 from core.messaging.kafka_client._common import _base, _record
 from core.messaging.kafka_client.errors import _consumer_failed
 from core.messaging.types import Record

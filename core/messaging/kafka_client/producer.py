@@ -16,7 +16,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from core.config import KafkaConfig
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     MessagingError,
     ProducerStoppedError,
     PublishError,

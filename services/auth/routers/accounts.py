@@ -13,6 +13,8 @@ from services.auth.deps import (
     SessionsDep,
     ThrottleDep,
 )
+from services.auth.rules import login as flows
+from services.auth.rules.login import user_id_of
 from services.auth.schemas import (
     LoginRequest,
     Me,
@@ -22,8 +24,6 @@ from services.auth.schemas import (
     TokenPair,
     UserPublic,
 )
-from services.auth.services import login as flows
-from services.auth.services.login import user_id_of
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 NO_STORE = {"Cache-Control": "no-store"}

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from core.bases import error_responses
 from core.bases.deps import SessionDep
 from services.auth.deps import ClientAddress, IssuerDep, SettingsDep, ThrottleDep
+from services.auth.rules.clients import Clients
 from services.auth.schemas import AccessToken, OAuthError
-from services.auth.services.clients import Clients
 
 router = APIRouter(tags=["oauth"])
 HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -11,6 +11,8 @@ from core.bases import error_responses
 from core.bases.deps import SessionDep
 from core.security import require_permission
 from services.auth.deps import RbacDep
+from services.auth.rules.clients import Clients
+from services.auth.rules.rbac import MANAGE
 from services.auth.schemas import (
     NAME_PATTERN,
     ClientCreate,
@@ -20,8 +22,6 @@ from services.auth.schemas import (
     RolePublic,
     UserRoles,
 )
-from services.auth.services.clients import Clients
-from services.auth.services.rbac import MANAGE
 
 router = APIRouter(prefix="/auth", tags=["rbac"],
                    dependencies=[Depends(require_permission(MANAGE))])

@@ -11,14 +11,14 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import delete, func, select
 
-from core.bases.exceptions import ConflictError
+from core.bases.errors import ConflictError
 from core.db import migrations
 from core.db.engine import Database
 from services.auth.main import SERVICE_DIR
 from services.auth.models import UserRole
 from services.auth.passwords import Passwords
-from services.auth.services.accounts import Accounts
-from services.auth.services.rbac import ADMIN_ROLE, Rbac
+from services.auth.rules.accounts import Accounts
+from services.auth.rules.rbac import ADMIN_ROLE, Rbac
 from services.auth.tests.support import PASSWORD
 from tests.integration.databases import BACKENDS, open_databases
 from tests.support import unique

@@ -21,10 +21,10 @@ from services.auth.config import AuthSettings
 from services.auth.main import SERVICE_DIR
 from services.auth.models import RefreshToken
 from services.auth.passwords import Passwords
-from services.auth.services import login as flows
-from services.auth.services.accounts import Accounts
-from services.auth.services.login import InvalidCredentials
-from services.auth.services.sessions import InvalidRefreshToken, Sessions
+from services.auth.rules import login as flows
+from services.auth.rules.accounts import Accounts
+from services.auth.rules.login import InvalidCredentialsError
+from services.auth.rules.sessions import InvalidRefreshTokenError, Sessions
 from services.auth.tests.support import PASSWORD
 from services.auth.throttle import LoginThrottle
 from services.auth.throttle.database import DatabaseFailureStore
@@ -69,7 +69,7 @@ async def world(request: pytest.FixtureRequest,
 async def outcome(world: World, token: str) -> str | None:
     try:
         return (await world.sessions.refresh(token)).refresh_token
-    except InvalidRefreshToken:
+    except InvalidRefreshTokenError:
         return None
 
 
@@ -185,7 +185,7 @@ async def test_a_login_racing_a_password_change_never_outlives_it(world: World) 
                     pair = await flows.login(Accounts(session, None, world.passwords),
                                              world.sessions, throttle, email=email,
                                              password=old, client="test")
-                except InvalidCredentials:
+                except InvalidCredentialsError:
                     return None
             return pair.refresh_token
 

@@ -16,9 +16,9 @@ from services.auth.main import SERVICE_DIR
 from services.auth.throttle import (
     FailureStore,
     LoginThrottle,
-    Throttled,
+    ThrottledError,
     ThrottlePolicy,
-    ThrottleUnavailable,
+    ThrottleUnavailableError,
 )
 from services.auth.throttle.database import DatabaseFailureStore
 from services.auth.throttle.redis import RedisFailureStore
@@ -73,7 +73,7 @@ async def waits(throttle: LoginThrottle, account: str | None, client: str | None
                 ) -> float:
     try:
         await throttle.check(account=account, client=client)
-    except Throttled as e:
+    except ThrottledError as e:
         return float(e.headers["Retry-After"])
     return 0.0
 
@@ -195,7 +195,7 @@ async def test_a_store_away_is_a_503_not_unlimited_guesses(away: str) -> None:
         else DatabaseFailureStore.from_url("postgresql+asyncpg://nobody@127.0.0.1:1/auth"))
     try:
         for attempt in (store.load("k", ACCOUNT), store.record("k", ACCOUNT, 1.0)):
-            with pytest.raises(ThrottleUnavailable) as caught:
+            with pytest.raises(ThrottleUnavailableError) as caught:
                 await attempt
             assert caught.value.status_code == 503
             assert caught.value.headers["Retry-After"] == "5"

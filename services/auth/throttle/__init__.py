@@ -9,8 +9,8 @@ from services.auth.throttle.base import (
     THROTTLE,
     FailureStore,
     LoginThrottle,
-    Throttled,
-    ThrottleUnavailable,
+    ThrottledError,
+    ThrottleUnavailableError,
 )
 from services.auth.throttle.policy import FailureState, ThrottlePolicy, retry_after
 
@@ -20,7 +20,7 @@ __all__ = [
            "FailureStore",
            "LoginThrottle",
            "ThrottlePolicy",
-           "ThrottleUnavailable",
-           "Throttled",
+           "ThrottleUnavailableError",
+           "ThrottledError",
            "retry_after",
 ]

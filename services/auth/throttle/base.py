@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from core.bases.exceptions import AppError, TooManyRequestsError
+from core.bases.errors import AppError, TooManyRequestsError
 from core.runtime import RuntimeKey
 from services.auth.throttle.policy import (
     FailureState,
@@ -23,7 +23,7 @@ class FailureStore(Protocol):
     counted, none lost) and returns the new state, computed as `policy.after_failure` says;
     `load` returns the state, or None for a key with no failure that still matters; `reset`
     forgets a key (a successful login). Keys are opaque strings of at most 300 characters.
-    Implementations raise ThrottleUnavailable on I/O failure: a store that cannot answer
+    Implementations raise ThrottleUnavailableError on I/O failure: a store that cannot answer
     fails the login (503),
     it never lets unlimited guesses through.
     """
@@ -37,7 +37,7 @@ class FailureStore(Protocol):
     async def close(self) -> None: ...
 
 
-class ThrottleUnavailable(AppError):
+class ThrottleUnavailableError(AppError):
     """The failure counts cannot be read or written: logins wait rather than go unchecked."""
 
     status_code = 503
@@ -49,7 +49,7 @@ class ThrottleUnavailable(AppError):
         super().__init__(headers={"Retry-After": "5"})
 
 
-class Throttled(TooManyRequestsError):
+class ThrottledError(TooManyRequestsError):
     """Too many failed logins for this account or client: wait `Retry-After` seconds."""
 
     code = "login_throttled"
@@ -82,12 +82,12 @@ class LoginThrottle:
                 yield f"login:{kind}:{value}"[:300], self.policies[kind]
 
     async def check(self, *, account: str | None, client: str | None) -> None:
-        """Raise Throttled when either key must wait."""
+        """Raise ThrottledError when either key must wait."""
         now = self.clock()
         waits = [retry_after(await self.store.load(key, policy), policy, now)
                  for key, policy in self._keys(account, client)]
         if waits and max(waits) > 0:
-            raise Throttled(max(waits))
+            raise ThrottledError(max(waits))
 
     async def failed(self, *, account: str | None, client: str | None) -> None:
         now = self.clock()

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.engine import Database
 from services.auth.models import login_failures
-from services.auth.throttle.base import ThrottleUnavailable
+from services.auth.throttle.base import ThrottleUnavailableError
 from services.auth.throttle.policy import FailureState, ThrottlePolicy
 
 
@@ -77,13 +77,14 @@ class DatabaseFailureStore:
 
     @asynccontextmanager
     async def _session(self, *, commit: bool) -> AsyncIterator[AsyncSession]:
-        """A session of its own; the database away is a 503 (ThrottleUnavailable), not a 500."""
+        """A session of its own; the database away is a 503 (ThrottleUnavailableError), not a
+        500."""
         try:
             opened = self.database.transaction() if commit else self.database.session()
             async with opened as session:
                 yield session
         except (DBAPIError, OSError) as e:
-            raise ThrottleUnavailable() from e
+            raise ThrottleUnavailableError() from e
 
     @classmethod
     def from_url(cls, url: str) -> DatabaseFailureStore:

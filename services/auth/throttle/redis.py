@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from services.auth.throttle.base import ThrottleUnavailable
+from services.auth.throttle.base import ThrottleUnavailableError
 from services.auth.throttle.policy import FailureState, ThrottlePolicy
 
 # The same rule as policy.after_failure, in one atomic step. Times are the caller's clock
@@ -42,7 +42,7 @@ class RedisFailureStore:
             failures, start, last = await self._redis.hmget(f"{self._prefix}:{key}",
                                                             ["f", "s", "l"])
         except (RedisError, OSError) as e:
-            raise ThrottleUnavailable() from e
+            raise ThrottleUnavailableError() from e
         if failures is None or start is None or last is None:
             return None
         return FailureState(int(failures), float(start), float(last))
@@ -54,14 +54,14 @@ class RedisFailureStore:
                 args=[repr(now), policy.window_seconds, policy.lock_after, policy.lock_seconds,
                       policy.ttl_seconds])
         except (RedisError, OSError) as e:
-            raise ThrottleUnavailable() from e
+            raise ThrottleUnavailableError() from e
         return FailureState(int(failures), float(start), float(last))
 
     async def reset(self, key: str) -> None:
         try:
             await self._redis.delete(f"{self._prefix}:{key}")
         except (RedisError, OSError) as e:
-            raise ThrottleUnavailable() from e
+            raise ThrottleUnavailableError() from e
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.messaging.errors import RequestTimeoutError
 from core.messaging.events import BaseEvent, DomainEvent
-from core.messaging.exceptions import RequestTimeoutError
 from services.notification.events import (
     ContactData,
     DriverRegistered,

@@ -22,7 +22,7 @@ from core.bases import ConfigurationError
 from core.db import types
 from core.db.engine import Database
 from core.resilience.retry import RetryPolicy
-from services.notification import contacts, delivery, services
+from services.notification import contacts, delivery, rules
 from services.notification.config import NotificationSettings
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker
 from services.notification.models import Contact, DeliveryStatus, Notification
@@ -107,7 +107,7 @@ def skewed_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def ahead() -> datetime:
         return real() + timedelta(seconds=130)
 
-    for module in (types, delivery, contacts, services):
+    for module in (types, delivery, contacts, rules):
         monkeypatch.setattr(module, "utcnow", ahead, raising=False)
     yield
 

@@ -9,7 +9,7 @@ import pytest
 
 from core.bases import NotFoundError, PageRequest
 from core.db.engine import Database
-from services.notification.services import NotificationService
+from services.notification.rules import NotificationService
 from services.notification.tests.harness import Harness, database, databases, harness
 from services.notification.tests.support import new_user, password_changed
 

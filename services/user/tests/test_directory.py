@@ -15,8 +15,8 @@ from core.db.engine import Database
 from services.user.cache import ProfileCache
 from services.user.directory import Profiles
 from services.user.models import Base
+from services.user.rules import ProfileService
 from services.user.schemas import ProfileUpdate
-from services.user.services import ProfileService
 from services.user.tests.support import RecordingOutbox
 
 

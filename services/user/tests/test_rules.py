@@ -15,8 +15,8 @@ from core.bases import NotFoundError
 from core.db.engine import Database
 from services.user.events import USER_EVENTS, ProfileCreated, ProfileUpdated
 from services.user.models import Base, Profile
+from services.user.rules import ProfileService, default_display_name
 from services.user.schemas import ProfileUpdate, normalize_phone
-from services.user.services import ProfileService, default_display_name
 from services.user.tests.support import RecordingOutbox
 
 

@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from core.bases.exceptions import install_exception_handlers
+from core.bases.errors import install_exception_handlers
 from core.http import ClientConfig, ForwardCaller, ServiceClient, install_request_context
 from core.resilience import RetryPolicy
 from tests.fixed_registry import FixedRegistry

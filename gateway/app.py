@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from core.bases.exceptions import ConfigurationError
+from core.bases.errors import ConfigurationError
 from core.http.aiohttp_transport import AiohttpTransport
 from core.http.client import ClientConfig, ServiceClient
 from core.http.context import RequestContextMiddleware
@@ -30,12 +30,12 @@ from core.security.wiring import security_from_settings
 from core.service_registry.base import ServiceRegistry
 from core.service_registry.factory import registry_from_settings
 from gateway.config import GatewaySettings
-from gateway.middleware.auth import EdgeAuth
-from gateway.middleware.rate_limit import edge_rate_limiter
+from gateway.edge.auth import EdgeAuth
+from gateway.edge.rate_limit import edge_rate_limiter
+from gateway.forwarding import GatewayApp
 from gateway.openapi import OpenApiCache, docs_routes
-from gateway.proxy import ClientGone, Proxy
+from gateway.proxy import ClientGoneError, Proxy
 from gateway.readiness import gateway_readiness
-from gateway.router import GatewayApp
 from gateway.routes import (
     LEGACY,
     Route,
@@ -77,7 +77,7 @@ def client_config() -> ClientConfig:
 
 def _upstreams_fault(exc: Exception) -> bool:
     """A client that left mid-upload says nothing about the upstream's health."""
-    return not isinstance(exc, ClientGone)
+    return not isinstance(exc, ClientGoneError)
 
 
 def upstream_transport(settings: GatewaySettings) -> Transport:

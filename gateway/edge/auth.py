@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 from urllib.parse import quote
 
-from core.security.errors import KeysUnavailable, TokenRejected
+from core.security.errors import KeysUnavailableError, TokenRejectedError
 from core.security.types import Principal
 from core.security.verifier import TokenVerifier
 from core.security.wiring import RETRY_AFTER_SECONDS
-from gateway.clients import UNKNOWN
+from gateway.client_address import UNKNOWN
+from gateway.edge.rate_limit import RefusedTokens
 from gateway.errors import GatewayError
-from gateway.middleware.rate_limit import RefusedTokens
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ Headers = Sequence[tuple[bytes, bytes]]
 IDENTITY_PREFIX = b"x-authenticated-"
 """Headers the gateway alone may set upstream; a client's are always dropped."""
 
-_MISSING = TokenRejected("missing_token", "this route needs a bearer token")
+_MISSING = TokenRejectedError("missing_token", "this route needs a bearer token")
 
 
 def bearer_token(headers: Headers) -> str:
@@ -47,7 +47,7 @@ def bearer_token(headers: Headers) -> str:
     for name, value in headers:
         if name == b"authorization":
             if found is not None:
-                raise _unauthorized(TokenRejected(
+                raise _unauthorized(TokenRejectedError(
                     "malformed", "send one Authorization header, not several"))
             found = value
     if found is None:
@@ -55,11 +55,12 @@ def bearer_token(headers: Headers) -> str:
     scheme, _, token = found.decode("latin-1").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise _unauthorized(TokenRejected("malformed", "expected Authorization: Bearer <token>"))
+        raise _unauthorized(
+            TokenRejectedError("malformed", "expected Authorization: Bearer <token>"))
     return token
 
 
-def _unauthorized(rejected: TokenRejected) -> GatewayError:
+def _unauthorized(rejected: TokenRejectedError) -> GatewayError:
     return GatewayError(401, rejected.rule, rejected.message, rejected.headers)
 
 
@@ -174,12 +175,12 @@ class EdgeAuth:
     async def _verify(self, verifier: TokenVerifier, token: str, client_ip: str) -> Principal:
         try:
             return await verifier.verify(token)
-        except TokenRejected as e:
+        except TokenRejectedError as e:
             if self.refused is not None:
                 await self.refused.refused(client_ip)  # 429 instead, once too many
             raise _unauthorized(e) from e
-        except KeysUnavailable as e:
-            raise GatewayError(503, KeysUnavailable.code, KeysUnavailable.default_message,
+        except KeysUnavailableError as e:
+            raise GatewayError(503, KeysUnavailableError.code, KeysUnavailableError.default_message,
                                {"Retry-After": str(RETRY_AFTER_SECONDS)}) from e
 
     # The module's functions, reachable from the instance the proxy holds too.

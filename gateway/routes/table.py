@@ -1,6 +1,6 @@
 """The route table in memory: routes, and matching a path to one of them (on every request,
-so it is a few dict look-ups). Loading and validating the file: gateway/route_file.py; the
-public face, with the reload watcher: gateway/routes.py."""
+so it is a few dict look-ups). Loading and validating the file: gateway/routes/file.py; the
+public face, with the reload watcher: gateway/routes/."""
 
 from __future__ import annotations
 

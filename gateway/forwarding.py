@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.clients import TrustedProxies, client_ip, forwarded_headers
+from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
 from gateway.config import GatewaySettings
+from gateway.edge.auth import EdgeAuth, identity_headers
+from gateway.edge.rate_limit import EdgeRateLimiter, client_key
 from gateway.errors import GatewayError, send_error
-from gateway.middleware.auth import EdgeAuth, identity_headers
-from gateway.middleware.rate_limit import EdgeRateLimiter, client_key
-from gateway.proxy import ClientGone, Proxy
+from gateway.proxy import ClientGoneError, Proxy
 from gateway.routes import Route, RouteTable
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class GatewayApp:
             await self._handle(scope, receive, send)
         except GatewayError as refusal:
             await send_error(send, refusal)
-        except ClientGone:
+        except ClientGoneError:
             pass  # nobody is left to answer
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,7 +1,7 @@
 """Rate limits per client and route at the edge, on core.resilience.rate_limit.
 
 The client is the verified token's subject (`user:<sub>`), else its address (`ip:<addr>`,
-see gateway.clients; an IPv6 client by its /64, see `client_key`); the policy is the route's
+see gateway.client_address; an IPv6 client by its /64, see `client_key`); the policy is the route's
 own, named after the route, so each route has its own quota per client. Tokens that fail
 verification are limited per address too (`RefusedTokens`), before the signature check.
 With `REDIS_URL` the count is shared by every gateway replica and exact (one round trip,

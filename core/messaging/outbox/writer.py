@@ -16,7 +16,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.messaging.events import BaseEvent, correlated
-from core.messaging.outbox_store import outbox_table
+from core.messaging.outbox.store import outbox_table
 from core.messaging.serialization import EventSerializer
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.exceptions import ConflictError, FieldError, NotFoundError, ValidationError
+from core.bases.errors import ConflictError, FieldError, NotFoundError, ValidationError
 from core.bases.types import EventOutbox
 from core.db.types import utcnow
 from services.auth.events import (

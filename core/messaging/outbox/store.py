@@ -5,7 +5,7 @@
 between services. `parked()`, `requeue()` and `discard()` act on parked rows: rows the relay
 gave up on after `MAX_ATTEMPTS` permanent refusals. A parked row holds back every later row
 of its topic and key until it is requeued (and published) or discarded; see
-`core.messaging.outbox`.
+`core.messaging.outbox.relay`.
 """
 
 from __future__ import annotations

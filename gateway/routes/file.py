@@ -9,11 +9,10 @@ import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.resilience.rate_limit import RateLimitPolicy
-from gateway.config import GatewaySettings
-from gateway.route_checks import (
+from gateway.routes.checks import (
     PERMISSION,
     ROUTE_NAME,
     SERVICE_NAME,
@@ -24,7 +23,10 @@ from gateway.route_checks import (
     retries_problem,
     timeout_problem,
 )
-from gateway.route_table import DEFAULT_RETRIES, DEFAULT_TIMEOUT, LEGACY, Route, RouteTable
+from gateway.routes.table import DEFAULT_RETRIES, DEFAULT_TIMEOUT, LEGACY, Route, RouteTable
+
+if TYPE_CHECKING:
+    from gateway.config import GatewaySettings
 
 
 class RouteTableError(Exception):

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import uuid
 
-from core.bases.exceptions import ForbiddenError, NotFoundError, UnauthorizedError
+from core.bases.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from core.security import Principal
 from services.auth.passwords import normalise_email
+from services.auth.rules.accounts import Accounts
+from services.auth.rules.sessions import Sessions
 from services.auth.schemas import TokenPair
-from services.auth.services.accounts import Accounts
-from services.auth.services.sessions import Sessions
 from services.auth.throttle import LoginThrottle
 
 
-class InvalidCredentials(UnauthorizedError):
+class InvalidCredentialsError(UnauthorizedError):
     """Wrong email or password (which one is not said)."""
 
     code = "invalid_credentials"
     default_message = "Wrong email or password"
 
 
-class WrongCurrentPassword(ForbiddenError):
+class WrongCurrentPasswordError(ForbiddenError):
     """The current password given with a password change is wrong."""
 
     code = "invalid_credentials"
@@ -41,10 +41,10 @@ async def login(accounts: Accounts, sessions: Sessions, throttle: LoginThrottle,
     ok = await accounts.passwords.verify(verified, password)
     if not ok or user is None or verified is None:
         await throttle.failed(account=email, client=client)
-        raise InvalidCredentials()
+        raise InvalidCredentialsError()
     await throttle.succeeded(account=email)
     if not await accounts.still_current(user, verified):  # changed while we verified
-        raise InvalidCredentials()
+        raise InvalidCredentialsError()
     await accounts.rehash_if_needed(user, password)
     roles, permissions = await accounts.claims_of(user.id)
     return await sessions.start(accounts.session, user.id, roles, permissions)
@@ -60,7 +60,7 @@ async def change_password(accounts: Accounts, sessions: Sessions, throttle: Logi
     await throttle.check(account=user.email, client=client)
     if not await accounts.passwords.verify(user.password_hash, current):
         await throttle.failed(account=user.email, client=client)
-        raise WrongCurrentPassword()
+        raise WrongCurrentPasswordError()
     await accounts.set_password(user, new, current_password=current)
     await sessions.revoke_all(accounts.session, user.id)
 

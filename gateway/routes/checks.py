@@ -1,6 +1,6 @@
 """Checks of single route table values: each returns what is wrong (a phrase for the
 error message), or None when the value is fine. Pure functions, so the table loader in
-`gateway.routes` only walks the file and says where each problem is."""
+`gateway.routes.file` only walks the file and says where each problem is."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ it describes; a relay publishes pending rows to Kafka and marks them sent.
   is done. Several instances of a service may each run a relay: a lease row elects one
   publisher at a time, renewed in the background while it lives; if it dies, another takes
   over once the lease expires.
-- Its parts have their own modules, re-exported here: the writer (`outbox_writer`), the
-  tables and the tools for parked rows, `parked`, `requeue`, `discard` (`outbox_store`), and
-  the lease (`outbox_lease`).
+- Its parts are this package's other modules, all re-exported by `core.messaging.outbox`:
+  the writer (`writer`), the tables and the tools for parked rows, `parked`, `requeue`,
+  `discard` (`store`), and the lease (`lease`).
 
 ORDER PER KEY, AND WHAT STOPS IT. Rows with the same topic and key reach Kafka in commit order.
 To keep that promise, a row that fails HOLDS BACK EVERY LATER ROW OF ITS TOPIC AND KEY (and
@@ -62,33 +62,22 @@ from sqlalchemy.sql.dml import Delete
 
 from core.config import KafkaConfig
 from core.db.engine import Database
-from core.messaging.exceptions import (
+from core.messaging.errors import (
     DeliveryTimeoutError,
     MessagingError,
     PublishError,
     UnknownTopicError,
 )
 from core.messaging.kafka_client import DeliveryReport, KafkaProducer
-from core.messaging.outbox_lease import RelayLease
-from core.messaging.outbox_store import (
-    LEASE,
+from core.messaging.outbox.lease import RelayLease
+from core.messaging.outbox.store import (
     MAX_ATTEMPTS,
-    OUTBOX,
-    ParkedEvent,
     aware,
-    discard,
     lease_table,
     outbox_table,
-    parked,
-    requeue,
 )
-from core.messaging.outbox_writer import OutboxWriter
 
-__all__ = [
-    "LEASE", "MAX_ATTEMPTS", "OUTBOX", "RELAY_PRODUCER", "OutboxMetrics", "OutboxRelay",
-    "OutboxWriter", "ParkedEvent", "discard", "lease_table", "outbox_table", "parked",
-    "relay_producer", "requeue",
-]
+__all__ = ["RELAY_PRODUCER", "OutboxMetrics", "OutboxRelay", "relay_producer"]
 
 log = logging.getLogger(__name__)
 

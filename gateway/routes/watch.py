@@ -1,18 +1,5 @@
-"""The route table: which service answers a path, and on what terms.
-
-    table = load_route_table(settings.gateway_routes_file, settings)   # RouteTableError if bad
-    route = table.match("/api/users/me")        # longest prefix, on whole segments
-    route.upstream_path("/api/users/me")        # "/users/me"
-
-The table is a TOML file (shape in gateway/README.md; gateway/routes.toml is the example). It
-is validated whole before use: every problem is reported at once, each naming the file, the
-route and the field, because a typo in a security setting (`pubic = true`, `permision = ...`)
-must stop the gateway rather than be ignored. `RouteTableWatcher` reloads it when it changes;
-a broken edit is logged and the table in force stays.
-
-The parts: gateway/route_table.py (the model and matching, the hot path),
-gateway/route_file.py (reading and validating), gateway/route_checks.py (single values).
-"""
+"""`RouteTableWatcher`: the route table reloaded when its file changes; a broken edit is
+logged and the table in force stays."""
 
 from __future__ import annotations
 
@@ -22,15 +9,16 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.tasks import cancel_and_wait, periodically
-from gateway.config import GatewaySettings
-from gateway.route_checks import parse_rate_limit
-from gateway.route_file import RouteTableError, load_route_table
-from gateway.route_table import LEGACY, Route, RouteTable
+from gateway.routes.file import RouteTableError, load_route_table
+from gateway.routes.table import RouteTable
 
-__all__ = ["LEGACY", "Route", "RouteTable", "RouteTableError", "RouteTableWatcher",
-           "load_route_table", "parse_rate_limit"]
+if TYPE_CHECKING:
+    from gateway.config import GatewaySettings
+
+__all__ = ["RouteTableWatcher"]
 
 log = logging.getLogger(__name__)
 

@@ -26,18 +26,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.exceptions import UnauthorizedError
+from core.bases.errors import UnauthorizedError
 from core.db.engine import Database
 from core.db.types import utcnow
 from core.security import TokenIssuer
 from services.auth.config import AuthSettings
 from services.auth.locks import lock
 from services.auth.models import RefreshToken, User
+from services.auth.rules.accounts import claims_of
 from services.auth.schemas import TokenPair
-from services.auth.services.accounts import claims_of
 
 
-class InvalidRefreshToken(UnauthorizedError):
+class InvalidRefreshTokenError(UnauthorizedError):
     """The refresh token is unknown, expired, used or revoked: log in again."""
 
     code = "invalid_refresh_token"
@@ -69,7 +69,7 @@ class Sessions:
 
     async def refresh(self, raw: str) -> TokenPair:
         """The presented token's child and a fresh access token (with the user's roles and
-        permissions as they are now), or InvalidRefreshToken; a reuse revokes the family
+        permissions as they are now), or InvalidRefreshTokenError; a reuse revokes the family
         (committed) before the refusal."""
         now = utcnow()
         hashed = token_hash(raw)
@@ -91,7 +91,7 @@ class Sessions:
                 child = await self._add(session, user_id, family_id, token_id, now)
                 return self._pair(user_id, roles, permissions, child)
         await self._refuse(raw, now)
-        raise InvalidRefreshToken()
+        raise InvalidRefreshTokenError()
 
     async def _refuse(self, raw: str, now: datetime) -> None:
         """Why the token did not refresh; a used one revokes its family, for good."""
