@@ -17,18 +17,18 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from core.bases.errors import ConfigurationError
-from core.http.aiohttp_transport import AiohttpTransport
-from core.http.client import ClientConfig, ServiceClient
-from core.http.context import RequestContextMiddleware
-from core.http.h1_transport import H1Transport
-from core.http.transport import Transport
-from core.resilience.breaker import BreakerConfig
-from core.resilience.retry import RetryPolicy
-from core.security.verifier import TokenVerifier
-from core.security.wiring import security_from_settings
-from core.service_registry.base import ServiceRegistry
-from core.service_registry.factory import registry_from_settings
+from core.bases import ConfigurationError
+from core.http import (
+    AiohttpTransport,
+    ClientConfig,
+    H1Transport,
+    RequestContextMiddleware,
+    ServiceClient,
+    Transport,
+)
+from core.resilience import BreakerConfig, RetryPolicy
+from core.security import TokenVerifier, security_from_settings
+from core.service_registry import ServiceRegistry, registry_from_settings
 from gateway.config import GatewaySettings
 from gateway.edge.auth import EdgeAuth
 from gateway.edge.rate_limit import edge_rate_limiter

@@ -37,10 +37,8 @@ from urllib.parse import quote, urlsplit
 
 from starlette.types import Receive, Scope, Send
 
-from core.http.client import ServiceClient
-from core.http.errors import UpstreamBadResponseError, UpstreamError
-from core.http.response import Response
-from core.service_registry.base import Instance
+from core.http import Response, ServiceClient, UpstreamBadResponseError, UpstreamError
+from core.service_registry import Instance
 from core.tasks import cancel_and_wait
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from core.health_check import DegradedError, HealthChecks, reached_once
-from core.security.wiring import Security
-from core.service_registry.base import ServiceRegistry
+from core.security import Security
+from core.service_registry import ServiceRegistry
 from gateway.edge.rate_limit import EdgeRateLimiter
 from gateway.routes.table import RouteTable
 from gateway.upstreams import HealthChecker

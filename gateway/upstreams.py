@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from core.service_registry.base import Change, Instance, ServiceRegistry
+from core.service_registry import Change, Instance, ServiceRegistry
 from core.tasks import cancel_and_wait, periodically
 from gateway.routes.table import LEGACY
 

@@ -1,5 +1,6 @@
 """The conventions services are written in: repository, service, router, errors, envelope."""
 
+from core.bases.deps import DatabaseDep, OutboxDep, SessionDep
 from core.bases.errors import (
     AppError,
     BadRequestError,
@@ -13,11 +14,12 @@ from core.bases.errors import (
     ValidationError,
     install_exception_handlers,
 )
-from core.bases.pagination import Page, PageRequest
+from core.bases.pagination import Page, PageRequest, max_page
 from core.bases.permissions import Permissions, allow_if, deny
 from core.bases.repository import BaseRepository
 from core.bases.responses import error_responses
 from core.bases.router import BaseRouter
+from core.bases.schemas import Envelope, ListEnvelope, PageMeta
 from core.bases.service import BaseService
 from core.bases.types import EventOutbox, Permission
 
@@ -29,14 +31,20 @@ __all__ = [
     "BaseService",
     "ConfigurationError",
     "ConflictError",
+    "DatabaseDep",
+    "Envelope",
     "EventOutbox",
     "FieldError",
     "ForbiddenError",
+    "ListEnvelope",
     "NotFoundError",
+    "OutboxDep",
     "Page",
+    "PageMeta",
     "PageRequest",
     "Permission",
     "Permissions",
+    "SessionDep",
     "TooManyRequestsError",
     "UnauthorizedError",
     "ValidationError",
@@ -44,4 +52,5 @@ __all__ = [
     "deny",
     "error_responses",
     "install_exception_handlers",
+    "max_page",
 ]

@@ -2,6 +2,7 @@
 carries ids and identity from an incoming request to the calls it makes."""
 
 from core.correlation import CORRELATION_ID_HEADER
+from core.http.aiohttp_transport import AiohttpTransport
 from core.http.auth import Auth, CallerOrService, ForwardCaller, NoAuth, ServiceToken, TokenProvider
 from core.http.client import ClientConfig, ServiceClient
 from core.http.context import (
@@ -18,15 +19,20 @@ from core.http.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from core.http.h1_transport import H1Transport
 from core.http.response import Response
+from core.http.transport import ExchangeFailedError, Transport
 
 __all__ = [
     "CORRELATION_ID_HEADER",
     "REQUEST_ID_HEADER",
+    "AiohttpTransport",
     "Auth",
     "CallerOrService",
     "ClientConfig",
+    "ExchangeFailedError",
     "ForwardCaller",
+    "H1Transport",
     "NoAuth",
     "RequestContext",
     "RequestContextMiddleware",
@@ -35,6 +41,7 @@ __all__ = [
     "ServiceToken",
     "ServicesDep",
     "TokenProvider",
+    "Transport",
     "UpstreamBadResponseError",
     "UpstreamError",
     "UpstreamRejectedError",

@@ -5,7 +5,15 @@ from the modules below, which may move. Tools and tests that need a module's int
 that module.
 """
 
-from core.messaging.dlq import DeadLetter, DeadLetterSink, KafkaDeadLetterSink, dlq_topic
+from core.messaging.dispatch import DEFAULT_RETRY, Outcome
+from core.messaging.dlq import (
+    H_ATTEMPTS,
+    H_ERROR,
+    DeadLetter,
+    DeadLetterSink,
+    KafkaDeadLetterSink,
+    dlq_topic,
+)
 from core.messaging.errors import (
     ConsumerFailedError,
     DeserializationError,
@@ -18,6 +26,8 @@ from core.messaging.errors import (
 from core.messaging.event_bus import EventBus, InMemoryEventBus, KafkaEventBus
 from core.messaging.events import BaseEvent, DomainEvent, IntegrationEvent
 from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
+from core.messaging.inbox import DatabaseIdempotencyStore, inbox_table
+from core.messaging.kafka_client import KafkaAdmin, TopicFollower, read_topic
 from core.messaging.outbox import OutboxRelay, OutboxWriter
 from core.messaging.request_reply import RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry, EventSerializer
@@ -25,8 +35,12 @@ from core.messaging.tables import MessagingTables, messaging_tables
 from core.messaging.types import EventHandler, Headers, MessageContext, Record
 
 __all__ = [
+    "DEFAULT_RETRY",
+    "H_ATTEMPTS",
+    "H_ERROR",
     "BaseEvent",
     "ConsumerFailedError",
+    "DatabaseIdempotencyStore",
     "DeadLetter",
     "DeadLetterSink",
     "DeserializationError",
@@ -40,6 +54,7 @@ __all__ = [
     "Headers",
     "InMemoryEventBus",
     "IntegrationEvent",
+    "KafkaAdmin",
     "KafkaDeadLetterSink",
     "KafkaEventBus",
     "MessageContext",
@@ -47,13 +62,17 @@ __all__ = [
     "MessagingTables",
     "OutboxRelay",
     "OutboxWriter",
+    "Outcome",
     "PermanentHandlerError",
     "PublishError",
     "Record",
     "RequestReplyClient",
     "RequestResponder",
     "RequestTimeoutError",
+    "TopicFollower",
     "UnknownEventTypeError",
     "dlq_topic",
+    "inbox_table",
     "messaging_tables",
+    "read_topic",
 ]

@@ -12,6 +12,15 @@ from core.resilience.errors import (
     CircuitOpenError,
     ResilienceError,
 )
+from core.resilience.rate_limit import (
+    Decision,
+    FallbackRateLimiter,
+    LocalRateLimiter,
+    RateLimiter,
+    RateLimitPolicy,
+    rate_limiter,
+)
+from core.resilience.rate_limit_redis import RedisRateLimiter
 from core.resilience.registry import KeyedRegistry
 from core.resilience.retry import RetryPolicy
 from core.resilience.timeout import run_with_timeout, timeout
@@ -23,11 +32,18 @@ __all__ = [
     "CallTimeoutError",
     "CircuitBreaker",
     "CircuitOpenError",
+    "Decision",
+    "FallbackRateLimiter",
     "KeyedRegistry",
+    "LocalRateLimiter",
     "Permit",
+    "RateLimitPolicy",
+    "RateLimiter",
+    "RedisRateLimiter",
     "ResilienceError",
     "RetryPolicy",
     "State",
+    "rate_limiter",
     "run_with_timeout",
     "timeout",
 ]

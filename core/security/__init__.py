@@ -11,10 +11,16 @@ from core.security.deps import (
     require_permission,
     require_role,
 )
-from core.security.errors import KeysUnavailableError, Rule, ServiceTokenError, TokenRejectedError
+from core.security.errors import (
+    KeysUnavailableError,
+    Rule,
+    SecurityError,
+    ServiceTokenError,
+    TokenRejectedError,
+)
 from core.security.issuer import TokenIssuer
 from core.security.jwks import JwksClient, LocalKeySource, StaticKeySource
-from core.security.keys import KeyManager, SigningKey
+from core.security.keys import SIGNING_ALGORITHMS, KeyManager, SigningKey
 from core.security.keystore import FileKeyStore, KeyStore, MemoryKeyStore, StoredKey
 from core.security.service_identity import ClientCredentials, client_credentials_from_settings
 from core.security.types import (
@@ -25,10 +31,17 @@ from core.security.types import (
     VerificationKey,
 )
 from core.security.verifier import TokenVerifier
-from core.security.wiring import Security, install_security, security_from_settings
+from core.security.wiring import (
+    RETRY_AFTER_SECONDS,
+    Security,
+    install_security,
+    security_from_settings,
+)
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "RETRY_AFTER_SECONDS",
+    "SIGNING_ALGORITHMS",
     "ClientCredentials",
     "CurrentPrincipal",
     "CurrentService",
@@ -45,6 +58,7 @@ __all__ = [
     "Principal",
     "Rule",
     "Security",
+    "SecurityError",
     "ServiceTokenError",
     "SigningKey",
     "StaticKeySource",

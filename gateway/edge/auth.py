@@ -21,10 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 from urllib.parse import quote
 
-from core.security.errors import KeysUnavailableError, TokenRejectedError
-from core.security.types import Principal
-from core.security.verifier import TokenVerifier
-from core.security.wiring import RETRY_AFTER_SECONDS
+from core.security import (
+    RETRY_AFTER_SECONDS,
+    KeysUnavailableError,
+    Principal,
+    TokenRejectedError,
+    TokenVerifier,
+)
 from gateway.client_address import UNKNOWN
 from gateway.edge.rate_limit import RefusedTokens
 from gateway.errors import GatewayError

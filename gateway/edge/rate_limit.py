@@ -20,14 +20,14 @@ from functools import lru_cache
 from typing import Protocol
 
 from core.config import Settings
-from core.resilience.rate_limit import (
+from core.resilience import (
     Decision,
     FallbackRateLimiter,
     RateLimiter,
     RateLimitPolicy,
     rate_limiter,
 )
-from core.security.types import Principal
+from core.security import Principal
 from gateway.errors import GatewayError
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from core.resilience.rate_limit import RateLimitPolicy
+from core.resilience import RateLimitPolicy
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """Methods a route may list. CONNECT means nothing to a reverse proxy and TRACE would echo

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.resilience.rate_limit import RateLimitPolicy
+from core.resilience import RateLimitPolicy
 from gateway.routes.checks import (
     PERMISSION,
     ROUTE_NAME,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from core.resilience.rate_limit import RateLimitPolicy
+from core.resilience import RateLimitPolicy
 
 LEGACY = "legacy"
 """The service name that sends a route to LEGACY_UPSTREAM_URL (the monolith)."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from core.resilience.rate_limit import LocalRateLimiter, RateLimitPolicy
+from core.resilience import LocalRateLimiter, RateLimitPolicy
 from core.security import (
     KeysUnavailableError,
     Principal,

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 from core.config import Settings
-from core.resilience.rate_limit import (
+from core.resilience import (
     Decision,
     FallbackRateLimiter,
     LocalRateLimiter,
     RateLimiter,
     RateLimitPolicy,
+    RedisRateLimiter,
 )
-from core.resilience.rate_limit_redis import RedisRateLimiter
 from core.security import Principal
 from devinfra.redis import RedisServer
 from gateway.edge.rate_limit import (

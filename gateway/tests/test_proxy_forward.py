@@ -16,8 +16,7 @@ import pytest
 from multidict import CIMultiDict
 from starlette.types import Message
 
-from core.http import ClientConfig, ServiceClient
-from core.http.transport import ExchangeFailedError
+from core.http import ClientConfig, ExchangeFailedError, ServiceClient
 from core.resilience import BreakerConfig, RetryPolicy
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.http.errors import (
-    UpstreamBadResponseError,
-    UpstreamTimeoutError,
-    UpstreamUnavailableError,
-)
+from core.http import UpstreamBadResponseError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.errors import GatewayError
 from gateway.forwarding import check_path
 from gateway.proxy import _refusal, _request_headers

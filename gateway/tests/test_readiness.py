@@ -4,8 +4,8 @@ its instances) degrades it, naming the check and why."""
 
 from __future__ import annotations
 
-from core.security.wiring import security_from_settings
-from core.service_registry.base import RegistryError
+from core.security import security_from_settings
+from core.service_registry import RegistryError
 from gateway.config import GatewaySettings
 from gateway.edge.rate_limit import edge_rate_limiter
 from gateway.readiness import gateway_readiness

@@ -17,12 +17,8 @@ import httpx
 from confluent_kafka import Producer
 
 from core.config import KafkaConfig, Settings
-from core.messaging.kafka_client import read_topic
-from core.service_registry import Instance
-from core.service_registry.factory import record_trust
-from core.service_registry.kafka import kafka_registry
-from core.service_registry.records import encode
-from core.service_registry.trust import RecordTrust
+from core.messaging import read_topic
+from core.service_registry import Instance, RecordTrust, encode, kafka_registry, record_trust
 from devinfra.process import free_port
 from gateway.tests.harness import Gateway, Upstream
 from tests.support import eventually, unique

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core.resilience.rate_limit import RateLimitPolicy
+from core.resilience import RateLimitPolicy
 from gateway.routes import RouteTableError, load_route_table, parse_rate_limit
 from gateway.tests.route_files import load, refusal, route_toml, settings
 

@@ -21,14 +21,11 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError as SettingsError
 
-from core.bases.errors import AppError
-from core.commands.failures import database_failures, fail, settings_errors
-from core.db import migrations
-from core.db.engine import Database
-from core.messaging.outbox import OutboxWriter
-from core.messaging.serialization import EventSerializer
-from core.security import FileKeyStore, KeyManager
-from core.security.keys import SIGNING_ALGORITHMS
+from core.bases import AppError
+from core.commands import database_failures, fail, settings_errors
+from core.db import Database, migrations
+from core.messaging import EventSerializer, OutboxWriter
+from core.security import SIGNING_ALGORITHMS, FileKeyStore, KeyManager
 from services.auth.config import AuthSettings
 from services.auth.events import registry
 from services.auth.main import SERVICE_DIR, passwords_from

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from core.app import RuntimeDep
-from core.bases.deps import DatabaseDep, OutboxDep, SessionDep
+from core.bases import DatabaseDep, OutboxDep, SessionDep
 from core.security import TokenIssuer
 from services.auth.config import AuthSettings
 from services.auth.keys import ISSUER

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from core.messaging.events import DomainEvent
-from core.messaging.serialization import EventRegistry
+from core.messaging import DomainEvent, EventRegistry
 
 TOPIC = "auth.events"
 

@@ -11,8 +11,7 @@ from contextlib import asynccontextmanager
 
 from core.app import Hook, ServiceRuntime
 from core.runtime import RuntimeKey
-from core.security import FileKeyStore, KeyManager, TokenIssuer
-from core.security.errors import SecurityError
+from core.security import FileKeyStore, KeyManager, SecurityError, TokenIssuer
 from core.tasks import cancel_and_wait, periodically
 from services.auth.config import AuthSettings
 

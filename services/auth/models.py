@@ -18,9 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from core.db.models import ServiceBase, TimestampMixin, UUIDPrimaryKeyMixin
-from core.db.types import UtcDateTime
-from core.messaging.tables import messaging_tables
+from core.db import ServiceBase, TimestampMixin, UtcDateTime, UUIDPrimaryKeyMixin
+from core.messaging import messaging_tables
 
 EMAIL_MAX = 254
 NAME_MAX = 64

@@ -15,7 +15,7 @@ import string
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from core.bases.errors import FieldError, ValidationError
+from core.bases import FieldError, ValidationError
 from core.runtime import RuntimeKey
 
 PASSWORD_MIN, PASSWORD_MAX = 10, 128

@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import Depends
 
 from core.app import RuntimeDep
-from core.bases.deps import OutboxDep, SessionDep
+from core.bases import OutboxDep, SessionDep
 from core.http import ServicesDep
-from core.messaging.event_bus import KafkaEventBus
+from core.messaging import KafkaEventBus
 from services.driver.config import DriverSettings
 from services.driver.models import Driver
 from services.driver.profiles import ProfileCheck

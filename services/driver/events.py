@@ -7,8 +7,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-from core.messaging.events import DomainEvent
-from core.messaging.serialization import EventRegistry
+from core.messaging import DomainEvent, EventRegistry
 
 EVENTS_TOPIC = "driver.events"
 LOCATIONS_TOPIC = "driver.locations"

@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from core.messaging.handlers import HandlerRegistry
-from core.messaging.types import MessageContext
+from core.messaging import HandlerRegistry, MessageContext
 from services.driver.events import DriverLocationReported, driver_events
 from services.driver.locations import Report
 from services.driver.writer import LOCATION_WRITER

@@ -19,9 +19,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from core.bases import AppError, ForbiddenError, NotFoundError, ValidationError, error_responses
-from core.bases.deps import DatabaseDep, SessionDep
-from core.messaging.errors import MessagingError
+from core.bases import (
+    AppError,
+    DatabaseDep,
+    ForbiddenError,
+    NotFoundError,
+    SessionDep,
+    ValidationError,
+    error_responses,
+)
+from core.messaging import MessagingError
 from core.security import CurrentPrincipal, CurrentUser, Principal, owner_or, require_permission
 from services.driver.deps import (
     BusDep,

@@ -18,10 +18,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from core.config import KafkaConfig
-from core.messaging.errors import MessagingError
-from core.messaging.kafka_client import TopicFollower
-from core.messaging.serialization import EventSerializer
-from core.messaging.types import Record
+from core.messaging import EventSerializer, MessagingError, Record, TopicFollower
 from core.runtime import RuntimeKey
 from core.tasks import cancel_and_wait
 from services.driver.events import LOCATIONS_TOPIC, DriverLocationReported, LocationReportedData

@@ -20,7 +20,7 @@ import uuid
 
 from sqlalchemy import select
 
-from core.db.engine import Database
+from core.db import Database
 from core.runtime import RuntimeKey
 from services.driver.locations import Report, record_locations
 from services.driver.models import Driver

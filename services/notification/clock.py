@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, func, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
-from core.db.types import UtcDateTime
+from core.db import UtcDateTime
 
 
 def db_now(dialect: str, plus: float = 0.0) -> ColumnElement[datetime]:

@@ -17,9 +17,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.types import utcnow
-from core.messaging.errors import MessagingError
-from core.messaging.events import BaseEvent
+from core.db import utcnow
+from core.messaging import BaseEvent, MessagingError
 from core.runtime import RuntimeKey
 from services.notification.clock import db_now
 from services.notification.events import (

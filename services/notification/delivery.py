@@ -34,8 +34,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.bases import ConfigurationError
-from core.db.engine import Database
-from core.resilience.retry import RetryPolicy
+from core.db import Database
+from core.resilience import RetryPolicy
 from core.runtime import RuntimeKey
 from core.tasks import cancel_and_wait, periodically
 from services.notification.clock import db_now

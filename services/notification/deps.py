@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from core.bases.deps import OutboxDep, SessionDep
+from core.bases import OutboxDep, SessionDep
 from services.notification.rules import NotificationService
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from core.messaging.events import IntegrationEvent
+from core.messaging import IntegrationEvent
 
 AUTH_EVENTS = "auth.events"
 USER_EVENTS = "user.events"

@@ -17,10 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.app import OUTBOX_WRITER
 from core.bases import ConfigurationError
-from core.messaging.events import BaseEvent
-from core.messaging.handlers import HandlerRegistry
-from core.messaging.serialization import EventRegistry
-from core.messaging.types import MessageContext
+from core.messaging import BaseEvent, EventRegistry, HandlerRegistry, MessageContext
 from services.notification.contacts import DIRECTORY, ContactBook
 from services.notification.delivery import DELIVERY, wake_after_commit
 from services.notification.events import (

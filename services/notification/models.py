@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from core.db.models import ServiceBase, TimestampMixin, UUIDPrimaryKeyMixin
-from core.messaging.tables import messaging_tables
+from core.db import ServiceBase, TimestampMixin, UUIDPrimaryKeyMixin
+from core.messaging import messaging_tables
 
 
 class Base(ServiceBase, DeclarativeBase):

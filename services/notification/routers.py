@@ -7,11 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from core.bases import error_responses
-from core.bases.pagination import PageRequest, max_page
-from core.bases.schemas import Envelope, ListEnvelope, PageMeta
-from core.security import CurrentUser
-from core.security.deps import require_permission
+from core.bases import Envelope, ListEnvelope, PageMeta, PageRequest, error_responses, max_page
+from core.security import CurrentUser, require_permission
 from services.notification.deps import NotificationsDep
 from services.notification.models import Notification
 from services.notification.schemas import NotificationPublic

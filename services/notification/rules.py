@@ -7,8 +7,8 @@ import uuid
 from typing import Any
 
 from core.bases import BaseRepository, BaseService, NotFoundError, Page, PageRequest
-from core.db.types import utcnow
-from core.messaging.events import BaseEvent
+from core.db import utcnow
+from core.messaging import BaseEvent
 from services.notification.events import (
     NOTIFICATION_EVENTS,
     NotificationCreated,

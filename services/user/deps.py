@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from core.app import RuntimeDep
-from core.bases.deps import DatabaseDep
+from core.bases import DatabaseDep
 from services.user.cache import CACHE
 from services.user.directory import Profiles
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from core.bases import NotFoundError
-from core.bases.types import EventOutbox
-from core.db.engine import Database
+from core.bases import EventOutbox, NotFoundError
+from core.db import Database
 from services.user.cache import ProfileCache
 from services.user.rules import ProfileService
 from services.user.schemas import ProfilePublic, ProfileUpdate

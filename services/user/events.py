@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from core.messaging.events import DomainEvent, IntegrationEvent
+from core.messaging import DomainEvent, IntegrationEvent
 
 AUTH_EVENTS = "auth.events"
 USER_EVENTS = "user.events"

@@ -14,11 +14,13 @@ import logging
 import uuid
 
 from core.app import DATABASE, OUTBOX_WRITER
-from core.messaging.errors import PermanentHandlerError
-from core.messaging.handlers import HandlerRegistry
-from core.messaging.request_reply import RequestResponder
-from core.messaging.serialization import EventRegistry
-from core.messaging.types import MessageContext
+from core.messaging import (
+    EventRegistry,
+    HandlerRegistry,
+    MessageContext,
+    PermanentHandlerError,
+    RequestResponder,
+)
 from services.user.cache import CACHE
 from services.user.events import Contact, GetContact, ProfileUpdated, UserRegistered
 from services.user.rules import ProfileService

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from core.db.models import ServiceBase, SoftDeleteMixin, TimestampMixin
-from core.messaging.tables import messaging_tables
+from core.db import ServiceBase, SoftDeleteMixin, TimestampMixin
+from core.messaging import messaging_tables
 
 EMAIL_LENGTH = 320
 DISPLAY_NAME_LENGTH = 100

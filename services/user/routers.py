@@ -13,8 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from core.bases import BaseRouter, Permissions, error_responses
-from core.bases.schemas import Envelope
+from core.bases import BaseRouter, Envelope, Permissions, error_responses
 from core.security import CurrentUser, owner_or, require_permission
 from services.user.deps import ProfilesDep
 from services.user.models import Profile

@@ -1,6 +1,6 @@
 """Alembic environment of the auth service; the logic lives in core.db.migrations."""
 
-from core.db.migrations import run_env
+from core.db import run_env
 from services.auth.models import Base
 
 run_env(Base.metadata)

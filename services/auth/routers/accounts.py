@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from core.bases import error_responses
-from core.bases.deps import SessionDep
+from core.bases import SessionDep, error_responses
 from core.security import CurrentPrincipal
 from services.auth.deps import (
     AccountsDep,

@@ -15,8 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
-from core.bases import error_responses
-from core.bases.deps import SessionDep
+from core.bases import SessionDep, error_responses
 from services.auth.deps import ClientAddress, IssuerDep, SettingsDep, ThrottleDep
 from services.auth.rules.clients import Clients
 from services.auth.schemas import AccessToken, OAuthError

@@ -7,8 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, status
 
-from core.bases import error_responses
-from core.bases.deps import SessionDep
+from core.bases import SessionDep, error_responses
 from core.security import require_permission
 from services.auth.deps import RbacDep
 from services.auth.rules.clients import Clients

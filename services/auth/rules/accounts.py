@@ -9,9 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.errors import ConflictError, FieldError, NotFoundError, ValidationError
-from core.bases.types import EventOutbox
-from core.db.types import utcnow
+from core.bases import ConflictError, EventOutbox, FieldError, NotFoundError, ValidationError
+from core.db import utcnow
 from services.auth.events import (
     TOPIC,
     PasswordChanged,

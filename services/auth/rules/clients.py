@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.errors import ConflictError, ValidationError
+from core.bases import ConflictError, ValidationError
 from services.auth.models import ClientPermission, ServiceClient
 from services.auth.schemas import ClientCreated
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from core.bases.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from core.bases import ForbiddenError, NotFoundError, UnauthorizedError
 from core.security import Principal
 from services.auth.passwords import normalise_email
 from services.auth.rules.accounts import Accounts

@@ -9,8 +9,7 @@ from collections.abc import Iterable
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.errors import ConflictError, NotFoundError
-from core.bases.types import EventOutbox
+from core.bases import ConflictError, EventOutbox, NotFoundError
 from services.auth.events import TOPIC, RolesChanged, RolesChangedData
 from services.auth.locks import lock
 from services.auth.models import Role, RolePermission, User, UserRole

@@ -26,9 +26,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases.errors import UnauthorizedError
-from core.db.engine import Database
-from core.db.types import utcnow
+from core.bases import UnauthorizedError
+from core.db import Database, utcnow
 from core.security import TokenIssuer
 from services.auth.config import AuthSettings
 from services.auth.locks import lock

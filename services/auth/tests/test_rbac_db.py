@@ -11,9 +11,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import delete, func, select
 
-from core.bases.errors import ConflictError
-from core.db import migrations
-from core.db.engine import Database
+from core.bases import ConflictError
+from core.db import Database, migrations
 from services.auth.main import SERVICE_DIR
 from services.auth.models import UserRole
 from services.auth.passwords import Passwords

@@ -13,8 +13,7 @@ import httpx
 import jwt
 from pydantic import SecretStr
 
-from core.security import ACCESS_TOKEN_TYPE, ClientCredentials, FileKeyStore, KeyManager
-from core.security.keys import SigningKey
+from core.security import ACCESS_TOKEN_TYPE, ClientCredentials, FileKeyStore, KeyManager, SigningKey
 from services.auth.tests.support import PASSWORD, AuthProc, bearer, lines, login, register
 from tests.security_support import raw, tamper_payload
 from tests.support import eventually, unique
@@ -236,7 +235,7 @@ async def test_rotate_keys_publishes_a_new_kid_and_old_tokens_still_verify(
 async def test_events_reach_kafka_through_the_outbox(auth: AuthProc, kafka: Any,
                                                      admin: dict[str, Any]) -> None:
     from core.config import KafkaConfig
-    from core.messaging.event_bus import KafkaEventBus
+    from core.messaging import KafkaEventBus
     from services.auth.events import TOPIC, registry
 
     seen: list[Any] = []

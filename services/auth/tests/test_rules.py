@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from argon2 import PasswordHasher
 
-from core.bases.errors import ValidationError
+from core.bases import ValidationError
 from services.auth.config import AuthSettings
 from services.auth.passwords import Passwords, check_password, generate_password, normalise_email
 from services.auth.throttle.policy import (

@@ -14,8 +14,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select, update
 
-from core.db import migrations
-from core.db.engine import Database
+from core.db import Database, migrations
 from core.security import KeyManager, MemoryKeyStore, Principal, TokenIssuer
 from services.auth.config import AuthSettings
 from services.auth.main import SERVICE_DIR

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from core.db import migrations
-from core.db.engine import Database
+from core.db import Database, migrations
 from services.auth.main import SERVICE_DIR
 from services.auth.throttle import (
     FailureStore,

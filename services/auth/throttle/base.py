@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from core.bases.errors import AppError, TooManyRequestsError
+from core.bases import AppError, TooManyRequestsError
 from core.runtime import RuntimeKey
 from services.auth.throttle.policy import (
     FailureState,

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.engine import Database
+from core.db import Database
 from services.auth.models import login_failures
 from services.auth.throttle.base import ThrottleUnavailableError
 from services.auth.throttle.policy import FailureState, ThrottlePolicy

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from core.config import KafkaConfig
-from core.messaging.event_bus import KafkaEventBus
+from core.messaging import KafkaEventBus
 from devinfra.process import free_port
 from services.driver.events import (
     LOCATIONS_TOPIC,

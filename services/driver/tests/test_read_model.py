@@ -13,8 +13,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 
-from core.db import migrations
-from core.db.engine import Database
+from core.db import Database, migrations
 from services.driver.locations import Report, find_nearby, latest_location, record_location
 from services.driver.main import SERVICE_DIR
 from services.driver.models import Driver

@@ -12,13 +12,9 @@ import pytest
 from sqlalchemy import func, select
 
 from core.app import OUTBOX_WRITER
-from core.db import migrations
-from core.db.engine import Database
-from core.messaging.event_bus import InMemoryEventBus
-from core.messaging.events import BaseEvent
-from core.messaging.inbox import DatabaseIdempotencyStore
-from core.messaging.outbox import OutboxWriter
-from core.resilience.retry import RetryPolicy
+from core.db import Database, migrations
+from core.messaging import BaseEvent, DatabaseIdempotencyStore, InMemoryEventBus, OutboxWriter
+from core.resilience import RetryPolicy
 from services.notification.contacts import DIRECTORY, ContactBook, ContactDirectory
 from services.notification.delivery import DELIVERY, DeliveryPolicy
 from services.notification.events import AUTH_EVENTS, DRIVER_EVENTS, USER_EVENTS

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from core.config import KafkaConfig
-from core.messaging.kafka_client import KafkaAdmin
+from core.messaging import KafkaAdmin
 
 
 async def start_at_the_end(config: KafkaConfig, group: str, topics: Iterable[str]) -> None:

@@ -15,11 +15,8 @@ import pytest_asyncio
 from sqlalchemy import select
 
 from core.config import KafkaConfig
-from core.db.engine import Database
-from core.messaging.event_bus import KafkaEventBus
-from core.messaging.events import BaseEvent
-from core.messaging.inbox import inbox_table
-from core.messaging.request_reply import RequestResponder
+from core.db import Database
+from core.messaging import BaseEvent, KafkaEventBus, RequestResponder, inbox_table
 from services.notification.events import (
     AUTH_EVENTS,
     DRIVER_EVENTS,

@@ -6,8 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.messaging.errors import RequestTimeoutError
-from core.messaging.events import BaseEvent, DomainEvent
+from core.messaging import BaseEvent, DomainEvent, RequestTimeoutError
 from services.notification.events import (
     ContactData,
     DriverRegistered,

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from core.bases import ConfigurationError
-from core.db.engine import Database
-from core.resilience.retry import RetryPolicy
+from core.db import Database
+from core.resilience import RetryPolicy
 from services.notification.config import NotificationSettings
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker
 from services.notification.models import DeliveryStatus

@@ -19,9 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from core.bases import ConfigurationError
-from core.db import types
-from core.db.engine import Database
-from core.resilience.retry import RetryPolicy
+from core.db import Database, types
+from core.resilience import RetryPolicy
 from services.notification import contacts, delivery, rules
 from services.notification.config import NotificationSettings
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker

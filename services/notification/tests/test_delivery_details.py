@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, update
 
-from core.db.engine import Database
-from core.resilience.retry import RetryPolicy
+from core.db import Database
+from core.resilience import RetryPolicy
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker
 from services.notification.models import Contact, DeliveryStatus, Notification
 from services.notification.tests.harness import (

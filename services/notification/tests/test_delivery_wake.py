@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from core.db.engine import Database
-from core.resilience.retry import RetryPolicy
+from core.db import Database
+from core.resilience import RetryPolicy
 from services.notification.config import NotificationSettings
 from services.notification.delivery import DeliveryPolicy, wake_after_commit
 from services.notification.tests.harness import database, databases

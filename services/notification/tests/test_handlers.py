@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.db.engine import Database
-from core.messaging.dispatch import Outcome
+from core.db import Database
+from core.messaging import Outcome
 from services.notification.events import NotificationCreated
 from services.notification.models import Contact, DeliveryStatus, Notification
 from services.notification.senders import ContactDetails

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from core.bases import NotFoundError, PageRequest
-from core.db.engine import Database
+from core.db import Database
 from services.notification.rules import NotificationService
 from services.notification.tests.harness import Harness, database, databases, harness
 from services.notification.tests.support import new_user, password_changed

@@ -13,12 +13,14 @@ import httpx
 import pytest_asyncio
 
 from core.config import KafkaConfig
-from core.messaging.event_bus import KafkaEventBus
-from core.messaging.events import BaseEvent
-from core.messaging.kafka_client import KafkaAdmin
-from core.messaging.request_reply import RequestReplyClient
-from core.messaging.serialization import EventRegistry
-from core.messaging.types import MessageContext
+from core.messaging import (
+    BaseEvent,
+    EventRegistry,
+    KafkaAdmin,
+    KafkaEventBus,
+    MessageContext,
+    RequestReplyClient,
+)
 from services.user.events import (
     AUTH_EVENTS,
     USER_EVENTS,

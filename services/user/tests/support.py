@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.messaging.events import BaseEvent
+from core.messaging import BaseEvent
 
 
 class RecordingOutbox:

@@ -11,7 +11,7 @@ import pytest
 
 from core.bases import NotFoundError
 from core.cache import MemoryCache
-from core.db.engine import Database
+from core.db import Database
 from services.user.cache import ProfileCache
 from services.user.directory import Profiles
 from services.user.models import Base

@@ -13,12 +13,16 @@ from sqlalchemy import func, select
 
 from core.app import OUTBOX_WRITER
 from core.cache import MemoryCache
-from core.db.engine import Database
-from core.messaging.dispatch import DEFAULT_RETRY, Outcome
-from core.messaging.dlq import H_ATTEMPTS, H_ERROR
-from core.messaging.event_bus import InMemoryEventBus
-from core.messaging.inbox import DatabaseIdempotencyStore
-from core.messaging.outbox import OutboxWriter
+from core.db import Database
+from core.messaging import (
+    DEFAULT_RETRY,
+    H_ATTEMPTS,
+    H_ERROR,
+    DatabaseIdempotencyStore,
+    InMemoryEventBus,
+    OutboxWriter,
+    Outcome,
+)
 from core.runtime import Runtime
 from services.user.cache import CACHE, ProfileCache
 from services.user.events import (

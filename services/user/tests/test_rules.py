@@ -12,7 +12,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import func, select
 
 from core.bases import NotFoundError
-from core.db.engine import Database
+from core.db import Database
 from services.user.events import USER_EVENTS, ProfileCreated, ProfileUpdated
 from services.user.models import Base, Profile
 from services.user.rules import ProfileService, default_display_name

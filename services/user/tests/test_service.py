@@ -18,7 +18,7 @@ import pytest_asyncio
 from pydantic import BaseModel
 from redis import asyncio as aioredis
 
-from core.messaging.events import DomainEvent
+from core.messaging import DomainEvent
 from services.user.cache import NAMESPACE
 from services.user.events import (
     USER_EVENTS,
