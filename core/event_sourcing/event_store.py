@@ -74,7 +74,7 @@ class EventStore:
         self.serializer = serializer
         self._outbox = outbox
         self._topic = topic
-        self._inserts: dict[tuple[str, int], Insert] = {}
+        self._inserts: dict[str, Insert] = {}
 
     async def append(self, session: AsyncSession, stream_id: str,
                      events: Sequence[BaseEvent[Any]], expected_version: int) -> int:
@@ -88,19 +88,18 @@ class EventStore:
             return expected_version
         events = [correlated(event) for event in events]
         now = datetime.now(UTC)
-        rows: dict[str, Any] = {"prior_stream": stream_id, "prior_position": expected_version}
-        for i, event in enumerate(events):
+        rows: list[dict[str, Any]] = []
+        for position, event in enumerate(events, expected_version + 1):
             cls = type(event)
             payload, _ = self.serializer.serialize(event)
-            rows.update({
-                f"stream_id_{i}": stream_id, f"position_{i}": expected_version + 1 + i,
-                f"event_id_{i}": str(event.event_id), f"event_type_{i}": cls.EVENT_TYPE,
-                f"event_version_{i}": cls.EVENT_VERSION, f"payload_{i}": payload,
-                f"recorded_at_{i}": now,
-            })
-        statement = self._insert(session, len(events))
+            rows.append({"stream_id": stream_id, "position": position,
+                         "event_id": str(event.event_id), "event_type": cls.EVENT_TYPE,
+                         "event_version": cls.EVENT_VERSION, "payload": payload,
+                         "recorded_at": now, "prior_stream": stream_id,
+                         "prior_position": expected_version})
         try:
-            result = (await session.execute(statement, rows)).all()
+            result = (await session.execute(self._insert(session),
+                                            rows[0] if len(rows) == 1 else rows)).all()
         except IntegrityError as exc:
             if constraint_violation(exc).kind == "unique":
                 raise DuplicateEventError(
@@ -151,12 +150,13 @@ class EventStore:
         except DeserializationError as exc:
             raise UnreadableEventError(stream_id, row.position, str(exc)) from exc
 
-    def _insert(self, session: AsyncSession, count: int) -> Insert:
-        """`INSERT .. VALUES (..) x count ON CONFLICT (stream_id, position) DO NOTHING
-        RETURNING position, <the stream has an event at the expected version>`, one round
-        trip, built once per dialect and row count."""
+    def _insert(self, session: AsyncSession) -> Insert:
+        """`INSERT .. ON CONFLICT (stream_id, position) DO NOTHING RETURNING position,
+        <the stream has an event at the expected version>`: one round trip for one event,
+        one batch for several (SQLAlchemy's insertmanyvalues); built once per dialect, its
+        values left to the parameters so SQLAlchemy compiles it once too."""
         dialect = session.get_bind().dialect.name
-        cached = self._inserts.get((dialect, count))
+        cached = self._inserts.get(dialect)
         if cached is not None:
             return cached
         t = self.table
@@ -165,9 +165,7 @@ class EventStore:
                                      prior.c.position == bindparam("prior_position"))
         make = pg_insert if dialect == "postgresql" else sqlite_insert
         statement = (make(t)
-                     .values([{c.name: bindparam(f"{c.name}_{i}", type_=c.type) for c in t.c}
-                              for i in range(count)])
                      .on_conflict_do_nothing(index_elements=[t.c.stream_id, t.c.position])
                      .returning(t.c.position, at_expected.label("prior")))
-        self._inserts[(dialect, count)] = statement
+        self._inserts[dialect] = statement
         return statement
