@@ -11,6 +11,10 @@ measured). Two pairs:
 - `EventStore + outbox`: the same, the store also adding the event to the outbox
   (`OutboxWriter`), against raw asyncpg inserting both rows.
 
+A third line splits the gap to the floor: `SQLAlchemy insert` writes the same row with a
+plain `insert(table)` in `db.transaction()`, no store (no conflict handling, no gap check):
+what the database layer costs before the store adds anything.
+
 Medians of `--rounds` interleaved rounds (the order rotates each round), with the ratio to
 the floor. The floor is in `bench.event_store.floor`.
 """
@@ -31,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, insert, text
 
 from bench.event_store.floor import asyncpg_appends
 from core.db import Database
@@ -91,8 +95,35 @@ async def store_appends(db: Database, store: EventStore, streams: list[list[str]
     return per_writer * len(streams) / (time.perf_counter() - started)
 
 
-PATHS = ("EventStore", "raw asyncpg", "EventStore + outbox", "raw asyncpg + outbox")
-FLOOR = {"EventStore": "raw asyncpg", "EventStore + outbox": "raw asyncpg + outbox"}
+async def sqlalchemy_appends(db: Database, streams: list[list[str]], per_writer: int) -> float:
+    """The same row per transaction with a plain SQLAlchemy insert: the database layer's
+    own cost, no store."""
+    table = metadata.tables["stored_events"]
+    statement = insert(table)
+
+    async def writer(mine: list[str]) -> None:
+        versions = dict.fromkeys(mine, 0)
+        for i in range(per_writer):
+            stream = mine[i % len(mine)]
+            event = _event(stream, i)
+            async with db.transaction() as session:
+                await session.execute(statement, {
+                    "stream_id": stream, "position": versions[stream] + 1,
+                    "event_id": str(event.event_id), "event_type": event.EVENT_TYPE,
+                    "event_version": event.EVENT_VERSION,
+                    "payload": event.__pydantic_serializer__.to_json(event),
+                    "recorded_at": event.timestamp})
+            versions[stream] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(mine) for mine in streams))
+    return per_writer * len(streams) / (time.perf_counter() - started)
+
+
+PATHS = ("EventStore", "SQLAlchemy insert", "raw asyncpg", "EventStore + outbox",
+         "raw asyncpg + outbox")
+FLOOR = {"EventStore": "raw asyncpg", "SQLAlchemy insert": "raw asyncpg",
+         "EventStore + outbox": "raw asyncpg + outbox"}
 
 
 async def rounds(url: str, dsn: str, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -112,6 +143,7 @@ async def rounds(url: str, dsn: str, args: argparse.Namespace) -> dict[str, list
 
     paths: dict[str, Callable[[int], Awaitable[float]]] = {
         "EventStore": lambda n: store_appends(db, bare, streams(), n),
+        "SQLAlchemy insert": lambda n: sqlalchemy_appends(db, streams(), n),
         "raw asyncpg": lambda n: asyncpg_appends(dsn, _event, streams(), n, outbox_topic=None),
         "EventStore + outbox": lambda n: store_appends(db, with_outbox, streams(), n),
         "raw asyncpg + outbox": lambda n: asyncpg_appends(dsn, _event, streams(), n,
