@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text, update
 
+from core import correlation
 from core.config import KafkaConfig
 from core.db import Database, migrations
 from core.db.scaffold import init_migrations
@@ -341,6 +342,21 @@ async def test_events_and_their_outbox_rows_commit_or_roll_back_together(db: Dat
     async with db.transaction() as session:
         await store(topic=None).append(session, "account-2", [deposited("2", 1)], NO_STREAM)
     assert await _count(db, OUTBOX) == 2, "a store without an outbox wrote to it"
+
+
+async def test_the_stored_event_and_its_outbox_row_carry_the_same_correlation(
+        db: Database) -> None:
+    """The request's correlation id is stamped once, before either copy is written."""
+    events = store(topic="accounts")
+    with correlation.bound("request-7", "command-3"):
+        async with db.transaction() as session:
+            await events.append(session, "account-1", [deposited("1", 1)], NO_STREAM)
+    async with db.session() as session:
+        (stored,) = await events.read(session, "account-1")
+        payload = (await session.execute(select(OUTBOX.c.payload))).scalar_one()
+    sent = events.serializer.deserialize(payload)
+    assert (stored.event.correlation_id, stored.event.causation_id) == ("request-7", "command-3")
+    assert sent == stored.event
 
 
 @pytest.mark.kafka
