@@ -23,7 +23,7 @@ import pytest_asyncio
 from devinfra.kafka import KafkaBroker
 from devinfra.stack import Stack
 from devinfra.stack.specs import SERVICES
-from services.auth.tests.support import PASSWORD
+from tests.e2e.system import PASSWORD
 from tests.support import unique
 
 GATEWAY_SIDE = "127.0.0.2"

@@ -24,7 +24,7 @@ from services.auth.rules import login as flows
 from services.auth.rules.accounts import Accounts
 from services.auth.rules.login import InvalidCredentialsError
 from services.auth.rules.sessions import InvalidRefreshTokenError, Sessions
-from services.auth.tests.support import PASSWORD
+from services.auth.tests.conftest import PASSWORD
 from services.auth.throttle import LoginThrottle
 from services.auth.throttle.database import DatabaseFailureStore
 from services.auth.throttle.policy import ThrottlePolicy
