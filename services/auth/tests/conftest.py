@@ -18,9 +18,9 @@ import pytest
 import pytest_asyncio
 
 from core.config import KafkaConfig
+from tests.helpers import unique
 from tests.helpers.service import ServiceProc
 from tests.processes import Spawner
-from tests.support import unique
 
 ROOT = Path(__file__).resolve().parents[3]
 FAST_ARGON2 = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024"}

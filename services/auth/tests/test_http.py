@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from services.auth.tests.conftest import PASSWORD, AuthProc, bearer, lines, login, register
-from tests.support import unique
+from tests.helpers import unique
 
 
 def email() -> str:

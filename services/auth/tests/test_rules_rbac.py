@@ -19,8 +19,8 @@ from services.auth.passwords import Passwords
 from services.auth.rules.accounts import Accounts
 from services.auth.rules.rbac import ADMIN_ROLE, Rbac
 from services.auth.tests.conftest import PASSWORD
+from tests.helpers import unique
 from tests.integration.databases import BACKENDS, open_databases
-from tests.support import unique
 
 ROUNDS = 20
 

@@ -28,8 +28,8 @@ from services.auth.tests.conftest import PASSWORD
 from services.auth.throttle import LoginThrottle
 from services.auth.throttle.database import DatabaseFailureStore
 from services.auth.throttle.policy import ThrottlePolicy
+from tests.helpers import unique
 from tests.integration.databases import BACKENDS, DatabaseFactory
-from tests.support import unique
 
 
 @dataclass

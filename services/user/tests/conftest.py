@@ -34,10 +34,9 @@ from services.user.events import (
     UserRegistered,
     UserRegisteredData,
 )
-from tests.helpers import IssuerProc
+from tests.helpers import IssuerProc, eventually, unique
 from tests.helpers.service import ServiceProc
 from tests.integration.databases import BACKENDS, DatabaseFactory
-from tests.support import eventually, unique
 
 ROOT = Path(__file__).resolve().parents[3]
 DLQ = f"{AUTH_EVENTS}.dlq"

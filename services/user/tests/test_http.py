@@ -28,7 +28,7 @@ from services.user.events import (
     UserRegistered,
 )
 from services.user.tests.conftest import DLQ, Service, Wire, registered, settle
-from tests.support import eventually, unique
+from tests.helpers import eventually, unique
 
 pytestmark = pytest.mark.timeout(180)
 
