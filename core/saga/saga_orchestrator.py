@@ -238,14 +238,16 @@ class SagaOrchestrator:
             reason = f"{step.name}: no reply within {step.timeout:g}s"
             history: History = [(record.step, step.name, "timed_out", COMPENSATING, reason)]
             decision = compensate_from(definition, record, record.step, history, reason)
-            self.counts["timed_out"] += 1
         elif record.command_id is not None:
             decision = compensation_failed(definition, record, "no reply in time",
                                            self.compensation_retry)
         else:
             decision = compensation_due(definition, record)
         async with self.store.db.transaction() as session:
-            return await self._apply(session, definition, record, decision)
+            moved = await self._apply(session, definition, record, decision)
+        if moved and record.status == RUNNING:
+            self.counts["timed_out"] += 1
+        return moved
 
     # -- operators ---------------------------------------------------------------------------
 
