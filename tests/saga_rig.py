@@ -288,11 +288,11 @@ async def statuses(db: Database) -> Counter[str]:
 
 
 async def held(db: Database) -> dict[str, set[str]]:
-    """Per saga, the resources its participants hold now."""
+    """Per saga, the resources its participants hold now (what a compensation releases;
+    `confirm` has none, so its row says `done`, not held)."""
     async with db.session() as session:
         rows = (await session.execute(
-            select(ledger.c.saga_id, ledger.c.resource)
-            .where(ledger.c.state.in_(("held", "done"))))).all()
+            select(ledger.c.saga_id, ledger.c.resource).where(ledger.c.state == "held"))).all()
     found: dict[str, set[str]] = {}
     for saga_id, resource in rows:
         found.setdefault(saga_id, set()).add(resource)

@@ -137,10 +137,9 @@ class SagaStore:
         """Append history rows: (step, step name, event, status after, detail)."""
         if not entries:
             return
-        now = self.now()
-        await session.execute(insert(self.steps), [
+        await session.execute(insert(self.steps).values(at=self.now()), [
             {"saga_id": saga_id, "step": step, "step_name": name, "event": event,
-             "status": status, "detail": detail, "at": now}
+             "status": status, "detail": detail}
             for step, name, event, status, detail in entries])
 
     async def due(self, limit: int) -> list[tuple[str, int]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,7 @@ from core.db import Database
 from core.messaging import KafkaAdmin, MessageContext, read_topic
 from core.messaging.outbox import outbox_table
 from core.messaging.types import HEADER_EVENT_ID, HEADER_IN_REPLY_TO, Record
+from core.resilience import RetryPolicy
 from core.saga import (
     COMPENSATED,
     COMPLETED,
@@ -121,7 +123,7 @@ async def test_a_saga_runs_every_step_and_keeps_what_the_replies_said(system: Sy
     assert node.sagas is not None
     record = await node.sagas.get(saga_id)
     assert record.data["seat"] == f"reserve-{saga_id}"  # the seat step's reply, kept
-    assert (await held(system.db))[saga_id] == {"seat", "payment", "confirm"}
+    assert (await held(system.db))[saga_id] == {"seat", "payment"}
 
 
 @pytest.mark.parametrize(("failing", "undone"), [
@@ -339,20 +341,25 @@ async def test_500_concurrent_sagas_with_failures_and_timeouts_all_end_and_hold_
 ) -> None:
     """Two orchestrators (racing sweepers, one reply group) and the participants, 500 sagas
     with refusals and silences at random steps: every saga ends completed or compensated,
-    as planned, and the participants hold exactly what the completed sagas hold."""
-    system.saga = trip_saga(system.saga.steps[0].topic, system.saga.reply_topic, timeout=3.0,
-                            comp_timeout=2.0)
-    first = await system.node()
-    await system.node(participate=False)
+    as planned, and the participants hold exactly what the completed sagas hold. The step
+    timeout is long enough that only the silent steps time out, even on SQLite, whose one
+    writer at a time serves all 500 at once."""
+    system.saga = trip_saga(system.saga.steps[0].topic, system.saga.reply_topic, timeout=10.0,
+                            comp_timeout=5.0)
+    patient = RetryPolicy(max_attempts=8, initial_delay=0.05, max_delay=0.5)  # 3 planned misses
+    first = await system.node(retry=patient)
+    await system.node(participate=False, retry=patient)
     trips = _planned(random.Random(21), 500)
     ids: list[str] = []
     for chunk in range(0, len(trips), 50):
         ids += await system.begin(first, *trips[chunk:chunk + 50])
+    started = time.monotonic()
     outcome = await system.settled(ids, timeout=120)
+    print(f"500 sagas ended in {time.monotonic() - started:.1f}s")
     expected = {i: COMPLETED if not (t.fail or t.silent) else COMPENSATED
                 for i, t in zip(ids, trips, strict=True)}
     assert outcome == expected
     assert await statuses(system.db) == Counter(expected.values())
     holding = await held(system.db)
     assert {i for i, s in expected.items() if s == COMPLETED} == set(holding)
-    assert all(r == {"seat", "payment", "confirm"} for r in holding.values())
+    assert all(r == {"seat", "payment"} for r in holding.values())
