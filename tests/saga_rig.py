@@ -18,6 +18,7 @@ bus, inbox, outbox relay and orchestrator, as `create_service` wires them.
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections import Counter
 from typing import Any
 
@@ -155,6 +156,24 @@ def trip_saga(topic: str, reply_topic: str, *, timeout: float = 3.0,
                         on_success=_keep_seat if name == "seat" else None)
 
     return SagaDefinition("trip", TripData, reply_topic, [step(name) for name in STEPS])
+
+
+def planned(rng: random.Random, n: int) -> list[TripData]:
+    """Half go through; the rest are refused or go silent at a random step, some with
+    compensations refused or ignored once or twice before they are done."""
+    trips = []
+    for i in range(n):
+        data = TripData(trip=str(i))
+        roll = rng.random()
+        if roll < 0.25:
+            data.fail = rng.choice(["seat", "payment", "confirm"])
+        elif roll < 0.5:
+            data.silent = rng.choice(["seat", "payment", "confirm"])
+        if data.fail or data.silent:
+            data.comp_failures = rng.choice([0, 0, 1, 2])
+            data.comp_silent = rng.choice([0, 0, 0, 1])
+        trips.append(data)
+    return trips
 
 
 # -- the participants -----------------------------------------------------------------------

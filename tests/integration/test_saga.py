@@ -41,6 +41,7 @@ from tests.saga_rig import (
     create_schema,
     held,
     metadata,
+    planned,
     statuses,
     tables,
     trip_saga,
@@ -318,24 +319,6 @@ async def _commands_per_saga(db: Database) -> Counter[str]:
     return Counter(dict(h)[H_SAGA_ID] for (h,) in rows)
 
 
-def _planned(rng: random.Random, n: int) -> list[TripData]:
-    """Half go through; the rest are refused or go silent at a random step, some with
-    compensations refused or ignored once or twice before they are done."""
-    trips = []
-    for i in range(n):
-        data = TripData(trip=str(i))
-        roll = rng.random()
-        if roll < 0.25:
-            data.fail = rng.choice(["seat", "payment", "confirm"])
-        elif roll < 0.5:
-            data.silent = rng.choice(["seat", "payment", "confirm"])
-        if data.fail or data.silent:
-            data.comp_failures = rng.choice([0, 0, 1, 2])
-            data.comp_silent = rng.choice([0, 0, 0, 1])
-        trips.append(data)
-    return trips
-
-
 async def test_500_concurrent_sagas_with_failures_and_timeouts_all_end_and_hold_nothing(
     system: System,
 ) -> None:
@@ -350,19 +333,19 @@ async def test_500_concurrent_sagas_with_failures_and_timeouts_all_end_and_hold_
     patient = RetryPolicy(max_attempts=8, initial_delay=0.05, max_delay=0.5)  # 3 planned misses
     first = await system.node(retry=patient)
     await system.node(participate=False, retry=patient)
-    trips = _planned(random.Random(21), 500)
+    trips = planned(random.Random(21), 500)
     ids: list[str] = []
     for chunk in range(0, len(trips), 50):
         ids += await system.begin(first, *trips[chunk:chunk + 50])
     started = time.monotonic()
     outcome = await system.settled(ids, timeout=120)
     print(f"500 sagas ended in {time.monotonic() - started:.1f}s")
-    planned = dict(zip(ids, trips, strict=True))
-    assert {i for i, t in planned.items() if t.fail or t.silent} <= {
+    plan = dict(zip(ids, trips, strict=True))
+    assert {i for i, t in plan.items() if t.fail or t.silent} <= {
         i for i, s in outcome.items() if s == COMPENSATED}
     assert set(outcome.values()) <= {COMPLETED, COMPENSATED}
     for saga_id in (i for i, s in outcome.items() if s == COMPENSATED and not (
-            planned[i].fail or planned[i].silent)):
+            plan[i].fail or plan[i].silent)):
         events = [event for _, event in await system.history(saga_id)]
         assert "timed_out" in events and "failed" not in events, events
     assert await statuses(system.db) == Counter(outcome.values())
@@ -371,5 +354,5 @@ async def test_500_concurrent_sagas_with_failures_and_timeouts_all_end_and_hold_
     assert {i for i, s in outcome.items() if s == COMPLETED} == set(holding)
     assert all(r == {"seat", "payment"} for r in holding.values())
     unplanned = sum(1 for i, s in outcome.items() if s == COMPENSATED
-                    and not (planned[i].fail or planned[i].silent))
+                    and not (plan[i].fail or plan[i].silent))
     print(f"{Counter(outcome.values())}; {unplanned} planned to go through timed out")
