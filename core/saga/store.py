@@ -22,7 +22,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Database
-from core.saga.tables import ACTIVE, SagaTables
+from core.saga.tables import ACTIVE, COMPENSATING, NEEDS_ATTENTION, SagaTables
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -152,6 +152,24 @@ class SagaStore:
                 .where(t.c.status.in_(ACTIVE), t.c.deadline <= self.now())
                 .order_by(t.c.deadline).limit(limit))).all()
         return [(row.id, row.version) for row in rows]
+
+    async def rearm(self, saga_id: str) -> bool:
+        """Put a `needs_attention` saga back to compensating, its attempts back to zero and
+        due now, with a history row: the next sweep of a running orchestrator sends its
+        compensation again. For tools without the saga's definition (the command line);
+        False when the saga is not stuck."""
+        t = self.instances
+        async with self.db.transaction() as session:
+            row = (await session.execute(
+                update(t).where(t.c.id == saga_id, t.c.status == NEEDS_ATTENTION)
+                .values(status=COMPENSATING, command_id=None, attempts=0, deadline=self.now(),
+                        version=t.c.version + 1, updated_at=self.now())
+                .returning(t.c.step))).first()
+            if row is None:
+                return False
+            await self.log(session, saga_id, [(row.step, "", "retried", COMPENSATING,
+                                               "by an operator, at the next sweep")])
+        return True
 
     async def find(self, *, status: str | None = None, saga_type: str | None = None,
                    limit: int = 50, offset: int = 0) -> list[SagaRecord]:
