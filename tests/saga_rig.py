@@ -43,6 +43,7 @@ from core.messaging import (
 )
 from core.messaging.consumer import EventConsumer
 from core.messaging.outbox import relay_producer
+from core.messaging.types import HEADER_EVENT_ID, HEADER_IN_REPLY_TO, Record
 from core.resilience import RetryPolicy
 from core.runtime import Runtime
 from core.saga import (
@@ -288,6 +289,18 @@ class Node:
         await self.relay.stop()
         await self.publisher.stop(2.0)
         await self.db.dispose()
+
+
+async def answer(orchestrator: SagaOrchestrator, saga_id: str, reply: Done | Refused) -> None:
+    """Hand `orchestrator` `reply` to the command its saga awaits now, as a participant's
+    reply would arrive (no Kafka: the handler's context, without an inbox session)."""
+    record = await orchestrator.get(saga_id)
+    await orchestrator.handle_reply(reply, MessageContext(
+        record=Record("replies", 0, 0, None, None, [
+            (H_SAGA_ID, saga_id.encode()),
+            (HEADER_IN_REPLY_TO, (record.command_id or "").encode()),
+            (HEADER_EVENT_ID, str(reply.event_id).encode())]),
+        attempt=1, consumer_group="test"))
 
 
 async def create_schema(url: str) -> None:

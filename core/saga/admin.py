@@ -7,8 +7,10 @@
 The orchestrator is the running service's (`runtime[SAGAS]`, see `saga_hook`).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the routes are closures over a local alias, and
+# FastAPI must see their annotations as objects, not as strings it resolves in module globals.
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -78,22 +80,31 @@ def detail(orchestrator: SagaOrchestrator, record: SagaRecord,
                                for h in history])
 
 
-def saga_admin_router(prefix: str = "/sagas", *, read: str = "sagas:read",
-                      write: str = "sagas:write", tags: list[str] | None = None) -> APIRouter:
-    """The routes above under `prefix`, guarded by the `read` and `write` permissions."""
+async def running_orchestrator(runtime: RuntimeDep) -> SagaOrchestrator:
+    """The service's orchestrator, from its runtime (`saga_hook` put it there)."""
+    return runtime[SAGAS]
+
+
+def saga_admin_router(
+    prefix: str = "/sagas", *, read: str = "sagas:read", write: str = "sagas:write",
+    tags: list[str] | None = None,
+    orchestrator: Callable[..., Awaitable[SagaOrchestrator]] = running_orchestrator,
+) -> APIRouter:
+    """The routes above under `prefix`, guarded by the `read` and `write` permissions;
+    `orchestrator` is the dependency that finds the orchestrator (the runtime's)."""
     router = APIRouter(prefix=prefix, tags=list(tags or ["sagas"]))
     can_read = [Depends(require_permission(read))]
+    Orchestrator = Annotated[SagaOrchestrator, Depends(orchestrator)]
 
     @router.get("", response_model=SagaPage, dependencies=can_read,
                 responses=error_responses(401, 403, 422))
     async def list_sagas(
-        runtime: RuntimeDep,
+        orchestrator: Orchestrator,
         status: Annotated[str | None, Query(pattern="|".join(STATUSES))] = None,
         saga_type: Annotated[str | None, Query(alias="type", max_length=100)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> SagaPage:
-        orchestrator = runtime[SAGAS]
         records = await orchestrator.store.find(status=status, saga_type=saga_type,
                                                 limit=limit, offset=offset)
         return SagaPage(data=[SagaSummary(**summary(orchestrator, r)) for r in records],
@@ -101,8 +112,7 @@ def saga_admin_router(prefix: str = "/sagas", *, read: str = "sagas:read",
 
     @router.get("/{saga_id}", response_model=SagaDetail, dependencies=can_read,
                 responses=error_responses(401, 403, 404))
-    async def show_saga(saga_id: str, runtime: RuntimeDep) -> SagaDetail:
-        orchestrator = runtime[SAGAS]
+    async def show_saga(saga_id: str, orchestrator: Orchestrator) -> SagaDetail:
         try:
             record = await orchestrator.get(saga_id)
         except SagaNotFoundError as exc:
@@ -112,8 +122,7 @@ def saga_admin_router(prefix: str = "/sagas", *, read: str = "sagas:read",
     @router.post("/{saga_id}/retry", response_model=SagaDetail,
                  dependencies=[Depends(require_permission(write))],
                  responses=error_responses(401, 403, 404, 409))
-    async def retry_saga(saga_id: str, runtime: RuntimeDep) -> SagaDetail:
-        orchestrator = runtime[SAGAS]
+    async def retry_saga(saga_id: str, orchestrator: Orchestrator) -> SagaDetail:
         try:
             await orchestrator.retry(saga_id)
         except SagaNotFoundError as exc:

@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 
 from core.config import KafkaConfig
 from core.db import Database
-from core.messaging import KafkaAdmin, MessageContext, read_topic
+from core.messaging import KafkaAdmin, read_topic
 from core.messaging.outbox import outbox_table
-from core.messaging.types import HEADER_EVENT_ID, HEADER_IN_REPLY_TO, Record
+from core.messaging.types import HEADER_IN_REPLY_TO, Record
 from core.resilience import RetryPolicy
 from core.saga import (
     COMPENSATED,
@@ -38,6 +38,7 @@ from tests.saga_rig import (
     DoneData,
     Node,
     TripData,
+    answer,
     create_schema,
     held,
     metadata,
@@ -289,17 +290,12 @@ async def test_orchestrators_racing_on_the_same_replies_and_deadlines_move_each_
     moved = [a.sagas.counts["timed_out"], b.sagas.counts["timed_out"]]
     assert sum(moved) == 30, moved
     # Now both apply one forged success reply for each saga's (now compensating) command.
-    async def answer(orchestrator: SagaOrchestrator, saga_id: str) -> None:
-        record = await orchestrator.get(saga_id)
-        reply = Done(data=DoneData(action="release", ref=saga_id))
-        await orchestrator.handle_reply(reply, MessageContext(
-            record=Record("replies", 0, 0, None, None, [
-                (H_SAGA_ID, saga_id.encode()),
-                (HEADER_IN_REPLY_TO, (record.command_id or "").encode()),
-                (HEADER_EVENT_ID, str(reply.event_id).encode())]),
-            attempt=1, consumer_group="test"))
+    def released(saga_id: str) -> Done:
+        return Done(data=DoneData(action="release", ref=saga_id))
+
     before = a.sagas.counts["lost_race"] + b.sagas.counts["lost_race"]
-    await asyncio.gather(*[answer(o, i) for i in ids for o in (a.sagas, b.sagas)])
+    await asyncio.gather(*[answer(o, i, released(i)) for i in ids
+                           for o in (a.sagas, b.sagas)])
     await system.settled(ids)
     for saga_id in ids:
         history = await system.history(saga_id)
