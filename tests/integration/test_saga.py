@@ -6,8 +6,10 @@ failures injected at random steps (tests/saga_rig.py has the saga and its partic
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +22,7 @@ from core.config import KafkaConfig
 from core.db import Database
 from core.messaging import KafkaAdmin, read_topic
 from core.messaging.outbox import outbox_table
-from core.messaging.types import HEADER_IN_REPLY_TO, Record
+from core.messaging.types import HEADER_EVENT_ID, HEADER_IN_REPLY_TO, Record
 from core.resilience import RetryPolicy
 from core.saga import (
     COMPENSATED,
@@ -272,6 +274,26 @@ async def test_a_reply_delivered_twice_moves_its_saga_once(system: System) -> No
              await held(system.db))
     assert after == before
     assert node.sagas.counts["ignored"] == ignored + 1  # the inbox dropped the copies
+
+
+async def test_a_late_reply_to_a_step_the_saga_has_left_moves_nothing(system: System) -> None:
+    """The seat step's reply produced again while the saga waits at the payment step: as it
+    was (the inbox drops it), and under a new event id (past the inbox: the orchestrator sees
+    that the saga awaits another command)."""
+    system.saga = trip_saga(system.saga.steps[0].topic, system.saga.reply_topic, timeout=60)
+    node = await system.node()
+    assert node.sagas is not None
+    (saga_id,) = await system.begin(node, TripData(trip="late", silent="payment"))
+    await eventually(lambda: _at(node.sagas, saga_id, 1), what="saga at payment")
+    before = await node.sagas.get(saga_id), await system.history(saga_id)
+    (seat_reply,) = await read_topic(system.config, system.saga.reply_topic)
+    renamed = [(k, str(uuid.uuid4()).encode() if k == HEADER_EVENT_ID else v)
+               for k, v in seat_reply.headers]
+    ignored = node.sagas.counts["ignored"]
+    _produce(system.config, [seat_reply, dataclasses.replace(seat_reply, headers=renamed)], 1)
+    await eventually(lambda: node.sagas is not None
+                     and node.sagas.counts["ignored"] == ignored + 1, what="reply ignored")
+    assert (await node.sagas.get(saga_id), await system.history(saga_id)) == before
 
 
 async def test_orchestrators_racing_on_the_same_replies_and_deadlines_move_each_saga_once(
