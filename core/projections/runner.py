@@ -43,10 +43,15 @@ from core.config import KafkaConfig
 from core.db.engine import Database
 from core.db.errors import unavailable
 from core.health_check import DegradedError
-from core.messaging.dlq import DeadLetterSink, dead_letter_headers
+from core.messaging.dlq import (
+    DeadLetterSink,
+    KafkaDeadLetterSink,
+    dead_letter_headers,
+    dlq_topic,
+)
 from core.messaging.errors import MessagingError, PermanentHandlerError, UnknownEventTypeError
 from core.messaging.events import BaseEvent
-from core.messaging.kafka_client import GroupInspector, TopicFollower
+from core.messaging.kafka_client import GroupInspector, KafkaAdmin, TopicFollower
 from core.messaging.serialization import EventSerializer, event_type_of
 from core.messaging.types import Record
 from core.projections import positions
@@ -129,7 +134,12 @@ class ProjectionRunner:
         return self._until_end
 
     async def start(self) -> None:
-        """Read the stored positions, then follow every topic from there in the background."""
+        """Read the stored positions, then follow every topic from there in the background.
+        Dead letters going to Kafka need their `<topic>.dlq` topics: made here, as the
+        consumers make theirs."""
+        if isinstance(self.dead_letters, KafkaDeadLetterSink):
+            await KafkaAdmin(self.kafka).create_topics(
+                [dlq_topic(t) for t in self.projection.topics])
         await self._reload(None)
         self._tasks = [asyncio.create_task(self._follow(topic), name=f"projection-{self.name}")
                        for topic in self.projection.topics]

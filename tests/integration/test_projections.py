@@ -1,0 +1,257 @@
+"""Projections on real Kafka, SQLite and PostgreSQL: events are projected once each across
+restarts and a crash between apply and commit; a rebuild (a real `python -m core projections
+rebuild` process, beside the live runner) arrives at the live rows; unknown types are skipped;
+poison is dead-lettered live and stops a rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
+
+from core.config import KafkaConfig
+from core.db.engine import Database
+from core.messaging.dlq import H_ATTEMPTS, H_GROUP, KafkaDeadLetterSink, dlq_topic
+from core.messaging.kafka_client import KafkaProducer, read_topic
+from core.projections import Projection, ProjectionRunner, RebuildFailedError, rebuild
+from core.resilience.retry import RetryPolicy
+from tests.helpers.projections import (
+    REFUSED,
+    completed,
+    contents,
+    create_tables,
+    driver_trips,
+    positions,
+    publish,
+    rated,
+    requested,
+    ride_history,
+    ride_projections,
+    rides,
+)
+from tests.integration.databases import DatabaseFactory
+from tests.support import eventually, unique
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def db(databases: DatabaseFactory) -> AsyncIterator[Database]:
+    database = Database(await databases.new())
+    await create_tables(database.engine)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def producer(kafka_config: KafkaConfig) -> AsyncIterator[KafkaProducer]:
+    started = KafkaProducer(dataclasses.replace(kafka_config, client_id=unique("producer")))
+    await started.start()
+    yield started
+    await started.stop()
+
+
+def expected(events: list[Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The history and trips rows `events` (rides from `rides`) project to, each once."""
+    history: dict[str, list[Any]] = {}
+    trips: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for event in events:
+        d = event.data
+        if event.EVENT_TYPE == "ride.requested":
+            history[d.ride_id] = [d.ride_id, d.passenger_id, "requested", None, 1]
+        elif event.EVENT_TYPE == "ride.completed":
+            row = history[d.ride_id]
+            row[2:] = ["completed", d.driver_id, row[4] + 1]
+            trips[d.driver_id][0] += 1
+            trips[d.driver_id][1] += d.fare_cents
+    return ([tuple(r) for _, r in sorted(history.items())],
+            [(k, *v) for k, v in sorted(trips.items())])
+
+
+async def state(db: Database) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    return await contents(db.engine, ride_history), await contents(db.engine, driver_trips)
+
+
+def runners(projections: tuple[Projection, ...], db: Database, kafka: KafkaConfig,
+            producer: KafkaProducer, **options: Any) -> list[ProjectionRunner]:
+    return [ProjectionRunner(p, db, kafka, dead_letters=KafkaDeadLetterSink(producer),
+                             **options) for p in projections]
+
+
+async def stored(db: Database) -> dict[tuple[str, str, int], int]:
+    async with db.session() as session:
+        rows = await session.execute(select(positions.c.projection, positions.c.topic,
+                                            positions.c.partition, positions.c.next_offset))
+        return {(name, topic, part): offset for name, topic, part, offset in rows}
+
+
+async def ends(kafka: KafkaConfig, topic: str) -> dict[int, int]:
+    last: dict[int, int] = {}
+    for record in await read_topic(kafka, topic):
+        last[record.partition] = max(last.get(record.partition, 0), record.offset + 1)
+    return last
+
+
+async def test_events_are_projected_once_and_a_restart_reads_on_from_the_stored_positions(
+    db: Database, kafka_config: KafkaConfig, topic: str, producer: KafkaProducer
+) -> None:
+    first, second = rides("a", 20), rides("b", 20)
+    await publish(producer, topic, first)
+    live = runners(ride_projections(topic), db, kafka_config, producer)
+    for runner in live:
+        await runner.start()
+    want = expected(first)
+    await eventually(lambda: _equals(db, want), what="the first rides projected")
+    for runner in live:
+        await runner.stop()
+
+    await publish(producer, topic, second)
+    again = runners(ride_projections(topic), db, kafka_config, producer)
+    for runner in again:
+        await runner.start()
+    try:
+        await eventually(lambda: _equals(db, expected(first + second)),
+                         what="the second rides projected after the restart")
+        history, trips = again
+        assert (history.applied, trips.applied) == (40, 20)  # only the new records
+        at = await stored(db)
+        for partition, end in (await ends(kafka_config, topic)).items():
+            assert at[("ride_history", topic, partition)] == end
+            assert at[("driver_trips", topic, partition)] == end
+    finally:
+        for runner in again:
+            await runner.stop()
+
+
+async def _equals(db: Database, want: tuple[list[Any], list[Any]]) -> bool:
+    return await state(db) == want
+
+
+async def test_a_crash_between_apply_and_commit_applies_nothing_twice_and_misses_nothing(
+    db: Database, kafka_config: KafkaConfig, topic: str, producer: KafkaProducer, spawn: Any
+) -> None:
+    events = rides("c", 30)
+    await publish(producer, topic, events)
+    crash_at = "c-17"
+    proc = spawn("tests.integration.procs.ride_projector", str(db.url.render_as_string(False)),
+                 kafka_config.bootstrap_servers, topic, crash_at)
+    out, _ = await asyncio.to_thread(proc.communicate, timeout=120)
+    assert "started" in out and proc.returncode == -9  # killed before the commit
+
+    _, trips = await state(db)
+    assert sum(t[1] for t in trips) < 30, "the crash came before the trips were all applied"
+    restarted = runners(ride_projections(topic), db, kafka_config, producer)
+    for runner in restarted:
+        await runner.start()
+    try:
+        await eventually(lambda: _equals(db, expected(events)),
+                         what="every ride projected exactly once after the crash")
+    finally:
+        for runner in restarted:
+            await runner.stop()
+
+
+async def test_a_rebuild_from_scratch_equals_the_live_projection_and_the_live_one_reads_on(
+    db: Database, kafka_config: KafkaConfig, topic: str, producer: KafkaProducer
+) -> None:
+    before, during = rides("r", 25, drivers=4), rides("s", 25, drivers=4)
+    await publish(producer, topic, before)
+    live = runners(ride_projections(topic), db, kafka_config, producer, batch=7)
+    for runner in live:
+        await runner.start()
+    try:
+        await eventually(lambda: _equals(db, expected(before)), what="the live projection")
+        rows, at = await state(db), await stored(db)
+
+        # A rebuild in its own process, the live runners beside it, no new events: the
+        # swapped-in rows and positions are the live ones.
+        done = await _rebuild_cli(db, kafka_config, topic, "driver_trips")
+        assert "rebuilt driver_trips: 25 event(s) applied" in done
+        done = await _rebuild_cli(db, kafka_config, topic, "ride_history")
+        assert "rebuilt ride_history: 50 event(s) applied" in done
+        assert await state(db) == rows
+        assert await stored(db) == at
+        assert not [t for t in await _tables(db) if t.endswith("__rebuild")]
+
+        # Rebuilt while events arrive: the live runners read on from the swapped positions,
+        # nothing applied twice, nothing missed.
+        publishing = asyncio.create_task(publish(producer, topic, during))
+        rebuilt = await asyncio.gather(*(rebuild(p, db, kafka_config, batch=5)
+                                         for p in ride_projections(topic)))
+        await publishing
+        assert all(r.applied >= 25 for r in rebuilt)
+        await eventually(lambda: _equals(db, expected(before + during)),
+                         what="the live projection after the swap")
+    finally:
+        for runner in live:
+            await runner.stop()
+
+
+async def _rebuild_cli(db: Database, kafka: KafkaConfig, topic: str, name: str) -> str:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+           "RIDES_TOPIC": topic, "PYTHONPATH": str(ROOT)}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "core", "projections", "rebuild", "tests.sample_service", name,
+         "--projections", "tests.integration.procs.ride_projections",
+         "--url", db.url.render_as_string(False)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())
+
+
+async def _tables(db: Database) -> set[str]:
+    async with db.engine.connect() as conn:
+        names = await conn.run_sync(lambda c: sa_inspect(c).get_table_names())
+    return set(names)
+
+
+async def test_unknown_types_are_skipped_poison_is_dead_lettered_and_stops_a_rebuild(
+    db: Database, kafka_config: KafkaConfig, topic: str, producer: KafkaProducer
+) -> None:
+    await publish(producer, topic, [requested("u-1", "p-1"), rated("u-1")])
+    await producer.produce(topic, b"{not json", b"u-2", [("event_type", b"ride.requested"),
+                                                         ("event_version", b"1")])
+    await publish(producer, topic, [requested("u-3", REFUSED), completed("u-1", "d-1", 700)])
+    fast = RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.01)
+    history, trips = runners(ride_projections(topic), db, kafka_config, producer, retry=fast)
+    for runner in (history, trips):
+        await runner.start()
+    try:
+        want = ([("u-1", "p-1", "completed", "d-1", 2)], [("d-1", 1, 700)])
+        await eventually(lambda: _equals(db, want), what="the good events projected")
+        await eventually(lambda: history.skipped == 3, what="rated, poison, refused skipped")
+        assert history.applied == 2 and history.dead_lettered == 2
+        assert trips.applied == 1 and trips.dead_lettered == 1  # the undecodable record
+        assert sum((await history.lag()).values()) == 0
+
+        letters = await eventually(lambda: _letters(kafka_config, topic, 3))
+        mine = sorted((r.key, r.header(H_ATTEMPTS)) for r in letters
+                      if r.header(H_GROUP) == "projection:ride_history")
+        assert mine == [(b"u-2", "1"), (b"u-3", "2")]
+
+        # The refused event is still unappliable: the rebuild stops and swaps nothing.
+        rows, at = await state(db), await stored(db)
+        fresh, _ = ride_projections(topic)
+        with pytest.raises(RebuildFailedError, match="refused passenger"):
+            await rebuild(fresh, db, kafka_config)
+        assert await state(db) == rows and await stored(db) == at
+        assert "ride_history__rebuild" not in await _tables(db)
+    finally:
+        for runner in (history, trips):
+            await runner.stop()
+
+
+async def _letters(kafka: KafkaConfig, topic: str, count: int) -> list[Any] | None:
+    records = await read_topic(kafka, dlq_topic(topic))
+    return records if len(records) >= count else None
