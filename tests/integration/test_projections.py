@@ -20,11 +20,22 @@ import pytest
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
-from core.config import KafkaConfig
+from core.app import create_service
+from core.config import KafkaConfig, Settings
+from core.db import migrations
 from core.db.engine import Database
+from core.db.models import service_metadata
+from core.db.scaffold import init_migrations
+from core.messaging import messaging_tables
 from core.messaging.dlq import H_ATTEMPTS, H_GROUP, KafkaDeadLetterSink, dlq_topic
 from core.messaging.kafka_client import KafkaProducer, read_topic
-from core.projections import Projection, ProjectionRunner, RebuildFailedError, rebuild
+from core.projections import (
+    Projection,
+    ProjectionRunner,
+    ProjectionSetupError,
+    RebuildFailedError,
+    rebuild,
+)
 from core.resilience.retry import RetryPolicy
 from tests.helpers.projections import (
     REFUSED,
@@ -32,6 +43,7 @@ from tests.helpers.projections import (
     contents,
     create_tables,
     driver_trips,
+    metadata,
     positions,
     publish,
     rated,
@@ -263,3 +275,44 @@ async def test_unknown_types_are_skipped_poison_is_dead_lettered_and_stops_a_reb
 async def _letters(kafka: KafkaConfig, topic: str, count: int) -> list[Any] | None:
     records = await read_topic(kafka, dlq_topic(topic))
     return records if len(records) >= count else None
+
+
+async def test_create_service_runs_its_projections_with_a_health_check(
+    tmp_path: Path, kafka_config: KafkaConfig, producer: KafkaProducer
+) -> None:
+    """Declared with `create_service(projections=...)`: migrated with the service's tables,
+    started with it (the topic made first), reported in `/health/ready`, stopped with it."""
+    package = tmp_path / unique("rides").replace("-", "_")
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text("from tests.helpers.projections import metadata\n")
+    init_migrations(package, f"{package.name}.models:metadata")
+    assert await migrations.make_migration(package, "rides") is not None
+    topic = unique("rides")
+    settings = Settings(environment="development", service_name="rides",
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'rides.db'}",
+                        kafka_bootstrap_servers=kafka_config.bootstrap_servers)
+    app = create_service("rides", metadata=metadata, service_dir=package, settings=settings,
+                         projections=ride_projections(topic))
+    events = rides("h", 10)
+    async with app.router.lifespan_context(app):
+        await publish(producer, topic, events)  # the topic exists: made at start-up
+        db = app.state.runtime.database
+        await eventually(lambda: _equals(db, expected(events)), what="projected in a service")
+
+        async def reported() -> dict[str, Any] | None:
+            checks = {c.name: c for c in (await app.state.health.run()).checks}
+            found = {n: (c.status, c.detail) for n, c in checks.items()
+                     if n.startswith("projection:")}
+            return found if all(v == ("ok", "lag 0") for v in found.values()) else None
+
+        assert set(await eventually(reported, what="healthy projections")) == {
+            "projection:ride_history", "projection:driver_trips"}
+
+
+def test_create_service_refuses_projections_without_their_tables(tmp_path: Path) -> None:
+    bare = service_metadata()
+    messaging_tables(bare, inbox=False)
+    with pytest.raises(ProjectionSetupError, match="positions_table"):
+        create_service("rides", metadata=bare, service_dir=tmp_path,
+                       projections=ride_projections("rides"))
