@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select
 
 from core.app import create_service
 from core.config import KafkaConfig, Settings
@@ -34,11 +34,13 @@ from core.projections import (
     ProjectionRunner,
     ProjectionSetupError,
     RebuildFailedError,
+    View,
     rebuild,
 )
 from core.resilience.retry import RetryPolicy
 from tests.helpers.projections import (
     REFUSED,
+    RideCompleted,
     completed,
     contents,
     create_tables,
@@ -210,6 +212,7 @@ async def test_a_rebuild_from_scratch_equals_the_live_projection_and_the_live_on
         assert all(r.applied >= 25 for r in rebuilt)
         await eventually(lambda: _equals(db, expected(before + during)),
                          what="the live projection after the swap")
+        assert [r.dead_lettered for r in live] == [0, 0]  # the rebuild refused none of theirs
     finally:
         for runner in live:
             await runner.stop()
@@ -267,6 +270,18 @@ async def test_unknown_types_are_skipped_poison_is_dead_lettered_and_stops_a_reb
             await rebuild(fresh, db, kafka_config)
         assert await state(db) == rows and await stored(db) == at
         assert "ride_history__rebuild" not in await _tables(db)
+
+        # An apply function that names the live table instead of view.table(...) would write
+        # into the live rows while rebuilding: refused, nothing swapped.
+        sloppy = Projection("sloppy", topics=[topic], tables=[ride_history])
+
+        @sloppy.applies(RideCompleted)
+        async def into_live(event: RideCompleted, view: View) -> None:
+            await view.session.execute(delete(ride_history))
+
+        with pytest.raises(RebuildFailedError, match=r"write through view\.table"):
+            await rebuild(sloppy, db, kafka_config)
+        assert await state(db) == rows
     finally:
         for runner in (history, trips):
             await runner.stop()
