@@ -136,8 +136,8 @@ async def _replay_and_swap(projection: Projection, database: Database, kafka: Ka
         await conn.run_sync(metadata.create_all)
     async with database.transaction() as session:
         await positions.forget(session, table, key)
-    runner = ProjectionRunner(projection, database, kafka, dead_letters=None, key=key,
-                              tables=tables, batch=batch)
+    runner = ProjectionRunner(projection, database, kafka, dead_letters=None, rebuilding=True,
+                              key=key, tables=tables, batch=batch)
     try:
         with _refusing(database, projection):
             await runner.run()

@@ -21,9 +21,10 @@ How it treats each record (the one place this is decided):
   for every reader. The dead letter is sent before the skip commits (a crash between the two
   sends it twice, never loses it). `python -m core projections rebuild` after the fix brings
   the skipped event in. `PermanentHandlerError` skips the retries.
-- **Rebuilding** (`dead_letters=None`): the same, except that an event it cannot apply stops
+- **Rebuilding** (`rebuilding=True`): the same, except that an event it cannot apply stops
   the rebuild (`RebuildFailedError`) instead of being skipped, and poison is skipped without
-  being dead-lettered again.
+  being dead-lettered again. Without `dead_letters`, what would be dead-lettered is logged
+  and skipped.
 
 Per-partition order holds: one task per topic applies its batches one after another.
 """
@@ -97,14 +98,17 @@ class ProjectionRunner:
         kafka: KafkaConfig,
         *,
         dead_letters: DeadLetterSink | None,
+        rebuilding: bool = False,
         key: str | None = None,
         tables: Mapping[Table, Table] | None = None,
         retry: RetryPolicy = RETRY,
         batch: int = BATCH,
+        stalled_after: float = STALLED_AFTER,
     ) -> None:
-        """`dead_letters=None` makes it a rebuild (see the module doc). `key` is the name its
-        positions are stored under (the projection's); `tables` maps the projection's tables
-        to the ones to write (themselves)."""
+        """`rebuilding`: read to the ends and stop, raising on an event it cannot apply (see
+        the module doc). `key` is the name its positions are stored under (the
+        projection's); `tables` maps the projection's tables to the ones to write
+        (themselves)."""
         projection.check()
         self.projection = projection
         self.name = projection.name
@@ -115,6 +119,7 @@ class ProjectionRunner:
         self.tables: Mapping[Table, Table] = tables or {t: t for t in projection.tables}
         self.retry = retry
         self.batch = batch
+        self.stalled_after = stalled_after
         self.serializer = EventSerializer(projection.events)
         self.positions_table = positions.declared_positions(projection.metadata)
         self.positions: dict[Partition, int] = {}
@@ -127,11 +132,7 @@ class ProjectionRunner:
         self.progressed_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._inspector: GroupInspector | None = None
-        self._until_end = dead_letters is None
-
-    @property
-    def rebuilding(self) -> bool:
-        return self._until_end
+        self.rebuilding = rebuilding
 
     async def start(self) -> None:
         """Read the stored positions, then follow every topic from there in the background.
@@ -243,7 +244,7 @@ class ProjectionRunner:
     async def _poison(self, record: Record, error: Exception) -> None:
         log.warning("projection %s: poison record %s/%d@%d: %s", self.name, record.topic,
                     record.partition, record.offset, error)
-        if self.dead_letters is not None:
+        if not self.rebuilding:
             await self._dead_letter(record, error, 1)
 
     async def _apply_one(self, topic: str, entry: _Entry) -> None:
@@ -267,7 +268,7 @@ class ProjectionRunner:
                     await asyncio.sleep(self.retry.delay(attempt))
                     attempt += 1
                     continue
-                if self.dead_letters is None or entry.event is None:
+                if self.rebuilding or entry.event is None:
                     raise RebuildFailedError(
                         f"projection {self.name} cannot apply {where}: {exc!r}") from exc
                 log.error("projection %s: giving up on %s %s at %s after %d attempts: %r",
@@ -307,13 +308,16 @@ class ProjectionRunner:
         self.waiting = None
 
     async def _dead_letter(self, record: Record, error: BaseException, attempts: int) -> None:
-        assert self.dead_letters is not None
+        self.dead_lettered += 1
+        if self.dead_letters is None:
+            log.error("projection %s skips %s/%d@%d (no dead-letter sink): %r", self.name,
+                      record.topic, record.partition, record.offset, error)
+            return
         headers = dead_letter_headers(record, error, attempts, [self.name],
                                       f"projection:{self.name}")
         while True:
             try:
                 await self.dead_letters.send(record, headers)
-                self.dead_lettered += 1
                 return
             except Exception:
                 log.exception("projection %s cannot dead-letter %s/%d@%d; trying again",
@@ -330,14 +334,14 @@ class ProjectionRunner:
 
     async def check(self) -> str:
         """The health check: what stopped it, why it waits, or its lag; stalled when records
-        wait and none was applied for `STALLED_AFTER` seconds."""
+        wait and none was applied for `stalled_after` seconds."""
         if self.failure is not None:
             raise self.failure
         if self.waiting is not None:
             raise DegradedError(f"projection {self.name}: {self.waiting}")
         behind = sum((await self.lag()).values())
         idle = time.monotonic() - self.progressed_at
-        if behind and idle > STALLED_AFTER:
+        if behind and idle > self.stalled_after:
             raise DegradedError(f"projection {self.name} stalled: {behind} records waiting, "
                                 f"none applied for {idle:.0f}s")
         return f"lag {behind}"

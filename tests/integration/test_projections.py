@@ -26,6 +26,7 @@ from core.db import migrations
 from core.db.engine import Database
 from core.db.models import service_metadata
 from core.db.scaffold import init_migrations
+from core.health_check import DegradedError
 from core.messaging import messaging_tables
 from core.messaging.dlq import H_ATTEMPTS, H_GROUP, KafkaDeadLetterSink, dlq_topic
 from core.messaging.kafka_client import KafkaProducer, read_topic
@@ -331,3 +332,35 @@ def test_create_service_refuses_projections_without_their_tables(tmp_path: Path)
     with pytest.raises(ProjectionSetupError, match="positions_table"):
         create_service("rides", metadata=bare, service_dir=tmp_path,
                        projections=ride_projections("rides"))
+
+
+async def test_the_health_check_reports_a_stalled_projection_and_its_recovery(
+    db: Database, kafka_config: KafkaConfig, topic: str, producer: KafkaProducer
+) -> None:
+    released = asyncio.Event()
+    stuck = Projection("stuck", topics=[topic], tables=[driver_trips])
+
+    @stuck.applies(RideCompleted)
+    async def wait(event: RideCompleted, view: View) -> None:
+        await released.wait()
+
+    await publish(producer, topic, rides("h", 3))
+    runner = ProjectionRunner(stuck, db, kafka_config, dead_letters=None, stalled_after=0.3)
+    await runner.start()
+    try:
+        async def stalled() -> str | None:
+            try:
+                await runner.check()
+            except DegradedError as exc:
+                return str(exc)
+            return None
+
+        assert "stuck stalled: 6 records waiting" in await eventually(stalled)
+        released.set()
+        await eventually(lambda: _lag_zero(runner), what="lag 0 once it moves again")
+    finally:
+        await runner.stop()
+
+
+async def _lag_zero(runner: ProjectionRunner) -> bool:
+    return await runner.check() == "lag 0"
