@@ -97,6 +97,14 @@ async def advance(session: AsyncSession, table: Table, key: str, where: Partitio
         raise PositionConflictError(f"{key} {topic}/{partition}: not at {expected}")
 
 
+async def hold(session: AsyncSession, table: Table, key: str) -> dict[Partition, int]:
+    """`key`'s positions, locked until the transaction ends: its rows on PostgreSQL (a runner
+    advancing them waits), the database's write lock on SQLite (a write comes first)."""
+    await session.execute(update(table).where(table.c.projection == key)
+                          .values(updated_at=table.c.updated_at))
+    return await load(session, table, key)
+
+
 async def replace(session: AsyncSession, table: Table, key: str, source: str) -> None:
     """Make `source`'s positions `key`'s (a rebuild's, at its swap): `key`'s rows go first,
     then `source`'s are renamed."""

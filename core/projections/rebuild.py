@@ -11,7 +11,10 @@ in with their positions, in one transaction.
    live rows), its positions stored under `<name>#rebuild`. An event it cannot apply stops
    the rebuild; nothing is swapped.
 3. The swap, one transaction on PostgreSQL and SQLite alike: the projection's positions are
-   replaced by the rebuild's (first, so it locks in the order the live runner does), each
+   locked and compared with the rebuild's; where the live runner is further on, the swap is
+   called off and the rebuild reads on (swapped in from behind, the rows would stay behind
+   while no new record comes to make the live runner look). Then they are replaced by the
+   rebuild's (first, so it locks in the order the live runner does), each
    live table's rows are replaced by its fresh table's (`DELETE`, then `INSERT ... SELECT`),
    and a PostgreSQL sequence behind an integer key is moved past the copied keys. Readers
    see the old rows until the commit (MVCC; SQLite's WAL). Rows are copied rather than
@@ -27,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -139,18 +142,14 @@ async def _replay_and_swap(projection: Projection, database: Database, kafka: Ka
     runner = ProjectionRunner(projection, database, kafka, dead_letters=None, rebuilding=True,
                               key=key, tables=tables, batch=batch)
     try:
-        with _refusing(database, projection):
-            await runner.run()
-        async with database.transaction() as session:
-            await positions.replace(session, table, projection.name, key)
-            for live in reversed(_ordered(projection)):
-                await session.execute(delete(live))
-            for live in _ordered(projection):
-                fresh = tables[live]
-                names = [c.name for c in live.columns]
-                await session.execute(insert(live).from_select(
-                    names, select(*(fresh.c[n] for n in names))))
-                await _move_sequence(session, live)
+        while True:
+            with _refusing(database, projection):
+                await runner.run()
+            try:
+                await _swap(projection, database, tables, runner.positions)
+                break
+            except _BehindError as exc:
+                log.info("projection %s: %s; reading on before the swap", projection.name, exc)
     except BaseException:
         async with database.transaction() as session:
             await positions.forget(session, table, key)
@@ -159,6 +158,32 @@ async def _replay_and_swap(projection: Projection, database: Database, kafka: Ka
         async with database.engine.begin() as conn:
             await conn.run_sync(metadata.drop_all)
     return runner
+
+
+class _BehindError(Exception):
+    """The live projection is further on than the rebuild: swapping would move it back."""
+
+
+async def _swap(projection: Projection, database: Database, tables: Mapping[Table, Table],
+                reached: Mapping[Partition, int]) -> None:
+    """Swap in the fresh rows and their positions, unless the live projection is further on
+    somewhere: its runner, at the end of its topics, would not notice for want of records,
+    and serve the older rows until the next event."""
+    table = positions.declared_positions(projection.metadata)
+    async with database.transaction() as session:
+        live = await positions.hold(session, table, projection.name)
+        ahead = sorted(w for w, offset in live.items() if offset > reached.get(w, -1))
+        if ahead:
+            raise _BehindError(f"the live projection is further on at {ahead}")
+        await positions.replace(session, table, projection.name, rebuild_key(projection))
+        for name in reversed(_ordered(projection)):
+            await session.execute(delete(name))
+        for name in _ordered(projection):
+            fresh = tables[name]
+            columns = [c.name for c in name.columns]
+            await session.execute(insert(name).from_select(
+                columns, select(*(fresh.c[c] for c in columns))))
+            await _move_sequence(session, name)
 
 
 def _ordered(projection: Projection) -> list[Table]:

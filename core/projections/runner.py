@@ -172,7 +172,7 @@ class ProjectionRunner:
     async def _follow(self, topic: str) -> None:
         try:
             while not await self._read(topic):
-                pass
+                await self._reload_when_possible(topic)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -180,20 +180,27 @@ class ProjectionRunner:
             if not self.rebuilding:
                 log.exception("projection %s stopped reading %s", self.name, topic)
 
+    async def _reload_when_possible(self, topic: str) -> None:
+        """The stored positions of `topic`, waiting out a database that is away."""
+        outages = 0
+        while True:
+            try:
+                await self._reload(topic)
+                return
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                outages += 1
+                self.waiting = f"database unavailable: {exc}"
+                await asyncio.sleep(DATABASE_WAIT.delay(min(outages, 20)))
+
     async def _read(self, topic: str) -> bool:
-        """Follow `topic` from the stored positions until they move under us (False: start
-        again) or, rebuilding, until the end (True)."""
+        """Follow `topic` from the positions known until they move under us, or Kafka fails
+        it (False: start again from the stored ones), or, rebuilding, to the end (True)."""
         offsets = {p: o for (t, p), o in self.positions.items() if t == topic}
         follower = TopicFollower(self.kafka, topic, offsets=offsets)
         try:
-            try:
-                await follower.start()
-            except MessagingError as exc:
-                if self.rebuilding:
-                    raise
-                self.waiting = f"cannot read {topic}: {exc}"
-                await asyncio.sleep(RESTART_DELAY)
-                return False
+            await follower.start()
             self.waiting = None
             while True:
                 records = await follower.poll(self.batch)
@@ -203,7 +210,14 @@ class ProjectionRunner:
                     return True
         except PositionConflictError as exc:
             log.info("projection %s: %s; reading on from the stored positions", self.name, exc)
-            await self._reload(topic)
+            return False
+        except MessagingError as exc:  # the broker away, the topic missing, a fatal client
+            if self.rebuilding:
+                raise
+            self.waiting = f"cannot read {topic}: {exc}"
+            log.warning("projection %s: cannot read %s (%s); starting again in %gs",
+                        self.name, topic, exc, RESTART_DELAY)
+            await asyncio.sleep(RESTART_DELAY)
             return False
         finally:
             await follower.close()

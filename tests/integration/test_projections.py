@@ -13,11 +13,12 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 
 from core.app import create_service
@@ -38,6 +39,7 @@ from core.projections import (
     View,
     rebuild,
 )
+from core.projections.rebuild import _BehindError, _swap, fresh_tables
 from core.resilience.retry import RetryPolicy
 from tests.helpers.projections import (
     REFUSED,
@@ -364,3 +366,29 @@ async def test_the_health_check_reports_a_stalled_projection_and_its_recovery(
 
 async def _lag_zero(runner: ProjectionRunner) -> bool:
     return await runner.check() == "lag 0"
+
+
+async def test_a_swap_never_moves_the_live_projection_back(db: Database) -> None:
+    """A live runner at the end of its topics would not notice rows and positions swapped in
+    from behind it (it transacts again only for a new record): the swap refuses, and the
+    rebuild reads on first."""
+    history, _ = ride_projections("t")
+    metadata, tables = fresh_tables(history)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    async with db.transaction() as session:
+        await session.execute(insert(ride_history).values(
+            ride_id="r", passenger_id="p", status="completed", driver_id="d", events=2))
+        for name, offset in (("ride_history", 2), ("ride_history#rebuild", 1)):
+            await session.execute(insert(positions).values(
+                projection=name, topic="t", partition=0, next_offset=offset,
+                updated_at=datetime.now(UTC)))
+    rows, at = await state(db), await stored(db)
+    with pytest.raises(_BehindError, match=r"further on at \[\('t', 0\)\]"):
+        await _swap(history, db, tables, {("t", 0): 1})
+    assert await state(db) == rows and await stored(db) == at
+    async with db.transaction() as session:  # the rebuild read on, level with it
+        await session.execute(update(positions).values(next_offset=2)
+                              .where(positions.c.projection == "ride_history#rebuild"))
+    await _swap(history, db, tables, {("t", 0): 2})
+    assert await state(db) == ([], []) and await stored(db) == {("ride_history", "t", 0): 2}
