@@ -112,8 +112,7 @@ async def _positions(found: list[Projection], url: str,
             async with db.session() as session:
                 at = await stored.load(session, table, projection.name)
             try:
-                ends = {w: end for w, (_, end) in
-                        (await inspector.lag(projection.topics)).items()}
+                ends = await inspector.ends(projection.topics)
             except Exception as exc:  # the broker away: positions still tell something
                 typer.echo(f"warning: no partition ends from Kafka ({first_line(exc)})",
                            err=True)

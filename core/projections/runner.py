@@ -343,8 +343,8 @@ class ProjectionRunner:
         for the partitions' ends; raises when it does not answer)."""
         if self._inspector is None:
             self._inspector = GroupInspector(self.kafka, f"{self.kafka.client_id}-{self.key}")
-        ends = await self._inspector.lag(self.projection.topics)
-        return {w: max(0, end - self.positions.get(w, low)) for w, (low, end) in ends.items()}
+        ends = await self._inspector.ends(self.projection.topics)
+        return {w: max(0, end - self.positions.get(w, 0)) for w, end in ends.items()}
 
     async def check(self) -> str:
         """The health check: what stopped it, why it waits, or its lag; stalled when records
@@ -357,5 +357,5 @@ class ProjectionRunner:
         idle = time.monotonic() - self.progressed_at
         if behind and idle > self.stalled_after:
             raise DegradedError(f"projection {self.name} stalled: {behind} records waiting, "
-                                f"none applied for {idle:.0f}s")
+                                f"none applied for {idle:.1f}s")
         return f"lag {behind}"
