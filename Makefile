@@ -9,7 +9,7 @@ help:
 	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything)"
 	@echo "make test   - install what the tests need, then run them against real servers"
 	@echo "make lint   - ruff on everything, mypy on core/, services/ and gateway/"
-	@echo "make bench  - bus vs FastStream/aiokafka/confluent-kafka; outbox; JWT; service calls; login; CRUD vs bare FastAPI; driver locations; gateway vs nginx"
+	@echo "make bench  - bus vs FastStream/aiokafka/confluent-kafka; outbox; event store; JWT; service calls; login; CRUD vs bare FastAPI; driver locations; gateway vs nginx"
 	@echo "make mutate - mutation testing of the data-and-order modules against tests/unit"
 
 bootstrap:
@@ -38,6 +38,7 @@ bench: bootstrap
 	$(BENCH) bench.bus $(BENCH_ARGS)
 	$(BENCH) bench.scaling
 	$(BENCH) bench.outbox
+	$(BENCH) bench.event_store
 	$(BENCH) bench.jwt
 	$(BENCH) bench.s2s
 	$(BENCH) bench.login

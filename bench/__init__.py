@@ -5,6 +5,8 @@ runs them all). Shared helpers are in `bench.common`. Numbers are printed and sa
     bus        the core bus against typed raw, FastStream, raw aiokafka and raw confluent-kafka
     scaling    the core consumer with 1 to 1,000 keys, with and without handler I/O
     outbox     outbox commits and relay against the bare drivers and a direct publish
+    event_store
+               event-store appends on PostgreSQL against raw asyncpg, same rows
     jwt        token verifications per second, by algorithm
     s2s        the service-to-service client against bare httpx and aiohttp
     login      logins per second against the bare Argon2 verify rate

@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     environment: Literal["development", "test", "production"] = "development"
-    service_name: str = "service"
+    service_name: str = Field(default="service", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    """Names the process's consumer group, client ids, registry entry and default SQLite file,
+    so only what a Kafka topic name and a file name both allow: no `/`, no leading dot."""
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{_short_id()}")
     log_level: str = "INFO"
 

@@ -32,8 +32,8 @@ handlers that have a `CorrelationLogFilter`, which `configure_logging` adds."""
 PROTOCOL = "core.server_protocol:BoundedHttpToolsProtocol"
 """By import path, so a worker process started by `workers > 1` finds it."""
 
-__all__ = ["CORRELATED_LOG_FORMAT", "LOG_FORMAT", "ServerConfig", "ServerLimits",
-           "configure_logging", "run", "serve"]
+__all__ = ["CORRELATED_LOG_FORMAT", "LOG_FORMAT", "WORKER_HEALTHCHECK_SECONDS", "ServerConfig",
+           "ServerLimits", "configure_logging", "run", "serve"]
 
 
 class ServerConfig(uvicorn.Config):
@@ -45,10 +45,19 @@ class ServerConfig(uvicorn.Config):
         self.server_limits = server_limits
 
 
+WORKER_HEALTHCHECK_SECONDS = 30
+"""How long uvicorn's supervisor waits for a worker process to answer its ping before it kills
+and replaces it. uvicorn's default, 5 s, includes the worker's start (a spawned interpreter
+importing the app): on a loaded machine or a CPU-throttled container that takes longer, and
+every replacement is killed the same way, so the server never serves (seen: load 12 on 2
+cores). A worker truly hung is still replaced, 30 s later."""
+
+
 def run(app: Any, *, host: str, port: int, limits: ServerLimits | None = None,
         workers: int = 1, **options: Any) -> None:
     """`uvicorn.run(app, ...)` with the bounded protocol. `app` is an ASGI app, or an import
     string (needed for `workers > 1`); `options` are uvicorn's."""
+    options.setdefault("timeout_worker_healthcheck", WORKER_HEALTHCHECK_SECONDS)
     config = ServerConfig(app, server_limits=limits or ServerLimits(), host=host, port=port,
                           workers=workers, **options)
     server = uvicorn.Server(config)

@@ -5,15 +5,14 @@ bounded and closes lingering by `core.server_protocol`)."""
 from __future__ import annotations
 
 import logging
-import sys
 
-from core.serving import LOG_FORMAT, ServerLimits, run
+from core.serving import ServerLimits, configure_logging, run
 from gateway.config import GatewaySettings
 
 
 def main() -> None:
     settings = GatewaySettings()
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format=LOG_FORMAT)
+    configure_logging()
     if settings.gateway_workers > 1 and not settings.redis_url:
         logging.getLogger("gateway").warning(
             "%d workers and no REDIS_URL: each worker limits rates on its own, so a client "

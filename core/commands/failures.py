@@ -80,8 +80,11 @@ def settings_database_url() -> str:
 
 
 def settings_errors(exc: SettingsError) -> str:
+    """One line naming each bad variable; a default left unbuilt because the field it derives
+    from failed (pydantic's `default_factory_not_called`) only echoes that failure, so it is
+    left out."""
     return "; ".join(f"{'.'.join(map(str, e['loc'])).upper() or 'settings'}: {e['msg']}"
-                     for e in exc.errors())
+                     for e in exc.errors() if e["type"] != "default_factory_not_called")
 
 
 def _missing_table(exc: DBAPIError) -> bool:

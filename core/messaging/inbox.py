@@ -35,7 +35,6 @@ from sqlalchemy.orm import Session
 
 from core.db.engine import Database
 from core.db.errors import unavailable
-from core.db.models import table_key
 from core.messaging.errors import StoreUnavailableError
 from core.messaging.idempotency import Work
 
@@ -48,15 +47,13 @@ INBOX = "inbox"
 def inbox_table(metadata: MetaData) -> Table:
     """The inbox table in `metadata` (created once, returned on later calls), in the
     metadata's schema if it has one."""
-    existing = metadata.tables.get(table_key(metadata, INBOX))
-    if existing is not None:
-        return existing
     return Table(
         INBOX,
         metadata,
         Column("event_id", String(36), primary_key=True),
         Column("handler", String(255), primary_key=True),
         Column("processed_at", DateTime(timezone=True), nullable=False),
+        keep_existing=True,  # a second call returns the table the first one made
     )
 
 

@@ -1,4 +1,5 @@
-"""The driver service's tables: drivers, the latest-location read model, its outbox and inbox."""
+"""The driver service's tables: drivers, their reservations for orders, the latest-location
+read model, its outbox and inbox."""
 
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ class DriverLocation(Base):
     lon: Mapped[float] = mapped_column(Float)
     cell: Mapped[str] = mapped_column(String(PRECISION), index=True)
     recorded_at: Mapped[datetime]
+
+
+class Reservation(TimestampMixin, Base):
+    """A driver held for an order (the ride saga's reserve step). One per order: the key makes
+    a repeated reserve command answer with the driver it already holds. `active` while the
+    driver is busy for the order; `released` when the saga compensated (the order was
+    cancelled) and `completed` when the trip ended: both gave the driver back."""
+
+    __tablename__ = "driver_reservations"
+
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    driver_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("drivers.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
 
 
 outbox = messaging_tables(Base.metadata).outbox

@@ -1,9 +1,13 @@
-"""Driver rules: one driver per user, onboarding checks, the status machine, their events."""
+"""Driver rules: one driver per user, onboarding checks, the status machine, reservations for
+orders, their events."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date
+from typing import Literal
 
 from sqlalchemy import select, update
 
@@ -15,7 +19,8 @@ from services.driver.events import (
     DriverStatusChanged,
     DriverStatusChangedData,
 )
-from services.driver.models import Driver
+from services.driver.locations import find_nearby
+from services.driver.models import Driver, Reservation
 from services.driver.schemas import DriverCreate, StatusChange
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -25,6 +30,27 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 """Allowed status changes. A busy driver cannot go offline: a trip is under way and would be
 left without a driver; it becomes available (trip done or handed back) first."""
+
+RESERVE_CANDIDATES = 5
+"""How many of the nearest available drivers a reservation tries, nearest first, before it
+looks again: each try is a compare-and-set that a concurrent reservation may win."""
+RESERVE_ROUNDS = 3
+"""How many times a reservation looks for candidates again after losing every race."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """The driver held for the order."""
+
+    driver_id: uuid.UUID
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotReserved:
+    """No driver could be held; `reason` says why, for the rider."""
+
+    reason: str
 
 ProfileCheck = Callable[[str], Awaitable[None]]
 
@@ -39,6 +65,15 @@ class DriverRepository(BaseRepository[Driver]):
         found: Driver | None = await self.session.scalar(
             select(Driver).where(Driver.user_id == user_id))
         return found
+
+    async def reservation(self, order_id: str) -> Reservation | None:
+        found: Reservation | None = await self.session.get(Reservation, order_id)
+        return found
+
+    async def holds_a_reservation(self, driver_id: uuid.UUID) -> bool:
+        held = await self.session.scalar(select(Reservation.order_id).where(
+            Reservation.driver_id == driver_id, Reservation.state == "active").limit(1))
+        return held is not None
 
     async def swap_status(self, driver: Driver, old: str, new: str) -> bool:
         """Set `new` only if the row still says `old` (a compare-and-set: of two concurrent
@@ -98,10 +133,57 @@ class DriverService(BaseService[Driver, DriverCreate, StatusChange]):
         if new not in allowed:
             raise ConflictError(f"a driver who is {old} cannot become {new}; from {old} the "
                                 f"allowed statuses are: {', '.join(sorted(allowed))}")
+        if old == "busy" and await self.drivers.holds_a_reservation(driver.id):
+            raise ConflictError("the driver is reserved for an order: the order's completion "
+                                "or cancellation makes the driver available")
         if not await self.drivers.swap_status(driver, old, new):
             raise ConflictError("the driver's status changed meanwhile; read it and try again")
+        await self._status_changed(driver, old, new)
+        return driver
+
+    async def reserve_nearest(self, order_id: str, lat: float, lon: float,
+                              radius_km: float) -> Reserved | NotReserved:
+        """Hold the nearest available driver within `radius_km` of (lat, lon) for `order_id`:
+        `available` -> `busy` by compare-and-set, so of two orders racing for one driver one
+        gets it and the other tries the next. The same order asked again gets the driver it
+        holds (a redelivered command), or its earlier refusal is not remembered: it looks
+        again."""
+        held = await self.drivers.reservation(order_id)
+        if held is not None:
+            if held.state == "active":
+                driver = await self.get(held.driver_id)
+                return Reserved(driver.id, driver.user_id)
+            return NotReserved(f"the order's reservation was already {held.state}")
+        for _ in range(RESERVE_ROUNDS):
+            candidates = await find_nearby(self.session, lat, lon, radius_km, RESERVE_CANDIDATES)
+            if not candidates:
+                break
+            for candidate in candidates:
+                driver = candidate.driver
+                if await self.drivers.swap_status(driver, "available", "busy"):
+                    self.session.add(Reservation(order_id=order_id, driver_id=driver.id))
+                    await self.session.flush()
+                    await self._status_changed(driver, "available", "busy")
+                    return Reserved(driver.id, driver.user_id)
+        return NotReserved(f"no available driver within {radius_km:g} km of the pickup")
+
+    async def end_reservation(self, order_id: str,
+                              outcome: Literal["released", "completed"]) -> Reservation | None:
+        """Give the order's driver back (`busy` -> `available`): `released` when the order was
+        cancelled or its saga compensated, `completed` when the trip is over. Ending one that
+        has ended, or that never was, changes nothing (a redelivered command)."""
+        held = await self.drivers.reservation(order_id)
+        if held is None or held.state != "active":
+            return held
+        held.state = outcome
+        driver = await self.get(held.driver_id)
+        await self.session.flush()
+        if await self.drivers.swap_status(driver, "busy", "available"):
+            await self._status_changed(driver, "busy", "available")
+        return held
+
+    async def _status_changed(self, driver: Driver, old: str, new: str) -> None:
         await self.publish_event(DriverStatusChanged(
             aggregate_id=str(driver.id),
             data=DriverStatusChangedData(driver_id=str(driver.id), user_id=driver.user_id,
                                          old=old, new=new)))
-        return driver

@@ -41,6 +41,7 @@ from core.projections import (
 )
 from core.projections.rebuild import _BehindError, _swap, fresh_tables
 from core.resilience.retry import RetryPolicy
+from tests.helpers import eventually, unique
 from tests.helpers.projections import (
     REFUSED,
     RideCompleted,
@@ -58,7 +59,6 @@ from tests.helpers.projections import (
     rides,
 )
 from tests.integration.databases import DatabaseFactory
-from tests.support import eventually, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 

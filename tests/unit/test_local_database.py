@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from core.commands import settings_errors
 from core.config import Settings
 from services.auth.config import AuthSettings
 from services.driver.config import DriverSettings
@@ -41,3 +43,21 @@ def test_production_refuses_the_local_default() -> None:
     with pytest.raises(ValueError, match="DATABASE_URL must name a server database"):
         Settings(environment="production", kafka_topic_replication_factor=3,
                  registry_signing_key="k" * 32, _env_file=None)
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", ".hidden", "", "two words", "x" * 101])
+def test_a_service_name_that_is_no_file_or_topic_name_is_refused(
+        monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv("SERVICE_NAME", name)
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)
+    assert [e["loc"] for e in caught.value.errors()] == [("service_name",), ("database_url",)]
+    assert settings_errors(caught.value).startswith("SERVICE_NAME: String should match")
+    assert "DATABASE_URL" not in settings_errors(caught.value)
+
+
+@pytest.mark.parametrize("name", ["orders", "orders-v2", "ride_saga", "Billing.EU", "x" * 100])
+def test_topic_safe_service_names_are_accepted(monkeypatch: pytest.MonkeyPatch,
+                                               name: str) -> None:
+    monkeypatch.setenv("SERVICE_NAME", name)
+    assert Settings(_env_file=None).database_url.endswith(f"/.local/{name}.db")

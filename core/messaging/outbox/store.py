@@ -36,7 +36,6 @@ from sqlalchemy import (
 )
 
 from core.db.engine import Database
-from core.db.models import table_key
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +48,6 @@ MAX_ATTEMPTS = 3
 def outbox_table(metadata: MetaData) -> Table:
     """The outbox table in `metadata` (created once, returned on later calls), in the
     metadata's schema if it has one."""
-    existing = metadata.tables.get(table_key(metadata, OUTBOX))
-    if existing is not None:
-        return existing
     return Table(
         OUTBOX,
         metadata,
@@ -75,6 +71,7 @@ def outbox_table(metadata: MetaData) -> Table:
         # key, and the relay asks this (tiny) index which keys are held.
         Index("ix_outbox_failing", "topic", "key", "id",
               postgresql_where=_failing(), sqlite_where=_failing()),
+        keep_existing=True,  # a second call returns the table the first one made
     )
 
 
@@ -84,15 +81,13 @@ def _failing() -> Any:
 
 def lease_table(metadata: MetaData) -> Table:
     """One row per relay group: who may publish, and until when."""
-    existing = metadata.tables.get(table_key(metadata, LEASE))
-    if existing is not None:
-        return existing
     return Table(
         LEASE,
         metadata,
         Column("name", String(100), primary_key=True),
         Column("owner", String(255), nullable=False),
         Column("expires_at", DateTime(timezone=True), nullable=False),
+        keep_existing=True,
     )
 
 
