@@ -53,6 +53,28 @@ class GroupInspector:
                 positions[(topic, tp.partition)] = (tp.offset if tp.offset >= 0 else low, high)
         return positions
 
+    async def ends(self, topics: Sequence[str]) -> dict[TopicPartitionKey, int]:
+        """The end (high watermark) of every partition of `topics`, without asking the group
+        coordinator (a group that never committed may have none ready). Raises
+        `KafkaException` when the broker does not answer."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._ends, list(topics))
+
+    def _ends(self, topics: list[str]) -> dict[TopicPartitionKey, int]:
+        if self._consumer is None:
+            self._consumer = Consumer(self._conf)
+        consumer = self._consumer
+        ends: dict[TopicPartitionKey, int] = {}
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=TIMEOUT).topics.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            for partition in meta.partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                         timeout=TIMEOUT)
+                ends[(topic, partition)] = high
+        return ends
+
     async def close(self) -> None:
         """Close the client (on its thread, after any question in progress)."""
         loop = asyncio.get_running_loop()
