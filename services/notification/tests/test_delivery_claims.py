@@ -217,6 +217,36 @@ async def test_a_late_outcome_after_the_claim_was_taken_over_changes_nothing(
             row.delivered_at) == (DeliveryStatus.SENT, 1, None, None, survivor.delivered_at)
 
 
+async def test_a_late_outcome_while_another_instance_is_sending_changes_nothing(
+        database: Database) -> None:
+    """As above, but the late outcome comes while the other instance's send is still under
+    way: the row is pending either way, only the claim token tells whose it is now."""
+    [held] = await due(database, 1)
+    short = DeliveryPolicy(batch_size=1, concurrency=1, send_timeout=0.2, lease=0.5,
+                           retry=NO_BACKOFF)
+    late = Gated(held={held}, finish_cancelled=True, fail_late=True)
+    stuck = asyncio.create_task(DeliveryWorker(database, late, short).run_once())
+    await eventually(lambda: late.calls)
+    sending = Gated(held={held})
+    other = DeliveryWorker(database, sending, DeliveryPolicy(
+        batch_size=1, concurrency=1, send_timeout=10.0, lease=20.0, retry=NO_BACKOFF))
+    taking_over = asyncio.create_task(eventually(other.run_once, timeout=10))
+    try:
+        await eventually(lambda: sending.calls, timeout=10)  # claimed once the lease ran out
+        claimed = (await rows(database))[held]
+        late.gate.set()
+        await stuck  # its send fails now, long after its lease
+        row = (await rows(database))[held]
+        assert (row.claim_token, row.delivery_status, row.delivery_attempts, row.last_error) == (
+            claimed.claim_token, DeliveryStatus.PENDING, 0, None)
+    finally:
+        sending.gate.set()
+        await taking_over
+    row = (await rows(database))[held]
+    assert (row.delivery_status, row.delivery_attempts, row.last_error, row.claim_token) == (
+        DeliveryStatus.SENT, 1, None, None)
+
+
 async def test_a_paused_process_starts_no_send_its_lease_cannot_cover(
         database: Database) -> None:
     """The process stops for a whole lease during the first send (3 x 0.2 s < 0.8 s, so the
