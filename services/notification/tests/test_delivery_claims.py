@@ -11,22 +11,25 @@ import dataclasses
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from core.bases import ConfigurationError
-from core.db import Database, types
+from core.db import Database, migrations, types
 from core.resilience import RetryPolicy
 from services.notification import contacts, delivery, rules
 from services.notification.config import NotificationSettings
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker
+from services.notification.main import SERVICE_DIR
 from services.notification.models import Contact, DeliveryStatus, Notification
 from services.notification.senders import ContactDetails, Outgoing
 from services.notification.tests.harness import database, databases
+from tests.integration.databases import BACKENDS, open_databases
 from tests.support import eventually
 
 __all__ = ["database", "databases"]  # fixtures
@@ -245,6 +248,32 @@ async def test_a_late_outcome_while_another_instance_is_sending_changes_nothing(
     row = (await rows(database))[held]
     assert (row.delivery_status, row.delivery_attempts, row.last_error, row.claim_token) == (
         DeliveryStatus.SENT, 1, None, None)
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b != "sqlite"])
+async def postgresql(request: pytest.FixtureRequest, tmp_path: Path
+                     ) -> AsyncIterator[Database]:
+    """A migrated PostgreSQL database: row locks are PostgreSQL's (SQLite locks the file)."""
+    async with open_databases(request, tmp_path) as factory:
+        db = Database(await factory.new())
+        await migrations.upgrade(SERVICE_DIR, db)
+        yield db
+        await db.dispose()
+
+
+async def test_a_claim_skips_the_rows_a_claim_in_progress_has_locked(
+        postgresql: Database) -> None:
+    """Another instance's claim holds its rows locked until it commits: this one takes the
+    next due rows at once (FOR UPDATE SKIP LOCKED) instead of queueing behind it."""
+    ids = await due(postgresql, 2)
+    sender = Gated()
+    worker = DeliveryWorker(postgresql, sender, DeliveryPolicy(
+        batch_size=2, concurrency=1, send_timeout=1.0, lease=10.0, retry=NO_BACKOFF))
+    async with postgresql.transaction() as session:  # the other claim, not committed yet
+        await session.execute(select(Notification.id)
+                              .where(Notification.id == uuid.UUID(ids[0])).with_for_update())
+        assert await asyncio.wait_for(worker.run_once(), 5) == 1
+    assert sender.sent() == [(ids[1], 1)]
 
 
 async def test_a_paused_process_starts_no_send_its_lease_cannot_cover(
