@@ -268,3 +268,20 @@ async def test_refusals_are_remembered_for_ten_thousand_keys_then_all_forgotten(
     assert not warns(0)  # remembered: said once already
     assert warns(10_000)  # one key more: everything before is forgotten
     assert warns(0)
+
+
+async def test_a_refusal_is_warned_again_once_a_record_of_that_instance_was_believed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    wall = Wall()
+    registry = reader(wall)
+    caplog.set_level(logging.WARNING, "core.service_registry.following")
+
+    def warns(value: bytes) -> bool:
+        caplog.clear()
+        registry.apply([record(value)], replayed=False)
+        return any("REFUSED" in r.getMessage() for r in caplog.records)
+
+    assert warns(encode(AUTH))  # unsigned
+    assert not warns(encode(AUTH))  # said already
+    assert not warns(encode(AUTH, trust(wall).seal))  # believed: the instance is fine again
+    assert warns(encode(AUTH))  # so a new refusal of it is news
