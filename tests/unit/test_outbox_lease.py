@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,8 @@ from sqlalchemy.sql import functions
 
 from core.db.engine import Database
 from core.messaging.outbox.lease import RelayLease
+from core.tasks import cancel_and_wait
+from tests.helpers import eventually
 from tests.outbox_service import create_schema, metadata
 
 TTL = 0.6
@@ -125,6 +128,32 @@ async def test_keep_survives_a_database_failure_as_not_holding(
         await asyncio.gather(task, return_exceptions=True)
     assert changes[:3] == [True, False, True]
     assert task.cancelled()
+
+
+async def test_a_failing_on_change_is_logged_as_the_owner_s_and_renewals_go_on(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay's reaction to a change is its own code: if it raises, the keeper says whose
+    it was and keeps renewing, so the lease is not lost to the relay's bug."""
+    keeper = lease(db, "keeper", ttl=0.3)
+    reactions: list[bool] = []
+
+    def on_change() -> None:
+        reactions.append(keeper.holding)
+        raise RuntimeError("relay bug")
+
+    task = asyncio.create_task(keeper.keep(on_change))
+    try:
+        with caplog.at_level(logging.ERROR, "core.messaging.outbox.lease"):
+            await eventually(lambda: reactions, timeout=10)
+            won_until = keeper.held_until
+            await eventually(lambda: task.done() or keeper.held_until > won_until, timeout=10)
+        assert not task.done() and keeper.holding and reactions == [True]
+    finally:
+        await cancel_and_wait(task)
+    [failed] = [r for r in caplog.records if r.name == "core.messaging.outbox.lease"]
+    assert failed.getMessage() == "outbox relay keeper: reacting to the lease failed"
+    assert failed.levelno == logging.ERROR and str(failed.exc_info[1]) == "relay bug"  # type: ignore[index]
 
 
 async def test_handing_back_one_lease_keeps_the_owners_others(db: Database) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from core.service_registry.factory import registry_from_settings
 from core.service_registry.following import LogRegistry
 from core.service_registry.static import StaticRegistry, base_url, parse_static
 from core.service_registry.watch import Watchers
+from tests.helpers import eventually
 
 
 def static(service: str, address: str, scheme: str = "http") -> Instance:
@@ -252,6 +254,40 @@ async def test_the_dns_refresher_is_named_and_stops() -> None:
     assert task is not None and task.get_name() == "registry-dns-refresh"
     await registry.stop()
     assert registry._refresher is None and task.cancelled()
+
+
+async def test_the_first_dns_refresh_comes_one_interval_after_start() -> None:
+    dns = FakeDns({"user": ["10.0.0.5"]})
+    registry = DnsRegistry("{service}", refresh=60.0, resolver=dns)
+    await registry.discover("user")  # just resolved: a refresh at once would repeat it
+    await registry.start()
+    for _ in range(20):  # turns of the loop in which a refresh due now would have run
+        await asyncio.sleep(0)
+    assert dns.asked == [("user", 8000)]
+    await registry.stop()
+
+
+async def test_a_dns_refresh_failing_unexpectedly_is_logged_once_and_the_refresher_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A resolver error that is no DNS answer (a bug, an encoding error) has no rule of its
+    own: each refresh it ends is one of a streak, logged once, and refreshing goes on."""
+    dns = FakeDns({"user": ["10.0.0.5"]})
+    registry = DnsRegistry("{service}", refresh=0.02, resolver=dns)
+    caplog.set_level(logging.INFO, "core.service_registry.dns")
+    assert len(await registry.discover("user")) == 1
+    dns.answers["user"] = RuntimeError("a resolver bug")
+    await registry.start()
+    await eventually(lambda: len(dns.asked) >= 4, timeout=10)
+    failures = len(dns.asked) - 1
+    dns.answers["user"] = ["10.0.0.7"]
+    await eventually(lambda: "refreshing names again" in caplog.text, timeout=10)
+    assert [i.url for i in await registry.discover("user")] == ["http://10.0.0.7:8000"]
+    await registry.stop()
+    records = [r for r in caplog.records if r.name == "core.service_registry.dns"]
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.ERROR, "registry: refreshing names failed"),
+        (logging.INFO, f"registry: refreshing names again after {failures} failures")]
+    assert records[0].exc_info is not None and str(records[0].exc_info[1]) == "a resolver bug"
 
 
 async def test_the_real_resolver_finds_localhost() -> None:

@@ -394,3 +394,79 @@ async def test_a_buried_instance_is_forgotten_at_once_not_buried_again_each_swee
     tombstones = [r for r in log.hub.records if r.key == b"user-2" and r.value is None]
     assert len(tombstones) == 1 and len(registry.table) == 0
     await registry.stop()
+
+
+# -- its loops (both run through core.tasks.periodically) -----------------------------------
+
+
+class PingCounter(RiggedLog):
+    def __init__(self, hub: MemoryHub) -> None:
+        super().__init__(hub)
+        self.pings = 0
+
+    async def ping(self) -> None:
+        self.pings += 1
+        await super().ping()
+
+
+async def test_the_first_heartbeat_and_the_first_sweep_wait_one_interval() -> None:
+    """Registering wrote the record just now, and starting has just read the log: a beat or a
+    sweep at once would only repeat them."""
+    log = PingCounter(MemoryHub())
+    registry = LogRegistry(log, ttl=10.0, heartbeat_interval=5.0, grace=30.0)
+    await registry.start()
+    await registry.register(ME)
+    for _ in range(20):  # turns of the loop in which a round due now would have run
+        await asyncio.sleep(0)
+    assert [r.key for r in log.hub.records] == [b"user-1"] and log.pings == 0
+    await registry.stop()
+
+
+async def test_a_failing_heartbeat_is_one_warning_with_its_reason_and_its_end_one_line(
+        rigged: tuple[LogRegistry, RiggedLog], caplog: pytest.LogCaptureFixture) -> None:
+    registry, log = rigged
+    caplog.set_level(logging.INFO, "core.service_registry")
+    await registry.start()
+    await registry.register(ME)
+    log.failures_left = 2
+    await eventually(lambda: "heartbeats resumed" in caplog.text, timeout=5)
+    assert [(r.levelno, r.getMessage(), r.exc_info) for r in caplog.records
+            if "heartbeat" in r.getMessage()] == [
+        (logging.WARNING, "registry: heartbeat failed, retrying every 0.1s: refused on purpose",
+         None),
+        (logging.INFO, "registry: heartbeats resumed after 2 failures", None)]
+
+
+class BuggyTombstones(RiggedLog):
+    """A log whose tombstone writes fail with an error no registry code expects."""
+
+    def __init__(self, hub: MemoryHub) -> None:
+        super().__init__(hub)
+        self.bug: Exception | None = RuntimeError("a bug in the log")
+        self.tries = 0
+
+    async def write(self, key: str, value: bytes | None) -> None:
+        if value is None and self.bug is not None:
+            self.tries += 1
+            raise self.bug
+        await super().write(key, value)
+
+
+async def test_a_sweep_that_fails_unexpectedly_is_logged_once_and_the_sweeper_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    log = BuggyTombstones(MemoryHub())
+    registry = LogRegistry(log, ttl=0.3, heartbeat_interval=0.05, grace=0.6)
+    caplog.set_level(logging.INFO, following.__name__)
+    await registry.start()
+    registry.apply([LogRecord(b"user-2", encode(OTHER), None)], replayed=False)
+    await eventually(lambda: log.tries >= 3, timeout=10)  # silent past the grace: 3 sweeps
+    log.bug = None
+    await eventually(lambda: len(registry.table) == 0, timeout=10)  # buried at last
+    await eventually(lambda: "sweeping again" in caplog.text, timeout=5)
+    await registry.stop()
+    sweeps = [r for r in caplog.records if "sweep" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in sweeps[:1]] == [
+        (logging.ERROR, "registry: the sweep failed")]
+    assert sweeps[0].exc_info is not None and str(sweeps[0].exc_info[1]) == "a bug in the log"
+    assert len(sweeps) == 2 and sweeps[1].levelno == logging.INFO
+    assert sweeps[1].getMessage() == f"registry: sweeping again after {log.tries} failures"

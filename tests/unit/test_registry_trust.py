@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,54 @@ def test_kafka_credentials_come_from_settings_and_are_required_for_sasl() -> Non
     assert Settings(kafka_security_protocol="SSL").kafka().extra == {"security.protocol": "SSL"}
     with pytest.raises(ValidationError, match="KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"):
         Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="auth")
+
+
+async def test_an_instance_registered_with_a_key_is_signed_and_its_readers_believe_it() -> None:
+    wall, hub = Wall(), MemoryHub()
+    writer = LogRegistry(MemoryLog(hub), ttl=TTL, heartbeat_interval=1.0, grace=60.0,
+                         wall_clock=wall, trust=trust(wall))
+    await writer.start()
+    await writer.register(AUTH)
+    await writer.abandon()
+    registry = reader(wall)
+    registry.apply([record(r.value) for r in hub.records], replayed=False)
+    assert await live(registry) == [AUTH.url] and registry.refused == {}
+
+
+async def test_refusals_are_remembered_for_ten_thousand_keys_then_all_forgotten(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A writer cycling instance ids must not grow the memory of warnings without bound."""
+    registry = reader(Wall())
+    caplog.set_level(logging.WARNING, "core.service_registry.following")
+
+    def unsigned(n: int) -> LogRecord:
+        return record(encode(replace(AUTH, instance_id=f"auth-{n}")), key=f"auth-{n}")
+
+    def warns(n: int) -> bool:
+        caplog.clear()
+        registry.apply([unsigned(n)], replayed=False)
+        return any("REFUSED" in r.getMessage() for r in caplog.records)
+
+    registry.apply([unsigned(n) for n in range(9_999)], replayed=False)
+    assert registry.refused == {"unsigned": 9_999}
+    assert warns(9_999)  # the ten thousandth key: remembered beside the others
+    assert not warns(0)  # remembered: said once already
+    assert warns(10_000)  # one key more: everything before is forgotten
+    assert warns(0)
+
+
+async def test_a_refusal_is_warned_again_once_a_record_of_that_instance_was_believed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    wall = Wall()
+    registry = reader(wall)
+    caplog.set_level(logging.WARNING, "core.service_registry.following")
+
+    def warns(value: bytes) -> bool:
+        caplog.clear()
+        registry.apply([record(value)], replayed=False)
+        return any("REFUSED" in r.getMessage() for r in caplog.records)
+
+    assert warns(encode(AUTH))  # unsigned
+    assert not warns(encode(AUTH))  # said already
+    assert not warns(encode(AUTH, trust(wall).seal))  # believed: the instance is fine again
+    assert warns(encode(AUTH))  # so a new refusal of it is news

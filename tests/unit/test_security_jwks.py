@@ -206,6 +206,17 @@ async def test_start_fetches_and_refreshes_in_the_background() -> None:
     await jwks.stop()
 
 
+async def test_the_first_background_refresh_comes_one_interval_after_start() -> None:
+    issuer = Issuer(key())
+    http = httpx.AsyncClient(transport=httpx.MockTransport(issuer))
+    jwks = JwksClient("http://issuer/jwks", http=http, refresh_interval=60)
+    await jwks.start()  # fetched just now: a refresh at once would fetch the same keys again
+    for _ in range(20):  # turns of the loop in which a refresh due now would have run
+        await asyncio.sleep(0)
+    assert (jwks.fetches, issuer.requests) == (1, 1)
+    await jwks.stop()
+
+
 async def test_start_with_the_issuer_away_does_not_raise() -> None:
     issuer = Issuer()
     issuer.fail = 500

@@ -141,6 +141,20 @@ async def test_a_streak_of_failures_is_logged_once_and_its_end_once(
         (logging.ERROR, "the round failed: away")]
 
 
+async def test_the_end_of_a_streak_says_working_again_unless_told_otherwise(
+        caplog: pytest.LogCaptureFixture) -> None:
+    boom = ConnectionError("away")
+    work = Rounds([boom, boom, None])
+    task = periodic(work, 0.01, report="streak")
+    try:
+        with caplog.at_level(logging.INFO, LOG.name):
+            await work.reached(4)
+    finally:
+        await cancel_and_wait(task)
+    assert [r.getMessage() for r in caplog.records
+            if r.levelno == logging.INFO] == ["working again after 2 failures"]
+
+
 async def test_a_failing_round_waits_the_interval_like_any_other() -> None:
     """No busy loop on an error: rounds that fail at once are still an interval apart."""
     work = Rounds([RuntimeError("down")] * 10)
@@ -196,5 +210,5 @@ async def test_a_wake_starts_the_next_round_before_the_interval_is_over() -> Non
 
 @pytest.mark.parametrize("interval", [0, -1.0])
 async def test_an_interval_that_would_spin_is_refused(interval: float) -> None:
-    with pytest.raises(ValueError, match="interval must be positive"):
-        await periodically(Rounds(), interval, log=LOG, failed="failed")
+    with pytest.raises(ValueError, match="interval must be positive"):  # not a loop to time out
+        await asyncio.wait_for(periodically(Rounds(), interval, log=LOG, failed="failed"), 5)

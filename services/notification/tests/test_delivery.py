@@ -6,9 +6,11 @@ sender seam: settings choose the adapter, and a wrong one fails at start-up."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
+from sqlalchemy import text
 
 from core.bases import ConfigurationError
 from core.db import Database
@@ -142,6 +144,29 @@ async def test_the_running_task_sends_when_woken(database: Database) -> None:
         assert (await reread(h, notification)).delivery_status == DeliveryStatus.SENT
     finally:
         await worker.stop()
+
+
+async def test_a_round_the_database_fails_is_logged_and_a_later_round_sends(
+        database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    h, sender = harness(database), Flaky()
+    notification = await one_due(h)
+    async with database.transaction() as session:  # the table away: every round fails
+        await session.execute(text("ALTER TABLE notifications RENAME TO notifications_away"))
+    worker = DeliveryWorker(database, sender, policy(poll_interval=0.02))
+    caplog.set_level(logging.ERROR, "services.notification.delivery")
+    await worker.start()
+    try:
+        await eventually(lambda: caplog.records, timeout=10)
+        async with database.transaction() as session:
+            await session.execute(text("ALTER TABLE notifications_away RENAME TO notifications"))
+        await eventually(lambda: worker._task is None or worker._task.done() or sender.calls,
+                         timeout=10)
+        assert [sent.notification_id for sent, _ in sender.calls] == [str(notification.id)]
+    finally:
+        await worker.stop()
+    assert {r.getMessage() for r in caplog.records} == {
+        "notification delivery round failed; trying again later"}
+    assert all(r.exc_info is not None for r in caplog.records)
 
 
 # --- the sender seam (no database) ---------------------------------------------------------

@@ -11,22 +11,25 @@ import dataclasses
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from core.bases import ConfigurationError
-from core.db import Database, types
+from core.db import Database, migrations, types
 from core.resilience import RetryPolicy
 from services.notification import contacts, delivery, rules
 from services.notification.config import NotificationSettings
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker
+from services.notification.main import SERVICE_DIR
 from services.notification.models import Contact, DeliveryStatus, Notification
 from services.notification.senders import ContactDetails, Outgoing
 from tests.helpers import eventually
+from tests.integration.databases import BACKENDS, open_databases
 
 NO_BACKOFF = RetryPolicy(max_attempts=3, initial_delay=0, max_delay=0, jitter=False)
 
@@ -212,6 +215,62 @@ async def test_a_late_outcome_after_the_claim_was_taken_over_changes_nothing(
     assert survivor is not None and survivor.delivery_status == DeliveryStatus.SENT
     assert (row.delivery_status, row.delivery_attempts, row.last_error, row.next_attempt_at,
             row.delivered_at) == (DeliveryStatus.SENT, 1, None, None, survivor.delivered_at)
+
+
+async def test_a_late_outcome_while_another_instance_is_sending_changes_nothing(
+        database: Database) -> None:
+    """As above, but the late outcome comes while the other instance's send is still under
+    way: the row is pending either way, only the claim token tells whose it is now."""
+    [held] = await due(database, 1)
+    short = DeliveryPolicy(batch_size=1, concurrency=1, send_timeout=0.2, lease=0.5,
+                           retry=NO_BACKOFF)
+    late = Gated(held={held}, finish_cancelled=True, fail_late=True)
+    stuck = asyncio.create_task(DeliveryWorker(database, late, short).run_once())
+    await eventually(lambda: late.calls)
+    sending = Gated(held={held})
+    other = DeliveryWorker(database, sending, DeliveryPolicy(
+        batch_size=1, concurrency=1, send_timeout=10.0, lease=20.0, retry=NO_BACKOFF))
+    taking_over = asyncio.create_task(eventually(other.run_once, timeout=10))
+    try:
+        await eventually(lambda: sending.calls, timeout=10)  # claimed once the lease ran out
+        claimed = (await rows(database))[held]
+        late.gate.set()
+        await stuck  # its send fails now, long after its lease
+        row = (await rows(database))[held]
+        assert (row.claim_token, row.delivery_status, row.delivery_attempts, row.last_error) == (
+            claimed.claim_token, DeliveryStatus.PENDING, 0, None)
+    finally:
+        sending.gate.set()
+        await taking_over
+    row = (await rows(database))[held]
+    assert (row.delivery_status, row.delivery_attempts, row.last_error, row.claim_token) == (
+        DeliveryStatus.SENT, 1, None, None)
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b != "sqlite"])
+async def postgresql(request: pytest.FixtureRequest, tmp_path: Path
+                     ) -> AsyncIterator[Database]:
+    """A migrated PostgreSQL database: row locks are PostgreSQL's (SQLite locks the file)."""
+    async with open_databases(request, tmp_path) as factory:
+        db = Database(await factory.new())
+        await migrations.upgrade(SERVICE_DIR, db)
+        yield db
+        await db.dispose()
+
+
+async def test_a_claim_skips_the_rows_a_claim_in_progress_has_locked(
+        postgresql: Database) -> None:
+    """Another instance's claim holds its rows locked until it commits: this one takes the
+    next due rows at once (FOR UPDATE SKIP LOCKED) instead of queueing behind it."""
+    ids = await due(postgresql, 2)
+    sender = Gated()
+    worker = DeliveryWorker(postgresql, sender, DeliveryPolicy(
+        batch_size=2, concurrency=1, send_timeout=1.0, lease=10.0, retry=NO_BACKOFF))
+    async with postgresql.transaction() as session:  # the other claim, not committed yet
+        await session.execute(select(Notification.id)
+                              .where(Notification.id == uuid.UUID(ids[0])).with_for_update())
+        assert await asyncio.wait_for(worker.run_once(), 5) == 1
+    assert sender.sent() == [(ids[1], 1)]
 
 
 async def test_a_paused_process_starts_no_send_its_lease_cannot_cover(
