@@ -321,10 +321,21 @@ class LogRegistry(ServiceRegistry):
 
     async def _beat_forever(self) -> None:
         await periodically(
-            self.heartbeat, self.heartbeat_interval, first="after_interval", report="streak",
+            self._beat, self.heartbeat_interval, first="after_interval", report="streak",
             errors=(RegistryError,), log=log, level=logging.WARNING, traceback=False,
             failed=f"registry: heartbeat failed, retrying every {self.heartbeat_interval:g}s",
             resumed="registry: heartbeats resumed")
+
+    async def _beat(self) -> None:
+        """One heartbeat; an error nobody expected is reported as a failed beat (named by its
+        type) and the next beat is tried: ending the heartbeats would age a live instance out
+        of every caller's table, and its deregistration would raise the error again."""
+        try:
+            await self.heartbeat()
+        except RegistryError:
+            raise
+        except Exception as exc:
+            raise RegistryError(f"{type(exc).__name__}: {exc}") from exc
 
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._tasks[name] = asyncio.create_task(work, name=f"registry-{name}")

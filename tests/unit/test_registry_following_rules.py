@@ -38,6 +38,7 @@ class RiggedLog(MemoryLog):
         self.failures_left = 0  # writes refused before they work again
         self.ping_hangs = False
         self.read_error: Exception | None = None
+        self.write_error: Exception | None = None  # raised by the next write, once
 
     async def open(self, timeout: float) -> None:
         self.opened_with = timeout
@@ -46,6 +47,9 @@ class RiggedLog(MemoryLog):
     async def write(self, key: str, value: bytes | None) -> None:
         if self.writes_hang:
             await asyncio.Event().wait()
+        if self.write_error is not None:
+            error, self.write_error = self.write_error, None
+            raise error
         if self.failures_left > 0:
             self.failures_left -= 1
             raise RegistryError("refused on purpose")
@@ -377,6 +381,25 @@ async def test_each_run_of_failing_heartbeats_is_logged_once_with_its_recovery(
         await eventually(lambda n=run: caplog.text.count("heartbeats resumed after 1 failures")
                          == n, timeout=5)
     assert caplog.text.count("heartbeat failed") == 2
+
+
+async def test_a_heartbeat_error_nobody_expected_is_one_failed_beat_not_the_last(
+        rigged: tuple[LogRegistry, RiggedLog], caplog: pytest.LogCaptureFixture) -> None:
+    registry, log = rigged
+    caplog.set_level(logging.INFO, "core.service_registry")
+    await registry.start()
+    await registry.register(ME)
+    beats = len(log.hub.records)
+    log.write_error = KeyError("surprise")
+
+    await eventually(lambda: log.write_error is None, timeout=5)
+    await eventually(lambda: "heartbeats resumed after 1 failures" in caplog.text, timeout=5)
+    await eventually(lambda: len(log.hub.records) >= beats + 2, timeout=5)  # it beats on
+
+    assert "heartbeat failed, retrying every 0.1s: KeyError: 'surprise'" in caplog.text
+    assert not registry._tasks["heartbeat"].done()
+    await registry.deregister()  # no error left to raise: the tombstone goes out
+    assert log.hub.records[-1].value is None
 
 
 async def test_a_buried_instance_is_forgotten_at_once_not_buried_again_each_sweep() -> None:
