@@ -44,6 +44,7 @@ bench: bootstrap
 	$(BENCH) bench.login
 	$(BENCH) bench.crud --postgres
 	$(BENCH) bench.locations
+	$(BENCH) bench.saga
 	$(BENCH) bench.gateway
 
 # Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). Two workers at

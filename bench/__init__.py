@@ -12,5 +12,6 @@ runs them all). Shared helpers are in `bench.common`. Numbers are printed and sa
     login      logins per second against the bare Argon2 verify rate
     crud       BaseRouter and the user service against bare FastAPI apps
     locations  driver location updates over HTTP and Kafka into the nearby query
+    saga       sagas of three steps over Kafka against the same steps as request-reply calls
     gateway    the gateway against calling the upstream directly and against nginx
 """

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from core.commands import dlq, migrate, outbox
+from core.commands import dlq, migrate, outbox, sagas
 
 app = typer.Typer(help="Tools for services built on core.", no_args_is_help=True)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(sagas.app, name="sagas")
 app.add_typer(migrate.app)  # top-level: migrate, makemigrations, downgrade, showmigrations

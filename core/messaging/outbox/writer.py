@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.messaging.events import BaseEvent, correlated
 from core.messaging.outbox.store import outbox_table
 from core.messaging.serialization import EventSerializer
+from core.messaging.types import Headers
 
 
 def _now() -> datetime:
@@ -53,16 +54,21 @@ class OutboxWriter:
         event: BaseEvent[Any],
         *,
         key: str | None = None,
+        headers: Headers | None = None,
     ) -> None:
+        """Add `event` for `topic` (keyed by `key`, else its partition key); `headers` go on
+        the record after the envelope's own (a saga's routing headers, say)."""
         event = correlated(event)
-        value, headers = self._serializer.serialize(event)
+        value, envelope = self._serializer.serialize(event)
+        if headers:
+            envelope.extend(headers)
         await session.execute(self._insert, {
             "event_id": str(event.event_id),
             "topic": topic,
             "key": key if key is not None else event.partition_key(),
             "event_type": event.EVENT_TYPE,
             "payload": value,
-            "headers": [[name, raw.decode()] for name, raw in headers],
+            "headers": [[name, raw.decode()] for name, raw in envelope],
             "created_at": _now(),
             "attempts": 0,
         })

@@ -1,0 +1,117 @@
+"""The saga state machine without I/O: which step is compensated next, when a compensation
+gives up, what a definition refuses, and the reason a failure reply gives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from core.resilience import RetryPolicy
+from core.saga import (
+    COMPENSATED,
+    COMPENSATING,
+    NEEDS_ATTENTION,
+    RUNNING,
+    Compensation,
+    SagaDefinition,
+    SagaDefinitionError,
+    SagaRecord,
+    SagaStep,
+)
+from core.saga.compensation import (
+    compensate_from,
+    compensation_due,
+    compensation_failed,
+    compensation_succeeded,
+    last_compensable,
+)
+from core.saga.transitions import reason_of, step_succeeded
+from tests.saga_rig import Act, ActData, Done, DoneData, Refused, RefusedData, TripData, trip_saga
+
+SAGA = trip_saga("cmds", "replies")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def record(status: str = RUNNING, step: int = 0, attempts: int = 0, **data: object
+           ) -> SagaRecord:
+    return SagaRecord("s-1", "trip", TripData(trip="t", **data).model_dump(mode="json"), status,
+                      step, "c-1", NOW, attempts, 3, None, "corr-1", NOW, NOW)
+
+
+def test_compensation_starts_at_the_highest_step_that_has_one() -> None:
+    assert last_compensable(SAGA, 2) == 1  # confirm has none: payment is the first undone
+    assert last_compensable(SAGA, 1) == 1
+    assert last_compensable(SAGA, 0) == 0
+    assert last_compensable(SAGA, -1) is None
+
+
+def test_a_refusal_at_the_first_step_has_nothing_to_undo() -> None:
+    decision = compensate_from(SAGA, record(), -1, [], "seat: refused")
+    assert decision.change.status == COMPENSATED and decision.send is None and decision.ended
+
+
+def test_compensating_sends_the_step_compensation_to_its_topic_keyed_by_the_saga() -> None:
+    decision = compensate_from(SAGA, record(step=2), 2, [], "confirm: refused")
+    assert decision.send is not None
+    assert (decision.send.topic, decision.send.key, decision.send.step) == ("cmds", "s-1", 1)
+    assert decision.send.event.data.action == "refund"
+    assert decision.send.event.correlation_id == "corr-1"
+    assert decision.change.command_id == str(decision.send.event.event_id)
+    assert (decision.change.status, decision.change.attempts) == (COMPENSATING, 1)
+
+
+def test_a_done_compensation_moves_down_and_the_last_one_ends_the_saga() -> None:
+    down = compensation_succeeded(SAGA, record(COMPENSATING, step=1, attempts=2), "done")
+    assert down.send is not None and down.send.step == 0 and down.change.attempts == 1
+    end = compensation_succeeded(SAGA, record(COMPENSATING, step=0), "done")
+    assert end.change.status == COMPENSATED and end.outcome == COMPENSATED
+
+
+def test_a_failed_compensation_waits_then_gives_up_after_max_attempts() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_delay=2.0, jitter=False)
+    wait = compensation_failed(SAGA, record(COMPENSATING, step=1, attempts=2), "no", policy)
+    assert wait.change.status == COMPENSATING and wait.change.command_id is None
+    assert wait.change.wait == 4.0 and not wait.ended
+    assert "attempt 2" in (wait.change.last_error or "")
+    stuck = compensation_failed(SAGA, record(COMPENSATING, step=1, attempts=3), "no", policy)
+    assert stuck.change.status == NEEDS_ATTENTION and stuck.ended
+    assert stuck.outcome == NEEDS_ATTENTION and stuck.send is None
+    again = compensation_due(SAGA, record(COMPENSATING, step=1, attempts=2))
+    assert again.send is not None and again.change.attempts == 3
+
+
+def test_a_success_keeps_what_the_step_says_and_the_last_one_completes() -> None:
+    seat = step_succeeded(SAGA, record(step=0), Done(data=DoneData(action="reserve", ref="A1")))
+    assert seat.change.data["seat"] == "A1" and seat.change.step == 1
+    assert seat.send is not None and seat.send.event.data.action == "charge"
+    last = step_succeeded(SAGA, record(step=2), Done(data=DoneData(action="confirm", ref="x")))
+    assert last.change.status == "completed" and last.ended and last.send is None
+
+
+def test_a_failure_reply_gives_its_reason() -> None:
+    refused = Refused(data=RefusedData(action="charge", reason="card declined"))
+    assert reason_of(refused) == "test.saga.refused: card declined"
+    assert reason_of(Done(data=DoneData(action="x", ref="y"))) == "test.saga.done"
+
+
+def _step(name: str, **options: object) -> SagaStep[TripData]:
+    return SagaStep(name, "cmds", lambda d: Act(data=ActData(action=name)), success=Done,
+                    **options)  # type: ignore[arg-type]
+
+
+def test_definitions_that_cannot_run_are_refused() -> None:
+    with pytest.raises(SagaDefinitionError):
+        SagaDefinition("trip", TripData, "replies", [])
+    with pytest.raises(SagaDefinitionError):
+        SagaDefinition("trip", TripData, "replies", [_step("a"), _step("a")])
+    with pytest.raises(SagaDefinitionError):
+        _step("a", timeout=0)
+    with pytest.raises(SagaDefinitionError):
+        SagaStep("a", "cmds", lambda d: Act(data=ActData(action="a")), success=())
+    with pytest.raises(SagaDefinitionError):
+        Compensation(lambda d: Act(data=ActData(action="a")), success=Done, timeout=-1)
+
+
+def test_the_reply_types_are_each_listed_once() -> None:
+    assert SAGA.reply_types() == [Done, Refused]
