@@ -41,6 +41,7 @@ from core.health_check import (
 )
 from core.http import Auth, CallerOrService, ForwardCaller, ServiceClient, install_request_context
 from core.messaging.consumer import Handler
+from core.messaging.dlq import KafkaDeadLetterSink
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
@@ -48,6 +49,7 @@ from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter, relay_producer
 from core.messaging.request_reply import REPLY_PRODUCER, RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry
+from core.projections import Projection, ProjectionRunner
 from core.runtime import Runtime, RuntimeKey
 from core.security.service_identity import ClientCredentials
 from core.security.wiring import (
@@ -162,6 +164,7 @@ def create_service(
     requests: bool = False,
     hooks: Mapping[RuntimeKey[Any], Hook[Any]] | None = None,
     middleware: Sequence[HandlerMiddleware] = (),
+    projections: Sequence[Projection] = (),
     **fastapi_options: Any,
 ) -> FastAPI:
     """Build the FastAPI app of service `name`.
@@ -187,12 +190,16 @@ def create_service(
     `hooks` are the service's own parts by typed key (see `Hook`), entered in order after
     the runtime's core parts and before the consumers start. `middleware` wraps every handler
     run of its consumers (`core.messaging.handlers.HandlerMiddleware`), outside each registry's own.
+    `projections` (`core.projections`) run beside the consumers, each with a health check.
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
     registry = _event_registry(events, subscriptions)
+    for projection in projections:
+        projection.check(metadata)
     topics = _topic_names(
-        [*publishes, *(t for sub in subscriptions for t in _as_tuple(sub.topics))])
+        [*publishes, *(t for sub in subscriptions for t in _as_tuple(sub.topics)),
+         *(t for p in projections for t in p.topics)])
     security = security or security_from_settings(cfg)
 
     @asynccontextmanager
@@ -207,9 +214,12 @@ def create_service(
             for key, hook in (hooks or {}).items():
                 await _enter_hook(stack, runtime, key, hook)
             await _start_consumers(stack, runtime.bus)
+            runners = await _start_projections(stack, runtime, projections)
             await _register(stack, cfg, runtime.registry)
             attach(app, runtime.database, runtime.outbox)
             _register_checks(health, runtime, checks or {})
+            for runner in runners:
+                health.add(f"projection:{runner.name}", runner.check, critical=False)
             log.info("%s started (%s): database %s, kafka %s", name, cfg.environment,
                      runtime.database.dialect, cfg.kafka_bootstrap_servers)
             yield
@@ -314,6 +324,19 @@ async def _start_consumers(stack: AsyncExitStack, bus: KafkaEventBus) -> None:
     for consumer in bus.consumers.values():
         stack.push_async_callback(consumer.stop)
         await consumer.start()
+
+
+async def _start_projections(stack: AsyncExitStack, runtime: ServiceRuntime,
+                             projections: Sequence[Projection]) -> list[ProjectionRunner]:
+    """Each projection reads from its stored positions (no consumer group) and dead-letters
+    through the bus's producer; they stop with the consumers, before the hooks exit."""
+    sink = KafkaDeadLetterSink(runtime.bus.producer)
+    runners = [ProjectionRunner(p, runtime.database, runtime.settings.kafka(),
+                                dead_letters=sink) for p in projections]
+    for runner in runners:
+        stack.push_async_callback(runner.stop)
+        await runner.start()
+    return runners
 
 
 async def _register(stack: AsyncExitStack, settings: Settings,

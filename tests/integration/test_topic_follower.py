@@ -93,3 +93,34 @@ async def test_a_follower_from_the_end_reads_only_what_comes_after_its_start(
     finally:
         await follower.close()
         await producer.stop()
+
+
+
+async def test_a_follower_starts_each_partition_at_the_offset_it_is_given(
+        kafka_config: KafkaConfig) -> None:
+    """`offsets=` (a reader's stored positions): the partitions named start there, the others
+    from their beginning."""
+    topic = unique("follow")
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=2)
+    producer = KafkaProducer(kafka_config)
+    await producer.start()
+    try:
+        written = [await producer.produce(topic, f"v{n}".encode(), f"key-{n}")
+                   for n in range(12)]
+    finally:
+        await producer.stop()
+    counts = {p: sum(1 for r in written if r.partition == p) for p in (0, 1)}
+    assert counts[0] > 2, counts  # (12 keys land on both partitions)
+    follower = TopicFollower(kafka_config, topic, offsets={0: 2})
+    await follower.start()
+    seen: list[Record] = []
+    try:
+        async def caught_up() -> bool:
+            seen.extend(await follower.poll())
+            return follower.caught_up
+
+        await eventually(caught_up, timeout=20)
+    finally:
+        await follower.close()
+    assert sorted((r.partition, r.offset) for r in seen) == sorted(
+        [(0, o) for o in range(2, counts[0])] + [(1, o) for o in range(counts[1])])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,11 +47,14 @@ class TopicFollower:
     }
 
     def __init__(self, config: KafkaConfig, topic: str, *, refresh: float = 30.0,
-                 from_end: bool = False, **overrides: Any) -> None:
+                 from_end: bool = False, offsets: Mapping[int, int] | None = None,
+                 **overrides: Any) -> None:
         """`refresh`: seconds between looks for partitions added to the topic since.
         `from_end`: follow only what is written after `start` (a live feed, not state), for
         the partitions there at `start`; partitions added later are read from their
-        beginning, which holds only what was written since."""
+        beginning, which holds only what was written since. `offsets`: the next offset to
+        read per partition (a reader's own stored positions), overriding both for the
+        partitions it names."""
         # librdkafka wants a group id even without a group; nothing is ever committed under it.
         self._conf = {**_base(config), **self.DEFAULTS, "group.id": f"{config.client_id}-follow",
                       **overrides}
@@ -63,6 +66,7 @@ class TopicFollower:
         self._refresh = refresh
         self._next_refresh = 0.0
         self._start_offset = OFFSET_END if from_end else OFFSET_BEGINNING
+        self._offsets = dict(offsets or {})
 
     @property
     def caught_up(self) -> bool:
@@ -94,7 +98,7 @@ class TopicFollower:
             time.sleep(0.2)
         self._behind = set(meta.partitions)
         self._partitions = set(meta.partitions)
-        consumer.assign([TopicPartition(self.topic, p, self._start_offset)
+        consumer.assign([TopicPartition(self.topic, p, self._offsets.get(p, self._start_offset))
                          for p in meta.partitions])
         self._consumer = consumer
         self._next_refresh = time.monotonic() + self._refresh
@@ -112,7 +116,8 @@ class TopicFollower:
         if new:
             log.info("following %s: new partitions %s", self.topic, new)
             consumer.incremental_assign(
-                [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in new])
+                [TopicPartition(self.topic, p, self._offsets.get(p, OFFSET_BEGINNING))
+                 for p in new])
             self._partitions.update(new)
 
     async def poll(self, max_records: int = 500, timeout: float = 0.2) -> list[Record]:
