@@ -16,7 +16,7 @@ import httpx
 
 from devinfra.process import free_port
 from tests.fixed_registry import FixedRegistry
-from tests.support import eventually
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 

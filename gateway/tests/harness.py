@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 
 from devinfra.process import free_port
-from tests.helpers import IssuerProc
+from tests.helpers import IssuerProc, eventually
 from tests.security_support import AUDIENCE, ISSUER
-from tests.support import eventually
 
 Spawn = Callable[..., subprocess.Popen[str]]
 

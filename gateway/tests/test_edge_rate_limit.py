@@ -30,7 +30,7 @@ from gateway.edge.rate_limit import (
     edge_rate_limiter,
 )
 from gateway.errors import GatewayError
-from tests.support import eventually, unique
+from tests.helpers import eventually, unique
 
 
 @dataclass(frozen=True, slots=True)

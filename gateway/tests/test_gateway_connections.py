@@ -20,8 +20,7 @@ import pytest_asyncio
 
 from devinfra.process import free_port
 from gateway.tests.harness import Gateway, Upstream, start_issuer, static_registry
-from tests.helpers import IssuerProc
-from tests.support import eventually
+from tests.helpers import IssuerProc, eventually
 
 HEAD_TIMEOUT = 1.0
 ROUTES = """

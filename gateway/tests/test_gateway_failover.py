@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from devinfra.process import free_port
 from gateway.tests.harness import Gateway, Upstream, static_registry
-from tests.support import eventually
+from tests.helpers import eventually
 
 ROUTES = """
 [defaults]

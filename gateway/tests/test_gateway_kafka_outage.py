@@ -18,9 +18,9 @@ import pytest
 
 from core.config import KafkaConfig
 from gateway.tests.harness import Gateway
+from tests.helpers import eventually, unique
 from tests.helpers.service import Served, Spawn, serve
 from tests.integration.databases import DatabaseFactory
-from tests.support import eventually, unique
 
 pytestmark = pytest.mark.kafka
 

@@ -15,8 +15,7 @@ import pytest
 import pytest_asyncio
 
 from gateway.tests.harness import Gateway, Upstream, start_issuer, static_registry
-from tests.helpers import IssuerProc
-from tests.support import eventually
+from tests.helpers import IssuerProc, eventually
 
 ROUTES = """
 [defaults]

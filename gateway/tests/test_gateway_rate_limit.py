@@ -17,8 +17,7 @@ import pytest_asyncio
 from devinfra.process import free_port
 from devinfra.redis import RedisServer
 from gateway.tests.harness import Gateway, Upstream, start_issuer, static_registry
-from tests.helpers import IssuerProc
-from tests.support import eventually, unique
+from tests.helpers import IssuerProc, eventually, unique
 
 pytestmark = pytest.mark.redis
 

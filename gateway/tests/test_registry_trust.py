@@ -21,7 +21,7 @@ from core.messaging import read_topic
 from core.service_registry import Instance, RecordTrust, encode, kafka_registry, record_trust
 from devinfra.process import free_port
 from gateway.tests.harness import Gateway, Upstream
-from tests.support import eventually, unique
+from tests.helpers import eventually, unique
 
 TTL, BEAT, GRACE = 6.0, 1.0, 60.0
 ROUTES = """

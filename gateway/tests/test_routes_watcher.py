@@ -14,7 +14,7 @@ import pytest
 
 from gateway.config import GatewaySettings
 from gateway.routes import RouteTable, RouteTableWatcher
-from tests.support import eventually
+from tests.helpers import eventually
 
 POLL = 0.01
 LOGGER = "gateway.routes"

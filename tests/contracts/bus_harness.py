@@ -25,7 +25,7 @@ from core.messaging.kafka_client import DeliveryReport, KafkaAdmin, read_topic
 from core.messaging.serialization import EventRegistry
 from core.messaging.types import Headers, Record
 from core.resilience.retry import RetryPolicy
-from tests.support import eventually, order_registry, unique
+from tests.helpers import eventually, order_registry, unique
 
 FAST = RetryPolicy(max_attempts=3, initial_delay=0, jitter=False)
 SETTLE_TIMEOUT = 20.0

@@ -16,7 +16,7 @@ from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
 from core.service_registry.following import LogRegistry
 from core.service_registry.kafka import TOPIC_CONFIGS, KafkaLog
 from core.service_registry.memory import MemoryHub, MemoryLog
-from tests.support import unique
+from tests.helpers import unique
 
 
 @dataclasses.dataclass(frozen=True)

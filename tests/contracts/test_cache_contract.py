@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from core.cache import CacheBackend, MemoryCache, RedisCache, TypedCache
-from tests.support import unique
+from tests.helpers import unique
 
 
 class Profile(BaseModel):

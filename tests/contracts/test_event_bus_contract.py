@@ -32,7 +32,7 @@ from core.messaging.types import (
 )
 from core.resilience.retry import RetryPolicy
 from tests.contracts.bus_harness import HARNESSES, BusHarness, Capability
-from tests.support import OrderPlaced, order_registry, placed
+from tests.helpers import OrderPlaced, order_registry, placed
 
 
 class ShippedData(BaseModel):

@@ -18,8 +18,8 @@ from core.http.h1_transport import H1Transport
 from core.http.httpx_transport import HttpxTransport
 from core.http.transport import ConnectFailedError, ExchangeFailedError, Transport
 from devinfra.process import free_port
+from tests.helpers import eventually
 from tests.http_support import Proc, RawServer, answer_each, garbage_server, reset, start
-from tests.support import eventually
 
 ADAPTERS: dict[str, Callable[[], Transport]] = {
     "aiohttp": lambda: AiohttpTransport(proxy=True), "httpx": HttpxTransport,

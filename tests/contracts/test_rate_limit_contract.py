@@ -19,7 +19,7 @@ from core.resilience.rate_limit import (
     RateLimitPolicy,
 )
 from core.resilience.rate_limit_redis import RedisRateLimiter
-from tests.support import unique
+from tests.helpers import unique
 
 
 @pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])

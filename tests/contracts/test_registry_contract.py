@@ -18,7 +18,7 @@ import pytest
 
 from core.service_registry import Change, Instance, RegistryError
 from tests.contracts.registry_harness import RegistryHarness, Timing
-from tests.support import eventually, unique
+from tests.helpers import eventually, unique
 
 
 def instance(service: str = "user", n: int = 1, **extra: object) -> Instance:

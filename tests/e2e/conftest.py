@@ -20,7 +20,7 @@ from devinfra.kafka import KafkaBroker
 from devinfra.postgres import PostgresServer
 from devinfra.stack import Stack
 from tests.e2e.system import System
-from tests.support import unique
+from tests.helpers import unique
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")

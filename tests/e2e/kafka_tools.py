@@ -21,7 +21,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from tests.support import eventually
+from tests.helpers import eventually
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from devinfra.stack import AdminLogin, Stack
-from tests.support import eventually
+from tests.helpers import eventually
 
 __all__ = ["Account", "System", "eventually", "unwrap"]
 

@@ -23,8 +23,8 @@ import pytest_asyncio
 from devinfra.kafka import KafkaBroker
 from devinfra.stack import Stack
 from devinfra.stack.specs import SERVICES
-from services.auth.tests.support import PASSWORD
-from tests.support import unique
+from tests.e2e.system import PASSWORD
+from tests.helpers import unique
 
 GATEWAY_SIDE = "127.0.0.2"
 """Where the gateway's connections to auth come from (the gateway's network, here)."""

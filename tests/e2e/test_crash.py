@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.databases import rows_mentioning
 from tests.e2e.system import PASSWORD, Account, System, eventually, unwrap
-from tests.support import unique
+from tests.helpers import unique
 
 USERS = 24
 CONCURRENCY = 4

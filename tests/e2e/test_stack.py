@@ -21,7 +21,7 @@ from devinfra.postgres import PostgresServer
 from devinfra.stack import JWT_AUDIENCE, JWT_ISSUER, Stack, StackError
 from tests.e2e.procs.standins import standins
 from tests.e2e.standin_support import alive, processes_mentioning, recording_console
-from tests.support import unique
+from tests.helpers import unique
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ from core.config import KafkaConfig
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.serialization import EventRegistry
+from tests.helpers import unique
 from tests.integration.databases import BACKENDS, DatabaseFactory, open_databases
-from tests.support import unique
 
 
 @pytest.fixture

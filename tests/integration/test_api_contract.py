@@ -15,11 +15,10 @@ import pytest
 from core.config import KafkaConfig
 from devinfra.process import free_port
 from tests.contract import run_schemathesis
-from tests.helpers import IssuerProc
+from tests.helpers import IssuerProc, answers_ok, eventually
 from tests.helpers.service import Spawn, serve
 from tests.sample_service.app import ROLE_HEADER
 from tests.security_support import AUDIENCE, ISSUER
-from tests.support import answers_ok, eventually
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from core.config import KafkaConfig
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.kafka_client import KafkaAdmin
 from core.messaging.types import MessageContext
-from tests.support import OrderPlaced, eventually, order_registry, placed, unique
+from tests.helpers import OrderPlaced, eventually, order_registry, placed, unique
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 

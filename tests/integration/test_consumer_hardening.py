@@ -36,9 +36,9 @@ from core.messaging.kafka_client import (
     read_topic,
 )
 from core.messaging.types import MessageContext, Record
+from tests.helpers import OrderPlaced, eventually, order_registry, placed, unique
 from tests.integration.conftest import BusFactory
 from tests.outbox_service import MoneyDeposited, create_schema, deposit, effects, metadata, registry
-from tests.support import OrderPlaced, eventually, order_registry, placed, unique
 
 pytestmark = pytest.mark.kafka
 

@@ -29,6 +29,7 @@ from core.messaging.request_reply import RequestResponder
 from core.messaging.serialization import EventRegistry
 from core.messaging.types import MessageContext
 from core.runtime import RuntimeKey
+from tests.helpers import eventually, unique
 from tests.helpers.events import GetQuote, Quote, QuoteQuery, priced
 from tests.helpers.service import Spawn, serve
 from tests.integration.databases import DatabaseFactory
@@ -36,7 +37,6 @@ from tests.outbox_service import MoneyDeposited, deposit
 from tests.sample_service.app import AUDIT_HANDLER, SERVICE_DIR, service
 from tests.sample_service.models import Base
 from tests.sample_service.service import WidgetService
-from tests.support import eventually, unique
 
 
 async def test_service_migrates_serves_publishes_and_consumes(

@@ -20,8 +20,7 @@ from core.messaging.handlers import HandlerRegistry
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
 from core.messaging.types import MessageContext
 from core.resilience.retry import RetryPolicy
-from tests.integration.conftest import BusFactory
-from tests.support import (
+from tests.helpers import (
     OrderPlaced,
     OrderPlacedV1,
     OrderPlacedV1Data,
@@ -30,6 +29,7 @@ from tests.support import (
     placed,
     unique,
 )
+from tests.integration.conftest import BusFactory
 
 pytestmark = pytest.mark.kafka
 

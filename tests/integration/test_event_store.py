@@ -41,7 +41,7 @@ from tests.event_sourced import (
     registry,
     store,
 )
-from tests.support import OrderPlacedV1, OrderPlacedV1Data, eventually, order_registry, unique
+from tests.helpers import OrderPlacedV1, OrderPlacedV1Data, eventually, order_registry, unique
 
 EVENTS, OUTBOX, SNAPSHOTS = (metadata.tables[name] for name in
                              ("stored_events", "outbox", "snapshots"))

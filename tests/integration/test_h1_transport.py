@@ -13,8 +13,8 @@ from contextlib import AsyncExitStack
 
 from core.http.h1_transport import H1Transport
 from core.http.transport import ExchangeFailedError
+from tests.helpers import eventually
 from tests.http_support import RawServer, answer_each, reset
-from tests.support import eventually
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 

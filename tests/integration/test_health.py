@@ -14,8 +14,8 @@ import pytest
 
 from core.config import KafkaConfig, Settings
 from core.messaging.errors import ConsumerFailedError
+from tests.helpers import eventually, unique
 from tests.sample_service.app import service
-from tests.support import eventually, unique
 
 pytestmark = pytest.mark.kafka
 

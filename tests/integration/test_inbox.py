@@ -22,10 +22,10 @@ from core.messaging.inbox import DatabaseIdempotencyStore
 from core.messaging.kafka_client import read_topic
 from core.messaging.types import MessageContext
 from core.resilience.retry import RetryPolicy
+from tests.helpers import eventually
 from tests.integration.conftest import BusFactory
 from tests.integration.databases import DatabaseFactory
 from tests.outbox_service import MoneyDeposited, create_schema, deposit, effects, metadata, registry
-from tests.support import eventually
 
 pytestmark = pytest.mark.kafka
 

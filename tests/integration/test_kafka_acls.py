@@ -27,7 +27,7 @@ from devinfra.kafka import KafkaBroker
 from devinfra.kafka_config import Quorum, read_cluster_id
 from devinfra.kafka_dist import ensure_kafka
 from devinfra.process import LOOPBACK, free_ports
-from tests.support import eventually, unique
+from tests.helpers import eventually, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = {name: secrets.token_hex(8) for name in

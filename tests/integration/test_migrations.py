@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from core.db import migrations
 from core.db.scaffold import init_migrations
+from tests.helpers import cli, unique
 from tests.integration.databases import BACKENDS, DatabaseFactory
-from tests.support import cli, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "sample_service"

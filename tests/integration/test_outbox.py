@@ -27,6 +27,7 @@ from core.messaging.outbox import OutboxRelay, OutboxWriter
 from core.messaging.outbox import lease as outbox_lease
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import MessageContext
+from tests.helpers import eventually, unique
 from tests.integration.databases import DatabaseFactory
 from tests.integration.procs.inbox_consumer import HANDLER
 from tests.outbox_service import (
@@ -38,7 +39,6 @@ from tests.outbox_service import (
     metadata,
     registry,
 )
-from tests.support import eventually, unique
 
 pytestmark = pytest.mark.kafka
 

@@ -13,10 +13,10 @@ from sqlalchemy import insert, select, update
 
 from core.db import migrations
 from core.db.engine import Database
+from tests.helpers import cli
 from tests.integration.databases import DatabaseFactory
 from tests.sample_service.app import SERVICE_DIR
 from tests.sample_service.models import outbox
-from tests.support import cli
 
 SERVICE = "tests/sample_service"
 

@@ -17,7 +17,7 @@ import pytest
 from core.config import KafkaConfig
 from core.messaging.errors import ProducerStoppedError, PublishError
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer
-from tests.support import eventually, unique
+from tests.helpers import eventually, unique
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,8 +15,8 @@ import pytest
 
 from core.config import KafkaConfig
 from core.messaging.kafka_client import read_topic
+from tests.helpers import order_registry, placed
 from tests.integration.conftest import BusFactory
-from tests.support import order_registry, placed
 
 pytestmark = pytest.mark.kafka
 

@@ -19,9 +19,9 @@ from core.config import KafkaConfig
 from core.messaging.kafka_client import read_topic
 from core.service_registry.kafka import kafka_registry
 from core.service_registry.trust import RecordTrust, read_keys
+from tests.helpers import eventually, unique
 from tests.helpers.service import Spawn, serve
 from tests.integration.databases import DatabaseFactory
-from tests.support import eventually, unique
 
 TTL, BEAT, GRACE = 6.0, 1.0, 60.0
 

@@ -22,9 +22,9 @@ from core.messaging.kafka_client import KafkaAdmin, KafkaProducer
 from core.messaging.reply_topics import ReplyTopicJanitor
 from core.messaging.request_reply import RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry
+from tests.helpers import eventually, unique
 from tests.helpers.events import GetQuote, Quote, QuoteQuery, priced
 from tests.integration.conftest import BusFactory
-from tests.support import eventually, unique
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(60)]
 

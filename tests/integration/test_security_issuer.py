@@ -30,10 +30,10 @@ from core.security import (
 )
 from core.security.keys import SigningKey
 from devinfra.process import free_port
+from tests.helpers import eventually
 from tests.helpers.clock import Clock
 from tests.helpers.issuer import CLIENT_ID, CLIENT_SECRET, IssuerProc
 from tests.security_support import AUDIENCE, ISSUER, claims
-from tests.support import eventually
 
 
 @pytest.fixture

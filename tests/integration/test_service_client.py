@@ -24,8 +24,8 @@ from core.http.context import RequestContext, bound
 from core.http.h1_transport import H1Transport
 from core.resilience import BreakerConfig, RetryPolicy, State
 from devinfra.process import free_port
+from tests.helpers import eventually
 from tests.http_support import FixedRegistry, Proc, RawServer, garbage_server, start
-from tests.support import eventually
 
 NO_BREAKER = BreakerConfig(min_calls=10_000)
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)

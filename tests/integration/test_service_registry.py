@@ -21,9 +21,9 @@ from core.config import KafkaConfig
 from core.messaging.kafka_client import read_topic
 from core.service_registry.kafka import kafka_registry
 from core.service_registry.trust import RecordTrust
+from tests.helpers import eventually, unique
 from tests.helpers.service import Served, Spawn, serve
 from tests.integration.databases import DatabaseFactory
-from tests.support import eventually, unique
 
 TTL, BEAT, GRACE = 3.0, 0.5, 6.0
 

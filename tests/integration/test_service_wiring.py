@@ -12,10 +12,9 @@ import httpx
 
 from core.config import KafkaConfig
 from devinfra.process import free_port
-from tests.helpers import IssuerProc
+from tests.helpers import IssuerProc, answers_ok, eventually
 from tests.helpers.service import Spawn, serve
 from tests.security_support import AUDIENCE, ISSUER
-from tests.support import answers_ok, eventually
 
 
 async def test_a_service_verifies_tokens_and_calls_another_by_name_with_the_callers_identity(

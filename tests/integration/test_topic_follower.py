@@ -9,7 +9,7 @@ from core.config import KafkaConfig
 from core.messaging.errors import MessagingError
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, TopicFollower
 from core.messaging.types import Record
-from tests.support import eventually, unique
+from tests.helpers import eventually, unique
 
 
 async def test_a_follower_reads_everything_and_new_partitions_too(

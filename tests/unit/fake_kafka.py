@@ -19,7 +19,7 @@ from typing import Any
 from core.messaging.errors import ConsumerFailedError
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import Record
-from tests.support import OrderPlaced, order_registry
+from tests.helpers import OrderPlaced, order_registry
 
 TP = tuple[str, int]
 _serializer = EventSerializer(order_registry())

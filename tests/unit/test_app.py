@@ -16,7 +16,7 @@ from core.messaging.handlers import HandlerRegistry
 from core.messaging.inbox import inbox_table
 from core.messaging.outbox import lease_table, outbox_table
 from core.messaging.serialization import EventRegistry
-from tests.support import OrderPlaced, order_registry
+from tests.helpers import OrderPlaced, order_registry
 
 
 async def noop(event: object) -> None: ...

@@ -20,7 +20,7 @@ from core.messaging.errors import ConsumerFailedError
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy
-from tests.support import OrderPlaced, eventually, order_registry, placed
+from tests.helpers import OrderPlaced, eventually, order_registry, placed
 from tests.unit.fake_kafka import FakeBroker, FakeProducer
 
 P0, P1 = ("orders", 0), ("orders", 1)

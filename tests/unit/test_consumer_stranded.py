@@ -17,7 +17,7 @@ from core.messaging import consumer as consumer_module
 from core.messaging.consumer import EventConsumer
 from core.messaging.dlq import InMemoryDeadLetterSink
 from core.resilience.retry import RetryPolicy
-from tests.support import OrderPlaced, eventually, order_registry, placed
+from tests.helpers import OrderPlaced, eventually, order_registry, placed
 from tests.unit.fake_kafka import FakeBroker, FakeInspector
 
 P0, P1 = ("orders", 0), ("orders", 1)

@@ -10,7 +10,7 @@ import sys
 from core import correlation
 from core.correlation import NO_ID, Correlation, CorrelationLogFilter
 from core.messaging.events import correlated
-from tests.support import placed
+from tests.helpers import placed
 
 
 def test_bound_ids_are_current_inside_the_block_and_the_outer_ones_come_back() -> None:

@@ -23,7 +23,7 @@ from core.event_sourcing import (
 )
 from core.messaging import EventRegistry, EventSerializer
 from tests.event_sourced import Account, create_schema, deposited, metadata, store
-from tests.support import OrderPlacedV1, OrderPlacedV1Data, order_registry
+from tests.helpers import OrderPlacedV1, OrderPlacedV1Data, order_registry
 
 EVENTS, OUTBOX, SNAPSHOTS = (metadata.tables[name] for name in
                              ("stored_events", "outbox", "snapshots"))

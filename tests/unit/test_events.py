@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from tests.support import OrderPlaced, placed
+from tests.helpers import OrderPlaced, placed
 
 
 def test_type_and_version_come_from_the_class() -> None:

@@ -17,7 +17,7 @@ from core.messaging.idempotency import InMemoryIdempotencyStore
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import EventHandler, MessageContext, Record
 from core.resilience.retry import RetryPolicy
-from tests.support import OrderPlaced, order_registry, placed
+from tests.helpers import OrderPlaced, order_registry, placed
 
 NO_WAIT = RetryPolicy(max_attempts=3, initial_delay=0)
 

@@ -16,7 +16,7 @@ from core.messaging.handlers import HandlerRegistry
 from core.messaging.idempotency import InMemoryIdempotencyStore
 from core.messaging.types import MessageContext, Record
 from core.resilience.retry import RetryPolicy
-from tests.support import (
+from tests.helpers import (
     OrderPlaced,
     OrderPlacedV1,
     OrderPlacedV1Data,

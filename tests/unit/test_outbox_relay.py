@@ -33,8 +33,8 @@ from core.messaging.outbox import (
 from core.messaging.outbox.store import aware
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import HEADER_CAUSATION_ID, HEADER_CORRELATION_ID, Record
+from tests.helpers import eventually
 from tests.outbox_service import accounts, create_schema, deposit, metadata, registry
-from tests.support import eventually
 from tests.unit.fake_producer import FakeProducer
 
 TOPIC, OTHER = "accounts", "audit"

@@ -20,7 +20,7 @@ from core.service_registry.following import LogRegistry
 from core.service_registry.log import LogRecord
 from core.service_registry.memory import MemoryHub, MemoryLog
 from core.service_registry.records import encode
-from tests.support import eventually
+from tests.helpers import eventually
 
 FAST = {"ttl": 1.0, "heartbeat_interval": 0.1, "grace": 30.0}
 ME = Instance(service="user", instance_id="user-1", url="http://h:1", started_at=0.0)

@@ -36,7 +36,7 @@ from core.messaging.types import (
     Record,
 )
 from core.runtime import Runtime
-from tests.support import placed
+from tests.helpers import placed
 from tests.unit.fake_producer import FakeProducer, FakeReplyConsumer, FakeTopicAdmin
 
 CONFIG = KafkaConfig("fake:9092", "client", "group")

@@ -13,7 +13,7 @@ from core.messaging.serialization import (
     envelope_headers,
     event_type_of,
 )
-from tests.support import OrderPlaced, OrderPlacedV1, OrderPlacedV1Data, order_registry, placed
+from tests.helpers import OrderPlaced, OrderPlacedV1, OrderPlacedV1Data, order_registry, placed
 
 
 def test_round_trip_keeps_every_field() -> None:

@@ -26,7 +26,7 @@ from core.http.transport import ConnectFailedError, ExchangeFailedError, RawResp
 from core.resilience import BreakerConfig, RetryPolicy
 from core.service_registry import Instance, RegistryError
 from tests.fixed_registry import FixedRegistry
-from tests.support import eventually
+from tests.helpers import eventually
 
 
 @dataclass

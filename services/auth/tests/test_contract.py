@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.auth.tests.support import PASSWORD, bearer, login, running_auth
+from services.auth.tests.conftest import PASSWORD, bearer, login, running_auth
 from tests.contract import run_schemathesis
 
 

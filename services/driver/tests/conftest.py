@@ -24,9 +24,8 @@ from services.driver.events import (
     LocationReportedData,
     driver_events,
 )
-from tests.helpers import IssuerProc
+from tests.helpers import IssuerProc, answers_ok, eventually, unique
 from tests.helpers.service import ServiceProc, Spawn
-from tests.support import answers_ok, eventually, unique
 
 ROOT = Path(__file__).resolve().parents[3]
 USER_PERMISSIONS = ["profile:read", "profile:write", "drivers:register", "drivers:read",
@@ -111,7 +110,7 @@ def driver_body(**overrides: Any) -> dict[str, Any]:
 
 
 async def start_user_standin(spawn: Spawn, port: int) -> subprocess.Popen[str]:
-    proc = spawn("services.driver.tests.user_standin", str(port))
+    proc = spawn("services.driver.tests.procs.user_standin", str(port))
     await eventually(lambda: answers_ok(f"http://127.0.0.1:{port}/_seen"), timeout=60, interval=0.1)
     return proc
 

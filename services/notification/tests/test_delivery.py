@@ -20,19 +20,16 @@ from services.notification.senders import (
     LogSender,
     sender_from_settings,
 )
-from services.notification.tests.harness import (
+from services.notification.tests.conftest import (
     Flaky,
-    database,
-    databases,
     harness,
+    new_user,
     one_due,
     policy,
+    registered,
     reread,
 )
-from services.notification.tests.support import new_user, registered
-from tests.support import eventually
-
-__all__ = ["database", "databases"]  # fixtures
+from tests.helpers import eventually
 
 
 async def test_a_due_notification_is_sent_once_to_its_contact(database: Database) -> None:

@@ -26,10 +26,7 @@ from services.notification.config import NotificationSettings
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker
 from services.notification.models import Contact, DeliveryStatus, Notification
 from services.notification.senders import ContactDetails, Outgoing
-from services.notification.tests.harness import database, databases
-from tests.support import eventually
-
-__all__ = ["database", "databases"]  # fixtures
+from tests.helpers import eventually
 
 NO_BACKOFF = RetryPolicy(max_attempts=3, initial_delay=0, max_delay=0, jitter=False)
 

@@ -12,20 +12,17 @@ from core.db import Database
 from core.resilience import RetryPolicy
 from services.notification.delivery import DeliveryPolicy, DeliveryWorker
 from services.notification.models import Contact, DeliveryStatus, Notification
-from services.notification.tests.harness import (
+from services.notification.tests.conftest import (
     Flaky,
     Harness,
-    database,
-    databases,
     harness,
+    new_user,
     one_due,
+    password_changed,
     policy,
     reread,
 )
-from services.notification.tests.support import new_user, password_changed
-from tests.support import eventually
-
-__all__ = ["database", "databases"]  # fixtures
+from tests.helpers import eventually
 
 
 async def test_the_sender_gets_the_whole_notification_and_contact(database: Database) -> None:

@@ -9,9 +9,6 @@ from core.db import Database
 from core.resilience import RetryPolicy
 from services.notification.config import NotificationSettings
 from services.notification.delivery import DeliveryPolicy, wake_after_commit
-from services.notification.tests.harness import database, databases
-
-__all__ = ["database", "databases"]  # fixtures
 
 
 async def test_a_commit_wakes_each_callback_once(database: Database) -> None:

@@ -11,11 +11,12 @@ from core.messaging import Outcome
 from services.notification.events import NotificationCreated
 from services.notification.models import Contact, DeliveryStatus, Notification
 from services.notification.senders import ContactDetails
-from services.notification.tests.harness import Harness, database, databases, harness
-from services.notification.tests.support import (
+from services.notification.tests.conftest import (
     T0,
+    Harness,
     driver_registered,
     driver_status_changed,
+    harness,
     later,
     new_user,
     password_changed,
@@ -23,8 +24,6 @@ from services.notification.tests.support import (
     profile_updated,
     registered,
 )
-
-__all__ = ["database", "databases"]  # fixtures
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The user service's test rig: its process, a token issuer, and a Kafka client of the test's
-own (publishing as auth does, reading what the service publishes), once per module."""
+"""The user service's test rig: its process (on SQLite, and on PostgreSQL with Redis), a token
+issuer and a Kafka client of the test's own (publishing as auth does, reading what the service
+publishes), once per module; and a recording outbox for the in-process tests."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.config import KafkaConfig
 from core.messaging import (
@@ -31,9 +34,9 @@ from services.user.events import (
     UserRegistered,
     UserRegisteredData,
 )
-from tests.helpers import IssuerProc
+from tests.helpers import IssuerProc, eventually, unique
 from tests.helpers.service import ServiceProc
-from tests.support import eventually, unique
+from tests.integration.databases import BACKENDS, DatabaseFactory
 
 ROOT = Path(__file__).resolve().parents[3]
 DLQ = f"{AUTH_EVENTS}.dlq"
@@ -117,6 +120,22 @@ async def start_service(spawn: Callable[..., Any], issuer: IssuerProc, wire: Wir
                                env=env, redis_url=redis_url)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=BACKENDS)
+async def service(request: pytest.FixtureRequest, module_spawn: Callable[..., Any],
+                  issuer: Any, wire: Wire,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
+    postgres = request.param == "postgres"
+    tmp = tmp_path_factory.mktemp(request.param)
+    databases = DatabaseFactory(request.param, tmp,
+                                request.getfixturevalue("postgres") if postgres else None)
+    redis_url = request.getfixturevalue("redis").url if postgres else None
+    running = await start_service(module_spawn, issuer, wire, tmp, await databases.new(),
+                                  redis_url)
+    yield running
+    running.stop()  # before the next backend's: both would consume auth's events
+    await databases.drop_all()
+
+
 async def registered(service: Service, wire: Wire, user_id: str, email: str) -> dict[str, Any]:
     """Register `user_id` through auth's topic and wait for its profile."""
     await wire.register(user_id, email)
@@ -126,3 +145,14 @@ async def registered(service: Service, wire: Wire, user_id: str, email: str) -> 
 async def settle(seconds: float = 0.5) -> None:
     """A short wait for something that must NOT happen (a second event)."""
     await asyncio.sleep(seconds)
+
+
+class RecordingOutbox:
+    """An EventOutbox that keeps what it was given (the real one writes a row)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, BaseEvent[Any]]] = []
+
+    async def add(self, session: AsyncSession, topic: str, event: BaseEvent[Any], *,
+                  key: str | None = None) -> None:
+        self.events.append((topic, event))

@@ -13,7 +13,7 @@ import sys
 from core.config import KafkaConfig
 from core.messaging.event_bus import KafkaEventBus
 from core.messaging.types import MessageContext
-from tests.support import OrderPlaced, order_registry
+from tests.helpers import OrderPlaced, order_registry
 
 
 async def main(bootstrap: str, topic: str, group: str, out_path: str) -> None:

@@ -9,7 +9,7 @@ import sys
 
 from core.config import KafkaConfig
 from core.messaging.event_bus import KafkaEventBus
-from tests.support import order_registry, placed
+from tests.helpers import order_registry, placed
 
 
 async def main(bootstrap: str, topic: str, keys: int, per_key: int) -> None:

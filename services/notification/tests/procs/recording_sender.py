@@ -1,5 +1,5 @@
 """A sender for tests of the service as a process (`NOTIFICATION_SENDER=
-services.notification.tests.recording_sender:recording`): it appends every attempt to the
+services.notification.tests.procs.recording_sender:recording`): it appends every attempt to the
 JSON-lines file RECORDING_SENDER_FILE, and fails like a flaky mail server would for some
 addresses: `flaky...` fails the first two attempts, `broken...` every attempt."""
 

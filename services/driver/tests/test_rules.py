@@ -1,4 +1,5 @@
-"""Geohash cells and distances, without I/O: the nearby query is only as right as these."""
+"""Geohash cells and distances, without I/O: the nearby query is only as right as these. (The
+status machine and the onboarding checks are tested through the service, in test_http.py.)"""
 
 from __future__ import annotations
 

@@ -24,12 +24,12 @@ from services.auth.rules import login as flows
 from services.auth.rules.accounts import Accounts
 from services.auth.rules.login import InvalidCredentialsError
 from services.auth.rules.sessions import InvalidRefreshTokenError, Sessions
-from services.auth.tests.support import PASSWORD
+from services.auth.tests.conftest import PASSWORD
 from services.auth.throttle import LoginThrottle
 from services.auth.throttle.database import DatabaseFailureStore
 from services.auth.throttle.policy import ThrottlePolicy
+from tests.helpers import unique
 from tests.integration.databases import BACKENDS, DatabaseFactory
-from tests.support import unique
 
 
 @dataclass

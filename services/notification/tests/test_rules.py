@@ -10,10 +10,7 @@ import pytest
 from core.bases import NotFoundError, PageRequest
 from core.db import Database
 from services.notification.rules import NotificationService
-from services.notification.tests.harness import Harness, database, databases, harness
-from services.notification.tests.support import new_user, password_changed
-
-__all__ = ["database", "databases"]  # fixtures
+from services.notification.tests.conftest import Harness, harness, new_user, password_changed
 
 
 async def three_for(h: Harness) -> str:

@@ -1,28 +1,20 @@
 """The notification service as it runs: its own process on PostgreSQL and the real Kafka
 broker, tokens from a real issuer. Events go in through the real producer with the envelope
 the other services send; notifications come out over HTTP and through the sender (a
-recording one, chosen by NOTIFICATION_SENDER). Last, schemathesis checks the OpenAPI
-contract against the same process, authenticated as a user who has notifications."""
+recording one, chosen by NOTIFICATION_SENDER). Its OpenAPI contract: test_contract.py."""
 
 from __future__ import annotations
 
-import asyncio
-import shlex
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
 from services.notification.senders import ContactDetails
-from services.notification.tests.served_world import (
+from services.notification.tests.conftest import (
     CONTACT_TIMEOUT,
     WAIT,
     World,
-    stand_in_users,
-    world,
-)
-from services.notification.tests.support import (
     driver_registered,
     driver_status_changed,
     later,
@@ -32,10 +24,7 @@ from services.notification.tests.support import (
     profile_updated,
     registered_by_auth,
 )
-from tests.contract import run_schemathesis
 from tests.helpers import eventually
-
-__all__ = ["stand_in_users", "world"]  # fixtures
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 
@@ -231,25 +220,3 @@ async def test_bad_callers_are_refused(world: World) -> None:
 
 async def _has(world: World, user: str, count: int) -> bool:
     return len(await world.notifications(user)) >= count
-
-
-# --- the OpenAPI contract (last: it marks notifications read at random) ---------------------
-
-
-@pytest.mark.timeout(300)
-async def test_the_service_keeps_its_openapi_contract(world: World, tmp_path: Path) -> None:
-    user = new_user()
-    await world.publish(profile_created(user, "contract@example.com"))
-    await world.publish(password_changed(user))
-    await world.one(user, "security")  # something to list and mark, not only empty pages
-    headers = {"Authorization": f"Bearer {await world.token(user, ttl=900)}"}
-
-    run = await asyncio.to_thread(run_schemathesis, world.service.url, tmp_path,
-                                  headers=headers)
-
-    assert world.service.alive, f"the service died:\n{world.service.tail()}"
-    assert run.cases > 0, f"schemathesis ran no case:\n{run.output}"
-    assert run.passed, (
-        f"notification breaks its OpenAPI contract ({run.cases} cases)\n"
-        f"$ (cd {tmp_path} && {shlex.join(run.command)})\n{run.output}\n{world.service.tail(80)}")
-

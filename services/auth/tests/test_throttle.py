@@ -21,8 +21,8 @@ from services.auth.throttle import (
 )
 from services.auth.throttle.database import DatabaseFailureStore
 from services.auth.throttle.redis import RedisFailureStore
+from tests.helpers import unique
 from tests.integration.databases import DatabaseFactory
-from tests.support import unique
 
 ACCOUNT = ThrottlePolicy("account", window_seconds=60, slow_after=3, lock_after=6,
                          slow_seconds=2, slow_max_seconds=5, lock_seconds=100)

@@ -1,20 +1,16 @@
 """The user service as a real process on real Kafka, over SQLite (in-process cache) and over
 PostgreSQL (Redis cache): profiles from auth's events exactly once, updates and their events,
-the cache, permissions, the admin search, request-reply, and the contract its OpenAPI
-states (schemathesis)."""
+the cache, permissions, the admin search and request-reply (its OpenAPI contract:
+test_contract.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from pydantic import BaseModel
 from redis import asyncio as aioredis
 
@@ -31,36 +27,10 @@ from services.user.events import (
     ProfileUpdatedData,
     UserRegistered,
 )
-from services.user.tests.conftest import (
-    DLQ,
-    EVERY_PERMISSION,
-    Service,
-    Wire,
-    registered,
-    settle,
-    start_service,
-)
-from tests.contract import run_schemathesis
-from tests.integration.databases import BACKENDS, DatabaseFactory
-from tests.support import eventually, unique
+from services.user.tests.conftest import DLQ, Service, Wire, registered, settle
+from tests.helpers import eventually, unique
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session", params=BACKENDS)
-async def service(request: pytest.FixtureRequest, module_spawn: Callable[..., Any],
-                  issuer: Any, wire: Wire,
-                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
-    postgres = request.param == "postgres"
-    tmp = tmp_path_factory.mktemp(request.param)
-    databases = DatabaseFactory(request.param, tmp,
-                                request.getfixturevalue("postgres") if postgres else None)
-    redis_url = request.getfixturevalue("redis").url if postgres else None
-    running = await start_service(module_spawn, issuer, wire, tmp, await databases.new(),
-                                  redis_url)
-    yield running
-    running.stop()  # before the next backend's: both would consume auth's events
-    await databases.drop_all()
 
 
 def new_user() -> tuple[str, str]:
@@ -375,29 +345,6 @@ async def test_contact_requests_are_answered_for_known_and_unknown_users(
         assert isinstance(reply, Contact)
         assert reply.data.user_id == asked and reply.data.found is found
         assert reply.data.email == (email if found else None)
-
-
-# --- the OpenAPI contract -------------------------------------------------------------------
-
-
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("service", ["postgres"], indirect=True)  # once
-async def test_the_service_keeps_its_openapi_contract(
-        service: Service, wire: Wire, tmp_path: Path) -> None:
-    """Schemathesis over real HTTP, with a token holding every permission whose subject has a
-    profile, so the routes are exercised past their 401, 403 and 404. Once: on PostgreSQL."""
-    user_id = str(uuid.uuid4())
-    await registered(service, wire, user_id, "contract@example.com")
-    token = await service.token(user_id, *EVERY_PERMISSION, ttl=600)
-    run = await asyncio.to_thread(run_schemathesis, service.url, tmp_path,
-                                  headers={"Authorization": f"Bearer {token}"})
-    assert service.alive, service.log.read_text()[-6000:]
-    print(f"user: {run.cases} cases in {run.seconds:.1f}s")
-    assert run.cases > 0, f"schemathesis ran no case:\n{run.output}"
-    assert run.passed, (
-        f"the user service breaks its OpenAPI contract ({run.cases} cases)\n"
-        f"$ (cd {tmp_path} && {shlex.join(run.command)})\n{run.output}\n"
-        f"--- service log (tail) ---\n{service.log.read_text()[-6000:]}")
 
 
 def _json(data: dict[str, Any]) -> bytes:

@@ -1,7 +1,7 @@
 """The driver service over HTTP, as a real process beside real Kafka: onboarding (with the user
 service's answer), permissions, the status machine, locations by HTTP and by Kafka into the
 read model, the nearby query, and the live stream. The user-service-down case runs last: it
-stops the stand-in and leaves the breaker open."""
+stops the stand-in and leaves the breaker open. Its OpenAPI contract: test_contract.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import signal
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,6 @@ from services.driver.tests.conftest import (
     driver_body,
     start_user_standin,
 )
-from tests.contract import run_schemathesis
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -348,27 +346,6 @@ async def test_the_stream_refuses_the_unknown_and_the_unauthorised(stack: Driver
         assert (await powerless.get(f"/drivers/{driver_id}/locations/stream")).status_code == 403
     async with await stack.client() as anonymous:
         assert (await anonymous.get(f"/drivers/{driver_id}/locations/stream")).status_code == 401
-
-
-# --- the OpenAPI contract ----------------------------------------------------------------------
-
-
-@pytest.mark.timeout(300)
-async def test_the_service_keeps_its_openapi_contract(stack: DriverStack,
-                                                      tmp_path: Path) -> None:
-    """Schemathesis with a token holding every permission. The stream route stays in, but
-    schemathesis reads one event of a stream and hangs up (`max-stream-events`, in the
-    run's own schemathesis.toml) rather than holding it open until the stream's end."""
-    (tmp_path / "schemathesis.toml").write_text(
-        '[[operations]]\ninclude-path-regex = "/locations/stream$"\nmax-stream-events = 1\n')
-    stack.permissions["contract"] = ADMIN_PERMISSIONS
-    await stack.new_driver(user_id="contract", status="available")  # /drivers/me answers 200
-    headers = {"Authorization": f"Bearer {await stack.token('contract', ADMIN_PERMISSIONS)}"}
-    run = await asyncio.to_thread(run_schemathesis, stack.service.url, tmp_path, headers=headers,
-                                  max_examples=30)
-    assert stack.service.alive, "the service died during the run"
-    assert run.cases > 0, run.output
-    assert run.passed, f"{run.output}\n--- service log ---\n{stack.service.log.read_text()[-5000:]}"
 
 
 async def test_the_stream_ends_when_the_token_expires(stack: DriverStack) -> None:

@@ -14,9 +14,9 @@ import jwt
 from pydantic import SecretStr
 
 from core.security import ACCESS_TOKEN_TYPE, ClientCredentials, FileKeyStore, KeyManager, SigningKey
-from services.auth.tests.support import PASSWORD, AuthProc, bearer, lines, login, register
+from services.auth.tests.conftest import PASSWORD, AuthProc, bearer, lines, login, register
+from tests.helpers import eventually, unique
 from tests.security_support import raw, tamper_payload
-from tests.support import eventually, unique
 
 
 def email() -> str:

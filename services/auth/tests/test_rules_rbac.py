@@ -18,9 +18,9 @@ from services.auth.models import UserRole
 from services.auth.passwords import Passwords
 from services.auth.rules.accounts import Accounts
 from services.auth.rules.rbac import ADMIN_ROLE, Rbac
-from services.auth.tests.support import PASSWORD
+from services.auth.tests.conftest import PASSWORD
+from tests.helpers import unique
 from tests.integration.databases import BACKENDS, open_databases
-from tests.support import unique
 
 ROUNDS = 20
 

@@ -1,6 +1,8 @@
-"""The latest-location read model and the nearby query on SQLite and the real PostgreSQL: the
-guarded upsert (later wins, whatever the order) and the geohash ranges (borders, the
-antimeridian, the poles), under the service's own migrations."""
+"""What the location handler keeps (handlers.py): the latest-location read model and the nearby
+query that reads it, on SQLite and the real PostgreSQL: the guarded upsert (later wins,
+whatever the order), the geohash ranges (borders, the antimeridian, the poles) and the
+coalescing writer the handler hands each report to, under the service's own migrations. The
+handler fed from Kafka by the running service: test_http.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Accounts and sessions over HTTP against the auth process: register, login, /auth/me,
 refresh rotation and reuse detection, logout, password change, one answer for bad
-credentials, throttling and lockout, rehash on login."""
+credentials, throttling and lockout, rehash on login. Roles, service clients, keys and the
+service's own token checks: test_http_rbac.py; its OpenAPI contract: test_contract.py."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from services.auth.tests.support import PASSWORD, AuthProc, bearer, lines, login, register
-from tests.support import unique
+from services.auth.tests.conftest import PASSWORD, AuthProc, bearer, lines, login, register
+from tests.helpers import unique
 
 
 def email() -> str:

@@ -1,4 +1,5 @@
-"""`python -m services.driver.tests.user_standin PORT`: the user service as onboarding sees it.
+"""`python -m services.driver.tests.procs.user_standin PORT`: the user service as onboarding
+sees it.
 
 `GET /users/{user_id}` answers 200 for the profiles added with `POST /_profiles/{user_id}`,
 404 for others, and remembers the Authorization header it got (`GET /_seen`).

@@ -1,0 +1,1 @@
+"""Programs the driver tests start as processes of their own."""
