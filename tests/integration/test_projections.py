@@ -39,6 +39,7 @@ from core.projections import (
     rebuild,
 )
 from core.resilience.retry import RetryPolicy
+from tests.helpers import eventually, unique
 from tests.helpers.projections import (
     REFUSED,
     RideCompleted,
@@ -56,7 +57,6 @@ from tests.helpers.projections import (
     rides,
 )
 from tests.integration.databases import DatabaseFactory
-from tests.support import eventually, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ import signal
 import sys
 
 from core.config import KafkaConfig
+from tests.helpers import unique
 from tests.saga_rig import Node, planned, trip_saga
-from tests.support import unique
 
 
 async def main(url: str, bootstrap: str, group: str, topic: str, replies: str, n: int) -> None:
