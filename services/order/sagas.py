@@ -17,9 +17,18 @@ import logging
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.saga import COMPLETED, NEEDS_ATTENTION, Compensation, SagaDefinition, SagaRecord, SagaStep
+from core.saga import (
+    COMPLETED,
+    NEEDS_ATTENTION,
+    Compensation,
+    SagaDefinition,
+    SagaRecord,
+    SagaStep,
+    saga_tables,
+)
 from services.order.events import (
     DRIVER_COMMANDS,
     SAGA_REPLIES,
@@ -31,13 +40,15 @@ from services.order.events import (
     ReserveDriver,
     ReserveDriverData,
 )
+from services.order.models import Base
 from services.order.rules import OPEN, OrderRepository
 
 log = logging.getLogger(__name__)
 
 RIDE = "ride"
-CANCELLED_PREFIX = "cancelled: "
-"""How core.saga's `cancel(id, reason)` words the saga's last error."""
+CAUSES = ("failed", "timed_out", "cancelled")
+"""The saga history's events that turn a saga back (a refusal, no reply in time, a cancel):
+the first one is why the order did not go through, whatever its compensation met later."""
 PASSENGER_CANCELLED = "cancelled by the passenger"
 
 
@@ -82,6 +93,17 @@ def ride_saga(*, reserve_timeout: float = 10.0, release_timeout: float = 10.0,
     ], on_end=on_end if orders is not None else None)
 
 
+async def _cause(session: AsyncSession, saga_id: str) -> tuple[str | None, str | None]:
+    """The event that turned the saga back and its detail (the driver service's reason, the
+    timeout, the passenger's cancel), read in the saga's last transaction."""
+    steps = saga_tables(Base.metadata).steps
+    row = (await session.execute(
+        select(steps.c.event, steps.c.detail)
+        .where(steps.c.saga_id == saga_id, steps.c.event.in_(CAUSES))
+        .order_by(steps.c.id).limit(1))).first()
+    return (row.event, row.detail) if row is not None else (None, None)
+
+
 async def settle(orders: OrderRepository, session: AsyncSession, record: SagaRecord,
                  data: RideData) -> None:
     """Move the order to where its saga ended, in the saga's last transaction. A conflict on
@@ -98,13 +120,12 @@ async def settle(orders: OrderRepository, session: AsyncSession, record: SagaRec
         order.reserve(data.driver_id, data.driver_user_id)
         order.confirm()
     else:
-        error = record.last_error or "the ride saga did not complete"
+        event, cause = await _cause(session, record.id)
+        reason = cause or record.last_error or "the ride saga did not complete"
         if record.status == NEEDS_ATTENTION:
-            error += " (releasing the driver needs an operator's attention)"
-        if error.startswith(CANCELLED_PREFIX):
-            order.cancel(error[len(CANCELLED_PREFIX):])
-        elif order.status == "pending":
-            order.reject(error)
+            reason += " (releasing the driver needs an operator's attention)"
+        if event == "cancelled" or order.status != "pending":
+            order.cancel(reason)
         else:
-            order.cancel(error)
+            order.reject(reason)
     await orders.save(session, order)
