@@ -70,7 +70,7 @@ async def shown(session: AsyncSession, orders: OrdersDep, order: Order) -> Order
 
 
 @router.post("", status_code=202, response_model=OrderPublic, dependencies=can_place,
-             responses=error_responses(401, 403, 422))
+             responses=error_responses(400, 401, 403, 422))
 async def place(data: OrderCreate, principal: CurrentUser, session: SessionDep,
                 orders: OrdersDep, sagas: SagasDep, settings: SettingsDep) -> OrderPublic:
     """Place an order: it is stored `pending` and its ride saga begins in the same
