@@ -48,6 +48,9 @@ class OrderStack:
     driver: ServiceProc
     user_url: str
     spawn: Spawn
+    database_url: str
+    """The order service's database (its read models, for the rebuild tests)."""
+    bootstrap_servers: str
     _tokens: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
 
     async def token(self, sub: str, permissions: list[str] | None = None) -> str:
@@ -135,11 +138,12 @@ async def start_order_stack(spawn: Spawn, kafka: Any, issuer: IssuerProc, tmp: P
         spawn, "services.driver", log=tmp / "driver.log", kafka=config, issuer=issuer,
         database_url=f"sqlite+aiosqlite:///{tmp / 'driver.db'}",
         env={"REGISTRY_BACKEND": "static", "REGISTRY_STATIC": f"user={user_url}"})
+    database_url = f"sqlite+aiosqlite:///{tmp / 'order.db'}"
     order = await ServiceProc.start(
         spawn, "services.order", log=tmp / "order.log", kafka=config, issuer=issuer,
-        database_url=f"sqlite+aiosqlite:///{tmp / 'order.db'}",
+        database_url=database_url,
         env={"REGISTRY_BACKEND": "static", "PICKUP_RADIUS_KM": "5", **order_env})
-    return OrderStack(order, driver, user_url, spawn)
+    return OrderStack(order, driver, user_url, spawn, database_url, kafka.bootstrap_servers)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
