@@ -23,7 +23,6 @@ from sqlalchemy import text
 
 from core.db import Database, migrations
 from core.messaging import BaseEvent, KafkaAdmin
-from core.messaging.types import HEADER_IN_REPLY_TO, HEADER_REPLY_TO
 from core.saga import H_SAGA_ID
 from services.driver.events import (
     COMMANDS_TOPIC,
@@ -43,6 +42,8 @@ from tests.helpers import eventually, unique
 from tests.integration.databases import BACKENDS, open_databases
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+HEADER_REPLY_TO, HEADER_IN_REPLY_TO = "reply_to", "in_reply_to"
+"""The wire headers of a saga command and its reply (the contract, as a participant sees it)."""
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
