@@ -60,12 +60,12 @@ def test_services_start_in_order_wired_to_each_other_with_prefixed_logs(
         assert stat.S_IMODE((tmp_path / "registry.key").stat().st_mode) == 0o600
         assert envs["auth"]["JWT_KEYS_DIR"] == str(tmp_path / "keys")
         assert envs["auth"]["JWKS_URL"] is None
-        for name in ("user", "driver", "notification", "gateway"):
+        for name in ("user", "driver", "notification", "order", "gateway"):
             assert envs[name]["JWKS_URL"] == stack.url("auth") + "/.well-known/jwks.json"
             assert envs[name]["JWT_KEYS_DIR"] is None
             # Launched only once auth answered ready (after 2 s of "not yet").
             assert envs[name]["started"] > envs["auth"]["first_ready"]  # type: ignore[operator]
-        assert len(set(stack.ports.values())) == 5 and 8000 not in stack.ports.values()
+        assert len(set(stack.ports.values())) == 6 and 8000 not in stack.ports.values()
 
         admin = stack.admin
         assert admin is not None and admin.created and admin.email == "admin@example.com"
