@@ -31,10 +31,7 @@ async def system(kafka: KafkaBroker, postgres: PostgresServer,
     stack = Stack(state_dir=state, base_port=0, kafka=kafka, db="postgres", postgres=postgres,
                   prefix=prefix, ready_timeout=90, stop_timeout=15,
                   # Its own registry, so no instance another test left behind is discovered.
-                  env={"REGISTRY_TOPIC": f"{prefix}platform.registry",
-                       # The order service's ride saga: short step timeouts, for
-                       # test_orders (the other services take no such variable).
-                       "RESERVE_TIMEOUT": "4", "RELEASE_TIMEOUT": "4"})
+                  env={"REGISTRY_TOPIC": f"{prefix}platform.registry"})
     try:
         stack.start()
         yield System(stack)

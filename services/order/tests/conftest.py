@@ -149,5 +149,4 @@ async def start_order_stack(spawn: Spawn, kafka: Any, issuer: IssuerProc, tmp: P
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(kafka: Any, module_spawn: Spawn, issuer: IssuerProc,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[OrderStack]:
-    yield await start_order_stack(module_spawn, kafka, issuer,
-                                  tmp_path_factory.mktemp("order"), RESERVE_TIMEOUT="5")
+    yield await start_order_stack(module_spawn, kafka, issuer, tmp_path_factory.mktemp("order"))
