@@ -5,10 +5,13 @@ compensated by `release`). The saga id IS the order id: the driver service keys 
 reservation by the order id the command carries, so "release what this saga holds" and
 "release what this order holds" are one thing. Confirming is local: when the saga completes,
 its last transition records `order.driver_reserved` then `order.confirmed` in its own
-transaction (`on_end`), so no order is confirmed without its driver held. When it ends any
-other way (the driver service refused, no answer in time, the passenger cancelled, or the
-release itself needs attention) the order ends `rejected` or `cancelled` with the reason,
-in that transaction too.
+transaction (`on_end`), so no order is confirmed without its driver held; a reader sees it go
+from `pending` to `confirmed`, with both steps in its history. When the saga ends any other
+way, the order ends in that transaction too, with the reason that turned the saga back (read
+from the saga's history: the driver service's refusal, "no reply within Ns", the passenger's
+cancel), not whatever its compensation met later: `cancelled` when the passenger cancelled,
+`rejected` otherwise (no driver near, or the driver service did not answer in time). A saga
+whose release needs an operator ends the order too, saying so.
 """
 
 from __future__ import annotations
