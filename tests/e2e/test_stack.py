@@ -195,8 +195,8 @@ def test_the_command_stops_everything_on_ctrl_c_or_sigterm(
                 break
         assert proc.poll() is None, "".join(lines)
         children = set(processes_mentioning(str(tmp_path))) - {proc.pid}
-        # the four stand-ins and the gateway (the registry's key file is in the state dir)
-        assert len(children) == 5, "".join(lines)
+        # the five stand-ins and the gateway (the registry's key file is in the state dir)
+        assert len(children) == 6, "".join(lines)
         proc.send_signal(signum)
         rest, _ = proc.communicate(timeout=60)
     finally:
@@ -204,7 +204,7 @@ def test_the_command_stops_everything_on_ctrl_c_or_sigterm(
             proc.kill()
     out = "".join(lines) + rest
     assert proc.returncode == 0, out
-    for name in ("auth", "user", "driver", "notification"):
+    for name in ("auth", "user", "driver", "notification", "order"):
         assert re.search(rf"^ *{name} │ standin {name} stopped cleanly$", out, re.M), out
         assert re.search(rf"^{name} ready at http://127\.0\.0\.1:\d+ ", out, re.M), out
     assert "admin@example.com" in out and "curl -s -X POST" in out
