@@ -1,7 +1,7 @@
 # One image recipe for every service and the gateway; SERVICE picks which. From the repository
 # root:
 #   docker build --build-arg SERVICE=auth -t platform/auth .        (auth, user, driver,
-#   docker build --build-arg SERVICE=gateway -t platform/gateway .   notification, gateway)
+#   docker build --build-arg SERVICE=gateway -t platform/gateway .   notification, order, gateway)
 # Every container listens on 8000 (REGISTRY_DNS_PORT's default; --build-arg PORT=... or
 # SERVICE_PORT at run time to change it) and keeps its SQLite file and keys under /data.
 #

@@ -56,10 +56,11 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("user", "services.user", 8002, "cyan", after=("auth",)),
     ServiceSpec("driver", "services.driver", 8003, "green", after=("auth",)),
     ServiceSpec("notification", "services.notification", 8004, "yellow", after=("auth",)),
+    ServiceSpec("order", "services.order", 8005, "bright_cyan", after=("auth",)),
     # The one door clients use: last, once the services it routes to are ready (its route
     # table is gateway/routes.toml; it finds instances through the registry).
     ServiceSpec("gateway", "gateway", GATEWAY_PORT, "blue", database=False,
-                after=("auth", "user", "driver", "notification")),
+                after=("auth", "user", "driver", "notification", "order")),
 )
 
 

@@ -90,6 +90,8 @@ def reference_specs(tmp: Path) -> dict[str, Json]:
     from services.driver.main import create_app as driver_app
     from services.notification.config import NotificationSettings
     from services.notification.main import create_app as notification_app
+    from services.order.config import OrderSettings
+    from services.order.main import create_app as order_app
     from services.user.config import UserSettings
     from services.user.main import create_app as user_app
 
@@ -105,4 +107,5 @@ def reference_specs(tmp: Path) -> dict[str, Json]:
         "driver": driver_app(DriverSettings(**common("driver"))).openapi(),
         "notification": notification_app(
             NotificationSettings(**common("notification"))).openapi(),
+        "order": order_app(OrderSettings(**common("order"))).openapi(),
     }

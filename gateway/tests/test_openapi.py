@@ -46,6 +46,8 @@ REFERENCE = table(
           frozenset({"GET"}), permissions=frozenset({"drivers:read"})),
     Route("drivers", "/api/drivers", "driver", "/drivers"),
     Route("notifications", "/api/notifications", "notification", "/notifications"),
+    Route("orders", "/api/orders", "order", "/orders"),
+    Route("sagas", "/api/sagas", "order", "/sagas", permissions=frozenset({"sagas:read"})),
     Route("monolith-reports", "/api/reports", "legacy", "/reports"),
 )
 
@@ -81,7 +83,7 @@ def test_real_paths_appear_at_the_gateway_paths(merged: Json) -> None:
     assert merged["openapi"] == "3.1.0"
     assert merged["info"]["title"] == "Platform API" and merged["info"]["version"] == "9.9.9"
     assert merged["info"]["x-services"] == {s: "0.1.0" for s in
-                                            ("auth", "user", "driver", "notification")}
+                                            ("auth", "user", "driver", "notification", "order")}
     assert "x-unavailable-services" not in merged["info"]
 
 
@@ -130,7 +132,8 @@ def test_real_operation_ids_tags_and_components(merged: Json) -> None:
     assert ids["register_auth_register_post"] == 1  # unique ones keep their name
     service_of = {"/api/auth": "auth", "/api/oauth": "auth", "/.well-known": "auth",
                   "/api/users": "user", "/api/drivers": "driver",
-                  "/api/notifications": "notification", "/health": "gateway"}
+                  "/api/notifications": "notification", "/api/orders": "order",
+                  "/api/sagas": "order", "/health": "gateway"}
     for path, _, o in ops:
         service = next(s for p, s in service_of.items() if path.startswith(p))
         assert o["tags"][0] == service

@@ -133,6 +133,10 @@ SHIPPED = load_route_table(DEFAULT_ROUTES_FILE, SETTINGS)
     ("GET", "/api/drivers/7f1c/locations/stream", "driver", "/drivers/7f1c/locations/stream",
      False),
     ("POST", "/api/notifications/n1/read", "notification", "/notifications/n1/read", False),
+    ("POST", "/api/orders", "order", "/orders", False),
+    ("GET", "/api/orders/o1/events", "order", "/orders/o1/events", False),
+    ("POST", "/api/orders/o1/cancel", "order", "/orders/o1/cancel", False),
+    ("GET", "/api/sagas/o1", "order", "/sagas/o1", False),
 ])
 def test_the_shipped_table_routes_the_public_api(method: str, path: str, service: str,
                                                  upstream: str, public: bool) -> None:
@@ -157,13 +161,13 @@ def test_the_shipped_table_checks_at_the_edge_only_permissions_every_caller_need
     needs = {r.name: r.permissions for r in SHIPPED if r.permissions}
     assert needs == {"auth-roles": {"rbac:manage"}, "auth-users": {"rbac:manage"},
                      "auth-clients": {"rbac:manage"}, "drivers-nearby": {"drivers:read"},
-                     "notifications": {"notifications:read"}}
+                     "notifications": {"notifications:read"}, "sagas": {"sagas:read"}}
     assert SHIPPED.match("/api/users/me").permissions == frozenset()  # type: ignore[union-attr]
     assert SHIPPED.match("/api/drivers").permissions == frozenset()  # type: ignore[union-attr]
 
 
 def test_the_shipped_table_covers_the_services_and_nothing_else() -> None:
-    assert SHIPPED.services == {"auth", "user", "driver", "notification"}
+    assert SHIPPED.services == {"auth", "user", "driver", "notification", "order"}
     for path in ("/", "/api", "/api/unknown", "/api/authx/login", "/api/usersx",
                  "/.well-known/other", "/auth/login"):
         assert SHIPPED.match(path) is None, path  # unmatched: legacy or 404, never a service

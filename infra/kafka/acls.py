@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 REGISTRY = "platform.registry"
 REPLIES = "replies."
-SERVICES = ("auth", "user", "driver", "notification", "gateway")
+SERVICES = ("auth", "user", "driver", "notification", "order", "gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +67,9 @@ def grants(group_prefix: str = "") -> list[Grant]:
     table += [Grant("user", "topic", REPLIES, ("WRITE",), prefixed=True),
               Grant("user", "group", f"{group_prefix}user", ("READ",)),
               Grant("user", "group", f"{group_prefix}user.cache.", ("READ",), prefixed=True)]
-    table += _consumes("driver", ["driver.locations"])
-    table += _publishes("driver", ["driver.events", "driver.locations"])
+    table += _consumes("driver", ["driver.locations", "driver.commands"])
+    # The ride saga's replies go to the topic each command names: the order service's.
+    table += _publishes("driver", ["driver.events", "driver.locations", "order.saga-replies"])
     table += [Grant("driver", "group", f"{group_prefix}driver", ("READ",))]
     table += _consumes("notification", ["auth.events", "user.events", "driver.events"])
     table += _publishes("notification", ["notification.events", "user.requests"])
@@ -79,6 +80,13 @@ def grants(group_prefix: str = "") -> list[Grant]:
               prefixed=True),
         Grant("notification", "group", REPLIES, ("READ", "DESCRIBE"), prefixed=True),
         Grant("notification", "group", f"{group_prefix}notification", ("READ",)),
+    ]
+    table += _consumes("order", ["order.saga-replies"])
+    table += _publishes("order", ["order.events", "driver.commands"])
+    table += [
+        # Its projections read `order.events` from stored positions, with no group.
+        Grant("order", "topic", "order.events", ("READ",)),
+        Grant("order", "group", f"{group_prefix}order", ("READ",)),
     ]
     return table
 

@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from core.app import ServiceRuntime, Subscription, create_service
 from core.security import Security
 from services.driver.config import DriverSettings
-from services.driver.events import EVENTS_TOPIC, LOCATIONS_TOPIC
-from services.driver.handlers import events, handlers
+from services.driver.events import COMMANDS_TOPIC, EVENTS_TOPIC, LOCATIONS_TOPIC
+from services.driver.handlers import commands, events, handlers
 from services.driver.models import Base
 from services.driver.routers import router
 from services.driver.stream import LOCATION_HUB, LocationHub
@@ -26,7 +26,8 @@ def create_app(settings: DriverSettings | None = None, *,
                security: Security | None = None) -> FastAPI:
     return create_service(
         "driver", metadata=Base.metadata, service_dir=SERVICE_DIR, events=events,
-        routers=[router], subscriptions=[Subscription(LOCATIONS_TOPIC, handlers)],
+        routers=[router], subscriptions=[Subscription(LOCATIONS_TOPIC, handlers),
+                                         Subscription(COMMANDS_TOPIC, commands)],
         publishes=[EVENTS_TOPIC, LOCATIONS_TOPIC], settings=settings or DriverSettings(),
         security=security, hooks={LOCATION_WRITER: read_model, LOCATION_HUB: location_stream},
         description="Drivers, their latest locations, the nearby query and live locations.")

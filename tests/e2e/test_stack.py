@@ -60,12 +60,12 @@ def test_services_start_in_order_wired_to_each_other_with_prefixed_logs(
         assert stat.S_IMODE((tmp_path / "registry.key").stat().st_mode) == 0o600
         assert envs["auth"]["JWT_KEYS_DIR"] == str(tmp_path / "keys")
         assert envs["auth"]["JWKS_URL"] is None
-        for name in ("user", "driver", "notification", "gateway"):
+        for name in ("user", "driver", "notification", "order", "gateway"):
             assert envs[name]["JWKS_URL"] == stack.url("auth") + "/.well-known/jwks.json"
             assert envs[name]["JWT_KEYS_DIR"] is None
             # Launched only once auth answered ready (after 2 s of "not yet").
             assert envs[name]["started"] > envs["auth"]["first_ready"]  # type: ignore[operator]
-        assert len(set(stack.ports.values())) == 5 and 8000 not in stack.ports.values()
+        assert len(set(stack.ports.values())) == 6 and 8000 not in stack.ports.values()
 
         admin = stack.admin
         assert admin is not None and admin.created and admin.email == "admin@example.com"
@@ -195,8 +195,8 @@ def test_the_command_stops_everything_on_ctrl_c_or_sigterm(
                 break
         assert proc.poll() is None, "".join(lines)
         children = set(processes_mentioning(str(tmp_path))) - {proc.pid}
-        # the four stand-ins and the gateway (the registry's key file is in the state dir)
-        assert len(children) == 5, "".join(lines)
+        # the five stand-ins and the gateway (the registry's key file is in the state dir)
+        assert len(children) == 6, "".join(lines)
         proc.send_signal(signum)
         rest, _ = proc.communicate(timeout=60)
     finally:
@@ -204,7 +204,7 @@ def test_the_command_stops_everything_on_ctrl_c_or_sigterm(
             proc.kill()
     out = "".join(lines) + rest
     assert proc.returncode == 0, out
-    for name in ("auth", "user", "driver", "notification"):
+    for name in ("auth", "user", "driver", "notification", "order"):
         assert re.search(rf"^ *{name} │ standin {name} stopped cleanly$", out, re.M), out
         assert re.search(rf"^{name} ready at http://127\.0\.0\.1:\d+ ", out, re.M), out
     assert "admin@example.com" in out and "curl -s -X POST" in out

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-SERVICES = ("auth", "user", "driver", "notification")
+SERVICES = ("auth", "user", "driver", "notification", "order")
 
 
 def instructions() -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ from core.config import Settings
 from services.auth.config import AuthSettings
 from services.driver.config import DriverSettings
 from services.notification.config import NotificationSettings
+from services.order.config import OrderSettings
 from services.user.config import UserSettings
 
 
@@ -22,9 +23,9 @@ def no_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_each_service_gets_its_own_file_named_after_it() -> None:
     urls = {cls().database_url for cls in (AuthSettings, UserSettings, DriverSettings,
-                                            NotificationSettings)}
+                                            NotificationSettings, OrderSettings)}
     assert urls == {f"sqlite+aiosqlite:///./.local/{name}.db"
-                    for name in ("auth", "user", "driver", "notification")}
+                    for name in ("auth", "user", "driver", "notification", "order")}
 
 
 def test_the_name_comes_from_service_name(monkeypatch: pytest.MonkeyPatch) -> None:

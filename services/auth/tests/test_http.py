@@ -31,7 +31,8 @@ async def test_register_login_and_me(auth: AuthProc) -> None:
         assert me.json() == {"id": user["id"], "kind": "user", "email": address.lower(),
                              "roles": ["user"], "permissions": [
                                  "drivers:read", "drivers:register", "notifications:read",
-                                 "profile:read", "profile:write"]}
+                                 "orders:place", "orders:read", "profile:read",
+                                 "profile:write"]}
         assert (await http.get("/auth/me")).status_code == 401
 
 

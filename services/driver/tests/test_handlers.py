@@ -2,27 +2,48 @@
 query that reads it, on SQLite and the real PostgreSQL: the guarded upsert (later wins,
 whatever the order), the geohash ranges (borders, the antimeridian, the poles) and the
 coalescing writer the handler hands each report to, under the service's own migrations. The
-handler fed from Kafka by the running service: test_http.py."""
+handler fed from Kafka by the running service: test_http.py.
+
+The ride saga's participant (reserve, release, complete on `driver.commands`) in the running
+service: a command delivered twice has one effect and one reply (the inbox), each reply goes
+to the command's `reply_to` with the saga's headers."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import text
 
 from core.db import Database, migrations
+from core.messaging import BaseEvent, KafkaAdmin
+from core.saga import H_SAGA_ID
+from services.driver.events import (
+    COMMANDS_TOPIC,
+    CompleteTrip,
+    OrderRef,
+    ReleaseDriver,
+    ReserveDriver,
+    ReserveDriverData,
+)
 from services.driver.locations import Report, find_nearby, latest_location, record_location
 from services.driver.main import SERVICE_DIR
 from services.driver.models import Driver
+from services.driver.tests.conftest import DriverStack
 from services.driver.writer import LocationWriter
+from tests.e2e.kafka_tools import Record, records
+from tests.helpers import eventually, unique
 from tests.integration.databases import BACKENDS, open_databases
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+HEADER_REPLY_TO, HEADER_IN_REPLY_TO = "reply_to", "in_reply_to"
+"""The wire headers of a saga command and its reply (the contract, as a participant sees it)."""
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
@@ -140,3 +161,95 @@ async def test_the_writer_answers_each_report_for_itself(database: Database,
     async with database.session() as session:
         stored = await latest_location(session, driver_id)
     assert stored is not None and (stored.lat, stored.recorded_at) == (2, newer.recorded_at)
+
+
+# -- the ride saga's participant, in the running service ------------------------------------
+
+
+async def send(stack: DriverStack, command: BaseEvent[Any], order_id: str,
+               reply_to: str) -> None:
+    """The command as the orchestrator sends it: keyed and tagged by the saga (the order)."""
+    if stack.bus is None:
+        await stack.publish_location(str(uuid.uuid4()), 0, 0)  # starts the test's producer
+    assert stack.bus is not None
+    await KafkaAdmin(stack.kafka).create_topics([reply_to])  # the orchestrator's, normally
+    await stack.bus.publish(COMMANDS_TOPIC, command, key=order_id, headers=[
+        (H_SAGA_ID, order_id.encode()), (HEADER_REPLY_TO, reply_to.encode())])
+
+
+async def replies(stack: DriverStack, topic: str, n: int) -> list[Record]:
+    """The replies on `topic`, once there are `n`."""
+    async def found() -> list[Record] | None:
+        got = await records(stack.kafka.bootstrap_servers, topic, lambda r: True)
+        return got if len(got) >= n else None
+
+    result: list[Record] = await eventually(found, timeout=60, interval=0.3)
+    return result
+
+
+async def status_of(stack: DriverStack, driver_id: str) -> str:
+    async with await stack.client("reader", ["drivers:read"]) as http:
+        return str((await http.get(f"/drivers/{driver_id}")).json()["status"])
+
+
+async def test_a_reserve_and_a_release_delivered_twice_each_act_and_answer_once(
+        stack: DriverStack) -> None:
+    user_id, driver_id = await stack.new_driver(status="available")
+    lat, lon = random.uniform(-60, 60), random.uniform(-170, 170)
+    async with await stack.client(user_id) as http:
+        placed = await http.put(f"/drivers/{driver_id}/location", json={"lat": lat, "lon": lon})
+        assert placed.status_code == 200, placed.text
+    order_id, reply_to = str(uuid.uuid4()), unique("order.saga-replies")
+    reserve = ReserveDriver(data=ReserveDriverData(order_id=order_id, lat=lat, lon=lon,
+                                                   radius_km=5))
+    await send(stack, reserve, order_id, reply_to)
+    await send(stack, reserve, order_id, reply_to)  # the same event again: a redelivery
+    (reserved,) = await replies(stack, reply_to, 1)
+    assert reserved.envelope["event_type"] == "driver.reserved"
+    assert reserved.envelope["data"] == {"order_id": order_id, "driver_id": driver_id,
+                                         "user_id": user_id}
+    assert dict(reserved.headers)[H_SAGA_ID] == order_id.encode()
+    assert dict(reserved.headers)[HEADER_IN_REPLY_TO] == str(reserve.event_id).encode()
+    assert reserved.key == order_id.encode()
+    assert await status_of(stack, driver_id) == "busy"
+
+    release = ReleaseDriver(data=OrderRef(order_id=order_id))
+    await send(stack, release, order_id, reply_to)
+    await send(stack, release, order_id, reply_to)
+    # A distinct last command on the same key: once its reply is in, every earlier command
+    # was handled (one partition, in order), so the count below is final.
+    marker = ReleaseDriver(data=OrderRef(order_id=order_id))
+    await send(stack, marker, order_id, reply_to)
+    answers = await replies(stack, reply_to, 3)
+    assert [r.envelope["event_type"] for r in answers] == ["driver.reserved",
+                                                           "driver.released", "driver.released"]
+    assert [dict(r.headers)[HEADER_IN_REPLY_TO] for r in answers[1:]] == [
+        str(release.event_id).encode(), str(marker.event_id).encode()]
+    assert await status_of(stack, driver_id) == "available"
+
+
+async def test_a_refused_reserve_answers_with_the_reason_and_complete_frees_the_driver(
+        stack: DriverStack) -> None:
+    lat, lon = random.uniform(-60, 60), random.uniform(-170, 170)
+    lonely, reply_to = str(uuid.uuid4()), unique("order.saga-replies")
+    await send(stack, ReserveDriver(data=ReserveDriverData(order_id=lonely, lat=lat, lon=lon,
+                                                           radius_km=1)), lonely, reply_to)
+    (refused,) = await replies(stack, reply_to, 1)
+    assert refused.envelope["event_type"] == "driver.not_reserved"
+    assert "no available driver within 1 km" in refused.envelope["data"]["reason"]
+
+    user_id, driver_id = await stack.new_driver(status="available")
+    async with await stack.client(user_id) as http:
+        await http.put(f"/drivers/{driver_id}/location", json={"lat": lat, "lon": lon})
+    order_id = str(uuid.uuid4())
+    await send(stack, ReserveDriver(data=ReserveDriverData(order_id=order_id, lat=lat,
+                                                           lon=lon, radius_km=1)),
+               order_id, reply_to)
+    await replies(stack, reply_to, 2)
+    assert await status_of(stack, driver_id) == "busy"
+    await send(stack, CompleteTrip(data=OrderRef(order_id=order_id)), order_id, reply_to)
+    assert await eventually(lambda: _is(stack, driver_id, "available"), timeout=30)
+
+
+async def _is(stack: DriverStack, driver_id: str, status: str) -> bool:
+    return await status_of(stack, driver_id) == status
