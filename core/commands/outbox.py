@@ -10,7 +10,6 @@ discarded; `parked` shows how many each holds.
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -20,9 +19,8 @@ from rich.table import Table
 from sqlalchemy import MetaData
 
 from core.commands.failures import database_failures, settings_database_url
-from core.db import migrations
+from core.commands.service_metadata import service_metadata
 from core.db.engine import Database
-from core.db.models import table_key
 from core.messaging.outbox import store as outbox_store
 from core.messaging.outbox.store import MAX_ATTEMPTS, OUTBOX
 
@@ -91,23 +89,7 @@ def discard(service: Service, ids: Ids = None, url: Url = None,
 
 def _metadata(service: str, spec: str | None) -> MetaData:
     """The service's MetaData, which must declare the outbox table."""
-    try:
-        found = migrations.locate(service)
-    except migrations.MigrationError as exc:
-        raise typer.BadParameter(str(exc), param_hint="SERVICE") from exc
-    default = f"{found.package}.models" if found.package else "models"
-    module_name, _, attribute = (spec or f"{default}:Base.metadata").partition(":")
-    try:
-        value: object = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            value = getattr(value, part)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise typer.BadParameter(f"cannot load {module_name}:{attribute}: {exc}",
-                                 param_hint="--metadata") from exc
-    if not isinstance(value, MetaData) or table_key(value, OUTBOX) not in value.tables:
-        raise typer.BadParameter(f"{module_name}:{attribute} is not a MetaData with an "
-                                 "outbox table", param_hint="--metadata")
-    return value
+    return service_metadata(service, spec, table=OUTBOX, what="an outbox table")
 
 
 def _run(service: str, url: str | None, action: Callable[[Database], Awaitable[T]]) -> T:

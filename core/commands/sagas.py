@@ -10,7 +10,6 @@ command line has no saga definitions, so it sends nothing itself).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
@@ -18,11 +17,10 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import MetaData
 
 from core.commands.failures import database_failures, fail, settings_database_url
-from core.db import Database, migrations
-from core.db.models import table_key
+from core.commands.service_metadata import service_metadata
+from core.db import Database
 from core.saga.store import SagaRecord, SagaStore, StepEntry
 from core.saga.tables import INSTANCES, STATUSES, SagaTables, saga_tables
 
@@ -102,23 +100,8 @@ def retry(service: Service, saga_id: SagaId, url: Url = None,
 
 def _tables(service: str, spec: str | None) -> SagaTables:
     """SERVICE's saga tables, from its metadata."""
-    try:
-        found = migrations.locate(service)
-    except migrations.MigrationError as exc:
-        raise typer.BadParameter(str(exc), param_hint="SERVICE") from exc
-    default = f"{found.package}.models" if found.package else "models"
-    module_name, _, attribute = (spec or f"{default}:Base.metadata").partition(":")
-    try:
-        value: object = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            value = getattr(value, part)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise typer.BadParameter(f"cannot load {module_name}:{attribute}: {exc}",
-                                 param_hint="--metadata") from exc
-    if not isinstance(value, MetaData) or table_key(value, INSTANCES) not in value.tables:
-        raise typer.BadParameter(f"{module_name}:{attribute} is not a MetaData with the saga "
-                                 "tables (saga_tables)", param_hint="--metadata")
-    return saga_tables(value)
+    return saga_tables(service_metadata(service, spec, table=INSTANCES,
+                                        what="the saga tables (saga_tables)"))
 
 
 def _run(service: str, url: str | None, tables: SagaTables,
