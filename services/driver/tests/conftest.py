@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from core.config import KafkaConfig
+from core.db import Database, migrations
 from core.messaging import KafkaEventBus
 from devinfra.process import free_port
 from services.driver.events import (
@@ -24,8 +25,10 @@ from services.driver.events import (
     LocationReportedData,
     driver_events,
 )
+from services.driver.main import SERVICE_DIR
 from tests.helpers import IssuerProc, answers_ok, eventually, unique
 from tests.helpers.service import ServiceProc, Spawn
+from tests.integration.databases import BACKENDS, open_databases
 
 ROOT = Path(__file__).resolve().parents[3]
 USER_PERMISSIONS = ["profile:read", "profile:write", "drivers:register", "drivers:read",
@@ -133,3 +136,15 @@ async def stack(kafka: Any, module_spawn: Spawn, issuer: IssuerProc,
     yield stack
     if stack.bus is not None:
         await stack.bus.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=BACKENDS)
+async def database(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+    """The driver service's database, migrated, on SQLite and the real PostgreSQL: one per
+    test module and backend."""
+    async with open_databases(request, tmp_path_factory.mktemp("driver-db")) as factory:
+        db = Database(await factory.new())
+        await migrations.upgrade(SERVICE_DIR, db)
+        yield db
+        await db.dispose()

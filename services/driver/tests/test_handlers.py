@@ -13,15 +13,13 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import text
 
-from core.db import Database, migrations
+from core.db import Database
 from core.messaging import BaseEvent, KafkaAdmin
 from core.saga import H_SAGA_ID
 from services.driver.events import (
@@ -33,28 +31,16 @@ from services.driver.events import (
     ReserveDriverData,
 )
 from services.driver.locations import Report, find_nearby, latest_location, record_location
-from services.driver.main import SERVICE_DIR
 from services.driver.models import Driver
 from services.driver.tests.conftest import DriverStack
 from services.driver.writer import LocationWriter
 from tests.e2e.kafka_tools import Record, records
 from tests.helpers import eventually, unique
-from tests.integration.databases import BACKENDS, open_databases
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HEADER_REPLY_TO, HEADER_IN_REPLY_TO = "reply_to", "in_reply_to"
 """The wire headers of a saga command and its reply (the contract, as a participant sees it)."""
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session", params=BACKENDS)
-async def database(request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
-    async with open_databases(request, tmp_path_factory.mktemp("read-model")) as factory:
-        db = Database(await factory.new())
-        await migrations.upgrade(SERVICE_DIR, db)
-        yield db
-        await db.dispose()
 
 
 async def new_driver(database: Database, status: str = "available") -> uuid.UUID:

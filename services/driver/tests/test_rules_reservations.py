@@ -15,28 +15,16 @@ import pytest_asyncio
 from sqlalchemy import delete, func, select
 
 from core.bases import ConflictError
-from core.db import Database, migrations
+from core.db import Database
 from core.messaging import EventSerializer, OutboxWriter
 from services.driver.events import driver_events
 from services.driver.locations import find_nearby, record_location
-from services.driver.main import SERVICE_DIR
 from services.driver.models import Base, Driver, DriverLocation, Reservation
 from services.driver.rules import DriverService, NotReserved, Reserved
-from tests.integration.databases import BACKENDS, open_databases
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 PICKUP = (52.5200, 13.4050)
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session", params=BACKENDS)
-async def database(request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
-    async with open_databases(request, tmp_path_factory.mktemp("reservations")) as factory:
-        db = Database(await factory.new())
-        await migrations.upgrade(SERVICE_DIR, db)
-        yield db
-        await db.dispose()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
