@@ -69,10 +69,13 @@ ORDER_EVENT_TYPES: tuple[type[DomainEvent[OrderChangeData]] | type[OrderPlaced],
 
 
 class ReserveDriverData(BaseModel):
+    """The driver service's bounds, kept here too: a command out of them would be poison to
+    it (dead-lettered, the step left to time out), so it is refused where it is built."""
+
     order_id: str
-    lat: float
-    lon: float
-    radius_km: float
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_km: float = Field(gt=0, le=500)
 
 
 class ReserveDriver(IntegrationEvent[ReserveDriverData]):
