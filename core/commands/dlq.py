@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.commands.failures import fail, first_line, settings_errors
-from core.config import KafkaConfig, get_settings
+from core.config import KafkaConfig, Settings
 from core.messaging import dlq
 from core.messaging.kafka_client import KafkaProducer
 
@@ -93,7 +93,7 @@ async def _replay(config: KafkaConfig, topic: str,
 
 def _kafka() -> KafkaConfig:
     try:
-        return get_settings().kafka()
+        return Settings().kafka()
     except SettingsError as exc:
         raise fail(f"invalid settings: {settings_errors(exc)}") from exc
 

@@ -70,11 +70,13 @@ def database_failures(url: str | None, service: str | None = None,
 
 
 def settings_database_url() -> str:
-    """DATABASE_URL from the settings; invalid settings are a one-line error."""
-    from core.config import get_settings
+    """DATABASE_URL from the settings, read now (not through `get_settings`' process-wide
+    cache: a command reads the environment it runs in, also when run in-process twice);
+    invalid settings are a one-line error."""
+    from core.config import Settings
 
     try:
-        return get_settings().database_url
+        return Settings().database_url
     except SettingsError as exc:
         raise fail(f"invalid settings: {settings_errors(exc)}") from exc
 

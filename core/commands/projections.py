@@ -27,7 +27,7 @@ from core.commands.failures import (
     settings_database_url,
     settings_errors,
 )
-from core.config import KafkaConfig, get_settings
+from core.config import KafkaConfig, Settings
 from core.db import migrations
 from core.db.engine import Database
 from core.projections import Projection, ProjectionError, rebuild
@@ -147,6 +147,6 @@ def _projections(service: str, module: str | None) -> list[Projection]:
 
 def _kafka() -> KafkaConfig:
     try:
-        return get_settings().kafka()
+        return Settings().kafka()
     except SettingsError as exc:
         raise fail(f"invalid settings: {settings_errors(exc)}") from exc
