@@ -10,12 +10,11 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError as SettingsError
 from rich.console import Console
 from rich.table import Table
 
-from core.commands.failures import fail, first_line, settings_errors
-from core.config import KafkaConfig, Settings
+from core.commands.failures import fail, first_line, settings_kafka
+from core.config import KafkaConfig
 from core.messaging import dlq
 from core.messaging.kafka_client import KafkaProducer
 
@@ -41,7 +40,7 @@ def list_(
     = False,
 ) -> None:
     """List dead letters of TOPIC with the error that put them there."""
-    config = _kafka()
+    config = settings_kafka()
     with _kafka_failures(config, f"read {dlq.dlq_topic(topic)}"):
         letters = asyncio.run(dlq.list_dead_letters(config, topic))
     shown = [x for x in letters if all_ or not x.replayed]
@@ -75,7 +74,7 @@ def replay(
         except ValueError as exc:
             raise typer.BadParameter("use PARTITION:OFFSET, e.g. 0:42",
                                      param_hint="--offset") from exc
-    config = _kafka()
+    config = settings_kafka()
     with _kafka_failures(config, f"replay {dlq.dlq_topic(topic)} to {topic}"):
         replayed = asyncio.run(_replay(config, topic, picks))
     console.print(f"replayed {len(replayed)} dead letter(s) to {topic}")
@@ -90,12 +89,6 @@ async def _replay(config: KafkaConfig, topic: str,
     finally:
         await producer.stop()
 
-
-def _kafka() -> KafkaConfig:
-    try:
-        return Settings().kafka()
-    except SettingsError as exc:
-        raise fail(f"invalid settings: {settings_errors(exc)}") from exc
 
 
 @contextmanager

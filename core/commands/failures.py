@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import ValidationError as SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+if TYPE_CHECKING:
+    from core.config import KafkaConfig
 
 DATABASE_SETTING = "DATABASE_URL (or --url)"
 UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
@@ -77,6 +81,17 @@ def settings_database_url() -> str:
 
     try:
         return Settings().database_url
+    except SettingsError as exc:
+        raise fail(f"invalid settings: {settings_errors(exc)}") from exc
+
+
+def settings_kafka() -> KafkaConfig:
+    """The Kafka settings, read now (as `settings_database_url`); invalid settings are a
+    one-line error."""
+    from core.config import Settings
+
+    try:
+        return Settings().kafka()
     except SettingsError as exc:
         raise fail(f"invalid settings: {settings_errors(exc)}") from exc
 

@@ -16,7 +16,6 @@ import json
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError as SettingsError
 from rich.console import Console
 from rich.table import Table
 
@@ -25,9 +24,9 @@ from core.commands.failures import (
     fail,
     first_line,
     settings_database_url,
-    settings_errors,
+    settings_kafka,
 )
-from core.config import KafkaConfig, Settings
+from core.config import KafkaConfig
 from core.db import migrations
 from core.db.engine import Database
 from core.projections import Projection, ProjectionError, rebuild
@@ -53,7 +52,7 @@ def list_(service: Service, url: Url = None, module: Module = None,
     """SERVICE's projections: stored position and lag per topic partition."""
     found = _projections(service, module)
     url = url or settings_database_url()
-    config = _kafka()
+    config = settings_kafka()
     with database_failures(url, service):
         rows = asyncio.run(_positions(found, url, config))
     if as_json:
@@ -80,7 +79,7 @@ def rebuild_(service: Service, name: Annotated[str, typer.Argument(help="The pro
         raise fail(f"{service} has no projection {name!r} (it has: "
                    f"{', '.join(sorted(found)) or 'none'})")
     url = url or settings_database_url()
-    config = _kafka()
+    config = settings_kafka()
     with database_failures(url, service):
         try:
             report = asyncio.run(_rebuild(projection, url, config))
@@ -144,9 +143,3 @@ def _projections(service: str, module: str | None) -> list[Projection]:
         raise typer.BadParameter(f"{name} declares no Projection", param_hint="--projections")
     return sorted(projections, key=lambda p: p.name)
 
-
-def _kafka() -> KafkaConfig:
-    try:
-        return Settings().kafka()
-    except SettingsError as exc:
-        raise fail(f"invalid settings: {settings_errors(exc)}") from exc

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.commands import dlq, projections
-from core.commands.failures import settings_database_url
+from core.commands.failures import settings_database_url, settings_kafka
 from core.config import get_settings
 
 
@@ -30,6 +29,6 @@ def test_the_database_url_is_the_one_set_now() -> None:
     assert settings_database_url() == "sqlite+aiosqlite:///./now.db"
 
 
-@pytest.mark.parametrize("module", [dlq, projections])
-def test_the_kafka_brokers_are_the_ones_set_now(module: object) -> None:
-    assert module._kafka().bootstrap_servers == "now:9092"  # type: ignore[attr-defined]
+def test_the_kafka_brokers_are_the_ones_set_now() -> None:
+    """What the `dlq` and `projections` commands connect to."""
+    assert settings_kafka().bootstrap_servers == "now:9092"
