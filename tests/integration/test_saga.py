@@ -346,8 +346,8 @@ async def test_500_concurrent_sagas_with_failures_and_timeouts_all_end_and_hold_
     completed sagas hold. A saga planned to go through may time out all the same when the
     database is slow to serve 500 at once (SQLite's one writer, on a loaded machine): then it
     must be compensated, and for that reason only."""
-    system.saga = trip_saga(system.saga.steps[0].topic, system.saga.reply_topic, timeout=10.0,
-                            comp_timeout=5.0)
+    system.saga = trip_saga(system.saga.steps[0].topic, system.saga.reply_topic, timeout=5.0,
+                            comp_timeout=2.5)
     patient = RetryPolicy(max_attempts=8, initial_delay=0.05, max_delay=0.5)  # 3 planned misses
     first = await system.node(retry=patient)
     await system.node(participate=False, retry=patient)

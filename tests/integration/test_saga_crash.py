@@ -1,4 +1,4 @@
-"""The orchestrating process killed (SIGKILL) in the middle of 200 sagas and started again:
+"""The orchestrating process killed (SIGKILL) in the middle of 120 sagas and started again:
 every saga finishes or compensates, as its plan says, and nothing stays held. All the state
 is in the database; the new process finds the due work with its sweeper and the replies
 waiting in Kafka with its consumer."""
@@ -25,7 +25,7 @@ from tests.saga_rig import Node, create_schema, held, planned, statuses, tables,
 
 pytestmark = pytest.mark.kafka
 
-N = 200
+N = 120
 PROC = "tests.integration.procs.saga_orchestrator"
 
 

@@ -16,7 +16,7 @@ from tests.saga_rig import Node, planned, trip_saga
 
 
 async def main(url: str, bootstrap: str, group: str, topic: str, replies: str, n: int) -> None:
-    saga = trip_saga(topic, replies, timeout=10.0, comp_timeout=5.0)
+    saga = trip_saga(topic, replies, timeout=5.0, comp_timeout=2.5)
     node = await Node(url, KafkaConfig(bootstrap, unique("orchestrator"), group), saga,
                       participate=False).start()
     print("ready", flush=True)
