@@ -3,6 +3,7 @@ stand-in services (tests/e2e/procs/standin.py) on the test session's Kafka and P
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ from devinfra.postgres import PostgresServer
 from devinfra.stack import JWT_AUDIENCE, JWT_ISSUER, Stack, StackError
 from tests.e2e.procs.standins import standins
 from tests.e2e.standin_support import alive, processes_mentioning, recording_console
-from tests.helpers import unique
+from tests.helpers import eventually, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,6 +152,33 @@ def test_watch_reports_a_service_that_dies_while_running(
         assert stack.watch(duration=30) == 1
         assert time.monotonic() - started < 5
     assert "auth exited with code -9" in out.getvalue()
+
+
+async def test_with_observability_prometheus_scrapes_every_process_and_stops_with_the_stack(
+        kafka: KafkaBroker, tmp_path: Path) -> None:
+    console, out = recording_console()
+    stack = Stack(standins(only=("auth", "user")), state_dir=tmp_path, base_port=0, kafka=kafka,
+                  console=console, admin_email=None, observability=True)
+    with stack:
+        prometheus = stack.prometheus
+        assert prometheus is not None and prometheus.port != 9090  # base_port=0: a free one
+        assert json.loads(prometheus.targets_file.read_text()) == [
+            {"targets": [f"127.0.0.1:{stack.ports[name]}"], "labels": {"service": name}}
+            for name in ("auth", "user")]
+
+        def health() -> dict[str, str]:
+            return {target["labels"]["service"]: target["health"]
+                    for target in prometheus.active_targets()}
+
+        await eventually(lambda: health() == {"auth": "up", "user": "up"}, timeout=60,
+                         what="every process scraped")
+        versions = {series["metric"]["service"]: series["metric"]["version"]
+                    for series in prometheus.query("kfm_service_info")}
+        assert versions == {"auth": "standin-auth", "user": "standin-user"}
+        stack.print_summary()
+    assert not prometheus.running
+    assert processes_mentioning(str(tmp_path)) == []
+    assert re.search(rf"prometheus +│? *{re.escape(prometheus.url)} ", out.getvalue())
 
 
 @pytest.mark.postgres
