@@ -127,3 +127,15 @@ def unknown_names(names: set[str], known: dict[str, str]) -> set[str]:
             continue
         bad.add(name)
     return bad
+
+
+def queried_metrics() -> set[str]:
+    """Every metric of metrics.txt that a rule or a dashboard reads (a histogram by its base
+    name): what a live /metrics must expose for the dashboards to show something."""
+    names: set[str] = set()
+    for query in rule_queries() + dashboard_queries():
+        for name in metric_names(query.expr):
+            base = next((name.removesuffix(s) for s in HISTOGRAM_SERIES if name.endswith(s)),
+                        name)
+            names.add(base if base in known_metrics() else name)
+    return names - PROMETHEUS_OWN

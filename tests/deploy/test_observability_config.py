@@ -31,6 +31,7 @@ from tests.deploy.queries import (
     metric_names,
     panels,
     plain_promql,
+    queried_metrics,
     rule_queries,
     unknown_names,
 )
@@ -227,6 +228,14 @@ def test_queries_name_only_the_known_metrics() -> None:
     assert {where: names for where, names in unknown.items() if names} == {}
     nameless = [query.where for query in queries if not metric_names(query.expr)]
     assert nameless == []
+
+
+def test_every_listed_metric_is_on_a_dashboard() -> None:
+    shown = {name for query in dashboard_queries() for name in metric_names(query.expr)}
+    missing = [name for name, kind in known_metrics().items()
+               if (f"{name}_bucket" if kind == "histogram" else name) not in shown]
+    assert missing == []
+    assert queried_metrics() == set(known_metrics())
 
 
 @pytest.mark.parametrize(("expr", "names"), [
