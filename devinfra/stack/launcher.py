@@ -234,7 +234,7 @@ class Stack:
         self._wait_ready([proc])
 
     def close(self) -> None:
-        """Stop the services (dependents first; each SIGTERM, then SIGKILL after
+        """Stop Prometheus, the services (dependents first; each SIGTERM, then SIGKILL after
         `stop_timeout`), then the PostgreSQL and Kafka this stack started. Idempotent."""
         if self._closed:
             return
