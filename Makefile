@@ -6,7 +6,7 @@ RUN = $(UV) run --frozen
 .PHONY: help bootstrap up test test-unit lint bench mutate clean
 
 help:
-	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything)"
+	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything); OBS=1: and Prometheus"
 	@echo "make test   - install what the tests need, then run them against real servers"
 	@echo "make lint   - ruff on everything, mypy on core/, services/ and gateway/"
 	@echo "make bench  - bus vs FastStream/aiokafka/confluent-kafka; outbox; event store; JWT; service calls; login; CRUD vs bare FastAPI; driver locations; gateway vs nginx"
@@ -15,11 +15,13 @@ help:
 bootstrap:
 	@bash scripts/bootstrap.sh
 
-# make up DB=postgres: a local PostgreSQL, one database per service; UP_ARGS for more
+# make up DB=postgres: a local PostgreSQL, one database per service; OBS=1: Prometheus too,
+# scraping every process (deploy/observability/); UP_ARGS for more
 # (python -m devinfra.stack --help), e.g. UP_ARGS="--base-port 9000 --duration 60".
 DB ?= sqlite
+OBS ?=
 up: bootstrap
-	$(RUN) python -m devinfra.stack --db $(DB) $(UP_ARGS)
+	$(RUN) python -m devinfra.stack --db $(DB) $(if $(OBS),--observability) $(UP_ARGS)
 
 test: bootstrap
 	@bash scripts/test.sh $(PYTEST_ARGS)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine (run as root, e.g. by CI on a clean clone) for development and
 # tests: Debian's PostgreSQL and Redis server binaries, Java + Maven for the Kafka broker, nginx
-# and wrk for the gateway benchmark (bench/gateway.py), uv, the locked Python environment, and
-# the Apache Kafka jars (resolved once into the cache).
+# and wrk for the gateway benchmark (bench/gateway.py), Prometheus (with promtool) and
+# Alertmanager's amtool for deploy/observability/ and `make up OBS=1`, uv, the locked Python
+# environment, and the Apache Kafka jars (resolved once into the cache).
 #
 # Idempotent: a second run installs nothing and finishes in seconds. Quiet on success; on
 # failure it prints the failing step's full output. It never starts the system PostgreSQL,
-# Redis or nginx services: tests and benchmarks start throwaway servers of their own (see
-# devinfra/, bench/gateway.py).
+# Redis, nginx, Prometheus or Alertmanager services: tests and benchmarks start throwaway
+# servers of their own (see devinfra/, bench/gateway.py).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,6 +45,8 @@ installed postgresql || missing+=(postgresql)
 installed redis-server || missing+=(redis-server)
 installed nginx-light || missing+=(nginx-light)
 installed wrk || missing+=(wrk)
+installed prometheus || missing+=(prometheus)
+installed prometheus-alertmanager || missing+=(prometheus-alertmanager)
 command -v mvn >/dev/null || missing+=(maven)
 if ! command -v java >/dev/null || [[ "$(java_major)" -lt 17 ]]; then
     missing+=(openjdk-17-jre-headless)

@@ -5,7 +5,9 @@ with one database per service, then the services in dependency order, each its o
 with its output prefixed and coloured on the console (and kept in `<state>/logs/<name>.log`).
 It waits for each service's `/health/ready`, creates the admin user through auth's CLI, and on
 `close()` stops the services (SIGTERM, then SIGKILL after a grace period), then the servers it
-started. `make up` and the end-to-end tests (tests/e2e) both run the system through it.
+started. With `observability` (`make up OBS=1`) a Prometheus scrapes every process
+(devinfra/prometheus.py, on deploy/observability/'s config). `make up` and the end-to-end
+tests (tests/e2e) both run the system through it.
 
 The admin's password is generated once and kept in `<state>/admin.txt` (mode 0600): a second
 `make up` logs in with it instead of creating another admin.

@@ -45,13 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kafka", help="use this running broker (bootstrap servers)")
     parser.add_argument("--redis-url", help="REDIS_URL for the services (default: none)")
     parser.add_argument("--admin-email", default=DEFAULT_ADMIN_EMAIL)
+    parser.add_argument("--observability", action="store_true",
+                        help="also run Prometheus (Debian's) on deploy/observability's config, "
+                             "scraping every process")
     parser.add_argument("--services", default="devinfra.stack:SERVICES",
                         help="module:attribute of the ServiceSpec list to run")
     args = parser.parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
     stack = Stack(_load_services(args.services), state_dir=args.state_dir, db=args.db,
                   base_port=args.base_port, kafka=args.kafka, redis_url=args.redis_url,
-                  admin_email=args.admin_email, console=console)
+                  admin_email=args.admin_email, console=console,
+                  observability=args.observability)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stack._stopping.is_set():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from rich.text import Text
 from devinfra.kafka import KafkaBroker
 from devinfra.postgres import PostgresServer, postgres_bin_dir
 from devinfra.process import LOOPBACK, DevInfraError, port_is_free, run_checked
+from devinfra.prometheus import PrometheusServer
 from devinfra.stack.process import ServiceProcess
 from devinfra.stack.specs import (
     DEFAULT_ADMIN_EMAIL,
@@ -61,7 +63,9 @@ class Stack:
     Ports: each spec's own, shifted by `base_port - 8000` when `base_port` is given
     (`base_port=0`: free ports), then overridden by `ports`. A `kafka` broker (or bootstrap
     string) and a `postgres` server that are given are used and left running; the ones the stack
-    starts live in `state_dir` and stop with it. `prefix` goes before database and consumer-group
+    starts live in `state_dir` and stop with it. `observability=True` also runs Prometheus
+    (devinfra.prometheus, in `state_dir`/prometheus, its data anew each run) scraping every
+    process, started before them. `prefix` goes before database and consumer-group
     names, so several stacks can share one broker and one PostgreSQL (the tests do).
     `start()` may be called from one thread while another calls `request_stop()`.
     """
@@ -83,6 +87,7 @@ class Stack:
         console: Console | None = None,
         ready_timeout: float = 120.0,
         stop_timeout: float = 20.0,
+        observability: bool = False,
     ) -> None:
         names = [spec.name for spec in services]
         if len(set(names)) != len(names):
@@ -104,6 +109,9 @@ class Stack:
         self._given_postgres = postgres
         self._broker: KafkaBroker | None = None
         self._postgres: PostgresServer | None = None
+        self.observability = observability
+        self._base_port = base_port
+        self.prometheus: PrometheusServer | None = None
         self._waves: list[list[ServiceSpec]] = start_order(self.services)
         self._stopping = threading.Event()
         self._closed = False
@@ -123,6 +131,10 @@ class Stack:
     @property
     def postgres(self) -> PostgresServer | None:
         return self._given_postgres or self._postgres
+
+    def metrics_targets(self) -> dict[str, list[str]]:
+        """{service: [host:port]}: what Prometheus scrapes (each process's /metrics)."""
+        return {name: [f"{LOOPBACK}:{port}"] for name, port in self.ports.items()}
 
     def url(self, name: str) -> str:
         return f"http://{LOOPBACK}:{self.ports[name]}"
@@ -222,11 +234,13 @@ class Stack:
         self._wait_ready([proc])
 
     def close(self) -> None:
-        """Stop the services (dependents first; each SIGTERM, then SIGKILL after
+        """Stop Prometheus, the services (dependents first; each SIGTERM, then SIGKILL after
         `stop_timeout`), then the PostgreSQL and Kafka this stack started. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self.prometheus is not None:
+            self.prometheus.close()
         for wave in reversed(self._waves):
             procs = [self.processes[s.name] for s in wave if s.name in self.processes]
             if procs:
@@ -265,12 +279,25 @@ class Stack:
                 with self.console.status("starting PostgreSQL..."):
                     self._postgres = PostgresServer.start(self.state_dir / "postgres", port=port)
             self._create_databases()
+        if self.observability:  # before the services: it sees them come up
+            self._start_prometheus()
         for wave in self._waves:
             self._check_stopping()
             procs = [self._launch(spec) for spec in wave]
             self._wait_ready(procs)
         if self.admin_email is not None:
             self.admin = self._ensure_admin(self.admin_email)
+
+    def _start_prometheus(self) -> None:
+        workdir = self.state_dir / "prometheus"
+        shutil.rmtree(workdir / "data", ignore_errors=True)  # a run's series are its own
+        port = 9090 if self._base_port is None and port_is_free(9090) else None
+        with self.console.status("starting Prometheus..."):
+            self.prometheus = PrometheusServer.start(workdir, targets=self.metrics_targets(),
+                                                     port=port)
+        self.console.print(f"[bold]prometheus[/] ready at {self.prometheus.url}, scraping "
+                           f"{len(self.ports)} processes (targets: "
+                           f"{self.prometheus.targets_file})")
 
     def _checkport_map(self) -> None:
         busy = [f"{name} ({port})" for name, port in self.ports.items() if not port_is_free(port)]
@@ -386,6 +413,8 @@ class Stack:
         for name, proc in self.processes.items():
             table.add_row(Text(name, style=proc.spec.color), proc.url, proc.docs_url)
         table.add_row("kafka", self.bootstrap_servers, "")
+        if self.prometheus is not None:
+            table.add_row("prometheus", self.prometheus.url, self.prometheus.url + "/targets")
         server = self.postgres
         if self.db == "postgres" and server is not None:
             table.add_row("postgresql", f"{LOOPBACK}:{server.port} (user {server.user}), "

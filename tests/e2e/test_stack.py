@@ -3,6 +3,7 @@ stand-in services (tests/e2e/procs/standin.py) on the test session's Kafka and P
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 from devinfra.kafka import KafkaBroker
 from devinfra.postgres import PostgresServer
+from devinfra.process import wait_until
 from devinfra.stack import JWT_AUDIENCE, JWT_ISSUER, Stack, StackError
 from tests.e2e.procs.standins import standins
 from tests.e2e.standin_support import alive, processes_mentioning, recording_console
@@ -82,14 +84,28 @@ def test_services_start_in_order_wired_to_each_other_with_prefixed_logs(
         assert re.search(rf"^ *{name} │ standin {name} stopped cleanly$", text, re.M), text
     assert not [pid for pid in pids if pid is not None and alive(pid)]
 
-    # A second run on the same state folder logs in with the kept admin: no new one.
+    # A second run on the same state folder logs in with the kept admin: no new one. This one
+    # runs with observability (as `make up OBS=1`): Prometheus scrapes each process.
     again = Stack(standins(only=("auth", "user")), state_dir=tmp_path, base_port=0,
-                  kafka=kafka, prefix="t1_", console=recording_console()[0])
+                  kafka=kafka, prefix="t1_", console=recording_console()[0], observability=True)
     with again:
         assert again.admin is not None and not again.admin.created
         assert again.admin.password == admin.password
         assert (tmp_path / "registry.key").read_text() == registry_key  # kept, like the admin
         assert _env(again, "user")["REDIS_URL"] is None  # only when one is given
+        prometheus = again.prometheus
+        assert prometheus is not None and prometheus.port != 9090  # base_port=0: a free one
+        assert json.loads(prometheus.targets_file.read_text()) == [
+            {"targets": [f"127.0.0.1:{again.ports[name]}"], "labels": {"service": name}}
+            for name in ("auth", "user")]
+        wait_until(lambda: {target["labels"]["service"]: target["health"]
+                            for target in prometheus.active_targets()}
+                   == {"auth": "up", "user": "up"}, timeout=60, what="every process scraped",
+                   interval=0.2)
+        versions = {series["metric"]["service"]: series["metric"]["version"]
+                    for series in prometheus.query("kfm_service_info")}
+        assert versions == {"auth": "standin-auth", "user": "standin-user"}
+    assert not prometheus.running
 
 
 def test_a_service_that_exits_early_fails_the_start_with_its_last_lines(
@@ -180,10 +196,13 @@ async def test_postgres_gives_each_service_its_own_database(
 def test_the_command_stops_everything_on_ctrl_c_or_sigterm(
         kafka: KafkaBroker, tmp_path: Path, signum: signal.Signals) -> None:
     """`python -m devinfra.stack` as `make up` runs it: the summary once all are ready, then a
-    signal stops every process it started (none is left behind) and it exits 0."""
+    signal stops every process it started (none is left behind) and it exits 0. Under SIGTERM,
+    as `make up OBS=1` runs it: with Prometheus."""
+    observability = signum == signal.SIGTERM
     proc = subprocess.Popen(
         [sys.executable, "-m", "devinfra.stack", "--services", "tests.e2e.procs.standins:SERVICES",
-         "--base-port", "0", "--kafka", kafka.bootstrap_servers, "--state-dir", str(tmp_path)],
+         "--base-port", "0", "--kafka", kafka.bootstrap_servers, "--state-dir", str(tmp_path),
+         *(["--observability"] if observability else [])],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -195,8 +214,9 @@ def test_the_command_stops_everything_on_ctrl_c_or_sigterm(
                 break
         assert proc.poll() is None, "".join(lines)
         children = set(processes_mentioning(str(tmp_path))) - {proc.pid}
-        # the five stand-ins and the gateway (the registry's key file is in the state dir)
-        assert len(children) == 6, "".join(lines)
+        # the five stand-ins and the gateway (the registry's key file is in the state dir),
+        # and Prometheus (its config too)
+        assert len(children) == 6 + observability, "".join(lines)
         proc.send_signal(signum)
         rest, _ = proc.communicate(timeout=60)
     finally:
@@ -208,5 +228,10 @@ def test_the_command_stops_everything_on_ctrl_c_or_sigterm(
         assert re.search(rf"^ *{name} │ standin {name} stopped cleanly$", out, re.M), out
         assert re.search(rf"^{name} ready at http://127\.0\.0\.1:\d+ ", out, re.M), out
     assert "admin@example.com" in out and "curl -s -X POST" in out
+    prometheus = re.search(r"^prometheus ready at (http://127\.0\.0\.1:\d+), scraping 6 ", out,
+                           re.M)
+    assert bool(prometheus) == observability, out
+    if prometheus:
+        assert re.search(rf"prometheus +│ {re.escape(prometheus.group(1))} ", out), out
     assert out.rstrip().endswith("stopped")
     assert processes_mentioning(str(tmp_path)) == []

@@ -1,8 +1,8 @@
 """`python -m tests.e2e.procs.standin`: a stand-in for a service, to test `devinfra.stack.Stack`.
 
 Configured as a real service is (SERVICE_NAME, SERVICE_PORT, DATABASE_URL, ...), it answers
-`/health/live` and `/health/ready`, shows the environment it got at `GET /env`, and, as auth,
-logs in the users its CLI (`standin_cli`) wrote. `STANDIN_MODE` makes it misbehave:
+`/health/live`, `/health/ready` and `/metrics`, shows the environment it got at `GET /env`,
+and, as auth, logs in the users its CLI (`standin_cli`) wrote. `STANDIN_MODE` makes it misbehave:
 
 - `exit`: prints a reason and exits with code 3 before serving;
 - `never_ready`: `/health/ready` answers 503 for ever;
@@ -90,6 +90,13 @@ async def ready(response: Response) -> dict[str, str]:
 async def env() -> dict[str, Any]:
     shown: dict[str, Any] = {key: os.environ.get(key) for key in SHOWN}
     return {**shown, **state, "started": STARTED, "pid": os.getpid()}
+
+
+@app.get("/metrics")
+async def metrics() -> Response:
+    """What every service exposes at the least (so a Prometheus scraping the stack sees it up)."""
+    return Response(f'kfm_service_info{{version="standin-{NAME}"}} 1\n',
+                    media_type="text/plain; version=0.0.4")
 
 
 @app.post("/auth/login")
