@@ -17,8 +17,8 @@ from core.config import KafkaConfig
 from devinfra.process import free_port
 from tests.helpers import eventually, unique
 from tests.helpers.service import Spawn, serve
-from tests.sample_service.service import WidgetService
 from tests.processes import Spawner
+from tests.sample_service.service import WidgetService
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
