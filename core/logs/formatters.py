@@ -58,7 +58,8 @@ def rfc3339(created: float) -> str:
     if whole != _second:
         _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
         _second = whole
-    return f"{_second_text}.{int((created - whole) * 1_000_000):06d}Z"
+    micros = min(round((created - whole) * 1_000_000), 999_999)  # a float's 0.0000009999
+    return f"{_second_text}.{micros:06d}Z"
 
 
 def trace_ids() -> tuple[str, str] | None:
