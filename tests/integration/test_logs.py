@@ -17,6 +17,7 @@ from core.config import KafkaConfig
 from devinfra.process import free_port
 from tests.helpers import eventually, unique
 from tests.helpers.service import Spawn, serve
+from tests.helpers.waiting import tail
 from tests.processes import Spawner
 from tests.sample_service.service import WidgetService
 
@@ -108,3 +109,26 @@ async def test_librdkafka_lines_come_through_the_same_path(spawn: Spawn, tmp_pat
         timeout=30, interval=0.2, what="a librdkafka line", log=log)
     assert line["kafka"]["client"].startswith("unreachable"), line
     assert line["kafka"]["facility"] and "Connect" in line["message"], line
+
+
+
+async def test_worker_processes_log_through_the_same_path(spawn: Spawn, tmp_path: Path) -> None:
+    """`GATEWAY_WORKERS > 1`: uvicorn spawns fresh interpreters, which configure their logging
+    from the `LogSettings` pickled with their config."""
+    port, log = free_port(), tmp_path / "server.log"
+    proc = spawn("tests.integration.procs.worker_logs", str(port), output=log)
+
+    async def served() -> bool:
+        assert proc.poll() is None, tail(log)
+        try:
+            async with httpx.AsyncClient() as http:
+                await http.get(f"http://127.0.0.1:{port}/hello", timeout=1)
+        except httpx.TransportError:
+            return False
+        return any(line["logger"] == "worker_app" for line in json_lines(log))
+
+    await eventually(served, timeout=60, interval=0.2, what="a worker's line", log=log)
+    lines = json_lines(log)  # every line, the supervisor's and the workers', is JSON
+    assert any(line["logger"] == "uvicorn.access" and line["request"]["status"] == 200
+               for line in lines), lines
+    assert any(line["logger"] == "uvicorn.error" for line in lines), lines
