@@ -25,16 +25,11 @@ from core import logs
 from core.config import Settings, get_settings
 from core.server_protocol import ServerLimits
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-CORRELATED_LOG_FORMAT = ("%(asctime)s %(levelname)s %(name)s "
-                         "[%(correlation_id)s %(causation_id)s]: %(message)s")
-"""`LOG_FORMAT` with the correlation and causation ids (`-` where none is bound); only for
-handlers that have a `core.correlation.CorrelationLogFilter`."""
 PROTOCOL = "core.server_protocol:BoundedHttpToolsProtocol"
 """By import path, so a worker process started by `workers > 1` finds it."""
 
-__all__ = ["CORRELATED_LOG_FORMAT", "LOG_FORMAT", "WORKER_HEALTHCHECK_SECONDS", "ServerConfig",
-           "ServerLimits", "configure_logging", "log_settings", "run", "serve"]
+__all__ = ["WORKER_HEALTHCHECK_SECONDS", "ServerConfig", "ServerLimits", "configure_logging",
+           "log_settings", "run", "serve"]
 
 
 class ServerConfig(uvicorn.Config):
