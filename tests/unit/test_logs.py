@@ -19,7 +19,8 @@ from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from core import correlation, logs
+from core import correlation, logs, serving
+from core.config import Settings
 from core.logs import formatters
 from core.logs.context import event_fields, request_fields
 from core.logs.setup import ROUTED
@@ -284,3 +285,13 @@ def test_configure_logging_is_readable_in_a_terminal_and_honours_the_level() -> 
     logs.configure_logging(logs.LogSettings(format="json"), stream=forced)
     logging.getLogger("core.app").info("machine")
     assert json.loads(forced.getvalue())["message"] == "machine"
+
+
+def test_a_served_process_logs_as_log_level_and_log_format_say(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    monkeypatch.setenv("LOG_FORMAT", "console")
+    assert serving.log_settings(Settings()) == logs.LogSettings(level="debug", format="console")
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    with pytest.raises(ValueError, match="log_format"):
+        Settings()
