@@ -122,11 +122,15 @@ def _access(record: logging.LogRecord, request: dict[str, Any]) -> dict[str, Any
     return request
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+"""Built once: `json.dumps` with options builds an encoder per call (a third of its time)."""
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; values JSON cannot hold are written as their `str`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(fields(record), ensure_ascii=False, default=str)
+        return _encode(fields(record))
 
 
 _COLOURS = {"debug": "\x1b[2m", "info": "\x1b[32m", "warning": "\x1b[33m",
