@@ -26,8 +26,9 @@ TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
 def json_lines(log: Path) -> list[dict[str, Any]]:
-    """Every line of the log, each of which must be a JSON object."""
-    lines = log.read_text().splitlines() if log.exists() else []
+    """Every complete line of the log (the last may still be being written), each of which
+    must be a JSON object."""
+    lines = log.read_text().split("\n")[:-1] if log.exists() else []
     return [json.loads(line) for line in lines if line]
 
 
