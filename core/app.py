@@ -26,6 +26,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy import MetaData
 
+from core import logs
 from core.bases.deps import attach
 from core.bases.errors import ConfigurationError, install_exception_handlers
 from core.config import Settings, get_settings
@@ -204,6 +205,7 @@ def create_service(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logs.identify(cfg.service_name, cfg.instance_id)
         async with AsyncExitStack() as stack:
             if security is not None:
                 stack.push_async_callback(security.stop)
@@ -235,6 +237,7 @@ def create_service(
     app.state.health = health
     app.include_router(health.router())
     install_exception_handlers(app)
+    app.add_middleware(logs.RequestLogMiddleware)
     install_request_context(app)
     for router in routers:
         app.include_router(router)

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     so only what a Kafka topic name and a file name both allow: no `/`, no leading dot."""
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{_short_id()}")
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """`auto`: readable lines in a terminal, JSON lines otherwise (core.logs)."""
+    access_log: bool = False
+    """uvicorn's line per request, as JSON with the method, route and status (core.logs)."""
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_consumer_group: str | None = None

@@ -4,8 +4,9 @@ One user action gets one correlation id where it enters (an HTTP request's `X-Co
 bound by `core.http`'s request-context middleware); the consumer binds a consumed event's
 correlation id, and its event id as the causation id, around each handler run. Whatever runs
 inside reads them from here: the outbox writer and the bus stamp them on events that name
-none, the service client sends `X-Correlation-ID`, and `CorrelationLogFilter` puts them on log
-lines. This module imports nothing of core, so `core.http` and `core.messaging` both use it.
+none, the service client sends `X-Correlation-ID`, and `core.logs` puts them on log lines
+(`CorrelationLogFilter` does for a plain text format). This module imports nothing of core, so
+`core.http`, `core.messaging` and `core.logs` all use it.
 
 A context variable, so each request and each handler run (its own task, or a block bound
 with `bound`) sees its own ids, and nothing leaks out of the block that bound them.

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from core import logs
 from core.bases import ConfigurationError
 from core.http import (
     AiohttpTransport,
@@ -142,6 +143,7 @@ def create_app(settings: GatewaySettings | None = None, *,
         shutdown, or a start that fails half-way, stops them in reverse: the route watcher,
         the upstream checks, the token keys, the client, the limiter, the registry last
         (everything routes through it)."""
+        logs.identify(settings.service_name, settings.instance_id)
         async with AsyncExitStack() as stack:
             await upstreams.start()
             stack.push_async_callback(upstreams.stop)
@@ -170,4 +172,4 @@ def create_app(settings: GatewaySettings | None = None, *,
                      limiter=limiter,
                      proxy=Proxy(client, settings, upstreams.discover),
                      legacy=legacy_route(settings))
-    return RequestContextMiddleware(app)
+    return RequestContextMiddleware(logs.RequestLogMiddleware(app))

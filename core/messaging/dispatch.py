@@ -21,7 +21,8 @@ and the in-memory bus both hand every record to a `RecordDispatcher`.
 - Every attempt runs with the event's ids bound in `core.correlation`: its correlation id
   (its own id when it has none, as `BaseEvent.caused` does) and its id as the causation id,
   so what the handlers write to the outbox, the services they call and the lines they log
-  carry them. Unbound after the attempt.
+  carry them; and the event with its record in `core.logs`, so log lines name it. Unbound
+  after the attempt.
 - Middleware (the consumer's, then the registry's; see `handlers.py`) wraps each handler
   inside `run_once`: it sees only runs that happen, within the inbox transaction, and its
   failures are the handler's, under the policy above. Retries, the inbox and the dead letters
@@ -37,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from core import correlation
+from core import correlation, logs
 from core.messaging.dlq import DeadLetterSink, dead_letter_headers
 from core.messaging.errors import (
     PermanentHandlerError,
@@ -166,6 +167,7 @@ class RecordDispatcher:
         failures = []
         middleware = self.middleware
         ids = correlation.bind(event.correlation_id or event_id, event_id)
+        handling = logs.bind_event(event, event_id, record)
         try:
             for handler in handlers:
                 try:
@@ -189,6 +191,7 @@ class RecordDispatcher:
                 except Exception as exc:
                     failures.append((handler, exc))
         finally:
+            logs.unbind_event(handling)
             correlation.unbind(ids)
         return failures
 

@@ -3,6 +3,7 @@ none (their own win), and put on log lines."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_the_log_filter_puts_the_ids_on_every_line() -> None:
 
 def test_a_served_process_logs_each_line_with_the_ids_bound_when_it_was_logged() -> None:
     """`core.serving.configure_logging`, as `serve` calls it, in a process of its own (it sets
-    up the root logger)."""
+    up the root logger); its stdout is a pipe, so the lines are JSON."""
     script = (
         "import logging\n"
         "from core import correlation\n"
@@ -71,6 +72,7 @@ def test_a_served_process_logs_each_line_with_the_ids_bound_when_it_was_logged()
         "    log.info('inside')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, check=True)
-    lines = done.stdout.splitlines()
-    assert [line.split(" svc ", 1)[1] for line in lines] == [
-        f"[{NO_ID} {NO_ID}]: outside", "[req-1 evt-1]: inside"], done.stdout + done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(line["logger"], line["message"], line.get("correlation_id"),
+             line.get("causation_id")) for line in lines] == [
+        ("svc", "outside", None, None), ("svc", "inside", "req-1", "evt-1")], done.stderr
