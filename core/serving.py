@@ -22,6 +22,7 @@ from uvicorn.supervisors import Multiprocess
 
 from core.config import Settings, get_settings
 from core.correlation import CorrelationLogFilter
+from core.metrics import prepare_multiprocess
 from core.server_protocol import ServerLimits
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -62,6 +63,7 @@ def run(app: Any, *, host: str, port: int, limits: ServerLimits | None = None,
                           workers=workers, **options)
     server = uvicorn.Server(config)
     if workers > 1:
+        prepare_multiprocess()  # the workers' counters, summed by whichever answers /metrics
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
     server.run()

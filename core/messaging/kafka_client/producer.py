@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -30,6 +30,10 @@ from core.messaging.kafka_client.metadata import MetadataClient, MetadataReader
 from core.messaging.types import Headers
 
 log = logging.getLogger(__name__)
+
+DeliveryObserver = Callable[[Any, Any], None]
+"""Called with librdkafka's (error or None, message) for every delivery report, on the
+producer's thread (metrics: `core.metrics`); it must be quick and must not raise."""
 
 
 class KafkaProducer:
@@ -66,6 +70,8 @@ class KafkaProducer:
         self._wakeup_pending = False
         self._wakeup_lock = threading.Lock()
         self._stopping: asyncio.Task[None] | None = None
+        self.on_delivery: DeliveryObserver | None = None
+        """See `DeliveryObserver`; set before the first record."""
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -84,6 +90,8 @@ class KafkaProducer:
             self._producer.poll(0.05)
 
     def _on_delivery(self, fut: asyncio.Future[DeliveryReport], err: Any, msg: Any) -> None:
+        if self.on_delivery is not None:
+            self.on_delivery(err, msg)
         self._reports.append((fut, err, msg))
         with self._wakeup_lock:
             if self._wakeup_pending:
@@ -166,7 +174,7 @@ class KafkaProducer:
             return
         if self._producer is None or self._loop is None or self._stopping is not None:
             raise self._not_running()
-        ack = _BatchAck(len(records), self._loop)
+        ack = _BatchAck(len(records), self._loop, self.on_delivery)
         produce = self._producer.produce
         for value, key, headers in records:
             while True:
@@ -274,9 +282,11 @@ class _BatchAck:
     each record more than the rest of its callback.
     """
 
-    __slots__ = ("error", "expected", "future", "loop", "queued", "reported")
+    __slots__ = ("error", "expected", "future", "loop", "observer", "queued", "reported")
 
-    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop,
+                 observer: DeliveryObserver | None = None) -> None:
+        self.observer = observer
         self.expected = size
         self.reported = 0
         self.queued = 0
@@ -285,6 +295,8 @@ class _BatchAck:
         self.future: asyncio.Future[None] = loop.create_future()
 
     def __call__(self, err: Any, msg: Any) -> None:
+        if self.observer is not None:
+            self.observer(err, msg)
         if err is not None and self.error is None:
             self.error = _publish_error(err, msg.topic())
         self.reported += 1
