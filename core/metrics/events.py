@@ -1,9 +1,9 @@
 """Event metrics, each at the seam where its cause is decided.
 
 - Published and publish failures: the producer's delivery reports (`KafkaProducer.on_delivery`,
-  on its thread), with the type from the record's `event_type` header. Records to a `.dlq`
-  topic are not "published": the dispatcher counts them as dead-lettered. A record purged at
-  shutdown is not a failure (the outbox sends it again).
+  on its thread), with the type from the `event_type` header the record was sent with.
+  Records to a `.dlq` topic are not "published": the dispatcher counts them as
+  dead-lettered. A record purged at shutdown is not a failure (the outbox sends it again).
 - Retried, dead-lettered, skipped and inbox claims: `RecordDispatcher.observer`, told by the
   dispatcher, where the policy is decided.
 - Consumed and handler duration: `handler_metrics`, a handler middleware outermost in every
@@ -19,7 +19,14 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from core.messaging import BaseEvent, EventHandler, HandlerMiddleware, MessageContext, Record
+from core.messaging import (
+    BaseEvent,
+    EventHandler,
+    HandlerMiddleware,
+    Headers,
+    MessageContext,
+    Record,
+)
 from core.messaging.errors import ProducerStoppedError
 from core.messaging.kafka_client import _publish_error
 from core.metrics.families import Metrics, process_metrics
@@ -53,11 +60,11 @@ class EventMetrics:
         self._durations: dict[tuple[str, str], Histogram] = {}
 
     # The producer's delivery reports (librdkafka's error and message).
-    def delivered(self, err: Any, msg: Any) -> None:
+    def delivered(self, err: Any, msg: Any, headers: Headers | None) -> None:
         topic: str = msg.topic()
         if err is None:
             if not topic.endswith(".dlq"):
-                self._published.get(topic, _header(msg.headers(), EVENT_TYPE_HEADER)).inc()
+                self._published.get(topic, _header(headers, EVENT_TYPE_HEADER)).inc()
         elif not isinstance(_publish_error(err, topic), ProducerStoppedError):
             self._failures.get(topic).inc()
 
@@ -114,7 +121,7 @@ class _Children:
         return child
 
 
-def _header(headers: list[tuple[str, bytes]] | None, name: str) -> str:
+def _header(headers: Headers | None, name: str) -> str:
     for key, value in headers or ():
         if key == name:
             return value.decode("utf-8", "replace") if value is not None else UNKNOWN

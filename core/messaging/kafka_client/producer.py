@@ -31,9 +31,10 @@ from core.messaging.types import Headers
 
 log = logging.getLogger(__name__)
 
-DeliveryObserver = Callable[[Any, Any], None]
-"""Called with librdkafka's (error or None, message) for every delivery report, on the
-producer's thread (metrics: `core.metrics`); it must be quick and must not raise."""
+DeliveryObserver = Callable[[Any, Any, Headers | None], None]
+"""Called with librdkafka's (error or None, message) and the headers the record was sent
+with (a delivery report carries none) for every delivery report, on the producer's thread
+(metrics: `core.metrics`); it must be quick and must not raise."""
 
 
 class KafkaProducer:
@@ -71,7 +72,7 @@ class KafkaProducer:
         self._wakeup_lock = threading.Lock()
         self._stopping: asyncio.Task[None] | None = None
         self.on_delivery: DeliveryObserver | None = None
-        """See `DeliveryObserver`; set before the first record."""
+        """See `DeliveryObserver`; set before the first record. None costs nothing."""
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -90,8 +91,6 @@ class KafkaProducer:
             self._producer.poll(0.05)
 
     def _on_delivery(self, fut: asyncio.Future[DeliveryReport], err: Any, msg: Any) -> None:
-        if self.on_delivery is not None:
-            self.on_delivery(err, msg)
         self._reports.append((fut, err, msg))
         with self._wakeup_lock:
             if self._wakeup_pending:
@@ -125,12 +124,19 @@ class KafkaProducer:
         if self._producer is None or self._loop is None or self._stopping is not None:
             raise self._not_running()
         fut: asyncio.Future[DeliveryReport] = self._loop.create_future()
+        observer = self.on_delivery
+
+        def delivered(err: Any, msg: Any) -> None:
+            if observer is not None:
+                observer(err, msg, headers)
+            self._on_delivery(fut, err, msg)
+
         self._producer.produce(
             topic,
             value,
             key,
             headers=headers,  # type: ignore[arg-type]  # list[tuple[str, bytes]] is accepted
-            on_delivery=lambda err, msg: self._on_delivery(fut, err, msg),
+            on_delivery=delivered,
         )
         return fut
 
@@ -174,8 +180,8 @@ class KafkaProducer:
             return
         if self._producer is None or self._loop is None or self._stopping is not None:
             raise self._not_running()
-        ack = _BatchAck(len(records), self._loop, self.on_delivery)
-        produce = self._producer.produce
+        ack = _BatchAck(len(records), self._loop)
+        produce, observer = self._producer.produce, self.on_delivery
         for value, key, headers in records:
             while True:
                 try:
@@ -184,7 +190,10 @@ class KafkaProducer:
                         value,
                         key,
                         headers=headers,  # type: ignore[arg-type]
-                        on_delivery=ack,
+                        # One shared callback, unless observed: the observer needs each
+                        # record's headers.
+                        on_delivery=ack if observer is None else _observed(ack, observer,
+                                                                           headers),
                     )
                     break
                 except BufferError:
@@ -273,6 +282,15 @@ def _purge(producer: Producer) -> int:
     return int(producer.flush(PURGE_TIMEOUT))
 
 
+def _observed(ack: _BatchAck, observer: DeliveryObserver, headers: Headers
+              ) -> Callable[[Any, Any], None]:
+    def delivered(err: Any, msg: Any) -> None:
+        observer(err, msg, headers)
+        ack(err, msg)
+
+    return delivered
+
+
 class _BatchAck:
     """Counts a batch's delivery reports on the producer's thread; resolves one future.
 
@@ -282,11 +300,9 @@ class _BatchAck:
     each record more than the rest of its callback.
     """
 
-    __slots__ = ("error", "expected", "future", "loop", "observer", "queued", "reported")
+    __slots__ = ("error", "expected", "future", "loop", "queued", "reported")
 
-    def __init__(self, size: int, loop: asyncio.AbstractEventLoop,
-                 observer: DeliveryObserver | None = None) -> None:
-        self.observer = observer
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
         self.expected = size
         self.reported = 0
         self.queued = 0
@@ -295,8 +311,6 @@ class _BatchAck:
         self.future: asyncio.Future[None] = loop.create_future()
 
     def __call__(self, err: Any, msg: Any) -> None:
-        if self.observer is not None:
-            self.observer(err, msg)
         if err is not None and self.error is None:
             self.error = _publish_error(err, msg.topic())
         self.reported += 1
