@@ -7,10 +7,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
 from core.config import KafkaConfig
@@ -176,8 +177,7 @@ def _events(text: str) -> str:
                      if line.startswith(("kfm_events", "kfm_inbox", "kfm_event_")))
 
 
-def _samples(text: str, name: str) -> list[object]:
-    from prometheus_client.parser import text_string_to_metric_families
+def _samples(text: str, name: str) -> list[Any]:
     return [s for f in text_string_to_metric_families(text) for s in f.samples
             if s.name == name]
 
@@ -185,5 +185,3 @@ def _samples(text: str, name: str) -> list[object]:
 def _delta(before: str, after: str, name: str, **labels: str) -> float:
     return (value(after, name, **labels) or 0.0) - (value(before, name, **labels) or 0.0)
 
-
-_ = Path

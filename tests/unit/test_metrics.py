@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 from fastapi import FastAPI, HTTPException
 from prometheus_client import CollectorRegistry
@@ -248,7 +247,6 @@ async def test_rejected_tokens_counted_by_rule(metrics: Metrics) -> None:
     await verifier.verify(sign(key, claims()))
     assert value(metrics, "kfm_token_rejections_total", reason="expired") == 1
     assert value(metrics, "kfm_token_rejections_total", reason="malformed") == 1
-    _ = jwt
 
 
 async def test_jwks_fetches_counted_by_outcome(metrics: Metrics) -> None:
