@@ -22,7 +22,6 @@ from uvicorn.supervisors import Multiprocess
 
 from core.config import Settings, get_settings
 from core.correlation import CorrelationLogFilter
-from core.metrics import prepare_multiprocess
 from core.server_protocol import ServerLimits
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -63,6 +62,10 @@ def run(app: Any, *, host: str, port: int, limits: ServerLimits | None = None,
                           workers=workers, **options)
     server = uvicorn.Server(config)
     if workers > 1:
+        # Imported here: a server of one worker (the tests' stand-ins) need not load the
+        # messaging and database layers core.metrics reads.
+        from core.metrics import prepare_multiprocess
+
         prepare_multiprocess()  # the workers' counters, summed by whichever answers /metrics
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
