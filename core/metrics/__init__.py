@@ -13,8 +13,8 @@ uvicorn workers, the counters are shared through prometheus-client's multiproces
 from core.metrics.collectors import BreakerCollector, ConsumerCollector, InfoCollector
 from core.metrics.database import DatabaseSnapshot
 from core.metrics.events import EventMetrics
-from core.metrics.exposition import MULTIPROC_ENV, Exposition, prepare_multiprocess
-from core.metrics.families import Metrics, process_metrics
+from core.metrics.exposition import Exposition, prepare_multiprocess
+from core.metrics.families import MULTIPROC_ENV, Metrics, process_metrics
 from core.metrics.http import UNMATCHED, HttpMetrics, route_template
 from core.metrics.registry import RegistrySnapshot
 from core.metrics.security import count_fetches, count_rejections

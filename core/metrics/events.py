@@ -30,6 +30,7 @@ from core.messaging import (
 from core.messaging.errors import ProducerStoppedError
 from core.messaging.kafka_client import _publish_error
 from core.metrics.families import Metrics, process_metrics
+from core.metrics.tally import Tallies
 
 EVENT_TYPE_HEADER = "event_type"
 UNKNOWN = "<unknown>"
@@ -58,6 +59,11 @@ class EventMetrics:
         self._skipped = _Children(m.skipped)
         self._claims = _Children(m.inbox_claims)
         self._durations: dict[tuple[str, str], Histogram] = {}
+        self.tallies: Tallies | None = None
+        """The per-record families in plain numbers, when `metrics.tallied`."""
+        if m.tallied:
+            self.tallies = Tallies()
+            m.registry.register(self.tallies)
 
     # The producer's delivery reports (librdkafka's error and message).
     def delivered(self, err: Any, msg: Any, headers: Headers | None) -> None:
@@ -79,13 +85,20 @@ class EventMetrics:
         self._skipped.get(record.topic, _type_text(event_type), reason).inc()
 
     def claimed(self, record: Record, event_type: str, group: str, ran: bool) -> None:
-        self._claims.get(group, "claimed" if ran else "duplicate").inc()
+        outcome = "claimed" if ran else "duplicate"
+        if (tallies := self.tallies) is not None:
+            claims = tallies.claims
+            claims[(group, outcome)] = claims.get((group, outcome), 0) + 1
+        else:
+            self._claims.get(group, outcome).inc()
         if not ran:
             self._skipped.get(record.topic, event_type, "duplicate").inc()
 
     # The handler middleware.
     def middleware(self, call: EventHandler, name: str) -> EventHandler:
         """Times every run of the handler `name`; a run that returns counts as consumed."""
+        if self.tallies is not None:
+            return _tallied(call, self.tallies)
         durations, consumed = self._durations, self._consumed
         histogram = self.metrics.handler_duration
 
@@ -102,6 +115,22 @@ class EventMetrics:
             consumed.get(*key).inc()
 
         return timed
+
+
+def _tallied(call: EventHandler, tallies: Tallies) -> EventHandler:
+    handlers, perf_counter = tallies.handlers, time.perf_counter
+
+    async def timed(event: BaseEvent[Any], ctx: MessageContext) -> None:
+        started = perf_counter()
+        key = (ctx.record.topic, event.EVENT_TYPE)
+        try:
+            await call(event, ctx)
+        finally:
+            tally = handlers.get(key) or tallies.tally(key)
+            tally.observe(perf_counter() - started)
+        tally.ok += 1
+
+    return timed
 
 
 class _Children:

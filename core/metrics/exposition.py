@@ -26,8 +26,8 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 
 from core.metrics.collectors import Snapshot
+from core.metrics.families import MULTIPROC_ENV
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PATH = "/metrics"
 
 

@@ -12,23 +12,38 @@ multiprocess mode (`PROMETHEUS_MULTIPROC_DIR` set) writes to files every worker'
 
 from __future__ import annotations
 
+import os
 import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 HANDLER_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Handlers run from a millisecond (an inbox claim and a row) to seconds (a slow call)."""
+CONSUMED_DOC = "Handler runs that finished without an error."
+DURATION_DOC = "Handler runs, successful or not."
+CLAIMS_DOC = "Inbox claims: claimed (the handler ran) or duplicate."
 HTTP_BUCKETS = (.0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
-    """The process-wide counters and histograms (thread-safe: prometheus-client locks each)."""
+    """The process-wide counters and histograms (thread-safe: prometheus-client locks each).
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    `tallied` (the default, outside multiprocess mode): the three families counted for every
+    handled record (consumed, handler duration, inbox claims) are not registered here; the
+    event metrics tally them in plain numbers on the loop and report them at scrape time
+    (`core.metrics.tally`), a tenth of the cost per record. In multiprocess mode they are
+    prometheus-client's own, so that every worker's count lands in the shared files."""
+
+    def __init__(self, registry: CollectorRegistry, *, tallied: bool = True) -> None:
         self.registry = registry
+        self.tallied = tallied
+        hot = None if tallied else registry
 
-        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(name, doc, labels, registry=registry)
+        def counter(name: str, doc: str, labels: tuple[str, ...],
+                    on: CollectorRegistry | None = registry) -> Counter:
+            return Counter(name, doc, labels, registry=on)
 
         self.http_requests = counter(
             "kfm_http_requests", "HTTP responses by method, route template and status.",
@@ -43,8 +58,7 @@ class Metrics:
         self.publish_failures = counter(
             "kfm_events_publish_failures", "Records the producer gave up on.", ("topic",))
         self.consumed = counter(
-            "kfm_events_consumed", "Handler runs that finished without an error.",
-            ("topic", "event_type"))
+            "kfm_events_consumed", CONSUMED_DOC, ("topic", "event_type"), hot)
         self.retried = counter(
             "kfm_events_retried", "Handler attempts that failed and will be retried.",
             ("topic", "event_type"))
@@ -54,11 +68,9 @@ class Metrics:
             "kfm_events_skipped", "Records not handled on purpose (duplicate, no_handler).",
             ("topic", "event_type", "reason"))
         self.handler_duration = Histogram(
-            "kfm_event_handler_duration_seconds", "Handler runs, successful or not.",
-            ("topic", "event_type"), buckets=HANDLER_BUCKETS, registry=registry)
-        self.inbox_claims = counter(
-            "kfm_inbox_claims", "Inbox claims: claimed (the handler ran) or duplicate.",
-            ("group", "outcome"))
+            "kfm_event_handler_duration_seconds", DURATION_DOC, ("topic", "event_type"),
+            buckets=HANDLER_BUCKETS, registry=hot)
+        self.inbox_claims = counter("kfm_inbox_claims", CLAIMS_DOC, ("group", "outcome"), hot)
         self.rate_limited = counter(
             "kfm_rate_limited_requests", "Requests refused by a rate limit (429).", ("route",))
         self.jwks_refreshes = counter(
@@ -77,5 +89,5 @@ def process_metrics() -> Metrics:
     global _process
     with _lock:
         if _process is None:
-            _process = Metrics(REGISTRY)
+            _process = Metrics(REGISTRY, tallied=not os.environ.get(MULTIPROC_ENV))
         return _process

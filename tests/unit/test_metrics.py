@@ -39,9 +39,11 @@ from tests.helpers import OrderPlaced, order_registry, placed
 from tests.security_support import AUDIENCE, ISSUER, claims, sign
 
 
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
+@pytest.fixture(params=[True, False], ids=["tallied", "multiprocess"])
+def metrics(request: pytest.FixtureRequest) -> Metrics:
+    """Both ways the per-record families are kept: tallied in plain numbers and read at
+    scrape time (one process), or prometheus-client's own (multiprocess mode)."""
+    return Metrics(CollectorRegistry(), tallied=request.param)
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
