@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 from prometheus_client import CollectorRegistry
+from sqlalchemy import insert
 
 from core.db.engine import Database
 from core.messaging.dispatch import RecordDispatcher
@@ -33,6 +35,7 @@ from core.metrics import (
     prepare_multiprocess,
 )
 from core.resilience import BreakerConfig, CircuitBreaker, RetryPolicy
+from core.saga.tables import saga_tables
 from core.security import JwksClient, StaticKeySource, TokenRejectedError, TokenVerifier
 from core.security.keys import SigningKey
 from tests.helpers import OrderPlaced, order_registry, placed
@@ -214,10 +217,16 @@ async def test_outbox_gauges_and_a_database_down_gives_no_sample(tmp_path: Path,
 
     metadata = MetaData()
     tables = messaging_tables(metadata)
+    sagas = saga_tables(metadata).instances
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
     try:
         async with database.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
+            now = datetime.now(UTC)
+            await conn.execute(insert(sagas), [
+                {"id": str(n), "saga_type": "ride", "data": {}, "status": "running", "step": 0,
+                 "attempts": 0, "version": 1, "created_at": now, "updated_at": now}
+                for n in range(2)])
         snapshot = DatabaseSnapshot(database, metadata, max_age=0)
         registry = CollectorRegistry()
         registry.register(snapshot)
@@ -227,6 +236,7 @@ async def test_outbox_gauges_and_a_database_down_gives_no_sample(tmp_path: Path,
         assert tables.outbox is not None
     finally:
         await database.dispose()
+    assert registry.get_sample_value("kfm_sagas", {"saga": "ride", "state": "running"}) == 2
     down = DatabaseSnapshot(Database("postgresql+asyncpg://u:p@127.0.0.1:1/none"), metadata,
                             timeout=2.0)
     await down.refresh()

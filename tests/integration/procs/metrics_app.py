@@ -10,7 +10,7 @@ import os
 import sys
 
 import uvicorn
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 from core.app import Subscription, create_service
 from core.messaging.handlers import HandlerRegistry
@@ -38,7 +38,7 @@ async def release() -> None:
     released.set()
 
 
-def app():  # type: ignore[no-untyped-def]
+def app() -> FastAPI:
     return create_service(
         "metrics-probe", metadata=Base.metadata, service_dir=SERVICE_DIR,
         events=handlers.events, routers=[router, controls],
