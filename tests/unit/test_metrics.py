@@ -281,3 +281,23 @@ def test_prepare_multiprocess_empties_the_directory(tmp_path: Path,
     (tmp_path / "counter_123.db").write_bytes(b"stale")
     assert prepare_multiprocess() == tmp_path
     assert list(tmp_path.iterdir()) == []
+
+
+def test_consumer_lag_and_paused_come_from_its_own_state() -> None:
+    """`EventConsumer.lag`: per owned partition, the records unfinished here and how far the
+    end is past the next one to finish (None while librdkafka knows no position or end)."""
+    from core.config import KafkaConfig
+    from core.messaging.consumer import EventConsumer
+
+    class Client:
+        def progress(self, tps: Any) -> dict[tuple[str, int], tuple[int, int]]:
+            return {("t", 0): (10, 15), ("t", 1): (-1, 7), ("t", 2): (4, 4)}
+
+    consumer = EventConsumer(KafkaConfig("127.0.0.1:1", "c", "g"), None)  # type: ignore[arg-type]
+    consumer._client = Client()  # type: ignore[assignment]
+    consumer._owned = {("t", 0), ("t", 1), ("t", 2), ("t", 3)}
+    consumer._pending = {("t", 0): 2, ("t", 2): 0}
+    consumer._paused = {("t", 0)}
+    assert consumer.lag() == {("t", 0): (2, 7), ("t", 1): (0, None), ("t", 2): (0, 0),
+                              ("t", 3): (0, None)}
+    assert consumer.paused == 1
