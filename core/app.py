@@ -47,9 +47,17 @@ from core.messaging.event_bus import KafkaEventBus
 from core.messaging.handlers import HandlerMiddleware, HandlerRegistry
 from core.messaging.inbox import INBOX, DatabaseIdempotencyStore
 from core.messaging.kafka_client import KafkaAdmin
+from core.messaging.kafka_client.producer import DeliveryObserver
 from core.messaging.outbox import LEASE, OUTBOX, OutboxRelay, OutboxWriter, relay_producer
 from core.messaging.request_reply import REPLY_PRODUCER, RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry
+from core.metrics import (
+    Exposition,
+    HttpMetrics,
+    count_security,
+    event_metrics,
+    watch_service,
+)
 from core.projections import Projection, ProjectionRunner
 from core.runtime import Runtime, RuntimeKey
 from core.security.service_identity import ClientCredentials
@@ -202,6 +210,10 @@ def create_service(
         [*publishes, *(t for sub in subscriptions for t in _as_tuple(sub.topics)),
          *(t for p in projections for t in p.topics)])
     security = security or security_from_settings(cfg)
+    counted = event_metrics()
+    if security is not None:
+        count_security(security.verifier, security.jwks)
+    exposition = Exposition()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -211,8 +223,14 @@ def create_service(
                 stack.push_async_callback(security.stop)
                 await security.start()
             runtime = await _start(stack, cfg, metadata, Path(service_dir), registry,
-                                   subscriptions, topics, requests, middleware)
+                                   subscriptions, topics, requests,
+                                   (counted.middleware, *middleware), counted.delivered)
             app.state.runtime = runtime
+            stack.callback(exposition.clear)
+            watch_service(exposition, version=cfg.service_version, service=name,
+                          database=runtime.database, metadata=metadata,
+                          consumers=lambda: runtime.bus.consumers, client=runtime.services,
+                          registry=runtime.registry)
             for key, hook in (hooks or {}).items():
                 await _enter_hook(stack, runtime, key, hook)
             await _start_consumers(stack, runtime.bus)
@@ -236,6 +254,7 @@ def create_service(
     app = FastAPI(title=name, lifespan=lifespan, **fastapi_options)
     app.state.health = health
     app.include_router(health.router())
+    app.include_router(exposition.router())
     install_exception_handlers(app)
     app.add_middleware(logs.RequestLogMiddleware)
     install_request_context(app)
@@ -247,6 +266,7 @@ def create_service(
         raise ConfigurationError(
             f"{', '.join(needing[:3])}{' and more' if len(needing) > 3 else ''} read a bearer "
             "token, but nothing verifies tokens: set JWKS_URL (or pass security=)")
+    app.add_middleware(HttpMetrics)  # added last, so outermost: it sees every answer
     return app
 
 
@@ -260,6 +280,7 @@ async def _start(
     topics: Sequence[str],
     requests: bool = False,
     middleware: Sequence[HandlerMiddleware] = (),
+    on_delivery: DeliveryObserver | None = None,
 ) -> ServiceRuntime:
     """Open each core part and register its closing on `stack`, so shutdown (or a failed
     start) closes in reverse: the instance deregisters first (callers stop coming), consumers
@@ -280,6 +301,7 @@ async def _start(
         bus.subscribe(sub.topics, sub.handlers, group_id=sub.group_id)
     writer = OutboxWriter(metadata, bus.serializer)  # stamps SERVICE_NAME on events
     publisher = relay_producer(settings.kafka())
+    bus.producer.on_delivery = publisher.on_delivery = on_delivery
     relay = OutboxRelay(database, publisher, metadata, owner=settings.instance_id)
     writer.on_commit(relay.notify)
     stack.push_async_callback(bus.stop)  # consumers (already stopped below), then the producer

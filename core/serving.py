@@ -70,6 +70,11 @@ def run(app: Any, *, host: str, port: int, limits: ServerLimits | None = None,
                           workers=workers, log_settings=log_settings, **options)
     server = uvicorn.Server(config)
     if workers > 1:
+        # Imported here: a server of one worker (the tests' stand-ins) need not load the
+        # messaging and database layers core.metrics reads.
+        from core.metrics import prepare_multiprocess
+
+        prepare_multiprocess()  # the workers' counters, summed by whichever answers /metrics
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
     server.run()

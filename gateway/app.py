@@ -27,6 +27,7 @@ from core.http import (
     ServiceClient,
     Transport,
 )
+from core.metrics import Exposition, HttpMetrics, count_security, watch_gateway
 from core.resilience import BreakerConfig, RetryPolicy
 from core.security import TokenVerifier, security_from_settings
 from core.service_registry import ServiceRegistry, registry_from_settings
@@ -136,6 +137,10 @@ def create_app(settings: GatewaySettings | None = None, *,
         return spec
 
     docs = OpenApiCache(table.get, fetch_spec, version=settings.service_version)
+    count_security(verifier, security.jwks if security else None)
+    exposition = Exposition()
+    watch_gateway(exposition, version=settings.service_version, client=client,
+                  registry=upstreams, services=lambda: table.get().services)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -164,6 +169,7 @@ def create_app(settings: GatewaySettings | None = None, *,
     own = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     own.include_router(docs_routes(docs))
+    own.include_router(exposition.router())
     own.include_router(gateway_readiness(upstreams, table.get, limiter, health,
                                          security).router())
     app = GatewayApp(settings=settings, table=table.get, own=own,
@@ -172,4 +178,4 @@ def create_app(settings: GatewaySettings | None = None, *,
                      limiter=limiter,
                      proxy=Proxy(client, settings, upstreams.discover),
                      legacy=legacy_route(settings))
-    return RequestContextMiddleware(logs.RequestLogMiddleware(app))
+    return HttpMetrics(RequestContextMiddleware(logs.RequestLogMiddleware(app)))

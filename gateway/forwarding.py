@@ -24,7 +24,7 @@ from gateway.routes import Route, RouteTable
 log = logging.getLogger(__name__)
 
 OWN_PATHS = frozenset({"/health/live", "/health/ready", "/openapi.json", "/docs",
-                       "/docs/oauth2-redirect"})
+                       "/docs/oauth2-redirect", "/metrics"})
 
 
 class GatewayApp:
@@ -70,6 +70,7 @@ class GatewayApp:
         route = self.table().match(path) or self.legacy
         if route is None:
             raise GatewayError(404, "no_route", "No route matches this path")
+        scope["route"] = route  # its prefix is the request's route in the metrics
         method: str = scope["method"]
         if route.methods and method not in route.methods:
             allowed = ", ".join(sorted(route.methods))

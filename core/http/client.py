@@ -169,6 +169,11 @@ class ServiceClient:
         """The breaker of `instance` (for health pages and tests)."""
         return self._breakers.get(_key(instance))
 
+    def breakers(self) -> list[CircuitBreaker]:
+        """Every breaker the client holds now, one per upstream instance (metrics)."""
+        breakers = self._breakers
+        return [b for key in list(breakers) if (b := breakers.peek(key)) is not None]
+
     async def request(self, method: str, service: str, path: str, *,
                       params: Mapping[str, Any] | None = None, json: Any = _UNSET,
                       content: Body = None, headers: Headers | None = None,

@@ -173,6 +173,26 @@ class EventConsumer:
     def topics(self) -> list[str]:
         return list(self._routes)
 
+    def lag(self) -> dict[TopicPartitionKey, tuple[int, int | None]]:
+        """Per owned partition: its records unfinished here, and how many records are past
+        the next one to finish (None while librdkafka knows no position or end). Local state
+        only, no broker call (scrape-time metrics); on the loop."""
+        client, pending = self._client, self._pending
+        owned = list(self._owned)
+        ends = client.progress(owned) if client is not None else {}
+        result: dict[TopicPartitionKey, tuple[int, int | None]] = {}
+        for tp in owned:
+            unfinished = pending.get(tp, 0)
+            position, end = ends.get(tp, (-1, -1))
+            behind = end - position + unfinished if position >= 0 and end >= 0 else None
+            result[tp] = (unfinished, behind)
+        return result
+
+    @property
+    def paused(self) -> int:
+        """Partitions paused by back-pressure (see `_flow`)."""
+        return len(self._paused)
+
     @property
     def running(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()

@@ -36,7 +36,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from core import correlation, logs
 from core.messaging.dlq import DeadLetterSink, dead_letter_headers
@@ -78,8 +78,25 @@ STORE_RETRY = RetryPolicy(max_attempts=1_000_000, initial_delay=0.1, max_delay=5
 that matters: the record is never given up for it)."""
 
 
+class DispatchObserver(Protocol):
+    """Told what the policy decided, for metrics; called on the dispatching task, so it must
+    not block. `event_type` is the decoded type, or the raw header (None when missing)."""
+
+    def retried(self, record: Record, event_type: str) -> None: ...
+
+    def dead_lettered(self, record: Record, event_type: str | bytes | None) -> None: ...
+
+    def skipped(self, record: Record, event_type: str | bytes | None, reason: str) -> None: ...
+
+    def claimed(self, record: Record, event_type: str, group: str, ran: bool) -> None:
+        """An inbox claim: `ran` False when the handler had already run (a duplicate)."""
+
+
 class RecordDispatcher:
     """Processes records for one set of handlers. Safe for concurrent use by many tasks."""
+
+    observer: ClassVar[DispatchObserver | None] = None
+    """Process-wide, like logging: set once by `core.metrics` when a service starts."""
 
     def __init__(
         self,
@@ -116,7 +133,7 @@ class RecordDispatcher:
         except Exception as exc:  # any failure to decode is poison, never a crash
             log.warning("poison record %s/%d@%d: %s", record.topic, record.partition,
                         record.offset, exc)
-            await self._dead_letter(record, exc, 1, [])
+            await self._dead_letter(record, exc, 1, [], event_type)
             return Outcome.DEAD_LETTERED
         pending = self.handlers.handlers_for(event)
         if not pending:
@@ -141,11 +158,14 @@ class RecordDispatcher:
             if not self.retry.retries(error, attempt):
                 log.error("giving up on %s %s after %d attempts: %r", event.EVENT_TYPE,
                           event.event_id, attempt, error)
-                await self._dead_letter(record, error, attempt, [h.name for h, _ in failures])
+                await self._dead_letter(record, error, attempt, [h.name for h, _ in failures],
+                                        event.EVENT_TYPE)
                 return Outcome.DEAD_LETTERED
             delay = self.retry.delay(attempt)
             log.info("retrying %s %s in %.2fs (attempt %d failed: %r)", event.EVENT_TYPE,
                      event.event_id, delay, attempt, error)
+            if (observer := self.observer) is not None:
+                observer.retried(record, event.EVENT_TYPE)
             await asyncio.sleep(delay)
             pending = [h for h, _ in failures]
             attempt += 1
@@ -153,6 +173,8 @@ class RecordDispatcher:
     def _not_ours(self, record: Record, event_type: bytes | None) -> Outcome:
         log.debug("no handler for %r at %s/%d@%d", event_type, record.topic, record.partition,
                   record.offset)
+        if (observer := self.observer) is not None:
+            observer.skipped(record, event_type, "no_handler")
         return Outcome.NO_HANDLER
 
     async def _run(
@@ -165,7 +187,7 @@ class RecordDispatcher:
     ) -> list[tuple[NamedHandler, Exception]]:
         ctx: MessageContext | None = None  # built only for a handler that takes it
         failures = []
-        middleware = self.middleware
+        middleware, observer = self.middleware, self.observer
         ids = correlation.bind(event.correlation_id or event_id, event_id)
         handling = logs.bind_event(event, event_id, record)
         try:
@@ -174,8 +196,10 @@ class RecordDispatcher:
                     plain = handler.plain
                     if plain is not None and not middleware:
                         if handler.once:
-                            await self.idempotency.run_once(event_id, handler.name,
-                                                            _bind_plain(plain, event))
+                            ran = await self.idempotency.run_once(event_id, handler.name,
+                                                                  _bind_plain(plain, event))
+                            if observer is not None:
+                                observer.claimed(record, event.EVENT_TYPE, self.group, ran)
                         else:
                             await plain(event)
                         continue
@@ -184,8 +208,10 @@ class RecordDispatcher:
                         ctx = MessageContext(record=record, attempt=attempt,
                                              consumer_group=self.group, runtime=self.runtime)
                     if handler.once:
-                        await self.idempotency.run_once(event_id, handler.name,
-                                                        _bind(fn, event, ctx))
+                        ran = await self.idempotency.run_once(event_id, handler.name,
+                                                              _bind(fn, event, ctx))
+                        if observer is not None:
+                            observer.claimed(record, event.EVENT_TYPE, self.group, ran)
                     else:
                         await fn(event, ctx)
                 except Exception as exc:
@@ -206,12 +232,15 @@ class RecordDispatcher:
         return fn
 
     async def _dead_letter(
-        self, record: Record, error: BaseException, attempts: int, handlers: list[str]
+        self, record: Record, error: BaseException, attempts: int, handlers: list[str],
+        event_type: str | bytes | None,
     ) -> None:
         headers = dead_letter_headers(record, error, attempts, handlers, self.group)
         while True:
             try:
                 await self.dead_letters.send(record, headers)
+                if (observer := self.observer) is not None:
+                    observer.dead_lettered(record, event_type)
                 return
             except Exception:
                 log.exception("cannot dead-letter %s/%d@%d; keeping it and trying again",

@@ -106,6 +106,8 @@ class JwksClient:
         self._loop: asyncio.Task[None] | None = None
         self.fetches = 0
         """Fetch attempts so far (successful or not): for metrics and tests."""
+        self.on_fetch: Callable[[bool], None] | None = None
+        """Told after each fetch whether it succeeded (metrics)."""
 
     @property
     def keys(self) -> Mapping[str, VerificationKey]:
@@ -137,13 +139,17 @@ class JwksClient:
     async def _fetch(self) -> None:
         self._last_attempt = self.clock()
         self.fetches += 1
+        ok = False
         try:
             self._keys = await self._download()
+            ok = True
             log.debug("JWKS from %s: %d keys", self.url, len(self._keys))
         except Exception as e:  # whatever the issuer sends, the verifier keeps working
             state = "keeping the last good keys" if self._keys is not None else "no keys yet"
             log.warning("JWKS fetch from %s failed (%s): %s", self.url, state, e)
         finally:
+            if self.on_fetch is not None:
+                self.on_fetch(ok)
             self._fetching = None
 
     async def _download(self) -> dict[str, VerificationKey]:

@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from devinfra.process import free_port
 from gateway.tests.harness import Gateway, Upstream, static_registry
 from tests.helpers import eventually
+from tests.helpers.metrics import scrape
 
 ROUTES = """
 [defaults]
@@ -92,6 +94,10 @@ async def test_a_killed_instance_is_bypassed_then_the_breaker_fails_fast_then_re
         assert while_down and {a[1] for a in while_down} == {503}
         assert max(a[3] for a in while_down) < 1.0  # fast: no connection is even tried
         assert "-> open" in gateway.log.read_text()
+        states = [s.value for f in text_string_to_metric_families(await scrape(gateway.url))
+                  for s in f.samples if s.name == "kfm_circuit_breaker_state"
+                  and s.labels["upstream"].startswith("svc@")]
+        assert 2 in states, states  # open, on the gateway's /metrics
 
         await Upstream("svc-1", first.port, spawn).start()  # back on the same address
         back = time.monotonic()

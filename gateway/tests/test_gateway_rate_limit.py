@@ -18,6 +18,7 @@ from devinfra.process import free_port
 from devinfra.redis import RedisServer
 from gateway.tests.harness import Gateway, Upstream, start_issuer, static_registry
 from tests.helpers import IssuerProc, eventually, unique
+from tests.helpers.metrics import scrape, value
 
 pytestmark = pytest.mark.redis
 
@@ -140,3 +141,25 @@ async def test_with_redis_stopped_the_gateway_serves_on_its_own_limiter(
             await eventually(shared_again, timeout=20, interval=0.5)
     finally:
         own_redis.close()
+
+
+async def test_the_gateways_metrics_count_refusals_per_route_and_rule(world: World) -> None:
+    """`/metrics` on a gateway replica: 429s per route table entry, refused tokens per rule,
+    the JWKS fetch, requests per route prefix (never the raw path)."""
+    gateway = world.replicas[1]
+    before = await scrape(gateway.url)
+    token = await world.issuer.issue(unique("user"))
+    assert statuses(await world.burst(gateway, LIMIT + 2, token, f"/api/limited/{unique('p')}")
+                    )[429] == 2
+    assert statuses(await world.burst(gateway, 1, "not-a-token")) == {401: 1}
+    after = await scrape(gateway.url)
+
+    def delta(name: str, **labels: str) -> float:
+        return (value(after, name, **labels) or 0.0) - (value(before, name, **labels) or 0.0)
+
+    assert delta("kfm_rate_limited_requests_total", route="/api/limited") == 2
+    assert delta("kfm_token_rejections_total", reason="malformed") == 1
+    assert delta("kfm_http_requests_total", route="/api/limited", status="200") == LIMIT
+    assert (value(after, "kfm_jwks_refreshes_total", outcome="ok") or 0) >= 1
+    assert value(after, "kfm_registry_instances", service_name="svc") == 1
+    assert not [line for line in after.splitlines() if "/api/limited/" in line]

@@ -192,6 +192,20 @@ class KafkaConsumer:
             # Storing for a partition we no longer own fails; its new owner will redo it.
             log.info("could not store offsets %s: %s", offsets, exc)
 
+    def progress(self, partitions: Iterable[TopicPartitionKey]
+                 ) -> dict[TopicPartitionKey, tuple[int, int]]:
+        """(next offset to fetch, end offset) per partition, from librdkafka's own state: no
+        broker round trip, so safe to ask from the loop while the thread polls (scrape-time
+        metrics). -1 where it does not know yet (nothing fetched since the assignment)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        result = {}
+        for tp in consumer.position([TopicPartition(t, p) for t, p in partitions]):
+            _, end = consumer.get_watermark_offsets(tp, cached=True)
+            result[(tp.topic, tp.partition)] = (max(tp.offset, -1), max(end, -1))
+        return result
+
     async def member_id(self) -> str | None:
         """The id the group coordinator gave this member; empty or None while the group does
         not count it (before it joins, and after its session timed out until it rejoins)."""

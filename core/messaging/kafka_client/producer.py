@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -30,6 +30,11 @@ from core.messaging.kafka_client.metadata import MetadataClient, MetadataReader
 from core.messaging.types import Headers
 
 log = logging.getLogger(__name__)
+
+DeliveryObserver = Callable[[Any, Any, Headers | None], None]
+"""Called with librdkafka's (error or None, message) and the headers the record was sent
+with (a delivery report carries none) for every delivery report, on the producer's thread
+(metrics: `core.metrics`); it must be quick and must not raise."""
 
 
 class KafkaProducer:
@@ -66,6 +71,8 @@ class KafkaProducer:
         self._wakeup_pending = False
         self._wakeup_lock = threading.Lock()
         self._stopping: asyncio.Task[None] | None = None
+        self.on_delivery: DeliveryObserver | None = None
+        """See `DeliveryObserver`; set before the first record. None costs nothing."""
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -117,12 +124,19 @@ class KafkaProducer:
         if self._producer is None or self._loop is None or self._stopping is not None:
             raise self._not_running()
         fut: asyncio.Future[DeliveryReport] = self._loop.create_future()
+        observer = self.on_delivery
+
+        def delivered(err: Any, msg: Any) -> None:
+            if observer is not None:
+                observer(err, msg, headers)
+            self._on_delivery(fut, err, msg)
+
         self._producer.produce(
             topic,
             value,
             key,
             headers=headers,  # type: ignore[arg-type]  # list[tuple[str, bytes]] is accepted
-            on_delivery=lambda err, msg: self._on_delivery(fut, err, msg),
+            on_delivery=delivered,
         )
         return fut
 
@@ -167,7 +181,7 @@ class KafkaProducer:
         if self._producer is None or self._loop is None or self._stopping is not None:
             raise self._not_running()
         ack = _BatchAck(len(records), self._loop)
-        produce = self._producer.produce
+        produce, observer = self._producer.produce, self.on_delivery
         for value, key, headers in records:
             while True:
                 try:
@@ -176,7 +190,10 @@ class KafkaProducer:
                         value,
                         key,
                         headers=headers,  # type: ignore[arg-type]
-                        on_delivery=ack,
+                        # One shared callback, unless observed: the observer needs each
+                        # record's headers.
+                        on_delivery=ack if observer is None else _observed(ack, observer,
+                                                                           headers),
                     )
                     break
                 except BufferError:
@@ -263,6 +280,15 @@ def _purge(producer: Producer) -> int:
     Returns what is still outstanding after those reports were served."""
     producer.purge(in_queue=True, in_flight=True)
     return int(producer.flush(PURGE_TIMEOUT))
+
+
+def _observed(ack: _BatchAck, observer: DeliveryObserver, headers: Headers
+              ) -> Callable[[Any, Any], None]:
+    def delivered(err: Any, msg: Any) -> None:
+        observer(err, msg, headers)
+        ack(err, msg)
+
+    return delivered
 
 
 class _BatchAck:
