@@ -51,6 +51,11 @@ class GatewaySettings(Settings):
     gateway_trusted_proxies: list[str] = []
     """CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (a load
     balancer). Empty: the peer address is the client."""
+    gateway_metrics_networks: list[str] = ["127.0.0.0/8", "::1/128", "10.0.0.0/8",
+                                           "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+    """CIDRs of the clients the gateway's own `/metrics` answers (Prometheus, inside the
+    network); anyone else gets 403. The client is the one `client_ip` sees, so a load balancer
+    in front must be listed in `gateway_trusted_proxies` or everyone looks private."""
     gateway_workers: int = Field(default=1, ge=1, le=64)
     """Processes serving the gateway (`python -m gateway`)."""
     gateway_health_interval: float = Field(default=5.0, gt=0)

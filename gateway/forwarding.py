@@ -23,8 +23,9 @@ from gateway.routes import Route, RouteTable
 
 log = logging.getLogger(__name__)
 
+METRICS = "/metrics"
 OWN_PATHS = frozenset({"/health/live", "/health/ready", "/openapi.json", "/docs",
-                       "/docs/oauth2-redirect", "/metrics"})
+                       "/docs/oauth2-redirect", METRICS})
 
 
 class GatewayApp:
@@ -40,6 +41,7 @@ class GatewayApp:
         self.proxy = proxy
         self.legacy = legacy
         self.trusted = TrustedProxies(settings.gateway_trusted_proxies)
+        self.monitoring = TrustedProxies(settings.gateway_metrics_networks)  # a CIDR matcher
         self.max_header_bytes = settings.gateway_max_header_bytes
         self.max_headers = settings.gateway_max_headers
 
@@ -65,6 +67,8 @@ class GatewayApp:
         path: str = scope["path"]
         check_path(path, scope.get("raw_path"))
         if path in OWN_PATHS:
+            if path == METRICS:
+                self._check_monitoring(scope)
             await self.own(scope, receive, send)
             return
         route = self.table().match(path) or self.legacy
@@ -89,6 +93,15 @@ class GatewayApp:
                   else f"ip:{client_key(ip)}")  # an IPv6 client by its /64, as its quota
         await self.proxy.forward(scope, receive, send, route, route.upstream_path(path),
                                  extra, limit_headers, client)
+
+    def _check_monitoring(self, scope: Scope) -> None:
+        """`/metrics` names every route, upstream and refusal count: for the monitoring
+        networks only, never the internet at the edge."""
+        seen = self.monitoring.trusts(client_ip(scope, self.trusted))
+        if seen is None or not seen[1]:
+            raise GatewayError(403, "metrics_forbidden",
+                               "/metrics is served to the monitoring networks only "
+                               "(GATEWAY_METRICS_NETWORKS)")
 
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
         if len(headers) > self.max_headers:
