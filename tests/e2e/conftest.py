@@ -1,6 +1,7 @@
 """The whole system for the end-to-end tests: every service as its own process, started once
 for the tests of this package by the same `Stack` as `make up`, on free ports, against the
-session's Kafka broker and PostgreSQL (one fresh database per service, dropped at the end).
+session's Kafka broker and PostgreSQL (one fresh database per service, dropped at the end),
+with a real Prometheus scraping every process (as `make up OBS=1`).
 
 Stopped after this package, not at the end of the session: its services read the topics the
 contract names (`auth.events`, `user.requests`, ...), the same ones each service's own tests
@@ -29,7 +30,7 @@ async def system(kafka: KafkaBroker, postgres: PostgresServer,
     state: Path = tmp_path_factory.mktemp("stack")
     prefix = unique("e2e").replace("-", "_") + "_"
     stack = Stack(state_dir=state, base_port=0, kafka=kafka, db="postgres", postgres=postgres,
-                  prefix=prefix, ready_timeout=90, stop_timeout=15,
+                  prefix=prefix, ready_timeout=90, stop_timeout=15, observability=True,
                   # Its own registry, so no instance another test left behind is discovered.
                   env={"REGISTRY_TOPIC": f"{prefix}platform.registry"})
     try:
