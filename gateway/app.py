@@ -9,6 +9,7 @@ or answer every one with 503, must not come up looking healthy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,6 +30,7 @@ from core.http import (
 from core.resilience import BreakerConfig, RetryPolicy
 from core.security import TokenVerifier, security_from_settings
 from core.service_registry import ServiceRegistry, registry_from_settings
+from core.tracing import ServerSpans, flush_spans, setup_tracing
 from gateway.config import GatewaySettings
 from gateway.edge.auth import EdgeAuth
 from gateway.edge.rate_limit import edge_rate_limiter
@@ -143,6 +145,7 @@ def create_app(settings: GatewaySettings | None = None, *,
         the upstream checks, the token keys, the client, the limiter, the registry last
         (everything routes through it)."""
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(asyncio.to_thread, flush_spans)  # last, at shutdown
             await upstreams.start()
             stack.push_async_callback(upstreams.stop)
             stack.push_async_callback(limiter.close)
@@ -170,4 +173,6 @@ def create_app(settings: GatewaySettings | None = None, *,
                      limiter=limiter,
                      proxy=Proxy(client, settings, upstreams.discover),
                      legacy=legacy_route(settings))
-    return RequestContextMiddleware(app)
+    traced = setup_tracing(settings) is not None  # OTEL_*: a server span per request
+    return ServerSpans(RequestContextMiddleware(app)) if traced \
+        else RequestContextMiddleware(app)

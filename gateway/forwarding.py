@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.tracing import ROUTE
 from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
 from gateway.config import GatewaySettings
 from gateway.edge.auth import EdgeAuth, identity_headers
@@ -70,6 +71,7 @@ class GatewayApp:
         route = self.table().match(path) or self.legacy
         if route is None:
             raise GatewayError(404, "no_route", "No route matches this path")
+        scope[ROUTE] = route.prefix  # the span's name: the route, never the raw path
         method: str = scope["method"]
         if route.methods and method not in route.methods:
             allowed = ", ".join(sorted(route.methods))

@@ -261,6 +261,22 @@ EXPORTS: dict[str, list[str]] = {
         "record_trust",
         "registry_from_settings",
     ],
+    "core.tracing": [
+        "JsonLinesSpanExporter",
+        "ROUTE",
+        "ServerSpans",
+        "SpanRecord",
+        "TRACEPARENT",
+        "TRACESTATE",
+        "TracingError",
+        "fastapi_telemetry",
+        "flush_spans",
+        "read_spans",
+        "setup_tracing",
+        "trace_handlers",
+        "trace_headers",
+        "tracer",
+    ],
 }
 
 
