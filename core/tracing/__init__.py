@@ -8,6 +8,8 @@ services, the outbox and Kafka to the last handler of the last event it caused.
 - Kafka: `KafkaProducer` gives each traced record a PRODUCER span and its `traceparent`;
   `trace_handlers` (handler middleware) gives each handler run a CONSUMER span
   (`core.tracing.kafka`).
+- Rows: `kept_traceparent` to store with a row, `resumed` to act on it later in its trace
+  (a saga's steps after a deadline).
 - Files: `JsonLinesSpanExporter` (`OTEL_TRACES_FILE`), `read_spans`, and
   `python -m core traces show TRACE_ID`.
 """
@@ -15,6 +17,7 @@ services, the outbox and Kafka to the last handler of the last event it caused.
 from core.tracing.files import JsonLinesSpanExporter, SpanRecord, read_spans
 from core.tracing.http import ROUTE, ServerSpans, fastapi_telemetry, trace_headers
 from core.tracing.kafka import TRACEPARENT, TRACESTATE, trace_handlers
+from core.tracing.kept import kept_traceparent, resumed
 from core.tracing.provider import TracingError, flush_spans, setup_tracing, tracer
 
 __all__ = [
@@ -27,7 +30,9 @@ __all__ = [
     "TracingError",
     "fastapi_telemetry",
     "flush_spans",
+    "kept_traceparent",
     "read_spans",
+    "resumed",
     "setup_tracing",
     "trace_handlers",
     "trace_headers",

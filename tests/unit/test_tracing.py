@@ -1,7 +1,8 @@
 """core.tracing in one process, spans recorded in memory: the PRODUCER span a record gets and
 the `traceparent` it carries, the one an outbox row keeps, the CONSUMER span around a handler
 run (through the real dispatcher), the server spans (FastAPI's own, the gateway's), the
-service client's `traceparent`, the settings, and the JSON-lines file with `traces show`.
+service client's `traceparent`, a saga's commands after a deadline, the settings, and the
+JSON-lines file with `traces show`.
 Across real processes and Kafka: tests/e2e/test_tracing.py."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from starlette.types import Receive, Scope, Send
 
 from core.config import Settings
+from core.db import Database
 from core.messaging.dispatch import Outcome, RecordDispatcher
 from core.messaging.dlq import InMemoryDeadLetterSink
 from core.messaging.handlers import HandlerRegistry
@@ -28,6 +30,7 @@ from core.messaging.outbox import OutboxWriter
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import Headers, MessageContext, Record
 from core.resilience.retry import RetryPolicy
+from core.saga import SagaOrchestrator
 from core.tracing import (
     ROUTE,
     TRACEPARENT,
@@ -43,7 +46,8 @@ from core.tracing import (
 from core.tracing.kafka import traced_batch, traced_send
 from core.tracing.provider import exporters
 from core.tracing.testing import recording
-from tests.helpers import OrderPlaced, order_registry, placed
+from tests import saga_rig
+from tests.helpers import OrderPlaced, eventually, order_registry, placed
 from tests.helpers.cli import cli
 from tests.outbox_service import create_schema, deposit, metadata, registry
 from tests.unit.test_service_client import answering, make
@@ -317,3 +321,31 @@ async def test_spans_written_to_the_file_are_shown_as_a_tree(tmp_path: Path) -> 
 
     missing = await cli("traces", "show", "0" * 32, "--file", str(path))
     assert missing.exit_code == 1 and "no spans" in missing.output
+
+
+async def test_a_sagas_commands_continue_the_trace_it_began_in_even_after_a_deadline(
+        tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'sagas.db'}")
+    async with db.engine.begin() as conn:
+        await conn.run_sync(saga_rig.metadata.create_all)
+    orchestrator = SagaOrchestrator(
+        db, OutboxWriter(saga_rig.metadata, EventSerializer(saga_rig.events())), saga_rig.tables,
+        [saga_rig.trip_saga("trips", "trips.replies", timeout=0.01)])
+    outbox = saga_rig.metadata.tables["outbox"]
+    try:
+        with recording() as spans:
+            with traced().start_as_current_span("POST /trips") as request:
+                async with db.transaction() as session:
+                    await orchestrator.begin(session, "trip", saga_rig.TripData(trip="t-1"))
+            # Later, outside any trace: the seat step's reply is overdue, its release goes out.
+            await eventually(orchestrator.sweep, timeout=5, interval=0.02)
+            [deadline] = [s for s in spans.get_finished_spans() if s.name == "saga trip deadline"]
+        async with db.transaction() as session:
+            rows = (await session.execute(select(outbox.c.headers).order_by(outbox.c.id))).all()
+    finally:
+        await db.dispose()
+    reserve, release = ([named(v) for k, v in row.headers if k == TRACEPARENT] for row in rows)
+    context = request.get_span_context()
+    assert reserve == [f"{context.trace_id:032x}-{context.span_id:016x}"]
+    assert deadline.parent is not None and deadline.parent.span_id == context.span_id
+    assert release == [ids(deadline)]
