@@ -12,6 +12,10 @@ a child of the record's `traceparent` (a new trace when it has none), current wh
 handler runs, inside the handler's own task: what the handler writes to the outbox, sends or
 logs belongs to it. A handler's exception marks the span as an error.
 
+Sampling (`OTEL_TRACES_SAMPLER`, e.g. `parentbased_traceidratio`): a record whose trace was
+sampled out gets no span on either side, only its `traceparent` passed on, so the decision
+made at the edge holds downstream and costs a few microseconds, not a span's tens.
+
 The contrib confluent-kafka instrumentation does not fit this consumer: it starts spans on
 the polling thread, links rather than parents, and skips tuple headers.
 """
@@ -22,6 +26,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
@@ -75,11 +80,19 @@ def _publish_span(tracer: trace.Tracer, topic: str,
     """The PRODUCER span of one record and the headers that carry it, or (headers, None)
     when the record belongs to no trace."""
     parent = record_context(headers)
-    if parent is None and not trace.get_current_span().get_span_context().is_valid:
+    above = trace.get_current_span(parent).get_span_context()  # the headers', else current
+    if not above.is_valid:
         return headers, None
+    if not above.trace_flags.sampled:  # sampled out upstream: pass that on, at no span's cost
+        if parent is not None:
+            return headers, None
+        carried = list(headers or ())
+        _W3C.inject(carried, setter=_SETTER)
+        return carried, None
+    # Few attributes: the SDK checks each one, and that is most of a span's cost. Where the
+    # record landed is on the CONSUMER span.
     span = tracer.start_span(f"send {topic}", context=parent, kind=SpanKind.PRODUCER,
                              attributes={"messaging.system": "kafka",
-                                         "messaging.operation.type": "send",
                                          "messaging.destination.name": topic})
     carried: Headers = [(k, v) for k, v in headers or () if k not in _TRACE_HEADERS]
     _W3C.inject(carried, context=trace.set_span_in_context(span), setter=_SETTER)
@@ -91,12 +104,6 @@ def _end_on_ack(span: Span, ack: asyncio.Future[Any]) -> None:
         error = None if fut.cancelled() else fut.exception()
         if fut.cancelled() or error is not None:
             span.set_status(Status(StatusCode.ERROR, repr(error) if error else "cancelled"))
-        else:
-            report = fut.result()
-            partition = getattr(report, "partition", None)
-            if partition is not None:
-                span.set_attribute("messaging.destination.partition.id", str(partition))
-                span.set_attribute("messaging.kafka.offset", report.offset)
         span.end()
 
     ack.add_done_callback(done)
@@ -160,23 +167,30 @@ def trace_handlers(call: EventHandler, name: str) -> EventHandler:
             await call(event, ctx)
             return
         record = ctx.record
-        attributes: dict[str, Any] = {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
+        parent = record_context(record.headers)
+        if parent is not None and \
+                not trace.get_current_span(parent).get_span_context().trace_flags.sampled:
+            token = otel_context.attach(parent)  # sampled out upstream: no span, passed on
+            try:
+                await call(event, ctx)
+            finally:
+                otel_context.detach(token)
+            return
+        attributes: dict[str, Any] = {  # few: the SDK checks each one (most of a span's cost)
             "messaging.destination.name": record.topic,
             "messaging.destination.partition.id": str(record.partition),
             "messaging.kafka.offset": record.offset,
             "messaging.consumer.group.name": ctx.consumer_group,
             "messaging.message.id": str(event.event_id),
-            "event.type": event.EVENT_TYPE,
             "handler": name,
-            "attempt": ctx.attempt,
         }
+        if ctx.attempt > 1:
+            attributes["attempt"] = ctx.attempt
         if event.correlation_id:
             attributes["messaging.message.conversation_id"] = event.correlation_id
         with tracer.start_as_current_span(
                 f"process {record.topic} {event.EVENT_TYPE}",
-                context=record_context(record.headers) or Context(),
+                context=parent or Context(),
                 kind=SpanKind.CONSUMER, attributes=attributes):
             await call(event, ctx)
 

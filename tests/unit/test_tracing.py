@@ -349,3 +349,29 @@ async def test_a_sagas_commands_continue_the_trace_it_began_in_even_after_a_dead
     assert reserve == [f"{context.trace_id:032x}-{context.span_id:016x}"]
     assert deadline.parent is not None and deadline.parent.span_id == context.span_id
     assert release == [ids(deadline)]
+
+
+async def test_a_trace_sampled_out_upstream_makes_no_spans_and_passes_the_decision_on() -> None:
+    unsampled = PARENT[:-2] + "00"
+    send = Sender()
+    handlers = HandlerRegistry(order_registry())
+    inside: list[trace.SpanContext] = []
+
+    @handlers.handles(OrderPlaced, name="h")
+    async def handle(event: OrderPlaced) -> None:
+        inside.append(trace.get_current_span().get_span_context())
+        traced_send(send, "next", b"v", None, [])  # what the handler sends on
+
+    run = RecordDispatcher(handlers, InMemoryIdempotencyStore(), InMemoryDeadLetterSink(),
+                           middleware=[trace_handlers])
+    with recording() as spans:
+        traced_send(send, "orders", b"v", None, [(TRACEPARENT, unsampled.encode())])
+        assert await run.process(_record(placed("o-1"), [(TRACEPARENT, unsampled.encode())])) \
+            is Outcome.HANDLED
+        assert spans.get_finished_spans() == ()
+    [context] = inside
+    assert context.trace_id == PARENT_TRACE and not context.trace_flags.sampled
+    first, passed_on = send.sent
+    assert first == [(TRACEPARENT, unsampled.encode())]
+    assert passed_on is not None and traceparent(passed_on) == named(unsampled)
+    assert next(v for k, v in passed_on if k == TRACEPARENT).decode().endswith("-00")
