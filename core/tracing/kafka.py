@@ -86,9 +86,9 @@ def _publish_span(tracer: trace.Tracer, topic: str,
     if not above.trace_flags.sampled:  # sampled out upstream: pass that on, at no span's cost
         if parent is not None:
             return headers, None
-        carried = list(headers or ())
-        _W3C.inject(carried, setter=_SETTER)
-        return carried, None
+        passed: Headers = list(headers or ())
+        _W3C.inject(passed, setter=_SETTER)
+        return passed, None
     # Few attributes: the SDK checks each one, and that is most of a span's cost. Where the
     # record landed is on the CONSUMER span.
     span = tracer.start_span(f"send {topic}", context=parent, kind=SpanKind.PRODUCER,
