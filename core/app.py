@@ -14,6 +14,7 @@ start only once every part is in the runtime, so no handler ever waits for one.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
@@ -69,6 +70,7 @@ from core.security.wiring import (
 )
 from core.service_registry import Instance, ServiceRegistry
 from core.service_registry.factory import registry_from_settings
+from core.tracing import fastapi_telemetry, flush_spans, setup_tracing, trace_handlers
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +202,10 @@ def create_service(
     the runtime's core parts and before the consumers start. `middleware` wraps every handler
     run of its consumers (`core.messaging.handlers.HandlerMiddleware`), outside each registry's own.
     `projections` (`core.projections`) run beside the consumers, each with a health check.
+
+    With tracing configured (`OTEL_TRACES_EXPORTER`, `OTEL_TRACES_FILE`: core.tracing), each
+    request gets a server span named by its route template, and each handler run a CONSUMER
+    span (outermost of `middleware`), continuing the trace its record carries.
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
@@ -210,6 +216,9 @@ def create_service(
         [*publishes, *(t for sub in subscriptions for t in _as_tuple(sub.topics)),
          *(t for p in projections for t in p.topics)])
     security = security or security_from_settings(cfg)
+    if setup_tracing(cfg) is not None:  # OTEL_*: spans per request and per handler run
+        middleware = (trace_handlers, *middleware)
+        fastapi_options.setdefault("telemetry", fastapi_telemetry())
     counted = event_metrics()
     if security is not None:
         count_security(security.verifier, security.jwks)
@@ -219,6 +228,7 @@ def create_service(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logs.identify(cfg.service_name, cfg.instance_id)
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(asyncio.to_thread, flush_spans)  # last, at shutdown
             if security is not None:
                 stack.push_async_callback(security.stop)
                 await security.start()

@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     service_port: int = Field(default=8000, ge=1, le=65535)
     service_version: str = "0.0.0"
 
+    # --- tracing (core.tracing): the standard OpenTelemetry variables; off unless set ---
+    otel_traces_exporter: str = "none"
+    """Comma-separated: `otlp` (OTEL_EXPORTER_OTLP_* say where), `console`, `none`."""
+    otel_traces_file: str | None = None
+    """A JSON-lines file each span is appended to (`python -m core traces show` reads it)."""
+    otel_service_name: str | None = None
+    """The `service.name` spans carry; else SERVICE_NAME."""
+
     registry_backend: Literal["kafka", "static", "dns"] = "kafka"
     registry_topic: str = "platform.registry"
     registry_ttl: float = Field(default=15.0, gt=0)

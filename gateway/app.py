@@ -9,6 +9,7 @@ or answer every one with 503, must not come up looking healthy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,6 +32,7 @@ from core.metrics import Exposition, HttpMetrics, count_security, watch_gateway
 from core.resilience import BreakerConfig, RetryPolicy
 from core.security import TokenVerifier, security_from_settings
 from core.service_registry import ServiceRegistry, registry_from_settings
+from core.tracing import ServerSpans, flush_spans, setup_tracing
 from gateway.config import GatewaySettings
 from gateway.edge.auth import EdgeAuth
 from gateway.edge.rate_limit import edge_rate_limiter
@@ -150,6 +152,7 @@ def create_app(settings: GatewaySettings | None = None, *,
         (everything routes through it)."""
         logs.identify(settings.service_name, settings.instance_id)
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(asyncio.to_thread, flush_spans)  # last, at shutdown
             await upstreams.start()
             stack.push_async_callback(upstreams.stop)
             stack.push_async_callback(limiter.close)
@@ -178,4 +181,6 @@ def create_app(settings: GatewaySettings | None = None, *,
                      limiter=limiter,
                      proxy=Proxy(client, settings, upstreams.discover),
                      legacy=legacy_route(settings))
-    return HttpMetrics(RequestContextMiddleware(logs.RequestLogMiddleware(app)))
+    traced = setup_tracing(settings) is not None  # OTEL_*: a server span per request
+    inner = RequestContextMiddleware(logs.RequestLogMiddleware(app))
+    return HttpMetrics(ServerSpans(inner) if traced else inner)

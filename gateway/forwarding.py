@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.tracing import ROUTE
 from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
 from gateway.config import GatewaySettings
 from gateway.edge.auth import EdgeAuth, identity_headers
@@ -75,6 +76,7 @@ class GatewayApp:
         if route is None:
             raise GatewayError(404, "no_route", "No route matches this path")
         scope["route"] = route  # its prefix is the request's route in the metrics
+        scope[ROUTE] = route.prefix  # the span's name: the route, never the raw path
         method: str = scope["method"]
         if route.methods and method not in route.methods:
             allowed = ", ".join(sorted(route.methods))

@@ -50,6 +50,7 @@ from core.resilience.registry import KeyedRegistry
 from core.resilience.retry import RetryPolicy
 from core.resilience.timeout import timeout as call_timeout
 from core.service_registry.base import Instance, RegistryError, ServiceRegistry
+from core.tracing import trace_headers
 
 _UNSET: Any = object()
 
@@ -266,6 +267,7 @@ class ServiceClient:
             extra.append(("Content-Type", "application/json"))
         if idempotency_key:
             extra.append(("Idempotency-Key", idempotency_key))
+        extra += trace_headers()  # the callee's server span continues the current one
         sent += [(name, value) for name, value in extra if name.lower() not in given]
         target = path if path.startswith("/") else f"/{path}"
         if params:

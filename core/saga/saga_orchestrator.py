@@ -57,6 +57,7 @@ from core.saga.tables import (
 )
 from core.saga.transitions import Decision, History, reason_of, send_step, step_succeeded
 from core.tasks import cancel_and_wait, periodically
+from core.tracing import kept_traceparent, resumed
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class SagaOrchestrator:
         history: History = [(0, definition.steps[0].name, "started", RUNNING, None)]
         decision = send_step(definition, blank, data, 0, history, None)
         await self.store.insert(session, saga_id, definition.name, decision.change.data,
-                                decision.change, correlation_id)
+                                decision.change, correlation_id, kept_traceparent())
         await self._write(session, definition, saga_id, decision)
         self.counts["started"] += 1
         return saga_id
@@ -243,8 +244,10 @@ class SagaOrchestrator:
                                            self.compensation_retry)
         else:
             decision = compensation_due(definition, record)
-        async with self.store.db.transaction() as session:
-            moved = await self._apply(session, definition, record, decision)
+        with resumed(record.trace_context, f"saga {record.saga_type} deadline",
+                     {"saga.id": saga_id, "saga.step": step.name}):
+            async with self.store.db.transaction() as session:
+                moved = await self._apply(session, definition, record, decision)
         if moved and record.status == RUNNING:
             self.counts["timed_out"] += 1
         return moved
@@ -288,9 +291,11 @@ class SagaOrchestrator:
                 raise SagaNotFoundError(f"no saga {saga_id}")
             definition = self.definition(record.saga_type)
             decision = decide(definition, record)
-            async with self.store.db.transaction() as session:
-                if await self._apply(session, definition, record, decision):
-                    return _moved(record, decision.change)
+            with resumed(record.trace_context, f"saga {record.saga_type} operator",
+                         {"saga.id": saga_id}):
+                async with self.store.db.transaction() as session:
+                    if await self._apply(session, definition, record, decision):
+                        return _moved(record, decision.change)
         raise SagaStateError(f"saga {saga_id} kept moving; try again")
 
     # -- reading -----------------------------------------------------------------------------

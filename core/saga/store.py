@@ -48,13 +48,15 @@ class SagaRecord:
     correlation_id: str | None
     created_at: datetime
     updated_at: datetime
+    trace_context: str | None = None
+    """The `traceparent` current when it began (`core.tracing.resumed` continues it)."""
 
     @classmethod
     def of(cls, row: Any) -> SagaRecord:
         return cls(row.id, row.saga_type, dict(row.data), row.status, row.step, row.command_id,
                    _aware(row.deadline), row.attempts, row.version, row.last_error,
                    row.correlation_id, _aware(row.created_at) or row.created_at,
-                   _aware(row.updated_at) or row.updated_at)
+                   _aware(row.updated_at) or row.updated_at, row.trace_context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +104,15 @@ class SagaStore:
         return self.now() + timedelta(seconds=wait)
 
     async def insert(self, session: AsyncSession, record_id: str, saga_type: str,
-                     data: dict[str, Any], change: Change, correlation_id: str | None) -> None:
+                     data: dict[str, Any], change: Change, correlation_id: str | None,
+                     trace_context: str | None = None) -> None:
         now = self.now()
         await session.execute(insert(self.instances).values(
             id=record_id, saga_type=saga_type, data=data, status=change.status,
             step=change.step, command_id=change.command_id,
             deadline=self._deadline(change.wait), attempts=change.attempts, version=1,
-            last_error=change.last_error, correlation_id=correlation_id, created_at=now,
-            updated_at=now))
+            last_error=change.last_error, correlation_id=correlation_id,
+            trace_context=trace_context, created_at=now, updated_at=now))
 
     async def get(self, session: AsyncSession, saga_id: str) -> SagaRecord | None:
         row = (await session.execute(

@@ -64,6 +64,8 @@ def saga_tables(metadata: MetaData) -> SagaTables:
         Column("version", Integer, nullable=False),
         Column("last_error", Text, nullable=True),
         Column("correlation_id", String(64), nullable=True),
+        # The traceparent current when the saga began: what the sweeper sends continues it.
+        Column("trace_context", String(64), nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False),
         # The sweeper's question, every second: which active sagas are due.

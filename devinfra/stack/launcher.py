@@ -168,6 +168,9 @@ class Stack:
             # are only believed on the address the stack binds them to.
             "REGISTRY_SIGNING_KEY_FILE": str(self.registry_key_file),
             "REGISTRY_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,
+            # Every process appends its spans here: `python -m core traces show TRACE_ID
+            # --file <state>/traces.jsonl` prints one trace as a tree.
+            "OTEL_TRACES_FILE": str(self.traces_file),
             **self.env,
         }
         if spec.database:
@@ -181,6 +184,11 @@ class Stack:
             env["JWKS_URL"] = f"{self.url(issuer.name)}/.well-known/jwks.json"
             env["AUTH_TOKEN_URL"] = f"{self.url(issuer.name)}/oauth/token"
         return {**env, **spec.env}
+
+    @property
+    def traces_file(self) -> Path:
+        """The JSON-lines file the stack's processes write their spans to."""
+        return self.state_dir / "traces.jsonl"
 
     @property
     def keys_dir(self) -> Path:

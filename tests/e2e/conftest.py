@@ -32,7 +32,9 @@ async def system(kafka: KafkaBroker, postgres: PostgresServer,
     stack = Stack(state_dir=state, base_port=0, kafka=kafka, db="postgres", postgres=postgres,
                   prefix=prefix, ready_timeout=90, stop_timeout=15, observability=True,
                   # Its own registry, so no instance another test left behind is discovered.
-                  env={"REGISTRY_TOPIC": f"{prefix}platform.registry"})
+                  env={"REGISTRY_TOPIC": f"{prefix}platform.registry",
+                       # Spans reach the stack's traces file within 0.2 s (test_tracing).
+                       "OTEL_BSP_SCHEDULE_DELAY": "200"})
     try:
         stack.start()
         yield System(stack)

@@ -22,6 +22,8 @@ from core.messaging.kafka_client import KafkaAdmin, KafkaProducer
 from core.messaging.reply_topics import ReplyTopicJanitor
 from core.messaging.request_reply import RequestReplyClient, RequestResponder
 from core.messaging.serialization import EventRegistry
+from core.tracing import trace_handlers, tracer
+from core.tracing.testing import recording
 from tests.helpers import eventually, unique
 from tests.helpers.events import GetQuote, Quote, QuoteQuery, priced
 from tests.integration.conftest import BusFactory
@@ -279,3 +281,30 @@ async def test_stop_fails_waiting_callers_with_a_typed_error_and_is_idempotent(
 
     with pytest.raises(RequestCancelledError, match="stopped"):
         await client.send_request(requests_topic, GetQuote(data=QuoteQuery(distance_km=1)), 5)
+
+
+async def test_a_traced_request_and_its_reply_are_one_trace_the_reply_under_the_request(
+    serve: Any, client: RequestReplyClient, requests_topic: str
+) -> None:
+    async def quote(request: GetQuote) -> Quote:
+        return priced(request)
+
+    await serve(quote, middleware=[trace_handlers])
+    with recording() as spans:
+        caller = tracer()
+        assert caller is not None
+        with caller.start_as_current_span("caller") as root:
+            await client.send_request(requests_topic,
+                                      GetQuote(data=QuoteQuery(distance_km=1)), timeout=20)
+
+        # The responder's spans end once its reply is acknowledged: maybe after it arrived.
+        await eventually(lambda: len(spans.get_finished_spans()) >= 4 or None, timeout=NO_HANG)
+        finished = {(s.kind.name, s.name): s for s in spans.get_finished_spans()}
+    request = finished[("PRODUCER", f"send {requests_topic}")]
+    handled = finished[("CONSUMER", f"process {requests_topic} {GetQuote.EVENT_TYPE}")]
+    reply = finished[("PRODUCER", f"send {client.reply_topic}")]
+    assert request.parent is not None and request.parent.span_id == \
+        root.get_span_context().span_id
+    assert handled.parent is not None and handled.parent.span_id == request.context.span_id
+    assert reply.parent is not None and reply.parent.span_id == handled.context.span_id
+    assert {s.context.trace_id for s in finished.values()} == {root.get_span_context().trace_id}

@@ -296,6 +296,24 @@ EXPORTS: dict[str, list[str]] = {
         "record_trust",
         "registry_from_settings",
     ],
+    "core.tracing": [
+        "JsonLinesSpanExporter",
+        "ROUTE",
+        "ServerSpans",
+        "SpanRecord",
+        "TRACEPARENT",
+        "TRACESTATE",
+        "TracingError",
+        "fastapi_telemetry",
+        "flush_spans",
+        "kept_traceparent",
+        "read_spans",
+        "resumed",
+        "setup_tracing",
+        "trace_handlers",
+        "trace_headers",
+        "tracer",
+    ],
 }
 
 

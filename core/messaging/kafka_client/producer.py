@@ -28,6 +28,7 @@ from core.messaging.kafka_client._common import (
 from core.messaging.kafka_client.errors import _publish_error
 from core.messaging.kafka_client.metadata import MetadataClient, MetadataReader
 from core.messaging.types import Headers
+from core.tracing import kafka as tracing
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,17 @@ class KafkaProducer:
         headers: Headers | None = None,
     ) -> asyncio.Future[DeliveryReport]:
         """Queue one record; the future resolves on acknowledgement. Raises BufferError when
-        the local queue is full (use `produce`, which waits for room)."""
+        the local queue is full (use `produce`, which waits for room). Inside a trace, the
+        record carries a PRODUCER span of its own (`core.tracing.kafka`)."""
+        return tracing.traced_send(self._queue, topic, value, key, headers)
+
+    def _queue(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | str | None,
+        headers: Headers | None,
+    ) -> asyncio.Future[DeliveryReport]:
         if self._producer is None or self._loop is None or self._stopping is not None:
             raise self._not_running()
         fut: asyncio.Future[DeliveryReport] = self._loop.create_future()
@@ -174,8 +185,14 @@ class KafkaProducer:
 
         One callback object and one future serve the whole batch, which is most of what
         makes this faster than `produce` in a loop. Raises `PublishError` naming the first
-        failure; records of the batch that were acknowledged stay published.
+        failure; records of the batch that were acknowledged stay published. Inside a
+        trace, each record carries a PRODUCER span of its own (`core.tracing.kafka`).
         """
+        await tracing.traced_batch(self._produce_batch, topic, records)
+
+    async def _produce_batch(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes | str | None, Headers]]
+    ) -> None:
         if not records:
             return
         if self._producer is None or self._loop is None or self._stopping is not None:

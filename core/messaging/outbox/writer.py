@@ -19,6 +19,7 @@ from core.messaging.events import BaseEvent, correlated
 from core.messaging.outbox.store import outbox_table
 from core.messaging.serialization import EventSerializer
 from core.messaging.types import Headers
+from core.tracing import kafka as tracing
 
 
 def _now() -> datetime:
@@ -31,7 +32,8 @@ class OutboxWriter:
     Events are encoded by `serializer`, which stamps its `service_name` on every event that
     does not name its origin (`create_service` hands in the bus's, built from SERVICE_NAME).
     An event that names no correlation or causation id gets the current ones
-    (`core.correlation`: the HTTP request's, or the handled event's).
+    (`core.correlation`: the HTTP request's, or the handled event's). Inside a trace, the
+    row keeps the current span's `traceparent` (`core.tracing`).
     """
 
     def __init__(self, metadata: MetaData, serializer: EventSerializer) -> None:
@@ -62,6 +64,7 @@ class OutboxWriter:
         value, envelope = self._serializer.serialize(event)
         if headers:
             envelope.extend(headers)
+        envelope.extend(tracing.context_headers(envelope))  # the relay's send continues it
         await session.execute(self._insert, {
             "event_id": str(event.event_id),
             "topic": topic,
