@@ -50,7 +50,8 @@ async def caused(module_spawn: Spawner, kafka: Any,
                          kafka=KafkaConfig(kafka.bootstrap_servers, "logs", "logs"),
                          ready_path="/widgets", output=log,
                          env={"SERVICE_NAME": "sample", "LOG_FORMAT": "json",
-                              "ACCESS_LOG": "true"})
+                              "ACCESS_LOG": "true",
+                              "OTEL_TRACES_FILE": str(workdir / "spans.jsonl")})
     correlation_id = unique("logs")
     async with httpx.AsyncClient(base_url=served.base_url) as http:
         created = await http.post(
@@ -83,8 +84,6 @@ async def test_a_handler_line_carries_the_correlation_id_of_the_request_and_its_
     assert line["time"].endswith("Z") and line["time"][10] == "T", line
 
 
-@pytest.mark.xfail(strict=True, reason="tracing (issue 22, item 1: core.tracing) does not "
-                   "carry the request's trace to the handler yet; drop this mark when it does")
 async def test_a_handler_line_carries_the_trace_id_of_the_request(caused: Caused) -> None:
     line = handler_line(caused)
     assert line.get("trace_id") == TRACE_ID, line
