@@ -69,14 +69,14 @@ def test_saved_events_are_no_longer_pending() -> None:
 def test_an_event_without_an_applies_method_fails_loudly() -> None:
     account = Account(id="a1")
     with pytest.raises(UnhandledEventError,
-                       match="^Account has no @applies method for AccountClosed$"):
+                       match=r"^Account has no @applies method for AccountClosed$"):
         account.apply(AccountClosed(aggregate_id="a1", data=OpenedData(owner="x")))
     assert account.version == 0
 
 
 def test_record_refuses_an_event_of_another_aggregate() -> None:
     account = Account(id="a1")
-    with pytest.raises(ValueError, match="^MoneyDeposited names aggregate 'a2', not 'a1'$"):
+    with pytest.raises(ValueError, match=r"^MoneyDeposited names aggregate 'a2', not 'a1'$"):
         account.record(deposited("a2", 1))
     assert account.pending == () and account.balance == 0
 
@@ -159,7 +159,7 @@ def test_unknown_fields_are_refused() -> None:
 
 def test_the_store_and_the_repository_refuse_bad_settings() -> None:
     serializer = EventSerializer(registry())
-    refused = "^an outbox needs a topic to write to, and a topic an outbox$"
+    refused = r"^an outbox needs a topic to write to, and a topic an outbox$"
     with pytest.raises(ValueError, match=refused):
         EventStore(MetaData(), serializer, topic="accounts")
     with pytest.raises(ValueError, match=refused):

@@ -361,7 +361,7 @@ async def test_a_fresh_declaration_keeps_one_event_per_position_and_per_id(
         await db.dispose()
 
 
-class _Sent(Exception):
+class _SentError(Exception):
     """The statement was kept, not run."""
 
 
@@ -376,7 +376,7 @@ class _PostgresSession:
 
     async def execute(self, statement: Any, *args: Any) -> Any:
         self.statements.append(statement)
-        raise _Sent
+        raise _SentError
 
 
 def _on_postgresql(statement: Any) -> str:
@@ -388,12 +388,12 @@ async def test_on_postgresql_an_append_and_a_snapshot_use_postgresql_upserts() -
     same, run there: tests/integration/test_event_store.py)."""
     events, session = store(topic=None), _PostgresSession()
     for _ in range(2):  # built once per dialect, then reused
-        with pytest.raises(_Sent):
+        with pytest.raises(_SentError):
             await events.append(session, "s", [deposited("s", 1)], NO_STREAM)  # type: ignore[arg-type]
     append = _on_postgresql(session.statements[0])
     assert session.statements[1] is session.statements[0]
     assert "ON CONFLICT (stream_id, position) DO NOTHING RETURNING" in append
-    with pytest.raises(_Sent):
+    with pytest.raises(_SentError):
         await events.snapshots.save(session, "s", 1, Account(id="s"))  # type: ignore[arg-type]
     save = _on_postgresql(session.statements[2])
     assert "ON CONFLICT (stream_id) DO UPDATE SET position = excluded.position" in save
