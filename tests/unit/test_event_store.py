@@ -8,13 +8,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql
 
 from core.db import Database
 from core.db.models import service_metadata
@@ -38,6 +36,7 @@ from tests.event_sourced import (
     store,
 )
 from tests.helpers import OrderPlacedV1, OrderPlacedV1Data, order_registry
+from tests.unit.postgres_statements import PostgresStatements, SentError, on_postgresql
 
 EVENTS, OUTBOX, SNAPSHOTS = (metadata.tables[name] for name in
                              ("stored_events", "outbox", "snapshots"))
@@ -361,40 +360,18 @@ async def test_a_fresh_declaration_keeps_one_event_per_position_and_per_id(
         await db.dispose()
 
 
-class _SentError(Exception):
-    """The statement was kept, not run."""
-
-
-class _PostgresSession:
-    """Stands in for an AsyncSession on PostgreSQL: keeps the statement it is given."""
-
-    def __init__(self) -> None:
-        self.statements: list[Any] = []
-
-    def get_bind(self) -> Any:
-        return SimpleNamespace(dialect=postgresql.dialect())
-
-    async def execute(self, statement: Any, *args: Any) -> Any:
-        self.statements.append(statement)
-        raise _SentError
-
-
-def _on_postgresql(statement: Any) -> str:
-    return " ".join(str(statement.compile(dialect=postgresql.dialect())).split())
-
-
 async def test_on_postgresql_an_append_and_a_snapshot_use_postgresql_upserts() -> None:
     """What the unit tests' SQLite cannot show: the statements compile for PostgreSQL (the
     same, run there: tests/integration/test_event_store.py)."""
-    events, session = store(topic=None), _PostgresSession()
+    events, session = store(topic=None), PostgresStatements()
     for _ in range(2):  # built once per dialect, then reused
-        with pytest.raises(_SentError):
+        with pytest.raises(SentError):
             await events.append(session, "s", [deposited("s", 1)], NO_STREAM)  # type: ignore[arg-type]
-    append = _on_postgresql(session.statements[0])
+    append = on_postgresql(session.statements[0])
     assert session.statements[1] is session.statements[0]
     assert "ON CONFLICT (stream_id, position) DO NOTHING RETURNING" in append
-    with pytest.raises(_SentError):
+    with pytest.raises(SentError):
         await events.snapshots.save(session, "s", 1, Account(id="s"))  # type: ignore[arg-type]
-    save = _on_postgresql(session.statements[2])
+    save = on_postgresql(session.statements[2])
     assert "ON CONFLICT (stream_id) DO UPDATE SET position = excluded.position" in save
     assert save.endswith("WHERE snapshots.position < excluded.position")
