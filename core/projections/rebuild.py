@@ -111,7 +111,7 @@ class RebuildReport:
 
 
 async def rebuild(projection: Projection, database: Database, kafka: KafkaConfig, *,
-                  batch: int = BATCH) -> RebuildReport:
+                  batch: int = BATCH) -> RebuildReport:  # pragma: no mutate block
     """Replay `projection` from the beginning into fresh tables and swap them in (see the
     module doc). Raises `RebuildFailedError` (nothing swapped) when an event cannot be
     applied."""
@@ -130,7 +130,7 @@ async def rebuild(projection: Projection, database: Database, kafka: KafkaConfig
 
 
 async def _replay_and_swap(projection: Projection, database: Database, kafka: KafkaConfig,
-                           batch: int) -> ProjectionRunner:
+                           batch: int) -> ProjectionRunner:  # pragma: no mutate block
     metadata, tables = fresh_tables(projection)
     table = positions.declared_positions(projection.metadata)
     key = rebuild_key(projection)
