@@ -4,7 +4,8 @@ to them. The same under real races on PostgreSQL: tests/integration/test_project
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,16 @@ from tests.helpers.projections import create_tables, metadata
 from tests.unit.postgres_statements import PostgresStatements, SentError, on_postgresql
 
 TABLE = positions_table(metadata)
+
+
+@pytest.fixture(autouse=True)
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A local clock 14 hours ahead of UTC, so a stamp taken in local time shows."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture
@@ -46,11 +57,17 @@ async def test_a_position_moves_only_from_where_its_caller_read_it(db: Database)
         await _advance(db, "p", ("t", 0), None, 7)
     with pytest.raises(PositionConflictError, match=r"^p t/0: not at 4$"):
         await _advance(db, "p", ("t", 0), 4, 7)
+    first = await _stamp(db)
+    assert before <= first <= datetime.now(UTC)
     await _advance(db, "p", ("t", 0), 5, 9)
     assert await _load(db, "p") == {("t", 0): 9}
+    assert first < await _stamp(db) <= datetime.now(UTC)
+
+
+async def _stamp(db: Database) -> datetime:
     async with db.session() as session:
-        (stamp,) = (await session.execute(select(TABLE.c.updated_at))).scalars()
-    assert before <= stamp.replace(tzinfo=UTC) <= datetime.now(UTC)
+        stamps = (await session.execute(select(TABLE.c.updated_at))).scalars().all()
+    return max(stamps).replace(tzinfo=UTC)
 
 
 async def test_positions_are_kept_per_projection_topic_and_partition(db: Database) -> None:
@@ -70,10 +87,12 @@ async def test_a_swap_makes_the_rebuilds_positions_the_projections(db: Database)
     await _advance(db, "p", ("t", 1), None, 9)
     await _advance(db, "p#rebuild", ("t", 0), None, 12)
     await _advance(db, "q", ("t", 0), None, 2)
+    before = datetime.now(UTC)
     async with db.transaction() as session:
         assert await hold(session, TABLE, "p") == {("t", 0): 9, ("t", 1): 9}
         await replace(session, TABLE, "p", "p#rebuild")
     assert await _load(db, "p") == {("t", 0): 12}  # p's own partition 1 went with it
+    assert before <= await _stamp(db) <= datetime.now(UTC)  # the swapped in are stamped
     assert await _load(db, "p#rebuild") == {}
     async with db.transaction() as session:
         await forget(session, TABLE, "p")

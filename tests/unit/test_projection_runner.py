@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from core.config import KafkaConfig
 from core.db import Database
@@ -90,6 +91,7 @@ async def test_a_batch_applies_its_events_and_moves_each_partitions_position(
         db: Database) -> None:
     history, _ = ride_projections(TOPIC)
     live = runner(db, history)
+    assert live.waiting is None and live.failure is None
     await live._reload(None)
     batch = (records(requested("r1", "ann"), rated("r1"), completed("r1", "d1"))
              + records(requested("r2", "bo"), partition=1, first=4))
@@ -117,15 +119,37 @@ async def test_records_below_the_stored_position_are_not_applied_again(db: Datab
 
 
 async def test_records_of_a_type_not_applied_here_are_skipped(db: Database) -> None:
-    _, trips = ride_projections(TOPIC)
+    trips = Projection("trips", topics=[TOPIC], tables=[driver_trips],
+                       events=producer_registry())  # knows every ride event
+    trips.add(type(completed("r", "d")), _noop)
     unknown = records(completed("r1", "d1"))[0]
     headers = [(n, b"ride.unheard" if n == HEADER_EVENT_TYPE else v) for n, v in unknown.headers]
-    live = runner(db, trips)
-    await live._handle(TOPIC, [Record(TOPIC, 0, 0, None, unknown.value, headers)])
+    sink = InMemoryDeadLetterSink()
+    live = runner(db, trips, dead_letters=sink)
+    await live._handle(TOPIC, [Record(TOPIC, 0, 0, None, b"{not json", headers)])  # not read
     no_headers = Record(TOPIC, 0, 1, None, records(rated("r1"))[0].value, [])
-    await live._handle(TOPIC, [no_headers])  # typed by its body: not applied here
-    assert (live.applied, live.skipped, live.dead_lettered) == (0, 2, 0)
-    assert await stored(db, "driver_trips") == {(TOPIC, 0): 2}
+    await live._handle(TOPIC, [no_headers])  # typed by its body: known, not applied here
+    unheard = Record(TOPIC, 0, 2, None, unknown.value.replace(b"ride.completed",
+                                                               b"ride.unheard"), [])
+    await live._handle(TOPIC, [unheard])  # typed by its body: unknown here
+    assert (live.applied, live.skipped, live.dead_lettered, sink.records) == (0, 3, 0, [])
+    assert await stored(db, "trips") == {(TOPIC, 0): 3}
+
+
+async def _noop(event: Any, view: Any) -> None: ...
+
+
+async def test_reloading_one_topic_leaves_the_others_as_they_are(db: Database) -> None:
+    history = Projection("two", topics=["a", "b"], tables=[ride_history])
+    live = runner(db, history)
+    for where, to in ((("a", 0), 4), (("b", 0), 7)):
+        async with db.transaction() as session:
+            await advance(session, positions_table(metadata), "two", where, None, to)
+    live.positions = {("a", 0): 1, ("a", 1): 2, ("b", 0): 3}
+    await live._reload("a")
+    assert live.positions == {("a", 0): 4, ("b", 0): 3}
+    await live._reload(None)
+    assert live.positions == {("a", 0): 4, ("b", 0): 7}
 
 
 async def test_poison_is_dead_lettered_once_and_skipped(db: Database) -> None:
@@ -134,10 +158,14 @@ async def test_poison_is_dead_lettered_once_and_skipped(db: Database) -> None:
     live = runner(db, history, dead_letters=sink)
     good = records(requested("r1", "ann"))[0]
     poison = Record(TOPIC, 0, 1, b"r1", b"{not json", good.headers)
-    await live._handle(TOPIC, [good, poison])
+    await live._handle(TOPIC, [good])
+    await live._handle(TOPIC, [poison])  # the next one: at the stored position
     await live._handle(TOPIC, [poison])  # redelivered: already dealt with
-    assert [(r.offset, dict(h)["dlq.consumer_group"]) for r, h in sink.records] == [
-        (1, b"projection:ride_history")]
+    ((record, headers),) = sink.records
+    told = dict(headers)
+    assert (record.offset, told["dlq.consumer_group"], told["dlq.attempts"]) == (
+        1, b"projection:ride_history", b"1")
+    assert b"Invalid JSON" in told["dlq.error"]
     assert (live.applied, live.skipped, live.dead_lettered) == (1, 1, 1)
     assert await stored(db, "ride_history") == {(TOPIC, 0): 2}
 
@@ -146,13 +174,31 @@ async def test_an_apply_that_keeps_failing_is_retried_then_dead_lettered(db: Dat
     history, _ = ride_projections(TOPIC)
     sink = InMemoryDeadLetterSink()
     live = runner(db, history, dead_letters=sink)
-    batch = records(requested("r1", "ann"), requested("r2", REFUSED), requested("r3", "cy"))
+    batch = records(requested("r1", "ann"), requested("r2", REFUSED), requested("r3", "cy"),
+                    requested("r4", REFUSED))
     await live._handle(TOPIC, batch)  # the batch fails; one by one, r2 fails each attempt
     assert [row[0] for row in await rows(db, ride_history)] == ["r1", "r3"]
-    ((record, headers),) = sink.records
-    assert record.offset == 1 and dict(headers)["dlq.attempts"] == b"3"
-    assert (live.applied, live.skipped, live.dead_lettered) == (2, 1, 1)
-    assert await stored(db, "ride_history") == {(TOPIC, 0): 3}
+    assert [(r.offset, dict(h)["dlq.attempts"], dict(h)["dlq.error"])
+            for r, h in sink.records] == [(1, b"3", b"refused passenger"),
+                                          (3, b"3", b"refused passenger")]
+    assert (live.applied, live.skipped, live.dead_lettered) == (2, 2, 2)
+    assert await stored(db, "ride_history") == {(TOPIC, 0): 4}
+
+
+async def test_each_attempt_applies_the_record_it_was_handed(db: Database) -> None:
+    seen: list[int] = []
+
+    async def flaky(event: Any, view: Any) -> None:
+        seen.append(view.record.offset)
+        if len(seen) < 3:
+            raise ValueError("not yet")
+
+    projection = Projection("flaky", topics=[TOPIC], tables=[ride_history])
+    projection.add(type(requested("r", "p")), flaky)
+    live = runner(db, projection)
+    await live._handle(TOPIC, records(requested("r", "p"), first=5))
+    assert seen == [5, 5, 5] and live.waiting is None  # the third attempt of three
+    assert (live.applied, live.dead_lettered) == (1, 0)
 
 
 async def test_without_a_sink_a_failing_event_is_skipped_all_the_same(db: Database) -> None:
@@ -215,3 +261,27 @@ async def test_the_health_check_says_what_stopped_it_or_why_it_waits(db: Databas
     with pytest.raises(RuntimeError, match="broken"):
         await live.check()
     await live.stop()  # nothing started: nothing to stop
+
+
+async def test_while_the_database_is_away_an_apply_waits_without_spending_attempts(
+        db: Database) -> None:
+    calls: list[int] = []
+
+    async def locked(event: Any, view: Any) -> None:
+        calls.append(view.record.offset)
+        if len(calls) <= 3:  # as many as QUICK's attempts: spent, they would dead-letter
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    projection = Projection("locked", topics=[TOPIC], tables=[ride_history])
+    projection.add(type(requested("r", "p")), locked)
+    live = runner(db, projection)
+    await live._apply_one(TOPIC, (await live._decode(records(requested("r", "p"))[0])))
+    assert len(calls) == 4 and (live.applied, live.dead_lettered) == (1, 0)
+    assert live.waiting is None
+
+
+def test_by_default_an_apply_is_retried_unless_it_fails_for_good() -> None:
+    from core.projections.runner import RETRY
+    assert RETRY.should_retry(ValueError("transient"))
+    assert not RETRY.should_retry(PermanentHandlerError("never"))
+    assert not RETRY.should_retry(RebuildFailedError("setup"))
