@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     Index,
     MetaData,
     Table,
@@ -89,7 +90,7 @@ def fresh_tables(projection: Projection) -> tuple[MetaData, dict[Table, Table]]:
             columns.append(copy)
         fresh = Table(fresh_name(table), metadata, *columns)
         for index in table.indexes:
-            if len(index.expressions) != len(index.columns):
+            if not all(isinstance(e, Column) for e in index.expressions):  # lower(code) too
                 raise ProjectionSetupError(
                     f"{table.name}: index {index.name} on an expression cannot be rebuilt")
             Index(None, *(fresh.c[c.name] for c in index.columns), unique=index.unique)

@@ -124,16 +124,19 @@ async def test_records_of_a_type_not_applied_here_are_skipped(db: Database) -> N
     trips.add(type(completed("r", "d")), _noop)
     unknown = records(completed("r1", "d1"))[0]
     headers = [(n, b"ride.unheard" if n == HEADER_EVENT_TYPE else v) for n, v in unknown.headers]
+    rated_headers = [(n, b"ride.rated" if n == HEADER_EVENT_TYPE else v)
+                     for n, v in unknown.headers]
     sink = InMemoryDeadLetterSink()
     live = runner(db, trips, dead_letters=sink)
-    await live._handle(TOPIC, [Record(TOPIC, 0, 0, None, b"{not json", headers)])  # not read
+    await live._handle(TOPIC, [Record(TOPIC, 0, 0, None, b"{not json", rated_headers)])  # unread
     no_headers = Record(TOPIC, 0, 1, None, records(rated("r1"))[0].value, [])
     await live._handle(TOPIC, [no_headers])  # typed by its body: known, not applied here
     unheard = Record(TOPIC, 0, 2, None, unknown.value.replace(b"ride.completed",
                                                                b"ride.unheard"), [])
     await live._handle(TOPIC, [unheard])  # typed by its body: unknown here
-    assert (live.applied, live.skipped, live.dead_lettered, sink.records) == (0, 3, 0, [])
-    assert await stored(db, "trips") == {(TOPIC, 0): 3}
+    await live._handle(TOPIC, [Record(TOPIC, 0, 3, None, unknown.value, headers)])
+    assert (live.applied, live.skipped, live.dead_lettered, sink.records) == (0, 4, 0, [])
+    assert await stored(db, "trips") == {(TOPIC, 0): 4}
 
 
 async def _noop(event: Any, view: Any) -> None: ...

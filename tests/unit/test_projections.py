@@ -8,7 +8,17 @@ import re
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import service_metadata
@@ -130,6 +140,17 @@ def test_a_long_table_name_gets_a_fresh_name_postgresql_accepts() -> None:
     longest = Table("t" * 54, metadata, Column("id", Integer, primary_key=True))
     _, tables = fresh_tables(Projection("longest", topics=["t"], tables=[longest]))
     assert tables[longest].name == "t" * 54 + "__rebuild"  # fits: kept readable
+
+
+def test_an_index_on_an_expression_cannot_be_rebuilt() -> None:
+    metadata = service_metadata()
+    positions_table(metadata)
+    table = Table("codes", metadata, Column("id", Integer, primary_key=True),
+                  Column("code", String(8)))
+    Index("ix_codes_lower", func.lower(table.c.code))
+    with pytest.raises(ProjectionSetupError,
+                       match=r"^codes: index ix_codes_lower on an expression cannot be rebuilt$"):
+        fresh_tables(Projection("codes", topics=["t"], tables=[table]))
 
 
 def test_fresh_tables_keep_the_live_schema_and_unique_indexes() -> None:
