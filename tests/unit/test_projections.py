@@ -4,10 +4,21 @@ own (no clash with the live tables' indexes and constraints on either database).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import service_metadata
@@ -65,12 +76,16 @@ def test_one_apply_function_per_event_type() -> None:
     assert not projection.applies_type(b"\xff")
     assert projection.events.get("ride.completed", 1) is RideCompleted
     assert projection.event_types == ["ride.completed"]
+    assert repr(projection) == "<Projection trips topics=['t']>"
 
 
 def test_the_positions_table_and_the_tables_must_be_in_the_service_metadata() -> None:
     bare = service_metadata()
     table = Table("trips", bare, Column("id", Integer, primary_key=True))
-    with pytest.raises(ProjectionSetupError, match="positions_table"):
+    with pytest.raises(ProjectionSetupError, match=re.escape(
+            "the service's metadata has no projection_positions table: declare "
+            "positions_table(Base.metadata) (core.projections) in its models, then make a "
+            "migration")):
         Projection("trips", topics=["t"], tables=[table]).check()
     metadata, mine = declared()
     projection = Projection("trips", topics=["t"], tables=[mine])
@@ -87,7 +102,9 @@ def test_a_view_names_only_the_projections_own_tables() -> None:
     view = View(session=AsyncSession(), record=Record("t", 0, 0, None, None),
                 tables={table: fresh})
     assert view.table(table) is fresh
-    with pytest.raises(ProjectionSetupError, match="drivers is not one of"):
+    with pytest.raises(ProjectionSetupError, match=re.escape(
+            "drivers is not one of this projection's tables: list it in "
+            "Projection(tables=...)")):
         view.table(metadata.tables["drivers"])
 
 
@@ -118,8 +135,34 @@ def test_a_long_table_name_gets_a_fresh_name_postgresql_accepts() -> None:
     other = Table("t" * 59 + "u", metadata, Column("id", Integer, primary_key=True))
     _, tables = fresh_tables(Projection("long", topics=["t"], tables=[long, other]))
     names = [tables[long].name, tables[other].name]
-    assert all(len(n) <= MAX_NAME and n.endswith("__rebuild") for n in names)
+    assert all(len(n) == MAX_NAME and n.endswith("__rebuild") for n in names)
     assert names[0] != names[1]
+    longest = Table("t" * 54, metadata, Column("id", Integer, primary_key=True))
+    _, tables = fresh_tables(Projection("longest", topics=["t"], tables=[longest]))
+    assert tables[longest].name == "t" * 54 + "__rebuild"  # fits: kept readable
+
+
+def test_an_index_on_an_expression_cannot_be_rebuilt() -> None:
+    metadata = service_metadata()
+    positions_table(metadata)
+    table = Table("codes", metadata, Column("id", Integer, primary_key=True),
+                  Column("code", String(8)))
+    Index("ix_codes_lower", func.lower(table.c.code))
+    with pytest.raises(ProjectionSetupError,
+                       match=r"^codes: index ix_codes_lower on an expression cannot be rebuilt$"):
+        fresh_tables(Projection("codes", topics=["t"], tables=[table]))
+
+
+def test_fresh_tables_keep_the_live_schema_and_unique_indexes() -> None:
+    metadata = service_metadata("reads")
+    positions_table(metadata)
+    table = Table("codes", metadata, Column("id", Integer, primary_key=True),
+                  Column("code", String(8), index=True, unique=True))
+    _, tables = fresh_tables(Projection("codes", topics=["t"], tables=[table]))
+    fresh = tables[table]
+    assert fresh.schema == "reads"
+    assert [(i.unique, [c.name for c in i.columns]) for i in fresh.indexes] == [
+        (True, ["code"])]
 
 
 def test_lag_counts_what_is_written_and_not_applied() -> None:
