@@ -58,12 +58,7 @@ def start(workdir: Path, key: str, argv: list[str], workers: int,
 def ready(running: procs.Running, headers: dict[str, str]) -> None:
     """`procs.wait_ready` with more time: three gateways of two workers each start at once,
     and on a loaded 2-core machine a worker's imports alone can take 20 s."""
-    saved = procs.READY_SECONDS
-    procs.READY_SECONDS = READY_SECONDS
-    try:
-        procs.wait_ready(running, headers)
-    finally:
-        procs.READY_SECONDS = saved
+    procs.wait_ready(running, headers, READY_SECONDS)
 
 
 def measure(workdir: Path, *, rounds: int, seconds: int, connections: int, workers: int,
