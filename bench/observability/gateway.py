@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.gateway import procs
 from bench.gateway.wrk import Load, WrkResult, run_wrk, write_script
+from devinfra.process import free_port
 
 READY_SECONDS = 120.0
 VARIANTS = (
@@ -42,7 +43,7 @@ def start(workdir: Path, key: str, argv: list[str], workers: int,
     here = workdir / key
     here.mkdir(parents=True, exist_ok=True)
     (here / "routes.toml").write_text(procs.routes_toml())
-    port = procs.free_port()
+    port = free_port()
     env: dict[str, str | None] = {
         "SERVICE_PORT": str(port), "SERVICE_HOST": "127.0.0.1",
         "GATEWAY_ROUTES_FILE": str(here / "routes.toml"), "GATEWAY_WORKERS": str(workers),
