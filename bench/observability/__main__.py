@@ -105,6 +105,10 @@ async def bench_bus(console: Console, settings: Settings, rounds: int
                                            STEP_TIMEOUT)
             rates[c.mode.key]["consume"].append(r.rate)
             console.log(f"round {i}/{rounds} consume  {c.label:<22} {r.rate:>9,.0f} msg/s")
+    # What each mode's records carried (a traced mode's one more header is its traceparent).
+    console.log("headers per consumed record: " + ", ".join(
+        f"{c.label} {size.header_count if (size := runner._filled[c.key][1]) else '?'}"
+        for c in contenders))
     return rates
 
 

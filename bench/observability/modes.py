@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
@@ -138,3 +138,7 @@ class ObservedCore(CoreContender):
     async def publish_all(self, topic: str, count: int) -> None:
         with upstream(self.mode):
             await super().publish_all(topic, count)
+
+    async def send(self, topic: str, seq: int) -> Awaitable[object]:
+        with upstream(self.mode):  # the task it starts keeps this context
+            return await super().send(topic, seq)
