@@ -9,7 +9,7 @@ help:
 	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything); OBS=1: and Prometheus"
 	@echo "make test   - install what the tests need, then run them against real servers"
 	@echo "make lint   - ruff on everything, mypy on core/, services/ and gateway/"
-	@echo "make bench  - bus vs FastStream/aiokafka/confluent-kafka; outbox; event store; JWT; service calls; login; CRUD vs bare FastAPI; driver locations; gateway vs nginx"
+	@echo "make bench  - bus vs FastStream/aiokafka/confluent-kafka; outbox; event store; JWT; service calls; login; CRUD vs bare FastAPI; driver locations; gateway vs nginx; tracing and metrics on vs off"
 	@echo "make mutate - mutation testing of the data-and-order modules against tests/unit"
 
 bootstrap:
@@ -48,6 +48,7 @@ bench: bootstrap
 	$(BENCH) bench.locations
 	$(BENCH) bench.saga
 	$(BENCH) bench.gateway
+	$(BENCH) bench.observability
 
 # Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). Two workers at
 # the lowest priority: other people's timing-sensitive tests share the machine. Always from

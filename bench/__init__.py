@@ -14,4 +14,6 @@ runs them all). Shared helpers are in `bench.common`. Numbers are printed and sa
     locations  driver location updates over HTTP and Kafka into the nearby query
     saga       sagas of three steps over Kafka against the same steps as request-reply calls
     gateway    the gateway against calling the upstream directly and against nginx
+    observability
+               the bus and the gateway with tracing and metrics on against off
 """

@@ -91,7 +91,8 @@ def _process(name: str, argv: list[str], workdir: Path,
     return process
 
 
-def wait_ready(running: Running, headers: dict[str, str]) -> Running:
+def wait_ready(running: Running, headers: dict[str, str],
+               timeout: float = READY_SECONDS) -> Running:
     """Up when `GET /api/ping` through it answers 200 (which also warms the gateway's JWKS)."""
     def answers() -> bool:
         request = urllib.request.Request(running.url, headers=headers)
@@ -102,7 +103,7 @@ def wait_ready(running: Running, headers: dict[str, str]) -> Running:
             return False
 
     try:
-        wait_until(answers, timeout=READY_SECONDS, what=running.label,
+        wait_until(answers, timeout=timeout, what=running.label,
                    processes=running.processes)
     except BaseException:
         running.stop()
