@@ -318,6 +318,8 @@ class SagaOrchestrator:
         await self._write(session, definition, record.id, decision)
         if decision.ended and definition.on_end is not None:
             moved = _moved(record, decision.change)
+            if moved.status != COMPLETED:
+                moved = replace(moved, cause=await self.store.cause(session, record.id))
             await definition.on_end(session, moved, definition.load(moved.data))
         return True
 

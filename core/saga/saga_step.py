@@ -117,7 +117,8 @@ class SagaStep(Generic[D]):
 OnEnd = Callable[["AsyncSession", "SagaRecord", Any], Awaitable[None]]
 """`async def on_end(session, record, data)`: runs in the transaction of the saga's last
 transition (completed, compensated or needs_attention), so the service's own state (the
-order's status) changes with it, or not at all."""
+order's status) changes with it, or not at all. A saga that turned back says why in
+`record.cause` (the refusal, the timeout or the cancel, not what its compensations met)."""
 
 
 @dataclass(frozen=True)

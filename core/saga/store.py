@@ -22,7 +22,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Database
-from core.saga.tables import ACTIVE, COMPENSATING, NEEDS_ATTENTION, SagaTables
+from core.saga.tables import ACTIVE, CAUSES, COMPENSATING, NEEDS_ATTENTION, SagaTables
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -48,6 +48,10 @@ class SagaRecord:
     correlation_id: str | None
     created_at: datetime
     updated_at: datetime
+    cause: StepEntry | None = None
+    """Why the saga turned back: the first failed, timed_out or cancelled entry of its
+    history. Set on the record a definition's `on_end` receives (the orchestrator reads it in
+    the ending transaction); None for a completed saga and on records read any other way."""
 
     @classmethod
     def of(cls, row: Any) -> SagaRecord:
@@ -142,6 +146,14 @@ class SagaStore:
              "status": status, "detail": detail}
             for step, name, event, status, detail in entries])
 
+    async def cause(self, session: AsyncSession, saga_id: str) -> StepEntry | None:
+        """The first history entry that turned the saga back (see `SagaRecord.cause`)."""
+        s = self.steps
+        row = (await session.execute(
+            select(s).where(s.c.saga_id == saga_id, s.c.event.in_(CAUSES))
+            .order_by(s.c.id).limit(1))).first()
+        return _entry(row) if row is not None else None
+
     async def due(self, limit: int) -> list[tuple[str, int]]:
         """(id, version) of active sagas whose deadline has passed, the most overdue first:
         acting on one is a move from that version, so a saga that moved since is left be."""
@@ -197,5 +209,9 @@ class SagaStore:
         async with self.db.session() as session:
             rows = (await session.execute(
                 select(s).where(s.c.saga_id == saga_id).order_by(s.c.id))).all()
-        return [StepEntry(r.step, r.step_name, r.event, r.status, r.detail,
-                          _aware(r.at) or r.at) for r in rows]
+        return [_entry(r) for r in rows]
+
+
+def _entry(row: Any) -> StepEntry:
+    return StepEntry(row.step, row.step_name, row.event, row.status, row.detail,
+                     _aware(row.at) or row.at)
