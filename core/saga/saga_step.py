@@ -23,7 +23,7 @@ model, stored as JSON with the instance and handed back typed to every builder.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -132,7 +132,6 @@ class SagaDefinition(Generic[D]):
     reply_topic: str
     steps: Sequence[SagaStep[D]]
     on_end: OnEnd | None = None
-    steps_by_name: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -143,7 +142,6 @@ class SagaDefinition(Generic[D]):
         if len(set(names)) != len(names):
             raise SagaDefinitionError(f"saga {self.name}: step names repeat: {names}")
         object.__setattr__(self, "steps", tuple(self.steps))
-        object.__setattr__(self, "steps_by_name", {n: i for i, n in enumerate(names)})
 
     def load(self, raw: Any) -> D:
         return self.data.model_validate(raw)

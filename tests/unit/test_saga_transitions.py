@@ -96,7 +96,8 @@ def test_a_failure_reply_gives_its_reason() -> None:
 
 
 def _step(name: str, **options: object) -> SagaStep[TripData]:
-    return SagaStep(name, "cmds", lambda d: Act(data=ActData(action=name)), success=Done,
+    options.setdefault("success", Done)
+    return SagaStep(name, "cmds", lambda d: Act(data=ActData(action=name)),
                     **options)  # type: ignore[arg-type]
 
 
@@ -115,3 +116,62 @@ def test_definitions_that_cannot_run_are_refused() -> None:
 
 def test_the_reply_types_are_each_listed_once() -> None:
     assert SAGA.reply_types() == [Done, Refused]
+
+
+class DoneV2(Done):
+    EVENT_VERSION = 2
+
+
+def test_a_reply_type_is_named_alone_or_in_a_sequence() -> None:
+    alone = _step("a")
+    assert (alone.successes, alone.failures) == ((Done,), ())
+    several = _step("b", success=[Done, Refused], failure=(Refused,))
+    assert (several.successes, several.failures) == ((Done, Refused), (Refused,))
+    undo: Compensation[TripData] = Compensation(
+        lambda d: Act(data=ActData(action="u")), success=[Done], failure=Refused)
+    assert (undo.successes, undo.failures) == ((Done,), (Refused,))
+
+
+def test_a_compensation_goes_to_the_step_topic_unless_it_names_its_own() -> None:
+    def undo(topic: str | None) -> Compensation[TripData]:
+        return Compensation(lambda d: Act(data=ActData(action="u")), success=Done, topic=topic)
+
+    assert _step("a", compensation=undo(None)).compensation_topic == "cmds"
+    assert _step("a", compensation=undo("undo")).compensation_topic == "undo"
+
+
+def test_timeouts_must_be_positive_and_may_be_short() -> None:
+    with pytest.raises(SagaDefinitionError, match="timeout must be positive"):
+        _step("a", timeout=0)
+    with pytest.raises(SagaDefinitionError, match="compensation timeout must be positive"):
+        Compensation(lambda d: Act(data=ActData(action="a")), success=Done, timeout=0)
+    assert _step("a", timeout=0.5).timeout == 0.5
+    assert Compensation(lambda d: Act(data=ActData(action="a")), success=Done,
+                        timeout=0.5).timeout == 0.5
+
+
+def test_each_refusal_says_what_is_wrong() -> None:
+    with pytest.raises(SagaDefinitionError, match="needs a name"):
+        _step("")
+    with pytest.raises(SagaDefinitionError, match="name its success reply type"):
+        SagaStep("a", "cmds", lambda d: Act(data=ActData(action="a")), success=[])
+    with pytest.raises(SagaDefinitionError, match="a saga needs a name"):
+        SagaDefinition("", TripData, "replies", [_step("a")])
+    with pytest.raises(SagaDefinitionError, match="no steps"):
+        SagaDefinition("trip", TripData, "replies", [])
+    with pytest.raises(SagaDefinitionError, match=r"step names repeat: \['a', 'b', 'a'\]"):
+        SagaDefinition("trip", TripData, "replies", [_step("a"), _step("b"), _step("a")])
+
+
+def test_a_definition_keeps_its_own_steps_and_loads_its_typed_data() -> None:
+    steps = [_step("a"), _step("b")]
+    definition = SagaDefinition("trip", TripData, "replies", steps)
+    steps.append(_step("c"))
+    assert [s.name for s in definition.steps] == ["a", "b"]
+    assert definition.load({"trip": "t", "seat": "A1"}) == TripData(trip="t", seat="A1")
+
+
+def test_each_version_of_a_reply_type_is_listed() -> None:
+    definition = SagaDefinition("trip", TripData, "replies", [
+        _step("a", success=[Done, DoneV2]), _step("b", success=DoneV2)])
+    assert definition.reply_types() == [Done, DoneV2]
