@@ -138,7 +138,7 @@ class SagaOrchestrator:
         ids = correlation.current()
         correlation_id = ids.correlation_id if ids is not None else saga_id
         history: History = [(0, definition.steps[0].name, "started", RUNNING, None)]
-        decision = send_step(definition, saga_id, correlation_id, data, 0, history, None)
+        decision = send_step(definition, saga_id, correlation_id, data, 0, history)
         await self.store.insert(session, saga_id, definition.name, decision.change.data,
                                 decision.change, correlation_id)
         await self._write(session, definition, saga_id, decision)

@@ -92,7 +92,6 @@ class SagaStore:
 
     def __init__(self, db: Database, tables: SagaTables) -> None:
         self.db = db
-        self.tables = tables
         self.instances = tables.instances
         self.steps = tables.steps
 

@@ -36,8 +36,6 @@ from core.security import (
 from tests.saga_rig import create_schema, events, metadata, tables, trip_saga
 from tests.security_support import AUDIENCE, ISSUER
 
-NOW = datetime.now(UTC)
-
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
@@ -76,11 +74,16 @@ async def http(db: Database, issuer: TokenIssuer) -> AsyncIterator[AsyncClient]:
 
 
 async def add(db: Database, saga_id: str, status: str = RUNNING, *, created: int = 0,
-              saga_type: str = "trip", step: int = 0) -> None:
+              saga_type: str = "trip", step: int = 0, correlation_id: str | None = None) -> None:
+    now = datetime.now(UTC)
     async with db.transaction() as session:
         await session.execute(insert(tables.instances).values(
             id=saga_id, saga_type=saga_type, data={}, status=status, step=step, attempts=0,
-            version=1, created_at=NOW + timedelta(seconds=created), updated_at=NOW))
+            version=1, created_at=now + timedelta(seconds=created), updated_at=now,
+            correlation_id=correlation_id))
+        await session.execute(insert(tables.steps).values(
+            saga_id=saga_id, step=step, step_name="seat", event="started", status=status,
+            detail=f"begun as {saga_id}", at=now))
 
 
 async def ids(http: AsyncClient, **params: Any) -> list[str]:
@@ -111,14 +114,16 @@ async def test_the_list_filters_by_status_and_type_and_pages_within_bounds(
 async def test_a_saga_the_service_has_no_definition_for_is_shown_without_a_step_name(
     http: AsyncClient, db: Database,
 ) -> None:
-    await add(db, "retired", NEEDS_ATTENTION, saga_type="retired")
+    await add(db, "retired", NEEDS_ATTENTION, saga_type="retired", correlation_id="req-9")
     await add(db, "beyond", RUNNING, step=3)
     await add(db, "last", RUNNING, step=2, created=-1)
     names = {s["id"]: s["step_name"] for s in (await http.get("/sagas")).json()["data"]}
     assert names == {"retired": None, "beyond": None, "last": "confirm"}
     shown = await http.get("/sagas/retired")
     assert shown.status_code == 200 and shown.json()["step_name"] is None
-    assert shown.json()["history"] == []
+    assert shown.json()["correlation_id"] == "req-9"
+    assert [(h["event"], h["detail"]) for h in shown.json()["history"]] == [
+        ("started", "begun as retired")]
 
 
 async def test_the_routes_say_what_they_answer_under_the_prefix_and_permissions_given(

@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from pydantic import BaseModel
+from sqlalchemy import insert, select, update
 
 from core import correlation
 from core.db import Database
@@ -30,10 +32,12 @@ from core.saga import (
     H_SAGA_STEP,
     NEEDS_ATTENTION,
     RUNNING,
+    SagaDefinition,
     SagaNotFoundError,
     SagaOrchestrator,
     SagaRecord,
     SagaStateError,
+    SagaStep,
     StepEntry,
     UnknownSagaError,
 )
@@ -50,22 +54,33 @@ from tests.saga_rig import (
     answer,
     create_schema,
     events,
+    ledger,
     metadata,
     tables,
     trip_saga,
 )
 
-RETRY = RetryPolicy(max_attempts=3, initial_delay=0.5, jitter=False)
+RETRY = RetryPolicy(max_attempts=3, initial_delay=20.0, max_delay=60.0, jitter=False)
 
 
 class Ended:
-    """An `on_end` that keeps what it was given."""
+    """An `on_end` that keeps what it was given, and writes a ledger row in the saga's
+    transaction."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[SagaRecord, TripData]] = []
+        self.calls: list[tuple[SagaRecord, Any]] = []
 
-    async def __call__(self, session: Any, record: SagaRecord, data: TripData) -> None:
+    async def __call__(self, session: Any, record: SagaRecord, data: Any) -> None:
         self.calls.append((record, data))
+        await session.execute(insert(ledger).values(saga_id=record.id, resource=record.status,
+                                                    state=record.status))
+
+
+async def ends(db: Database) -> dict[str, str]:
+    """What each saga's `on_end` wrote."""
+    async with db.session() as session:
+        rows = (await session.execute(select(ledger.c.saga_id, ledger.c.state))).all()
+    return {saga_id: state for saga_id, state in rows}
 
 
 @pytest.fixture
@@ -140,7 +155,7 @@ async def test_on_end_is_told_the_step_that_timed_out(
     assert await sagas.sweep() == 1
     await answer(sagas, saga_id, done("release"))
     ((record, _),) = ended.calls
-    assert record.status == COMPENSATED
+    assert record.status == COMPENSATED and record.last_error == "seat: no reply within 3s"
     assert cause(record.cause) == ("seat", "timed_out", "seat: no reply within 3s")
 
 
@@ -206,6 +221,7 @@ async def test_a_saga_that_goes_through_writes_each_step_and_sends_each_command(
     assert (record.status, record.step, record.command_id, record.deadline) == (
         COMPLETED, 2, None, None)
     assert (record.version, record.data["seat"], record.last_error) == (4, "reserve-ref", None)
+    assert record.attempts == 0 and record.updated_at > record.created_at
     assert await history(sagas, saga_id) == [
         (0, "seat", "started", RUNNING, None), (0, "seat", "sent", RUNNING, SENT),
         (0, "seat", "succeeded", RUNNING, "test.saga.done"),
@@ -221,6 +237,9 @@ async def test_a_saga_that_goes_through_writes_each_step_and_sends_each_command(
              c["headers"]["correlation_id"]) for c in sent] == [
         (saga_id, step, "replies", saga_id) for step in ("seat", "payment", "confirm")]
     assert (sagas.counts["started"], sagas.counts[COMPLETED]) == (1, 1)
+    assert await ends(db) == {saga_id: COMPLETED}  # on_end wrote in the last transaction
+    await begin(sagas)
+    assert sagas.counts["started"] == 2
 
 
 async def test_a_refusal_compensates_in_reverse_and_a_refused_compensation_waits_its_backoff(
@@ -238,7 +257,7 @@ async def test_a_refusal_compensates_in_reverse_and_a_refused_compensation_waits
     assert (waiting.status, waiting.step, waiting.command_id, waiting.attempts) == (
         COMPENSATING, 0, None, 1)
     assert waiting.deadline is not None
-    assert before + timedelta(seconds=0.5) <= waiting.deadline <= after + timedelta(seconds=0.5)
+    assert before + timedelta(seconds=20) <= waiting.deadline <= after + timedelta(seconds=20)
     assert await sagas.sweep() == 0  # not due yet
     await overdue(sagas, saga_id)
     assert await sagas.sweep() == 1
@@ -258,7 +277,7 @@ async def test_a_refusal_compensates_in_reverse_and_a_refused_compensation_waits
         (1, "payment", "compensation_sent", COMPENSATING, f"attempt 1: {SENT}"),
         (1, "payment", "compensated", COMPENSATING, "test.saga.done"),
         (0, "seat", "compensation_sent", COMPENSATING, f"attempt 1: {SENT}"),
-        (0, "seat", "compensation_failed", COMPENSATING, f"{error}; next attempt in 0.50s"),
+        (0, "seat", "compensation_failed", COMPENSATING, f"{error}; next attempt in 20.00s"),
         (0, "seat", "compensation_sent", COMPENSATING, f"attempt 2: {SENT}"),
         (0, "seat", "compensated", COMPENSATING, "test.saga.done"),
         (0, "seat", "compensated_all", COMPENSATED, None)]
@@ -273,15 +292,18 @@ async def test_a_refusal_compensates_in_reverse_and_a_refused_compensation_waits
 async def test_a_refusal_at_the_first_step_ends_the_saga_with_nothing_to_undo(
     sagas: SagaOrchestrator, ended: Ended,
 ) -> None:
-    saga_id = await begin(sagas)
+    saga_id, other = await begin(sagas), await begin(sagas)
     await answer(sagas, saga_id, refused("no seats"))
+    await answer(sagas, other, refused("no seats"))
     record = await sagas.get(saga_id)
     assert (record.status, record.command_id, record.last_error) == (
         COMPENSATED, None, "seat: test.saga.refused: no seats")
+    assert (record.step, record.attempts, record.deadline) == (0, 0, None)
+    assert sagas.counts[COMPENSATED] == 2
     assert (await history(sagas, saga_id))[-2:] == [
         (0, "seat", "failed", COMPENSATING, "test.saga.refused: no seats"),
         (0, "seat", "compensated_all", COMPENSATED, None)]
-    assert [r.status for r, _ in ended.calls] == [COMPENSATED]
+    assert [r.status for r, _ in ended.calls] == [COMPENSATED] * 2
 
 
 async def test_a_compensation_without_a_reply_is_an_attempt_and_the_last_one_needs_attention(
@@ -328,7 +350,11 @@ async def test_cancelling_compensates_the_current_step_or_all_of_a_completed_sag
     sagas: SagaOrchestrator, db: Database,
 ) -> None:
     running = await begin(sagas)
+    before = datetime.now(UTC)
     cancelled = await sagas.cancel(running, "no longer wanted")
+    deadline = (await sagas.get(running)).deadline  # the compensation's, 3 s
+    assert deadline is not None
+    assert before + timedelta(seconds=3) <= deadline <= datetime.now(UTC) + timedelta(seconds=3)
     assert (cancelled.status, cancelled.step, cancelled.version) == (COMPENSATING, 0, 2)
     assert cancelled.last_error == "cancelled: no longer wanted"
     assert cancelled.command_id == (await commands(db))[-1]["event_id"]
@@ -342,12 +368,15 @@ async def test_cancelling_compensates_the_current_step_or_all_of_a_completed_sag
     undone = await sagas.cancel(completed, "refunded")
     assert (undone.status, undone.step) == (COMPENSATING, 1)  # confirm has nothing to undo
     assert (await commands(db))[-1]["action"] == "refund"
+    await answer(sagas, completed, done("refund"))
+    moved_down = await sagas.get(completed)
+    assert (moved_down.step, moved_down.last_error) == (0, "cancelled: refunded")
 
     with pytest.raises(SagaStateError, match="running or completed"):
         await sagas.cancel(running, "again")
-    with pytest.raises(SagaNotFoundError):
+    with pytest.raises(SagaNotFoundError, match=r"^no saga no-such-saga$"):
         await sagas.cancel("no-such-saga", "x")
-    with pytest.raises(SagaNotFoundError):
+    with pytest.raises(SagaNotFoundError, match=r"^no saga no-such-saga$"):
         await sagas.get("no-such-saga")
 
 
@@ -357,13 +386,13 @@ async def test_an_operator_who_loses_a_race_reads_again_and_gives_up_on_a_saga_t
     saga_id = await begin(sagas)
     real, calls = sagas.store.move, []
 
-    async def lose_first(session: Any, record: SagaRecord, change: Any) -> bool:
+    async def lose_twice(session: Any, record: SagaRecord, change: Any) -> bool:
         calls.append(record.version)
-        return len(calls) > 1 and await real(session, record, change)
+        return len(calls) > 2 and await real(session, record, change)
 
-    monkeypatch.setattr(sagas.store, "move", lose_first)
+    monkeypatch.setattr(sagas.store, "move", lose_twice)
     assert (await sagas.cancel(saga_id, "x")).status == COMPENSATING
-    assert len(calls) == 2 and sagas.counts["lost_race"] == 1
+    assert len(calls) == 3 and sagas.counts["lost_race"] == 2
 
     async def always_lose(session: Any, record: SagaRecord, change: Any) -> bool:
         calls.append(record.version)
@@ -434,11 +463,12 @@ async def test_a_saga_of_a_type_this_orchestrator_does_not_run_is_left_be(
     other = dataclasses.replace(trip_saga("cmds", "replies"), name="other")
     stranger = SagaOrchestrator(db, sagas.outbox, tables, [other])
     await answer(stranger, saga_id, done("reserve"))
-    assert stranger.counts["ignored"] == 1
+    await answer(stranger, saga_id, done("reserve"))
+    assert stranger.counts["ignored"] == 2
     await overdue(sagas, saga_id)
     assert await stranger.sweep() == 0
     assert (await sagas.get(saga_id)).version == 1
-    with pytest.raises(UnknownSagaError):
+    with pytest.raises(UnknownSagaError, match=r"^no saga definition named 'trip'$"):
         stranger.definition("trip")
     with pytest.raises(UnknownSagaError):
         await stranger.cancel(saga_id, "x")
@@ -461,7 +491,7 @@ async def test_begin_takes_the_definition_or_its_name_an_id_and_the_request_corr
     with pytest.raises(TypeError, match="TripData"):
         async with db.transaction() as session:
             await sagas.begin(session, "trip", ActData(action="x"))
-    with pytest.raises(ValueError, match="share a name"):
+    with pytest.raises(ValueError, match=r"^two saga definitions share a name$"):
         SagaOrchestrator(db, sagas.outbox, tables, [saga, saga])
 
 
@@ -471,7 +501,8 @@ async def test_begin_takes_the_definition_or_its_name_an_id_and_the_request_corr
 async def test_a_sweep_acts_on_at_most_a_batch_and_the_sweeper_loops_until_none_is_left(
     sagas: SagaOrchestrator,
 ) -> None:
-    sagas.sweep_batch = 2
+    sagas = SagaOrchestrator(sagas.store.db, sagas.outbox, tables, [sagas.definition("trip")],
+                             sweep_batch=2)
     ids = [await begin(sagas) for _ in range(5)]
     for saga_id in ids:
         await overdue(sagas, saga_id)
@@ -518,3 +549,102 @@ async def test_the_sweeper_runs_while_started_and_wakes_on_demand(
     sagas.wake()
     await asyncio.sleep(0.2)  # nothing to await: a stopped sweeper does nothing
     assert (await sagas.get(again)).status == RUNNING
+
+
+async def test_a_reply_naming_no_command_is_ignored_even_by_a_saga_awaiting_none(
+    sagas: SagaOrchestrator,
+) -> None:
+    """A saga between two compensation attempts awaits no command: a reply that names none
+    (no `in_reply_to`, no causation id) is not taken for the awaited one."""
+    saga_id = await begin(sagas)
+    await sagas.cancel(saga_id, "x")
+    await answer(sagas, saga_id, refused("busy"))
+    waiting = await sagas.get(saga_id)
+    assert waiting.command_id is None and waiting.status == COMPENSATING
+    await sagas.handle_reply(done("release"), context(saga_id, None))
+    assert sagas.counts["ignored"] == 1
+    assert (await sagas.get(saga_id)).version == waiting.version
+
+
+async def test_a_saga_that_moved_since_the_sweep_read_it_is_left_to_its_new_deadline(
+    sagas: SagaOrchestrator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    saga_id = await begin(sagas)
+    await overdue(sagas, saga_id)
+    stale = await sagas.store.due(10)
+    await answer(sagas, saga_id, done("reserve"))  # moved on to the payment step
+
+    async def due(limit: int) -> list[tuple[str, int]]:
+        return stale
+
+    monkeypatch.setattr(sagas.store, "due", due)
+    assert await sagas.sweep() == 0
+    record = await sagas.get(saga_id)
+    assert (record.status, record.step) == (RUNNING, 1)
+    assert (sagas.counts["timed_out"], sagas.counts["lost_race"]) == (0, 0)
+
+
+async def test_a_timeout_another_orchestrator_applied_first_is_not_counted_twice(
+    sagas: SagaOrchestrator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    saga_id = await begin(sagas)
+    await overdue(sagas, saga_id)
+
+    async def lose(session: Any, record: SagaRecord, change: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(sagas.store, "move", lose)
+    assert await sagas.sweep() == 0
+    assert (sagas.counts["timed_out"], sagas.counts["lost_race"]) == (0, 1)
+
+
+async def test_a_failing_sweep_is_logged_once_per_streak_and_the_sweeper_goes_on(
+    sagas: SagaOrchestrator, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "core.saga")
+    sagas.sweep_interval = 0.01
+    real, failures = sagas.store.due, list[int]()
+
+    async def due(limit: int) -> list[tuple[str, int]]:
+        if len(failures) < 3:
+            failures.append(limit)
+            raise RuntimeError("database away")
+        return await real(limit)
+
+    monkeypatch.setattr(sagas.store, "due", due)
+    saga_id = await begin(sagas)
+    await overdue(sagas, saga_id)
+    await sagas.start()
+    try:
+        assert "saga-sweeper" in {task.get_name() for task in asyncio.all_tasks()}
+        await eventually(lambda: sagas.counts["timed_out"] == 1, timeout=10,
+                         what="swept once the database is back")
+    finally:
+        await sagas.stop()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.levelname == "ERROR"] == [("ERROR", "saga sweep failed")]
+    assert "working again after 3 failures" in caplog.text
+
+
+class When(BaseModel):
+    at: datetime
+    seat: str | None = None
+
+
+async def test_data_of_any_json_type_is_kept_and_the_last_step_reply_reaches_on_end(
+    db: Database, ended: Ended,
+) -> None:
+    one = SagaDefinition("one", When, "replies", [SagaStep(
+        "seat", "cmds", lambda d: Act(data=ActData(action="reserve")), success=Done,
+        on_success=lambda d, reply: d.model_copy(update={"seat": reply.data.ref}))],
+        on_end=ended)
+    sagas = SagaOrchestrator(db, OutboxWriter(metadata, EventSerializer(events())), tables,
+                             [one])
+    at = datetime(2026, 5, 1, 8, 30, tzinfo=UTC)
+    async with db.transaction() as session:
+        saga_id = await sagas.begin(session, one, When(at=at))
+    await answer(sagas, saga_id, done("reserve"))
+    ((record, data),) = ended.calls
+    assert data == When(at=at, seat="reserve-ref")
+    assert record.data == {"at": "2026-05-01T08:30:00Z", "seat": "reserve-ref"}

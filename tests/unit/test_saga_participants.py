@@ -105,7 +105,8 @@ async def test_a_participant_answers_to_the_saga_through_the_outbox_in_its_trans
         if command.data.fail:
             return Refused(data=RefusedData(action="reserve", reason="no"),
                            causation_id="its-own")
-        return command.caused(Done, DoneData(action="reserve", ref="A1"))
+        # a reply built as is, without `command.caused`: `reply` names the command it answers
+        return Done(data=DoneData(action="reserve", ref=f"A1 for {ctx.record.header(H_SAGA_ID)}"))
 
     assert participant(handlers, Act)(reserve) is reserve
     (named,) = handlers.handlers_for(Act(data=ActData(action="x")))
@@ -123,7 +124,7 @@ async def test_a_participant_answers_to_the_saga_through_the_outbox_in_its_trans
     assert answered["headers"][H_SAGA_ID] == "saga-1"
     assert answered["headers"][HEADER_IN_REPLY_TO] == str(command.event_id)
     assert answered["event"]["causation_id"] == str(command.event_id)
-    assert answered["event"]["data"] == {"action": "reserve", "ref": "A1"}
+    assert answered["event"]["data"] == {"action": "reserve", "ref": "A1 for saga-1"}
     assert (refused["key"], refused["headers"][HEADER_IN_REPLY_TO]) == (
         "saga-2", str(refusal.event_id))
     assert refused["event"]["causation_id"] == "its-own"  # one the participant set is kept
@@ -141,7 +142,9 @@ async def test_a_participant_refuses_a_command_it_cannot_answer_for_good(
 
     assert [h.name for h in handlers.handlers_for(Act(data=ActData(action="x")))] == ["answers"]
     command = Act(data=ActData(action="x"))
-    with pytest.raises(PermanentHandlerError, match="inbox transaction"):
+    with pytest.raises(PermanentHandlerError, match=(
+            r"^a saga participant answers in its inbox transaction: register it with "
+            r"once=True on a consumer with a database idempotency store$")):
         await run(handlers, command, command_context(None, runtime))
     async with db.transaction() as session:
         for ctx in (command_context(session, runtime, saga_id=None),

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 
 from core.db import Database
@@ -22,30 +23,39 @@ from core.saga import (
     RUNNING,
     SagaStore,
 )
-from core.saga.store import _aware
+from core.saga.store import Change, _aware
 from tests.saga_rig import create_schema, tables
-
-NOW = datetime.now(UTC)
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SagaStore]:
+    """SQLite returns rows in insertion order even without ORDER BY; here unordered SELECTs
+    come back reversed, so a query that forgot its order shows."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     await create_schema(url)
     db = Database(url)
+    sa_event.listen(db.engine.sync_engine, "connect", _unordered_selects_reversed)
     yield SagaStore(db, tables)
     await db.dispose()
 
 
+def _unordered_selects_reversed(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA reverse_unordered_selects = ON")
+    cursor.close()
+
+
 async def add(store: SagaStore, saga_id: str, status: str, *, deadline: float | None = None,
-              created: float = 0, saga_type: str = "trip", step: int = 0) -> None:
-    """A saga row; `deadline` and `created` in seconds from now."""
+              created: float = 0, saga_type: str = "trip", step: int = 0,
+              now: datetime | None = None) -> None:
+    """A saga row; `deadline` and `created` in seconds from `now`."""
+    now = now or datetime.now(UTC)
     async with store.db.transaction() as session:
         await session.execute(insert(tables.instances).values(
             id=saga_id, saga_type=saga_type, data={"trip": saga_id}, status=status, step=step,
             command_id="c-1" if status == RUNNING else None, attempts=3, version=7,
-            deadline=None if deadline is None else NOW + timedelta(seconds=deadline),
-            created_at=NOW + timedelta(seconds=created), updated_at=NOW))
+            deadline=None if deadline is None else now + timedelta(seconds=deadline),
+            created_at=now + timedelta(seconds=created), updated_at=now))
 
 
 async def test_due_lists_the_active_sagas_past_their_deadline_the_most_overdue_first(
@@ -79,12 +89,26 @@ async def test_find_lists_the_newest_first_by_status_and_type_a_page_at_a_time(
     assert await store.count() == {RUNNING: 3, COMPLETED: 1, NEEDS_ATTENTION: 1}
 
 
+async def test_find_pages_by_fifty_and_orders_sagas_begun_at_once_by_id(
+    store: SagaStore,
+) -> None:
+    at = datetime.now(UTC)
+    for i in range(51):
+        await add(store, f"s{i:02}", RUNNING, now=at)
+    found = [r.id for r in await store.find()]
+    assert found == [f"s{i:02}" for i in range(50, 0, -1)]
+
+
 async def test_rearm_puts_a_stuck_saga_back_to_compensating_due_now(store: SagaStore) -> None:
     await add(store, "stuck", NEEDS_ATTENTION, step=1)
+    await add(store, "also-stuck", NEEDS_ATTENTION)
     await add(store, "fine", COMPENSATED)
     assert await store.rearm("stuck")
     record = await store.load("stuck")
     assert record is not None
+    assert record.updated_at > record.created_at
+    other = await store.load("also-stuck")
+    assert other is not None and other.status == NEEDS_ATTENTION  # only the one named
     assert (record.status, record.attempts, record.command_id, record.version) == (
         COMPENSATING, 0, None, 8)
     assert await store.due(10) == [("stuck", 8)]
@@ -132,3 +156,30 @@ def test_times_read_back_are_aware_and_keep_their_instant() -> None:
     berlin = datetime(2026, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
     assert _aware(berlin) is berlin
     assert _aware(None) is None
+
+
+async def test_a_new_saga_is_written_as_its_first_change_says(store: SagaStore) -> None:
+    change = Change(COMPENSATING, 1, {"trip": "t"}, "c-9", None, 2, "an error")
+    async with store.db.transaction() as session:
+        await store.insert(session, "s", "trip", {"trip": "t"}, change, "corr")
+    record = await store.load("s")
+    assert record is not None
+    assert (record.status, record.step, record.data, record.command_id, record.deadline) == (
+        COMPENSATING, 1, {"trip": "t"}, "c-9", None)
+    assert (record.attempts, record.last_error, record.correlation_id, record.version) == (
+        2, "an error", "corr", 1)
+
+
+async def test_a_move_from_a_version_the_saga_has_left_writes_nothing(store: SagaStore) -> None:
+    await add(store, "s", RUNNING)
+    read = await store.load("s")
+    assert read is not None
+    first = Change(COMPENSATING, 0, {}, "c-2", 5.0, 1, "first")
+    second = Change(COMPLETED, 0, {}, None, None, 0, None)
+    async with store.db.transaction() as session:
+        assert await store.move(session, read, first)
+        assert not await store.move(session, read, second)
+    record = await store.load("s")
+    assert record is not None
+    assert (record.status, record.last_error, record.version) == (COMPENSATING, "first", 8)
+    assert record.updated_at > record.created_at
