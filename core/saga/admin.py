@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from core.app import RuntimeDep
 from core.bases import ConflictError, NotFoundError, error_responses
+from core.db.limits import BIGINT
 from core.saga.errors import SagaNotFoundError, SagaStateError
 from core.saga.saga_orchestrator import SagaOrchestrator
 from core.saga.store import SagaRecord, StepEntry
@@ -100,10 +101,10 @@ def saga_admin_router(
                 responses=error_responses(401, 403, 422))
     async def list_sagas(
         orchestrator: Orchestrator,
-        status: Annotated[str | None, Query(pattern="|".join(STATUSES))] = None,
+        status: Annotated[str | None, Query(pattern=f"^(?:{'|'.join(STATUSES)})$")] = None,
         saga_type: Annotated[str | None, Query(alias="type", max_length=100)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=BIGINT.high)] = 0,  # SQL's OFFSET is 64-bit
     ) -> SagaPage:
         records = await orchestrator.store.find(status=status, saga_type=saga_type,
                                                 limit=limit, offset=offset)

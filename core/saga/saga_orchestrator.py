@@ -138,10 +138,8 @@ class SagaOrchestrator:
         saga_id = saga_id or str(uuid7())
         ids = correlation.current()
         correlation_id = ids.correlation_id if ids is not None else saga_id
-        blank = SagaRecord(saga_id, definition.name, {}, RUNNING, 0, None, None, 0, 0, None,
-                           correlation_id, None, None)  # type: ignore[arg-type]
         history: History = [(0, definition.steps[0].name, "started", RUNNING, None)]
-        decision = send_step(definition, blank, data, 0, history, None)
+        decision = send_step(definition, saga_id, correlation_id, data, 0, history)
         await self.store.insert(session, saga_id, definition.name, decision.change.data,
                                 decision.change, correlation_id, kept_traceparent())
         await self._write(session, definition, saga_id, decision)
@@ -323,6 +321,8 @@ class SagaOrchestrator:
         await self._write(session, definition, record.id, decision)
         if decision.ended and definition.on_end is not None:
             moved = _moved(record, decision.change)
+            if moved.status != COMPLETED:
+                moved = replace(moved, cause=await self.store.cause(session, record.id))
             await definition.on_end(session, moved, definition.load(moved.data))
         return True
 

@@ -23,7 +23,7 @@ model, stored as JSON with the instance and handed back typed to every builder.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -117,7 +117,8 @@ class SagaStep(Generic[D]):
 OnEnd = Callable[["AsyncSession", "SagaRecord", Any], Awaitable[None]]
 """`async def on_end(session, record, data)`: runs in the transaction of the saga's last
 transition (completed, compensated or needs_attention), so the service's own state (the
-order's status) changes with it, or not at all."""
+order's status) changes with it, or not at all. A saga that turned back says why in
+`record.cause` (the refusal, the timeout or the cancel, not what its compensations met)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,6 @@ class SagaDefinition(Generic[D]):
     reply_topic: str
     steps: Sequence[SagaStep[D]]
     on_end: OnEnd | None = None
-    steps_by_name: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -142,7 +142,6 @@ class SagaDefinition(Generic[D]):
         if len(set(names)) != len(names):
             raise SagaDefinitionError(f"saga {self.name}: step names repeat: {names}")
         object.__setattr__(self, "steps", tuple(self.steps))
-        object.__setattr__(self, "steps_by_name", {n: i for i, n in enumerate(names)})
 
     def load(self, raw: Any) -> D:
         return self.data.model_validate(raw)

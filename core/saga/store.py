@@ -22,7 +22,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Database
-from core.saga.tables import ACTIVE, COMPENSATING, NEEDS_ATTENTION, SagaTables
+from core.saga.tables import ACTIVE, CAUSES, COMPENSATING, NEEDS_ATTENTION, SagaTables
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -50,6 +50,10 @@ class SagaRecord:
     updated_at: datetime
     trace_context: str | None = None
     """The `traceparent` current when it began (`core.tracing.resumed` continues it)."""
+    cause: StepEntry | None = None
+    """Why the saga turned back: the first failed, timed_out or cancelled entry of its
+    history. Set on the record a definition's `on_end` receives (the orchestrator reads it in
+    the ending transaction); None for a completed saga and on records read any other way."""
 
     @classmethod
     def of(cls, row: Any) -> SagaRecord:
@@ -90,7 +94,6 @@ class SagaStore:
 
     def __init__(self, db: Database, tables: SagaTables) -> None:
         self.db = db
-        self.tables = tables
         self.instances = tables.instances
         self.steps = tables.steps
 
@@ -144,6 +147,14 @@ class SagaStore:
             {"saga_id": saga_id, "step": step, "step_name": name, "event": event,
              "status": status, "detail": detail}
             for step, name, event, status, detail in entries])
+
+    async def cause(self, session: AsyncSession, saga_id: str) -> StepEntry | None:
+        """The first history entry that turned the saga back (see `SagaRecord.cause`)."""
+        s = self.steps
+        row = (await session.execute(
+            select(s).where(s.c.saga_id == saga_id, s.c.event.in_(CAUSES))
+            .order_by(s.c.id).limit(1))).first()
+        return _entry(row) if row is not None else None
 
     async def due(self, limit: int) -> list[tuple[str, int]]:
         """(id, version) of active sagas whose deadline has passed, the most overdue first:
@@ -200,5 +211,9 @@ class SagaStore:
         async with self.db.session() as session:
             rows = (await session.execute(
                 select(s).where(s.c.saga_id == saga_id).order_by(s.c.id))).all()
-        return [StepEntry(r.step, r.step_name, r.event, r.status, r.detail,
-                          _aware(r.at) or r.at) for r in rows]
+        return [_entry(r) for r in rows]
+
+
+def _entry(row: Any) -> StepEntry:
+    return StepEntry(row.step, row.step_name, row.event, row.status, row.detail,
+                     _aware(row.at) or row.at)

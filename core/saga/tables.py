@@ -39,6 +39,9 @@ NEEDS_ATTENTION = "needs_attention"
 STATUSES = (RUNNING, COMPENSATING, COMPLETED, COMPENSATED, NEEDS_ATTENTION)
 ACTIVE = (RUNNING, COMPENSATING)
 """The statuses the sweeper looks at: a deadline still matters."""
+CAUSES = ("failed", "timed_out", "cancelled")
+"""The history events that turn a saga back (a refusal, no reply in time, a cancel): the
+first one is why it did not go through, whatever its compensations met later."""
 
 
 class SagaTables(NamedTuple):

@@ -64,14 +64,15 @@ def command(definition: SagaDefinition[Any], saga_id: str, correlation_id: str |
     return Outgoing(topic, key, event, index, step.name, compensating)
 
 
-def send_step(definition: SagaDefinition[Any], record: SagaRecord, data: BaseModel,
-              index: int, history: History, last_error: str | None) -> Decision:
-    """Move to step `index`: send its command and wait for its reply."""
+def send_step(definition: SagaDefinition[Any], saga_id: str, correlation_id: str | None,
+              data: BaseModel, index: int, history: History) -> Decision:
+    """Move saga `saga_id` to step `index`: send its command and wait for its reply. (A
+    running saga has no error: errors come with turning back, and a saga never runs again.)"""
     step = definition.steps[index]
-    out = command(definition, record.id, record.correlation_id, data, index)
+    out = command(definition, saga_id, correlation_id, data, index)
     history.append((index, step.name, "sent", RUNNING, f"{out.event.EVENT_TYPE} to {out.topic}"))
     return Decision(Change(RUNNING, index, data.model_dump(mode="json"),
-                           str(out.event.event_id), step.timeout, 0, last_error),
+                           str(out.event.event_id), step.timeout, 0, None),
                     history, out)
 
 
@@ -84,10 +85,11 @@ def step_succeeded(definition: SagaDefinition[Any], record: SagaRecord,
         data = step.on_success(data, reply)
     history: History = [(index, step.name, "succeeded", RUNNING, reply.EVENT_TYPE)]
     if index + 1 < len(definition.steps):
-        return send_step(definition, record, data, index + 1, history, record.last_error)
+        return send_step(definition, record.id, record.correlation_id, data, index + 1,
+                         history)
     history.append((index, step.name, "completed", COMPLETED, None))
-    return Decision(Change(COMPLETED, index, data.model_dump(mode="json"), None, None, 0,
-                           record.last_error), history, outcome=COMPLETED)
+    return Decision(Change(COMPLETED, index, data.model_dump(mode="json"), None, None, 0, None),
+                    history, outcome=COMPLETED)
 
 
 def reason_of(reply: BaseEvent[Any]) -> str:

@@ -7,9 +7,9 @@ reservation by the order id the command carries, so "release what this saga hold
 its last transition records `order.driver_reserved` then `order.confirmed` in its own
 transaction (`on_end`), so no order is confirmed without its driver held; a reader sees it go
 from `pending` to `confirmed`, with both steps in its history. When the saga ends any other
-way, the order ends in that transaction too, with the reason that turned the saga back (read
-from the saga's history: the driver service's refusal, "no reply within Ns", the passenger's
-cancel), not whatever its compensation met later: `cancelled` when the passenger cancelled,
+way, the order ends in that transaction too, with the reason that turned the saga back
+(`record.cause`: the driver service's refusal, "no reply within Ns", the passenger's cancel),
+not whatever its compensation met later: `cancelled` when the passenger cancelled,
 `rejected` otherwise (no driver near, or the driver service did not answer in time). A saga
 whose release needs an operator ends the order too, saying so.
 """
@@ -20,7 +20,6 @@ import logging
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.saga import (
@@ -30,7 +29,6 @@ from core.saga import (
     SagaDefinition,
     SagaRecord,
     SagaStep,
-    saga_tables,
 )
 from services.order.events import (
     DRIVER_COMMANDS,
@@ -43,15 +41,11 @@ from services.order.events import (
     ReserveDriver,
     ReserveDriverData,
 )
-from services.order.models import Base
 from services.order.rules import OPEN, OrderRepository
 
 log = logging.getLogger(__name__)
 
 RIDE = "ride"
-CAUSES = ("failed", "timed_out", "cancelled")
-"""The saga history's events that turn a saga back (a refusal, no reply in time, a cancel):
-the first one is why the order did not go through, whatever its compensation met later."""
 PASSENGER_CANCELLED = "cancelled by the passenger"
 
 
@@ -96,17 +90,6 @@ def ride_saga(*, reserve_timeout: float = 10.0, release_timeout: float = 10.0,
     ], on_end=on_end if orders is not None else None)
 
 
-async def _cause(session: AsyncSession, saga_id: str) -> tuple[str | None, str | None]:
-    """The event that turned the saga back and its detail (the driver service's reason, the
-    timeout, the passenger's cancel), read in the saga's last transaction."""
-    steps = saga_tables(Base.metadata).steps
-    row = (await session.execute(
-        select(steps.c.event, steps.c.detail)
-        .where(steps.c.saga_id == saga_id, steps.c.event.in_(CAUSES))
-        .order_by(steps.c.id).limit(1))).first()
-    return (row.event, row.detail) if row is not None else (None, None)
-
-
 async def settle(orders: OrderRepository, session: AsyncSession, record: SagaRecord,
                  data: RideData) -> None:
     """Move the order to where its saga ended, in the saga's last transaction. A conflict on
@@ -123,11 +106,12 @@ async def settle(orders: OrderRepository, session: AsyncSession, record: SagaRec
         order.reserve(data.driver_id, data.driver_user_id)
         order.confirm()
     else:
-        event, cause = await _cause(session, record.id)
-        reason = cause or record.last_error or "the ride saga did not complete"
+        cause = record.cause
+        reason = ((cause.detail if cause is not None else None) or record.last_error
+                  or "the ride saga did not complete")
         if record.status == NEEDS_ATTENTION:
             reason += " (releasing the driver needs an operator's attention)"
-        if event == "cancelled" or order.status != "pending":
+        if (cause is not None and cause.event == "cancelled") or order.status != "pending":
             order.cancel(reason)
         else:
             order.reject(reason)

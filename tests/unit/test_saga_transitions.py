@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import BaseModel
 
+from core.messaging import IntegrationEvent
 from core.resilience import RetryPolicy
 from core.saga import (
     COMPENSATED,
@@ -26,7 +28,7 @@ from core.saga.compensation import (
     compensation_succeeded,
     last_compensable,
 )
-from core.saga.transitions import reason_of, step_succeeded
+from core.saga.transitions import command, reason_of, step_succeeded
 from tests.saga_rig import Act, ActData, Done, DoneData, Refused, RefusedData, TripData, trip_saga
 
 SAGA = trip_saga("cmds", "replies")
@@ -96,7 +98,8 @@ def test_a_failure_reply_gives_its_reason() -> None:
 
 
 def _step(name: str, **options: object) -> SagaStep[TripData]:
-    return SagaStep(name, "cmds", lambda d: Act(data=ActData(action=name)), success=Done,
+    options.setdefault("success", Done)
+    return SagaStep(name, "cmds", lambda d: Act(data=ActData(action=name)),
                     **options)  # type: ignore[arg-type]
 
 
@@ -115,3 +118,130 @@ def test_definitions_that_cannot_run_are_refused() -> None:
 
 def test_the_reply_types_are_each_listed_once() -> None:
     assert SAGA.reply_types() == [Done, Refused]
+
+
+class DoneV2(Done):
+    EVENT_VERSION = 2
+
+
+def test_a_reply_type_is_named_alone_or_in_a_sequence() -> None:
+    alone = _step("a")
+    assert (alone.successes, alone.failures) == ((Done,), ())
+    several = _step("b", success=[Done, Refused], failure=(Refused,))
+    assert (several.successes, several.failures) == ((Done, Refused), (Refused,))
+    undo: Compensation[TripData] = Compensation(
+        lambda d: Act(data=ActData(action="u")), success=[Done], failure=Refused)
+    assert (undo.successes, undo.failures) == ((Done,), (Refused,))
+
+
+def test_a_compensation_goes_to_the_step_topic_unless_it_names_its_own() -> None:
+    def undo(topic: str | None) -> Compensation[TripData]:
+        return Compensation(lambda d: Act(data=ActData(action="u")), success=Done, topic=topic)
+
+    assert _step("a", compensation=undo(None)).compensation_topic == "cmds"
+    assert _step("a", compensation=undo("undo")).compensation_topic == "undo"
+
+
+def test_timeouts_must_be_positive_and_may_be_short() -> None:
+    with pytest.raises(SagaDefinitionError, match="timeout must be positive"):
+        _step("a", timeout=0)
+    with pytest.raises(SagaDefinitionError, match="compensation timeout must be positive"):
+        Compensation(lambda d: Act(data=ActData(action="a")), success=Done, timeout=0)
+    assert _step("a", timeout=0.5).timeout == 0.5
+    assert Compensation(lambda d: Act(data=ActData(action="a")), success=Done,
+                        timeout=0.5).timeout == 0.5
+
+
+def test_each_refusal_says_what_is_wrong() -> None:
+    with pytest.raises(SagaDefinitionError, match=r"^a saga step needs a name$"):
+        _step("")
+    with pytest.raises(SagaDefinitionError, match="name its success reply type"):
+        SagaStep("a", "cmds", lambda d: Act(data=ActData(action="a")), success=[])
+    with pytest.raises(SagaDefinitionError, match=r"^a saga needs a name$"):
+        SagaDefinition("", TripData, "replies", [_step("a")])
+    with pytest.raises(SagaDefinitionError, match="no steps"):
+        SagaDefinition("trip", TripData, "replies", [])
+    with pytest.raises(SagaDefinitionError, match=r"step names repeat: \['a', 'b', 'a'\]"):
+        SagaDefinition("trip", TripData, "replies", [_step("a"), _step("b"), _step("a")])
+
+
+def test_a_definition_keeps_its_own_steps_and_loads_its_typed_data() -> None:
+    steps = [_step("a"), _step("b")]
+    definition = SagaDefinition("trip", TripData, "replies", steps)
+    steps.append(_step("c"))
+    assert [s.name for s in definition.steps] == ["a", "b"]
+    assert definition.load({"trip": "t", "seat": "A1"}) == TripData(trip="t", seat="A1")
+
+
+def test_each_version_of_a_reply_type_is_listed() -> None:
+    definition = SagaDefinition("trip", TripData, "replies", [
+        _step("a", success=[Done, DoneV2]), _step("b", success=DoneV2)])
+    assert definition.reply_types() == [Done, DoneV2]
+
+
+def test_a_command_carries_the_saga_correlation_unless_its_builder_set_one() -> None:
+    def own(data: TripData) -> Act:
+        return Act(data=ActData(action="a"), correlation_id="builder's")
+
+    definition = SagaDefinition("trip", TripData, "replies", [
+        _step("a"), SagaStep("b", "cmds", own, success=Done)])
+    assert command(definition, "s-1", "corr-1", TripData(trip="t"), 0).event.correlation_id == (
+        "corr-1")
+    assert command(definition, "s-1", "corr-1", TripData(trip="t"), 1).event.correlation_id == (
+        "builder's")
+    assert command(definition, "s-1", None, TripData(trip="t"), 0).event.correlation_id is None
+
+
+def _undo(name: str) -> Compensation[TripData]:
+    return Compensation(lambda d: Act(data=ActData(action=f"undo {name}")), success=Done)
+
+
+def test_only_steps_at_or_below_the_one_given_are_compensated() -> None:
+    last_undone = SagaDefinition("t", TripData, "r", [
+        _step("a"), _step("b", compensation=_undo("b"))])
+    assert last_compensable(last_undone, 0) is None  # never the last step, from below
+    assert last_compensable(last_undone, 1) == 1
+    both = SagaDefinition("t", TripData, "r", [
+        _step("a", compensation=_undo("a")), _step("b", compensation=_undo("b"))])
+    assert last_compensable(both, 1) == 1
+
+
+def test_a_done_compensation_with_nothing_left_below_ends_the_saga_at_its_step() -> None:
+    middle = SagaDefinition("t", TripData, "r", [
+        _step("a"), _step("b", compensation=_undo("b")), _step("c")])
+    end = compensation_succeeded(middle, record(COMPENSATING, step=1), "done")
+    assert (end.change.status, end.change.step, end.send) == (COMPENSATED, 1, None)
+    assert end.history[-1] == (1, "b", "compensated_all", COMPENSATED, None)
+
+
+def test_a_short_backoff_is_kept_as_it_is() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_delay=0.01, jitter=False)
+    wait = compensation_failed(SAGA, record(COMPENSATING, step=1, attempts=1), "no", policy)
+    assert wait.change.wait == 0.01
+
+
+def test_a_step_may_key_its_command_by_the_saga_data() -> None:
+    keyed = SagaDefinition("t", TripData, "r", [_step("a", key=lambda d: f"trip-{d.trip}")])
+    assert command(keyed, "s-1", None, TripData(trip="t"), 0).key == "trip-t"
+
+
+class ErrorData(BaseModel):
+    error: str
+
+
+class Failed(IntegrationEvent[ErrorData]):
+    EVENT_TYPE = "test.saga.failed"
+
+
+class CodeData(BaseModel):
+    reason: int
+
+
+class Coded(IntegrationEvent[CodeData]):
+    EVENT_TYPE = "test.saga.coded"
+
+
+def test_a_failure_reply_may_say_why_as_its_error_and_only_text_counts() -> None:
+    assert reason_of(Failed(data=ErrorData(error="disk full"))) == "test.saga.failed: disk full"
+    assert reason_of(Failed(data=ErrorData(error=""))) == "test.saga.failed"
+    assert reason_of(Coded(data=CodeData(reason=7))) == "test.saga.coded"

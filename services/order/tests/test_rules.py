@@ -1,6 +1,6 @@
 """The order's rules without I/O (the aggregate's status machine, rebuilt from its events, who
 may read it) and where its saga's end leaves it (`settle`, on the service's own migrated
-SQLite database: the order's stream and the saga's history)."""
+SQLite database: the order's stream, given the saga's end and cause)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import insert
 
 from core.bases import ConflictError
 from core.db import Database, migrations
 from core.event_sourcing import AggregateRepository, EventStore
 from core.messaging import EventSerializer
-from core.saga import COMPENSATED, COMPLETED, NEEDS_ATTENTION, SagaRecord, saga_tables
+from core.saga import (
+    COMPENSATED,
+    COMPENSATING,
+    COMPLETED,
+    NEEDS_ATTENTION,
+    SagaRecord,
+    StepEntry,
+)
 from services.order.events import Point, order_events
 from services.order.main import SERVICE_DIR
 from services.order.models import Base
@@ -100,53 +106,45 @@ def repository() -> AggregateRepository[Order]:
     return AggregateRepository(EventStore(Base.metadata, EventSerializer(order_events())), Order)
 
 
-def record(order_id: str, status: str, last_error: str | None = None) -> SagaRecord:
+def record(order_id: str, status: str, cause: tuple[str, str] | None,
+           last_error: str | None) -> SagaRecord:
     now = datetime.now(UTC)
+    why = StepEntry(0, "reserve_driver", cause[0], COMPENSATING, cause[1], now) if cause else None
     return SagaRecord(order_id, "ride", {}, status, 0, None, None, 0, 1, last_error, None, now,
-                      now)
+                      now, cause=why)
 
 
-async def ended(db: Database, status: str, history: list[tuple[str, str]],
+async def ended(db: Database, status: str, cause: tuple[str, str] | None = None,
                 data: dict[str, str] | None = None, last_error: str | None = None) -> Order:
-    """A placed order whose saga ended `status` after `history` (event, detail)."""
-    orders, tables = repository(), saga_tables(Base.metadata)
-    order = placed(f"o-{status}-{len(history)}-{id(history)}")
-    now = datetime.now(UTC)
+    """A placed order whose saga ended `status`, turned back by `cause` (event, detail)."""
+    orders = repository()
+    order = placed(f"o-{status}-{cause}")
     async with db.transaction() as session:
         await orders.save(session, order)
-        await session.execute(insert(tables.instances).values(
-            id=order.id, saga_type="ride", data={}, status=status, step=0, attempts=0,
-            version=1, created_at=now, updated_at=now))
-        for event, detail in history:
-            await session.execute(insert(tables.steps).values(
-                saga_id=order.id, step=0, step_name="reserve_driver", event=event,
-                status=status, detail=detail, at=now))
         ride = RideData(order_id=order.id, lat=1, lon=2, radius_km=5, **(data or {}))
-        await settle(orders, session, record(order.id, status, last_error), ride)
+        await settle(orders, session, record(order.id, status, cause, last_error), ride)
     async with db.session() as session:
         return await orders.load(session, order.id)
 
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_completed_saga_confirms_the_order_with_its_driver(database: Database) -> None:
-    order = await ended(database, COMPLETED, [("started", "")],
-                        {"driver_id": "d-1", "driver_user_id": "u-1"})
+    order = await ended(database, COMPLETED, None, {"driver_id": "d-1", "driver_user_id": "u-1"})
     assert (order.status, order.driver_id, order.driver_user_id) == ("confirmed", "d-1", "u-1")
     assert order.version == 3  # placed, driver_reserved, confirmed
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_a_turned_back_saga_gives_the_first_cause_not_the_compensations(
+async def test_a_turned_back_saga_gives_its_cause_not_what_the_compensations_met(
         database: Database) -> None:
-    refused = await ended(database, COMPENSATED, [("failed", "no driver within 5 km")])
+    refused = await ended(database, COMPENSATED, ("failed", "no driver within 5 km"))
     assert (refused.status, refused.reason) == ("rejected", "no driver within 5 km")
-    silent = await ended(database, COMPENSATED, [
-        ("timed_out", "reserve_driver: no reply within 4s"),
-        ("compensation_failed", "no reply in time")],
+    silent = await ended(
+        database, COMPENSATED, ("timed_out", "reserve_driver: no reply within 4s"),
         last_error="compensation of reserve_driver failed (attempt 2): no reply in time")
     assert (silent.status, silent.reason) == ("rejected", "reserve_driver: no reply within 4s")
-    cancelled = await ended(database, COMPENSATED, [("cancelled", "cancelled by the passenger")])
+    cancelled = await ended(database, COMPENSATED, ("cancelled", "cancelled by the passenger"))
     assert (cancelled.status, cancelled.reason) == ("cancelled", "cancelled by the passenger")
-    stuck = await ended(database, NEEDS_ATTENTION, [("timed_out", "no reply within 4s")])
+    stuck = await ended(database, NEEDS_ATTENTION, ("timed_out", "no reply within 4s"))
     assert stuck.status == "rejected"
     assert stuck.reason == "no reply within 4s (releasing the driver needs an operator's attention)"
