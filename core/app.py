@@ -205,7 +205,8 @@ def create_service(
 
     With tracing configured (`OTEL_TRACES_EXPORTER`, `OTEL_TRACES_FILE`: core.tracing), each
     request gets a server span named by its route template, and each handler run a CONSUMER
-    span (outermost of `middleware`), continuing the trace its record carries.
+    span (outermost of `middleware`, inside the metrics' own timing), continuing the trace
+    its record carries.
     """
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
