@@ -2,8 +2,10 @@
 # Prepare a fresh Debian machine (run as root, e.g. by CI on a clean clone) for development and
 # tests: Debian's PostgreSQL and Redis server binaries, Java + Maven for the Kafka broker, nginx
 # and wrk for the gateway benchmark (bench/gateway.py), Prometheus (with promtool) and
-# Alertmanager's amtool for deploy/observability/ and `make up OBS=1`, uv, the locked Python
-# environment, and the Apache Kafka jars (resolved once into the cache).
+# Alertmanager's amtool for deploy/observability/ and `make up OBS=1`, shellcheck, Docker's
+# engine and debootstrap (`make images`), uv, the locked Python environment, the Apache Kafka
+# jars (resolved once into the cache), and the Go-built checkers of deploy/ and .github/ (Helm,
+# the Compose loader, actionlint: built once per machine, devinfra/tools.py).
 #
 # Idempotent: a second run installs nothing and finishes in seconds. Quiet on success; on
 # failure it prints the failing step's full output. It never starts the system PostgreSQL,
@@ -47,6 +49,12 @@ installed nginx-light || missing+=(nginx-light)
 installed wrk || missing+=(wrk)
 installed prometheus || missing+=(prometheus)
 installed prometheus-alertmanager || missing+=(prometheus-alertmanager)
+# Shipping (deploy/, .github/): shellcheck for the scripts and workflows; Debian's Docker
+# engine and debootstrap for `make images` (no registry is reachable: the base image is made
+# from Debian's packages, scripts/images.sh).
+installed shellcheck || missing+=(shellcheck)
+installed docker.io || missing+=(docker.io)
+installed debootstrap || missing+=(debootstrap)
 command -v mvn >/dev/null || missing+=(maven)
 if ! command -v java >/dev/null || [[ "$(java_major)" -lt 17 ]]; then
     missing+=(openjdk-17-jre-headless)
@@ -86,3 +94,5 @@ cd "$ROOT"
 step "uv sync --frozen" "${UV[@]}" sync --frozen
 step "resolve the Apache Kafka jars (python -m devinfra fetch)" \
     "${UV[@]}" run --frozen python -m devinfra -q fetch
+# Not hidden by step(): a fresh machine builds for several minutes and says so as it goes.
+"${UV[@]}" run --frozen python -m devinfra.tools ensure
