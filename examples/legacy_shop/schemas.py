@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ProductIn(BaseModel):
@@ -60,3 +60,9 @@ class OrderOut(BaseModel):
     customer_id: int
     created_at: datetime
     lines: list[LineOut]
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        """SQLite hands the stored time back without its zone; it was written in UTC."""
+        return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,143 @@
+"""The parts of the strangler-fig run (tests/e2e/test_strangler.py, docs/migrating.md): the
+legacy shop as its own process, a copy of the repository to generate the new service in, that
+service's process, and one probe per path of the shop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devinfra.process import free_port
+from tests.helpers import answers_ok, eventually
+from tests.processes import ROOT
+
+OVERLAY = ROOT / "examples" / "legacy_shop" / "catalog_service"
+"""The catalog's code, copied over the generated service (the guide's step 2)."""
+
+SHOP_ID = "legacy-shop"  # the shop's X-Served-By
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request to one path of the shop: `template` as its OpenAPI names it."""
+
+    method: str
+    template: str
+    path: str
+    body: dict[str, Any] | None = None
+
+
+def probes(tag: str) -> list[Probe]:
+    """Every operation of the shop, with ids from its seed and bodies unique to `tag` (a
+    probe may run twice: each run writes new rows)."""
+    return [
+        Probe("GET", "/catalog/products", "/catalog/products"),
+        Probe("GET", "/catalog/products/{product_id}", "/catalog/products/2"),
+        Probe("POST", "/catalog/products", "/catalog/products",
+              {"sku": f"NEW-{tag}", "name": f"New {tag}", "price_cents": 990}),
+        Probe("PUT", "/catalog/products/{product_id}", "/catalog/products/3",
+              {"sku": "MUG-001", "name": "Stoneware mug", "price_cents": 1250}),
+        Probe("GET", "/customers", "/customers"),
+        Probe("GET", "/customers/{customer_id}", "/customers/1"),
+        Probe("POST", "/customers", "/customers",
+              {"email": f"{tag}@example.com", "name": tag}),
+        Probe("GET", "/orders", "/orders"),
+        Probe("GET", "/orders/{order_id}", "/orders/1"),
+        Probe("POST", "/orders", "/orders",
+              {"customer_id": 2, "lines": [{"product_id": 1, "quantity": 3}]}),
+        Probe("GET", "/health", "/health"),
+    ]
+
+
+def operations(openapi: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(method.upper(), path) for path, item in openapi["paths"].items()
+            for method in item}
+
+
+class Processes:
+    """Processes started from any directory (a repository copy), stopped by `close()`."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], *, cwd: Path, env: dict[str, str],
+              log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "PYTHONPATH": str(cwd), **env})
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+async def start_shop(procs: Processes, workdir: Path) -> str:
+    """`python -m examples.legacy_shop` on a free port over its own SQLite file; its URL."""
+    port = free_port()
+    log = workdir / "shop.log"
+    proc = procs.start([sys.executable, "-m", "examples.legacy_shop", "--port", str(port),
+                        "--database", str(workdir / "shop.db")], cwd=ROOT, env={}, log=log)
+    url = f"http://127.0.0.1:{port}"
+
+    async def up() -> bool:
+        assert proc.poll() is None, f"the shop exited:\n{log.read_text()}"
+        return await answers_ok(f"{url}/health")
+
+    await eventually(up, timeout=30, interval=0.1, what="the shop answering")
+    return url
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run a command to its end in `cwd`; its output, or a failure that shows it."""
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(cwd), **(env or {})})
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def copy_repository(target: Path) -> Path:
+    """The repository's files (tracked and new, not ignored) copied to `target` and committed
+    there, so the generator meets a clean checkout as a team's would be."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=ROOT, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    git = ["git", "-c", "user.name=strangler", "-c", "user.email=strangler@example.com"]
+    for step in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the platform"]):
+        run([*git, *step], target)
+    return target
+
+
+def fill_in(service_dir: Path) -> None:
+    """The guide's step 2: the catalog's code over the generated service. The template's
+    example resource goes (its files would import names the catalog does not have)."""
+    for name in ("handlers.py", "deps.py"):
+        (service_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(service_dir / "tests", ignore_errors=True)
+    for source in OVERLAY.glob("*.py"):
+        if source.name != "__init__.py":
+            shutil.copy2(source, service_dir / source.name)
+
+
+async def status_of(http: httpx.AsyncClient, path: str) -> tuple[int, str | None]:
+    response = await http.get(path)
+    return response.status_code, response.headers.get("x-served-by")
