@@ -49,7 +49,6 @@ AFTER = BEFORE + """
 name = "catalog-products"
 prefix = "/catalog/products"
 service = "catalog"
-rewrite = "/products"
 public = true
 """
 
@@ -196,7 +195,6 @@ async def test_after_the_catalog_moves_every_path_still_answers(
     await flip(world, AFTER, None)
     again = backfill(world, repo, catalog)
     assert f"inserted 1, updated 1, unchanged {in_shop - 1}" in again, again
-    assert f"inserted 0, updated 0, unchanged {in_shop + 1}" in backfill(world, repo, catalog)
 
     reads = [p for p in probes(tag) if p.method == "GET"]
     reads.append(Probe("GET", "/catalog/products/{product_id}", f"{MOVED}/{late.json()['id']}"))
@@ -227,3 +225,6 @@ async def writes_after_the_move(world: World, tag: str) -> None:
     published = await records(world.env["KAFKA_BOOTSTRAP_SERVERS"], "catalog.events",
                               about("catalog.product_changed", sku=f"CAT-{tag}"))
     assert [r.envelope["data"]["source"] for r in published] == ["api"]
+    copied = await records(world.env["KAFKA_BOOTSTRAP_SERVERS"], "catalog.events",
+                           about("catalog.product_changed", sku=f"LATE-{tag}"))
+    assert [r.envelope["data"]["source"] for r in copied] == ["backfill"]

@@ -35,10 +35,10 @@ from sqlalchemy import (
     text,
 )
 
-from core.config import Settings
 from core.db import Database
 from core.messaging.outbox import OutboxWriter
 from core.messaging.serialization import EventSerializer
+from services.catalog.config import CatalogSettings
 from services.catalog.events import CATALOG_EVENTS, events
 from services.catalog.models import Base, Product
 from services.catalog.rules import changed
@@ -118,7 +118,7 @@ async def backfill(source_url: str, database: Database, outbox: OutboxWriter,
 
 
 async def main(source_url: str, batch: int) -> Counts:
-    settings = Settings(service_name="catalog")
+    settings = CatalogSettings()
     database = Database(settings.database_url)
     try:
         outbox = OutboxWriter(Base.metadata, EventSerializer(events, service_name="catalog"))

@@ -1,5 +1,5 @@
-"""The products routes: the shop's `/catalog/products` paths, served here as `/products`
-(the gateway's route rewrites the prefix). Bare bodies, as the shop answered, not the
+"""The products routes: the shop's `/catalog/products` paths, the same paths here (the
+generated service's own live under `/catalog` too). Bare bodies, as the shop answered, not the
 platform's envelope: the move must not change what clients read. No token needed, as in the
 shop; adding the edge's check is a contract change of its own, made after the move."""
 
@@ -24,7 +24,7 @@ async def get_catalog(runtime: RuntimeDep, database: DatabaseDep) -> Catalog:
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 
-products = APIRouter(prefix="/products", tags=["products"])
+products = APIRouter(prefix="/catalog/products", tags=["products"])
 
 
 @products.get("", response_model=list[ProductOut], summary="List the products")
