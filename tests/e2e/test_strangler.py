@@ -40,7 +40,7 @@ from tests.e2e.strangler import (
     start_shop,
 )
 from tests.helpers import answers_ok, eventually
-from tests.processes import Spawner
+from tests.processes import ROOT, Spawner
 
 BEFORE = "[defaults]\ntimeout = 10.0\n"  # no routes: everything goes to the shop
 
@@ -192,6 +192,7 @@ async def test_after_the_catalog_moves_every_path_still_answers(
                                                           "name": "Black tea, 250 g",
                                                           "price_cents": 800 + len(tag)})
         assert repriced.headers["x-served-by"] == SHOP_ID
+    start_sync(world)  # step 4: the shop's table fed from the service's events, before the flip
     await flip(world, AFTER, None)
     again = backfill(world, repo, catalog)
     assert f"inserted 1, updated 1, unchanged {in_shop - 1}" in again, again
@@ -202,13 +203,24 @@ async def test_after_the_catalog_moves_every_path_still_answers(
     for path, who in served.items():
         assert who == (None if path.startswith(MOVED) else SHOP_ID), (path, who)
 
-    await writes_after_the_move(world, tag)
-    await flip(world, ROLLBACK, SHOP_ID)  # the shop answers the path again
+    created = await writes_after_the_move(world, tag)
+    await flip(world, ROLLBACK, SHOP_ID)  # the shop answers the path again, losing nothing
+    async with httpx.AsyncClient(base_url=world.gateway.url) as gateway:
+        back = await gateway.get(f"{MOVED}/{created['id']}")
+    assert (back.json(), back.headers["x-served-by"]) == (created, SHOP_ID)
 
 
-async def writes_after_the_move(world: World, tag: str) -> None:
+def start_sync(world: World) -> None:
+    world.procs.start([sys.executable, "-m", "examples.legacy_shop.sync", "--bootstrap-servers",
+                       world.env["KAFKA_BOOTSTRAP_SERVERS"], "--database",
+                       str(world.workdir / "shop.db"), "--group", f"sync-{uuid.uuid4().hex}"],
+                      cwd=ROOT, env={}, log=world.workdir / "sync.log")
+
+
+async def writes_after_the_move(world: World, tag: str) -> dict[str, Any]:
     """A write to the moved path lands in the catalog service (a new id past the shop's) and
-    publishes its event; writes elsewhere still reach the shop."""
+    publishes its event, which feeds the shop's table: the shop's orders can sell it. Writes
+    elsewhere still reach the shop. The product made."""
     async with httpx.AsyncClient(base_url=world.gateway.url) as gateway:
         created = await gateway.post(MOVED, json={"sku": f"CAT-{tag}", "name": "Moved",
                                                   "price_cents": 555})
@@ -220,11 +232,23 @@ async def writes_after_the_move(world: World, tag: str) -> None:
                 written = await answer(gateway, probe)
                 assert written.headers["x-served-by"] == SHOP_ID, probe
     async with httpx.AsyncClient(base_url=world.shop) as shop:
-        ids = [p["id"] for p in (await shop.get(MOVED)).json()]
-    assert body["id"] > max(ids)  # SQLite takes the next id after the highest copied one
+        ids = [p["id"] for p in (await shop.get(MOVED)).json() if p["id"] != body["id"]]
+        assert body["id"] > max(ids)  # SQLite takes the next id after the highest copied one
+
+        async def synced() -> bool:
+            found: dict[str, Any] = (await shop.get(f"{MOVED}/{body['id']}")).json()
+            return found == body
+        await eventually(synced, timeout=20, interval=0.1, what="the shop fed the product",
+                         log=world.workdir / "sync.log")
+    async with httpx.AsyncClient(base_url=world.gateway.url) as gateway:
+        order = await gateway.post("/orders", json={
+            "customer_id": 1, "lines": [{"product_id": body["id"], "quantity": 1}]})
+    assert order.status_code == 201 and order.headers["x-served-by"] == SHOP_ID, order.text
+    assert order.json()["lines"][0]["price_cents"] == 555
     published = await records(world.env["KAFKA_BOOTSTRAP_SERVERS"], "catalog.events",
                               about("catalog.product_changed", sku=f"CAT-{tag}"))
     assert [r.envelope["data"]["source"] for r in published] == ["api"]
     copied = await records(world.env["KAFKA_BOOTSTRAP_SERVERS"], "catalog.events",
                            about("catalog.product_changed", sku=f"LATE-{tag}"))
     assert [r.envelope["data"]["source"] for r in copied] == ["backfill"]
+    return body
