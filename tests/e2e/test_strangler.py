@@ -156,6 +156,7 @@ async def start_catalog(world: World, repo: Path) -> dict[str, str]:
     fill_in(repo / "services" / "catalog")
     run([sys.executable, "-m", "core", "makemigrations", "services/catalog",
          "-m", "products from the shop"], repo)
+    run([str(Path(sys.executable).with_name("ruff")), "check", "-q", "services/catalog"], repo)
     port = free_port()
     env = {**world.env, "SERVICE_NAME": "catalog", "SERVICE_HOST": "127.0.0.1",
            "SERVICE_PORT": str(port), "ENVIRONMENT": "development",
