@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from devinfra.process import free_port
 from tests.helpers import answers_ok, eventually
 from tests.processes import ROOT

@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 
 from devinfra.kafka import KafkaBroker
+from devinfra.postgres import PostgresServer
 from devinfra.process import free_port
 from gateway.tests.harness import Gateway
 from tests.e2e.kafka_tools import about, records
@@ -40,6 +41,7 @@ from tests.e2e.strangler import (
     start_shop,
 )
 from tests.helpers import answers_ok, eventually
+from tests.integration.databases import DatabaseFactory
 from tests.processes import ROOT, Spawner
 
 BEFORE = "[defaults]\ntimeout = 10.0\n"  # no routes: everything goes to the shop
@@ -150,7 +152,7 @@ async def flip(world: World, routes: str, served_by: str | None) -> None:
                          f"{served_by or 'catalog'}", log=world.gateway.log)
 
 
-async def start_catalog(world: World, repo: Path) -> dict[str, str]:
+async def start_catalog(world: World, repo: Path, database_url: str) -> dict[str, str]:
     """The generated service, filled in and migrated, as its own process; its environment."""
     run([sys.executable, "-m", "core", "create-service", "catalog"], repo)
     fill_in(repo / "services" / "catalog")
@@ -161,7 +163,7 @@ async def start_catalog(world: World, repo: Path) -> dict[str, str]:
     env = {**world.env, "SERVICE_NAME": "catalog", "SERVICE_HOST": "127.0.0.1",
            "SERVICE_PORT": str(port), "ENVIRONMENT": "development",
            "KAFKA_CONSUMER_GROUP": f"strangler-catalog-{uuid.uuid4().hex[:8]}",
-           "DATABASE_URL": f"sqlite+aiosqlite:///{world.workdir / 'catalog.db'}"}
+           "DATABASE_URL": database_url}
     log = world.workdir / "catalog.log"
     proc = world.procs.start([sys.executable, "-m", "services.catalog"], cwd=repo, env=env,
                              log=log)
@@ -175,9 +177,18 @@ async def start_catalog(world: World, repo: Path) -> dict[str, str]:
 
 
 async def test_after_the_catalog_moves_every_path_still_answers(
-        world: World, tmp_path: Path) -> None:
-    repo = copy_repository(tmp_path / "repo")
-    catalog = await start_catalog(world, repo)
+        world: World, postgres: PostgresServer, tmp_path: Path) -> None:
+    databases = DatabaseFactory("postgres", tmp_path, postgres)
+    try:
+        await move_the_catalog(world, copy_repository(tmp_path / "repo"), await databases.new())
+    finally:
+        await databases.drop_all()
+
+
+async def move_the_catalog(world: World, repo: Path, database_url: str) -> None:
+    """The guide's steps 2 to 5, and the rollback, on a real PostgreSQL database (the
+    backfill must move its id sequence, or the service's first insert collides)."""
+    catalog = await start_catalog(world, repo, database_url)
     first = backfill(world, repo, catalog)
     async with httpx.AsyncClient(base_url=world.shop) as shop:
         in_shop = len((await shop.get(MOVED)).json())
@@ -234,7 +245,7 @@ async def writes_after_the_move(world: World, tag: str) -> dict[str, Any]:
                 assert written.headers["x-served-by"] == SHOP_ID, probe
     async with httpx.AsyncClient(base_url=world.shop) as shop:
         ids = [p["id"] for p in (await shop.get(MOVED)).json() if p["id"] != body["id"]]
-        assert body["id"] > max(ids)  # SQLite takes the next id after the highest copied one
+        assert body["id"] > max(ids)  # the sequence was moved past the copied ids
 
         async def synced() -> bool:
             found: dict[str, Any] = (await shop.get(f"{MOVED}/{body['id']}")).json()

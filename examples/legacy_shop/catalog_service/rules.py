@@ -50,7 +50,7 @@ class Catalog:
                 await self.outbox.add(session, CATALOG_EVENTS, changed(product, "api"))
                 return ProductOut.model_validate(product)
         except IntegrityError as e:
-            raise ConflictError("sku taken") from e
+            raise ConflictError("a product with this sku exists") from e
 
     async def update(self, product_id: int, data: ProductIn) -> ProductOut:
         async with self.database.transaction() as session:
