@@ -36,8 +36,7 @@ from sqlalchemy import (
 )
 
 from core.db import Database
-from core.messaging.outbox import OutboxWriter
-from core.messaging.serialization import EventSerializer
+from core.messaging import EventSerializer, OutboxWriter
 from services.catalog.config import CatalogSettings
 from services.catalog.events import CATALOG_EVENTS, events
 from services.catalog.models import Base, Product
