@@ -1,0 +1,260 @@
+"""docker-compose.yml, checked without an engine: the Compose specification's JSON schema
+(check-jsonschema), the Compose loader itself (`docker-compose config`, the v5 plugin built by
+devinfra.tools), and what the repository promises of it (tests/deploy/compose_checks.py).
+A broken copy of the file must make each check fail. The PostgreSQL init script runs against a
+real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devinfra.postgres import PostgresServer
+from devinfra.tools import ensure
+from tests.deploy.compose_checks import (
+    COMPOSE_FILE,
+    ROOT,
+    TARGETS,
+    TEMPLATE_SERVICE,
+    compose,
+    database_mismatches,
+    env_example_names,
+    missing_bind_sources,
+    missing_gateway_dependencies,
+    non_uniform_config,
+    non_uniform_text,
+    renamed,
+    service_names,
+    write_env_file,
+)
+
+INIT_SCRIPT = ROOT / "deploy" / "compose" / "postgres-init.sh"
+CHECK_JSONSCHEMA = ROOT / ".venv" / "bin" / "check-jsonschema"
+
+
+@pytest.fixture(scope="module")
+def compose_bin() -> Path:
+    return Path(ensure("docker-compose"))
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_env_file(tmp_path_factory.mktemp("compose") / ".env")
+
+
+@pytest.fixture(scope="module")
+def config(compose_bin: Path, env_file: Path) -> dict[str, Any]:
+    """The file as the loader resolves it (anchors merged, variables filled in)."""
+    done = compose(compose_bin, COMPOSE_FILE, env_file, "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    loaded: dict[str, Any] = json.loads(done.stdout)
+    return loaded
+
+
+def schema_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec",
+                           str(path)], capture_output=True, text=True, timeout=60, check=False)
+
+
+def broken_copy(tmp_path: Path, old: str, new: str, *, after: str = "") -> Path:
+    """docker-compose.yml with the first `old` after `after` replaced by `new`."""
+    text = COMPOSE_FILE.read_text()
+    start = text.index(after) if after else 0
+    at = text.index(old, start)
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(text[:at] + new + text[at + len(old):])
+    return path
+
+
+# --- the tools accept the file -----------------------------------------------------------
+
+def test_schema_accepts_the_file() -> None:
+    done = schema_check(COMPOSE_FILE)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("profile", [False, True], ids=["default", "observability"])
+def test_loader_accepts_the_file(compose_bin: Path, env_file: Path, profile: bool) -> None:
+    done = compose(compose_bin, COMPOSE_FILE, env_file, "config", "-q", profile=profile)
+    assert done.returncode == 0, done.stderr
+
+
+def test_observability_profile_holds_the_watchers(compose_bin: Path, env_file: Path) -> None:
+    def services(profile: bool) -> set[str]:
+        done = compose(compose_bin, COMPOSE_FILE, env_file, "config", "--services",
+                       profile=profile)
+        assert done.returncode == 0, done.stderr
+        return set(done.stdout.split())
+
+    watchers = {"prometheus", "grafana", "otel-collector", "jaeger", "elasticsearch", "kibana",
+                "filebeat"}
+    assert watchers <= services(True)
+    assert not watchers & services(False)
+
+
+# --- ... and refuse a broken one (the checks can fail) -----------------------------------
+
+@pytest.mark.parametrize(("old", "new", "after"), [
+    ("\nservices:\n", "\nservcies:\n", ""),
+    ("    healthcheck:", "    helthcheck:", "\n  redis:\n"),
+    ("    depends_on:", "    depends:", "\n  gateway:\n"),
+], ids=["top-level", "healthcheck", "depends_on"])
+def test_unknown_keys_fail_both_checks(compose_bin: Path, env_file: Path, tmp_path: Path,
+                                       old: str, new: str, after: str) -> None:
+    broken = broken_copy(tmp_path, old, new, after=after)
+    key = new.strip().rstrip(":")
+    schema = schema_check(broken)
+    assert schema.returncode != 0 and key in schema.stdout + schema.stderr, schema.stdout
+    loader = compose(compose_bin, broken, env_file, "config", "-q")
+    assert loader.returncode != 0 and key in loader.stderr, loader.stderr
+
+
+def test_loader_refuses_a_missing_password(compose_bin: Path, tmp_path: Path) -> None:
+    empty = tmp_path / ".env"
+    empty.write_text("")
+    done = compose(compose_bin, COMPOSE_FILE, empty, "config", "-q")
+    assert done.returncode != 0 and "POSTGRES_PASSWORD" in done.stderr, done.stderr
+
+
+def test_env_example_lists_what_the_file_needs() -> None:
+    """Every ${VAR:?...} the file requires is in .env.example (and given no value there)."""
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", COMPOSE_FILE.read_text()))
+    assert required and required <= set(env_example_names())
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if "PASSWORD=" in line and not line.startswith("#"):
+            assert line.endswith("="), f".env.example must not hold a password: {line}"
+
+
+# --- what the repository promises of it --------------------------------------------------
+
+def test_every_service_and_the_gateway_have_an_entry(config: dict[str, Any]) -> None:
+    names = service_names()
+    assert TEMPLATE_SERVICE in names and len(names) >= 5
+    for name in [*names, "gateway"]:
+        entry = config["services"].get(name)
+        assert entry is not None, f"docker-compose.yml has no entry for {name}"
+        assert entry["image"] == f"kfm/{name}:dev"
+        assert entry["build"]["args"] == {"SERVICE": name}
+        assert Path(entry["build"]["context"]) == ROOT
+        assert entry["healthcheck"]["test"], name
+
+
+def test_every_service_entry_is_users_renamed(config: dict[str, Any]) -> None:
+    names = service_names()
+    assert non_uniform_text(COMPOSE_FILE.read_text(), names) == []
+    assert non_uniform_config(config, names) == []
+
+
+def test_uniformity_check_sees_an_edited_entry(config: dict[str, Any]) -> None:
+    text = COMPOSE_FILE.read_text().replace(
+        "      SERVICE_URL: http://driver:8000\n",
+        "      SERVICE_URL: http://driver:8000\n      EXTRA: only-here\n")
+    assert non_uniform_text(text, service_names()) == ["driver"]
+    edited = json.loads(json.dumps(config))
+    edited["services"]["order"]["restart"] = "always"
+    assert non_uniform_config(edited, service_names()) == ["order"]
+
+
+def test_gateway_waits_for_every_service(config: dict[str, Any]) -> None:
+    assert missing_gateway_dependencies(config, service_names()) == []
+    edited = json.loads(json.dumps(config))
+    del edited["services"]["gateway"]["depends_on"]["order"]
+    edited["services"]["gateway"]["depends_on"]["user"]["condition"] = "service_started"
+    assert missing_gateway_dependencies(edited, service_names()) == ["order", "user"]
+
+
+def test_services_wait_for_healthy_kafka_and_postgres(config: dict[str, Any]) -> None:
+    for name in service_names():
+        depends = config["services"][name]["depends_on"]
+        assert {depends[s]["condition"] for s in ("kafka", "postgres")} == {"service_healthy"}
+    for infra in ("kafka", "postgres", "redis"):
+        assert config["services"][infra]["healthcheck"]["test"], infra
+
+
+def test_one_database_per_service(config: dict[str, Any]) -> None:
+    assert database_mismatches(config, service_names()) == []
+    edited = json.loads(json.dumps(config))
+    edited["services"]["postgres"]["environment"]["POSTGRES_DATABASES"] = "auth,user"
+    assert "POSTGRES_DATABASES lacks order" in database_mismatches(edited, service_names())
+
+
+def test_bind_mounted_files_exist(config: dict[str, Any]) -> None:
+    binds = [v for s in config["services"].values() for v in s.get("volumes", [])
+             if v.get("type") == "bind"]
+    assert len(binds) >= 10  # the check below looks at something
+    assert missing_bind_sources(config) == []
+    edited = json.loads(json.dumps(config))
+    edited["services"]["prometheus"]["volumes"][0]["source"] = str(ROOT / "no-such-file.yml")
+    assert missing_bind_sources(edited) == [f"prometheus: {ROOT / 'no-such-file.yml'}"]
+
+
+def test_no_secret_is_written_in_the_file(config: dict[str, Any], env_file: Path) -> None:
+    """Every password comes from the (uncommitted) .env: the values the test filled in show up
+    in the loaded config only where the file interpolates them."""
+    values = {line.split("=", 1)[1] for line in env_file.read_text().splitlines()}
+    text = COMPOSE_FILE.read_text()
+    assert not any(value in text for value in values)
+    assert "POSTGRES_PASSWORD_FILE" in config["services"]["postgres"]["environment"]
+    assert set(config["secrets"]) == {"postgres_password", "admin_password",
+                                      "grafana_admin_password"}
+
+
+def test_prometheus_targets_one_file_per_service() -> None:
+    """Each service's scrape target is its own file (the generator's template adds one)."""
+    names = [*service_names(), "gateway"]
+    assert sorted(p.stem for p in TARGETS.glob("*.json")) == sorted(names)
+    template = (TARGETS / f"{TEMPLATE_SERVICE}.json").read_text()
+    for name in names:
+        assert (TARGETS / f"{name}.json").read_text() == renamed(template, name), name
+    assert json.loads(template) == [{"targets": [f"{TEMPLATE_SERVICE}:8000"],
+                                     "labels": {"service": TEMPLATE_SERVICE}}]
+
+
+# --- the PostgreSQL init script ----------------------------------------------------------
+
+def test_init_script_is_shellcheck_clean_and_executable() -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck not found: run scripts/bootstrap.sh"
+    done = subprocess.run([shellcheck, str(INIT_SCRIPT)], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stdout
+    assert os.access(INIT_SCRIPT, os.X_OK)  # the image runs it (sources it otherwise)
+
+
+def run_init(server: PostgresServer, databases: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "PGHOST": "127.0.0.1", "PGPORT": str(server.port),
+           "POSTGRES_USER": server.user, "POSTGRES_DATABASES": databases}
+    return subprocess.run(["bash", str(INIT_SCRIPT)], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_init_script_creates_each_database_once(postgres: PostgresServer) -> None:
+    # "grant" is a reserved word, like "user": the script must quote names.
+    names = ["compose_init_a", "grant", "compose_init_b"]
+    first = run_init(postgres, " compose_init_a,grant , compose_init_b,")
+    assert first.returncode == 0, first.stderr
+    again = run_init(postgres, ",".join(names))  # an existing volume catching up
+    assert again.returncode == 0, again.stderr
+    listed = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", postgres.user, "-At",
+         "-d", "postgres", "-c", "SELECT datname FROM pg_database"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert set(names) <= set(listed)
+    for name in names:
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U",
+                        postgres.user, "-d", "postgres", "-c", f'DROP DATABASE "{name}"'],
+                       capture_output=True, check=True)
+
+
+@pytest.mark.parametrize("databases", ["auth,Bad-Name", "x;DROP DATABASE postgres", ""])
+def test_init_script_refuses_bad_names(postgres: PostgresServer, databases: str) -> None:
+    done = run_init(postgres, databases)
+    assert done.returncode != 0
+    assert "not a database name" in done.stderr or "not set" in done.stderr, done.stderr
