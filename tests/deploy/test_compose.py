@@ -6,6 +6,8 @@ real server."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
 import re
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from core.config import Settings
 from devinfra.postgres import PostgresServer
 from devinfra.tools import ensure
 from tests.deploy.compose_checks import (
@@ -37,6 +40,8 @@ from tests.deploy.compose_checks import (
 
 INIT_SCRIPT = ROOT / "deploy" / "compose" / "postgres-init.sh"
 CHECK_JSONSCHEMA = ROOT / ".venv" / "bin" / "check-jsonschema"
+READ_ELSEWHERE = frozenset({"OTEL_EXPORTER_OTLP_ENDPOINT"})
+"""Variables the services' libraries read themselves (the OpenTelemetry SDK's exporter)."""
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +188,40 @@ def test_one_database_per_service(config: dict[str, Any]) -> None:
     edited = json.loads(json.dumps(config))
     edited["services"]["postgres"]["environment"]["POSTGRES_DATABASES"] = "auth,user"
     assert "POSTGRES_DATABASES lacks order" in database_mismatches(edited, service_names())
+
+
+def settings_class(name: str) -> type[Settings]:
+    """The settings class service `name` (or the gateway) reads its environment with."""
+    module = importlib.import_module("gateway.config" if name == "gateway"
+                                     else f"services.{name}.config")
+    found = [cls for _, cls in inspect.getmembers(module, inspect.isclass)
+             if issubclass(cls, Settings) and cls.__module__ == module.__name__]
+    assert len(found) == 1, f"{module.__name__}: {found}"
+    return found[0]
+
+
+def unread_variables(name: str, environment: dict[str, str]) -> list[str]:
+    """Variables of an entry that its settings class has no field for (a typo: pydantic
+    ignores unknown names, so the setting would silently keep its default)."""
+    fields = {field.upper() for field in settings_class(name).model_fields}
+    return sorted(set(environment) - fields - READ_ELSEWHERE)
+
+
+def test_every_variable_is_a_setting_and_valid(config: dict[str, Any],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [*service_names(), "gateway"]:
+        environment = config["services"][name]["environment"]
+        assert unread_variables(name, environment) == [], name
+        for variable in list(os.environ):
+            monkeypatch.delenv(variable)
+        for variable, value in environment.items():
+            monkeypatch.setenv(variable, value)
+        settings = settings_class(name)(_env_file=None)  # type: ignore[call-arg]
+        assert settings.service_name == name
+        assert settings.advertised_url() == f"http://{name}:8000"
+        assert settings.registry_backend == "dns"
+        assert settings.database_url.startswith("postgresql+asyncpg://") or name == "gateway"
+    assert unread_variables("user", {"JWKS_ULR": "x"}) == ["JWKS_ULR"]
 
 
 def test_bind_mounted_files_exist(config: dict[str, Any]) -> None:
