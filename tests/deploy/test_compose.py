@@ -216,7 +216,7 @@ def test_every_variable_is_a_setting_and_valid(config: dict[str, Any],
             monkeypatch.delenv(variable)
         for variable, value in environment.items():
             monkeypatch.setenv(variable, value)
-        settings = settings_class(name)(_env_file=None)  # type: ignore[call-arg]
+        settings = settings_class(name)(_env_file=None)
         assert settings.service_name == name
         assert settings.advertised_url() == f"http://{name}:8000"
         assert settings.registry_backend == "dns"
@@ -254,6 +254,36 @@ def test_prometheus_targets_one_file_per_service() -> None:
         assert (TARGETS / f"{name}.json").read_text() == renamed(template, name), name
     assert json.loads(template) == [{"targets": [f"{TEMPLATE_SERVICE}:8000"],
                                      "labels": {"service": TEMPLATE_SERVICE}}]
+
+
+def mounted_tree(config: dict[str, Any], service: str, into: Path) -> Path:
+    """The files `service`'s container sees through its bind mounts, as symlinks under
+    `into` (the container's / at `into`)."""
+    for volume in config["services"][service]["volumes"]:
+        if volume["type"] == "bind":
+            link = into / volume["target"].lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(volume["source"])
+    return into
+
+
+def test_prometheus_loads_the_mounted_config(config: dict[str, Any], tmp_path: Path) -> None:
+    """promtool on /etc/prometheus as the container sees it: the deployment's config, its
+    rules and the compose target files (which promtool parses); a bad target file fails."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: run scripts/bootstrap.sh"
+    root = mounted_tree(config, "prometheus", tmp_path / "good")
+    command = [promtool, "check", "config", str(root / "etc/prometheus/prometheus.yml")]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "1 rule files found" in done.stdout, done.stdout
+    broken = mounted_tree(config, "prometheus", tmp_path / "broken")
+    targets = broken / "etc/prometheus/targets"
+    targets.unlink()
+    shutil.copytree(TARGETS, targets)
+    (targets / "bad.json").write_text('[{"targets": ["x:8000"], "label": {}}]')
+    command[-1] = str(broken / "etc/prometheus/prometheus.yml")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode != 0 and "unknown field" in done.stdout + done.stderr, done.stdout
 
 
 # --- the PostgreSQL init script ----------------------------------------------------------
