@@ -15,8 +15,10 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from core.config import Settings
 from devinfra.postgres import PostgresServer
@@ -284,6 +286,35 @@ def test_prometheus_loads_the_mounted_config(config: dict[str, Any], tmp_path: P
     command[-1] = str(broken / "etc/prometheus/prometheus.yml")
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode != 0 and "unknown field" in done.stdout + done.stderr, done.stdout
+
+
+def targets(config: dict[str, Any], service: str) -> set[str]:
+    return {volume["target"] for volume in config["services"][service].get("volumes", [])}
+
+
+def test_observability_files_and_containers_line_up(config: dict[str, Any]) -> None:
+    """Where deploy/observability's files expect things is where the containers have them."""
+    services = config["services"]
+    observability = ROOT / "deploy" / "observability"
+    provider = yaml.safe_load((observability / "grafana/provisioning/dashboards/dashboards.yml")
+                              .read_text())["providers"][0]
+    assert provider["options"]["path"] in targets(config, "grafana")
+    for source in yaml.safe_load((observability / "grafana/provisioning/datasources/"
+                                  "datasources.yml").read_text())["datasources"]:
+        assert urlsplit(source["url"]).hostname in services, source["url"]
+    collector = yaml.safe_load((observability / "otel-collector/config.yaml").read_text())
+    assert str(Path(collector["exporters"]["file/traces"]["path"]).parent) in targets(
+        config, "otel-collector")
+    assert "/etc/otelcol-contrib/config.yaml" in targets(config, "otel-collector")
+    otlp_http = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    endpoint = urlsplit(services["user"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert endpoint.hostname == "otel-collector" and otlp_http.endswith(f":{endpoint.port}")
+    filebeat = yaml.safe_load((observability / "elk/filebeat.yml").read_text())
+    containers = next(i for i in filebeat["filebeat.inputs"] if i["id"] == "kfm-containers")
+    assert containers["enabled"] == "${KFM_CONTAINER_LOGS:false}"
+    assert services["filebeat"]["environment"]["KFM_CONTAINER_LOGS"] == "true"
+    assert all(Path(path).parent.parent.as_posix() in targets(config, "filebeat")
+               for path in containers["paths"])
 
 
 # --- the PostgreSQL init script ----------------------------------------------------------
