@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,11 @@ from tests.deploy.helm_render import (
     HELM_DIR,
     KUBE_VERSIONS,
     NAMESPACE,
+    ROOT,
     VALUES_DIR,
     Manifest,
     Release,
+    helm,
     lint,
     one,
     releases,
@@ -414,3 +419,51 @@ def test_the_services_bootstrap_from_the_kafka_chart() -> None:
         settings = config_map(rendered(release), "gateway" if release.chart == "gateway"
                               else release.name)
         assert settings["KAFKA_BOOTSTRAP_SERVERS"] == f"{client['metadata']['name']}:9092"
+
+
+# --- deploy.sh -----------------------------------------------------------------------------------
+
+
+def deploy_script(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(root / "deploy" / "helm" / "deploy.sh"), *args],
+                          env={**os.environ, "HELM": helm()}, capture_output=True, text=True,
+                          check=False, timeout=120)
+
+
+def test_deploy_script_renders_every_release(tmp_path: Path) -> None:
+    done = deploy_script(ROOT, "--render", str(tmp_path), "-t", "1.2.3", "-n", NAMESPACE)
+    assert done.returncode == 0, done.stderr
+    assert {path.stem for path in tmp_path.glob("*.yaml")} == set(RELEASES)
+    images = {c["image"] for path in tmp_path.glob("*.yaml")
+              for doc in yaml.safe_load_all(path.read_text()) if doc
+              for c in doc.get("spec", {}).get("template", {}).get("spec", {}).get(
+                  "containers", [])}
+    assert images == {f"kfm/{name}:1.2.3" for name in [*services(), "gateway"]} | {
+        f"apache/kafka:{DEFAULT_KAFKA_VERSION}"}
+
+
+def test_deploy_script_refuses_a_service_without_values(tmp_path: Path) -> None:
+    """A new services/<name>/main.py is deployed too (the list is derived): without its values
+    file the script stops, naming it."""
+    shutil.copytree(HELM_DIR, tmp_path / "deploy" / "helm")
+    (tmp_path / "gateway").mkdir()
+    shutil.copy(ROOT / "gateway" / "routes.toml", tmp_path / "gateway")
+    for name in [*services(), "newsvc"]:
+        (tmp_path / "services" / name).mkdir(parents=True)
+        (tmp_path / "services" / name / "main.py").touch()
+    done = deploy_script(tmp_path, "--render", str(tmp_path / "out"))
+    assert done.returncode != 0
+    assert "deploy/helm/values/newsvc.yaml is missing" in done.stderr
+    (tmp_path / "deploy" / "helm" / "values" / "newsvc.yaml").write_text(
+        (VALUES_DIR / "user.yaml").read_text().replace("user", "newsvc"))
+    done = deploy_script(tmp_path, "--render", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "name: newsvc" in (tmp_path / "out" / "newsvc.yaml").read_text()
+
+
+def test_deploy_script_passes_shellcheck() -> None:
+    found = shutil.which("shellcheck")
+    assert found, "shellcheck not found: scripts/bootstrap.sh installs it (Debian package)"
+    done = subprocess.run([found, str(HELM_DIR / "deploy.sh")], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stdout
