@@ -45,8 +45,9 @@ from tests.deploy.helm_render import (
 RELEASES = {release.name: release for release in releases()}
 SERVICE_RELEASES = [RELEASES[name] for name in services()]
 APP_RELEASES = [*SERVICE_RELEASES, RELEASES["gateway"]]
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|DATABASE_URL|REDIS_URL|SIGNING_KEY",
-                         re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"PASSWORD|SECRET|PRIVATE|TOKEN$|API_KEY|DATABASE_URL|REDIS_URL|SIGNING_KEY", re.IGNORECASE)
+"""Names of settings that hold a secret (the schemas refuse the same under `config`)."""
 FAKE_DATABASE_URL = "postgresql+asyncpg://svc@postgres:5432/svc"  # no password: not a secret
 
 
@@ -149,6 +150,7 @@ BROKEN_SERVICE_VALUES = {
     "limits missing": {"resources": {"limits": None}},
     "an unknown key": {"replicass": 3},
     "a secret in config": {"config": {"DATABASE_URL": FAKE_DATABASE_URL}},
+    "a password in config": {"config": {"KAFKA_SASL_PASSWORD": "hunter2"}},
     "no existing Secret": {"existingSecret": ""},
     "no name": {"name": ""},
 }
@@ -305,7 +307,8 @@ def test_the_settings_load_in_production(release: Release, monkeypatch: pytest.M
     loaded = service_settings_class(release.name)(_env_file=None)
     assert (loaded.service_name, loaded.registry_backend) == (release.name, "dns")
     assert loaded.kafka_topic_replication_factor == 3
-    assert (loaded.jwks_url is None) == (release.name == "auth")
+    issuer = release.name == "auth"  # verifies with its own keys, issues its own tokens
+    assert (loaded.jwks_url is None, loaded.auth_token_url is None) == (issuer, issuer)
 
 
 def service_settings_class(name: str) -> type[Settings]:

@@ -50,6 +50,9 @@ migration Job's env (a pre-install hook runs before the ConfigMap exists). */}}
 {{- if .Values.jwksUrl }}
 {{- $_ := set $settings "JWKS_URL" .Values.jwksUrl }}
 {{- end }}
+{{- if .Values.authTokenUrl }}
+{{- $_ := set $settings "AUTH_TOKEN_URL" .Values.authTokenUrl }}
+{{- end }}
 {{- range $key, $value := .Values.config }}
 {{- $_ := set $settings $key (toString $value) }}
 {{- end }}
