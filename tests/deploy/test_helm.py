@@ -225,21 +225,26 @@ def test_probes_on_the_health_routes(release: Release) -> None:
 @pytest.mark.parametrize("release", [*APP_RELEASES, RELEASES["kafka"]], ids=ids(
     [*APP_RELEASES, RELEASES["kafka"]]))
 def test_requests_limits_and_non_root(release: Release) -> None:
-    manifests = rendered(release)
-    kind = "StatefulSet" if release.chart == "kafka" else "Deployment"
-    spec = pod_spec(manifests, kind)
-    assert spec["securityContext"]["runAsNonRoot"] is True
-    assert spec["securityContext"]["runAsUser"] != 0
-    assert spec["automountServiceAccountToken"] is False
-    for container in spec["containers"]:
-        for bound in ("requests", "limits"):
-            assert set(container["resources"][bound]) == {"cpu", "memory"}, container["name"]
-        assert container["securityContext"]["allowPrivilegeEscalation"] is False
-        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
-        if release.chart != "kafka":  # Kafka's start script writes its config files
-            assert container["securityContext"]["readOnlyRootFilesystem"] is True
-            mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
-            assert {"/data", "/tmp"} <= mounts
+    """Every pod the release makes (the migration Job's too)."""
+    workloads = [m for m in rendered(release)
+                 if m["kind"] in {"Deployment", "StatefulSet", "Job"}]
+    assert workloads
+    for workload in workloads:
+        spec = workload["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] != 0
+        assert spec["automountServiceAccountToken"] is False
+        for container in spec["containers"]:
+            where = f"{workload['kind']} {container['name']}"
+            for bound in ("requests", "limits"):
+                assert set(container["resources"][bound]) == {"cpu", "memory"}, where
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            if release.chart != "kafka":  # Kafka's start script writes its config files
+                assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
+                mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+                assert "/tmp" in mounts, where
+                assert workload["kind"] != "Deployment" or "/data" in mounts, where
 
 
 @pytest.mark.parametrize("release", releases(), ids=ids(releases()))
