@@ -256,7 +256,7 @@ def test_no_secret_values_in_the_render(release: Release) -> None:
             assert not [k for k in manifest["data"] if SECRET_NAME.search(k)], manifest
         for container in manifest.get("spec", {}).get("template", {}).get("spec", {}).get(
                 "containers", []):
-            named = [env["name"] for env in container.get("env", []) if "value" in env]
+            named = [env["name"] for env in container.get("env", []) if env.get("value")]
             assert not [name for name in named if SECRET_NAME.search(name)], named
 
 
@@ -362,9 +362,11 @@ def test_the_gateway_reads_its_routes_from_the_config_map(monkeypatch: pytest.Mo
     mount = next(m for m in container["volumeMounts"] if m["name"] == "routes")
     assert settings["GATEWAY_ROUTES_FILE"] == f"{mount['mountPath']}/routes.toml"
     assert "subPath" not in mount, "a subPath mount never sees the table change"
-    for key, value in settings.items():
+    # As in the container: the image's environment, then the ConfigMap, then `env`.
+    image_env = {"DATABASE_URL": "sqlite+aiosqlite:////data/gateway.db"}  # the Dockerfile's
+    inline = {env["name"]: env["value"] for env in container["env"]}
+    for key, value in {**image_env, **settings, **inline}.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
     loaded = GatewaySettings(_env_file=None)
     assert (loaded.environment, loaded.registry_backend) == ("production", "dns")
 
