@@ -4,25 +4,33 @@
 # repository's route table. The Secrets the values files name must exist first
 # (deploy/helm/README.md).
 #
-#   deploy/helm/deploy.sh [-n NAMESPACE] [-t TAG] [--render DIR]
+#   deploy/helm/deploy.sh [-n NAMESPACE] [-t TAG] [-r REGISTRY] [--render DIR]
 #
-# -t: the image tag (kfm/<name>:TAG, default dev). --render DIR: write each release's
-# manifests to DIR/<name>.yaml with `helm template` instead of installing (no cluster needed).
+# -t: the image tag (kfm/<name>:TAG, default dev). -r: pull REGISTRY/<name>:TAG instead (e.g.
+# ghcr.io/acme/kfm). --render DIR: write each release's manifests to DIR/<name>.yaml with
+# `helm template` instead of installing (no cluster needed).
 # HELM: the helm binary (default: helm on PATH; `python -m devinfra.tools path helm` builds one).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
-namespace=default tag=dev render=
+namespace=default tag=dev registry='' render=''
 while [ $# -gt 0 ]; do
   case "$1" in
     -n|--namespace) namespace=$2; shift 2 ;;
     -t|--tag) tag=$2; shift 2 ;;
+    -r|--registry) registry=${2%/}; shift 2 ;;
     --render) render=$2; shift 2 ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "deploy.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
 helm=${HELM:-helm}
+
+# The image arguments of service or gateway NAME.
+image() {
+  printf '%s\n' --set-string "image.tag=$tag"
+  if [ -n "$registry" ]; then printf '%s\n' --set-string "image.repository=$registry/$1"; fi
+}
 
 # release CHART VALUES [helm arguments...]
 release() {
@@ -45,7 +53,9 @@ services=$(for main in services/*/main.py; do basename "$(dirname "$main")"; don
 for name in $services; do
   values=deploy/helm/values/$name.yaml
   [ -f "$values" ] || { echo "deploy.sh: $values is missing" >&2; exit 1; }
-  release "$name" service -f "$values" --set-string "image.tag=$tag"
+  mapfile -t args < <(image "$name")
+  release "$name" service -f "$values" "${args[@]}"
 done
-release gateway gateway -f deploy/helm/values/gateway.yaml --set-string "image.tag=$tag" \
+mapfile -t args < <(image gateway)
+release gateway gateway -f deploy/helm/values/gateway.yaml "${args[@]}" \
   --set-file routes=gateway/routes.toml

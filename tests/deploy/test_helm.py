@@ -450,6 +450,10 @@ def test_deploy_script_renders_every_release(tmp_path: Path) -> None:
                   "containers", [])}
     assert images == {f"kfm/{name}:1.2.3" for name in [*services(), "gateway"]} | {
         f"apache/kafka:{DEFAULT_KAFKA_VERSION}"}
+    done = deploy_script(ROOT, "--render", str(tmp_path), "-t", "2", "-r", "ghcr.io/acme/")
+    assert done.returncode == 0, done.stderr
+    assert 'image: "ghcr.io/acme/gateway:2"' in (tmp_path / "gateway.yaml").read_text()
+    assert 'image: "ghcr.io/acme/user:2"' in (tmp_path / "user.yaml").read_text()
 
 
 def test_deploy_script_refuses_a_service_without_values(tmp_path: Path) -> None:
