@@ -512,9 +512,18 @@ async def test_the_next_batch_finds_held_keys_through_the_failing_rows_index(
         await db.dispose()
 
 
-async def test_kafka_down_for_30s_while_writes_continue_loses_nothing(
+# Longer than what an outage crosses on the way: the consumer's session timeout
+# (SESSION_TIMEOUT_MS, 10 s), librdkafka's longest reconnect backoff (10 s) and the relay's
+# lease (10 s). It was 30 s; the extra 15 s proved nothing more and cost 30 s of CI.
+OUTAGE = 15.0
+
+
+async def test_kafka_down_while_writes_continue_loses_nothing(
     db: Database, db_url: str, kafka: Any, kafka_config: KafkaConfig, tmp_path: Any
 ) -> None:
+    """Kafka goes away for OUTAGE seconds while a consumer in its group is applying events and
+    writes go on; once it returns, every event is published and applied once, in order per
+    key."""
     topic, writer = await _topic(kafka_config), _writer()
     consumer_db = await create_schema(f"sqlite+aiosqlite:///{tmp_path / 'consumer.db'}")
     consumer = KafkaEventBus(KafkaConfig(kafka.bootstrap_servers, unique("c"), unique("g")),
@@ -525,13 +534,14 @@ async def test_kafka_down_for_30s_while_writes_continue_loses_nothing(
         await ctx.session.execute(insert(effects).values(
             event_id=str(event.event_id), account_id=event.data.account_id, seq=event.data.seq))
 
-    consumer.subscribe(topic, apply)
+    subscription = consumer.subscribe(topic, apply)
     producer = KafkaProducer(kafka_config)
     await producer.start()
     relay = OutboxRelay(db, producer, metadata, owner="relay", poll_interval=0.2)
     writer.on_commit(relay.notify)
     await relay.start()
     await consumer.start()
+    await subscription.wait_assigned()
     seq: dict[str, int] = collections.defaultdict(int)
 
     async def write(n: int) -> None:
@@ -542,22 +552,27 @@ async def test_kafka_down_for_30s_while_writes_continue_loses_nothing(
             seq[account] += 1
             await asyncio.sleep(0.02)
 
+    async def applied() -> list[Any]:
+        async with consumer_db.session() as session:
+            return list((await session.execute(
+                select(effects.c.account_id, effects.c.seq, effects.c.event_id)
+                .order_by(effects.c.n))).all())
+
+    async def applied_at_least(n: int) -> bool:
+        return len(await applied()) >= n
+
     try:
         await write(50)
+        # The whole path works before it breaks: published, consumed, applied.
+        await eventually(lambda: applied_at_least(50), timeout=30, what="the first 50 applied")
         await asyncio.to_thread(kafka.stop)
-        outage_end = time.monotonic() + 30
+        outage_end = time.monotonic() + OUTAGE
         while time.monotonic() < outage_end:  # writes go on while Kafka is away
             await write(10)
         await asyncio.to_thread(kafka.restart)
         await write(50)
         written = sum(seq.values())
         await eventually(lambda: relay.published_total >= written, timeout=120)
-
-        async def applied() -> list[Any]:
-            async with consumer_db.session() as session:
-                return list((await session.execute(
-                    select(effects.c.account_id, effects.c.seq, effects.c.event_id)
-                    .order_by(effects.c.n))).all())
 
         deadline = time.monotonic() + 120
         while len(rows := await applied()) < written:
