@@ -74,7 +74,8 @@ ensure_engine() {
 }
 
 # kfm/python:3.11-bookworm: Debian bookworm's Python 3.11, venv (for pip in the build stage)
-# and CA certificates on a minimal Debian, no package cache or index.
+# and CA certificates on a minimal Debian (debootstrap's minbase: no compiler), without package
+# caches, index, documentation or translations.
 ensure_base() {
     if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
         say "base: $BASE_IMAGE (cached)"
@@ -93,7 +94,10 @@ ensure_base() {
         rm -rf "$dir"
         fail "debootstrap (log above, $CACHE/debootstrap.log)"
     fi
-    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/var/log/*.log
+    # What a container never reads: documentation, manuals, translations, package caches.
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/var/log/*.log \
+        "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/info/* \
+        "$dir"/usr/share/locale/* "$dir"/var/cache/debconf/*-old
     tar -C "$dir" -c . | docker import \
         --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["python3"]' - "$BASE_IMAGE" >/dev/null
@@ -131,7 +135,7 @@ smoke() {
         -e REGISTRY_BACKEND=static -e JWKS_URL=http://127.0.0.1:9/.well-known/jwks.json \
         "kfm/$name:$TAG" >/dev/null
     # shellcheck disable=SC2064  # expand now: the name is fixed
-    trap "docker rm -f $container >/dev/null 2>&1 || true" EXIT
+    trap "docker rm -f -v $container >/dev/null 2>&1 || true" EXIT
     for i in $(seq 1 60); do
         status="$(docker inspect -f '{{.State.Health.Status}}' "$container" 2>/dev/null || echo gone)"
         [[ $status == healthy || $status == unhealthy || $status == gone ]] && break
@@ -142,7 +146,7 @@ smoke() {
         fail "kfm/$name:$TAG not healthy after ${i}s: $status (its log above)"
     fi
     say "smoke: kfm/$name:$TAG healthy after $(($(now) - start))s"
-    docker rm -f "$container" >/dev/null
+    docker rm -f -v "$container" >/dev/null
     trap - EXIT
 }
 
