@@ -48,8 +48,8 @@ COPY core /code/core
 COPY services /code/services
 COPY gateway /code/gateway
 ARG SERVICE
-# Keep only SERVICE's code (no other service; tests are not in the context, .dockerignore),
-# compile it, and write the command that serves it.
+# Keep only SERVICE's code (no other service, no tests: .dockerignore leaves them out of the
+# context already) and write the command that serves it.
 WORKDIR /code
 RUN set -eu; \
     case "${SERVICE:-}" in \
@@ -66,9 +66,11 @@ RUN set -eu; \
       find services -mindepth 1 -maxdepth 1 ! -name __init__.py ! -name "${SERVICE}" \
         -exec rm -rf {} +; \
     fi; \
-    /app/.venv/bin/python -m compileall -q .; \
+    find . -type d -name tests -prune -exec rm -rf {} +; \
     printf '#!/bin/sh\nexec python -m %s "$@"\n' "$module" > serve; \
     chmod 755 serve
+# Compiled here: the final stage's user cannot write __pycache__ next to root-owned code.
+RUN /app/.venv/bin/python -m compileall -q /code
 
 FROM ${BASE_IMAGE}
 ARG PORT=8000
