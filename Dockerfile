@@ -86,6 +86,6 @@ USER 10001
 WORKDIR /app
 VOLUME ["/data"]
 EXPOSE ${PORT}
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:' + os.environ['SERVICE_PORT'] + '/health/live', timeout=2)"]
 CMD ["/app/serve"]

@@ -39,6 +39,7 @@ done
 say() { echo "images: $*"; }
 fail() { echo "images: FAILED: $*" >&2; exit 1; }
 now() { date +%s; }
+megabytes() { echo "$(($(docker image inspect -f '{{.Size}}' "$1") / 1000000)) MB"; }
 
 # Every directory of services/ with a main.py is a service; the gateway is built too.
 all_names() {
@@ -78,7 +79,7 @@ ensure_engine() {
 # caches, index, documentation or translations.
 ensure_base() {
     if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-        say "base: $BASE_IMAGE (cached)"
+        say "base: $BASE_IMAGE (cached, $(megabytes "$BASE_IMAGE"))"
         return
     fi
     [[ $BASE_IMAGE == kfm/python:3.11-bookworm ]] \
@@ -99,10 +100,10 @@ ensure_base() {
         "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/info/* \
         "$dir"/usr/share/locale/* "$dir"/var/cache/debconf/*-old
     tar -C "$dir" -c . | docker import \
-        --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change "ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/bin" \
         --change 'CMD ["python3"]' - "$BASE_IMAGE" >/dev/null
     rm -rf "$dir"
-    say "base: built in $(($(now) - start))s"
+    say "base: built in $(($(now) - start))s, $(megabytes "$BASE_IMAGE")"
 }
 
 extra_ca() {
@@ -137,7 +138,8 @@ smoke() {
     # shellcheck disable=SC2064  # expand now: the name is fixed
     trap "docker rm -f -v $container >/dev/null 2>&1 || true" EXIT
     for i in $(seq 1 60); do
-        status="$(docker inspect -f '{{.State.Health.Status}}' "$container" 2>/dev/null || echo gone)"
+        status="$(docker inspect -f '{{.State.Health.Status}}' "$container" 2>/dev/null \
+            || echo gone)"
         [[ $status == healthy || $status == unhealthy || $status == gone ]] && break
         sleep 1
     done
@@ -151,6 +153,13 @@ smoke() {
 }
 
 mkdir -p "$CACHE"
+# One run at a time per machine (make images and the image tests may overlap): two would both
+# start an engine, or both make the base.
+exec 9>"$CACHE/images.lock"
+if ! flock -n 9; then
+    say "waiting for another scripts/images.sh run"
+    flock 9
+fi
 if [[ ${#only[@]} -eq 0 ]]; then mapfile -t only < <(all_names); fi
 known=" $(all_names | tr '\n' ' ')"
 for name in "${only[@]}"; do
@@ -161,10 +170,7 @@ total=$(now)
 ensure_engine
 ensure_base
 for name in "${only[@]}"; do build "$name"; done
-for name in "${only[@]}"; do
-    size="$(docker image inspect -f '{{.Size}}' "kfm/$name:$TAG")"
-    say "size kfm/$name:$TAG $((size / 1000000)) MB"
-done
+for name in "${only[@]}"; do say "size kfm/$name:$TAG $(megabytes "kfm/$name:$TAG")"; done
 if [[ $SMOKE == 0 ]]; then
     say "smoke: skipped (--no-smoke)"
 elif [[ " ${only[*]} " == *" gateway "* ]]; then

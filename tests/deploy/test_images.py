@@ -78,6 +78,8 @@ def test_holds_no_extra_ca(built: str, name: str) -> None:
                         f"kfm/{name}:{TAG}", "-rlF", line, "/etc", "/usr", "/app", "/opt",
                         "/home", "/tmp", "/var")
         assert result.returncode == 1 and result.stdout == "", (crt, result.stdout)
+        history = docker("history", "--no-trunc", f"kfm/{name}:{TAG}")
+        assert history.returncode == 0 and line not in history.stdout, crt
 
 
 def test_holds_only_its_own_code(built: str) -> None:
