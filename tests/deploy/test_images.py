@@ -1,8 +1,9 @@
 """The images built for real: scripts/images.sh builds user's and the gateway's (starting
 Debian's dockerd and making the base image from Debian's packages when this machine has
 neither yet) and waits until Docker reports a gateway container healthy. Then: both run as uid
-10001, hold no uv, pip, compiler or extra CA certificate, only their own code, and user's app
-assembles; a container whose /health/live does not answer turns unhealthy.
+10001, hold no uv, pip, compiler or extra CA certificate, only their own code; user's app
+assembles, and its container becomes healthy against the tests' Kafka broker; a container
+whose /health/live does not answer turns unhealthy.
 
 An engine that cannot start or a failed build fails these tests with the script's reason,
 never skips them. Cost (2 cores): about 3 minutes the first time on a machine (debootstrap,
@@ -19,6 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from devinfra.kafka import KafkaBroker
+from devinfra.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("user", "gateway")
@@ -96,6 +100,36 @@ def test_the_service_app_assembles(built: str) -> None:
     assert out.strip().endswith("assembled")
 
 
+def health(container: str, timeout: float) -> str:
+    """Docker's health status once it leaves `starting` (or at the deadline)."""
+    status = "starting"
+    deadline = time.monotonic() + timeout
+    while status == "starting" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = docker("inspect", "-f", "{{.State.Health.Status}}", container).stdout.strip()
+    return status
+
+
+def test_a_service_container_with_kafka_becomes_healthy(built: str,
+                                                        kafka: KafkaBroker) -> None:
+    """user's image as a deployment runs it: the test broker (host network), its topics created
+    at startup, its SQLite file in the /data volume, healthy by its own HEALTHCHECK."""
+    port = free_port()
+    container = f"kfm-user-{uuid.uuid4().hex[:8]}"
+    started = docker("run", "-d", "--name", container, "--network", "host",
+                     "-e", f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}",
+                     "-e", f"SERVICE_PORT={port}", "-e", f"SERVICE_URL=http://127.0.0.1:{port}",
+                     "-e", "JWKS_URL=http://127.0.0.1:9/.well-known/jwks.json",
+                     f"kfm/user:{TAG}")
+    assert started.returncode == 0, started.stderr
+    try:
+        status = health(container, 90)
+        logs = docker("logs", "--tail", "20", container)
+        assert status == "healthy", logs.stdout + logs.stderr
+    finally:
+        docker("rm", "-f", "-v", container)
+
+
 def test_a_dead_health_route_turns_unhealthy(built: str) -> None:
     """The image's own HEALTHCHECK (only its timing shortened) against a server that answers
     404 on /health/live: Docker must report it unhealthy."""
@@ -106,12 +140,6 @@ def test_a_dead_health_route_turns_unhealthy(built: str) -> None:
                      f"kfm/gateway:{TAG}", "-m", "http.server", "8000")
     assert started.returncode == 0, started.stderr
     try:
-        status = "starting"
-        deadline = time.monotonic() + 30
-        while status == "starting" and time.monotonic() < deadline:
-            time.sleep(0.5)
-            status = docker("inspect", "-f", "{{.State.Health.Status}}",
-                            container).stdout.strip()
-        assert status == "unhealthy", status
+        assert health(container, 30) == "unhealthy"
     finally:
         docker("rm", "-f", "-v", container)
