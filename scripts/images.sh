@@ -6,7 +6,7 @@
 #   scripts/images.sh [--only NAME]... [--tag TAG] [--no-smoke]
 #
 # The engine: the running one if `docker info` answers, else this script starts Debian's
-# dockerd (no iptables, no bridge: it only builds and runs network-less containers) and leaves
+# dockerd (no iptables, no bridge: a container gets no network or the host's) and leaves
 # it running, its log in ~/.cache/kfm/dockerd.log.
 # The base: BASE_IMAGE (e.g. python:3.11-slim where a registry is reachable). By default
 # kfm/python:3.11-bookworm, made once from Debian's packages (debootstrap, then docker import)
