@@ -6,7 +6,7 @@ assembles, and its container becomes healthy against the tests' Kafka broker; a 
 whose /health/live does not answer turns unhealthy.
 
 An engine that cannot start or a failed build fails these tests with the script's reason,
-never skips them. Cost (2 cores): about 3 minutes the first time on a machine (debootstrap,
+never skips them (the last test shows it with a dockerd that dies at start). Cost (2 cores): about 3 minutes the first time on a machine (debootstrap,
 then the locked dependencies), about 20 seconds once the base and dependency layers are
 cached (the smoke container's health check is most of it)."""
 
@@ -143,3 +143,22 @@ def test_a_dead_health_route_turns_unhealthy(built: str) -> None:
         assert health(container, 30) == "unhealthy"
     finally:
         docker("rm", "-f", "-v", container)
+
+
+def test_an_engine_that_cannot_start_fails_the_build_with_its_reason(tmp_path: Path) -> None:
+    """No engine answers and dockerd dies at start: the script fails showing dockerd's own
+    words (these tests then fail with them), it never carries on or passes."""
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    (fakes / "docker").write_text("#!/bin/sh\nexit 1\n")
+    (fakes / "dockerd").write_text("#!/bin/sh\necho 'failed to start daemon: no overlay2' >&2\n"
+                                   "exit 1\n")
+    for fake in fakes.iterdir():
+        fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fakes}:{os.environ['PATH']}",
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = subprocess.run(["bash", "scripts/images.sh", "--only", "user"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED: dockerd exited" in result.stderr
+    assert "failed to start daemon: no overlay2" in result.stderr
