@@ -72,6 +72,7 @@ def wire_stack(root: Path, name: str, port: int) -> bool:
     if issuers:
         row.add("after", issuers)
     at = names.index(GATEWAY) if GATEWAY in names else len(names)
+    row.add(tomlkit.nl())
     rows.insert(at, row)
     if GATEWAY in names:
         gateway = rows[at + 1]
@@ -109,19 +110,17 @@ def wire_routes(root: Path, name: str) -> bool:
     import tomlkit
 
     file = root / ROUTES
-    doc = tomlkit.parse(file.read_text())
-    rows = _routes(doc)
-    if any(route.get("name") == name for route in rows):
+    text = file.read_text()
+    if any(route.get("name") == name for route in _routes(tomlkit.parse(text))):
         return False
-    route = tomlkit.table()
-    route.add(tomlkit.comment(f"--- {name} (python -m core create-service {name}): any valid "
-                              "token; the service checks the rest"))
-    route.add("name", name)
-    route.add("prefix", route_prefix(name))
-    route.add("service", name)
-    route.add("rewrite", f"/{name}")
-    rows.append(route)
-    file.write_text(tomlkit.dumps(doc))
+    route = {"name": name, "prefix": route_prefix(name), "service": name,
+             "rewrite": f"/{name}"}
+    # Appended as text (rendered by tomlkit): the file's comments and layout stay as they are.
+    text = (text.rstrip("\n") + f"\n\n# --- {name} (python -m core create-service {name}) "
+            "---\n\n# Any valid token; the service checks the rest.\n"
+            + tomlkit.dumps({"routes": [route]}))
+    _routes(tomlkit.parse(text))  # still a route table
+    file.write_text(text)
     return True
 
 
