@@ -6,6 +6,7 @@ same name is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -53,13 +54,10 @@ async def test_a_generated_service_passes_its_tests_starts_and_answers_via_the_g
 
     started = time.monotonic()
     state = tmp_path / "state"
-    stack = subprocess.Popen(
-        [sys.executable, "-m", "tests.generator.stack_runner", str(state),
-         kafka.bootstrap_servers, "auth", NAME, "gateway"],
-        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
-        stdout=(tmp_path / "stack.log").open("w"), stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "stack.log"
+    stack = start_stack(repo, state, kafka.bootstrap_servers, log)
     try:
-        up = await eventually(lambda: _up(state, stack, tmp_path / "stack.log"), timeout=90,
+        up = await eventually(lambda: asyncio.to_thread(_up, state, stack, log), timeout=90,
                               interval=0.2)
         print(f"stack up: {time.monotonic() - started:.1f}s")
         await _crud_through_the_gateway(f"http://127.0.0.1:{up['ports']['gateway']}",
@@ -73,8 +71,18 @@ async def test_a_generated_service_passes_its_tests_starts_and_answers_via_the_g
             stack.wait()
 
 
-async def _up(state: Path, stack: subprocess.Popen[str], log: Path) -> dict[str, Any] | None:
-    assert stack.poll() is None, f"the stack exited {stack.returncode}:\n{log.read_text()[-5000:]}"
+def start_stack(repo: Path, state: Path, kafka: str, log: Path) -> subprocess.Popen[str]:
+    """The clone's stack runner (its own devinfra, services.toml and routes.toml)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.generator.stack_runner", str(state), kafka, "auth", NAME,
+         "gateway"],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=log.open("w"),
+        stderr=subprocess.STDOUT, text=True)
+
+
+def _up(state: Path, stack: subprocess.Popen[str], log: Path) -> dict[str, Any] | None:
+    """What the stack wrote once ready; fails at once if it exited."""
+    assert stack.poll() is None, f"stack exited {stack.returncode}:\n{log.read_text()[-5000:]}"
     file = state / "up.json"
     return json.loads(file.read_text()) if file.exists() else None
 
