@@ -1,0 +1,116 @@
+"""The generator's edits of the files that list services, on copies of the real ones (and a
+small Compose file of the agreed shape): the new service is there, nothing else changed,
+comments survive, and a second run changes nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.commands import wiring
+from devinfra.stack.specs import load_services, start_order
+from gateway.config import GatewaySettings
+from gateway.routes.file import load_route_table
+from tests.generator.repo import ROOT
+
+COMPOSE = """\
+name: kfm
+services:
+  postgres:
+    image: postgres:16
+    environment:
+      POSTGRES_DATABASES: auth,user
+  user:  # every service's entry is this one with its name
+    build: {context: ., args: {SERVICE: user}}
+    image: kfm/user:dev
+    environment:
+      SERVICE_NAME: user
+      DATABASE_URL: postgresql+asyncpg://postgres@postgres/user
+    volumes:
+      - user-data:/data
+    depends_on:
+      postgres: {condition: service_healthy}
+  gateway:
+    image: kfm/gateway:dev
+    depends_on:
+      user:
+        condition: service_healthy
+volumes:
+  user-data: {}
+"""
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    for path in (wiring.STACK_MANIFEST, wiring.ROUTES):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, tmp_path / path)
+    return tmp_path
+
+
+def test_the_stack_runs_the_new_service_after_auth_and_before_the_gateway(root: Path) -> None:
+    before = (root / wiring.STACK_MANIFEST).read_text()
+    assert wiring.next_port(root) == 8006
+    assert wiring.wire_stack(root, "shop", 8006)
+    specs = {s.name: s for s in load_services(root / wiring.STACK_MANIFEST)}
+    assert specs["shop"].module == "services.shop" and specs["shop"].port == 8006
+    assert specs["shop"].after == ("auth",) and "shop" in specs["gateway"].after
+    waves = [[s.name for s in wave] for wave in start_order(list(specs.values()))]
+    assert waves[-1] == ["gateway"] and "shop" in waves[1]
+    text = (root / wiring.STACK_MANIFEST).read_text()
+    assert "# The one door clients use" in text and text.index('"shop"') < text.index('"gateway"')
+    assert wiring.next_port(root) == 8007
+    assert not wiring.wire_stack(root, "shop", 8006)  # once
+    assert (root / wiring.STACK_MANIFEST).read_text() == text
+    assert text.count("[[services]]") == before.count("[[services]]") + 1
+
+
+def test_the_gateway_routes_the_new_prefix_with_a_token(root: Path) -> None:
+    before = (root / wiring.ROUTES).read_text()
+    assert wiring.route_taken(root, "shop") is None
+    assert wiring.route_taken(root, "users") is not None  # the user service's prefix
+    assert wiring.wire_routes(root, "shop")
+    text = (root / wiring.ROUTES).read_text()
+    assert text.startswith(before.rstrip("\n"))  # appended: every comment as it was
+    table = load_route_table(root / wiring.ROUTES, GatewaySettings())
+    [route] = [r for r in table.routes if r.name == "shop"]
+    assert (route.prefix, route.service, route.rewrite, route.public) == (
+        "/api/shop", "shop", "/shop", False)
+    assert not wiring.wire_routes(root, "shop")
+    assert (root / wiring.ROUTES).read_text() == text
+
+
+def test_compose_gets_a_copy_of_users_entry_its_database_and_the_gateways_wait(
+        tmp_path: Path) -> None:
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE)
+    assert wiring.wire_compose(tmp_path, "shop")
+    text = (tmp_path / "docker-compose.yml").read_text()
+    doc = yaml.safe_load(text)
+    services = doc["services"]
+    assert list(services) == ["postgres", "user", "shop", "gateway"]
+    assert services["shop"] == yaml.safe_load(COMPOSE.replace("user", "shop"))["services"]["shop"]
+    assert services["user"] == yaml.safe_load(COMPOSE)["services"]["user"]  # untouched
+    assert services["gateway"]["depends_on"]["shop"] == {"condition": "service_healthy"}
+    assert services["postgres"]["environment"]["POSTGRES_DATABASES"] == "auth,user,shop"
+    assert "shop-data" in doc["volumes"] and "# every service's entry" in text
+    assert not wiring.wire_compose(tmp_path, "shop")
+    assert (tmp_path / "docker-compose.yml").read_text() == text
+
+
+def test_compose_is_skipped_without_a_file_and_refused_without_users_entry(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert not wiring.wire_compose(tmp_path, "shop")
+    assert "no docker-compose.yml" in capsys.readouterr().out
+    (tmp_path / "docker-compose.yml").write_text("services:\n  gateway: {image: g}\n")
+    with pytest.raises(wiring.WiringError, match="services.user"):
+        wiring.wire_compose(tmp_path, "shop")
+
+
+def test_a_postgres_without_its_database_list_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "docker-compose.yml").write_text(
+        COMPOSE.replace("POSTGRES_DATABASES: auth,user", "POSTGRES_DB: platform"))
+    with pytest.raises(wiring.WiringError, match="POSTGRES_DATABASES"):
+        wiring.wire_compose(tmp_path, "shop")
