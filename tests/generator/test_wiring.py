@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from core.commands import wiring
-from devinfra.stack.specs import load_services, start_order
+from devinfra.stack.specs import StackError, load_services, start_order
 from gateway.config import GatewaySettings
 from gateway.routes.file import load_route_table
 from tests.generator.repo import ROOT
@@ -114,3 +114,11 @@ def test_a_postgres_without_its_database_list_is_refused(tmp_path: Path) -> None
         COMPOSE.replace("POSTGRES_DATABASES: auth,user", "POSTGRES_DB: platform"))
     with pytest.raises(wiring.WiringError, match="POSTGRES_DATABASES"):
         wiring.wire_compose(tmp_path, "shop")
+
+
+def test_a_wrong_manifest_row_names_itself(tmp_path: Path) -> None:
+    manifest = tmp_path / "services.toml"
+    manifest.write_text('[[services]]\nname = "auth"\nport = 8001\n\n'
+                        '[[services]]\nname = "shop"\ncolour = "red"\n')
+    with pytest.raises(StackError, match=r"row 2 \('shop'\)"):
+        load_services(manifest)
