@@ -77,7 +77,7 @@ def test_a_taken_port_is_refused(repo: Path) -> None:
 
 
 def test_update_of_a_service_not_generated_is_refused(repo: Path) -> None:
-    with pytest.raises(GeneratorError, match="copier-answers.user.yml not found"):
+    with pytest.raises(GeneratorError, match=r"copier-answers\.user\.yml not found"):
         update(repo, "user")
 
 

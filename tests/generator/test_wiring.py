@@ -105,7 +105,7 @@ def test_compose_is_skipped_without_a_file_and_refused_without_users_entry(
     assert not wiring.wire_compose(tmp_path, "shop")
     assert "no docker-compose.yml" in capsys.readouterr().out
     (tmp_path / "docker-compose.yml").write_text("services:\n  gateway: {image: g}\n")
-    with pytest.raises(wiring.WiringError, match="services.user"):
+    with pytest.raises(wiring.WiringError, match=r"services\.user"):
         wiring.wire_compose(tmp_path, "shop")
 
 
