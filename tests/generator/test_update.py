@@ -26,8 +26,8 @@ def test_update_merges_the_template_into_a_locally_edited_service(tmp_path: Path
     create(repo, "shop")  # in-process: the command itself is run by test_generate.py
     commit(repo, "create-service shop")
     service = repo / "services/shop"
-    with (service / "rules.py").open("a") as rules:  # the service's own code
-        rules.write("\n\nMAX_ITEMS = 500\n")
+    with (service / "rules.py").open("a") as local:  # the service's own code
+        local.write("\n\nMAX_ITEMS = 500\n")
     commit(repo, "shop: a local edit")
     edit(repo / TEMPLATE / "config.py.jinja", "    service_port: int",
          "    page_size: int = Field(default=20, ge=1, le=100)\n    service_port: int")
