@@ -14,8 +14,16 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
 
 
 def clone(tmp: Path) -> Path:
+    """This repository's last commit plus the uncommitted changes of its tracked files (a
+    template being edited is tested as it is), committed: copier wants a clean repository."""
     repo = tmp / "repo"
     git(ROOT, "clone", "-q", str(ROOT), str(repo))
+    changes = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    if changes:
+        subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=repo, input=changes,
+                       check=True)
+        commit(repo, "the uncommitted changes")
     return repo
 
 
