@@ -5,7 +5,6 @@ survive, and a second call for the same name changes nothing."""
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,103 +124,132 @@ def wire_routes(root: Path, name: str) -> bool:
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------
+#
+# Compose entries are copied as TEXT, located by ruamel.yaml's parse (the line of each key):
+# a dump would re-flow the file's hand-wrapped lists and expand its `<<: *anchor` merges into
+# the copy. The result is parsed again and checked to be the user entry with the new name.
 
 
-def _yaml() -> Any:
-    from ruamel.yaml import YAML  # only the compose wiring needs it
-
-    yaml = YAML()  # round trip: comments, order and anchors survive
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap a long line
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    return yaml
+def _word(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])")
 
 
-def _renamed(node: Any, old: str, new: str) -> Any:
-    """A deep copy of `node` with `old` replaced by `new` wherever it stands as a word in a
-    string (image, SERVICE build argument, database name, volume...)."""
-    word = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(old)}(?![A-Za-z0-9_])")
-    node = copy.deepcopy(node)
+def _load(text: str) -> Any:
+    from ruamel.yaml import YAML  # a dev dependency, like tomlkit
 
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return type(value)(word.sub(new, value)) if word.search(value) else value
-        if isinstance(value, dict):
-            for key in list(value):
-                value[key] = walk(value[key])
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                value[index] = walk(item)
-        return value
-
-    return walk(node)
+    return YAML().load(text)
 
 
-def _add_database(postgres: Any, name: str) -> None:
-    env = postgres.get("environment") if isinstance(postgres, dict) else None
-    if isinstance(env, dict) and "POSTGRES_DATABASES" in env:
-        names = [n for n in str(env["POSTGRES_DATABASES"]).split(",") if n]
-        if name not in names:
-            env["POSTGRES_DATABASES"] = ",".join([*names, name])
-        return
-    if isinstance(env, list):
-        for index, item in enumerate(env):
-            key, sep, value = str(item).partition("=")
-            if key == "POSTGRES_DATABASES" and sep:
-                names = [n for n in value.split(",") if n]
-                if name not in names:
-                    env[index] = f"{key}={','.join([*names, name])}"
-                return
-    raise WiringError(f"{COMPOSE}: the postgres service has no POSTGRES_DATABASES entry")
+def _block(lines: list[str], mapping: Any, key: str) -> tuple[int, int]:
+    """The lines [start, end) of `key`'s entry in `mapping`: its key line and every line
+    indented deeper (trailing blank and comment lines left to whatever follows)."""
+    start, column = _lc(mapping).key(key)
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip()
+                                or len(lines[end]) - len(lines[end].lstrip()) > column):
+        end += 1
+    while end > start + 1 and (not lines[end - 1].strip()
+                               or lines[end - 1].lstrip().startswith("#")):
+        end -= 1
+    return start, end
+
+
+def _lc(node: Any) -> Any:
+    """ruamel.yaml's position record of a parsed mapping or list (0-based lines, columns)."""
+    return node.lc
+
+
+def _renamed(lines: list[str], old: str, new: str) -> list[str]:
+    word = _word(old)
+    return [word.sub(new, line) for line in lines]
 
 
 def wire_compose(root: Path, name: str) -> bool:
     """Add `name`'s Compose service, a copy of `user`'s with the name replaced, before the
-    gateway; the gateway depends on it; postgres creates its database. False (and a note)
-    when there is no docker-compose.yml, or the service is in it already."""
+    gateway; the gateway depends on it; postgres creates its database; a `user-data` volume
+    gets its twin. False (and a note) when there is no docker-compose.yml, or the service is
+    in it already."""
     file = root / COMPOSE
     if not file.exists():
         print(f"note: no {COMPOSE}; skipped wiring {name} into Compose")
         return False
-    yaml = _yaml()
-    doc = yaml.load(file.read_text())
-    found = doc.get("services") if isinstance(doc, dict) else None
-    if not isinstance(found, dict) or TEMPLATE_SERVICE not in found:
+    text = file.read_text()
+    doc: Any = _load(text)
+    services: Any = doc.get("services") if isinstance(doc, dict) else None
+    if not isinstance(services, dict) or TEMPLATE_SERVICE not in services:
         raise WiringError(f"{COMPOSE}: no services.{TEMPLATE_SERVICE} entry to copy")
-    services: Any = found  # a ruamel CommentedMap: it has insert()
     if name in services:
         return False
-    entry = _renamed(services[TEMPLATE_SERVICE], TEMPLATE_SERVICE, name)
-    keys = list(services)
-    services.insert(keys.index(GATEWAY) if GATEWAY in keys else len(keys), name, entry)
+    lines = text.splitlines()
+    edits: list[tuple[int, list[str]]] = []  # (insert before line, lines)
+    start, end = _block(lines, services, TEMPLATE_SERVICE)
+    entry = ["", *_renamed(lines[start:end], TEMPLATE_SERVICE, name)]
     if GATEWAY in services:
-        _add_dependency(services[GATEWAY], name, services[GATEWAY].get("depends_on"))
-    if "postgres" in services:
-        _add_database(services["postgres"], name)
-    _copy_volumes(doc, name)
-    with file.open("w") as out:
-        yaml.dump(doc, out)
+        at = _lc(services).key(GATEWAY)[0]
+        while at > 0 and lines[at - 1].lstrip().startswith("#"):  # the gateway's comment
+            at -= 1
+        edits.append((at, [*entry[1:], ""]))
+        edits.append(_gateway_dependency(lines, services[GATEWAY], name))
+    else:
+        edits.append((end, entry))
+    volumes: Any = doc.get("volumes")
+    if isinstance(volumes, dict):
+        for key in [k for k in volumes if _word(TEMPLATE_SERVICE).search(str(k))]:
+            twin = _word(TEMPLATE_SERVICE).sub(name, str(key))
+            if twin not in volumes:
+                v_start, v_end = _block(lines, volumes, key)
+                edits.append((v_end, _renamed(lines[v_start:v_end], TEMPLATE_SERVICE, name)))
+    _add_database(lines, services.get("postgres"), name)  # in place: no line moves
+    for at, added in sorted(edits, key=lambda edit: edit[0], reverse=True):
+        lines[at:at] = added
+    result = "\n".join(lines) + "\n"
+    _check(text, result, name)
+    file.write_text(result)
     return True
 
 
-def _add_dependency(gateway: Any, name: str, depends: Any) -> None:
-    if isinstance(depends, dict):
-        like = depends.get(TEMPLATE_SERVICE) or {"condition": "service_healthy"}
-        depends[name] = copy.deepcopy(like)
-    elif isinstance(depends, list):
-        depends.append(name)
-    else:
-        gateway["depends_on"] = {name: {"condition": "service_healthy"}}
+def _gateway_dependency(lines: list[str], gateway: Any, name: str) -> tuple[int, list[str]]:
+    depends: Any = gateway.get("depends_on") if isinstance(gateway, dict) else None
+    if isinstance(depends, dict) and TEMPLATE_SERVICE in depends:
+        start, end = _block(lines, depends, TEMPLATE_SERVICE)
+        return end, _renamed(lines[start:end], TEMPLATE_SERVICE, name)
+    if isinstance(depends, list) and TEMPLATE_SERVICE in depends:
+        at = _lc(depends).item(depends.index(TEMPLATE_SERVICE))[0]
+        return at + 1, _renamed(lines[at:at + 1], TEMPLATE_SERVICE, name)
+    raise WiringError(f"{COMPOSE}: the gateway's depends_on does not list {TEMPLATE_SERVICE}")
 
 
-def _copy_volumes(doc: Any, name: str) -> None:
-    """Named volumes of `user`'s (`user-data`) get a `<name>-data` twin."""
-    volumes = doc.get("volumes")
-    if not isinstance(volumes, dict):
+def _add_database(lines: list[str], postgres: Any, name: str) -> None:
+    """Append `name` to postgres's POSTGRES_DATABASES line (mapping or list form)."""
+    env: Any = postgres.get("environment") if isinstance(postgres, dict) else None
+    if postgres is None:
         return
-    word = re.compile(rf"(?<![A-Za-z0-9_]){TEMPLATE_SERVICE}(?![A-Za-z0-9_])")
-    for key in list(volumes):
-        if word.search(str(key)):
-            twin = word.sub(name, str(key))
-            if twin not in volumes:
-                volumes[twin] = copy.deepcopy(volumes[key])
+    if isinstance(env, dict) and "POSTGRES_DATABASES" in env:
+        at = _lc(env).key("POSTGRES_DATABASES")[0]
+    elif isinstance(env, list) and any(str(i).startswith("POSTGRES_DATABASES=") for i in env):
+        at = _lc(env).item([str(i).startswith("POSTGRES_DATABASES=") for i in env].index(True))[0]
+    else:
+        raise WiringError(f"{COMPOSE}: the postgres service has no POSTGRES_DATABASES entry")
+    listed = re.search(r"POSTGRES_DATABASES[=:]\s*[\"']?([A-Za-z0-9_,-]+)", lines[at])
+    if listed is None:
+        raise WiringError(f"{COMPOSE}: cannot read the line {lines[at].strip()!r}")
+    if name not in listed.group(1).split(","):
+        lines[at] = lines[at][:listed.end(1)] + "," + name + lines[at][listed.end(1):]
+
+
+def _check(before: str, after: str, name: str) -> None:
+    """The edited file parses, its new entry is user's with the name replaced, and user's
+    entry is as it was."""
+    old, new = _load(before)["services"], _load(after)["services"]
+    expected = _load(_word(TEMPLATE_SERVICE).sub(name, before))["services"][name]
+    if _plain(new[name]) != _plain(expected) or \
+            _plain(new[TEMPLATE_SERVICE]) != _plain(old[TEMPLATE_SERVICE]):
+        raise WiringError(f"{COMPOSE}: the copy of {TEMPLATE_SERVICE}'s entry came out wrong")
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node

@@ -4,6 +4,7 @@ comments survive, and a second run changes nothing."""
 
 from __future__ import annotations
 
+import difflib
 import shutil
 from pathlib import Path
 
@@ -18,12 +19,18 @@ from tests.generator.repo import ROOT
 
 COMPOSE = """\
 name: kfm
+x-service: &service
+  restart: unless-stopped
+  healthcheck:
+    test: ["CMD", "python", "-c",
+           "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready')"]
 services:
   postgres:
     image: postgres:16
     environment:
       POSTGRES_DATABASES: auth,user
   user:  # every service's entry is this one with its name
+    <<: *service
     build: {context: ., args: {SERVICE: user}}
     image: kfm/user:dev
     environment:
@@ -33,11 +40,15 @@ services:
       - user-data:/data
     depends_on:
       postgres: {condition: service_healthy}
+
+  # The one door: last.
   gateway:
     image: kfm/gateway:dev
     depends_on:
       user:
         condition: service_healthy
+      auth-admin:
+        condition: service_completed_successfully
 volumes:
   user-data: {}
 """
@@ -91,11 +102,22 @@ def test_compose_gets_a_copy_of_users_entry_its_database_and_the_gateways_wait(
     doc = yaml.safe_load(text)
     services = doc["services"]
     assert list(services) == ["postgres", "user", "shop", "gateway"]
-    assert services["shop"] == yaml.safe_load(COMPOSE.replace("user", "shop"))["services"]["shop"]
+    renamed = yaml.safe_load(COMPOSE.replace("user", "shop"))["services"]["shop"]
+    assert services["shop"] == renamed and services["shop"]["restart"] == "unless-stopped"
     assert services["user"] == yaml.safe_load(COMPOSE)["services"]["user"]  # untouched
+    assert list(services["gateway"]["depends_on"]) == ["user", "shop", "auth-admin"]
     assert services["gateway"]["depends_on"]["shop"] == {"condition": "service_healthy"}
     assert services["postgres"]["environment"]["POSTGRES_DATABASES"] == "auth,user,shop"
-    assert "shop-data" in doc["volumes"] and "# every service's entry" in text
+    assert "shop-data" in doc["volumes"]
+    # Only additions, and the one database line: anchors, wrapped lists, comments all stay.
+    changes = [(op, COMPOSE.splitlines()[i1:i2]) for op, i1, i2, _, _ in difflib.SequenceMatcher(
+        a=COMPOSE.splitlines(), b=text.splitlines(), autojunk=False).get_opcodes()
+        if op != "equal"]
+    assert [op for op, _ in changes if op != "insert"] == ["replace"]
+    assert [old for op, old in changes if op == "replace"] == [
+        ["      POSTGRES_DATABASES: auth,user"]]
+    assert "    <<: *service\n    build: {context: ., args: {SERVICE: shop}}" in text
+    assert text.index("  shop:") < text.index("  # The one door: last.")
     assert not wiring.wire_compose(tmp_path, "shop")
     assert (tmp_path / "docker-compose.yml").read_text() == text
 
@@ -122,3 +144,18 @@ def test_a_wrong_manifest_row_names_itself(tmp_path: Path) -> None:
                         '[[services]]\nname = "shop"\ncolour = "red"\n')
     with pytest.raises(StackError, match=r"row 2 \('shop'\)"):
         load_services(manifest)
+
+
+def test_the_repositorys_own_compose_file_takes_a_new_service(tmp_path: Path) -> None:
+    """On the real docker-compose.yml once it exists (the fixture's shape until then)."""
+    real = ROOT / wiring.COMPOSE
+    before = real.read_text() if real.exists() else COMPOSE
+    (tmp_path / wiring.COMPOSE).write_text(before)
+    assert wiring.wire_compose(tmp_path, "shop")
+    old, new = yaml.safe_load(before)["services"], yaml.safe_load(
+        (tmp_path / wiring.COMPOSE).read_text())["services"]
+    assert set(new) - set(old) == {"shop"} and list(new).index("shop") < list(new).index("gateway")
+    assert {k: v for k, v in new.items() if k not in ("shop", "gateway", "postgres")} == {
+        k: v for k, v in old.items() if k not in ("gateway", "postgres")}
+    assert "shop" in new["gateway"]["depends_on"]
+    assert "shop" in str(new["postgres"]["environment"])
