@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from devinfra.kafka import KafkaBroker
-from tests.generator.repo import clone, commit, core, python
+from tests.generator.repo import ROOT, clone, commit, core, python
 from tests.helpers import eventually
 
 NAME = "shop"
@@ -46,7 +47,8 @@ async def test_a_generated_service_passes_its_tests_starts_and_answers_via_the_g
     started = time.monotonic()
     ok(python(repo, "-m", "pytest", f"services/{NAME}", "-q", "-p", "no:cacheprovider"))
     ok(python(repo, "-m", "ruff", "check", "-q", f"services/{NAME}"))
-    print(f"its tests and ruff: {time.monotonic() - started:.1f}s")
+    ok(python(repo, "-m", "mypy", "--cache-dir", str(mypy_cache(tmp_path)), f"services/{NAME}"))
+    print(f"its tests, ruff and mypy: {time.monotonic() - started:.1f}s")
     commit(repo, f"create-service {NAME}")
 
     refused = core(repo, "create-service", NAME)
@@ -69,6 +71,15 @@ async def test_a_generated_service_passes_its_tests_starts_and_answers_via_the_g
         except subprocess.TimeoutExpired:
             stack.kill()
             stack.wait()
+
+
+def mypy_cache(tmp: Path) -> Path:
+    """A copy of this checkout's mypy cache when there is one (`make lint` ran): the clone's
+    core is the same, so only the new service is checked (1 s instead of 9)."""
+    cache = tmp / "mypy_cache"
+    if (ROOT / ".mypy_cache").is_dir():
+        shutil.copytree(ROOT / ".mypy_cache", cache)
+    return cache
 
 
 def start_stack(repo: Path, state: Path, kafka: str, log: Path) -> subprocess.Popen[str]:
