@@ -130,6 +130,8 @@ def update(root: Path, name: str) -> list[str]:
         raise GeneratorError(f"{answers_file(name)} not found: {name!r} was not made by "
                              "create-service (or its answers file was removed)")
     check_clean(root)
+    if _template_unchanged(root, name):
+        return []
     import copier
 
     with _quiet_copier(), contextlib.chdir(root):
@@ -144,6 +146,17 @@ def update(root: Path, name: str) -> list[str]:
             "the update conflicts with local changes; resolve the conflict markers in:\n  "
             + "\n  ".join(conflicted) + "\nthen commit (or `git checkout -- .` to give up)")
     return changed
+
+
+def _template_unchanged(root: Path, name: str) -> bool:
+    """Whether the template is as it was when the service was last generated or updated
+    (its answers' `_commit`): then there is nothing to merge, and nothing is touched."""
+    found = re.search(r"^_commit: *(\S+)", (root / answers_file(name)).read_text(), re.MULTILINE)
+    if found is None:
+        return False
+    result = subprocess.run(["git", "diff", "--quiet", found.group(1), "HEAD", "--", "template",
+                             "copier.yml"], cwd=root, capture_output=True, check=False)
+    return result.returncode == 0
 
 
 def _changed_files(root: Path) -> list[str]:
@@ -185,4 +198,5 @@ def update_service(
     except (GeneratorError, wiring.WiringError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo("updated: " + (", ".join(changed) if changed else "nothing changed"))
+    typer.echo(f"updated {name}: " + ", ".join(changed) if changed
+               else f"{name} is up to date: the template has not changed since")

@@ -25,6 +25,7 @@ def test_update_merges_the_template_into_a_locally_edited_service(tmp_path: Path
     repo = clone(tmp_path)
     create(repo, "shop")  # in-process: the command itself is run by test_generate.py
     commit(repo, "create-service shop")
+    assert update(repo, "shop") == []  # the template has not changed: nothing touched
     service = repo / "services/shop"
     with (service / "rules.py").open("a") as local:  # the service's own code
         local.write("\n\nMAX_ITEMS = 500\n")
