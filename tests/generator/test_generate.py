@@ -2,7 +2,10 @@
 that passes its own tests and lint, that the clone's `make up` stack (its manifest, cut to
 auth, the new service and the gateway) starts with the others on the session's Kafka, and
 that answers through the gateway with the admin's token; then a second `create-service` of the
-same name is refused."""
+same name is refused.
+
+Measured (2 cores, loaded): create-service 4-6 s, the service's tests, ruff and mypy 8-30 s
+(run while the stack starts), the stack 18-34 s; the test 40-58 s."""
 
 from __future__ import annotations
 
@@ -132,3 +135,5 @@ async def _crud_through_the_gateway(gateway: str, email: str, password: str) -> 
         assert listed.status_code == 200 and listed.json()["meta"]["total"] == 1
         stats = await http.get(f"/api/{NAME}/stats", headers=headers)
         assert stats.status_code == 200 and stats.json()["data"] == {"items": 1}
+        docs = await http.get("/openapi.json")  # the whole API's, merged by the gateway
+        assert docs.status_code == 200 and f"/api/{NAME}/items/{{id}}" in docs.json()["paths"]
