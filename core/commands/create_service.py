@@ -170,7 +170,8 @@ Root = Annotated[Path, typer.Option("--root", help="The repository (default: her
 
 @app.command("create-service")
 def create_service(
-    name: Annotated[str, typer.Argument(help="The new service's name: [a-z][a-z0-9]+.")],
+    name: Annotated[str, typer.Argument(
+        help="The new service's name: lower-case letters and digits, a letter first.")],
     port: Annotated[int | None, typer.Option(
         "--port", min=1, max=65535, help="Its `make up` port (default: the next free one).")
     ] = None,
