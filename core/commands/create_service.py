@@ -144,7 +144,8 @@ def update(root: Path, name: str) -> list[str]:
     if conflicted:
         raise GeneratorError(
             "the update conflicts with local changes; resolve the conflict markers in:\n  "
-            + "\n  ".join(conflicted) + "\nthen commit (or `git checkout -- .` to give up)")
+            + "\n  ".join(conflicted)
+            + "\nthen commit (or `git reset --hard` to give up: the tree was clean)")
     return changed
 
 
