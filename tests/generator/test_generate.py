@@ -39,12 +39,14 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 async def test_a_generated_service_passes_its_tests_starts_and_answers_via_the_gateway(
         tmp_path: Path, kafka: KafkaBroker) -> None:
     repo = clone(tmp_path)
+    share_venv(repo)
     started = time.monotonic()
     out = ok(core(repo, "create-service", NAME))
     print(f"create-service: {time.monotonic() - started:.1f}s")
-    assert "port 8006" in out and "gateway/routes.toml" in out
+    assert "port 8006" in out and "gateway/routes.toml" in out and "docker-compose.yml" in out
     for path in (f"services/{NAME}/main.py", f"services/{NAME}/migrations/env.py",
-                 f"deploy/helm/values/{NAME}.yaml", f"services/.copier-answers.{NAME}.yml"):
+                 f"deploy/helm/values/{NAME}.yaml", f"services/.copier-answers.{NAME}.yml",
+                 f"deploy/compose/prometheus/targets/{NAME}.json"):
         assert (repo / path).is_file(), path
 
     commit(repo, f"create-service {NAME}")
@@ -80,6 +82,19 @@ def own_checks(repo: Path, tmp: Path) -> None:
     ok(python(repo, "-m", "ruff", "check", "-q", "--no-cache", f"services/{NAME}"))
     ok(python(repo, "-m", "mypy", "--cache-dir", str(mypy_cache(tmp)), f"services/{NAME}"))
     print(f"its tests, ruff and mypy: {time.monotonic() - started:.1f}s")
+    started = time.monotonic()
+    # The deploy checks, on the clone's Compose file and Helm values with the new service in:
+    # its entry is user's but for the name, its database, target and release are there.
+    ok(python(repo, "-m", "pytest", "tests/deploy", "-q", "-p", "no:cacheprovider"))
+    print(f"tests/deploy in the clone: {time.monotonic() - started:.1f}s")
+
+
+def share_venv(repo: Path) -> None:
+    """The tools tests/deploy runs from `<root>/.venv/bin` (this interpreter's environment),
+    kept out of git's view so the clone stays clean for the generator."""
+    (repo / ".venv").symlink_to(Path(sys.executable).parents[1])
+    with (repo / ".git/info/exclude").open("a") as exclude:
+        exclude.write("/.venv\n")
 
 
 def mypy_cache(tmp: Path) -> Path:
