@@ -6,9 +6,10 @@ assembles, and its container becomes healthy against the tests' Kafka broker; a 
 whose /health/live does not answer turns unhealthy.
 
 An engine that cannot start or a failed build fails these tests with the script's reason,
-never skips them (the last test shows it with a dockerd that dies at start). Cost (2 cores): about 3 minutes the first time on a machine (debootstrap,
-then the locked dependencies), about 20 seconds once the base and dependency layers are
-cached (the smoke container's health check is most of it)."""
+never skips them (the last test shows it with a dockerd that dies at start). Cost (2 cores):
+about 3 minutes the first time on a machine (debootstrap, then the locked dependencies), about
+20 seconds once the base and dependency layers are cached (the smoke container's health check
+is most of it)."""
 
 from __future__ import annotations
 
