@@ -3,13 +3,14 @@
 UV ?= python3 -m uv
 RUN = $(UV) run --frozen
 
-.PHONY: help bootstrap up test test-unit lint bench mutate clean
+.PHONY: help bootstrap up test test-unit lint bench mutate images clean
 
 help:
 	@echo "make up     - start a local Kafka and the system (Ctrl-C stops everything); OBS=1: and Prometheus"
 	@echo "make test   - install what the tests need, then run them against real servers"
 	@echo "make lint   - ruff on everything, mypy on core/, services/ and gateway/"
 	@echo "make bench  - bus vs FastStream/aiokafka/confluent-kafka; outbox; event store; JWT; service calls; login; CRUD vs bare FastAPI; driver locations; gateway vs nginx; tracing and metrics on vs off"
+	@echo "make images - build every service's and the gateway's image (kfm/<name>:dev), start one to its health check"
 	@echo "make mutate - mutation testing of the data-and-order modules against tests/unit"
 
 bootstrap:
@@ -59,6 +60,12 @@ mutate: bootstrap
 	rm -rf mutants
 	nice -n 19 $(RUN) mutmut run --max-children 2 $(MUTANTS)
 	$(RUN) python scripts/mutate_report.py $(MUTATE_ARGS)
+
+# The images of every service and the gateway from the one Dockerfile (scripts/images.sh: starts
+# the engine if none runs, makes the base from Debian's packages once). IMAGES_ARGS for more,
+# e.g. IMAGES_ARGS="--only user --tag v1"; BASE_IMAGE=python:3.11-slim where a registry answers.
+images: bootstrap
+	@bash scripts/images.sh $(IMAGES_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .cache mutants

@@ -17,6 +17,9 @@ DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.toml")
 class GatewaySettings(Settings):
     service_name: str = "gateway"
     service_port: int = Field(default=8000, ge=1, le=65535)
+    database_url: str = ""
+    """The gateway keeps no database: none to name, also in production (where core refuses a
+    SQLite one)."""
 
     gateway_routes_file: Path = DEFAULT_ROUTES_FILE
     """The route table (TOML); reloaded when it changes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,19 +50,27 @@ class ServiceSpec:
     docs_path: str = "/docs"
 
 
-SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("auth", "services.auth", 8001, "magenta", issuer=True,
-                admin_cli="services.auth.cli"),
-    # The others only need auth's JWKS to start; driver reaches user by HTTP at request time.
-    ServiceSpec("user", "services.user", 8002, "cyan", after=("auth",)),
-    ServiceSpec("driver", "services.driver", 8003, "green", after=("auth",)),
-    ServiceSpec("notification", "services.notification", 8004, "yellow", after=("auth",)),
-    ServiceSpec("order", "services.order", 8005, "bright_cyan", after=("auth",)),
-    # The one door clients use: last, once the services it routes to are ready (its route
-    # table is gateway/routes.toml; it finds instances through the registry).
-    ServiceSpec("gateway", "gateway", GATEWAY_PORT, "blue", database=False,
-                after=("auth", "user", "driver", "notification", "order")),
-)
+MANIFEST = Path(__file__).with_name("services.toml")
+"""The services' rows (data, so `python -m core create-service` can add one)."""
+
+
+def load_services(manifest: Path = MANIFEST) -> tuple[ServiceSpec, ...]:
+    """The specs of `manifest`'s `[[services]]` rows, in its order; a bad row names itself."""
+    rows = tomllib.loads(manifest.read_text()).get("services", [])
+    specs = []
+    for index, row in enumerate(rows):
+        try:
+            row = dict(row)
+            row.setdefault("module", f"services.{row['name']}")
+            row["after"] = tuple(row.get("after", ()))
+            specs.append(ServiceSpec(**row))
+        except (KeyError, TypeError) as exc:
+            raise StackError(f"{manifest}: services row {index + 1} ({row.get('name')!r}) "
+                             f"is wrong: {exc}") from exc
+    return tuple(specs)
+
+
+SERVICES: tuple[ServiceSpec, ...] = load_services()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,55 @@
+"""`update-service` in a clone: a template change reaches a generated service by a three-way
+merge that keeps the service's own edits; an edit of the same lines is refused as a conflict,
+naming the file (copier itself would exit 0 and leave the markers)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from core.commands.create_service import GeneratorError, create, update
+from tests.generator.repo import clone, commit
+
+TEMPLATE = Path("template/services/{{ name }}")
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_update_merges_the_template_into_a_locally_edited_service(tmp_path: Path) -> None:
+    repo = clone(tmp_path)
+    create(repo, "shop")  # in-process: the command itself is run by test_generate.py
+    commit(repo, "create-service shop")
+    assert update(repo, "shop") == []  # the template has not changed: nothing touched
+    service = repo / "services/shop"
+    with (service / "rules.py").open("a") as local:  # the service's own code
+        local.write("\n\nMAX_ITEMS = 500\n")
+    commit(repo, "shop: a local edit")
+    edit(repo / TEMPLATE / "config.py.jinja", "    service_port: int",
+         "    page_size: int = Field(default=20, ge=1, le=100)\n    service_port: int")
+    edit(repo / TEMPLATE / "rules.py.jinja", '"""Item rules:', '"""The item rules:')
+    commit(repo, "template: a new setting")
+
+    started = time.monotonic()
+    changed = update(repo, "shop")
+    print(f"update-service: {time.monotonic() - started:.1f}s")
+    assert {"services/shop/config.py", "services/shop/rules.py"} <= set(changed)
+    assert "page_size: int = Field(default=20" in (service / "config.py").read_text()
+    rules = (service / "rules.py").read_text()
+    assert rules.startswith('"""The item rules:') and "MAX_ITEMS = 500" in rules
+    answers = (repo / "services/.copier-answers.shop.yml").read_text()
+    assert "name: shop" in answers and "port: 8006" in answers
+    commit(repo, "update-service shop")
+
+    edit(service / "config.py", "ge=1, le=100", "ge=5, le=100")  # both edit one line
+    commit(repo, "shop: its own page size bounds")
+    edit(repo / TEMPLATE / "config.py.jinja", "ge=1, le=100", "ge=1, le=500")
+    commit(repo, "template: larger pages")
+    with pytest.raises(GeneratorError, match=r"conflict(.|\n)*services/shop/config\.py"):
+        update(repo, "shop")
+    assert "<<<<<<<" in (service / "config.py").read_text()  # left for the developer
