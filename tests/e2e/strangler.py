@@ -1,6 +1,7 @@
 """The parts of the strangler-fig run (tests/e2e/test_strangler.py, docs/migrating.md): the
-legacy shop as its own process, a copy of the repository to generate the new service in, that
-service's process, and one probe per path of the shop."""
+legacy shop as its own process, the catalog's code put into the generated service, processes
+run in a copy of the repository (the generator tests' `clone`), and one probe per path of the
+shop."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from devinfra.process import free_port
+from tests.generator.repo import python
 from tests.helpers import answers_ok, eventually
 from tests.processes import ROOT
 
@@ -100,29 +102,12 @@ async def start_shop(procs: Processes, workdir: Path) -> str:
     return url
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    """Run a command to its end in `cwd`; its output, or a failure that shows it."""
-    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(cwd), **(env or {})})
+def run(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """`python ARGS` to its end in a repository copy (`tests.generator.repo.clone`); its
+    output, or a failure that shows it."""
+    done = python(repo, *args, env=env)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
-
-
-def copy_repository(target: Path) -> Path:
-    """The repository's files (tracked and new, not ignored) copied to `target` and committed
-    there, so the generator meets a clean checkout as a team's would be."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=ROOT, capture_output=True,
-                            check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    git = ["git", "-c", "user.name=strangler", "-c", "user.email=strangler@example.com"]
-    for step in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the platform"]):
-        run([*git, *step], target)
-    return target
 
 
 def fill_in(service_dir: Path) -> None:

@@ -33,13 +33,13 @@ from tests.e2e.strangler import (
     SHOP_ID,
     Probe,
     Processes,
-    copy_repository,
     fill_in,
     operations,
     probes,
     run,
     start_shop,
 )
+from tests.generator.repo import clone
 from tests.helpers import answers_ok, eventually
 from tests.integration.databases import DatabaseFactory
 from tests.processes import ROOT, Spawner
@@ -135,8 +135,8 @@ async def test_before_the_gateway_answers_every_path_as_the_shop(world: World) -
 
 
 def backfill(world: World, repo: Path, catalog_env: dict[str, str]) -> str:
-    return run([sys.executable, "-m", "services.catalog.backfill",
-                "--source", f"sqlite:///{world.workdir / 'shop.db'}"], repo, catalog_env)
+    return run(repo, "-m", "services.catalog.backfill",
+               "--source", f"sqlite:///{world.workdir / 'shop.db'}", env=catalog_env)
 
 
 async def flip(world: World, routes: str, served_by: str | None) -> None:
@@ -153,11 +153,10 @@ async def flip(world: World, routes: str, served_by: str | None) -> None:
 
 async def start_catalog(world: World, repo: Path, database_url: str) -> dict[str, str]:
     """The generated service, filled in and migrated, as its own process; its environment."""
-    run([sys.executable, "-m", "core", "create-service", "catalog"], repo)
+    run(repo, "-m", "core", "create-service", "catalog")
     fill_in(repo / "services" / "catalog")
-    run([sys.executable, "-m", "core", "makemigrations", "services/catalog",
-         "-m", "products from the shop"], repo)
-    run([str(Path(sys.executable).with_name("ruff")), "check", "-q", "services/catalog"], repo)
+    run(repo, "-m", "core", "makemigrations", "services/catalog", "-m", "products from the shop")
+    run(repo, "-m", "ruff", "check", "-q", "services/catalog")
     port = free_port()
     env = {**world.env, "SERVICE_NAME": "catalog", "SERVICE_HOST": "127.0.0.1",
            "SERVICE_PORT": str(port), "ENVIRONMENT": "development",
@@ -179,7 +178,7 @@ async def test_after_the_catalog_moves_every_path_still_answers(
         world: World, postgres: PostgresServer, tmp_path: Path) -> None:
     databases = DatabaseFactory("postgres", tmp_path, postgres)
     try:
-        await move_the_catalog(world, copy_repository(tmp_path / "repo"), await databases.new())
+        await move_the_catalog(world, clone(tmp_path), await databases.new())
     finally:
         await databases.drop_all()
 
