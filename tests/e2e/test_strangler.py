@@ -54,6 +54,17 @@ service = "catalog"
 public = true
 """
 
+# The freeze before the flip: the shop still answers the path's reads, the edge refuses its
+# writes (405), so the last backfill copies a table nothing changes any more.
+FREEZE = BEFORE + """
+[[routes]]
+name = "catalog-products"
+prefix = "/catalog/products"
+service = "legacy"
+methods = ["GET", "HEAD"]
+public = true
+"""
+
 # The rollback: the same path sent back to the shop by name (an emptied table is not loaded:
 # the gateway keeps the table in force rather than serve with none).
 ROLLBACK = BEFORE + """
@@ -192,7 +203,7 @@ async def move_the_catalog(world: World, repo: Path, database_url: str) -> None:
         in_shop = len((await shop.get(MOVED)).json())
     assert f"inserted {in_shop}, updated 0, unchanged 0" in first, first
 
-    # Writes the shop takes between the first copy and the flip: the next copy catches them.
+    # Writes the shop takes between the first copy and the freeze: the last copy catches them.
     tag = uuid.uuid4().hex[:8]
     async with httpx.AsyncClient(base_url=world.gateway.url) as gateway:
         late = await gateway.post(MOVED, json={"sku": f"LATE-{tag}", "name": "Late",
@@ -203,9 +214,10 @@ async def move_the_catalog(world: World, repo: Path, database_url: str) -> None:
                                                           "price_cents": 800 + len(tag)})
         assert repriced.headers["x-served-by"] == SHOP_ID
     start_sync(world)  # step 4: the shop's table fed from the service's events, before the flip
-    await flip(world, AFTER, None)
+    await freeze(world)
     again = backfill(world, repo, catalog)
     assert f"inserted 1, updated 1, unchanged {in_shop - 1}" in again, again
+    await flip(world, AFTER, None)
 
     reads = [p for p in probes(tag) if p.method == "GET"]
     reads.append(Probe("GET", "/catalog/products/{product_id}", f"{MOVED}/{late.json()['id']}"))
@@ -218,6 +230,19 @@ async def move_the_catalog(world: World, repo: Path, database_url: str) -> None:
     async with httpx.AsyncClient(base_url=world.gateway.url) as gateway:
         back = await gateway.get(f"{MOVED}/{created['id']}")
     assert (back.json(), back.headers["x-served-by"]) == (created, SHOP_ID)
+
+
+async def freeze(world: World) -> None:
+    """Write the freeze route and wait until the gateway refuses the path's writes, while
+    the shop still answers its reads."""
+    world.gateway.routes_file.write_text(FREEZE)
+    async with httpx.AsyncClient(base_url=world.gateway.url) as gateway:
+        async def refused() -> bool:  # `{}` is no product: before the freeze the shop says 422
+            return (await gateway.post(MOVED, json={})).status_code == 405
+        await eventually(refused, timeout=20, interval=0.1, what="the catalog's writes frozen",
+                         log=world.gateway.log)
+        read = await gateway.get(MOVED)
+    assert (read.status_code, read.headers["x-served-by"]) == (200, SHOP_ID)
 
 
 def start_sync(world: World) -> None:
