@@ -226,6 +226,11 @@ async def move_the_catalog(world: World, repo: Path, database_url: str) -> None:
         assert who == (None if path.startswith(MOVED) else SHOP_ID), (path, who)
 
     created = await writes_after_the_move(world, tag)
+    # The service's product, fed to the shop's table by the sync, stays the service's: a copy
+    # leaves it alone (no loop), and nothing copied earlier changes.
+    last = backfill(world, repo, catalog)
+    assert (f"inserted 0, updated 0, unchanged {in_shop + 1}, written by the catalog service "
+            "since 1") in last, last
     await flip(world, ROLLBACK, SHOP_ID)  # the shop answers the path again, losing nothing
     async with httpx.AsyncClient(base_url=world.gateway.url) as gateway:
         back = await gateway.get(f"{MOVED}/{created['id']}")
