@@ -5,10 +5,17 @@ catalog` in a copy of the repository, backfilled from the shop's database, and i
 at the gateway by rewriting the route file the gateway watches (no restart).
 
 BEFORE: every operation of the shop (the probes must cover its OpenAPI exactly) answers
-through the gateway as it answers directly. AFTER: the moved paths are answered by the
-catalog service with the shop's data (the backfill is idempotent and catches writes made
-during the cut-over), every other path still by the shop; writes to the moved path publish
-`catalog.product_changed`; flipping the route back is the rollback, and it works."""
+through the gateway as it answers directly. AFTER: the catalog's database on the session's
+PostgreSQL; the path's writes frozen at the edge for the last backfill, which catches what the
+shop took since the first and nothing else; the moved paths are answered by the catalog
+service with the shop's data, every other path still by the shop; a write to the moved path
+publishes `catalog.product_changed`, which the shop's sync consumer writes into its table (its
+orders sell the product, and a backfill leaves it alone); flipping the route back is the
+rollback, and loses nothing.
+
+Measured on 2 loaded cores: 17-31 s for AFTER (create-service 4-12 s, makemigrations 3-6 s,
+the service's start 4-10 s, each backfill 2-6 s), under 1 s for BEFORE, about 1 s to start
+the shop and the gateway (Kafka and PostgreSQL are the session's)."""
 
 from __future__ import annotations
 
