@@ -4,7 +4,7 @@ None of them is in Debian's packages at a version that knows today's formats, an
 binary can be downloaded here: each is built from the Go module proxy at a pinned version and
 kept in a cache outside the repository (`KFM_TOOLS_DIR`, default `~/.cache/kfm/tools`), so a
 second clean clone on the same machine reuses it. Go's own module and build caches make a
-rebuild after a version bump cheap. A fresh machine pays about 3.5 min (Helm), 2 min (Compose)
+rebuild after a version bump cheap. A fresh machine pays about 1.5 min (Helm), 1 min (Compose)
 and 20 s (actionlint) on 2 cores; `python -m devinfra.tools ensure` shows a status line while
 it builds.
 
@@ -46,8 +46,7 @@ class GoTool:
 
 
 TOOLS: dict[str, GoTool] = {
-    # v3.22.1 is not served by this machine's proxy; v3.21.4 is the newest approved v3.
-    "helm": GoTool("helm", "helm.sh/helm/v3", "v3.21.4", "cmd/helm"),
+    "helm": GoTool("helm", "helm.sh/helm/v3", "v3.22.1", "cmd/helm"),
     # The Compose v5 CLI plugin; it runs standalone (`docker-compose config -q` needs no
     # engine). Its go.mod has exclude lines, so `go install mod@version` refuses it: the
     # module is downloaded and built from its own directory instead.
