@@ -24,7 +24,7 @@ VALUES_DIR = HELM_DIR / "values"
 ROUTES_FILE = ROOT / "gateway" / "routes.toml"
 NAMESPACE = "rides"
 KUBE_VERSIONS = ("1.28.0", "1.37.0")
-"""The oldest Kubernetes the charts declare (kubeVersion) and the newest whose schemas
+"""The oldest Kubernetes the charts support (their Chart.yaml) and the newest whose schemas
 kubernetes-validate ships: the manifests must be valid for both."""
 
 Manifest = dict[str, Any]

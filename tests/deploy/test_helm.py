@@ -37,6 +37,7 @@ from tests.deploy.helm_render import (
     one,
     releases,
     rendered,
+    run,
     services,
     template,
     validate,
@@ -139,6 +140,15 @@ def test_rendered_manifests_pass_kubernetes_validate(kube_version: str, tmp_path
         paths[-1].write_text(done.stdout)
     checked = validate(kube_version, *paths)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_renders_without_a_cluster_or_a_kube_version() -> None:
+    """`helm template CHART -f VALUES` as typed, with no --kube-version: a Helm built with `go
+    install` assumes Kubernetes 1.20 then, so a `kubeVersion` in a Chart.yaml would refuse it."""
+    for release in releases():
+        done = run(helm(), "template", release.name, *release.args())
+        assert done.returncode == 0, f"{release.name}: {done.stderr}"
+        assert "kind: Deployment" in done.stdout or "kind: StatefulSet" in done.stdout
 
 
 # --- the checks themselves ---------------------------------------------------------------------
