@@ -75,6 +75,9 @@ def check_new(root: Path, name: str) -> None:
                              f"{name}` brings a generated service up to the template")
     if name in wiring.stack_names_and_ports(root):
         raise GeneratorError(f"{name!r} is in {wiring.STACK_MANIFEST} already")
+    if name in wiring.compose_names(root):
+        raise GeneratorError(f"{name!r} is a service or volume in {wiring.COMPOSE} already; "
+                             "choose another name")
     clash = wiring.route_taken(root, name)
     if clash:
         raise GeneratorError(clash)

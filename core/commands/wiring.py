@@ -164,6 +164,19 @@ def _renamed(lines: list[str], old: str, new: str) -> list[str]:
     return [word.sub(new, line) for line in lines]
 
 
+def compose_names(root: Path) -> set[str]:
+    """The Compose services and volumes defined already (none without a docker-compose.yml):
+    a new service named like one (kibana, filebeat, ...) could not get its entry."""
+    file = root / COMPOSE
+    if not file.exists():
+        return set()
+    doc: Any = _load(file.read_text())
+    if not isinstance(doc, dict):
+        return set()
+    return {str(key) for section in ("services", "volumes")
+            if isinstance(doc.get(section), dict) for key in doc[section]}
+
+
 def wire_compose(root: Path, name: str) -> bool:
     """Add `name`'s Compose service, a copy of `user`'s with the name replaced, before the
     gateway; the gateway depends on it; postgres creates its database; a `user-data` volume

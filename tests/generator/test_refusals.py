@@ -57,6 +57,20 @@ def test_a_name_whose_route_prefix_is_taken_is_refused(repo: Path) -> None:
         create(repo, "users")  # /api/users is the user service's
 
 
+@pytest.mark.parametrize("name", ["kibana", "elasticsearch", "filebeat", "jaeger2"])
+def test_a_name_compose_uses_already_is_refused_before_anything_is_written(
+        repo: Path, name: str) -> None:
+    """A Compose service (or volume) of that name would leave the new service without its
+    entry, after its files and routes were written."""
+    compose = (ROOT / wiring.COMPOSE).read_text()
+    (repo / wiring.COMPOSE).write_text(compose + "  jaeger2:\n    driver: local\n")
+    commit(repo, "compose")
+    with pytest.raises(GeneratorError, match=f"{name!r} is a service or volume"):
+        create(repo, name)
+    assert not (repo / "services" / name).exists()
+    assert git(repo, "status", "--porcelain") == ""
+
+
 def test_a_dirty_working_tree_is_refused_naming_the_changes(repo: Path) -> None:
     (repo / "notes.txt").write_text("uncommitted")
     with pytest.raises(GeneratorError, match=r"uncommitted changes(.|\n)*notes\.txt"):
