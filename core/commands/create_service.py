@@ -109,19 +109,31 @@ def create(root: Path, name: str, port: int | None = None) -> list[str]:
         raise GeneratorError(f"port {port} is {used[port]}'s; choose another with --port")
     import copier  # only these commands need it
 
-    with _quiet_copier(), contextlib.chdir(root):  # "." recorded as the template's path
-        copier.run_copy(".", ".", data={"name": name, "port": port},
-                        answers_file=answers_file(name), vcs_ref="HEAD", defaults=True,
-                        unsafe=True, quiet=True)
-    done = [f"services/{name}/ (port {port}), deploy/helm/values/{name}.yaml, "
-            f"{answers_file(name)}"]
-    if wiring.wire_stack(root, name, port):
-        done.append(f"{wiring.STACK_MANIFEST}: `make up` runs it")
-    if wiring.wire_routes(root, name):
-        done.append(f"{wiring.ROUTES}: /api/{name} -> /{name}")
-    if wiring.wire_compose(root, name):
-        done.append(f"{wiring.COMPOSE}: its service, the gateway's depends_on, its database")
+    try:
+        with _quiet_copier(), contextlib.chdir(root):  # "." recorded as the template's path
+            copier.run_copy(".", ".", data={"name": name, "port": port},
+                            answers_file=answers_file(name), vcs_ref="HEAD", defaults=True,
+                            unsafe=True, quiet=True)
+        done = [f"services/{name}/ (port {port}), deploy/helm/values/{name}.yaml, "
+                f"{answers_file(name)}"]
+        if wiring.wire_stack(root, name, port):
+            done.append(f"{wiring.STACK_MANIFEST}: `make up` runs it")
+        if wiring.wire_routes(root, name):
+            done.append(f"{wiring.ROUTES}: /api/{name} -> /{name}")
+        if wiring.wire_compose(root, name):
+            done.append(f"{wiring.COMPOSE}: its service, the gateway's depends_on, its database")
+    except BaseException:
+        _undo(root)
+        raise
     return done
+
+
+def _undo(root: Path) -> None:
+    """Put the tree back as it was: it was clean (check_clean), so every change and every
+    untracked file is the generator's. No service half-written, half-wired."""
+    subprocess.run(["git", "checkout", "--", "."], cwd=root, capture_output=True, check=False)
+    subprocess.run(["git", "clean", "-fdq", "--", "."], cwd=root, capture_output=True,
+                   check=False)
 
 
 def update(root: Path, name: str) -> list[str]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.commands.create_service import GeneratorError, create, update
-from tests.generator.repo import clone, commit
+from core.commands.wiring import WiringError
+from tests.generator.repo import clone, commit, git
 
 TEMPLATE = Path("template/services/{{ name }}")
 
@@ -53,3 +54,15 @@ def test_update_merges_the_template_into_a_locally_edited_service(tmp_path: Path
     with pytest.raises(GeneratorError, match=r"conflict(.|\n)*services/shop/config\.py"):
         update(repo, "shop")
     assert "<<<<<<<" in (service / "config.py").read_text()  # left for the developer
+
+
+def test_a_wiring_failure_after_rendering_leaves_the_tree_as_it_was(tmp_path: Path) -> None:
+    """The template rendered and two files wired, then Compose's shape refused: nothing of
+    the new service stays behind (no service half-written, half-wired)."""
+    repo = clone(tmp_path)
+    edit(repo / "docker-compose.yml", "\n  user:\n", "\n  users:\n")  # no entry to copy
+    commit(repo, "compose without a user entry")
+    with pytest.raises(WiringError, match=r"no services\.user entry"):
+        create(repo, "cart")
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert not (repo / "services/cart").exists()
