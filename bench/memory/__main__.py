@@ -24,10 +24,10 @@ such step is not a leak: a new 1 MiB pymalloc arena, a malloc heap that grows on
 that reaches its bound. A leak grows on: at the default rate, a 4-minute window catches about
 65 bytes a request at the gateway (every request passes it) and about 330 bytes a request at
 a service (a fifth of them reach each), i.e. a leaked object or two per request. The `--quick`
-window (24 s) only catches gross leaks: it is a smoke run.
+window (16 s) only catches gross leaks: it is a smoke run.
 
     uv run --group bench python -m bench.memory            # about 8 minutes
-    uv run --group bench python -m bench.memory --quick    # under a minute
+    uv run --group bench python -m bench.memory --quick    # about a minute (most of it start-up)
 """
 
 from __future__ import annotations
