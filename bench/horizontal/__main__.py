@@ -207,7 +207,7 @@ def table(results: list[Result], settings: Sequence[int]) -> Table:
     out = Table(title=f"Consume throughput by consumer processes in one group ({PARTITIONS} "
                       f"partitions, {KEYS:,} keys, handler awaits 5 ms)",
                 title_style="bold", header_style="bold")
-    out.add_column("max_in_flight", justify="right")
+    out.add_column("max_in_flight", justify="right", no_wrap=True)
     for count in PROCESSES:
         out.add_column(f"{count} proc rec/s", justify="right")
         if count > 1:

@@ -453,8 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     }, indent=2) + "\n")
     console.print(f"results written to [bold]{args.output}[/]; total run time "
                   f"{time.monotonic() - started:.0f} s")
-    misses = [r.name for r in bench.rows.values() if r.slope is not None and r.slope > limit]
-    return 1 if misses else 0
+    return 0  # a MISS is a result, printed, as in the other benchmarks; errors raise
 
 
 if __name__ == "__main__":
