@@ -13,7 +13,10 @@ PSS, USS). Phases, in order:
 3. loaded: the gateway with 1,000 keep-alive connections open (each asking for the gateway's
    own /health/live every 3 s, inside uvicorn's 5 s keep-alive timeout); the consumer with
    1,000 records in flight (handlers awaiting an asyncio.Event, 1,000 keys);
-4. soak: `--rate` requests/s through the gateway (round-robin over the services) and
+4. (not with `--quick`) 100,000 more records through the consumer: its bus's in-memory
+   idempotency store remembers that many event ids (about 20 MiB) and grows until then, by
+   design; the soak is to see the steady state after it;
+5. soak: `--rate` requests/s through the gateway (round-robin over the services) and
    `--rate` records/s into the consumer for `--soak` seconds, memory sampled every
    `--every` seconds. The first 20 % is a warm-up and is left out; over the rest, the
    least-squares slope of RSS, in KiB per minute.
@@ -26,7 +29,7 @@ that reaches its bound. A leak grows on: at the default rate, a 4-minute window 
 a service (a fifth of them reach each), i.e. a leaked object or two per request. The `--quick`
 window (16 s) only catches gross leaks: it is a smoke run.
 
-    uv run --group bench python -m bench.memory            # about 8 minutes
+    uv run --group bench python -m bench.memory            # about 9 minutes
     uv run --group bench python -m bench.memory --quick    # about a minute (most of it start-up)
 """
 
@@ -71,6 +74,9 @@ ROUTES = {  # each service's cheapest authenticated read, through the gateway
 CONSUMER = "consumer"
 HELD_CONNECTIONS = 1_000
 IN_FLIGHT = 1_000
+IDEMPOTENCY_BOUND = 100_000
+"""`InMemoryIdempotencyStore`'s default `max_entries`: the consumer remembers this many
+handled event ids (about 20 MiB) before its memory stops growing."""
 STEP_KIB = 1024
 """The one-off growth the soak's aim tolerates (see the module's docstring)."""
 WARM_UP = 0.2
@@ -225,7 +231,26 @@ class Bench:
             self.rows[name].after = value
         await self.held_connections(quiet)
         await self.in_flight(consumer, publisher, topic, quiet)
+        if not args.quick:
+            await self.fill_idempotency(consumer, publisher, topic, quiet)
         await self.soak(consumer, publisher, topic, urls)
+
+    async def fill_idempotency(self, consumer: Consumer, publisher: KafkaEventBus, topic: str,
+                               quiet: float) -> None:
+        """Records until the bus's in-memory idempotency store holds its bound (100,000
+        event ids, about 200 bytes each): it grows by design until then, and the soak is to
+        see the steady state, not that filling."""
+        _, handled = await consumer.status()
+        with console.status(f"the consumer: {IDEMPOTENCY_BOUND:,} records (the idempotency "
+                            "store's bound)"):
+            for _ in range(0, IDEMPOTENCY_BOUND, 10_000):
+                await publisher.publish_many(topic, self.events(10_000, 1000))
+            await consumer.wait_for("records", lambda _f, h: h >= handled + IDEMPOTENCY_BOUND,
+                                    timeout=300)
+        full = (await self.settle_and_measure([CONSUMER], quiet))[CONSUMER]
+        self.notes.append(f"consumer: {mib(full.rss)} MiB RSS once its in-memory idempotency "
+                          f"store is full ({handled + IDEMPOTENCY_BOUND:,} records handled); "
+                          "the soak starts from there")
 
     async def held_connections(self, quiet: float) -> None:
         address = urllib.parse.urlsplit(self.gateway)
