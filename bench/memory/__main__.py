@@ -93,6 +93,7 @@ class Row:
     after: Memory | None = None
     loaded: Memory | None = None
     loaded_what: str = ""
+    before_load: Memory | None = None
     released: Memory | None = None
     samples: list[tuple[float, int, int]] = field(default_factory=list)
     """(seconds into the soak, RSS, USS)."""
@@ -259,6 +260,7 @@ class Bench:
                                     HELD_CONNECTIONS)
         row = self.rows["gateway"]
         with console.status(f"loaded: {HELD_CONNECTIONS:,} keep-alive connections"):
+            row.before_load = (await self.settle_and_measure(["gateway"], 0))["gateway"]
             try:
                 await held.start()
                 await asyncio.sleep(held.interval)  # one full round on every connection
@@ -280,6 +282,9 @@ class Bench:
                         quiet: float) -> None:
         row = self.rows[CONSUMER]
         with console.status(f"loaded: {IN_FLIGHT:,} records in flight in the consumer"):
+            # The baseline just before: librdkafka's fetch buffers move the consumer's RSS by
+            # a few MiB between phases, as much as the records in flight themselves.
+            row.before_load = (await self.settle_and_measure([CONSUMER], 1.0))[CONSUMER]
             _, handled = await consumer.status()
             await consumer.command("hold")
             await publisher.publish_many(topic, self.events(IN_FLIGHT, IN_FLIGHT))
@@ -459,9 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"• {note}")
     for name in ("gateway", CONSUMER):
         row = bench.rows[name]
-        if row.loaded and row.after:
+        if row.loaded and row.before_load:
             count = HELD_CONNECTIONS if name == "gateway" else IN_FLIGHT
-            console.print(f"• {name}: {(row.loaded.rss - row.after.rss) / count:,.1f} KiB "
+            console.print(f"• {name}: {(row.loaded.rss - row.before_load.rss) / count:,.1f} KiB "
                           f"RSS per {'connection' if name == 'gateway' else 'record in flight'}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
