@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="requests/s (and records/s) during the soak (100)")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples (5)")
     parser.add_argument("--quick", action="store_true",
-                        help="500 requests, a 20 s soak sampled every second")
+                        help="500 requests, no idempotency fill, a 20 s soak sampled every second")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH)
     args = parser.parse_args(argv)
     if args.quick:
