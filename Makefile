@@ -40,6 +40,7 @@ BENCH = $(RUN) --group bench python -m
 bench: bootstrap
 	$(BENCH) bench.bus $(BENCH_ARGS)
 	$(BENCH) bench.scaling
+	$(BENCH) bench.horizontal
 	$(BENCH) bench.outbox
 	$(BENCH) bench.event_store
 	$(BENCH) bench.jwt
@@ -50,6 +51,7 @@ bench: bootstrap
 	$(BENCH) bench.saga
 	$(BENCH) bench.gateway
 	$(BENCH) bench.observability
+	$(BENCH) bench.memory
 
 # Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). Two workers at
 # the lowest priority: other people's timing-sensitive tests share the machine. Always from

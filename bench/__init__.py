@@ -4,6 +4,7 @@ runs them all). Shared helpers are in `bench.common`. Numbers are printed and sa
 
     bus        the core bus against typed raw, FastStream, raw aiokafka and raw confluent-kafka
     scaling    the core consumer with 1 to 1,000 keys, with and without handler I/O
+    horizontal consume throughput with 1, 2 and 3 consumer processes in one group
     outbox     outbox commits and relay against the bare drivers and a direct publish
     event_store
                event-store appends on PostgreSQL against raw asyncpg, same rows
@@ -16,4 +17,5 @@ runs them all). Shared helpers are in `bench.common`. Numbers are printed and sa
     gateway    the gateway against calling the upstream directly and against nginx
     observability
                the bus and the gateway with tracing and metrics on against off
+    memory     resident memory of every service, the gateway and a consumer; a soak
 """
