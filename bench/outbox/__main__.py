@@ -36,8 +36,14 @@ from bench.outbox.floor import aiosqlite_commits, asyncpg_commits
 from core.config import KafkaConfig
 from core.db.engine import Database
 from core.messaging.event_bus import KafkaEventBus
-from core.messaging.kafka_client import KafkaAdmin, KafkaProducer
-from core.messaging.outbox import OutboxRelay, OutboxWriter, lease_table, outbox_table
+from core.messaging.kafka_client import KafkaAdmin
+from core.messaging.outbox import (
+    OutboxRelay,
+    OutboxWriter,
+    lease_table,
+    outbox_table,
+    relay_producer,
+)
 from core.messaging.serialization import EventRegistry, EventSerializer
 
 console = Console(width=120)
@@ -175,7 +181,7 @@ def report_commits(samples: dict[str, list[float]], n: int, rounds: int) -> dict
 async def measure_backend(name: str, url: str, cfg: KafkaConfig, n: int, paced: int,
                           blob: str) -> dict[str, float]:
     db, writer = await _prepared(url)
-    producer = KafkaProducer(cfg)
+    producer = relay_producer(cfg)  # as `create_service` runs it
     await producer.start()
     topic = f"bench-outbox-{name}-{uuid.uuid4().hex[:6]}"
     await KafkaAdmin(cfg).create_topics([topic], partitions=3)

@@ -677,6 +677,37 @@ async def test_a_running_relay_moves_on_from_a_row_never_acknowledged(
     assert seqs(producer.published(TOPIC)) == [("b", 0), ("a", 0)]
 
 
+async def test_a_commit_is_handed_over_while_the_previous_batch_awaits_its_reports(
+    db: Database, producer: FakeProducer
+) -> None:
+    """A lone commit is relayed at once: it does not queue behind the acknowledgements of
+    the batch in flight (30 s of `ack_wait` here), nor wait for the poll interval."""
+    producer.hold(by_key("a"))
+    writer = OutboxWriter(metadata, serializer)
+    r = relay(db, producer, ack_wait=30.0, poll_interval=30.0, lease_ttl=30.0)
+    writer.on_commit(r.notify)
+    await r.start()
+    try:
+        await eventually(lambda: r.holds_lease, timeout=SOON, interval=0.02)
+        await write(db, ("a", None, 0), writer=writer)
+        await eventually(lambda: r.in_flight == 1, timeout=SOON, interval=0.02)
+        await write(db, ("b", None, 0), writer=writer)
+        await eventually(lambda: producer.keys(TOPIC) == ["b"], timeout=SOON, interval=0.02)
+        await eventually(rows_are_sent(db, [False, True]), timeout=SOON, interval=0.02)
+        with pytest.raises(RuntimeError, match="rolled back"):
+            async with db.transaction() as session:  # wakes nothing, publishes nothing
+                await writer.add(session, TOPIC, deposit("c", 0))
+                raise RuntimeError("rolled back")
+        await asyncio.sleep(0.2)
+        assert [rec.key for rec in producer.handed] == [b"a", b"b"]
+        producer.release()
+        await eventually(rows_are_sent(db, [True, True]), timeout=SOON, interval=0.02)
+    finally:
+        producer.release()
+        await r.stop()
+    assert seqs(producer.published(TOPIC)) == [("b", 0), ("a", 0)]
+
+
 async def test_a_report_arriving_after_ack_wait_wakes_the_relay_to_record_it(
     db: Database, producer: FakeProducer
 ) -> None:
