@@ -978,4 +978,5 @@ def test_the_relay_producer_never_times_a_record_out_whatever_it_is_asked() -> N
     assert producer._conf["message.timeout.ms"] == 0
     assert producer._conf["linger.ms"] == 7
     assert producer._conf["enable.idempotence"] is True
+    assert relay_producer(config)._conf["linger.ms"] == 0  # a lone commit is sent at once
     assert relay_producer(config)._conf["message.timeout.ms"] == 0

@@ -86,16 +86,20 @@ RECORD_TICK = 0.05
 """Longest wait before acknowledgements that arrived are recorded (see `_await`)."""
 
 
-RELAY_PRODUCER: dict[str, Any] = {"message.timeout.ms": 0, "linger.ms": 0}
+RELAY_PRODUCER: dict[str, Any] = {"message.timeout.ms": 0}
 """The relay's producer settings: no delivery timeout, so an outage delays a key's rows but
-never reorders them (see the module docstring); and no linger: the relay hands rows over a
-whole batch at a time, so waiting for more only delays a lone commit (5 ms of its latency)."""
+never reorders them (see the module docstring)."""
+
+RELAY_LINGER_MS = 0
+"""The relay producer's default linger: it hands rows over a whole batch at a time, so
+lingering for more only delays a lone commit (by the bus's 5 ms)."""
 
 
 def relay_producer(config: KafkaConfig, **overrides: Any) -> KafkaProducer:
     """A producer for one `OutboxRelay` alone: idempotent, and it never gives up on a record.
     Not for request-reply or dead letters, which need their failures reported."""
-    return KafkaProducer(config, **{**overrides, **RELAY_PRODUCER})
+    return KafkaProducer(config, **{"linger.ms": RELAY_LINGER_MS, **overrides,
+                                    **RELAY_PRODUCER})
 
 
 def _now() -> datetime:
