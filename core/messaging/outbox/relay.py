@@ -144,6 +144,10 @@ class OutboxRelay:
     `ack_wait` bounds how long the running relay waits for a batch before it starts the next
     (rows still unacknowledged stay in flight, at most `max_in_flight` of them); `stop()`
     lets the rows in flight finish for up to `drain_timeout` seconds.
+
+    `notify()` (the writer's after-commit hook) starts a poll at once, even while the batch
+    before awaits its acknowledgements: a lone commit is handed over without waiting for
+    them, nor for `poll_interval`, which only finds rows other processes wrote.
     """
 
     def __init__(
