@@ -219,17 +219,20 @@ async def _pump(response: Response, send: Send, idle: float) -> None:
     so the only honest signal left is an incomplete body: the server closes the connection when
     the answer ends unfinished."""
     chunks = aiter(response.aiter_bytes())
-    while True:
-        try:
-            async with asyncio.timeout(idle):
-                chunk = await anext(chunks)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(idle) as timer:  # one timer, moved on at each chunk
+            while True:
+                timer.reschedule(loop.time() + idle)
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk,
                                 "more_body": True})
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise StreamStalledError(f"{response.service}: no byte passed for {idle:g} s") from None
+    except TimeoutError:
+        raise StreamStalledError(f"{response.service}: no byte passed for {idle:g} s") from None
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -252,21 +255,17 @@ async def _disconnected(receive: Receive) -> None:
 def _request_headers(raw: Any) -> tuple[list[tuple[str, str]], int | None, bool]:
     """The client's headers to pass on, its declared body length, and whether it is chunked."""
     dropped = _REQUEST_DROPPED
-    named: set[bytes] = set()
     length: int | None = None
     chunked = False
-    kept: list[tuple[bytes, bytes]] = []
     for name, value in raw:
-        if name == b"connection":
-            named.update(v.strip().lower() for v in value.split(b","))
+        if name == b"connection":  # the headers it names are hop-by-hop too
+            dropped = dropped | {v.strip().lower() for v in value.split(b",")}
         elif name == b"content-length":
             length = _length(value)
         elif name == b"transfer-encoding":
             chunked = True
-        if name not in dropped and not name.startswith(_IDENTITY_PREFIX):
-            kept.append((name, value))
-    return ([(k.decode("latin-1"), v.decode("latin-1")) for k, v in kept if k not in named],
-            length, chunked)
+    return ([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw
+             if k not in dropped and not k.startswith(_IDENTITY_PREFIX)], length, chunked)
 
 
 def _length(value: bytes) -> int:

@@ -40,6 +40,7 @@ its own client (`core.http.h1_transport`), measured here against aiohttp in ever
     uv run python -m bench.gateway                          # 3 rounds of 10 s per contender
     uv run --group bench python -m bench.gateway --choice   # 3 rounds of 6 s (granian too)
     uv run python -m bench.gateway --duration 2 --rounds 1  # a smoke run
+    uv run python -m bench.gateway --profile --duration 5   # where the gateway's CPU goes
 """
 
 from __future__ import annotations
@@ -215,6 +216,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--choice", action="store_true",
                         help="measure the server and client choice instead")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one gateway process (1 worker, cProfile) under wrk's "
+                             "load for --duration seconds and print where its time goes")
+    parser.add_argument("--top", type=int, default=30, help="entries --profile prints")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=None,
                         help="whole seconds per contender per round, both phases "
@@ -240,7 +245,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    if args.profile:
+        from bench.gateway import profile
+
+        return profile.run(args, console)
+    return run(args)
 
 
 if __name__ == "__main__":

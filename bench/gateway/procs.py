@@ -244,7 +244,10 @@ rate_limit = "1000000000/60"
 
 
 def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
-                  redis_url: str | None, client: str = "h1") -> Running:
+                  redis_url: str | None, client: str = "h1",
+                  profile: Path | None = None) -> Running:
+    """`profile`: run under cProfile, which writes there when the gateway exits (1 worker:
+    with more, the profiled process is only the supervisor)."""
     here = workdir / key
     here.mkdir(parents=True, exist_ok=True)
     (here / "routes.toml").write_text(routes_toml())
@@ -256,7 +259,9 @@ def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
            "JWT_AUDIENCE": AUDIENCE, "LOG_LEVEL": "WARNING", "ENVIRONMENT": "development",
            "REDIS_URL": redis_url,  # None: never one inherited from the caller's environment
            "GATEWAY_UPSTREAM_CLIENT": client}
-    process = _process(key, [sys.executable, "-m", "gateway"], workdir, env)
+    command = (["-m", "gateway"] if profile is None
+               else ["-m", "bench.gateway.profiled", str(profile)])
+    process = _process(key, [sys.executable, *command], workdir, env)
     limiter = "Redis-shared" if redis_url else "in-process"
     label = ("gateway+redis" if redis_url else "gateway") + (
         f" ({client})" if client != "h1" else "")

@@ -206,9 +206,8 @@ class ServiceClient:
         surfacing half-way through the caller's own answer (a proxy's client would get a cut
         connection where a retry or a clean 502 was possible)."""
         call = await self._prepare(method, service, path, params, json, content, headers,
-                                   auth, idempotency_key, timeout, deadline, attempts)
-        if read_up_to > 0:
-            call = replace(call, read_up_to=read_up_to)
+                                   auth, idempotency_key, timeout, deadline, attempts,
+                                   read_up_to)
         response = await self._send(call, stream=True)
         try:
             yield response.raise_for_status() if raise_for_status else response
@@ -250,7 +249,8 @@ class ServiceClient:
                        params: Mapping[str, Any] | None, json: Any, content: Body,
                        headers: Headers | None, auth: Auth | None,
                        idempotency_key: str | None, timeout: float | None,
-                       deadline: float | None, attempts: int | None) -> _Call:
+                       deadline: float | None, attempts: int | None,
+                       read_up_to: int = 0) -> _Call:
         method = method.upper()
         sent = list(headers.items() if isinstance(headers, Mapping) else headers or ())
         given = {name.lower() for name, _ in sent}
@@ -279,7 +279,8 @@ class ServiceClient:
         streamed = content is not None and not isinstance(content, bytes)
         return _Call(method, service, target, tuple(sent), content,
                      may_retry(method, idempotency_key) and not streamed,
-                     timeout or self.config.timeout, deadline or self.config.deadline, retry)
+                     timeout or self.config.timeout, deadline or self.config.deadline, retry,
+                     max(read_up_to, 0))
 
     async def _send(self, call: _Call, *, stream: bool) -> Response:
         budget = self._budgets.get(call.service)
@@ -330,8 +331,10 @@ class ServiceClient:
         what = f"{call.method} {service}{call.target}"
         bulkhead = self._bulkheads.get(service)
         try:  # the wait for a slot is part of the call: it comes out of the deadline
-            async with call_timeout(deadline_at - self._clock(), f"{what}: a slot"):
-                await bulkhead.acquire()
+            # A free slot needs no timer (a deadline already passed still meets the timer).
+            if deadline_at <= self._clock() or not bulkhead.try_acquire():
+                async with call_timeout(deadline_at - self._clock(), f"{what}: a slot"):
+                    await bulkhead.acquire()
         except BulkheadFullError as exc:
             raise UpstreamUnavailableError(service, str(exc)) from exc
         except CallTimeoutError as exc:

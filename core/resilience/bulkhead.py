@@ -51,6 +51,13 @@ class Bulkhead:
     def idle(self) -> bool:
         return self._in_use == 0 and not self._waiters
 
+    def try_acquire(self) -> bool:
+        """Take a free slot at once if there is one (nobody waiting), without waiting."""
+        if self._in_use < self.limit and not self._waiters:
+            self._in_use += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Take a slot (waiting within the bounds) or raise `BulkheadFullError`."""
         if self._in_use < self.limit and not self._waiters:

@@ -4,12 +4,12 @@ the route's permissions, never reaches a service.
 The refusals say what the services would say for the same token (core.security.deps): the
 rule a token broke as the code, the same message, the same RFC 6750 challenge; a verifier
 without keys is a 503 with Retry-After, not a 401 that would send every client to log in
-again for an outage that is ours. A token that verified is kept for a short while
-(`VerifiedTokens`): the signature check is the costliest step of a request at the edge, and
-a client repeats its token; tokens that fail are limited per client address
-(`RefusedTokens`), so guessing costs the guesser a wait, not the gateway a signature check
-each. Services still verify the token themselves (defence in depth);
-the gateway adds who it found in `X-Authenticated-*`, after dropping whatever the
+again for an outage that is ours. A token that verified is kept until its `exp`, while the
+key that verified it is still published (`gateway.edge.token_cache`): the signature check is
+the costliest step of a request at the edge, and a client repeats its token; tokens that
+fail are limited per client address (`RefusedTokens`), so guessing costs the guesser a wait,
+not the gateway a signature check each. Services still verify the token themselves (defence
+in depth); the gateway adds who it found in `X-Authenticated-*`, after dropping whatever the
 client sent under those names.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import quote
 
@@ -30,6 +30,7 @@ from core.security import (
 )
 from gateway.client_address import UNKNOWN
 from gateway.edge.rate_limit import RefusedTokens
+from gateway.edge.token_cache import VerifiedTokens, key_lookup
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -94,57 +95,19 @@ class GuardedRoute(Protocol):
     def permissions(self) -> frozenset[str]: ...
 
 
-class VerifiedTokens:
-    """Principals of recently verified tokens, by the exact token string.
-
-    A client sends the same token for its whole lifetime, and checking its signature costs
-    more than all the rest of the gateway's work on a request. An entry lives `seconds` at
-    most, and never past the token's `exp`; so a key withdrawn from the JWKS is still honoured
-    here for up to `seconds` (the JWKS itself is only re-read every few minutes, and the
-    services behind verify every token again). Only tokens that verified are kept, so made-up
-    ones cannot fill it; at `max_entries` the oldest entry goes. One event loop, no locks.
-    """
-
-    def __init__(self, seconds: float, max_entries: int, clock: Callable[[], float]) -> None:
-        if seconds < 0 or max_entries < 1:
-            raise ValueError("a token cache needs seconds >= 0 and max_entries >= 1")
-        self.seconds = seconds
-        self.max_entries = max_entries
-        self._clock = clock
-        self._entries: dict[str, tuple[Principal, float]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, token: str) -> Principal | None:
-        entry = self._entries.get(token)
-        if entry is None:
-            return None
-        if self._clock() < entry[1]:
-            return entry[0]
-        del self._entries[token]
-        return None
-
-    def put(self, principal: Principal) -> None:
-        if not self.seconds:
-            return
-        if len(self._entries) >= self.max_entries:
-            del self._entries[next(iter(self._entries))]
-        until = min(self._clock() + self.seconds, principal.claims["exp"])
-        self._entries[principal.token] = (principal, until)
-
-
 class EdgeAuth:
     """Checks a request's bearer token and the route's permissions. One per process, shared
-    by every request; it keeps tokens it verified for `cache_seconds` (0: none), see
-    `VerifiedTokens`, and limits refused ones per address with `refused` (None: no limit)."""
+    by every request; it keeps tokens it verified (`VerifiedTokens`: until their `exp`, and
+    at most `cache_seconds` when set; 0: none) and limits refused ones per address with
+    `refused` (None: no limit)."""
 
-    def __init__(self, verifier: TokenVerifier | None, *, cache_seconds: float = 30.0,
+    def __init__(self, verifier: TokenVerifier | None, *, cache_seconds: float | None = None,
                  cache_size: int = 10_000, refused: RefusedTokens | None = None) -> None:
         self.verifier = verifier
         self.refused = refused
-        self.verified = VerifiedTokens(cache_seconds, cache_size,
-                                       verifier.clock if verifier else time.time)
+        self.verified = VerifiedTokens(key_lookup(verifier.keys) if verifier else None,
+                                       verifier.clock if verifier else time.time,
+                                       seconds=cache_seconds, max_entries=cache_size)
 
     async def authenticate(self, route: GuardedRoute, headers: Headers,
                            client_ip: str = UNKNOWN) -> Principal | None:
@@ -169,7 +132,7 @@ class EdgeAuth:
             if self.refused is not None:
                 self.refused.check(client_ip)
             principal = await self._verify(self.verifier, token, client_ip)
-            self.verified.put(principal)
+            self.verified.put(principal)  # no await between: the key it looks up verified it
         if not route.permissions <= principal.permissions:
             missing = ", ".join(sorted(route.permissions - principal.permissions))
             raise GatewayError(403, "forbidden", f"missing permission {missing}")
