@@ -144,6 +144,10 @@ class HandlerRegistry:
         bucket.append(named)
         self._types.add(event_cls.EVENT_TYPE.encode())
 
+    def handled(self) -> list[tuple[str, int]]:
+        """The (event type, version) pairs with a handler here (the contract checks read it)."""
+        return sorted(self._handlers)
+
     def handlers_for(self, event: BaseEvent[Any]) -> list[NamedHandler]:
         found = self._handlers.get((event.EVENT_TYPE, event.EVENT_VERSION))
         if not self._every:

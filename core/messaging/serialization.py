@@ -77,6 +77,10 @@ class EventRegistry:
 
         return decorator
 
+    def has_upcaster(self, event_type: str, from_version: int) -> bool:
+        """Whether `event_type` data of `from_version` can be lifted to the next version."""
+        return (event_type, from_version) in self._upcasters
+
     def latest(self, event_type: str) -> EventClass | None:
         return self._latest.get(event_type)
 
