@@ -33,6 +33,7 @@ test-unit: bootstrap
 lint: bootstrap
 	$(RUN) ruff check .
 	$(RUN) mypy core services gateway
+	$(RUN) python -m core events check
 
 # The benchmarks' own packages (FastStream, aiokafka, granian) are in the `bench` dependency
 # group: installed here, not by bootstrap, so `make up` and `make test` never need them.
