@@ -6,9 +6,11 @@ reports/browser/ (CI keeps them)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 from playwright.async_api import Browser, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from devinfra.process import free_port
 from tests.helpers.waiting import answers_ok, eventually
@@ -33,7 +35,7 @@ async def stack(module_spawn: Spawner) -> dict[str, str]:
         return await answers_ok(f"{base}/docs")
 
     for base in bases.values():
-        await eventually(lambda b=base: up(b), timeout=30, interval=0.1)
+        await eventually(partial(up, base), timeout=30, interval=0.1)
     return bases
 
 
@@ -61,7 +63,10 @@ async def test_docs_render_the_operations_offline(stack: dict[str, str], browser
     page.on("request", lambda r: outside.append(r.url)
             if not r.url.startswith(base + "/") else None)
     await page.goto(f"{base}/docs", wait_until="networkidle")
-    await page.wait_for_selector(".opblock", timeout=10_000)
+    try:
+        await page.wait_for_selector(".opblock", timeout=10_000)
+    except PlaywrightTimeout:
+        pytest.fail(f"no operation rendered at {where}: {errors} {outside}")
     paths = await page.locator(".opblock .opblock-summary-path").all_inner_texts()
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"docs-{where}.png"), full_page=True)

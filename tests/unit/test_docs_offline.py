@@ -32,7 +32,7 @@ def external(html: str) -> list[str]:
 
 
 def test_the_check_catches_fastapis_cdn_page() -> None:
-    page = get_swagger_ui_html(openapi_url="/openapi.json", title="t").body.decode()
+    page = bytes(get_swagger_ui_html(openapi_url="/openapi.json", title="t").body).decode()
     assert any("cdn.jsdelivr.net" in url for url in external(page))
     assert len(referenced(page)) == 4  # css, favicon, js, the document
 

@@ -33,7 +33,10 @@ async def main(service_port: int, gateway_port: int) -> None:
     routes.write_text(ROUTES)
     gateway = create_app(
         GatewaySettings(_env_file=None, gateway_routes_file=routes, legacy_upstream_url=None,
-                        jwks_url="http://127.0.0.1:9/.well-known/jwks.json"),
+                        jwks_url="http://127.0.0.1:9/.well-known/jwks.json",
+                        # the service is never "ready" without its lifespan: one failed
+                        # check keeps it in the balancing, two (an hour apart) would not
+                        gateway_health_interval=3600.0),
         registry=FixedRegistry({"sample": [f"http://127.0.0.1:{service_port}"]}))
     servers = [
         uvicorn.Server(uvicorn.Config(service(), host="127.0.0.1", port=service_port,
