@@ -12,6 +12,7 @@ import pytest
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.types import ASGIApp
 
+from core.http.docs import ASSETS, SWAGGER_UI_DIR
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from tests.fixed_registry import FixedRegistry
@@ -62,3 +63,14 @@ async def test_docs_and_their_assets_are_served_by_the_app(app: Callable[[], ASG
         assert (await client.get("/docs/oauth2-redirect")).status_code == 200
         assert (await client.get("/redoc")).status_code == 404  # CDN-only: not offered
         assert (await client.get("/docs/assets/LICENSE")).status_code == 404  # listed only
+
+
+def test_the_vendored_copy_is_one_release_and_only_what_the_page_loads() -> None:
+    """VERSION says which swagger-ui-dist the files are (scripts/vendor-swagger-ui.sh), and the
+    directory holds the served assets, licences and notes, no source maps or other bundles."""
+    version = (SWAGGER_UI_DIR / "VERSION").read_text().strip()
+    bundle = (SWAGGER_UI_DIR / "swagger-ui-bundle.js").read_text()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    assert f'PACKAGE_VERSION:"{version}"' in bundle
+    assert {p.name for p in SWAGGER_UI_DIR.iterdir()} == {
+        *ASSETS, "LICENSE", "NOTICE", "swagger-ui-bundle.js.LICENSE.txt", "README.md", "VERSION"}
