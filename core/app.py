@@ -41,8 +41,14 @@ from core.health_check import (
     database_check,
     kafka_check,
 )
-from core.http import Auth, CallerOrService, ForwardCaller, ServiceClient, install_request_context
-from core.http.docs import docs_routes
+from core.http import (
+    Auth,
+    CallerOrService,
+    ForwardCaller,
+    ServiceClient,
+    install_request_context,
+    swagger_ui_routes,
+)
 from core.messaging.consumer import Handler
 from core.messaging.dlq import KafkaDeadLetterSink
 from core.messaging.event_bus import KafkaEventBus
@@ -268,7 +274,7 @@ def create_service(
     fastapi_options.setdefault("redoc_url", None)
     app = FastAPI(title=name, lifespan=lifespan, docs_url=None, **fastapi_options)
     if docs_url and app.openapi_url:
-        app.include_router(docs_routes(title=f"{app.title} - Swagger UI",
+        app.include_router(swagger_ui_routes(title=f"{app.title} - Swagger UI",
                                        openapi_url=app.openapi_url, docs_url=docs_url))
     app.state.health = health
     app.include_router(health.router())

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.http.docs import asset_paths as swagger_ui_paths
+from core.http import swagger_ui_paths
 from core.tracing import ROUTE
 from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
 from gateway.config import GatewaySettings

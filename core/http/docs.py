@@ -23,13 +23,13 @@ ASSETS = {  # file -> media type: the only files served, so no path ever reaches
 CACHE = "public, max-age=86400"
 
 
-def asset_paths(docs_url: str = "/docs") -> frozenset[str]:
-    """Every path `docs_routes` serves (the gateway answers exactly these itself)."""
+def swagger_ui_paths(docs_url: str = "/docs") -> frozenset[str]:
+    """Every path `swagger_ui_routes` serves (the gateway answers exactly these itself)."""
     return frozenset({docs_url, f"{docs_url}/oauth2-redirect",
                       *(f"{docs_url}/assets/{name}" for name in ASSETS)})
 
 
-def docs_routes(*, title: str, openapi_url: str = "/openapi.json",
+def swagger_ui_routes(*, title: str, openapi_url: str = "/openapi.json",
                 docs_url: str = "/docs") -> APIRouter:
     """`GET docs_url` (Swagger UI reading `openapi_url`), its OAuth2 redirect page and its
     assets, none of them in the OpenAPI document. URLs are prefixed with the request's

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from core.http.docs import docs_routes as swagger_ui_routes
+from core.http import swagger_ui_routes
 from gateway.openapi.merge import LEGACY, Json, TableLike, merge_openapi
 
 log = logging.getLogger(__name__)
