@@ -41,7 +41,14 @@ from core.health_check import (
     database_check,
     kafka_check,
 )
-from core.http import Auth, CallerOrService, ForwardCaller, ServiceClient, install_request_context
+from core.http import (
+    Auth,
+    CallerOrService,
+    ForwardCaller,
+    ServiceClient,
+    install_request_context,
+    swagger_ui_routes,
+)
 from core.messaging.consumer import Handler
 from core.messaging.dlq import KafkaDeadLetterSink
 from core.messaging.event_bus import KafkaEventBus
@@ -262,7 +269,13 @@ def create_service(
     # No trailing-slash redirects: Starlette builds them from the Host it was sent, which
     # behind the gateway is the instance's own address (a client would see it).
     fastapi_options.setdefault("redirect_slashes", False)
-    app = FastAPI(title=name, lifespan=lifespan, **fastapi_options)
+    # Swagger UI from the package, not FastAPI's CDN one (blank offline); ReDoc is CDN-only.
+    docs_url = fastapi_options.pop("docs_url", "/docs")
+    fastapi_options.setdefault("redoc_url", None)
+    app = FastAPI(title=name, lifespan=lifespan, docs_url=None, **fastapi_options)
+    if docs_url and app.openapi_url:
+        app.include_router(swagger_ui_routes(title=f"{app.title} - Swagger UI",
+                                       openapi_url=app.openapi_url, docs_url=docs_url))
     app.state.health = health
     app.include_router(health.router())
     app.include_router(exposition.router())

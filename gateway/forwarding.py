@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.http import swagger_ui_paths
 from core.tracing import ROUTE
 from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
 from gateway.config import GatewaySettings
@@ -25,8 +26,9 @@ from gateway.routes import Route, RouteTable
 log = logging.getLogger(__name__)
 
 METRICS = "/metrics"
-OWN_PATHS = frozenset({"/health/live", "/health/ready", "/openapi.json", "/docs",
-                       "/docs/oauth2-redirect", METRICS})
+# Exact paths, answered before the route table (so no route can shadow them); public.
+OWN_PATHS = frozenset({"/health/live", "/health/ready", "/openapi.json", METRICS,
+                       *swagger_ui_paths()})  # /docs, its redirect page and its assets
 
 
 class GatewayApp:

@@ -55,6 +55,8 @@ installed prometheus-alertmanager || missing+=(prometheus-alertmanager)
 installed shellcheck || missing+=(shellcheck)
 installed docker.io || missing+=(docker.io)
 installed debootstrap || missing+=(debootstrap)
+# The browser tests (tests/browser): Playwright drives Debian's chromium (/usr/bin/chromium).
+installed chromium || missing+=(chromium)
 command -v mvn >/dev/null || missing+=(maven)
 if ! command -v java >/dev/null || [[ "$(java_major)" -lt 17 ]]; then
     missing+=(openjdk-17-jre-headless)

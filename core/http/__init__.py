@@ -12,6 +12,7 @@ from core.http.context import (
     install_request_context,
 )
 from core.http.deps import ServicesDep, get_services
+from core.http.docs import swagger_ui_paths, swagger_ui_routes
 from core.http.errors import (
     UpstreamBadResponseError,
     UpstreamError,
@@ -49,4 +50,6 @@ __all__ = [
     "UpstreamUnavailableError",
     "get_services",
     "install_request_context",
+    "swagger_ui_paths",
+    "swagger_ui_routes",
 ]

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
+from core.http import swagger_ui_routes
 from gateway.openapi.merge import LEGACY, Json, TableLike, merge_openapi
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,5 @@ def docs_routes(cache: OpenApiCache) -> APIRouter:
     async def openapi() -> JSONResponse:
         return JSONResponse(await cache.document())
 
-    @router.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{cache.title} - docs")
-
+    router.include_router(swagger_ui_routes(title=f"{cache.title} - docs"))
     return router

@@ -104,6 +104,8 @@ EXPORTS: dict[str, list[str]] = {
         "UpstreamUnavailableError",
         "get_services",
         "install_request_context",
+        "swagger_ui_paths",
+        "swagger_ui_routes",
     ],
     "core.logs": [
         "ConsoleFormatter",
