@@ -60,8 +60,7 @@ class Bulkhead:
 
     async def acquire(self) -> None:
         """Take a slot (waiting within the bounds) or raise `BulkheadFullError`."""
-        if self._in_use < self.limit and not self._waiters:
-            self._in_use += 1
+        if self.try_acquire():
             return
         if len(self._waiters) >= self.max_waiters or self.max_wait <= 0:
             raise BulkheadFullError(self.name, self.limit, 0.0)
