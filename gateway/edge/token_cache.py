@@ -18,7 +18,7 @@ import base64
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import NamedTuple
 
 from core.security import (
@@ -45,12 +45,10 @@ def key_lookup(source: KeySource) -> KeyLookup | None:
     """How to ask `source` for a kid's current key without a fetch; None for a source that
     cannot say (then nothing is cached: a key's removal could not be honoured)."""
     if isinstance(source, JwksClient | StaticKeySource):
-        keys: Mapping[str, VerificationKey] | None = None
 
         def lookup(kid: str) -> VerificationKey | None:
-            nonlocal keys
-            keys = source.keys  # JwksClient swaps its whole mapping on each refresh
-            return keys.get(kid)
+            # Read each time: JwksClient swaps its whole mapping on each refresh.
+            return source.keys.get(kid)
 
         return lookup
     if isinstance(source, LocalKeySource):
