@@ -39,6 +39,7 @@ lint: bootstrap
 # group: installed here, not by bootstrap, so `make up` and `make test` never need them.
 BENCH = $(RUN) --group bench python -m
 bench: bootstrap
+	$(BENCH) bench.aims --clear
 	$(BENCH) bench.bus $(BENCH_ARGS)
 	$(BENCH) bench.scaling
 	$(BENCH) bench.horizontal
@@ -53,6 +54,7 @@ bench: bootstrap
 	$(BENCH) bench.gateway
 	$(BENCH) bench.observability
 	$(BENCH) bench.memory
+	$(BENCH) bench.aims
 
 # Mutation testing (mutmut; config in pyproject.toml, equivalents in mutation/). Two workers at
 # the lowest priority: other people's timing-sensitive tests share the machine. Always from

@@ -1,0 +1,1 @@
+"""`python -m bench.aims`: the table of issue 24's aims every benchmark in this run recorded."""
