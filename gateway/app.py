@@ -34,6 +34,8 @@ from core.security import TokenVerifier, security_from_settings
 from core.service_registry import ServiceRegistry, registry_from_settings
 from core.tracing import ServerSpans, flush_spans, setup_tracing
 from gateway.config import GatewaySettings
+from gateway.console import Console, ConsoleKafka, EdgeStatus
+from gateway.console import install as install_console
 from gateway.edge.auth import EdgeAuth
 from gateway.edge.rate_limit import edge_rate_limiter
 from gateway.forwarding import GatewayApp
@@ -140,6 +142,7 @@ def create_app(settings: GatewaySettings | None = None, *,
 
     docs = OpenApiCache(table.get, fetch_spec, version=settings.service_version)
     count_security(verifier, security.jwks if security else None)
+    console_kafka = ConsoleKafka(settings.kafka())
     exposition = Exposition()
     watch_gateway(exposition, version=settings.service_version, client=client,
                   registry=upstreams, services=lambda: table.get().services)
@@ -156,6 +159,7 @@ def create_app(settings: GatewaySettings | None = None, *,
             await upstreams.start()
             stack.push_async_callback(upstreams.stop)
             stack.push_async_callback(limiter.close)
+            stack.push_async_callback(console_kafka.stop)
             stack.push_async_callback(client.aclose)
             if security is not None:
                 stack.push_async_callback(security.stop)
@@ -172,6 +176,11 @@ def create_app(settings: GatewaySettings | None = None, *,
     own = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     own.include_router(docs_routes(docs))
+    install_console(own, Console(
+        settings=settings, verifier=verifier, client=client, table=table.get,
+        kafka=console_kafka,
+        edge=EdgeStatus(table=table.get, upstreams=upstreams, health=health, client=client,
+                        limiter=limiter, kafka=settings.kafka())))
     own.include_router(exposition.router())
     own.include_router(gateway_readiness(upstreams, table.get, limiter, health,
                                          security).router())

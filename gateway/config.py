@@ -72,6 +72,12 @@ class GatewaySettings(Settings):
     """`limit/window_seconds`: tokens that fail verification per client address (IPv6: per
     /64) before its unknown tokens are answered 429 unverified; "none" for no limit."""
 
+    gateway_console_permission: str = "rbac:manage"
+    """The permission a token needs for the operations console (`/console`): the admins'."""
+    gateway_console_login_path: str = "/api/auth/login"
+    """The gateway path the console's login form logs in through (the route to auth's
+    login, so its throttling applies as to any client)."""
+
     @field_validator("gateway_refused_token_rate_limit")
     @classmethod
     def _refused_token_rate_limit(cls, value: str) -> str:

@@ -17,6 +17,7 @@ from core.http import swagger_ui_paths
 from core.tracing import ROUTE
 from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
 from gateway.config import GatewaySettings
+from gateway.console import PREFIX as CONSOLE
 from gateway.edge.auth import EdgeAuth, identity_headers
 from gateway.edge.rate_limit import EdgeRateLimiter, client_key
 from gateway.errors import GatewayError, send_error
@@ -73,6 +74,9 @@ class GatewayApp:
             if path == METRICS:
                 self._check_monitoring(scope)
             await self.own(scope, receive, send)
+            return
+        if path.startswith(CONSOLE) and (len(path) == len(CONSOLE) or path[len(CONSOLE)] == "/"):
+            await self.own(scope, receive, send)  # the console checks its operator itself
             return
         route = self.table().match(path) or self.legacy
         if route is None:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 
 from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
 )
@@ -85,6 +86,22 @@ class KafkaAdmin:
         """Topic name to partition count."""
         meta = await asyncio.to_thread(self._admin.list_topics, timeout=10)
         return {name: len(t.partitions) for name, t in meta.topics.items()}
+
+    async def group_offsets(self, timeout: float = 10.0) -> dict[str, dict[tuple[str, int], int]]:
+        """Every consumer group's committed next offset per (topic, partition), for
+        operators' views of lag (`GroupInspector` reads one group from inside a process)."""
+        listed = await asyncio.to_thread(self._admin.list_consumer_groups,
+                                         request_timeout=timeout)
+        groups = sorted(g.group_id for g in (await asyncio.wrap_future(listed)).valid)
+        offsets: dict[str, dict[tuple[str, int], int]] = {}
+        for group in groups:  # the client takes one group per request
+            futures = await asyncio.to_thread(
+                self._admin.list_consumer_group_offsets, [ConsumerGroupTopicPartitions(group)],
+                request_timeout=timeout)
+            result = await asyncio.wrap_future(futures[group])
+            offsets[group] = {(tp.topic, tp.partition): tp.offset
+                              for tp in result.topic_partitions or [] if tp.offset >= 0}
+        return offsets
 
     async def delete_topics(self, topics: Iterable[str]) -> None:
         futures = await asyncio.to_thread(self._admin.delete_topics, list(topics))

@@ -1,0 +1,193 @@
+"""The operations console's refusals and its escaping, against the real gateway (served on a
+port), a stand-in for auth's login and the session's Kafka (tests/console_rig.py): no session
+is sent to the login page, a valid token without the admins' permission gets 403, a POST
+without the session's CSRF token gets 403 and replays nothing, and a dead letter's hostile
+header is shown escaped, never as markup."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from core.config import KafkaConfig
+from core.messaging import dlq
+from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
+from core.messaging.types import Record
+from tests.console_rig import ADMIN, PASSWORD, USER, ConsoleStack, console_stack
+from tests.helpers import unique
+
+pytestmark = pytest.mark.kafka
+
+HOSTILE = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
+PAGES = ["/console", "/console/dead-letters", "/console/dead-letters/some.topic",
+         "/console/services", "/console/topics", "/console/edge"]
+
+
+@pytest.fixture(scope="module")
+async def stack(kafka: object) -> AsyncIterator[ConsoleStack]:
+    async with console_stack(kafka.bootstrap_servers) as running:  # type: ignore[attr-defined]
+        yield running
+
+
+@pytest.fixture
+def kafka_config(kafka: object) -> KafkaConfig:
+    return KafkaConfig(kafka.bootstrap_servers, unique("console"), unique("group"))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def browser(stack: ConsoleStack) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client that keeps cookies and follows nothing by itself."""
+    async with httpx.AsyncClient(base_url=stack.url, timeout=20) as client:
+        yield client
+
+
+async def log_in(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    form = await client.get("/console/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert csrf, form.text
+    return await client.post("/console/login", data={
+        "email": email, "password": PASSWORD, "csrf_token": csrf.group(1)})
+
+
+def session_csrf(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', page)
+    assert found, page
+    return found.group(1)
+
+
+async def dead_letter(kafka_config: KafkaConfig, topic: str, header: str) -> None:
+    """A dead letter on `topic`.dlq as the consumer writes it, plus a producer's header."""
+    await KafkaAdmin(kafka_config).create_topics([topic, dlq.dlq_topic(topic)], partitions=1)
+    original = Record(topic=topic, partition=0, offset=7, key=b"k-1",
+                      value=b'{"event_type": "demo.thing_happened", "event_id": "e-1"}',
+                      headers=[("x-note", header.encode())])
+    headers = dlq.dead_letter_headers(original, ValueError(f"bad thing {HOSTILE}"), 3,
+                                      ["handle"], "demo-group")
+    producer = KafkaProducer(kafka_config)
+    await producer.start()
+    try:
+        await producer.produce(dlq.dlq_topic(topic), original.value, original.key, headers)
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.parametrize("path", PAGES)
+async def test_without_a_session_every_page_sends_to_login(browser: httpx.AsyncClient,
+                                                           path: str) -> None:
+    response = await browser.get(path)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login"
+
+
+async def test_an_htmx_request_without_a_session_is_sent_to_login(
+        browser: httpx.AsyncClient) -> None:
+    response = await browser.post("/console/dead-letters/t/replay", headers={"HX-Request": "true"},
+                                  data={"partition": "0", "offset": "0"})
+    assert response.status_code == 204 and response.headers["hx-redirect"] == "/console/login"
+
+
+@pytest.mark.parametrize("path", PAGES)
+async def test_a_token_without_the_admin_permission_gets_403(
+        stack: ConsoleStack, browser: httpx.AsyncClient, path: str) -> None:
+    browser.cookies.set("console_token", stack.token(permissions=["drivers:read"]))
+    response = await browser.get(path)
+    assert response.status_code == 403
+    assert "rbac:manage" in response.text
+
+
+async def test_logging_in_as_a_non_admin_is_refused_with_the_reason(
+        browser: httpx.AsyncClient) -> None:
+    response = await log_in(browser, USER)
+    assert response.status_code == 403
+    assert "lacks the rbac:manage permission" in response.text
+    assert "console_token" not in browser.cookies
+
+
+async def test_a_wrong_password_or_a_forged_token_logs_nobody_in(
+        stack: ConsoleStack, browser: httpx.AsyncClient) -> None:
+    form = await browser.get("/console/login")
+    csrf = session_csrf_login(form.text)
+    wrong = await browser.post("/console/login", data={
+        "email": ADMIN, "password": "nope", "csrf_token": csrf})
+    assert wrong.status_code == 401 and "wrong email or password" in wrong.text
+    browser.cookies.set("console_token", stack.token(permissions=["rbac:manage"]) + "x")
+    assert (await browser.get("/console/edge")).status_code == 303
+
+
+def session_csrf_login(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
+
+
+async def test_the_login_form_needs_its_own_csrf_token(browser: httpx.AsyncClient) -> None:
+    await browser.get("/console/login")  # the cookie is set, but the form field is missing
+    response = await browser.post("/console/login", data={"email": ADMIN, "password": PASSWORD})
+    assert response.status_code == 403 and "console_token" not in browser.cookies
+    forged = await browser.post("/console/login", data={
+        "email": ADMIN, "password": PASSWORD, "csrf_token": "guessed"})
+    assert forged.status_code == 403 and "console_token" not in browser.cookies
+
+
+async def test_the_session_cookie_is_httponly_strict_and_scoped(
+        browser: httpx.AsyncClient) -> None:
+    response = await log_in(browser, ADMIN)
+    assert response.status_code == 303 and response.headers["location"] == "/console"
+    cookie = next(v for k, v in response.headers.multi_items()
+                  if k == "set-cookie" and v.startswith("console_token="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain http here; https gets Secure
+    page = await browser.get("/console/edge")
+    assert page.status_code == 200 and ADMIN in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp and page.headers["cache-control"] == "no-store"
+
+
+async def test_a_post_without_the_csrf_token_is_refused_and_replays_nothing(
+        browser: httpx.AsyncClient, kafka_config: KafkaConfig) -> None:
+    topic = unique("console-csrf")
+    await dead_letter(kafka_config, topic, "plain")
+    await log_in(browser, ADMIN)
+    page = await browser.get(f"/console/dead-letters/{topic}")
+    token = session_csrf(page.text)
+    for extra in ({}, {"csrf_token": "0" * 64}):
+        refused = await browser.post(f"/console/dead-letters/{topic}/replay",
+                                     data={"partition": "0", "offset": "0", **extra})
+        assert refused.status_code == 403 and "CSRF" in refused.text
+    logout = await browser.post("/console/logout")
+    assert logout.status_code == 403  # logging out is a POST too
+    assert await read_topic(kafka_config, topic) == []
+    replayed = await browser.post(f"/console/dead-letters/{topic}/replay",
+                                  data={"partition": "0", "offset": "0"},
+                                  headers={"X-CSRF-Token": token, "HX-Request": "true"})
+    assert replayed.status_code == 200 and f"replayed by {ADMIN}" in replayed.text
+    assert [r.key for r in await read_topic(kafka_config, topic)] == [b"k-1"]
+
+
+async def test_a_hostile_header_in_a_dead_letter_is_shown_escaped(
+        browser: httpx.AsyncClient, kafka_config: KafkaConfig) -> None:
+    topic = unique("console-xss")
+    await dead_letter(kafka_config, topic, HOSTILE)
+    await log_in(browser, ADMIN)
+    page = await browser.get(f"/console/dead-letters/{topic}")
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text and "<img src=x" not in page.text
+    assert "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;" in page.text
+    assert "x-note" in page.text and "bad thing &lt;script&gt;" in page.text
+    assert "demo.thing_happened" in page.text and "<td>3</td>" in page.text  # attempts
+
+
+async def test_replaying_a_letter_that_is_not_there_says_so(
+        browser: httpx.AsyncClient, kafka_config: KafkaConfig) -> None:
+    topic = unique("console-none")
+    await dead_letter(kafka_config, topic, "plain")
+    await log_in(browser, ADMIN)
+    token = session_csrf((await browser.get(f"/console/dead-letters/{topic}")).text)
+    missing = await browser.post(f"/console/dead-letters/{topic}/replay",
+                                 data={"partition": "0", "offset": "99", "csrf_token": token})
+    assert missing.status_code == 404 and "no dead letter 0/99" in missing.text
+    assert await read_topic(kafka_config, topic) == []
