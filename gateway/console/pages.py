@@ -30,6 +30,7 @@ from gateway.routes import RouteTable
 STATIC = {  # file -> media type: the only files served, no path from the request reaches disk
     "htmx/htmx.min.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",  # else the browser asks for /favicon.ico: a 404
 }
 TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # what Kafka allows in a topic name
 

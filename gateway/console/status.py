@@ -14,7 +14,7 @@ import aiohttp
 
 from core.config import KafkaConfig
 from core.http import ServiceClient
-from core.messaging.kafka_client import GroupInspector, KafkaAdmin
+from core.messaging.kafka_client import KafkaAdmin
 from core.service_registry import Instance
 from gateway.edge.rate_limit import EdgeRateLimiter
 from gateway.routes import LEGACY, RouteTable
@@ -87,11 +87,7 @@ class EdgeStatus:
         admin = KafkaAdmin(self._kafka)
         counts, groups = await asyncio.gather(admin.topics(), admin.group_offsets())
         names = sorted(n for n in counts if not n.startswith("__"))
-        inspector = GroupInspector(self._kafka, f"{self._kafka.client_id}-console")
-        try:
-            ends = await inspector.ends(names)
-        finally:
-            await inspector.close()
+        ends = await admin.end_offsets({n: counts[n] for n in names})
         views = []
         for name in names:
             own = {p: end for (t, p), end in ends.items() if t == name}

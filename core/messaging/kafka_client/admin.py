@@ -9,11 +9,13 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
+    TopicPartition,
 )
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
 )
 
 from core.config import KafkaConfig
@@ -87,21 +89,39 @@ class KafkaAdmin:
         meta = await asyncio.to_thread(self._admin.list_topics, timeout=10)
         return {name: len(t.partitions) for name, t in meta.topics.items()}
 
+    async def end_offsets(self, partitions: Mapping[str, int],
+                          timeout: float = 10.0) -> dict[tuple[str, int], int]:
+        """The end (next offset) of every partition of `partitions` (topic -> count), in one
+        batched request rather than one per partition."""
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        wanted = {TopicPartition(t, p): latest
+                  for t, count in partitions.items() for p in range(count)}
+        if not wanted:
+            return {}
+        futures = await asyncio.to_thread(self._admin.list_offsets, wanted,
+                                          request_timeout=timeout)
+        ends: dict[tuple[str, int], int] = {}
+        for tp, fut in futures.items():
+            ends[(tp.topic, tp.partition)] = (await asyncio.wrap_future(fut)).offset
+        return ends
+
     async def group_offsets(self, timeout: float = 10.0) -> dict[str, dict[tuple[str, int], int]]:
         """Every consumer group's committed next offset per (topic, partition), for
         operators' views of lag (`GroupInspector` reads one group from inside a process)."""
         listed = await asyncio.to_thread(self._admin.list_consumer_groups,
                                          request_timeout=timeout)
         groups = sorted(g.group_id for g in (await asyncio.wrap_future(listed)).valid)
-        offsets: dict[str, dict[tuple[str, int], int]] = {}
-        for group in groups:  # the client takes one group per request
-            futures = await asyncio.to_thread(
-                self._admin.list_consumer_group_offsets, [ConsumerGroupTopicPartitions(group)],
-                request_timeout=timeout)
+
+        async def committed(group: str) -> dict[tuple[str, int], int]:
+            futures = self._admin.list_consumer_group_offsets(  # returns at once: futures
+                [ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
             result = await asyncio.wrap_future(futures[group])
-            offsets[group] = {(tp.topic, tp.partition): tp.offset
-                              for tp in result.topic_partitions or [] if tp.offset >= 0}
-        return offsets
+            return {(tp.topic, tp.partition): tp.offset
+                    for tp in result.topic_partitions or [] if tp.offset >= 0}
+
+        # the client takes one group per request: all asked at once
+        found = await asyncio.gather(*(committed(g) for g in groups))
+        return dict(zip(groups, found, strict=True))
 
     async def delete_topics(self, topics: Iterable[str]) -> None:
         futures = await asyncio.to_thread(self._admin.delete_topics, list(topics))
