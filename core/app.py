@@ -49,6 +49,7 @@ from core.http import (
     install_request_context,
     swagger_ui_routes,
 )
+from core.http.ops import ops_routes
 from core.messaging.consumer import Handler
 from core.messaging.dlq import KafkaDeadLetterSink
 from core.messaging.event_bus import KafkaEventBus
@@ -286,6 +287,7 @@ def create_service(
         app.include_router(router)
     if security is not None:
         install_security(app, security)
+        app.include_router(ops_routes(metadata))  # the operations console's (core/http/ops)
     elif needing := needs_verifier(app):
         raise ConfigurationError(
             f"{', '.join(needing[:3])}{' and more' if len(needing) > 3 else ''} read a bearer "

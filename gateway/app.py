@@ -34,7 +34,7 @@ from core.security import TokenVerifier, security_from_settings
 from core.service_registry import ServiceRegistry, registry_from_settings
 from core.tracing import ServerSpans, flush_spans, setup_tracing
 from gateway.config import GatewaySettings
-from gateway.console import Console, ConsoleKafka, EdgeStatus
+from gateway.console import Console, ConsoleKafka, EdgeStatus, ServiceOps
 from gateway.console import install as install_console
 from gateway.edge.auth import EdgeAuth
 from gateway.edge.rate_limit import edge_rate_limiter
@@ -180,7 +180,8 @@ def create_app(settings: GatewaySettings | None = None, *,
         settings=settings, verifier=verifier, client=client, table=table.get,
         kafka=console_kafka,
         edge=EdgeStatus(table=table.get, upstreams=upstreams, health=health, client=client,
-                        limiter=limiter, kafka=settings.kafka())))
+                        limiter=limiter, kafka=settings.kafka()),
+        ops=ServiceOps(client, table.get)))
     own.include_router(exposition.router())
     own.include_router(gateway_readiness(upstreams, table.get, limiter, health,
                                          security).router())

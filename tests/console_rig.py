@@ -10,7 +10,7 @@ import asyncio
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from core.security import SigningKey, StaticKeySource, TokenVerifier
+from core.app import create_service
+from core.config import Settings
+from core.security import Security, SigningKey, StaticKeySource, TokenVerifier
 from devinfra.process import free_port
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from tests.fixed_registry import FixedRegistry
+from tests.sample_service.app import SERVICE_DIR, handlers, router
+from tests.sample_service.models import Base
+from tests.sample_service.service import WidgetService
 from tests.security_support import AUDIENCE, ISSUER, claims, sign
 
 PASSWORD = "correct horse battery staple"
@@ -36,6 +41,18 @@ ACCOUNTS = {ADMIN: ("admin-1", ["users:read", "rbac:manage"]),
             USER: ("user-1", ["drivers:read"])}
 
 ROUTES = """
+[[routes]]
+name = "widgets"
+prefix = "/api/widgets"
+service = "sample"
+rewrite = "/widgets"
+
+[[routes]]
+name = "orders"
+prefix = "/api/orders"
+service = "order"
+rewrite = "/orders"
+
 [[routes]]
 name = "auth-login"
 prefix = "/api/auth/login"
@@ -66,11 +83,74 @@ def auth_stand_in(key: SigningKey) -> Starlette:
                              Route("/health/ready", ready)])
 
 
+SAGA = "saga-1"
+
+
+def saga_stand_in() -> Starlette:
+    """The order service's saga admin API as `core.saga.saga_admin_router` answers it, with
+    one saga that needs attention; a retry puts it back to compensating (as the real
+    orchestrator does), and the token each call carried is kept."""
+    state = {"status": "needs_attention"}
+    tokens: list[str] = []
+
+    def summary() -> dict[str, Any]:
+        return {"id": SAGA, "saga_type": "ride", "status": state["status"], "step": 1,
+                "step_name": "reserve_driver", "attempts": 3,
+                "last_error": "compensation failed: <b>driver service away</b>",
+                "deadline": None, "created_at": "2026-12-07T10:00:00Z",
+                "updated_at": "2026-12-07T10:05:00Z"}
+
+    def detail() -> dict[str, Any]:
+        return {**summary(), "data": {"ride_id": "r-1"}, "correlation_id": "c-1", "history": [
+            {"step": 0, "step_name": "create_order", "event": "started", "status": "running",
+             "detail": None, "at": "2026-12-07T10:00:00Z"},
+            {"step": 1, "step_name": "reserve_driver", "event": "failed",
+             "status": "compensating", "detail": "no driver", "at": "2026-12-07T10:01:00Z"}]}
+
+    def seen(request: Request) -> None:
+        tokens.append(request.headers.get("authorization", ""))
+
+    async def sagas(request: Request) -> JSONResponse:
+        seen(request)
+        wanted = request.query_params.get("status")
+        data = [summary()] if wanted in (None, state["status"]) else []
+        return JSONResponse({"data": data, "counts": {state["status"]: 1}})
+
+    async def saga(request: Request) -> JSONResponse:
+        seen(request)
+        if request.path_params["saga_id"] != SAGA:
+            return JSONResponse({"error": {"code": "not_found", "message": "no saga"}}, 404)
+        return JSONResponse(detail())
+
+    async def retry(request: Request) -> JSONResponse:
+        seen(request)
+        if state["status"] != "needs_attention":
+            return JSONResponse({"error": {"code": "conflict",
+                                           "message": "it does not need attention"}}, 409)
+        state["status"] = "compensating"
+        return JSONResponse(detail())
+
+    async def ready(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "degraded", "checks": [
+            {"name": "kafka", "status": "degraded", "latency_ms": 1.0,
+             "error": "broker away"}]})
+
+    app = Starlette(routes=[Route("/sagas", sagas), Route("/sagas/{saga_id}", saga),
+                            Route("/sagas/{saga_id}/retry", retry, methods=["POST"]),
+                            Route("/health/ready", ready)])
+    app.state.tokens = tokens
+    return app
+
+
 @dataclass(frozen=True, slots=True)
 class ConsoleStack:
     url: str
     """The gateway's base URL; the console is at `{url}/console`."""
     key: SigningKey
+    orders: Starlette
+    """The saga stand-in (its `state.tokens`: the Authorization headers it was sent)."""
+    sample_db: str | None
+    sample_url: str
 
     def token(self, *, permissions: list[str], **overrides: Any) -> str:
         return sign(self.key, claims(permissions=permissions, **overrides))
@@ -93,17 +173,41 @@ async def serving(app: ASGIApp, port: int) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def console_stack(bootstrap_servers: str) -> AsyncIterator[ConsoleStack]:
+async def console_stack(bootstrap_servers: str, *,
+                        with_sample: bool = False) -> AsyncIterator[ConsoleStack]:
+    """The gateway and the stand-ins; `with_sample` adds the real sample service (built by
+    `create_service`, so with core's `/ops` API) on a SQLite file and the session's Kafka."""
     key = SigningKey.generate("EdDSA", now=time.time())
-    routes = Path(tempfile.mkdtemp()) / "routes.toml"
+    workdir = Path(tempfile.mkdtemp())
+    routes = workdir / "routes.toml"
     routes.write_text(ROUTES)
-    auth_port, gateway_port = free_port(), free_port()
+    auth_port, gateway_port, order_port, sample_port = (free_port() for _ in range(4))
+    verifier = TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
+                             audience=AUDIENCE)
+    sample_db = f"sqlite+aiosqlite:///{workdir}/sample.db" if with_sample else None
     gateway = create_app(
         GatewaySettings(_env_file=None, gateway_routes_file=routes, legacy_upstream_url=None,
                         kafka_bootstrap_servers=bootstrap_servers,
                         gateway_health_interval=3600.0),
-        registry=FixedRegistry({"auth": [f"http://127.0.0.1:{auth_port}"]}),
-        verifier=TokenVerifier(StaticKeySource([key.verification]), issuer=ISSUER,
-                               audience=AUDIENCE))
-    async with serving(auth_stand_in(key), auth_port), serving(gateway, gateway_port):
-        yield ConsoleStack(f"http://127.0.0.1:{gateway_port}", key)
+        registry=FixedRegistry({"auth": [f"http://127.0.0.1:{auth_port}"],
+                                "order": [f"http://127.0.0.1:{order_port}"],
+                                "sample": [f"http://127.0.0.1:{sample_port}"]}),
+        verifier=verifier)
+    orders = saga_stand_in()
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(serving(auth_stand_in(key), auth_port))
+        await stack.enter_async_context(serving(orders, order_port))
+        if sample_db is not None:
+            sample = create_service(
+                "sample", metadata=Base.metadata, service_dir=SERVICE_DIR,
+                events=handlers.events, routers=[router],
+                publishes=[WidgetService.events_topic], security=Security(verifier),
+                settings=Settings(_env_file=None, service_name="sample",
+                                  service_port=sample_port, database_url=sample_db,
+                                  kafka_bootstrap_servers=bootstrap_servers,
+                                  registry_backend="static",
+                                  registry_static=f"sample=http://127.0.0.1:{sample_port}"))
+            await stack.enter_async_context(serving(sample, sample_port))
+        await stack.enter_async_context(serving(gateway, gateway_port))
+        yield ConsoleStack(f"http://127.0.0.1:{gateway_port}", key, orders, sample_db,
+                           f"http://127.0.0.1:{sample_port}")

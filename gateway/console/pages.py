@@ -23,6 +23,7 @@ from gateway.config import GatewaySettings
 from gateway.console import session
 from gateway.console.kafka import ConsoleKafka
 from gateway.console.rendering import HERE, SECURITY_HEADERS, render
+from gateway.console.services_ops import ServiceOps, saga_path
 from gateway.console.session import PREFIX, ForbiddenError, NotLoggedInError, Operator
 from gateway.console.status import EdgeStatus
 from gateway.routes import RouteTable
@@ -45,6 +46,7 @@ class Console:
     table: Callable[[], RouteTable]
     kafka: ConsoleKafka
     edge: EdgeStatus
+    ops: ServiceOps
 
     async def operator(self, request: Request) -> Operator:
         if self.verifier is None:  # no JWKS_URL: nobody can be checked, so nobody gets in
@@ -181,6 +183,55 @@ def console_routes(console: Console) -> APIRouter:
         who = await console.operator(request)
         return render(request, "edge.html", operator=who, page="edge",
                       breakers=console.edge.breakers(), limits=console.edge.limits())
+
+    @router.get("/outbox")
+    async def outbox(request: Request) -> Response:
+        who = await console.operator(request)
+        answers = await console.ops.each("/ops/outbox/parked", who.principal.token)
+        return render(request, "outbox.html", operator=who, page="outbox", answers=answers)
+
+    @router.post("/outbox/{service}/{action}")
+    async def outbox_action(request: Request, service: str, action: str,
+                            row: Annotated[int, Form(ge=1)]) -> Response:
+        who = await console.acting(request)
+        if action not in ("requeue", "discard") or not console.ops.known(service):
+            raise ForbiddenError("no such service or action")
+        answer = await console.ops.call("POST", service, f"/ops/outbox/{action}",
+                                        who.principal.token, json={"ids": [row]})
+        done = isinstance(answer.body, dict) and answer.body.get("count") == 1
+        return render(request, "done.html", status=200 if done else 409,
+                      message=f"{action.removesuffix('e')}ed by {who.name}" if done else
+                      (answer.error or f"row {row} is no longer parked"), ok=done)
+
+    @router.get("/sagas")
+    async def sagas(request: Request, status: str = "needs_attention") -> Response:
+        who = await console.operator(request)
+        params = {"limit": 50, **({"status": status} if status != "all" else {})}
+        answers = await console.ops.each("/sagas", who.principal.token, params)
+        return render(request, "sagas.html", operator=who, page="sagas", showing=status,
+                      answers={k: v for k, v in answers.items() if not v.missing})
+
+    @router.get("/sagas/{service}/{saga_id}")
+    async def saga(request: Request, service: str, saga_id: str) -> Response:
+        who = await console.operator(request)
+        if not console.ops.known(service):
+            raise ForbiddenError("no such service")
+        answer = await console.ops.call("GET", service, saga_path(saga_id),
+                                        who.principal.token)
+        return render(request, "saga.html", operator=who, page="sagas", service=service,
+                      saga_id=saga_id, answer=answer)
+
+    @router.post("/sagas/{service}/{saga_id}/retry")
+    async def saga_retry(request: Request, service: str, saga_id: str) -> Response:
+        who = await console.acting(request)
+        if not console.ops.known(service):
+            raise ForbiddenError("no such service")
+        answer = await console.ops.call("POST", service, saga_path(saga_id, "/retry"),
+                                        who.principal.token)
+        ok = answer.error is None
+        return render(request, "done.html", status=200 if ok else 409, ok=ok,
+                      message=f"retried by {who.name}: compensating again" if ok
+                      else answer.error)
 
     for name, media_type in STATIC.items():
         router.add_api_route(f"/static/{name}", _static(name, media_type), methods=["GET"])

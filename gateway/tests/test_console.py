@@ -1,34 +1,44 @@
-"""The operations console's refusals and its escaping, against the real gateway (served on a
-port), a stand-in for auth's login and the session's Kafka (tests/console_rig.py): no session
-is sent to the login page, a valid token without the admins' permission gets 403, a POST
-without the session's CSRF token gets 403 and replays nothing, and a dead letter's hostile
-header is shown escaped, never as markup."""
+"""The operations console against the real gateway (served on a port), a stand-in for auth's
+login, the real sample service (core's `/ops` API on its SQLite database), a stand-in for the
+order service's saga API and the session's Kafka (tests/console_rig.py): no session is sent to
+the login page, a valid token without the admins' permission gets 403, a POST without the
+session's CSRF token gets 403 and changes nothing, a dead letter's hostile header is shown
+escaped; parked outbox rows requeued and discarded through the service's own API; a saga that
+needs attention retried with the operator's token."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
+from sqlalchemy import insert, select
 
 from core.config import KafkaConfig
+from core.db.engine import Database
 from core.messaging import dlq
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
+from core.messaging.outbox.store import MAX_ATTEMPTS
 from core.messaging.types import Record
-from tests.console_rig import ADMIN, PASSWORD, USER, ConsoleStack, console_stack
+from tests.console_rig import ADMIN, PASSWORD, SAGA, USER, ConsoleStack, console_stack
 from tests.helpers import unique
+from tests.sample_service.models import outbox
 
 pytestmark = pytest.mark.kafka
 
 HOSTILE = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
 PAGES = ["/console", "/console/dead-letters", "/console/dead-letters/some.topic",
-         "/console/services", "/console/topics", "/console/edge"]
+         "/console/services", "/console/topics", "/console/edge", "/console/outbox",
+         "/console/sagas", f"/console/sagas/order/{SAGA}"]
 
 
 @pytest.fixture(scope="module")
 async def stack(kafka: object) -> AsyncIterator[ConsoleStack]:
-    async with console_stack(kafka.bootstrap_servers) as running:  # type: ignore[attr-defined]
+    async with console_stack(kafka.bootstrap_servers,  # type: ignore[attr-defined]
+                             with_sample=True) as running:
         yield running
 
 
@@ -191,3 +201,99 @@ async def test_replaying_a_letter_that_is_not_there_says_so(
                                  data={"partition": "0", "offset": "99", "csrf_token": token})
     assert missing.status_code == 404 and "no dead letter 0/99" in missing.text
     assert await read_topic(kafka_config, topic) == []
+
+
+def parked_row(key: str, error: str) -> dict[str, object]:
+    return {"event_id": str(uuid.uuid4()), "topic": "widget.events", "key": key,
+            "event_type": "widget.created", "payload": b"{}", "headers": [],
+            "created_at": datetime.now(UTC), "attempts": MAX_ATTEMPTS, "last_error": error}
+
+
+async def park(stack: ConsoleStack, key: str, error: str) -> int:
+    assert stack.sample_db is not None
+    db = Database(stack.sample_db)
+    try:
+        async with db.transaction() as session:
+            return int((await session.execute(insert(outbox).values(parked_row(key, error))
+                                              .returning(outbox.c.id))).scalar_one())
+    finally:
+        await db.dispose()
+
+
+async def outbox_row(stack: ConsoleStack, row: int) -> tuple[int, object] | None:
+    assert stack.sample_db is not None
+    db = Database(stack.sample_db)
+    try:
+        async with db.session() as session:
+            found = (await session.execute(select(outbox.c.attempts, outbox.c.published_at)
+                                           .where(outbox.c.id == row))).first()
+            return None if found is None else (found[0], found[1])
+    finally:
+        await db.dispose()
+
+
+async def test_parked_outbox_rows_are_listed_requeued_and_discarded(
+        stack: ConsoleStack, browser: httpx.AsyncClient) -> None:
+    requeued = await park(stack, unique("w"), f"TOPIC_AUTHORIZATION_FAILED {HOSTILE}")
+    discarded = await park(stack, unique("w"), "UNKNOWN_TOPIC")
+    await log_in(browser, ADMIN)
+    page = await browser.get("/console/outbox")
+    assert page.status_code == 200
+    assert "TOPIC_AUTHORIZATION_FAILED &lt;script&gt;" in page.text and "<script>" not in page.text
+    assert "No operations API" in page.text  # the stand-ins (auth, order) have none
+    token = session_csrf(page.text)
+    refused = await browser.post("/console/outbox/sample/requeue", data={"row": requeued})
+    assert refused.status_code == 403
+    assert (await outbox_row(stack, requeued)) == (MAX_ATTEMPTS, None)
+
+    done = await browser.post("/console/outbox/sample/requeue",
+                              data={"row": requeued, "csrf_token": token})
+    assert done.status_code == 200 and f"requeued by {ADMIN}" in done.text
+    row = await outbox_row(stack, requeued)
+    assert row is not None and (row[0] < MAX_ATTEMPTS or row[1] is not None)  # sent again
+    done = await browser.post("/console/outbox/sample/discard",
+                              data={"row": discarded, "csrf_token": token})
+    assert done.status_code == 200 and "discardd" not in done.text
+    assert await outbox_row(stack, discarded) is None
+    again = await browser.post("/console/outbox/sample/discard",
+                               data={"row": discarded, "csrf_token": token})
+    assert again.status_code == 409
+    unknown = await browser.post("/console/outbox/nosuch/discard",
+                                 data={"row": discarded, "csrf_token": token})
+    assert unknown.status_code == 403
+
+
+async def test_the_services_ops_api_checks_the_token_and_the_permission(
+        stack: ConsoleStack) -> None:
+    async with httpx.AsyncClient(base_url=stack.sample_url) as client:
+        assert (await client.get("/ops/outbox/parked")).status_code == 401
+        user = {"Authorization": f"Bearer {stack.token(permissions=['drivers:read'])}"}
+        assert (await client.get("/ops/outbox/parked", headers=user)).status_code == 403
+        assert (await client.post("/ops/outbox/discard", json={"ids": [1]},
+                                  headers=user)).status_code == 403
+        admin = {"Authorization": f"Bearer {stack.token(permissions=['rbac:manage'])}"}
+        assert (await client.get("/ops/outbox/parked", headers=admin)).status_code == 200
+        spec = (await client.get("/openapi.json")).json()
+        assert not [p for p in spec["paths"] if p.startswith("/ops")]
+
+
+async def test_a_saga_that_needs_attention_is_shown_and_retried_with_the_operators_token(
+        stack: ConsoleStack, browser: httpx.AsyncClient) -> None:
+    await log_in(browser, ADMIN)
+    listing = await browser.get("/console/sagas")
+    assert listing.status_code == 200 and SAGA in listing.text
+    assert "<b>driver" not in listing.text and "&lt;b&gt;driver service away" in listing.text
+    assert "<h2>sample</h2>" not in listing.text  # no sagas there: not listed
+    page = await browser.get(f"/console/sagas/order/{SAGA}")
+    assert "reserve_driver" in page.text and "no driver" in page.text  # the history
+    token = session_csrf(page.text)
+    assert (await browser.post(f"/console/sagas/order/{SAGA}/retry")).status_code == 403
+    retried = await browser.post(f"/console/sagas/order/{SAGA}/retry",
+                                 data={"csrf_token": token})
+    assert retried.status_code == 200 and f"retried by {ADMIN}" in retried.text
+    assert stack.orders.state.tokens[-1] == f"Bearer {browser.cookies['console_token']}"
+    again = await browser.post(f"/console/sagas/order/{SAGA}/retry",
+                               data={"csrf_token": token})
+    assert again.status_code == 409 and "does not need attention" in again.text
+    missing = await browser.get("/console/sagas/order/nope")
+    assert "no saga nope" in missing.text

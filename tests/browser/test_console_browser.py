@@ -1,7 +1,8 @@
 """The operations console in a real headless browser (Debian's chromium driven by Playwright):
 log in through the form, find the dead letter a failing handler produced on the session's
 Kafka, replay it (accepting the confirmation), see it marked replayed by the admin and the
-handler handle it; every page renders with no console error (a CSP violation is one), page
+handler handle it; retry a saga that needs attention and requeue a parked outbox row the same
+way; every page renders with no console error (a CSP violation is one), page
 error, failed request, 4xx/5xx or request to another origin. Screenshots in reports/browser/.
 
 The gateway is the real one, served in the test's loop with a stand-in for auth's login
@@ -20,8 +21,9 @@ from core.messaging import KafkaEventBus, dlq
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.kafka_client import KafkaAdmin
 from core.resilience.retry import RetryPolicy
+from gateway.tests.test_console import park
 from tests.browser.test_docs_browser import ARGS, CHROMIUM, SHOTS
-from tests.console_rig import ADMIN, PASSWORD, console_stack
+from tests.console_rig import ADMIN, PASSWORD, SAGA, console_stack
 from tests.helpers import OrderPlaced, eventually, order_registry, placed, unique
 
 pytestmark = pytest.mark.kafka
@@ -69,7 +71,7 @@ async def test_log_in_see_a_dead_letter_replay_it_and_see_it_handled(
         max_attempts=2, initial_delay=0.05, max_delay=0.1, jitter=False))
     bus.subscribe(topic, handlers)
     order = unique("o")
-    async with console_stack(bootstrap) as stack:
+    async with console_stack(bootstrap, with_sample=True) as stack:
         await bus.start()
         try:
             await bus.publish(topic, placed(order))
@@ -109,11 +111,22 @@ async def test_log_in_see_a_dead_letter_replay_it_and_see_it_handled(
             await page.reload()  # the replay is recorded (gateway.events) and shown with who
             await page.locator("tr", has_text=order).locator(
                 ".replayed", has_text=f"replayed by {ADMIN}").wait_for()
-            for name in ("services", "topics", "edge"):
+            for name in ("services", "topics", "edge", "sagas", f"sagas/order/{SAGA}"):
                 await page.goto(f"{stack.url}/console/{name}")
                 await page.locator("h1").first.wait_for()
-                await shoot(page, name)
-            assert await page.locator("td", has_text="auth").count() > 0  # a breaker
+                await shoot(page, name.split("/")[0] + ("-one" if "/" in name else ""))
+                if name == "edge":  # login went to auth through the client: its breaker
+                    assert await page.locator("td", has_text="auth").count() > 0
+            await page.click("button:text('Retry (compensate again)')")  # the saga's page
+            await page.locator(".replayed", has_text=f"retried by {ADMIN}").wait_for()
+
+            parked = await park(stack, order, "UNKNOWN_TOPIC_OR_PART: widget.events")
+            await page.goto(f"{stack.url}/console/outbox")
+            outbox_row = page.locator("tr", has=page.locator(f"td:text-is('{parked}')"))
+            await shoot(page, "outbox")
+            await outbox_row.locator("button", has_text="Requeue").click()
+            await outbox_row.locator(".replayed", has_text=f"requeued by {ADMIN}").wait_for()
+            assert len(asked) == 3, asked  # replay, retry, requeue: each confirmed first
             await page.goto(f"{stack.url}/console/topics")
             topic_row = page.locator("tr", has=page.locator(f"td:text-is('{topic}')"))
             assert config.consumer_group in await topic_row.inner_text()  # its lag is shown
