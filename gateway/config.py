@@ -72,6 +72,9 @@ class GatewaySettings(Settings):
     """`limit/window_seconds`: tokens that fail verification per client address (IPv6: per
     /64) before its unknown tokens are answered 429 unverified; "none" for no limit."""
 
+    gateway_console: bool = True
+    """Serve the operations console at `/console` (docs/console.md). Off: the path goes
+    through the route table like any other (to a legacy monolith's own `/console`, say)."""
     gateway_console_permission: str = "rbac:manage"
     """The permission a token needs for the operations console (`/console`): the admins'."""
     gateway_console_login_path: str = "/api/auth/login"

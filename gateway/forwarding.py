@@ -48,6 +48,7 @@ class GatewayApp:
         self.monitoring = TrustedProxies(settings.gateway_metrics_networks)  # a CIDR matcher
         self.max_header_bytes = settings.gateway_max_header_bytes
         self.max_headers = settings.gateway_max_headers
+        self.console = settings.gateway_console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -75,7 +76,8 @@ class GatewayApp:
                 self._check_monitoring(scope)
             await self.own(scope, receive, send)
             return
-        if path.startswith(CONSOLE) and (len(path) == len(CONSOLE) or path[len(CONSOLE)] == "/"):
+        if self.console and path.startswith(CONSOLE) and (
+                len(path) == len(CONSOLE) or path[len(CONSOLE)] == "/"):
             await self.own(scope, receive, send)  # the console checks its operator itself
             return
         route = self.table().match(path) or self.legacy

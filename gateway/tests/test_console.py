@@ -23,7 +23,10 @@ from core.messaging import dlq
 from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
 from core.messaging.outbox.store import MAX_ATTEMPTS
 from core.messaging.types import Record
+from gateway.app import create_app
+from gateway.config import GatewaySettings
 from tests.console_rig import ADMIN, PASSWORD, SAGA, USER, ConsoleStack, console_stack
+from tests.fixed_registry import FixedRegistry
 from tests.helpers import unique
 from tests.sample_service.models import outbox
 
@@ -297,3 +300,13 @@ async def test_a_saga_that_needs_attention_is_shown_and_retried_with_the_operato
     assert again.status_code == 409 and "does not need attention" in again.text
     missing = await browser.get("/console/sagas/order/nope")
     assert "no saga nope" in missing.text
+
+
+async def test_with_the_console_off_its_path_goes_through_the_route_table() -> None:
+    app = create_app(GatewaySettings(_env_file=None, gateway_console=False,
+                                     jwks_url="http://127.0.0.1:9/.well-known/jwks.json"),
+                     registry=FixedRegistry({}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        response = await client.get("/console/login")
+    assert response.status_code == 404 and "no_route" in response.text
