@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from core.config import KafkaConfig
 from core.db.engine import Database
 from core.messaging import dlq
-from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
+from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, commit_offsets, read_topic
 from core.messaging.outbox.store import MAX_ATTEMPTS
 from core.messaging.types import Record
 from gateway.app import create_app
@@ -310,3 +310,52 @@ async def test_with_the_console_off_its_path_goes_through_the_route_table() -> N
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
         response = await client.get("/console/login")
     assert response.status_code == 404 and "no_route" in response.text
+
+
+async def test_topics_show_end_offsets_and_each_groups_lag(
+        browser: httpx.AsyncClient, kafka_config: KafkaConfig) -> None:
+    topic, group = unique("console-lag"), unique("console-group")
+    await KafkaAdmin(kafka_config).create_topics([topic], partitions=1)
+    producer = KafkaProducer(kafka_config)
+    await producer.start()
+    try:
+        for n in range(5):
+            await producer.produce(topic, b"{}", f"k{n}")
+    finally:
+        await producer.stop()
+    await commit_offsets(kafka_config, group, topic, {0: 2})
+    await log_in(browser, ADMIN)
+    page = await browser.get("/console/topics")
+    row = re.search(rf"<tr>\s*<td>{re.escape(topic)}</td>(.*?)</tr>", page.text, re.S)
+    assert row, page.text
+    assert "0: 5" in row.group(1)  # partition 0 ends at offset 5
+    assert f'<span class="behind">3</span> {group}' in row.group(1)  # committed 2: 3 behind
+
+
+async def test_services_show_each_instances_health_and_why(browser: httpx.AsyncClient) -> None:
+    await log_in(browser, ADMIN)
+    page = await browser.get("/console/services")
+    assert page.status_code == 200
+    order = page.text.split("<h2>order</h2>", 1)[1].split("<h2>", 1)[0]
+    assert 'class="status degraded"' in order and "kafka: degraded broker away" in order
+    auth = page.text.split("<h2>auth</h2>", 1)[1].split("<h2>", 1)[0]
+    assert 'class="status ready"' in auth
+
+
+async def test_edge_shows_breakers_and_each_routes_limit(browser: httpx.AsyncClient) -> None:
+    await log_in(browser, ADMIN)  # through the client: auth's instance gets a breaker
+    page = await browser.get("/console/edge")
+    assert re.search(r"<td>auth@http://127\.0\.0\.1:\d+</td><td><span class=\"status "
+                     r"breaker-closed\">closed</span>", page.text), page.text
+    assert "<td>widgets</td><td>/api/widgets</td><td>600 per 60 s</td>" in page.text
+    assert "<td>auth-login</td><td>/api/auth/login</td><td>none</td>" in page.text
+    assert "Counted in this process" in page.text
+
+
+async def test_a_topic_without_dead_letters_and_a_bad_topic_name(
+        browser: httpx.AsyncClient) -> None:
+    await log_in(browser, ADMIN)
+    empty = await browser.get(f"/console/dead-letters/{unique('never')}")
+    assert empty.status_code == 200 and "No dead letters." in empty.text
+    bad = await browser.get("/console/dead-letters/a%20b")
+    assert bad.status_code == 403 and "not a topic name" in bad.text
