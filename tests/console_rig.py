@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from sqlalchemy import insert
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,13 +27,15 @@ from starlette.types import ASGIApp
 
 from core.app import create_service
 from core.config import Settings
+from core.db.engine import Database
+from core.messaging.outbox.store import MAX_ATTEMPTS
 from core.security import Security, SigningKey, StaticKeySource, TokenVerifier
 from devinfra.process import free_port
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from tests.fixed_registry import FixedRegistry
 from tests.sample_service.app import SERVICE_DIR, handlers, router
-from tests.sample_service.models import Base
+from tests.sample_service.models import Base, outbox
 from tests.sample_service.service import WidgetService
 from tests.security_support import AUDIENCE, ISSUER, claims, sign
 
@@ -211,3 +216,21 @@ async def console_stack(bootstrap_servers: str, *,
         await stack.enter_async_context(serving(gateway, gateway_port))
         yield ConsoleStack(f"http://127.0.0.1:{gateway_port}", key, orders, sample_db,
                            f"http://127.0.0.1:{sample_port}")
+
+
+def parked_row(key: str, error: str) -> dict[str, object]:
+    return {"event_id": str(uuid.uuid4()), "topic": "widget.events", "key": key,
+            "event_type": "widget.created", "payload": b"{}", "headers": [],
+            "created_at": datetime.now(UTC), "attempts": MAX_ATTEMPTS, "last_error": error}
+
+
+async def park(stack: ConsoleStack, key: str, error: str) -> int:
+    """A row parked in the sample service's outbox (as the relay leaves one Kafka refused)."""
+    assert stack.sample_db is not None
+    db = Database(stack.sample_db)
+    try:
+        async with db.transaction() as session:
+            return int((await session.execute(insert(outbox).values(parked_row(key, error))
+                                              .returning(outbox.c.id))).scalar_one())
+    finally:
+        await db.dispose()

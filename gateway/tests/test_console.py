@@ -9,13 +9,11 @@ needs attention retried with the operator's token."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from core.config import KafkaConfig
 from core.db.engine import Database
@@ -25,7 +23,15 @@ from core.messaging.outbox.store import MAX_ATTEMPTS
 from core.messaging.types import Record
 from gateway.app import create_app
 from gateway.config import GatewaySettings
-from tests.console_rig import ADMIN, PASSWORD, SAGA, USER, ConsoleStack, console_stack
+from tests.console_rig import (
+    ADMIN,
+    PASSWORD,
+    SAGA,
+    USER,
+    ConsoleStack,
+    console_stack,
+    park,
+)
 from tests.fixed_registry import FixedRegistry
 from tests.helpers import unique
 from tests.sample_service.models import outbox
@@ -204,23 +210,6 @@ async def test_replaying_a_letter_that_is_not_there_says_so(
                                  data={"partition": "0", "offset": "99", "csrf_token": token})
     assert missing.status_code == 404 and "no dead letter 0/99" in missing.text
     assert await read_topic(kafka_config, topic) == []
-
-
-def parked_row(key: str, error: str) -> dict[str, object]:
-    return {"event_id": str(uuid.uuid4()), "topic": "widget.events", "key": key,
-            "event_type": "widget.created", "payload": b"{}", "headers": [],
-            "created_at": datetime.now(UTC), "attempts": MAX_ATTEMPTS, "last_error": error}
-
-
-async def park(stack: ConsoleStack, key: str, error: str) -> int:
-    assert stack.sample_db is not None
-    db = Database(stack.sample_db)
-    try:
-        async with db.transaction() as session:
-            return int((await session.execute(insert(outbox).values(parked_row(key, error))
-                                              .returning(outbox.c.id))).scalar_one())
-    finally:
-        await db.dispose()
 
 
 async def outbox_row(stack: ConsoleStack, row: int) -> tuple[int, object] | None:

@@ -21,9 +21,8 @@ from core.messaging import KafkaEventBus, dlq
 from core.messaging.handlers import HandlerRegistry
 from core.messaging.kafka_client import KafkaAdmin
 from core.resilience.retry import RetryPolicy
-from gateway.tests.test_console import park
 from tests.browser.test_docs_browser import ARGS, CHROMIUM, SHOTS
-from tests.console_rig import ADMIN, PASSWORD, SAGA, console_stack
+from tests.console_rig import ADMIN, PASSWORD, SAGA, console_stack, park
 from tests.helpers import OrderPlaced, eventually, order_registry, placed, unique
 
 pytestmark = pytest.mark.kafka
