@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -26,9 +26,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from core.app import create_service
-from core.config import Settings
+from core.config import KafkaConfig, Settings
 from core.db.engine import Database
+from core.messaging import dlq
+from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, commit_offsets
 from core.messaging.outbox.store import MAX_ATTEMPTS
+from core.messaging.types import Headers, Record
 from core.security import Security, SigningKey, StaticKeySource, TokenVerifier
 from devinfra.process import free_port
 from gateway.app import create_app
@@ -40,6 +43,9 @@ from tests.sample_service.service import WidgetService
 from tests.security_support import AUDIENCE, ISSUER, claims, sign
 
 PASSWORD = "correct horse battery staple"
+HOSTILE = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
+PARKED = MAX_ATTEMPTS
+"""A parked outbox row's attempts (the relay's default bound)."""
 ADMIN = "admin@example.com"
 USER = "user@example.com"
 ACCOUNTS = {ADMIN: ("admin-1", ["users:read", "rbac:manage"]),
@@ -232,5 +238,45 @@ async def park(stack: ConsoleStack, key: str, error: str) -> int:
         async with db.transaction() as session:
             return int((await session.execute(insert(outbox).values(parked_row(key, error))
                                               .returning(outbox.c.id))).scalar_one())
+    finally:
+        await db.dispose()
+
+
+async def produce(config: KafkaConfig, topic: str,
+                  records: list[tuple[bytes, bytes, Headers]]) -> None:
+    """(key, value, headers) records to `topic`, acknowledged."""
+    producer = KafkaProducer(config)
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.produce(topic, value, key, headers)
+    finally:
+        await producer.stop()
+
+
+async def commit(config: KafkaConfig, group: str, topic: str, offsets: dict[int, int]) -> None:
+    await commit_offsets(config, group, topic, offsets)
+
+
+async def dead_letter(kafka_config: KafkaConfig, topic: str, header: str) -> None:
+    """A dead letter on `topic`.dlq as the consumer writes it, plus a producer's header."""
+    await KafkaAdmin(kafka_config).create_topics([topic, dlq.dlq_topic(topic)], partitions=1)
+    original = Record(topic=topic, partition=0, offset=7, key=b"k-1",
+                      value=b'{"event_type": "demo.thing_happened", "event_id": "e-1"}',
+                      headers=[("x-note", header.encode())])
+    headers = dlq.dead_letter_headers(original, ValueError(f"bad thing {HOSTILE}"), 3,
+                                      ["handle"], "demo-group")
+    assert original.value is not None and original.key is not None
+    await produce(kafka_config, dlq.dlq_topic(topic), [(original.key, original.value, headers)])
+
+
+async def outbox_row(stack: ConsoleStack, row: int) -> tuple[int, object] | None:
+    assert stack.sample_db is not None
+    db = Database(stack.sample_db)
+    try:
+        async with db.session() as session:
+            found = (await session.execute(select(outbox.c.attempts, outbox.c.published_at)
+                                           .where(outbox.c.id == row))).first()
+            return None if found is None else (found[0], found[1])
     finally:
         await db.dispose()

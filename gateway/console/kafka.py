@@ -1,8 +1,8 @@
 """What the console reads from and writes to Kafka: dead letters (through `core.messaging.dlq`,
 the same listing and replay as `python -m core dlq`), and the audit events of replays.
 
-The producer starts at the first replay, so a gateway whose Kafka is away still serves every
-other console page and all its traffic."""
+The producer (a publishing-only event bus) starts at the first replay, so a gateway whose
+Kafka is away still serves every other console page and all its traffic."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import asyncio
 from dataclasses import dataclass
 
 from core.config import KafkaConfig
-from core.messaging import EventRegistry, EventSerializer
-from core.messaging import dlq as dlqs
-from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, read_topic
+from core.messaging import (
+    EventRegistry,
+    EventSerializer,
+    KafkaAdmin,
+    KafkaEventBus,
+    read_topic,
+)
+from core.messaging import dlq as dlqs  # the same listing and replay as `python -m core dlq`
 from gateway.console.events import GATEWAY_EVENTS, DeadLetterReplayed, DeadLetterReplayedData
 
 
@@ -29,8 +34,9 @@ class ConsoleKafka:
         self.config = config
         registry = EventRegistry()
         registry.register(DeadLetterReplayed)
+        self._registry = registry
         self._serializer = EventSerializer(registry, service_name="gateway")
-        self._producer: KafkaProducer | None = None
+        self._bus: KafkaEventBus | None = None
         self._kafka_admin: KafkaAdmin | None = None
         self._starting = asyncio.Lock()
 
@@ -63,16 +69,16 @@ class ConsoleKafka:
                      by_name: str) -> dlqs.DeadLetter | None:
         """Send one dead letter back to `topic` (`dlq.replay` with an explicit pick), then
         record who did it. None when there is no such letter."""
-        producer = await self._started()
-        done = await dlqs.replay(self.config, producer, topic, offsets=[(partition, offset)])
+        bus = await self._started()
+        done = await dlqs.replay(self.config, bus.producer, topic,
+                                 offsets=[(partition, offset)])
         if not done:
             return None
         letter = done[0]
         event = DeadLetterReplayed(key=f"{topic}/{partition}/{offset}", data=DeadLetterReplayedData(
             topic=topic, dlq_partition=partition, dlq_offset=offset,
             event_type=letter.event_type, event_id=letter.event_id, by=by, by_name=by_name))
-        value, headers = self._serializer.serialize(event)
-        await producer.produce(GATEWAY_EVENTS, value, event.partition_key(), headers)
+        await bus.publish(GATEWAY_EVENTS, event)
         return letter
 
     def _admin(self) -> KafkaAdmin:
@@ -80,16 +86,16 @@ class ConsoleKafka:
             self._kafka_admin = KafkaAdmin(self.config)
         return self._kafka_admin
 
-    async def _started(self) -> KafkaProducer:
+    async def _started(self) -> KafkaEventBus:
         async with self._starting:
-            if self._producer is None:
+            if self._bus is None:
                 await self._admin().create_topics([GATEWAY_EVENTS])  # once; idempotent
-                producer = KafkaProducer(self.config)
-                await producer.start()
-                self._producer = producer
-            return self._producer
+                bus = KafkaEventBus(self.config, self._registry)
+                await bus.start()
+                self._bus = bus
+            return self._bus
 
     async def stop(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            await bus.stop()

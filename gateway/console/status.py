@@ -14,7 +14,7 @@ import aiohttp
 
 from core.config import KafkaConfig
 from core.http import ServiceClient
-from core.messaging.kafka_client import KafkaAdmin
+from core.messaging import KafkaAdmin
 from core.service_registry import Instance
 from gateway.edge.rate_limit import EdgeRateLimiter
 from gateway.routes import LEGACY, RouteTable

@@ -13,32 +13,31 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from core.config import KafkaConfig
-from core.db.engine import Database
-from core.messaging import dlq
-from core.messaging.kafka_client import KafkaAdmin, KafkaProducer, commit_offsets, read_topic
-from core.messaging.outbox.store import MAX_ATTEMPTS
-from core.messaging.types import Record
+from core.messaging import KafkaAdmin, read_topic
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from tests.console_rig import (
     ADMIN,
+    HOSTILE,
+    PARKED,
     PASSWORD,
     SAGA,
     USER,
     ConsoleStack,
+    commit,
     console_stack,
+    dead_letter,
+    outbox_row,
     park,
+    produce,
 )
 from tests.fixed_registry import FixedRegistry
 from tests.helpers import unique
-from tests.sample_service.models import outbox
 
 pytestmark = pytest.mark.kafka
 
-HOSTILE = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
 PAGES = ["/console", "/console/dead-letters", "/console/dead-letters/some.topic",
          "/console/services", "/console/topics", "/console/edge", "/console/outbox",
          "/console/sagas", f"/console/sagas/order/{SAGA}"]
@@ -75,22 +74,6 @@ def session_csrf(page: str) -> str:
     found = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', page)
     assert found, page
     return found.group(1)
-
-
-async def dead_letter(kafka_config: KafkaConfig, topic: str, header: str) -> None:
-    """A dead letter on `topic`.dlq as the consumer writes it, plus a producer's header."""
-    await KafkaAdmin(kafka_config).create_topics([topic, dlq.dlq_topic(topic)], partitions=1)
-    original = Record(topic=topic, partition=0, offset=7, key=b"k-1",
-                      value=b'{"event_type": "demo.thing_happened", "event_id": "e-1"}',
-                      headers=[("x-note", header.encode())])
-    headers = dlq.dead_letter_headers(original, ValueError(f"bad thing {HOSTILE}"), 3,
-                                      ["handle"], "demo-group")
-    producer = KafkaProducer(kafka_config)
-    await producer.start()
-    try:
-        await producer.produce(dlq.dlq_topic(topic), original.value, original.key, headers)
-    finally:
-        await producer.stop()
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -212,18 +195,6 @@ async def test_replaying_a_letter_that_is_not_there_says_so(
     assert await read_topic(kafka_config, topic) == []
 
 
-async def outbox_row(stack: ConsoleStack, row: int) -> tuple[int, object] | None:
-    assert stack.sample_db is not None
-    db = Database(stack.sample_db)
-    try:
-        async with db.session() as session:
-            found = (await session.execute(select(outbox.c.attempts, outbox.c.published_at)
-                                           .where(outbox.c.id == row))).first()
-            return None if found is None else (found[0], found[1])
-    finally:
-        await db.dispose()
-
-
 async def test_parked_outbox_rows_are_listed_requeued_and_discarded(
         stack: ConsoleStack, browser: httpx.AsyncClient) -> None:
     requeued = await park(stack, unique("w"), f"TOPIC_AUTHORIZATION_FAILED {HOSTILE}")
@@ -236,13 +207,13 @@ async def test_parked_outbox_rows_are_listed_requeued_and_discarded(
     token = session_csrf(page.text)
     refused = await browser.post("/console/outbox/sample/requeue", data={"row": requeued})
     assert refused.status_code == 403
-    assert (await outbox_row(stack, requeued)) == (MAX_ATTEMPTS, None)
+    assert (await outbox_row(stack, requeued)) == (PARKED, None)
 
     done = await browser.post("/console/outbox/sample/requeue",
                               data={"row": requeued, "csrf_token": token})
     assert done.status_code == 200 and f"requeued by {ADMIN}" in done.text
     row = await outbox_row(stack, requeued)
-    assert row is not None and (row[0] < MAX_ATTEMPTS or row[1] is not None)  # sent again
+    assert row is not None and (row[0] < PARKED or row[1] is not None)  # sent again
     done = await browser.post("/console/outbox/sample/discard",
                               data={"row": discarded, "csrf_token": token})
     assert done.status_code == 200 and "discardd" not in done.text
@@ -305,14 +276,8 @@ async def test_topics_show_end_offsets_and_each_groups_lag(
         browser: httpx.AsyncClient, kafka_config: KafkaConfig) -> None:
     topic, group = unique("console-lag"), unique("console-group")
     await KafkaAdmin(kafka_config).create_topics([topic], partitions=1)
-    producer = KafkaProducer(kafka_config)
-    await producer.start()
-    try:
-        for n in range(5):
-            await producer.produce(topic, b"{}", f"k{n}")
-    finally:
-        await producer.stop()
-    await commit_offsets(kafka_config, group, topic, {0: 2})
+    await produce(kafka_config, topic, [(f"k{n}".encode(), b"{}", []) for n in range(5)])
+    await commit(kafka_config, group, topic, {0: 2})
     await log_in(browser, ADMIN)
     page = await browser.get("/console/topics")
     row = re.search(rf"<tr>\s*<td>{re.escape(topic)}</td>(.*?)</tr>", page.text, re.S)
