@@ -77,6 +77,7 @@ rate_limit = "none"
 
 def auth_stand_in(key: SigningKey) -> Starlette:
     async def login(request: Request) -> JSONResponse:
+        forwarded.append(request.headers.get("x-forwarded-for", ""))
         body = await request.json()
         account = ACCOUNTS.get(body.get("email"))
         if account is None or body.get("password") != PASSWORD:
@@ -90,8 +91,11 @@ def auth_stand_in(key: SigningKey) -> Starlette:
     async def ready(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ready", "checks": []})
 
-    return Starlette(routes=[Route("/auth/login", login, methods=["POST"]),
-                             Route("/health/ready", ready)])
+    forwarded: list[str] = []
+    app = Starlette(routes=[Route("/auth/login", login, methods=["POST"]),
+                            Route("/health/ready", ready)])
+    app.state.forwarded = forwarded
+    return app
 
 
 SAGA = "saga-1"
@@ -158,6 +162,8 @@ class ConsoleStack:
     url: str
     """The gateway's base URL; the console is at `{url}/console`."""
     key: SigningKey
+    auth: Starlette
+    """The login stand-in (its `state.forwarded`: the X-Forwarded-For of each login)."""
     orders: Starlette
     """The saga stand-in (its `state.tokens`: the Authorization headers it was sent)."""
     sample_db: str | None
@@ -204,9 +210,9 @@ async def console_stack(bootstrap_servers: str, *,
                                 "order": [f"http://127.0.0.1:{order_port}"],
                                 "sample": [f"http://127.0.0.1:{sample_port}"]}),
         verifier=verifier)
-    orders = saga_stand_in()
+    orders, auth = saga_stand_in(), auth_stand_in(key)
     async with AsyncExitStack() as stack:
-        await stack.enter_async_context(serving(auth_stand_in(key), auth_port))
+        await stack.enter_async_context(serving(auth, auth_port))
         await stack.enter_async_context(serving(orders, order_port))
         if sample_db is not None:
             sample = create_service(
@@ -220,7 +226,7 @@ async def console_stack(bootstrap_servers: str, *,
                                   registry_static=f"sample=http://127.0.0.1:{sample_port}"))
             await stack.enter_async_context(serving(sample, sample_port))
         await stack.enter_async_context(serving(gateway, gateway_port))
-        yield ConsoleStack(f"http://127.0.0.1:{gateway_port}", key, orders, sample_db,
+        yield ConsoleStack(f"http://127.0.0.1:{gateway_port}", key, auth, orders, sample_db,
                            f"http://127.0.0.1:{sample_port}")
 
 

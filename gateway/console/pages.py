@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from core.http import ServiceClient
 from core.security import KeysUnavailableError, TokenRejectedError, TokenVerifier
+from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
 from gateway.config import GatewaySettings
 from gateway.console import session
 from gateway.console.kafka import ConsoleKafka
@@ -257,11 +258,14 @@ async def _log_in(console: Console, request: Request, email: str,
     route = console.table().match(path)
     if route is None or console.verifier is None:
         return None, f"no route serves {path}, or nothing verifies tokens: ask an operator"
-    client = request.client.host if request.client else ""
+    # who the client is, as the edge tells any upstream: auth throttles failed logins by it
+    ip = client_ip(request.scope, TrustedProxies(console.settings.gateway_trusted_proxies))
+    forwarded = {k.decode(): v.decode("latin-1")
+                 for k, v in forwarded_headers(request.scope, ip)}
     try:
         answer = await console.client.post(
             route.service, route.upstream_path(path), json={"email": email, "password": password},
-            headers={"X-Forwarded-For": client} if client else None, timeout=route.timeout)
+            headers=forwarded, timeout=route.timeout)
     except Exception as exc:  # the upstream away, its breaker open: say so, stay up
         return None, f"the auth service did not answer ({type(exc).__name__})"
     if answer.status_code == 200:

@@ -135,9 +135,10 @@ async def test_the_login_form_needs_its_own_csrf_token(browser: httpx.AsyncClien
 
 
 async def test_the_session_cookie_is_httponly_strict_and_scoped(
-        browser: httpx.AsyncClient) -> None:
+        stack: ConsoleStack, browser: httpx.AsyncClient) -> None:
     response = await log_in(browser, ADMIN)
     assert response.status_code == 303 and response.headers["location"] == "/console"
+    assert stack.auth.state.forwarded[-1] == "127.0.0.1"  # auth throttles by the client
     cookie = next(v for k, v in response.headers.multi_items()
                   if k == "set-cookie" and v.startswith("console_token="))
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
