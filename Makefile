@@ -34,6 +34,7 @@ lint: bootstrap
 	$(RUN) ruff check .
 	$(RUN) mypy core services gateway
 	$(RUN) python -m core events check
+	$(RUN) python -m core events docs
 
 # The benchmarks' own packages (FastStream, aiokafka, granian) are in the `bench` dependency
 # group: installed here, not by bootstrap, so `make up` and `make test` never need them.
