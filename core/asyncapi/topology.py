@@ -114,20 +114,28 @@ def _published(publishes: Published) -> list[tuple[str, Sequence[EventClass | Re
 
 
 def _receive(out: Topology, topic: str, handler: object) -> None:
+    """A receive operation for what the handlers only read, and one with a `reply` for each
+    event answered (a responder's requests; a saga participant's commands that name their
+    replies): the answer goes where the record's `reply_to` header says."""
     service = out.service
-    if isinstance(handler, RequestResponder):
-        for request, replies in handler.replies.items():
-            out.add(Operation(
-                f"{service}.answer.{_message_id(request)}", "receive", topic, (request,),
-                Reply((*replies, RequestFailed), own=False),
-                summary=f"{service} answers {request.EVENT_TYPE} on {topic}"))
+    responder = isinstance(handler, RequestResponder)
+    registry = handler.handlers if isinstance(handler, RequestResponder) else handler
+    if not isinstance(registry, HandlerRegistry):  # a plain function: any message
+        out.add(Operation(f"{service}.receive.{topic}", "receive", topic, None,
+                          summary=f"{service} consumes {topic}"))
         return
-    messages = None
-    if isinstance(handler, HandlerRegistry):
-        found = (handler.events.get(t, v) for t, v in handler.handled())
-        messages = _sorted(tuple(c for c in found if c is not None))
-    out.add(Operation(f"{service}.receive.{topic}", "receive", topic, messages,
-                      summary=f"{service} consumes {topic}"))
+    answered = {c: r for c, r in registry.replies.items() if r or responder}
+    found = (registry.events.get(t, v) for t, v in registry.handled())
+    read = _sorted(c for c in found if c is not None and c not in answered)
+    if read or not answered:
+        out.add(Operation(f"{service}.receive.{topic}", "receive", topic, read,
+                          summary=f"{service} consumes {topic}"))
+    failed = (RequestFailed,) if responder else ()
+    for request, replies in answered.items():
+        out.add(Operation(
+            f"{service}.answer.{_message_id(request)}", "receive", topic, (request,),
+            Reply((*replies, *failed), own=False),
+            summary=f"{service} answers {request.EVENT_TYPE} on {topic}"))
 
 
 def _sorted(classes: Iterable[EventClass]) -> tuple[EventClass, ...]:

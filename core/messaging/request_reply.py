@@ -35,7 +35,6 @@ import functools
 import inspect
 import logging
 import time
-import typing
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -51,7 +50,7 @@ from core.messaging.errors import (
     RequestTimeoutError,
 )
 from core.messaging.events import BaseEvent, IntegrationEvent
-from core.messaging.handlers import HandlerRegistry, handler_name
+from core.messaging.handlers import HandlerRegistry, handler_name, reply_classes
 from core.messaging.kafka_client import DeliveryReport, KafkaAdmin, KafkaConsumer, KafkaProducer
 from core.messaging.reply_topics import (
     DEFAULT_GRACE,
@@ -338,9 +337,6 @@ class RequestResponder:
         self._producer = producer
         self.handlers = HandlerRegistry(events)
         self.handlers.events.register(RequestFailed)
-        self.replies: dict[type[BaseEvent[Any]], tuple[type[BaseEvent[Any]], ...]] = {}
-        """Request class -> the reply classes its responder's return annotation names
-        (what the AsyncAPI document says it answers; `RequestFailed` is always possible)."""
         self._serializer = EventSerializer(self.handlers.events)
 
     def bind(self, producer: KafkaProducer) -> None:
@@ -356,7 +352,8 @@ class RequestResponder:
 
             # once=False: each delivery is a call awaiting its answer (see the module doc).
             self.handlers.add(request_cls, answer, name=handler_name(fn), once=False)
-            self.replies[request_cls] = _reply_classes(fn)
+            # What the AsyncAPI document says it answers (`RequestFailed` is always possible).
+            self.handlers.replies[request_cls] = reply_classes(fn)
             return fn
 
         return decorator
@@ -397,17 +394,6 @@ class RequestResponder:
         except TimeoutError:
             log.info("reply to %s %s not delivered to %s before its caller stopped waiting",
                      request.EVENT_TYPE, request.event_id, reply_to)
-
-
-def _reply_classes(fn: Callable[..., Any]) -> tuple[type[BaseEvent[Any]], ...]:
-    """The event classes `fn`'s return annotation names (`-> Contact`, `-> A | B`); none
-    when it names none or cannot be resolved (documentation only: nothing depends on it)."""
-    try:
-        returned = typing.get_type_hints(fn).get("return")
-    except Exception:  # an unresolvable forward reference: the document just says less
-        return ()
-    candidates = typing.get_args(returned) or (returned,)
-    return tuple(c for c in candidates if isinstance(c, type) and issubclass(c, BaseEvent))
 
 
 def _with_context(fn: Callable[..., Awaitable[BaseEvent[Any]]]

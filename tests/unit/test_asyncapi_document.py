@@ -23,6 +23,7 @@ from core.messaging import (
     RequestResponder,
 )
 from core.projections import Projection
+from core.saga import participant
 
 Json = dict[str, Any]
 
@@ -199,6 +200,30 @@ def test_a_requester_sends_and_reads_the_reply_on_its_own_topic() -> None:
                                       "basket.request.shop.get_price.v1"}
 
 
+def test_a_saga_participant_replies_where_the_command_says() -> None:
+    commands = HandlerRegistry()
+
+    @participant(commands, GetPrice)
+    async def quote(command: GetPrice, ctx: MessageContext) -> PriceFound | NoPrice | None:
+        raise NotImplementedError
+
+    @participant(commands, ItemAdded)
+    async def note(command: ItemAdded, ctx: MessageContext) -> None:  # answers nothing
+        raise NotImplementedError
+
+    doc = check(asyncapi_document(topology(
+        "pricing", subscriptions=[Subscription("pricing.commands", commands)])))
+    assert set(doc["operations"]) == {"pricing.receive.pricing.commands",
+                                      "pricing.answer.shop.get_price.v1"}
+    assert doc["operations"]["pricing.receive.pricing.commands"]["messages"] == [
+        {"$ref": "#/channels/pricing.commands/messages/shop.item_added.v1"}]
+    reply = doc["operations"]["pricing.answer.shop.get_price.v1"]["reply"]
+    assert reply["address"]["location"] == "$message.header#/reply_to"
+    # a saga's failure is a reply of its own, not request-reply's request.failed
+    assert [m["$ref"].rsplit("/", 1)[1] for m in reply["messages"]] == [
+        "shop.price.v1", "shop.no_price.v1"]
+
+
 def test_a_reply_annotation_that_cannot_be_resolved_names_no_reply() -> None:
     responder = RequestResponder()
 
@@ -206,7 +231,7 @@ def test_a_reply_annotation_that_cannot_be_resolved_names_no_reply() -> None:
     async def price(request: GetPrice) -> Undefined:  # type: ignore[name-defined]  # noqa: F821
         raise NotImplementedError
 
-    assert responder.replies == {GetPrice: ()}
+    assert responder.handlers.replies == {GetPrice: ()}
     doc = check(asyncapi_document(topology(
         "pricing", subscriptions=[Subscription("shop.requests", responder)])))
     reply = doc["operations"]["pricing.answer.shop.get_price.v1"]["reply"]
