@@ -1,8 +1,8 @@
 """Who sends and who receives what, on which topic: read from what `create_service` is given.
 
 Received events come from the subscriptions (a `HandlerRegistry` names the (type, version)
-pairs it handles, a `RequestResponder` its requests and, from its functions' return
-annotations, their replies) and the projections (the types they apply, every registered
+pairs it handles and, in `replies`, what a request-reply responder or a saga participant
+answers with, read from its functions' return annotations) and the projections (the types they apply, every registered
 version). Sent events come from `publishes`: a topic name alone says nothing of its events,
 so a service lists them per topic (`publishes={TOPIC: [Event, ...]}`), and a request it sends
 as `Request(GetContact, Contact)`: answered on its own reply topic.
