@@ -27,13 +27,15 @@ def merge_asyncapi(documents: Mapping[str, Mapping[str, Any]], *, title: str,
     channels: dict[str, Json] = {}
     operations: dict[str, Json] = {}
     components: dict[str, dict[str, Json]] = {}
-    owners: dict[tuple[str, str], str] = {}
+    owned: set[tuple[str, str]] = set()
     for service, doc in sorted(documents.items()):
         for channel_id, channel in (doc.get("channels") or {}).items():
-            kept = channels.setdefault(channel_id, copy.deepcopy(dict(channel)))
-            if kept is not channel:
-                for key, value in (channel.get("messages") or {}).items():
-                    kept.setdefault("messages", {}).setdefault(key, copy.deepcopy(value))
+            if channel_id not in channels:
+                channels[channel_id] = copy.deepcopy(dict(channel))
+                continue
+            kept = channels[channel_id].setdefault("messages", {})
+            for key, value in (channel.get("messages") or {}).items():
+                kept.setdefault(key, copy.deepcopy(value))
         for op_id, operation in (doc.get("operations") or {}).items():
             operations.setdefault(op_id if op_id not in operations else f"{service}.{op_id}",
                                   copy.deepcopy(dict(operation)))
@@ -41,10 +43,10 @@ def merge_asyncapi(documents: Mapping[str, Mapping[str, Any]], *, title: str,
             section = components.setdefault(kind, {})
             for name, value in items.items():
                 owner = name.split(".", 1)[0] == service
-                if name not in section or (owner and owners.get((kind, name)) != name):
+                if name not in section or (owner and (kind, name) not in owned):
                     section[name] = copy.deepcopy(value)
                     if owner:
-                        owners[(kind, name)] = name
+                        owned.add((kind, name))
     missing = sorted(set(unavailable))
     info: Json = {"title": title, "version": version,
                   "description": "The events of " + (", ".join(sorted(documents)) or "no service")

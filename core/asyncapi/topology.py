@@ -2,10 +2,11 @@
 
 Received events come from the subscriptions (a `HandlerRegistry` names the (type, version)
 pairs it handles and, in `replies`, what a request-reply responder or a saga participant
-answers with, read from its functions' return annotations) and the projections (the types they apply, every registered
-version). Sent events come from `publishes`: a topic name alone says nothing of its events,
-so a service lists them per topic (`publishes={TOPIC: [Event, ...]}`), and a request it sends
-as `Request(GetContact, Contact)`: answered on its own reply topic.
+answers with, read from its functions' return annotations) and the projections (the types
+they apply, every registered version). Sent events come from `publishes`: a topic name alone
+says nothing of its events, so a service lists them per topic (`publishes={TOPIC: [Event,
+...]}`), and a request it sends as `Request(GetContact, Contact)`: answered on its own reply
+topic.
 """
 
 from __future__ import annotations

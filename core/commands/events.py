@@ -87,4 +87,6 @@ def docs_(root: Root = Path("."), out: Annotated[Path, typer.Option(
         typer.echo(f"events docs: {out} is not valid AsyncAPI 3.0 ({len(found)} problem(s); "
                    f"{summary}; {took:.2f}s)", err=True)
         raise typer.Exit(1)
-    typer.echo(f"events docs: wrote {out}: {summary}, valid ({took:.2f}s)", err=str(out) == "-")
+    where = "standard output" if str(out) == "-" else out
+    typer.echo(f"events docs: wrote {where}: {summary}, valid ({took:.2f}s)",
+               err=str(out) == "-")
