@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from core import logs
-from core.asyncapi.http import ASYNCAPI_URL
+from core.asyncapi import ASYNCAPI_URL
 from core.bases import ConfigurationError
 from core.http import (
     AiohttpTransport,

@@ -12,8 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from core.asyncapi import merge_asyncapi
-from core.asyncapi.http import ASYNCAPI_URL
+from core.asyncapi import ASYNCAPI_URL, merge_asyncapi
 from gateway.openapi import OpenApiCache, TableLike
 from gateway.openapi.merge import Json
 

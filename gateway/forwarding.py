@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.asyncapi.http import ASYNCAPI_URL
+from core.asyncapi import ASYNCAPI_URL
 from core.http import swagger_ui_paths
 from core.tracing import ROUTE
 from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
