@@ -192,7 +192,13 @@ class Monolith:
         return code
 
     async def _start_wave(self, wave: list[Member]) -> bool:
-        started = [build(member) for member in wave]
+        started = []
+        for member in wave:
+            try:
+                started.append(build(member))
+            except Exception:  # a bad setting, a missing module: said, and nothing serves
+                log.exception("%s could not be built", member.name)
+                return False
         self.running.append(started)
         for one in started:
             one.task = asyncio.create_task(self._serve_one(one), name=f"serve:{one.member.name}")
@@ -201,7 +207,11 @@ class Monolith:
     @staticmethod
     async def _serve_one(one: Running) -> None:
         logs.identity_scope(one.member.name)  # this task's and its children's lines
-        await one.server.serve()
+        try:
+            await one.server.serve()
+        except SystemExit as exc:  # uvicorn's way to fail a start (lifespan, port): this
+            # server's end, not the process's; the others are stopped in order
+            log.error("%s failed to start (exit %s)", one.member.name, exc.code)
 
     async def _ready(self, one: Running) -> bool:
         """Wait until `one` answers its readiness 200; False if it ends, times out or a stop
