@@ -173,10 +173,13 @@ class Monolith:
                     one.server.force_exit = True
         self._stop.set()
 
-    async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
+    async def run(self, *, signals: bool = True) -> int:
+        """Serve until SIGINT or SIGTERM (`signals`; else until `request_stop()`): 0; a
+        service that fails to start or ends by itself: 1, the others stopped in order."""
+        if signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.request_stop)
         code = 0
         try:
             for wave in self.waves:
@@ -269,12 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m devinfra.stack.inprocess PLAN.json", file=sys.stderr)
         return REFUSED
     bus, ready_timeout, waves = read_plan(Path(args[0]))
+    if bus != "kafka":  # before anything is imported or configured
+        print(MEMORY_BUS_MISSING if bus == "memory" else f"BUS={bus}: one of {BUSES}",
+              file=sys.stderr)
+        return REFUSED
     base = settings_from(Settings, {})
     logs.configure_logging(logs.LogSettings(level=base.log_level, format=base.log_format))
     logs.identify("monolith")
-    if bus != "kafka":
-        log.error(MEMORY_BUS_MISSING if bus == "memory" else f"BUS={bus}: one of {BUSES}")
-        return REFUSED
     try:
         import uvloop
     except ImportError:  # pragma: no cover - a locked dependency; asyncio's loop serves too

@@ -1,11 +1,11 @@
 """The one-process runner refuses what it cannot do, before anything starts, and a service
-that fails to start ends the process with its reason instead of leaving it hanging."""
+that fails to start ends the run with its reason instead of leaving the others hanging (each
+run here in the test's own process: a subprocess would spend seconds importing the same)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -13,14 +13,7 @@ import pytest
 
 from devinfra.process import free_port
 from devinfra.stack import Stack, StackError
-from devinfra.stack.specs import ROOT
-
-
-def run_plan(tmp_path: Path, plan: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "plan.json"
-    path.write_text(json.dumps(plan))
-    return subprocess.run([sys.executable, "-m", "devinfra.stack.inprocess", str(path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+from devinfra.stack.inprocess import START_FAILED, Member, Monolith, main
 
 
 def test_the_stack_refuses_the_memory_bus_before_starting_a_broker(tmp_path: Path) -> None:
@@ -32,21 +25,25 @@ def test_the_stack_refuses_the_memory_bus_before_starting_a_broker(tmp_path: Pat
         Stack(state_dir=tmp_path, mode="monolith", bus="rabbit")
 
 
-def test_the_runner_refuses_the_memory_bus_with_exit_2(tmp_path: Path) -> None:
-    done = run_plan(tmp_path, {"bus": "memory", "waves": []})
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "BUS=memory is not available" in done.stdout
+def test_the_runner_refuses_the_memory_bus_with_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"bus": "memory", "waves": []}))
+    assert main([str(plan)]) == 2
+    assert "BUS=memory is not available" in capsys.readouterr().err
 
 
-def test_a_service_that_cannot_start_ends_the_process_with_its_reason(tmp_path: Path) -> None:
+async def test_a_service_that_cannot_start_ends_the_run_with_its_reason(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
     env = {"DATABASE_URL": "sqlite+aiosqlite:////proc/no-such-dir/auth.db",
            "JWT_KEYS_DIR": str(tmp_path / "keys"), "SERVICE_HOST": "127.0.0.1",
-           "SERVICE_PORT": str(free_port()), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+           "SERVICE_PORT": str(port), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    monolith = Monolith([[Member("auth", "services.auth", port, env)]], ready_timeout=60)
     started = time.monotonic()
-    done = run_plan(tmp_path, {"bus": "kafka", "ready_timeout": 60, "waves": [[{
-        "name": "auth", "module": "services.auth", "port": int(env["SERVICE_PORT"]),
-        "env": env}]]})
-    assert done.returncode == 1, done.stdout + done.stderr
+    with caplog.at_level(logging.INFO):
+        assert await monolith.run(signals=False) == START_FAILED
     assert time.monotonic() - started < 30, "it gave up at once, not after the ready timeout"
-    assert "auth stopped before it was ready" in done.stdout
-    assert "unable to open database file" in done.stdout  # the reason, in its own lines
+    assert "auth stopped before it was ready" in caplog.text
+    assert "unable to open database file" in caplog.text  # the reason, in its own lines
+    assert "stopping auth" in caplog.text
