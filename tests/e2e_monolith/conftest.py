@@ -29,6 +29,9 @@ async def system(kafka: KafkaBroker, postgres: PostgresServer,
     prefix = unique("mono").replace("-", "_") + "_"
     stack = Stack(state_dir=state, base_port=0, kafka=kafka, db="postgres", postgres=postgres,
                   prefix=prefix, ready_timeout=90, stop_timeout=15, mode="monolith",
+                  # The flows run here log in no admin: auth's CLI process (seconds of
+                  # imports) is left out; `make up MODE=monolith` makes one as `make up` does.
+                  admin_email=None,
                   # Its own registry, so no instance another test left behind is discovered.
                   env={"REGISTRY_TOPIC": f"{prefix}platform.registry"})
     try:
