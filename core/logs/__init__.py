@@ -3,7 +3,7 @@ each line is about; readable lines in a terminal. See docs/observability.md, "Lo
 
 from core.logs.access import RequestLogMiddleware
 from core.logs.context import bind_event, bind_request, unbind_event, unbind_request
-from core.logs.formatters import ConsoleFormatter, JsonFormatter, identify, identity_scope
+from core.logs.formatters import ConsoleFormatter, JsonFormatter, identify
 from core.logs.setup import LogFormat, LogSettings, configure_logging
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "bind_request",
     "configure_logging",
     "identify",
-    "identity_scope",
     "unbind_event",
     "unbind_request",
 ]

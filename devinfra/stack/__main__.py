@@ -58,10 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="module:attribute of the ServiceSpec list to run")
     args = parser.parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
-    stack = Stack(_load_services(args.services), state_dir=args.state_dir, db=args.db,
-                  base_port=args.base_port, kafka=args.kafka, redis_url=args.redis_url,
-                  admin_email=args.admin_email, console=console,
-                  observability=args.observability, mode=args.mode, bus=args.bus)
+    try:
+        stack = Stack(_load_services(args.services), state_dir=args.state_dir, db=args.db,
+                      base_port=args.base_port, kafka=args.kafka, redis_url=args.redis_url,
+                      admin_email=args.admin_email, console=console,
+                      observability=args.observability, mode=args.mode, bus=args.bus)
+    except DevInfraError as exc:  # refused before anything started (BUS=memory, the manifest)
+        console.print(Text(str(exc), style="red"))
+        return 2
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stack._stopping.is_set():

@@ -37,6 +37,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from core import logs
 from core.config import Settings
+from core.logs.formatters import identity_scope
 from core.serving import ServerConfig, ServerLimits
 from devinfra.stack.monolith import BUSES, MEMORY_BUS_MISSING
 
@@ -209,7 +210,7 @@ class Monolith:
 
     @staticmethod
     async def _serve_one(one: Running) -> None:
-        logs.identity_scope(one.member.name)  # this task's and its children's lines
+        identity_scope(one.member.name)  # this task's and its children's lines
         try:
             await one.server.serve()
         except SystemExit as exc:  # uvicorn's way to fail a start (lifespan, port): this

@@ -14,6 +14,7 @@ import pytest
 
 from core import logs
 from core.logs import formatters
+from core.logs.formatters import identity_scope
 from devinfra.stack.inprocess import app_factory, settings_class, settings_from
 from gateway.config import GatewaySettings
 from services.order.config import OrderSettings
@@ -50,7 +51,7 @@ async def test_each_scoped_task_and_its_children_log_as_their_own_service() -> N
     logs.identify("monolith")
 
     async def service(name: str) -> None:
-        logs.identity_scope(name)
+        identity_scope(name)
         logs.identify(name, f"{name}-1")  # what its lifespan does, process-wide elsewhere
         await asyncio.sleep(0)
         log.info("from %s", name)
@@ -70,7 +71,7 @@ async def test_a_readable_line_says_whose_it_is_only_inside_a_scope() -> None:
     log, out = capture(logs.ConsoleFormatter(colour=False))
 
     async def scoped() -> None:
-        logs.identity_scope("driver")
+        identity_scope("driver")
         log.info("hello")
 
     await asyncio.create_task(scoped())
