@@ -17,6 +17,7 @@ SIGINT): the waves in reverse, each server draining through its lifespan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -117,14 +118,14 @@ class _Server(uvicorn.Server):
     """A server among several in one process: signals are the process's, handled once by
     `Monolith` (uvicorn's own handling would re-raise each signal once per server)."""
 
-    def capture_signals(self) -> typing.Any:
-        import contextlib
-
+    def capture_signals(self) -> contextlib.nullcontext[None]:
         return contextlib.nullcontext()
 
 
 @dataclass
 class Running:
+    """A member built: its settings and its server, and the task serving it once started."""
+
     member: Member
     settings: Settings
     server: _Server

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from devinfra.files import tail
 from devinfra.kafka import KafkaBroker
 from devinfra.postgres import PostgresServer, postgres_bin_dir
 from devinfra.process import LOOPBACK, DevInfraError, port_is_free, run_checked
@@ -242,6 +243,11 @@ class Stack:
         while not self._stopping.wait(0.5):
             if deadline is not None and time.monotonic() >= deadline:
                 return 0
+            if self.monolith is not None and not self.monolith.running:
+                self.console.print(Text(
+                    f"the monolith exited with code {self.monolith.process.returncode}; its "
+                    f"last lines:\n{tail(self.monolith.log, 30)}", style="red"))
+                return 1
             for proc in self.processes.values():
                 if not proc.running:
                     self.console.print(Text(
