@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,8 +118,9 @@ class _Server(uvicorn.Server):
     """A server among several in one process: signals are the process's, handled once by
     `Monolith` (uvicorn's own handling would re-raise each signal once per server)."""
 
-    def capture_signals(self) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @dataclass
