@@ -21,8 +21,12 @@ bootstrap:
 # (python -m devinfra.stack --help), e.g. UP_ARGS="--base-port 9000 --duration 60".
 DB ?= sqlite
 OBS ?=
+# make up MODE=monolith: every service in one process (docs/monolith.md); BUS=memory is refused
+MODE ?= processes
+BUS ?= kafka
 up: bootstrap
-	$(RUN) python -m devinfra.stack --db $(DB) $(if $(OBS),--observability) $(UP_ARGS)
+	$(RUN) python -m devinfra.stack --db $(DB) $(if $(OBS),--observability) --mode $(MODE) \
+		--bus $(BUS) $(UP_ARGS)
 
 test: bootstrap
 	@bash scripts/test.sh $(PYTEST_ARGS)
