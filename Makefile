@@ -21,8 +21,12 @@ bootstrap:
 # (python -m devinfra.stack --help), e.g. UP_ARGS="--base-port 9000 --duration 60".
 DB ?= sqlite
 OBS ?=
+# make up MODE=monolith: every service in one process (docs/monolith.md); BUS=memory is refused
+MODE ?= processes
+BUS ?= kafka
 up: bootstrap
-	$(RUN) python -m devinfra.stack --db $(DB) $(if $(OBS),--observability) $(UP_ARGS)
+	$(RUN) python -m devinfra.stack --db $(DB) $(if $(OBS),--observability) --mode $(MODE) \
+		--bus $(BUS) $(UP_ARGS)
 
 test: bootstrap
 	@bash scripts/test.sh $(PYTEST_ARGS)
@@ -34,6 +38,7 @@ lint: bootstrap
 	$(RUN) ruff check .
 	$(RUN) mypy core services gateway
 	$(RUN) python -m core events check
+	$(RUN) python -m core events docs
 
 # The benchmarks' own packages (FastStream, aiokafka, granian) are in the `bench` dependency
 # group: installed here, not by bootstrap, so `make up` and `make test` never need them.

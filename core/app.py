@@ -28,6 +28,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy import MetaData
 
 from core import logs
+from core.asyncapi.http import asyncapi_routes, document_maker
+from core.asyncapi.topology import Published, topology
 from core.bases.deps import attach
 from core.bases.errors import ConfigurationError, install_exception_handlers
 from core.config import Settings, get_settings
@@ -176,7 +178,7 @@ def create_service(
     events: EventRegistry | None = None,
     routers: Iterable[APIRouter] = (),
     subscriptions: Sequence[Subscription] = (),
-    publishes: Iterable[str] = (),
+    publishes: Published = (),
     checks: Mapping[str, Check] | None = None,
     settings: Settings | None = None,
     security: Security | None = None,
@@ -211,6 +213,11 @@ def create_service(
     run of its consumers (`core.messaging.handlers.HandlerMiddleware`), outside each registry's own.
     `projections` (`core.projections`) run beside the consumers, each with a health check.
 
+    `/asyncapi.json` describes the service's events (core.asyncapi): what it receives, from
+    its subscriptions and projections, and what it sends, from `publishes` given as a
+    mapping, topic -> the event classes sent there (and `core.asyncapi.Request`s);
+    `app.state.asyncapi()` returns the same document.
+
     With tracing configured (`OTEL_TRACES_EXPORTER`, `OTEL_TRACES_FILE`: core.tracing), each
     request gets a server span named by its route template, and each handler run a CONSUMER
     span (outermost of `middleware`, inside the metrics' own timing), continuing the trace
@@ -219,6 +226,8 @@ def create_service(
     cfg = settings or get_settings().model_copy(update={"service_name": name})
     _require_tables(metadata, needs_inbox=bool(subscriptions))
     registry = _event_registry(events, subscriptions)
+    if not isinstance(publishes, Mapping):
+        publishes = tuple(publishes)  # read twice: the topics, the AsyncAPI document
     for projection in projections:
         projection.check(metadata)
     topics = _topic_names(
@@ -278,6 +287,11 @@ def create_service(
         app.include_router(swagger_ui_routes(title=f"{app.title} - Swagger UI",
                                        openapi_url=app.openapi_url, docs_url=docs_url))
     app.state.health = health
+    app.state.asyncapi = document_maker(
+        topology(name, publishes=publishes, subscriptions=subscriptions,
+                 projections=projections),
+        version=cfg.service_version, description=fastapi_options.get("description", ""))
+    app.include_router(asyncapi_routes(app.state.asyncapi))
     app.include_router(health.router())
     app.include_router(exposition.router())
     install_exception_handlers(app)

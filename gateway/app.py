@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from core import logs
+from core.asyncapi import ASYNCAPI_URL
 from core.bases import ConfigurationError
 from core.http import (
     AiohttpTransport,
@@ -33,6 +34,7 @@ from core.resilience import BreakerConfig, RetryPolicy
 from core.security import TokenVerifier, security_from_settings
 from core.service_registry import ServiceRegistry, registry_from_settings
 from core.tracing import ServerSpans, flush_spans, setup_tracing
+from gateway.asyncapi import AsyncApiCache, asyncapi_routes
 from gateway.config import GatewaySettings
 from gateway.console import Console, ConsoleKafka, EdgeStatus, ServiceOps
 from gateway.console import install as install_console
@@ -141,6 +143,16 @@ def create_app(settings: GatewaySettings | None = None, *,
         return spec
 
     docs = OpenApiCache(table.get, fetch_spec, version=settings.service_version)
+
+    async def fetch_asyncapi(service: str) -> dict[str, Any]:
+        response = await client.get(service, ASYNCAPI_URL, raise_for_status=True)
+        document = response.json()
+        if not isinstance(document, dict):
+            raise ValueError(f"{service}'s {ASYNCAPI_URL} is not an object")
+        return document
+
+    events_docs = AsyncApiCache(table.get, fetch_asyncapi, title="Events",
+                                version=settings.service_version)
     count_security(verifier, security.jwks if security else None)
     console_kafka = ConsoleKafka(settings.kafka())
     exposition = Exposition()
@@ -176,6 +188,7 @@ def create_app(settings: GatewaySettings | None = None, *,
     own = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     own.include_router(docs_routes(docs))
+    own.include_router(asyncapi_routes(events_docs))
     install_console(own, Console(
         settings=settings, verifier=verifier, client=client, table=table.get,
         kafka=console_kafka,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.asyncapi import ASYNCAPI_URL
 from core.http import swagger_ui_paths
 from core.tracing import ROUTE
 from gateway.client_address import TrustedProxies, client_ip, forwarded_headers
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 METRICS = "/metrics"
 # Exact paths, answered before the route table (so no route can shadow them); public.
-OWN_PATHS = frozenset({"/health/live", "/health/ready", "/openapi.json", METRICS,
+OWN_PATHS = frozenset({"/health/live", "/health/ready", "/openapi.json", ASYNCAPI_URL, METRICS,
                        *swagger_ui_paths()})  # /docs, its redirect page and its assets
 
 

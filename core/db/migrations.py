@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,7 +387,8 @@ async def _on_connection(
         async with db.engine.connect() as conn:
             await _begin_exclusive(conn, found)
             try:
-                result = await conn.run_sync(_with_connection, cfg, action)
+                async with _alembic_turn():
+                    result = await conn.run_sync(_with_connection, cfg, action)
             except BaseException:
                 await conn.rollback()
                 raise
@@ -398,6 +400,23 @@ async def _on_connection(
     finally:
         if owned:
             await db.dispose()
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary())
+
+
+def _alembic_turn() -> asyncio.Lock:
+    """Alembic's `context` and `op` are module-level proxies to the migration running now, and
+    an async driver yields to the loop inside `run_sync`: two services migrating on one loop
+    (`make up MODE=monolith`) would run each other's operations on the wrong database (seen:
+    `table inbox already exists`). One migration at a time per loop; taken after the
+    database's own lock, so no one waits for a database lock while holding it."""
+    loop = asyncio.get_running_loop()
+    lock = _turns.get(loop)
+    if lock is None:
+        lock = _turns[loop] = asyncio.Lock()
+    return lock
 
 
 async def _begin_exclusive(conn: AsyncConnection, found: ServiceMigrations) -> None:

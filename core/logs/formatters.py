@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import traceback
+from contextvars import ContextVar
 from typing import Any
 
 from core import correlation
@@ -24,9 +25,10 @@ try:
 except ImportError:  # pragma: no cover - opentelemetry-api is a dependency; keep logs without it
     _otel = None  # type: ignore[assignment]
 
-__all__ = ["ConsoleFormatter", "JsonFormatter", "identify", "rfc3339"]
+__all__ = ["ConsoleFormatter", "JsonFormatter", "identify", "identity_scope", "rfc3339"]
 
 _identity: dict[str, str] = {}
+_scoped: ContextVar[dict[str, str] | None] = ContextVar("kfm_log_identity", default=None)
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
@@ -39,11 +41,26 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 def identify(service: str, instance: str | None = None) -> None:
     """Name the service (and instance) on every line from now on: process-wide, a process
     being one instance. `serve` names the service as the process starts, `create_service`
-    and the gateway both as their app starts."""
-    _identity.clear()
-    _identity["service"] = service
+    and the gateway both as their app starts. Inside an `identity_scope`, names that scope's
+    service instead (several services in one process)."""
+    identity = _current()
+    identity.clear()
+    identity["service"] = service
     if instance is not None:
-        _identity["instance"] = instance
+        identity["instance"] = instance
+
+
+def identity_scope(service: str) -> None:
+    """Name `service` on the lines logged from the current context and every task it starts
+    from now on (one process running several services: each server's task calls this before
+    it serves, so its requests, consumers and lifespan inherit it); `identify` called under it
+    updates this scope, not the process's identity."""
+    _scoped.set({"service": service})
+
+
+def _current() -> dict[str, str]:
+    scoped = _scoped.get()
+    return _identity if scoped is None else scoped
 
 
 _second = -1
@@ -79,7 +96,7 @@ def fields(record: logging.LogRecord) -> dict[str, Any]:
         "level": record.levelname.lower(),
         "logger": record.name,
         "message": record.getMessage(),
-        **_identity,
+        **_current(),
     }
     ids = trace_ids()
     if ids is not None:
@@ -165,6 +182,9 @@ class ConsoleFormatter(logging.Formatter):
             line = f"{clock} {level.upper():<8}{record.name}{ids} {out['message']}"
             if rest:
                 line += f" {rest}"
+        scoped = _scoped.get()
+        if scoped is not None:  # several services in one process: say whose line it is
+            line = f"{scoped.get('service', ''):>12} \u2502 {line}"
         exc = out.get("exception")
         if exc is not None:
             line += "\n" + exc["traceback"].rstrip("\n")

@@ -34,6 +34,7 @@ row commits.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -89,6 +90,18 @@ def as_event_handler(fn: Callable[..., Awaitable[None]]) -> EventHandler:
     raise TypeError(f"handler {fn!r} must take (event) or (event, ctx)")
 
 
+def reply_classes(fn: Callable[..., Any]) -> tuple[type[BaseEvent[Any]], ...]:
+    """The event classes `fn`'s return annotation names (`-> Contact`, `-> A | B | None`);
+    none when it names none or cannot be resolved (documentation only: nothing depends on it).
+    """
+    try:
+        returned = typing.get_type_hints(fn).get("return")
+    except Exception:  # an unresolvable forward reference: the document just says less
+        return ()
+    candidates = typing.get_args(returned) or (returned,)
+    return tuple(c for c in candidates if isinstance(c, type) and issubclass(c, BaseEvent))
+
+
 def handler_name(fn: Callable[..., Any]) -> str:
     """`module.qualname` of a function, or of the class of a callable object."""
     named = fn if hasattr(fn, "__qualname__") else type(fn)
@@ -107,6 +120,10 @@ class HandlerRegistry:
         self._handlers: dict[tuple[str, int], list[NamedHandler]] = {}
         self._every: list[NamedHandler] = []
         self._types: set[bytes] = set()
+        self.replies: dict[type[BaseEvent[Any]], tuple[type[BaseEvent[Any]], ...]] = {}
+        """Event class -> the events its handler answers with, to the topic in the record's
+        `reply_to` header (request-reply responders, saga participants): what the AsyncAPI
+        document says; nothing runs on it."""
 
     @classmethod
     def for_all(cls, events: EventRegistry, fn: Callable[..., Awaitable[None]]) -> HandlerRegistry:

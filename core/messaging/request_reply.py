@@ -50,7 +50,7 @@ from core.messaging.errors import (
     RequestTimeoutError,
 )
 from core.messaging.events import BaseEvent, IntegrationEvent
-from core.messaging.handlers import HandlerRegistry, handler_name
+from core.messaging.handlers import HandlerRegistry, handler_name, reply_classes
 from core.messaging.kafka_client import DeliveryReport, KafkaAdmin, KafkaConsumer, KafkaProducer
 from core.messaging.reply_topics import (
     DEFAULT_GRACE,
@@ -352,6 +352,8 @@ class RequestResponder:
 
             # once=False: each delivery is a call awaiting its answer (see the module doc).
             self.handlers.add(request_cls, answer, name=handler_name(fn), once=False)
+            # What the AsyncAPI document says it answers (`RequestFailed` is always possible).
+            self.handlers.replies[request_cls] = reply_classes(fn)
             return fn
 
         return decorator

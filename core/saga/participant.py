@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from core.app import OUTBOX_WRITER
 from core.messaging import BaseEvent, HandlerRegistry, MessageContext, PermanentHandlerError
+from core.messaging.handlers import reply_classes
 from core.messaging.types import HEADER_IN_REPLY_TO, HEADER_REPLY_TO
 from core.saga.saga_orchestrator import H_SAGA_ID
 
@@ -57,7 +58,8 @@ async def reply(ctx: MessageContext, command: BaseEvent[Any], answer: BaseEvent[
 def participant(handlers: HandlerRegistry, command_cls: type[C], *,
                 name: str | None = None) -> Callable[[P], P]:
     """Register the decorated `async def (command, ctx) -> reply | None` on `handlers` for
-    `command_cls`, run once per command (the inbox) with its reply in the same transaction."""
+    `command_cls`, run once per command (the inbox) with its reply in the same transaction.
+    Annotate the replies (`-> Reserved | NotReserved`): the AsyncAPI document lists them."""
 
     def decorator(fn: P) -> P:
         async def run(command: C, ctx: MessageContext) -> None:
@@ -66,6 +68,7 @@ def participant(handlers: HandlerRegistry, command_cls: type[C], *,
                 await reply(ctx, command, answer)
 
         handlers.add(command_cls, run, name=name or f"{fn.__module__}.{fn.__qualname__}")
+        handlers.replies[command_cls] = reply_classes(fn)  # for the AsyncAPI document
         return fn
 
     return decorator

@@ -7,7 +7,9 @@ It waits for each service's `/health/ready`, creates the admin user through auth
 `close()` stops the services (SIGTERM, then SIGKILL after a grace period), then the servers it
 started. With `observability` (`make up OBS=1`) a Prometheus scrapes every process
 (devinfra/prometheus.py, on deploy/observability/'s config). `make up` and the end-to-end
-tests (tests/e2e) both run the system through it.
+tests (tests/e2e) both run the system through it. `mode="monolith"` (`make up MODE=monolith`)
+runs every service in one process instead, each with the same settings, port and database
+(devinfra.stack.inprocess; docs/monolith.md).
 
 The admin's password is generated once and kept in `<state>/admin.txt` (mode 0600): a second
 `make up` logs in with it instead of creating another admin.

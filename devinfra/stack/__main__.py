@@ -48,14 +48,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--observability", action="store_true",
                         help="also run Prometheus (Debian's) on deploy/observability's config, "
                              "scraping every process")
+    parser.add_argument("--mode", choices=["processes", "monolith"], default="processes",
+                        help="processes: each service its own process; monolith: every service "
+                             "in one process on one event loop (docs/monolith.md)")
+    parser.add_argument("--bus", choices=["kafka", "memory"], default="kafka",
+                        help="monolith only: the services' bus (memory is refused at start, "
+                             "saying what it lacks)")
     parser.add_argument("--services", default="devinfra.stack:SERVICES",
                         help="module:attribute of the ServiceSpec list to run")
     args = parser.parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
-    stack = Stack(_load_services(args.services), state_dir=args.state_dir, db=args.db,
-                  base_port=args.base_port, kafka=args.kafka, redis_url=args.redis_url,
-                  admin_email=args.admin_email, console=console,
-                  observability=args.observability)
+    try:
+        stack = Stack(_load_services(args.services), state_dir=args.state_dir, db=args.db,
+                      base_port=args.base_port, kafka=args.kafka, redis_url=args.redis_url,
+                      admin_email=args.admin_email, console=console,
+                      observability=args.observability, mode=args.mode, bus=args.bus)
+    except DevInfraError as exc:  # refused before anything started (BUS=memory, the manifest)
+        console.print(Text(str(exc), style="red"))
+        return 2
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stack._stopping.is_set():

@@ -20,10 +20,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from devinfra.files import tail
 from devinfra.kafka import KafkaBroker
 from devinfra.postgres import PostgresServer, postgres_bin_dir
 from devinfra.process import LOOPBACK, DevInfraError, port_is_free, run_checked
 from devinfra.prometheus import PrometheusServer
+from devinfra.stack.monolith import (
+    BUSES,
+    MEMORY_BUS_MISSING,
+    MonolithMember,
+    MonolithProcess,
+    write_plan,
+)
 from devinfra.stack.process import ServiceProcess
 from devinfra.stack.specs import (
     DEFAULT_ADMIN_EMAIL,
@@ -34,6 +42,7 @@ from devinfra.stack.specs import (
     SERVICES,
     AdminLogin,
     Database,
+    Mode,
     ServiceSpec,
     StackError,
     StackInterruptedError,
@@ -68,6 +77,10 @@ class Stack:
     process, started before them. `prefix` goes before database and consumer-group
     names, so several stacks can share one broker and one PostgreSQL (the tests do).
     `start()` may be called from one thread while another calls `request_stop()`.
+
+    `mode="monolith"` runs every service in one process instead (devinfra.stack.inprocess),
+    each with the environment, port and database its own process would have; `processes`
+    then holds each service's view of that process (stopping or killing one stops all).
     """
 
     def __init__(
@@ -88,7 +101,13 @@ class Stack:
         ready_timeout: float = 120.0,
         stop_timeout: float = 20.0,
         observability: bool = False,
+        mode: Mode = "processes",
+        bus: str = "kafka",
     ) -> None:
+        if bus == "memory":  # refused before a broker is started for nothing
+            raise StackError(MEMORY_BUS_MISSING)
+        if bus not in BUSES:
+            raise StackError(f"bus {bus!r}: one of {', '.join(BUSES)}")
         names = [spec.name for spec in services]
         if len(set(names)) != len(names):
             raise StackError(f"service names repeat: {names}")
@@ -104,7 +123,10 @@ class Stack:
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.admin: AdminLogin | None = None
-        self.processes: dict[str, ServiceProcess] = {}
+        self.processes: dict[str, ServiceProcess | MonolithMember] = {}
+        self.mode = mode
+        self.bus = bus
+        self.monolith: MonolithProcess | None = None
         self._given_kafka = kafka
         self._given_postgres = postgres
         self._broker: KafkaBroker | None = None
@@ -221,6 +243,11 @@ class Stack:
         while not self._stopping.wait(0.5):
             if deadline is not None and time.monotonic() >= deadline:
                 return 0
+            if self.monolith is not None and not self.monolith.running:
+                self.console.print(Text(
+                    f"the monolith exited with code {self.monolith.process.returncode}; its "
+                    f"last lines:\n{tail(self.monolith.log, 30)}", style="red"))
+                return 1
             for proc in self.processes.values():
                 if not proc.running:
                     self.console.print(Text(
@@ -236,6 +263,8 @@ class Stack:
     def restart(self, name: str) -> None:
         """Stop `name` if it runs (SIGTERM, then SIGKILL), start it again on the same port and
         database, and wait until it is ready."""
+        if self.monolith is not None:
+            raise StackError(f"{name} runs in one process with the others: restart the stack")
         proc = self.processes[name]
         proc.stop(self.stop_timeout)
         proc.start()
@@ -249,6 +278,8 @@ class Stack:
         self._closed = True
         if self.prometheus is not None:
             self.prometheus.close()
+        if self.monolith is not None:  # it stops its services in this order itself
+            self.monolith.stop(self.stop_timeout * len(self._waves))
         for wave in reversed(self._waves):
             procs = [self.processes[s.name] for s in wave if s.name in self.processes]
             if procs:
@@ -289,9 +320,12 @@ class Stack:
             self._create_databases()
         if self.observability:  # before the services: it sees them come up
             self._start_prometheus()
+        if self.mode == "monolith":
+            self._start_monolith()
         for wave in self._waves:
             self._check_stopping()
-            procs = [self._launch(spec) for spec in wave]
+            procs = ([self.processes[spec.name] for spec in wave] if self.monolith is not None
+                     else [self._launch(spec) for spec in wave])
             self._wait_ready(procs)
         if self.admin_email is not None:
             self.admin = self._ensure_admin(self.admin_email)
@@ -331,6 +365,28 @@ class Stack:
                            + ", ".join(self.database_name(s.name)
                                        for s in self.services if s.database))
 
+    def _start_monolith(self) -> None:
+        """One process for every service, started once; the waves' readiness is then waited
+        for as the processes' is (it starts them in the same order)."""
+        envs = {spec.name: {
+            # One tracer provider per process: its spans name the process, not whichever
+            # service happened to start first.
+            "OTEL_SERVICE_NAME": "monolith", **self.service_env(spec)} for spec in self.services}
+        plan = self.state_dir / "monolith.json"
+        write_plan(plan, self._waves, self.ports, envs, bus=self.bus,
+                   ready_timeout=self.ready_timeout)
+        self.monolith = MonolithProcess(
+            plan, {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **self.env},
+            self.state_dir / "logs" / "monolith.log", self.console,
+            {spec.name: spec.color for spec in self.services})
+        for spec in self.services:
+            self.processes[spec.name] = MonolithMember(spec, self.ports[spec.name],
+                                                       envs[spec.name], self.monolith)
+        self.monolith.start()
+        self.console.print(f"[bold]monolith[/] started (pid {self.monolith.process.pid}): "
+                           + ", ".join(f"{name} on {port}" for name, port in self.ports.items())
+                           + f", one process, bus: {self.bus}")
+
     def _launch(self, spec: ServiceSpec) -> ServiceProcess:
         proc = ServiceProcess(spec, self.ports[spec.name], self.service_env(spec),
                               self.state_dir / "logs" / f"{spec.name}.log", self.console)
@@ -340,7 +396,7 @@ class Stack:
                            f"port {proc.port})")
         return proc
 
-    def _wait_ready(self, procs: Iterable[ServiceProcess]) -> None:
+    def _wait_ready(self, procs: Iterable[ServiceProcess | MonolithMember]) -> None:
         pending = {proc.spec.name: proc for proc in procs}
         started = time.monotonic()
         with self.console.status("") as status:
@@ -431,6 +487,9 @@ class Stack:
             table.add_row("sqlite", f"{self.state_dir}/<service>.db", "")
         self.console.print(table)
         self.console.print(f"logs: {self.state_dir / 'logs'}")
+        if self.monolith is not None:
+            self.console.print(f"[bold]one process[/] (pid {self.monolith.process.pid}) runs "
+                               f"them all on one event loop (docs/monolith.md)", markup=True)
         issuer = next((s for s in self.services if s.issuer), None)
         gateway = "gateway" in self.ports
         if gateway:

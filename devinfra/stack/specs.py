@@ -20,6 +20,8 @@ GATEWAY_PORT = 8000
 """The gateway's; `base_port` offsets every port from it."""
 
 Database = Literal["sqlite", "postgres"]
+Mode = Literal["processes", "monolith"]
+"""A process per service (`make up`), or all of them in one (`make up MODE=monolith`)."""
 
 
 class StackError(DevInfraError):

@@ -55,6 +55,8 @@ class OpenApiCache:
         self._refresh: asyncio.Task[Json] | None = None
         self._refreshing_for: TableLike | None = None
 
+    kind = "OpenAPI"
+
     async def document(self) -> Json:
         """The merged document (shared between callers: do not change it)."""
         table = self._table_getter()
@@ -63,7 +65,7 @@ class OpenApiCache:
             return self._document
         if self._refresh is None or self._refresh.done() or self._refreshing_for is not table:
             self._refresh = asyncio.get_running_loop().create_task(
-                self._remake(table), name="gateway:openapi")
+                self._remake(table), name=f"gateway:{self.kind}")
             self._refreshing_for = table
         return await asyncio.shield(self._refresh)
 
@@ -76,24 +78,34 @@ class OpenApiCache:
             failed = failed or not fresh
             if spec is not None:
                 good[service] = spec
-        document = merge_openapi(
-            table, good, title=self.title, version=self.version, own=self._own,
-            unavailable=[service for service in services if service not in good])
+        document = self._merge(table, good,
+                               [service for service in services if service not in good])
         if table is self._refreshing_for:  # not overtaken by a reloaded table's refresh
             self._good = good  # services no longer routed are forgotten
             self._document, self._made_for = document, table
             self._expires = self._clock() + (self._retry_after if failed else self.ttl)
         return document
 
+    def _merge(self, table: TableLike, good: Mapping[str, Mapping[str, Any]],
+               unavailable: list[str]) -> Json:
+        return merge_openapi(table, good, title=self.title, version=self.version,
+                             own=self._own, unavailable=unavailable)
+
+    def _refuse(self, spec: object) -> str | None:
+        """Why `spec` is not a document of the kind merged here (None: it is)."""
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("paths"), Mapping):
+            return "not an OpenAPI document (no paths)"
+        return None
+
     async def _one(self, service: str) -> tuple[Mapping[str, Any] | None, bool]:
         """(the service's document, True), else (its last good one or None, False)."""
         try:
             spec = await asyncio.wait_for(self._fetch(service), self._fetch_timeout)
-            if not isinstance(spec, Mapping) or not isinstance(spec.get("paths"), Mapping):
-                raise ValueError("not an OpenAPI document (no paths)")
+            if (refused := self._refuse(spec)) is not None:
+                raise ValueError(refused)
         except Exception as exc:  # one service away must not take the docs page down
             last = self._good.get(service)
-            log.warning("the OpenAPI document of %s is unavailable (%s: %s); %s", service,
+            log.warning("the %s document of %s is unavailable (%s: %s); %s", self.kind, service,
                         type(exc).__name__, exc,
                         "keeping its last one" if last is not None else "leaving it out")
             return last, False

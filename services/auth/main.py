@@ -15,7 +15,7 @@ from core.app import ServiceRuntime, create_service
 from core.security import Security, security_from_settings
 from core.tasks import cancel_and_wait, periodically
 from services.auth.config import AuthSettings
-from services.auth.events import TOPIC, registry
+from services.auth.events import TOPIC, PasswordChanged, RolesChanged, UserRegistered, registry
 from services.auth.keys import ISSUER, key_manager, keys_hook
 from services.auth.models import Base
 from services.auth.passwords import PASSWORDS, Passwords
@@ -36,7 +36,8 @@ def create_app(settings: AuthSettings | None = None, *,
     keys = key_manager(cfg)
     return create_service(
         "auth", metadata=Base.metadata, service_dir=SERVICE_DIR, events=registry(),
-        routers=ROUTERS, publishes=[TOPIC], settings=cfg,
+        routers=ROUTERS, settings=cfg,
+        publishes={TOPIC: [UserRegistered, RolesChanged, PasswordChanged]},
         security=security or security_from_settings(cfg, local_keys=keys),
         hooks={ISSUER: keys_hook(keys, cfg), PASSWORDS: passwords, THROTTLE: throttle},
         description="Accounts, tokens (JWT, JWKS), RBAC, service identities.")

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
 
 from core.app import OUTBOX_WRITER
-from core.messaging import BaseEvent, HandlerRegistry, MessageContext
+from core.messaging import HandlerRegistry, MessageContext
 from core.saga import participant
 from services.driver.events import (
     CompleteTrip,
@@ -75,7 +74,8 @@ def _drivers(ctx: MessageContext) -> DriverService:
 
 
 @participant(commands, ReserveDriver, name="driver.reserve")
-async def reserve(command: ReserveDriver, ctx: MessageContext) -> BaseEvent[Any]:
+async def reserve(command: ReserveDriver,
+                  ctx: MessageContext) -> DriverReserved | DriverNotReserved:
     """Hold the nearest available driver for the order; a refusal names its reason."""
     data = command.data
     outcome = await _drivers(ctx).reserve_nearest(data.order_id, data.lat, data.lon,
@@ -88,7 +88,7 @@ async def reserve(command: ReserveDriver, ctx: MessageContext) -> BaseEvent[Any]
 
 
 @participant(commands, ReleaseDriver, name="driver.release")
-async def release(command: ReleaseDriver, ctx: MessageContext) -> BaseEvent[Any]:
+async def release(command: ReleaseDriver, ctx: MessageContext) -> DriverReleased:
     """Give back the driver the order holds: also when it holds none (a reserve that was
     refused or never arrived), so the saga's compensation always completes."""
     held = await _drivers(ctx).end_reservation(command.data.order_id, "released")

@@ -12,7 +12,14 @@ from fastapi import FastAPI
 from core.app import ServiceRuntime, Subscription, create_service
 from core.security import Security
 from services.driver.config import DriverSettings
-from services.driver.events import COMMANDS_TOPIC, EVENTS_TOPIC, LOCATIONS_TOPIC
+from services.driver.events import (
+    COMMANDS_TOPIC,
+    EVENTS_TOPIC,
+    LOCATIONS_TOPIC,
+    DriverLocationReported,
+    DriverRegistered,
+    DriverStatusChanged,
+)
 from services.driver.handlers import commands, events, handlers
 from services.driver.models import Base
 from services.driver.routers import router
@@ -28,7 +35,9 @@ def create_app(settings: DriverSettings | None = None, *,
         "driver", metadata=Base.metadata, service_dir=SERVICE_DIR, events=events,
         routers=[router], subscriptions=[Subscription(LOCATIONS_TOPIC, handlers),
                                          Subscription(COMMANDS_TOPIC, commands)],
-        publishes=[EVENTS_TOPIC, LOCATIONS_TOPIC], settings=settings or DriverSettings(),
+        publishes={EVENTS_TOPIC: [DriverRegistered, DriverStatusChanged],
+                   LOCATIONS_TOPIC: [DriverLocationReported]},
+        settings=settings or DriverSettings(),
         security=security, hooks={LOCATION_WRITER: read_model, LOCATION_HUB: location_stream},
         description="Drivers, their latest locations, the nearby query and live locations.")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from core.app import ServiceRuntime, Subscription, create_service
+from core.asyncapi import Request
 from core.security import Security
 from services.notification.config import NotificationSettings
 from services.notification.contacts import DIRECTORY, ContactDirectory
@@ -20,6 +21,9 @@ from services.notification.events import (
     NOTIFICATION_EVENTS,
     USER_EVENTS,
     USER_REQUESTS,
+    GetContact,
+    NotificationCreated,
+    UserContact,
 )
 from services.notification.handlers import events, handlers
 from services.notification.models import Base
@@ -36,7 +40,9 @@ def create_app(settings: NotificationSettings | None = None, *,
         cfg.service_name, metadata=Base.metadata, service_dir=SERVICE_DIR, events=events,
         routers=[router],
         subscriptions=[Subscription((AUTH_EVENTS, USER_EVENTS, DRIVER_EVENTS), handlers)],
-        publishes=[NOTIFICATION_EVENTS, USER_REQUESTS], settings=cfg, security=security,
+        publishes={NOTIFICATION_EVENTS: [NotificationCreated],
+                   USER_REQUESTS: [Request(GetContact, UserContact)]},
+        settings=cfg, security=security,
         requests=True, hooks={DIRECTORY: directory, DELIVERY: delivery},
         description="Notifications for users, made from the other services' events.")
 

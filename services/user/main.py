@@ -14,7 +14,13 @@ from core.cache import cache_backend
 from core.security import Security
 from services.user.cache import CACHE, ProfileCache
 from services.user.config import UserSettings
-from services.user.events import AUTH_EVENTS, USER_EVENTS, USER_REQUESTS
+from services.user.events import (
+    AUTH_EVENTS,
+    USER_EVENTS,
+    USER_REQUESTS,
+    ProfileCreated,
+    ProfileUpdated,
+)
 from services.user.handlers import contacts, events, invalidations, registrations
 from services.user.models import Base
 from services.user.routers import me, users
@@ -34,7 +40,8 @@ def create_app(settings: UserSettings | None = None, *,
             Subscription(USER_EVENTS, invalidations, group_id=invalidation_group(cfg)),
             Subscription(USER_REQUESTS, contacts),
         ],
-        publishes=[USER_EVENTS], settings=cfg, security=security, hooks={CACHE: profiles})
+        publishes={USER_EVENTS: [ProfileCreated, ProfileUpdated]}, settings=cfg,
+        security=security, hooks={CACHE: profiles})
 
 
 @asynccontextmanager

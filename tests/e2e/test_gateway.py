@@ -147,3 +147,20 @@ async def test_one_openapi_document_for_the_whole_api(gateway: httpx.AsyncClient
     assert not document["info"].get("x-unavailable-services")
     docs = await gateway.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_one_asyncapi_document_for_every_service_s_events(
+        gateway: httpx.AsyncClient) -> None:
+    """Public like /openapi.json, merged from every running service's own, valid."""
+    from core.asyncapi.validation import problems
+
+    answer = await gateway.get("/asyncapi.json")
+    assert answer.status_code == 200, answer.text
+    document = answer.json()
+    assert problems(document) == []
+    assert not document["info"].get("x-unavailable-services")
+    for channel in ("auth.events", "user.events", "user.requests", "driver.events",
+                    "driver.commands", "order.events", "notification.events"):
+        assert channel in document["channels"], sorted(document["channels"])
+    assert {op.split(".", 1)[0] for op in document["operations"]} == {
+        "auth", "driver", "notification", "order", "user"}

@@ -173,6 +173,23 @@ async def test_concurrent_upgrades_take_turns(databases: DatabaseFactory) -> Non
         migrations.heads(SAMPLE))
 
 
+async def test_two_services_migrating_together_on_one_loop_keep_to_their_own_databases(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    """Several services in one process (`make up MODE=monolith`) migrate at once: Alembic's
+    module-level proxies must not send one's operations to the other's database."""
+    notes = new_service(tmp_path, NOTES_V1)
+    init_migrations(notes)
+    assert await migrations.make_migration(notes, "notes") is not None
+    sample_url, notes_url = await databases.new(), await databases.new()
+
+    await asyncio.gather(migrations.upgrade(SAMPLE, sample_url),
+                         migrations.upgrade(notes, notes_url))
+    assert (await schema(sample_url))["tables"] == SAMPLE_TABLES | {
+        "alembic_version_sample_service"}
+    assert (await schema(notes_url))["tables"] == {"notes", migrations.locate(notes).version_table}
+
+
 async def test_sql_mode_prints_the_ddl_without_a_database() -> None:
     out = ok(await cli("migrate", "tests/sample_service", "--sql",
                        "--url", "postgresql+asyncpg://nobody@127.0.0.1:1/none"))

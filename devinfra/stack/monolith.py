@@ -1,0 +1,170 @@
+"""The stack in one process (`make up MODE=monolith`): the process, and each service's view.
+
+The stack writes a plan (each service's module, port and the environment its own process would
+get, in start waves) and starts `python -m devinfra.stack.inprocess PLAN` once; each service
+is then a `MonolithMember` over that one process, with its own URL and readiness, so the
+stack waits for, prints and stops them as it does processes. Its log is JSON lines (a file):
+each is echoed under the name of the service it names, as the processes' are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.text import Text
+
+from devinfra.files import tail
+from devinfra.process import LOOPBACK, ManagedProcess
+from devinfra.stack.specs import ROOT, ServiceSpec
+
+NAME = "monolith"
+BUSES = ("kafka", "memory")
+MEMORY_BUS_MISSING = (
+    "BUS=memory is not available: the services' consumers, outbox relay, request-reply, "
+    "projections, registry and the driver's location stream all run on "
+    "core.messaging.kafka_client, which has no in-memory backend yet (core's InMemoryEventBus "
+    "runs handlers inside publish, for unit tests: no consumer groups, offsets or replies). "
+    "Run with Kafka: `make up MODE=monolith` starts one (Java is needed).")
+
+
+def write_plan(path: Path, waves: Sequence[Sequence[ServiceSpec]], ports: Mapping[str, int],
+               envs: Mapping[str, Mapping[str, str]], *, bus: str,
+               ready_timeout: float) -> None:
+    """The plan `devinfra.stack.inprocess` runs; 0600 (it names the key files)."""
+    plan = {"bus": bus, "ready_timeout": ready_timeout, "waves": [
+        [{"name": s.name, "module": s.module, "port": ports[s.name], "env": dict(envs[s.name]),
+          "ready_path": s.ready_path} for s in wave] for wave in waves]}
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(plan, fh, indent=1)
+
+
+class MonolithProcess:
+    """The one process, its log, and the thread echoing the log under each line's service."""
+
+    def __init__(self, plan: Path, env: Mapping[str, str], log: Path, console: Console,
+                 colors: Mapping[str, str]) -> None:
+        self.log = log
+        self._console = console
+        self._colors = dict(colors)
+        self.process = ManagedProcess(NAME, [sys.executable, "-m", "devinfra.stack.inprocess",
+                                             str(plan)], cwd=ROOT, output=log,
+                                      env={**os.environ, **env})
+        self._pump: threading.Thread | None = None
+        self._pump_stop = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.write_bytes(b"")
+        self.process.start()
+        self._pump = threading.Thread(target=self._echo, name="log-monolith", daemon=True)
+        self._pump.start()
+
+    def stop(self, timeout: float) -> int | None:
+        if self.running:
+            self._console.print(f"stopping the {NAME} (pid {self.process.pid})")
+        return self.process.stop(timeout)
+
+    def close(self) -> None:
+        self._pump_stop.set()
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+            self._pump = None
+
+    def _prefix(self, line: str) -> Text:
+        service = NAME
+        if line.startswith("{"):
+            try:
+                service = str(json.loads(line).get("service") or NAME)
+            except ValueError:
+                pass
+        return Text(f"{service:>12} │ ", style=self._colors.get(service, "white"))
+
+    def _echo(self) -> None:
+        with self.log.open("rb") as fh:
+            partial = b""
+            while True:
+                chunk = fh.readline()
+                if chunk.endswith(b"\n"):
+                    line = (partial + chunk).decode(errors="replace").rstrip()
+                    partial = b""
+                    self._console.print(Text.assemble(self._prefix(line), line))
+                    continue
+                partial += chunk
+                if self._pump_stop.is_set():
+                    if partial:
+                        text = partial.decode(errors="replace")
+                        self._console.print(Text.assemble(self._prefix(text), text))
+                    return
+                time.sleep(0.1)
+
+
+class MonolithMember:
+    """One service inside the monolith, as the stack handles a service's process: its URL,
+    readiness and log; stopping or killing it stops the whole process (they are one)."""
+
+    def __init__(self, spec: ServiceSpec, port: int, env: Mapping[str, str],
+                 owner: MonolithProcess) -> None:
+        self.spec = spec
+        self.port = port
+        self.env = dict(env)
+        self.owner = owner
+        self.last_health = ""
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self.owner.process
+
+    @property
+    def log(self) -> Path:
+        return self.owner.log
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def docs_url(self) -> str:
+        return self.url + self.spec.docs_path
+
+    @property
+    def running(self) -> bool:
+        return self.owner.running
+
+    def start(self) -> None:
+        if not self.owner.running:
+            self.owner.start()
+
+    def ready(self) -> bool:
+        try:
+            response = httpx.get(self.url + self.spec.ready_path, timeout=2.0)
+        except httpx.HTTPError as exc:
+            self.last_health = f"{type(exc).__name__}: {exc}"
+            return False
+        self.last_health = f"{response.status_code} {response.text[:500]}"
+        return response.status_code == 200
+
+    def stop(self, timeout: float) -> int | None:
+        return self.owner.stop(timeout)
+
+    def kill(self) -> None:
+        self.owner.process.kill()
+
+    def tail(self, lines: int = 30) -> str:
+        return tail(self.owner.log, lines)
+
+    def close(self) -> None:
+        self.owner.close()
