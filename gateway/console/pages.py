@@ -11,7 +11,7 @@ import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Form, Request
@@ -48,6 +48,12 @@ class Console:
     kafka: ConsoleKafka
     edge: EdgeStatus
     ops: ServiceOps
+
+    trusted: TrustedProxies = field(init=False)
+    """Whose X-Forwarded-For and -Proto are believed (the edge's own setting)."""
+
+    def __post_init__(self) -> None:
+        self.trusted = TrustedProxies(self.settings.gateway_trusted_proxies)
 
     async def operator(self, request: Request) -> Operator:
         if self.verifier is None:  # no JWKS_URL: nobody can be checked, so nobody gets in
@@ -95,7 +101,7 @@ def console_routes(console: Console) -> APIRouter:
 
     @router.get("/login")
     async def login_page(request: Request) -> Response:
-        return _login_form(request)
+        return _login_form(console, request)
 
     @router.post("/login")
     async def login(request: Request, email: Annotated[str, Form(max_length=320)],
@@ -106,22 +112,22 @@ def console_routes(console: Console) -> APIRouter:
             raise ForbiddenError("the login form expired: reload it")
         token, error = await _log_in(console, request, email, password)
         if token is None:
-            return _login_form(request, error=error, email=email, status=401)
+            return _login_form(console, request, error=error, email=email, status=401)
         assert console.verifier is not None  # _log_in refused otherwise
         try:
             principal = await console.verifier.verify(token)
         except TokenRejectedError as exc:
-            return _login_form(request, error=f"the token auth issued was refused: {exc}",
+            return _login_form(console, request, error=f"the token auth issued was refused: {exc}",
                                email=email, status=401)
         permission = console.settings.gateway_console_permission
         if not principal.has_permission(permission):
-            return _login_form(request, email=email, status=403,
+            return _login_form(console, request, email=email, status=403,
                                error=f"this account lacks the {permission} permission")
         root = request.scope.get("root_path", "")
         response = RedirectResponse(f"{root}{PREFIX}", status_code=303,
                                     headers=SECURITY_HEADERS)
         response.set_cookie(session.TOKEN_COOKIE, token, max_age=_lifetime(principal.claims),
-                            path=f"{root}{PREFIX}", secure=session.secure(request),
+                            path=f"{root}{PREFIX}", secure=session.secure(request, console.trusted),
                             httponly=True, samesite="strict")
         response.delete_cookie(session.LOGIN_COOKIE, path=f"{root}{PREFIX}/login")
         return response
@@ -133,7 +139,7 @@ def console_routes(console: Console) -> APIRouter:
         response = RedirectResponse(f"{root}{PREFIX}/login", status_code=303,
                                     headers=SECURITY_HEADERS)
         response.delete_cookie(session.TOKEN_COOKIE, path=f"{root}{PREFIX}",
-                               secure=session.secure(request), httponly=True,
+                               secure=session.secure(request, console.trusted), httponly=True,
                                samesite="strict")
         return response
 
@@ -239,14 +245,15 @@ def console_routes(console: Console) -> APIRouter:
     return router
 
 
-def _login_form(request: Request, *, error: str | None = None, email: str = "",
-                status: int = 200) -> Response:
+def _login_form(console: Console, request: Request, *, error: str | None = None,
+                email: str = "", status: int = 200) -> Response:
     token = session.new_login_token()
     response = render(request, "login.html", status=status, error=error, email=email,
                       csrf=token, operator=None)
     response.set_cookie(session.LOGIN_COOKIE, token, max_age=3600,
                         path=f"{request.scope.get('root_path', '')}{PREFIX}/login",
-                        secure=session.secure(request), httponly=True, samesite="strict")
+                        secure=session.secure(request, console.trusted), httponly=True,
+                        samesite="strict")
     return response
 
 
@@ -259,7 +266,7 @@ async def _log_in(console: Console, request: Request, email: str,
     if route is None or console.verifier is None:
         return None, f"no route serves {path}, or nothing verifies tokens: ask an operator"
     # who the client is, as the edge tells any upstream: auth throttles failed logins by it
-    ip = client_ip(request.scope, TrustedProxies(console.settings.gateway_trusted_proxies))
+    ip = client_ip(request.scope, console.trusted)
     forwarded = {k.decode(): v.decode("latin-1")
                  for k, v in forwarded_headers(request.scope, ip)}
     try:

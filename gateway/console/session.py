@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from core.security import Principal, TokenRejectedError, TokenVerifier
+from gateway.client_address import TrustedProxies
 
 PREFIX = "/console"
 TOKEN_COOKIE = "console_token"
@@ -57,9 +58,16 @@ def new_login_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def secure(request: Request) -> bool:
-    """Whether the browser reached us over https (the cookie is then Secure)."""
-    return request.url.scheme == "https"
+def secure(request: Request, trusted: TrustedProxies) -> bool:
+    """Whether the browser reached us over https (the cookie is then Secure): directly, or
+    through a trusted proxy (`GATEWAY_TRUSTED_PROXIES`) that says so in X-Forwarded-Proto,
+    as a TLS-terminating load balancer does."""
+    if request.url.scheme == "https":
+        return True
+    peer = request.client.host if request.client else ""
+    seen = trusted.trusts(peer)
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
+    return seen is not None and seen[1] and proto == "https"
 
 
 async def operator(request: Request, verifier: TokenVerifier, permission: str) -> Operator:

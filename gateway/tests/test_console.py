@@ -314,3 +314,19 @@ async def test_a_topic_without_dead_letters_and_a_bad_topic_name(
     assert empty.status_code == 200 and "No dead letters." in empty.text
     bad = await browser.get("/console/dead-letters/a%20b")
     assert bad.status_code == 403 and "not a topic name" in bad.text
+
+
+@pytest.mark.parametrize(("peer", "proto", "secure"), [
+    ("10.0.0.2", "https", True),        # the trusted balancer terminated TLS
+    ("203.0.113.9", "https", False),    # anyone else saying so is not believed
+    ("10.0.0.2", "http", False)])
+async def test_the_cookie_is_secure_behind_a_trusted_tls_proxy(
+        peer: str, proto: str, secure: bool) -> None:
+    app = create_app(GatewaySettings(_env_file=None, gateway_trusted_proxies=["10.0.0.0/24"],
+                                     jwks_url="http://127.0.0.1:9/.well-known/jwks.json"),
+                     registry=FixedRegistry({}))
+    transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        response = await client.get("/console/login", headers={"X-Forwarded-Proto": proto})
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("console_login_csrf=") and ("Secure" in cookie) == secure
