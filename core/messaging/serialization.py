@@ -258,6 +258,9 @@ class Envelope(NamedTuple):
     the publisher added, from the event itself."""
 
 
+_new_envelope = tuple.__new__
+
+
 def envelope_headers(headers: Headers) -> Envelope:
     """The envelope headers in one pass over the record's headers."""
     routed = event_type = version = event_id = None
@@ -271,7 +274,7 @@ def envelope_headers(headers: Headers) -> Envelope:
             version = raw
         elif name == HEADER_EVENT_ID and event_id is None:
             event_id = raw
-    return Envelope(routed, event_type, version, event_id)
+    return _new_envelope(Envelope, (routed, event_type, version, event_id))  # no Python __new__
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
