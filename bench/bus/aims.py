@@ -3,6 +3,8 @@ with `bench.common.aims` so `make bench` ends with them (`python -m bench.aims`)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench.bus.contenders import CORE, TYPED
 from bench.bus.results import ContenderRun
 from bench.common import aims
@@ -11,7 +13,7 @@ AIM = 0.8
 BENCH = "bus"
 
 
-def record_aims(runs: dict[str, ContenderRun]) -> list[aims.Aim]:
+def record_aims(runs: dict[str, ContenderRun], file: Path = aims.FILE) -> list[aims.Aim]:
     """One verdict per aim whose two contenders were both measured in this run (medians of
     the interleaved rounds); nothing for an aim `--only` left without its floor."""
     core, typed = runs.get(CORE), runs.get(TYPED)
@@ -26,5 +28,5 @@ def record_aims(runs: dict[str, ContenderRun]) -> list[aims.Aim]:
         ratio = ours / floor
         found.append(aims.record(
             BENCH, name, measured=f"{ratio:.2f}x of typed raw ({ours:,.0f} vs {floor:,.0f} msg/s)",
-            aim=aim, met=ratio >= AIM))
+            aim=aim, met=ratio >= AIM, file=file))
     return found
