@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from core.runtime import Runtime
 
@@ -70,10 +70,11 @@ class MessageRecord(Record):
 
     @property
     def headers(self) -> Headers:
-        headers = self._headers
-        if headers is None:
-            headers = cast(Headers, self._msg.headers() or [])  # core always sends a list
-            _set_headers(self, headers)
+        kept = self._headers
+        if kept is not None:
+            return kept
+        headers: Headers = self._msg.headers() or []  # type: ignore[assignment]  # a list here
+        _set_headers(self, headers)
         return headers
 
     @property
