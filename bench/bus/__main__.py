@@ -29,6 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
+from bench.bus.aims import record_aims
 from bench.bus.contenders import CORE, FRAMEWORK, RAW, TYPED, Contender, all_contenders
 from bench.bus.report import legend, results_table, verdict_table
 from bench.bus.results import ContenderRun, to_json, verdicts
@@ -210,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if CORE in runs:
         console.print(results_table(runs, CORE, others))
         console.print(verdict_table(found))
+    for aim in record_aims(runs):
+        console.print(f"• issue 24 aim, {aim.name}: {aim.verdict} {aim.measured} (aim {aim.aim})")
     legend(console, runs, settings, args.rounds)
     if any(v.status == "N/A" for v in found):
         console.print("• N/A: a contender the target compares against was not measured "

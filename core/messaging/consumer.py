@@ -263,9 +263,8 @@ class EventConsumer:
                 pause, resume, room = await self._flow()
                 records = await client.poll(min(500, max(1, room)), 0.1, tracker.take(),
                                             pause, resume)
-                for record in records:
-                    if (record.topic, record.partition) in self._owned:
-                        self._schedule(record)
+                if records:
+                    self._accept(records)
             except asyncio.CancelledError:
                 raise
             except ConsumerFailedError as exc:
@@ -374,28 +373,44 @@ class EventConsumer:
         busy = sum(n for tp, n in self._pending.items() if tp not in paused)
         return self._max_in_flight - busy
 
-    def _schedule(self, record: Record) -> None:
-        tp = (record.topic, record.partition)
-        self._tracker.received(tp, record.offset)
-        self._pending[tp] = self._pending.get(tp, 0) + 1
-        lane = (record.topic, record.partition, record.key)
-        queue = self._lanes.get(lane)
-        if queue is None:
-            queue = self._lanes[lane] = deque()
-            self._workers[lane] = asyncio.create_task(self._drain_lane(lane, queue))
-        queue.append(record)
+    def _accept(self, records: list[Record]) -> None:
+        """Take in one poll's batch in one pass: the records of partitions still owned go to
+        their partition's offsets and unfinished count in one step per partition, then to
+        their key's lane, in offset order; a lane without a worker gets one task, however
+        many of its records the batch holds."""
+        owned = self._owned
+        by_partition: dict[TopicPartitionKey, list[Record]] = {}
+        for record in records:
+            tp = (record.topic, record.partition)
+            group = by_partition.get(tp)
+            if group is not None:
+                group.append(record)
+            elif tp in owned:
+                by_partition[tp] = [record]
+        lanes, workers, pending, tracker = self._lanes, self._workers, self._pending, self._tracker
+        for tp, group in by_partition.items():
+            tracker.partition(tp).received_many([r.offset for r in group])
+            pending[tp] = pending.get(tp, 0) + len(group)
+            topic, partition = tp
+            for record in group:
+                lane = (topic, partition, record.key)
+                queue = lanes.get(lane)
+                if queue is None:
+                    queue = lanes[lane] = deque()
+                    workers[lane] = asyncio.create_task(self._drain_lane(lane, queue))
+                queue.append(record)
 
     async def _drain_lane(self, lane: Lane, queue: deque[Record]) -> None:
         """Process a lane's records one after another until its queue is empty."""
-        routes, tracker, processed, pending = (self._routes, self._tracker, self.processed,
-                                               self._pending)
+        process, processed, pending = self._routes[lane[0]].process, self.processed, self._pending
         tp = lane[:2]
+        finished = self._tracker.partition(tp).finished
         crashes = 0
         try:
             while queue:
                 record = queue[0]
                 try:
-                    outcome = await routes[record.topic].process(record)
+                    outcome = await process(record)
                 except Exception:
                     # A bug, not a handler failure (the dispatcher catches those). The record
                     # stays at the head of its lane, so nothing of its key overtakes it.
@@ -409,7 +424,7 @@ class EventConsumer:
                 crashes = 0
                 queue.popleft()
                 processed[outcome] += 1
-                tracker.finished(tp, record.offset)
+                finished(record.offset)
                 pending[tp] -= 1
                 if self._waiting_for_room:
                     self._room_freed.set()

@@ -15,15 +15,21 @@ TopicPartitionKey = tuple[str, int]
 class PartitionProgress:
     """Offsets of one partition, in the order they were received (ascending)."""
 
-    __slots__ = ("_done", "_in_flight", "committable")
+    __slots__ = ("_done", "_in_flight", "committable", "moved")
 
     def __init__(self) -> None:
         self._in_flight: deque[int] = deque()
         self._done: set[int] = set()
         self.committable: int | None = None
+        self.moved = False
+        """Whether `committable` moved since the tracker last took it."""
 
     def received(self, offset: int) -> None:
         self._in_flight.append(offset)
+
+    def received_many(self, offsets: list[int]) -> None:
+        """A poll batch's offsets of this partition, ascending."""
+        self._in_flight.extend(offsets)
 
     def finished(self, offset: int) -> bool:
         """Mark `offset` done; True if the committable position moved."""
@@ -37,6 +43,7 @@ class PartitionProgress:
             first = in_flight.popleft()
             done.discard(first)
         self.committable = first + 1
+        self.moved = True
         return True
 
     @property
@@ -45,31 +52,37 @@ class PartitionProgress:
 
 
 class OffsetTracker:
-    """Progress of every owned partition, and which ones moved since the last `take()`."""
+    """Progress of every owned partition, and which ones moved since the last `take()`.
+
+    The consumer's hot path holds a partition's `PartitionProgress` (`partition(tp)`) and
+    calls it directly, once per batch on receipt and once per record when it finishes; a
+    forgotten partition's progress is detached, so a late `finished` on it changes nothing."""
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartitionKey, PartitionProgress] = {}
-        self._moved: set[TopicPartitionKey] = set()
 
-    def received(self, tp: TopicPartitionKey, offset: int) -> None:
+    def partition(self, tp: TopicPartitionKey) -> PartitionProgress:
         progress = self._partitions.get(tp)
         if progress is None:
             progress = self._partitions[tp] = PartitionProgress()
-        progress.received(offset)
+        return progress
+
+    def received(self, tp: TopicPartitionKey, offset: int) -> None:
+        self.partition(tp).received(offset)
 
     def finished(self, tp: TopicPartitionKey, offset: int) -> None:
         progress = self._partitions.get(tp)
-        if progress is not None and progress.finished(offset):
-            self._moved.add(tp)
+        if progress is not None:
+            progress.finished(offset)
 
     def take(self) -> dict[TopicPartitionKey, int]:
         """Committable positions that moved since the last call."""
-        moved, self._moved = self._moved, set()
         result = {}
-        for tp in moved:
-            progress = self._partitions.get(tp)
-            if progress is not None and progress.committable is not None:
-                result[tp] = progress.committable
+        for tp, progress in self._partitions.items():
+            if progress.moved:
+                progress.moved = False
+                if progress.committable is not None:
+                    result[tp] = progress.committable
         return result
 
     def forget(self, tps: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
@@ -77,7 +90,6 @@ class OffsetTracker:
         result = {}
         for tp in tps:
             progress = self._partitions.pop(tp, None)
-            self._moved.discard(tp)
             if progress is not None and progress.committable is not None:
                 result[tp] = progress.committable
         return result

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from core.runtime import Runtime
 
 if TYPE_CHECKING:
+    from confluent_kafka import Message
+
     from core.messaging.events import BaseEvent
 
 Headers: TypeAlias = list[tuple[str, bytes]]
@@ -32,6 +34,78 @@ class Record:
             if key == name:
                 return value.decode("utf-8", "replace") if value is not None else None
         return None
+
+
+class MessageRecord(Record):
+    """A `Record` over a librdkafka message, as the consumer hands it out: building one costs
+    four reads (what the lanes and offsets need), and the value, headers and timestamp are
+    read from the message on first use (the headers once, then kept). It compares, prints and
+    `dataclasses.replace`s like the `Record` it stands for (a replaced or copied one is a plain
+    `Record`)."""
+
+    __slots__ = ("_headers", "_msg")
+    _msg: Message
+    _headers: Headers | None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Record:  # type: ignore[misc]
+        # Only `dataclasses.replace` and copies call the class: they get a plain Record.
+        return Record(*args, **kwargs)
+
+    @staticmethod
+    def of(msg: Message) -> Record:
+        """The record of `msg` (a message without an error)."""
+        record = _new(MessageRecord)
+        _set_topic(record, msg.topic())
+        _set_partition(record, msg.partition())
+        _set_offset(record, msg.offset())
+        _set_key(record, msg.key())
+        _set_msg(record, msg)
+        _set_headers(record, None)
+        return record
+
+    # Properties over the parent's fields: read-only, as the fields of a frozen Record are.
+    @property
+    def value(self) -> bytes | None:
+        return self._msg.value()
+
+    @property
+    def headers(self) -> Headers:
+        kept = self._headers
+        if kept is not None:
+            return kept
+        headers: Headers = self._msg.headers() or []  # type: ignore[assignment]  # a list here
+        _set_headers(self, headers)
+        return headers
+
+    @property
+    def timestamp_ms(self) -> int | None:
+        return self._msg.timestamp()[1]
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.topic, self.partition, self.offset, self.key, self.value, self.headers,
+                self.timestamp_ms)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return self._fields() == (other.topic, other.partition, other.offset, other.key,
+                                  other.value, other.headers, other.timestamp_ms)
+
+    __hash__ = Record.__hash__
+
+    def __reduce__(self) -> tuple[type[Record], tuple[Any, ...]]:
+        return Record, self._fields()
+
+
+# Slot setters, called directly: the frozen dataclass's own `__setattr__` refuses writes, and
+# `object.__setattr__` costs a lookup per field.
+_new = object.__new__
+_set_topic = Record.__dict__["topic"].__set__
+_set_partition = Record.__dict__["partition"].__set__
+_set_offset = Record.__dict__["offset"].__set__
+_set_key = Record.__dict__["key"].__set__
+_set_msg = MessageRecord.__dict__["_msg"].__set__
+_set_headers = MessageRecord.__dict__["_headers"].__set__
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,9 @@ from core.messaging.kafka_client._common import (
     RevokeCallback,
     TopicPartitionKey,
     _base,
-    _record,
 )
 from core.messaging.kafka_client.errors import _consumer_failed
-from core.messaging.types import Record
+from core.messaging.types import MessageRecord, Record
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +133,9 @@ class KafkaConsumer:
         # Converted here, on the loop, not on the consumer thread: Python work there holds the
         # GIL against the loop (a convoy of 5 ms switch intervals); the thread's calls into
         # librdkafka release it.
-        return [_record(msg) for msg in messages]
+        # `MessageRecord.of` reads only what the lanes need; the rest is read on first use.
+        of = MessageRecord.of
+        return [of(msg) for msg in messages]
 
     def _poll(
         self,
