@@ -52,7 +52,8 @@ class DriverInsert:
         self._names: list[str] = list(compiled.positiontup or ())
         if sorted(self._names) != sorted(columns):
             raise ValueError(f"{self.sql!r} binds {self._names}, not {list(columns)}")
-        self._processors = [table.c[name].type.bind_processor(dialect) for name in self._names]
+        self._processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                            for name in self._names]
         self._postgres = dialect.name == "postgresql"
         self._dialect = dialect
 
