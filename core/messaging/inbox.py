@@ -67,13 +67,14 @@ class DatabaseIdempotencyStore:
         self.db = db
         self.table = inbox_table(metadata)
         dialect_insert = pg_insert if db.dialect == "postgresql" else sqlite_insert
+        self._claim = dialect_insert(self.table).on_conflict_do_nothing()
         # On SQLite the claim goes out on the driver connection (`core.db.driver`): one hop to
         # the connection's thread instead of three while the file's write lock is taken. On
         # PostgreSQL it is the transaction's first statement, which SQLAlchemy must send (it
-        # begins the transaction with it), so it runs as before.
-        self._claim = DriverInsert(self.table, ("event_id", "handler", "processed_at"),
-                                   db.engine.sync_engine.dialect,
-                                   dialect_insert(self.table).on_conflict_do_nothing())
+        # begins the transaction with it), so it goes through SQLAlchemy as before.
+        self._driver = (DriverInsert(self.table, ("event_id", "handler", "processed_at"),
+                                     db.engine.sync_engine.dialect, self._claim)
+                        if db.dialect == "sqlite" and isinstance(db, Database) else None)
         if max_concurrency is None:
             max_concurrency = 1 if db.dialect == "sqlite" else max(1, db.pool_capacity // 2)
         self.max_concurrency = max_concurrency
@@ -87,9 +88,13 @@ class DatabaseIdempotencyStore:
         async with self._slots:
             try:
                 async with self.db.transaction() as session:
-                    claimed = await self._claim.execute(session, {
-                        "event_id": event_id, "handler": handler,
-                        "processed_at": datetime.now(UTC)})
+                    row = {"event_id": event_id, "handler": handler,
+                           "processed_at": datetime.now(UTC)}
+                    if self._driver is not None:
+                        claimed = await self._driver.execute(session, row)
+                    else:
+                        result = await session.execute(self._claim.values(**row))
+                        claimed = result.rowcount  # type: ignore[attr-defined]
                     if not claimed:
                         return False
                     try:
