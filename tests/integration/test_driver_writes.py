@@ -5,6 +5,7 @@ raises them."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -160,3 +161,32 @@ async def test_the_inbox_claims_once_and_a_failed_handler_leaves_no_claim(
     assert await store.run_once("e-1", "other", work) is True
     assert runs == ["ran", "ran"]
     assert await store.seen("e-1", "h")
+
+
+async def test_a_transaction_ends_its_connection_whatever_happens(db: Database) -> None:
+    """`Database.transaction()` commits, rolls back on an error and on cancellation, and
+    always gives its connection back to the pool."""
+    pool: Any = db.engine.sync_engine.pool
+    started = asyncio.Event()
+
+    async def cancelled() -> None:
+        async with db.transaction() as session:
+            await _open(session, "cancelled")
+            started.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.ensure_future(cancelled())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(HandlerError):
+        async with db.transaction() as session:
+            await _open(session, "failed")
+            raise HandlerError
+    async with db.transaction() as session:
+        await _open(session, "committed")
+    async with db.session() as session:
+        ids = (await session.scalars(select(accounts.c.id))).all()
+    assert ids == ["committed"]
+    assert pool.checkedout() == 0
