@@ -32,6 +32,7 @@ from rich.table import Table
 from sqlalchemy import Column, Integer, MetaData, String, delete, insert
 from sqlalchemy import Table as SqlTable
 
+from bench.common import aims
 from bench.common.kafka import BENCH_JAVA_OPTS
 from bench.common.payload import BenchEvent, Payload, make_blob, now_ns
 from bench.outbox.floor import aiosqlite_commits, asyncpg_commits
@@ -53,6 +54,9 @@ WRITERS = 4
 PACE_PER_SECOND = 200
 P50_AIM, P99_AIM = 1.5, 2.0
 """Issue 24's aims for the outbox's commit-to-ack latency, as ratios to a direct publish."""
+COMMIT_AIM = 0.5
+"""Issue 24's aim for commits/s, as a ratio to the bare driver's floor."""
+BENCH = "outbox"
 
 metadata = MetaData()
 orders = SqlTable("orders", metadata, Column("id", String(36), primary_key=True),
@@ -178,6 +182,12 @@ def report_commits(samples: dict[str, list[float]], n: int, rounds: int) -> dict
         table.add_row(name, f"{medians[name]:,.0f}", f"{min(values):,.0f}",
                       f"{max(values):,.0f}", ratio)
     console.print(table)
+    for name, floor_name in FLOOR.items():
+        share = medians[name] / medians[floor_name]
+        aims.record(BENCH, f"{name.replace('outbox, ', '')} commits/s ({WRITERS} writers)",
+                    measured=f"{share:.2f}x of {floor_name} ({medians[name]:,.0f} vs "
+                             f"{medians[floor_name]:,.0f} commits/s)",
+                    aim=f"≥ {COMMIT_AIM}x", met=share >= COMMIT_AIM)
     return {"medians": medians, "samples": samples,
             "ratios": {name: medians[name] / medians[floor] for name, floor in FLOOR.items()}}
 
@@ -269,6 +279,10 @@ def report(results: dict[str, dict[str, float]], n: int, paced: int) -> None:
             continue
         for q, aim in (("p50", P50_AIM), ("p99", P99_AIM)):
             ratio = r[q] / base[q]
+            aims.record(BENCH, f"{name.replace('outbox on ', '')} commit-to-ack {q}",
+                        measured=f"{ratio:.2f}x of direct publish ({r[q]:.1f} vs "
+                                 f"{base[q]:.1f} ms)",
+                        aim=f"≤ {aim}x", met=ratio <= aim)
             console.print(f"{name}: commit-to-ack {q} {r[q]:.1f} ms = {ratio:.2f}x of direct "
                           f"(aim ≤ {aim}x): {'PASS' if ratio <= aim else 'MISS'}")
     console.print("direct publish: no database; its 'relayed' is the publish rate. Outbox "

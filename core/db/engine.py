@@ -17,13 +17,14 @@ rollback) on every checkout: more than the two inserts of an outbox transaction.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import sqlite3
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 log = logging.getLogger(__name__)
@@ -95,12 +97,56 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on exit, rolled back on error."""
-        async with self.sessions.begin() as session:
+        """A session inside one transaction: committed on exit, rolled back on error.
+
+        What `sessions.begin()` does, in one trip into SQLAlchemy's greenlet instead of three:
+        the begin touches no connection (the first statement checks one out), so it runs
+        here; the commit (or rollback) and the close run together, shielded from
+        cancellation as SQLAlchemy shields them. Each trip was ~5 % of an outbox commit.
+        """
+        session = self.sessions()
+        transaction = session.sync_session.begin()
+        transaction.__enter__()
+        try:
             yield session
+        except BaseException as exc:
+            await _to_completion(session.run_sync(_end, transaction, exc))
+            raise
+        await _to_completion(session.run_sync(_end, transaction, None))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _end(session: Session, transaction: SessionTransaction, exc: BaseException | None) -> None:
+    """Commit `transaction` (roll it back after `exc`), then close `session`, as the exit of
+    `async with sessions.begin()` does."""
+    try:
+        if exc is None:
+            transaction.__exit__(None, None, None)
+        else:
+            transaction.__exit__(type(exc), exc, exc.__traceback__)
+    finally:
+        session.close()
+
+
+async def _to_completion(ending: Coroutine[Any, Any, None]) -> None:
+    """Await `ending` in a task of its own, to its end even if the caller is cancelled
+    meanwhile (then re-raise the cancellation): a commit or close abandoned halfway would
+    return its connection to the pool mid-transaction."""
+    task = asyncio.ensure_future(ending)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as err:
+            if task.done():
+                raise
+            cancelled = err
+        else:
+            break
+    if cancelled is not None:
+        raise cancelled
 
 
 def _private_sqlite_file(database: str | None, query: Any) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from core.db.driver import DRIVER_WRITES, DriverInsert
 from core.db.engine import Database
 from core.db.errors import unavailable
 from core.messaging.errors import StoreUnavailableError
@@ -67,6 +68,13 @@ class DatabaseIdempotencyStore:
         self.table = inbox_table(metadata)
         dialect_insert = pg_insert if db.dialect == "postgresql" else sqlite_insert
         self._claim = dialect_insert(self.table).on_conflict_do_nothing()
+        # On SQLite the claim goes out on the driver connection (`core.db.driver`): one hop to
+        # the connection's thread instead of three while the file's write lock is taken. On
+        # PostgreSQL it is the transaction's first statement, which SQLAlchemy must send (it
+        # begins the transaction with it), so it goes through SQLAlchemy as before.
+        self._driver = (DriverInsert(self.table, ("event_id", "handler", "processed_at"),
+                                     db.engine.sync_engine.dialect, self._claim)
+                        if db.dialect == "sqlite" and isinstance(db, Database) else None)
         if max_concurrency is None:
             max_concurrency = 1 if db.dialect == "sqlite" else max(1, db.pool_capacity // 2)
         self.max_concurrency = max_concurrency
@@ -80,10 +88,14 @@ class DatabaseIdempotencyStore:
         async with self._slots:
             try:
                 async with self.db.transaction() as session:
-                    claimed = await session.execute(
-                        self._claim.values(event_id=event_id, handler=handler,
-                                           processed_at=datetime.now(UTC)))
-                    if not claimed.rowcount:  # type: ignore[attr-defined]
+                    row = {"event_id": event_id, "handler": handler,
+                           "processed_at": datetime.now(UTC)}
+                    if self._driver is not None:
+                        claimed = await self._driver.execute(session, row)
+                    else:
+                        result = await session.execute(self._claim.values(**row))
+                        claimed = result.rowcount  # type: ignore[attr-defined]
+                    if not claimed:
                         return False
                     try:
                         await work(session)
@@ -120,6 +132,8 @@ def _count_execute(state: Any) -> None:
 
 
 def _wrote(session: AsyncSession) -> bool:
-    """Whether the handler used the session beyond the inbox's own claim."""
+    """Whether the handler used the session beyond the inbox's own claim (which went through
+    SQLAlchemy or the driver: either way one statement)."""
     sync = session.sync_session
-    return sync.info.get(_EXECUTES, 0) > 1 or bool(sync.new or sync.dirty or sync.deleted)
+    statements = sync.info.get(_EXECUTES, 0) + sync.info.get(DRIVER_WRITES, 0)
+    return statements > 1 or bool(sync.new or sync.dirty or sync.deleted)
