@@ -33,7 +33,8 @@ NGINX_WORKERS = 1
 """nginx's worker_processes. One: nginx at one worker is nowhere near its own limit here
 (the Python upstream is), and `auto` would start 2 workers on 2 cores only to compete with
 wrk and the upstream; the gateway's own worker count is what is being chosen."""
-READY_SECONDS = 30.0
+READY_SECONDS = 90.0
+"""A gateway of 2 workers on a machine at load 10 took over 30 s to come up."""
 
 
 @dataclass

@@ -70,7 +70,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.status = 0
-        self.raw_headers: list[tuple[str, str]] = []
+        self.raw_headers: list[tuple[bytes, bytes]] = []
         self.headers_done: asyncio.Future[None] = self._loop.create_future()
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -131,7 +131,7 @@ class _Connection(asyncio.Protocol):
             raise _OverrunError  # stops the parser: this message is no answer to anything sent
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -142,7 +142,7 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         names = {name.lower() for name, _ in self.raw_headers}
-        self.until_close = ("content-length" not in names and "transfer-encoding" not in names
+        self.until_close = (b"content-length" not in names and b"transfer-encoding" not in names
                             and status not in (204, 304))
         if not self.headers_done.done():
             self.headers_done.set_result(None)
@@ -204,19 +204,23 @@ class _Connection(asyncio.Protocol):
 
 
 class _Response:
-    __slots__ = ("_conn", "_done", "_headers", "_pool", "status")
+    __slots__ = ("_conn", "_done", "_headers", "_pool", "raw_headers", "status")
 
     def __init__(self, pool: _Pool, conn: _Connection) -> None:
         self._pool = pool
         self._conn = conn
         self._done = False
         self.status = conn.status
+        self.raw_headers = conn.raw_headers
+        """As they came (bytes): what a proxy passes on, without decoding them first."""
         self._headers: CIMultiDictProxy[str] | None = None
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         if self._headers is None:
-            self._headers = CIMultiDictProxy(CIMultiDict(self._conn.raw_headers))
+            self._headers = CIMultiDictProxy(CIMultiDict(
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in self.raw_headers))
         return self._headers
 
     async def read(self) -> bytes:
