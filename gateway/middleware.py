@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import correlation
 from core.http import context
-from core.logs.context import bind_request, unbind_request
+from core.logs import bind_request, unbind_request
 from core.metrics import HttpMetrics
 
 

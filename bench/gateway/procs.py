@@ -267,7 +267,7 @@ def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
     process = _process(key, [python, *command], workdir, env, root or ROOT)
     limiter = "Redis-shared" if redis_url else "in-process"
     label = ("gateway+redis" if redis_url else "gateway") + (
-        f" ({client})" if client != "h1" else "") + (f" [{root.name}]" if root else "")
+        f" ({client})" if client != "h1" else "") + (f" ({root.name})" if root else "")
     running = Running(key, label,
                       f"python -m gateway, GATEWAY_WORKERS={workers}, token verified, "
                       f"permission checked, {limiter} rate limit, {client} upstream client"

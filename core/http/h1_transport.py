@@ -50,6 +50,14 @@ SWEEPS_PER_KEEPALIVE = 4
 """How often idle connections are looked at: an idle one is closed within 1.25 keep-alives."""
 
 
+_SET_HERE = frozenset({"host", "transfer-encoding", "connection"})
+"""Request headers the transport writes itself (or never: it keeps its connections)."""
+
+
+def _breaks(text: str) -> bool:
+    return "\r" in text or "\n" in text
+
+
 class _OverrunError(Exception):
     """The peer sent the start of another message after a complete answer."""
 
@@ -344,14 +352,18 @@ class H1Transport:
         head = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
         given_length = False
         for name, value in headers:
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-                raise ValueError(f"header {name!r} has a line break or a colon in its name")
+            if ":" in name:
+                raise ValueError(f"header {name!r} has a colon in its name")
             lowered = name.lower()
-            if lowered in ("host", "transfer-encoding", "connection"):
+            if lowered in _SET_HERE:
                 continue
             if lowered == "content-length":
                 given_length = True
             head.append(f"{name}: {value}\r\n")
+        fields = "".join(head[1:])  # each line ends in the one CR LF it may hold
+        if fields.count("\r") != len(head) - 1 or fields.count("\n") != len(head) - 1:
+            bad = [name for name, value in headers if _breaks(name) or _breaks(value)]
+            raise ValueError(f"header {bad[0]!r} has a line break in its name or value")
         streamed = content is not None and not isinstance(content, bytes)
         if isinstance(content, bytes) and not given_length:
             head.append(f"Content-Length: {len(content)}\r\n")
