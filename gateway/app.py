@@ -10,7 +10,6 @@ or answer every one with 503, must not come up looking healthy.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -165,11 +164,6 @@ def create_app(settings: GatewaySettings | None = None, *,
             await health.start()
             stack.push_async_callback(watcher.stop)
             await watcher.start()
-            # What start-up made (imported modules, the app, the route table) lives as long as
-            # the process: frozen, the collector never walks it again, and the collections
-            # the request path's garbage sets off stay cheap (bench/gateway measures it).
-            gc.collect()
-            gc.freeze()
             log.info("gateway ready: %d routes, legacy upstream %s, rate limits %s",
                      len(table.get()), settings.legacy_upstream_url or "none",
                      "shared through Redis" if settings.redis_url else "in-process")
