@@ -25,11 +25,10 @@ from core.http import (
     AiohttpTransport,
     ClientConfig,
     H1Transport,
-    RequestContextMiddleware,
     ServiceClient,
     Transport,
 )
-from core.metrics import Exposition, HttpMetrics, count_security, watch_gateway
+from core.metrics import Exposition, count_security, watch_gateway
 from core.resilience import BreakerConfig, RetryPolicy
 from core.security import TokenVerifier, security_from_settings
 from core.service_registry import ServiceRegistry, registry_from_settings
@@ -41,6 +40,7 @@ from gateway.console import install as install_console
 from gateway.edge.auth import EdgeAuth
 from gateway.edge.rate_limit import edge_rate_limiter
 from gateway.forwarding import GatewayApp
+from gateway.middleware import EdgeMiddleware
 from gateway.openapi import OpenApiCache, docs_routes
 from gateway.proxy import ClientGoneError, Proxy
 from gateway.readiness import gateway_readiness
@@ -205,5 +205,4 @@ def create_app(settings: GatewaySettings | None = None, *,
                      proxy=Proxy(client, settings, upstreams.discover),
                      legacy=legacy_route(settings))
     traced = setup_tracing(settings) is not None  # OTEL_*: a server span per request
-    inner = RequestContextMiddleware(logs.RequestLogMiddleware(app))
-    return HttpMetrics(ServerSpans(inner) if traced else inner)
+    return EdgeMiddleware(ServerSpans(app) if traced else app)

@@ -98,17 +98,22 @@ class Proxy:
         if scope["query_string"]:
             target = f"{target}?{scope['query_string'].decode('latin-1')}"
         try:
-            async with self.client.stream(
-                    scope["method"], route.service, target, headers=headers, content=body,
-                    timeout=route.timeout, deadline=route.timeout * (route.retries + 1) + 1.0,
-                    attempts=route.retries + 1, read_up_to=self.buffer_bytes) as response:
-                # The disconnect can be watched once the client's body is all read (never
-                # while the upload still reads from `receive`).
-                read = complete or (isinstance(body, _BodyStream) and body.done)
-                await self._respond(response, send, receive if read else None,
-                                    response_headers, route, client, scope["method"])
+            response = await self.client.forward(
+                scope["method"].upper(), route.service, target, headers, body,
+                timeout=route.timeout, deadline=route.timeout * (route.retries + 1) + 1.0,
+                attempts=route.retries + 1, read_up_to=self.buffer_bytes)
         except UpstreamError as exc:
             raise _refusal(exc) from exc
+        try:
+            # The disconnect can be watched once the client's body is all read (never
+            # while the upload still reads from `receive`).
+            read = complete or (isinstance(body, _BodyStream) and body.done)
+            await self._respond(response, send, receive if read else None,
+                                response_headers, route, client, scope["method"])
+        except UpstreamError as exc:
+            raise _refusal(exc) from exc
+        finally:
+            await response.aclose()
 
     async def _body(self, receive: Receive, length: int | None,
                     chunked: bool) -> tuple[bytes | AsyncIterable[bytes] | None, bool]:
@@ -127,19 +132,27 @@ class Proxy:
                        extra: Headers, route: Route, client: str, method: str) -> None:
         headers: Headers = []
         length: int | None = None
-        for name, value in response.headers.items():
-            key = name.lower().encode("latin-1")
+        redirect = False
+        for name, value in response.raw_headers:
+            key = name.lower()
             if key not in _RESPONSE_DROPPED:
-                headers.append((key, value.encode("latin-1")))
+                headers.append((key, value))
                 if key == b"content-length" and value.isdigit():
                     length = int(value)
+                elif key == b"location":
+                    redirect = True
         status = response.status_code
-        if 300 <= status < 400 and "location" in response.headers:
+        if redirect and 300 <= status < 400:
             headers = await self._public_redirect(headers, route)
         start = {"type": "http.response.start", "status": status, "headers": headers + extra}
+        whole = response.buffered
+        if whole is not None:  # read within the attempt: no stream, no slot to give back
+            await send(start)
+            await _relay(whole, send, route.idle_timeout, response.service)
+            return
         if (method == "HEAD" or status in (204, 304)
                 or (length is not None and length <= self.buffer_bytes)):
-            await send(start)  # no body, or one read whole within the attempt
+            await send(start)  # no body
             await _pump(response, send, route.idle_timeout)
             return
         with self.streams.hold(route, client):
@@ -233,6 +246,17 @@ async def _pump(response: Response, send: Send, idle: float) -> None:
                                 "more_body": True})
     except TimeoutError:
         raise StreamStalledError(f"{response.service}: no byte passed for {idle:g} s") from None
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _relay(body: bytes, send: Send, idle: float, service: str) -> None:
+    """`_pump` for a body already read whole: the same messages, without a chunk loop."""
+    try:
+        async with asyncio.timeout(idle):  # the client must take it within `idle` too
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+    except TimeoutError:
+        raise StreamStalledError(f"{service}: no byte passed for {idle:g} s") from None
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -41,6 +41,7 @@ its own client (`core.http.h1_transport`), measured here against aiohttp in ever
     uv run --group bench python -m bench.gateway --choice   # 3 rounds of 6 s (granian too)
     uv run python -m bench.gateway --duration 2 --rounds 1  # a smoke run
     uv run python -m bench.gateway --profile --duration 5   # where the gateway's CPU goes
+    uv run python -m bench.gateway --baseline ../main --no-variants  # this code vs main's
 """
 
 from __future__ import annotations
@@ -59,8 +60,18 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.common import aims as bench_aims
 from bench.gateway import procs
-from bench.gateway.report import Sample, aims, aims_table, cpu_note, print_tables
+from bench.gateway.report import (
+    NGINX,
+    Aim,
+    Sample,
+    aims,
+    aims_table,
+    cpu_note,
+    median,
+    print_tables,
+)
 from bench.gateway.wrk import Load, WrkError, run_wrk, write_script
 from devinfra.process import DevInfraError
 
@@ -96,10 +107,16 @@ def contenders(args: argparse.Namespace, workdir: Path,
 
                 redis = RedisServer.start(workdir / "redis")
                 started.append(procs.start_gateway(workdir, "gateway", args.workers, base, None))
-                started.append(procs.start_gateway(workdir, "gateway-redis", args.workers, base,
-                                                   redis.url))
-                started.append(procs.start_gateway(workdir, "gateway-aiohttp", args.workers,
-                                                   base, None, client="aiohttp"))
+                if args.baseline is not None:
+                    started.append(procs.start_gateway(workdir, "gateway-baseline",
+                                                       args.workers, base, None,
+                                                       root=args.baseline))
+                if not args.no_variants:
+                    started.append(procs.start_gateway(workdir, "gateway-redis", args.workers,
+                                                       base, redis.url))
+                    started.append(procs.start_gateway(workdir, "gateway-aiohttp",
+                                                       args.workers, base, None,
+                                                       client="aiohttp"))
             else:
                 console.print(f"[yellow]{missing}: the stand-in proxy (no auth, no rate "
                               "limit) takes the gateway's place")
@@ -186,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     found = [] if args.choice else aims(samples, labels)
     if found:
         console.print(aims_table(found))
+        record_aims(found, samples, labels, (load_before[0], load_after[0]))
     console.print(cpu_note(args, cpus, load_before[0], load_after[0]))
     for key, note in notes.items():
         console.print(f"[dim]• {labels[key]}: {note}")
@@ -211,6 +229,29 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def record_aims(found: list[Aim], samples: dict[str, list[Sample]], labels: dict[str, str],
+                load: tuple[float, float]) -> None:
+    """Issue 24's verdicts for `make bench`'s table: the gateway as shipped (in-process
+    limiter, its own client), against nginx and direct measured in the same run."""
+    if "gateway" not in samples or NGINX not in samples:
+        return
+    rate = median(samples, "gateway", lambda s: s.loaded.rate)
+    nginx = median(samples, NGINX, lambda s: s.loaded.rate)
+    nginx_cpu = median(samples, NGINX, lambda s: s.proxy_cpu_us)
+    when = f"load {load[0]:.1f}-{load[1]:.1f}"
+    for aim in found:
+        if aim.contender != labels["gateway"] or aim.required is None or aim.passed is None:
+            continue
+        if aim.unit == "x":
+            value = f"{aim.value:.2f}x of nginx ({rate:,.0f} vs {nginx:,.0f} req/s)"
+        elif aim.unit == "µs":
+            value = f"{aim.value:.0f} µs (nginx {nginx_cpu:.0f} µs)"
+        else:
+            value = f"{aim.value:+.3f} ms"
+        bench_aims.record("gateway", aim.measure, measured=f"{value}, {when}",
+                          aim=aim.required, met=aim.passed)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,6 +271,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="wrk threads under load (default 1: wrk needs less than a core "
                              "here, and every core it does not take is the proxies')")
     parser.add_argument("--workers", type=int, default=2, help="GATEWAY_WORKERS (default 2)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                        help="also run the gateway of another checkout (with its own .venv), "
+                             "e.g. a worktree of main, interleaved with this one's")
+    parser.add_argument("--no-variants", action="store_true",
+                        help="leave out the gateway+redis and gateway (aiohttp) contenders")
     parser.add_argument("--json", type=Path, default=None,
                         help="where the results go (default .cache/bench-gateway[-choice].json)")
     args = parser.parse_args(argv)

@@ -33,7 +33,8 @@ NGINX_WORKERS = 1
 """nginx's worker_processes. One: nginx at one worker is nowhere near its own limit here
 (the Python upstream is), and `auto` would start 2 workers on 2 cores only to compete with
 wrk and the upstream; the gateway's own worker count is what is being chosen."""
-READY_SECONDS = 30.0
+READY_SECONDS = 90.0
+"""A gateway of 2 workers on a machine at load 10 took over 30 s to come up."""
 
 
 @dataclass
@@ -75,12 +76,12 @@ class Credentials:
 
 
 def _process(name: str, argv: list[str], workdir: Path,
-             env: dict[str, str | None]) -> ManagedProcess:
-    """Run from its own empty directory (no stray `.env` is read), the repository importable;
-    a None in `env` removes that variable."""
+             env: dict[str, str | None], root: Path = ROOT) -> ManagedProcess:
+    """Run from its own empty directory (no stray `.env` is read), the checkout `root`
+    importable; a None in `env` removes that variable."""
     here = workdir / name
     here.mkdir(parents=True, exist_ok=True)
-    full = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    full = {**os.environ, "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
     for name_, value in env.items():
         if value is None:
             full.pop(name_, None)
@@ -245,9 +246,10 @@ rate_limit = "1000000000/60"
 
 def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
                   redis_url: str | None, client: str = "h1",
-                  profile: Path | None = None) -> Running:
+                  profile: Path | None = None, root: Path | None = None) -> Running:
     """`profile`: run under cProfile, which writes there when the gateway exits (1 worker:
-    with more, the profiled process is only the supervisor)."""
+    with more, the profiled process is only the supervisor). `root`: another checkout's
+    gateway (its own `.venv`), to compare two versions of the code in one run."""
     here = workdir / key
     here.mkdir(parents=True, exist_ok=True)
     (here / "routes.toml").write_text(routes_toml())
@@ -261,13 +263,15 @@ def start_gateway(workdir: Path, key: str, workers: int, upstream_base: str,
            "GATEWAY_UPSTREAM_CLIENT": client}
     command = (["-m", "gateway"] if profile is None
                else ["-m", "bench.gateway.profiled", str(profile)])
-    process = _process(key, [sys.executable, *command], workdir, env)
+    python = sys.executable if root is None else str(root / ".venv" / "bin" / "python")
+    process = _process(key, [python, *command], workdir, env, root or ROOT)
     limiter = "Redis-shared" if redis_url else "in-process"
     label = ("gateway+redis" if redis_url else "gateway") + (
-        f" ({client})" if client != "h1" else "")
+        f" ({client})" if client != "h1" else "") + (f" ({root.name})" if root else "")
     running = Running(key, label,
                       f"python -m gateway, GATEWAY_WORKERS={workers}, token verified, "
-                      f"permission checked, {limiter} rate limit, {client} upstream client",
+                      f"permission checked, {limiter} rate limit, {client} upstream client"
+                      + (f", the code of {root}" if root else ""),
                       f"http://127.0.0.1:{port}{PATH}", [process])
     return running
 

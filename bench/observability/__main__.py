@@ -18,8 +18,8 @@ interleaved rounds (each starts with another mode), medians:
     metrics + tracing      both, as create_service wires them with OTEL_* set
 
 Gateway (`bench.gateway`'s upstream, routes and token; wrk -c64 under load, 2 workers):
-off (create_app() without HttpMetrics), metrics (python -m gateway as shipped) and
-metrics + tracing (HttpMetrics + ServerSpans, spans dropped by the exporter).
+off (create_app() without its metrics), metrics (python -m gateway as shipped) and
+metrics + tracing (EdgeMiddleware + ServerSpans, spans dropped by the exporter).
 
     uv run --group bench python -m bench.observability             # 3 rounds, ~3 min
     uv run --group bench python -m bench.observability --quick     # 1 round, small

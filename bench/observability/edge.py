@@ -1,9 +1,10 @@
 """`python -m bench.observability.edge off|on`: the gateway as `python -m gateway` serves it
 (same settings, server, workers and limits), observability off or on.
 
-- off: `create_app()` without its outermost `HttpMetrics` (tracing not configured, so no
-  `ServerSpans` either): the gateway with nothing observed.
-- on: `HttpMetrics` + `ServerSpans` as `create_app()` builds them with tracing configured;
+- off: `create_app()` with its `EdgeMiddleware` (ids, log binding, metrics) replaced by
+  the ids and log binding alone (tracing not configured, so no `ServerSpans` either): the
+  gateway with nothing observed.
+- on: `EdgeMiddleware` + `ServerSpans` as `create_app()` builds them with tracing configured;
   the provider is `bench.observability.modes.bench_provider()` (a batch processor over an
   exporter that drops the spans), put in force before `create_app()` so its
   `setup_tracing` finds it, as it finds the one a first call built.
@@ -17,17 +18,20 @@ import sys
 from opentelemetry import trace
 from starlette.types import ASGIApp
 
-from core.metrics import HttpMetrics
+from core.http import RequestContextMiddleware
+from core.logs import RequestLogMiddleware
 from core.serving import ServerLimits, configure_logging, log_settings, run
 from core.tracing import provider as tracing
 from gateway.app import create_app
 from gateway.config import GatewaySettings
+from gateway.middleware import EdgeMiddleware
 
 
 def observed_off() -> ASGIApp:
     app = create_app()
-    assert isinstance(app, HttpMetrics), "create_app's outermost layer is no longer HttpMetrics"
-    return app.app
+    assert isinstance(app, EdgeMiddleware), "create_app's outermost layer is no longer the edge's"
+    # Its ids and log binding without its metrics: the two middlewares a service has for them.
+    return RequestContextMiddleware(RequestLogMiddleware(app.app))
 
 
 def observed_on() -> ASGIApp:

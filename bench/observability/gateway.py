@@ -17,11 +17,11 @@ from devinfra.process import free_port
 READY_SECONDS = 120.0
 VARIANTS = (
     ("off", "off", ["-m", "bench.observability.edge", "off"],
-     "create_app() without its HttpMetrics, tracing not configured"),
+     "create_app() without its metrics, tracing not configured"),
     ("metrics", "metrics", ["-m", "gateway"],
-     "python -m gateway as shipped: HttpMetrics (multiprocess mode), tracing not configured"),
+     "python -m gateway as shipped: EdgeMiddleware (multiprocess mode), tracing not configured"),
     ("on", "metrics + tracing", ["-m", "bench.observability.edge", "on"],
-     "HttpMetrics + ServerSpans, every request traced, spans dropped by the exporter"),
+     "EdgeMiddleware + ServerSpans, every request traced, spans dropped by the exporter"),
 )
 
 

@@ -28,6 +28,10 @@ class _Response:
     def headers(self) -> Mapping[str, str]:
         return self._response.headers
 
+    @property
+    def raw_headers(self) -> Sequence[tuple[bytes, bytes]]:
+        return self._response.raw_headers
+
     async def read(self) -> bytes:
         try:
             return await self._response.read()

@@ -41,7 +41,14 @@ from core.http.errors import (
     UpstreamUnavailableError,
 )
 from core.http.response import Response
-from core.http.retries import RETRY_STATUSES, RetryBudget, may_retry, parse_retry_after, retry_delay
+from core.http.retries import (
+    IDEMPOTENT_METHODS,
+    RETRY_STATUSES,
+    RetryBudget,
+    may_retry,
+    parse_retry_after,
+    retry_delay,
+)
 from core.http.transport import ConnectFailedError, ExchangeFailedError, RawResponse, Transport
 from core.resilience.breaker import BreakerConfig, CircuitBreaker, Clock, StateListener
 from core.resilience.bulkhead import Bulkhead
@@ -94,7 +101,7 @@ class ClientConfig:
             raise ValueError("timeout and deadline must be > 0")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Call:
     method: str
     service: str
@@ -214,6 +221,24 @@ class ServiceClient:
         finally:
             await response.aclose()
 
+    async def forward(self, method: str, service: str, target: str,
+                      headers: list[tuple[str, str]], content: Body, *, timeout: float,
+                      deadline: float, attempts: int, read_up_to: int = 0) -> Response:
+        """A proxy's call: `stream()` for a request that is already in shape, without the
+        per-call work a proxy does not need. `method` is upper case, `target` the path (and
+        query) as it goes on the wire; `headers` go as they are (no identity of the
+        client's own: a proxy passes its caller's `Authorization` on), plus the request and
+        correlation ids and trace headers when they do not carry them. Timeouts and retries
+        cover the call up to the headers, as `stream()`'s; the caller must
+        `await response.aclose()` when done with the answer (the bulkhead slot is held till
+        then)."""
+        streamed = content is not None and not isinstance(content, bytes)
+        retry = self._policy(attempts)
+        call = _Call(method, service, target, _with_ids(headers), content,
+                     method in IDEMPOTENT_METHODS and not streamed, timeout, deadline, retry,
+                     read_up_to)
+        return await self._send(call, stream=True)
+
     async def get(self, service: str, path: str, **options: Any) -> Response:
         return await self.request("GET", service, path, **options)
 
@@ -254,10 +279,7 @@ class ServiceClient:
         method = method.upper()
         sent = list(headers.items() if isinstance(headers, Mapping) else headers or ())
         given = {name.lower() for name, _ in sent}
-        current, ids = context.current(), correlation.current()
-        request_id = current.request_id if current else context.new_id()
-        extra = [(context.REQUEST_ID_HEADER, request_id),
-                 (correlation.CORRELATION_ID_HEADER, ids.correlation_id if ids else request_id)]
+        extra = _ids()
         if "authorization" not in given:
             authorization = await (auth or self._auth).authorization()
             if authorization:
@@ -272,15 +294,20 @@ class ServiceClient:
         target = path if path.startswith("/") else f"/{path}"
         if params:
             target = f"{target}?{urlencode(params, doseq=True)}"
-        retry = self.config.retry
-        if attempts is not None and attempts != retry.max_attempts:
-            retry = self._policies.get(attempts) or self._policies.setdefault(
-                attempts, replace(retry, max_attempts=attempts))
+        retry = self._policy(attempts)
         streamed = content is not None and not isinstance(content, bytes)
         return _Call(method, service, target, tuple(sent), content,
                      may_retry(method, idempotency_key) and not streamed,
                      timeout or self.config.timeout, deadline or self.config.deadline, retry,
                      max(read_up_to, 0))
+
+    def _policy(self, attempts: int | None) -> RetryPolicy:
+        """The retry policy with `attempts` tries (made once per count asked for)."""
+        retry = self.config.retry
+        if attempts is not None and attempts != retry.max_attempts:
+            retry = self._policies.get(attempts) or self._policies.setdefault(
+                attempts, replace(retry, max_attempts=attempts))
+        return retry
 
     async def _send(self, call: _Call, *, stream: bool) -> Response:
         budget = self._budgets.get(call.service)
@@ -392,13 +419,40 @@ class ServiceClient:
         return Response(service, raw, content)
 
 
+def _ids() -> list[tuple[str, str]]:
+    """The request and correlation ids of the current request (new ones outside one)."""
+    current, ids = context.current(), correlation.current()
+    request_id = current.request_id if current else context.new_id()
+    return [(context.REQUEST_ID_HEADER, request_id),
+            (correlation.CORRELATION_ID_HEADER, ids.correlation_id if ids else request_id)]
+
+
+_OWN = frozenset({context.REQUEST_ID_HEADER.lower(), correlation.CORRELATION_ID_HEADER.lower(),
+                  "traceparent", "tracestate"})
+
+
+def _with_ids(headers: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """`headers` and the ids and trace headers they do not carry already."""
+    extra = _ids() + trace_headers()
+    if any(name.lower() in _OWN for name, _ in headers):
+        given = {name.lower() for name, _ in headers}
+        extra = [(name, value) for name, value in extra if name.lower() not in given]
+    return (*headers, *extra)
+
+
 def _declared_length(raw: RawResponse) -> int:
     """The body's `Content-Length`, or a length no limit admits when it has none (a stream)
     or an unreadable one."""
-    value = raw.headers.get("content-length")
-    if value is None or not value.isdigit():
+    pairs = getattr(raw, "raw_headers", None)  # bytes, when the transport keeps them
+    if pairs is not None:
+        for name, value in pairs:
+            if len(name) == 14 and name.lower() == b"content-length":
+                return int(value) if value.isdigit() else _NO_LENGTH
         return _NO_LENGTH
-    return int(value)
+    text = raw.headers.get("content-length")
+    if text is None or not text.isdigit():
+        return _NO_LENGTH
+    return int(text)
 
 
 _NO_LENGTH = 1 << 62

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -76,6 +76,39 @@ def sane_id(value: str | None) -> str | None:
     return None
 
 
+def request_ids(headers: Iterable[tuple[bytes, bytes]]) -> tuple[RequestContext, str]:
+    """The context of a request with these (ASGI) headers, and its correlation id: the
+    caller's ids when sane, new ones otherwise."""
+    found: dict[bytes, str] = {}
+    for name, value in headers:
+        if name in (_REQUEST_ID, _CORRELATION_ID, _AUTHORIZATION):
+            found.setdefault(name, value.decode("latin-1"))
+    request_id = sane_id(found.get(_REQUEST_ID)) or new_id()
+    correlation_id = sane_id(found.get(_CORRELATION_ID)) or request_id
+    return RequestContext(request_id, found.get(_AUTHORIZATION)), correlation_id
+
+
+def echoed_ids(context: RequestContext, correlation_id: str) -> list[tuple[bytes, bytes]]:
+    """The response headers that echo the ids."""
+    return [(_REQUEST_ID, context.request_id.encode()), (_CORRELATION_ID, correlation_id.encode())]
+
+
+def with_ids(message: Message, echoed: list[tuple[bytes, bytes]]) -> Message:
+    """`http.response.start` with the app's own id headers (if any) replaced by `echoed`."""
+    headers = [(k, v) for k, v in message.get("headers", ())
+               if k.lower() not in (_REQUEST_ID, _CORRELATION_ID)]
+    return {**message, "headers": [*headers, *echoed]}
+
+
+def bind(context: RequestContext) -> Token[RequestContext | None]:
+    """Make `context` current until `unbind` (a middleware's cheaper `bound`)."""
+    return _current.set(context)
+
+
+def unbind(token: Token[RequestContext | None]) -> None:
+    _current.reset(token)
+
+
 class RequestContextMiddleware:
     """Reads or makes the request and correlation ids, echoes them, binds the context."""
 
@@ -86,20 +119,12 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        found: dict[bytes, str] = {}
-        for name, value in scope["headers"]:
-            if name in (_REQUEST_ID, _CORRELATION_ID, _AUTHORIZATION):
-                found.setdefault(name, value.decode("latin-1"))
-        request_id = sane_id(found.get(_REQUEST_ID)) or new_id()
-        correlation_id = sane_id(found.get(_CORRELATION_ID)) or request_id
-        context = RequestContext(request_id, found.get(_AUTHORIZATION))
-        echoed = [(_REQUEST_ID, request_id.encode()), (_CORRELATION_ID, correlation_id.encode())]
+        context, correlation_id = request_ids(scope["headers"])
+        echoed = echoed_ids(context, correlation_id)
 
         async def send_with_ids(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ())
-                           if k.lower() not in (_REQUEST_ID, _CORRELATION_ID)]
-                message = {**message, "headers": [*headers, *echoed]}
+                message = with_ids(message, echoed)
             await send(message)
 
         with bound(context), correlation.bound(correlation_id):

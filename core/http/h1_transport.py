@@ -50,6 +50,14 @@ SWEEPS_PER_KEEPALIVE = 4
 """How often idle connections are looked at: an idle one is closed within 1.25 keep-alives."""
 
 
+_SET_HERE = frozenset({"host", "transfer-encoding", "connection"})
+"""Request headers the transport writes itself (or never: it keeps its connections)."""
+
+
+def _breaks(text: str) -> bool:
+    return "\r" in text or "\n" in text
+
+
 class _OverrunError(Exception):
     """The peer sent the start of another message after a complete answer."""
 
@@ -70,7 +78,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.status = 0
-        self.raw_headers: list[tuple[str, str]] = []
+        self.raw_headers: list[tuple[bytes, bytes]] = []
         self.headers_done: asyncio.Future[None] = self._loop.create_future()
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -131,7 +139,7 @@ class _Connection(asyncio.Protocol):
             raise _OverrunError  # stops the parser: this message is no answer to anything sent
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -142,7 +150,7 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         names = {name.lower() for name, _ in self.raw_headers}
-        self.until_close = ("content-length" not in names and "transfer-encoding" not in names
+        self.until_close = (b"content-length" not in names and b"transfer-encoding" not in names
                             and status not in (204, 304))
         if not self.headers_done.done():
             self.headers_done.set_result(None)
@@ -204,19 +212,23 @@ class _Connection(asyncio.Protocol):
 
 
 class _Response:
-    __slots__ = ("_conn", "_done", "_headers", "_pool", "status")
+    __slots__ = ("_conn", "_done", "_headers", "_pool", "raw_headers", "status")
 
     def __init__(self, pool: _Pool, conn: _Connection) -> None:
         self._pool = pool
         self._conn = conn
         self._done = False
         self.status = conn.status
+        self.raw_headers = conn.raw_headers
+        """As they came (bytes): what a proxy passes on, without decoding them first."""
         self._headers: CIMultiDictProxy[str] | None = None
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         if self._headers is None:
-            self._headers = CIMultiDictProxy(CIMultiDict(self._conn.raw_headers))
+            self._headers = CIMultiDictProxy(CIMultiDict(
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in self.raw_headers))
         return self._headers
 
     async def read(self) -> bytes:
@@ -340,14 +352,18 @@ class H1Transport:
         head = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
         given_length = False
         for name, value in headers:
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-                raise ValueError(f"header {name!r} has a line break or a colon in its name")
+            if ":" in name:
+                raise ValueError(f"header {name!r} has a colon in its name")
             lowered = name.lower()
-            if lowered in ("host", "transfer-encoding", "connection"):
+            if lowered in _SET_HERE:
                 continue
             if lowered == "content-length":
                 given_length = True
             head.append(f"{name}: {value}\r\n")
+        fields = "".join(head[1:])  # each line ends in the one CR LF it may hold
+        if fields.count("\r") != len(head) - 1 or fields.count("\n") != len(head) - 1:
+            bad = [name for name, value in headers if _breaks(name) or _breaks(value)]
+            raise ValueError(f"header {bad[0]!r} has a line break in its name or value")
         streamed = content is not None and not isinstance(content, bytes)
         if isinstance(content, bytes) and not given_length:
             head.append(f"Content-Length: {len(content)}\r\n")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, cast
 
 from core.http.errors import UpstreamBadResponseError, UpstreamRejectedError
 from core.http.transport import ExchangeFailedError, RawResponse
@@ -32,6 +32,21 @@ class Response:
     def headers(self) -> Mapping[str, str]:
         """Case-insensitive."""
         return self._raw.headers
+
+    @property
+    def raw_headers(self) -> Sequence[tuple[bytes, bytes]]:
+        """The headers as they came, bytes (a proxy passes them on without a round trip
+        through `str`); from a transport that keeps none, encoded from `headers`."""
+        raw = getattr(self._raw, "raw_headers", None)
+        if raw is None:
+            return [(name.encode("latin-1"), value.encode("latin-1"))
+                    for name, value in self.headers.items()]
+        return cast(Sequence[tuple[bytes, bytes]], raw)
+
+    @property
+    def buffered(self) -> bytes | None:
+        """The whole body when it was read within the call, else None (read it as a stream)."""
+        return self._content
 
     @property
     def is_success(self) -> bool:

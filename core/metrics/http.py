@@ -60,9 +60,10 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            self.record(scope, status, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count one answered request (for a middleware that wraps `send` itself)."""
         method: str = scope["method"]
         if method not in METHODS:
             method = "OTHER"

@@ -95,30 +95,51 @@ class _Bucket:
 
 
 class _Window:
-    """Call counts over the last `span` seconds, in `buckets` slices reused in a ring."""
+    """Call counts over the last `span` seconds, in `buckets` slices reused in a ring, with
+    running sums: a call adds to its slice and the sums, a slice that falls out of the
+    window is taken off the sums, so neither `add` nor `totals` walks the ring per call."""
 
     def __init__(self, span: float, buckets: int) -> None:
         self._width = span / buckets
         self._ring = [_Bucket() for _ in range(buckets)]
+        self._newest = -1
+        self._calls = self._failures = self._slow = 0
+
+    def _slide(self, now: float) -> _Bucket:
+        """The slice of `now` (a clock gone back counts in the newest), the window moved on
+        to end there."""
+        epoch = int(now // self._width)
+        ring = self._ring
+        if epoch > self._newest:
+            size = len(ring)
+            for passed in range(max(self._newest + 1, epoch - size + 1), epoch + 1):
+                bucket = ring[passed % size]
+                if bucket.calls:
+                    self._calls -= bucket.calls
+                    self._failures -= bucket.failures
+                    self._slow -= bucket.slow
+                bucket.epoch, bucket.calls, bucket.failures, bucket.slow = passed, 0, 0, 0
+            self._newest = epoch
+        return ring[self._newest % len(ring)]
 
     def add(self, now: float, *, failed: bool, slow: bool) -> None:
-        epoch = int(now // self._width)
-        bucket = self._ring[epoch % len(self._ring)]
-        if bucket.epoch != epoch:
-            bucket.epoch, bucket.calls, bucket.failures, bucket.slow = epoch, 0, 0, 0
+        bucket = self._slide(now)
         bucket.calls += 1
         bucket.failures += failed
         bucket.slow += slow
+        self._calls += 1
+        self._failures += failed
+        self._slow += slow
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """(calls, failures, slow calls) in the window ending at `now`."""
-        newest = int(now // self._width)
-        live = [b for b in self._ring if newest - len(self._ring) < b.epoch <= newest]
-        return (sum(b.calls for b in live), sum(b.failures for b in live),
-                sum(b.slow for b in live))
+        self._slide(now)
+        return self._calls, self._failures, self._slow
 
     def clear(self) -> None:
         self._ring = [_Bucket() for _ in self._ring]
+        self._newest = -1
+        self._calls = self._failures = self._slow = 0
 
 
 class Permit:

@@ -440,3 +440,23 @@ def test_a_window_near_the_clocks_start_holds_nothing_stale() -> None:
 
 def test_a_sub_second_window_is_allowed() -> None:
     assert BreakerConfig(window=0.5).window == 0.5
+
+
+def test_the_window_forgets_one_slice_at_a_time_and_all_after_a_long_gap() -> None:
+    clock = Clock()
+    cb = breaker(clock, min_calls=4, window=10.0, buckets=10, failure_rate=0.5)
+    outcomes(cb, False, False, False)
+    clock.advance(5.0)
+    outcomes(cb, True)  # 1 of 4
+    clock.advance(5.0)  # the successes' slice is out, the failure's is not
+    outcomes(cb, True, False)
+    assert cb.state is State.CLOSED  # 3 calls: under min_calls
+    outcomes(cb, False)
+    assert cb.state is State.OPEN  # 2 of 4 (with the old slice still counted: 2 of 7)
+    clock.advance(5.0 + 1.0)  # half-open after open_for; one probe closes it
+    outcomes(cb, False)
+    assert cb.state is State.CLOSED
+    outcomes(cb, True, True, True)  # 3 calls, under min_calls
+    clock.advance(100.0)  # far more than a window: nothing is left of them
+    outcomes(cb, False, False, False, True)
+    assert cb.state is State.CLOSED  # 1 of 4 (not 4 of 7)

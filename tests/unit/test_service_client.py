@@ -350,3 +350,32 @@ async def test_an_instance_filter_leaves_out_unwell_instances() -> None:
     with pytest.raises(UpstreamUnavailableError) as failed:
         await nobody.get("b", "/x")
     assert "health check" in str(failed.value)
+
+
+async def test_forward_sends_the_headers_as_given_with_the_ids_and_no_identity_of_its_own(
+) -> None:
+    async def token() -> str:
+        return "svc"
+
+    transport = Transport(answering(503, 200, 200, 503))
+    client = ServiceClient(FixedRegistry({"b": ["http://b1"]}), auth=ServiceToken(token),
+                           transport=transport, config=ClientConfig(
+                               retry=RetryPolicy(max_attempts=3, initial_delay=0, max_delay=0),
+                               breaker=BreakerConfig(min_calls=1000)))
+    with bound(RequestContext("r-1", "Bearer user")), correlation.bound("c-1"):
+        response = await client.forward("GET", "b", "/a%20b?q=1", [("accept", "text/plain")],
+                                        None, timeout=1.0, deadline=5.0, attempts=2)
+        await response.aclose()
+        given = await client.forward("GET", "b", "/x", [("x-request-id", "mine")], None,
+                                     timeout=1.0, deadline=5.0, attempts=1)
+        await given.aclose()
+    with pytest.raises(UpstreamBadResponseError):  # one attempt: the 503 is the answer
+        await client.forward("POST", "b", "/x", [], b"{}", timeout=1.0, deadline=5.0,
+                             attempts=3)  # a POST without a key is never retried
+    first, retried, own, post = transport.sent
+    assert first.url == retried.url == "http://b1/a%20b?q=1"  # the 503 was retried
+    assert first.headers == {"accept": "text/plain", "X-Request-ID": "r-1",
+                             "X-Correlation-ID": "c-1"}  # not its ServiceToken
+    assert own.headers == {"x-request-id": "mine", "X-Correlation-ID": "c-1"}
+    assert response.status_code == 200 and response.buffered is None
+    assert post.content == b"{}"
