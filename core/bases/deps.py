@@ -5,9 +5,15 @@ with `attach(app, database, outbox)`; routes then ask for what they need::
 
     async def rename(id: str, session: SessionDep) -> ...
 
-`SessionDep` is one transaction per request: committed when the route function returns,
-before the response is sent (so a failed commit is an error response, never a false 200),
-rolled back when it raises.
+`SessionDep` depends on the request's method:
+
+- POST, PUT, PATCH, DELETE...: one transaction per request, committed when the route function
+  returns, before the response is sent (so a failed commit is an error response, never a false
+  200), rolled back when it raises;
+- GET and HEAD (safe methods): reads without BEGIN/COMMIT (`Database.reads()`), each statement
+  seeing what was committed when it started, two round trips fewer per request. A write
+  through it raises (a 500), never commits piecemeal. A safe route that needs one snapshot
+  across statements asks for `SnapshotDep`; one that must write, for `TransactionDep`.
 """
 
 from __future__ import annotations
@@ -49,9 +55,28 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 OutboxDep = Annotated[EventOutbox | None, Depends(get_outbox)]
 
 
-async def get_session(database: DatabaseDep) -> AsyncIterator[AsyncSession]:
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+async def get_session(request: Request, database: DatabaseDep) -> AsyncIterator[AsyncSession]:
+    opened = database.reads() if request.method in SAFE_METHODS else database.transaction()
+    async with opened as session:
+        yield session
+
+
+async def get_transaction(database: DatabaseDep) -> AsyncIterator[AsyncSession]:
     async with database.transaction() as session:
         yield session
 
 
+async def get_snapshot(database: DatabaseDep) -> AsyncIterator[AsyncSession]:
+    async with database.snapshot() as session:
+        yield session
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+"""A transaction for a write method, autocommit reads for GET and HEAD."""
+TransactionDep = Annotated[AsyncSession, Depends(get_transaction, scope="function")]
+"""One transaction whatever the method: for a safe route that must write."""
+SnapshotDep = Annotated[AsyncSession, Depends(get_snapshot, scope="function")]
+"""Reads that all see one snapshot (REPEATABLE READ, READ ONLY on PostgreSQL)."""
