@@ -19,6 +19,7 @@ with `attach(app, database, outbox)`; routes then ask for what they need::
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -39,16 +40,24 @@ def attach(app: FastAPI, database: Database, outbox: EventOutbox | None = None) 
 # dependency in a worker thread, two thread hand-offs per dependency per request.
 
 
-async def get_database(request: Request) -> Database:
+def database_of(request: Request) -> Database:
     database = getattr(request.app.state, "database", None)
     if not isinstance(database, Database):
         raise ConfigurationError("no database: call core.bases.deps.attach(app, database)")
     return database
 
 
-async def get_outbox(request: Request) -> EventOutbox | None:
+def outbox_of(request: Request) -> EventOutbox | None:
     outbox: EventOutbox | None = getattr(request.app.state, "outbox", None)
     return outbox
+
+
+async def get_database(request: Request) -> Database:
+    return database_of(request)
+
+
+async def get_outbox(request: Request) -> EventOutbox | None:
+    return outbox_of(request)
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
@@ -58,9 +67,16 @@ OutboxDep = Annotated[EventOutbox | None, Depends(get_outbox)]
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
-async def get_session(request: Request, database: DatabaseDep) -> AsyncIterator[AsyncSession]:
-    opened = database.reads() if request.method in SAFE_METHODS else database.transaction()
-    async with opened as session:
+def open_session(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
+    """The session `SessionDep` gives this request: reads for a safe method, else a
+    transaction. For a dependency that needs the session and more (BaseRouter's service):
+    one dependency instead of a chain, each of which FastAPI resolves on every request."""
+    database = database_of(request)
+    return database.reads() if request.method in SAFE_METHODS else database.transaction()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with open_session(request) as session:
         yield session
 
 

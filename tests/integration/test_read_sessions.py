@@ -20,8 +20,8 @@ from sqlalchemy import column as text_column
 from sqlalchemy import table as text_table
 from sqlalchemy.util import await_
 
-from core.bases import SessionDep, SnapshotDep, TransactionDep, install_exception_handlers
-from core.bases.deps import attach
+from core.bases import SessionDep, install_exception_handlers
+from core.bases.deps import SnapshotDep, TransactionDep, attach
 from core.db.engine import Database
 
 metadata = MetaData()
