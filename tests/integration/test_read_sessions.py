@@ -18,15 +18,24 @@ from fastapi import FastAPI
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select
 from sqlalchemy import column as text_column
 from sqlalchemy import table as text_table
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.util import await_
 
 from core.bases import SessionDep, install_exception_handlers
 from core.bases.deps import SnapshotDep, TransactionDep, attach
-from core.db.engine import Database
+from core.db.engine import Database, ReadOnlySessionError
 
 metadata = MetaData()
 notes = Table("notes", metadata, Column("id", Integer, primary_key=True),
               Column("text", String(50), nullable=False, unique=True))
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class Note(Base):
+    __table__ = notes
 
 
 @dataclass
@@ -167,6 +176,20 @@ async def test_a_get_cannot_write_through_session_dep(rig: Rig) -> None:
     # a safe route that must write asks for a transaction, and gets one
     assert (await rig.client.get("/notes/write-in-transaction")).status_code == 200
     assert await _notes(rig) == ["from a GET, in a transaction"]
+
+
+async def test_a_read_session_refuses_to_flush_a_change(rig: Rig) -> None:
+    assert (await rig.client.post("/notes", json={"text": "stored"})).status_code == 200
+    async with rig.database.reads() as session:
+        note = (await session.execute(select(Note))).scalar_one()
+        note.text = "changed"  # type: ignore[attr-defined]
+        with pytest.raises(ReadOnlySessionError):
+            await session.flush()
+    async with rig.database.reads() as session:
+        session.add(Note(text="new"))
+        with pytest.raises(ReadOnlySessionError):
+            await session.execute(select(Note))  # autoflush
+    assert await _notes(rig) == ["stored"]
 
 
 async def _read_while_another_commits(rig: Rig, path: str) -> dict[str, int]:
