@@ -10,13 +10,12 @@
   with pydantic and answer the same envelope.
 
 `POST /widgets` is a create (a state row and an outbox event); `GET /widgets/{id}` reads one
-of the widgets created before the run.
+of the widgets created before the run (`seed`).
 """
 
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +25,7 @@ from pydantic import BaseModel
 from sqlalchemy import Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from bench.crud.load import Endpoint
 from core.bases import BaseRepository, BaseRouter, BaseService
 from core.db.models import ServiceBase, SoftDeleteMixin, TimestampMixin, UUIDPrimaryKeyMixin
 from core.db.types import uuid7
@@ -176,19 +176,25 @@ async def create_tables(database_url: str) -> None:
     await engine.dispose()
 
 
-def calls(ids: list[str]) -> dict[str, Any]:
-    counter = iter(range(10**12))
+ENDPOINTS = {
+    "POST create": Endpoint("POST", "/widgets", """string.format("""
+                            """'{"name":"widget %d","price_cents":%d}', n, n % 100000)"""),
+    "GET read": Endpoint("GET", "/widgets/{id}"),
+}
 
-    async def create(client: httpx.AsyncClient) -> None:
-        n = next(counter)
-        response = await client.post("/widgets", json={"name": f"widget {n}",
-                                                       "price_cents": n % 100_000})
-        assert response.status_code == 201, response.text
-        if len(ids) < 2000:
-            ids.append(response.json()["data"]["id"])
 
-    async def read(client: httpx.AsyncClient) -> None:
-        response = await client.get(f"/widgets/{random.choice(ids)}")
-        assert response.status_code == 200, response.text
+async def seed(url: str, count: int) -> list[str]:
+    """`count` widgets created through the router before the run, for the reads."""
+    import asyncio
 
-    return {"POST create": create, "GET read": read}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async def one(n: int) -> str:
+            response = await client.post("/widgets", json={"name": f"seed {n}",
+                                                           "price_cents": n})
+            assert response.status_code == 201, response.text
+            return str(response.json()["data"]["id"])
+
+        ids: list[str] = []
+        for start in range(0, count, 16):
+            ids += await asyncio.gather(*(one(n) for n in range(start, min(count, start + 16))))
+    return ids

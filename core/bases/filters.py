@@ -27,6 +27,7 @@ from sqlalchemy.types import TypeDecorator
 
 from core.bases.errors import ConfigurationError, FieldError, ValidationError
 from core.db.limits import IntRange, integer_range
+from core.db.models import per_model_field
 
 SEPARATOR = "__"
 OPERATORS = frozenset(
@@ -220,11 +221,13 @@ def _attribute(model: type[Any], field: str) -> InstrumentedAttribute[Any]:
     return attribute
 
 
+@per_model_field  # per model and field: read on every request that takes an id
 def _integer_range(model: type[Any], field: str) -> IntRange | None:
     prop = inspect(model).column_attrs.get(field)
     return None if prop is None else integer_range(prop.columns[0].type)
 
 
+@per_model_field
 def _python_type(model: type[Any], field: str) -> type[Any] | None:
     prop = inspect(model).column_attrs.get(field)
     if prop is None:

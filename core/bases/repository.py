@@ -43,7 +43,7 @@ from core.bases.filters import (
 )
 from core.bases.pagination import Page, PageRequest
 from core.bases.types import ModelT
-from core.db.models import is_soft_deletable
+from core.db.models import is_soft_deletable, per_model
 from core.db.types import utcnow
 
 
@@ -211,19 +211,18 @@ class BaseRepository(Generic[ModelT]):
             raise ConfigurationError(f"{self.resource} has no SoftDeleteMixin")
 
     def _key(self, id: Any) -> Any:
-        mapper = inspect(self.model)
-        if len(mapper.primary_key) != 1:
+        key = _primary_key(self.model)
+        if key is None:
             return id  # composite keys: the caller passes the tuple
-        return coerce(self.model, mapper.get_property_by_column(mapper.primary_key[0]).key, id)
+        return coerce(self.model, key, id)
 
     def _check_values(self, values: Mapping[str, Any]) -> None:
         """A clear 422 for values the columns cannot take, instead of what the database or
         its driver would do with them: a NOT NULL violation, an integer overflow (a 500)."""
-        columns = inspect(self.model).column_attrs
+        not_null = _not_nullable(self.model)
         problems = [
             FieldError(key, "may not be null", "not_null", "body")
-            for key, value in values.items()
-            if value is None and key in columns and not columns[key].columns[0].nullable
+            for key, value in values.items() if value is None and key in not_null
         ]
         problems += out_of_range(self.model, values)
         if problems:
@@ -236,3 +235,22 @@ class BaseRepository(Generic[ModelT]):
             await self.session.flush()
         except IntegrityError as exc:
             raise from_integrity_error(exc, self.resource.lower()) from exc
+
+
+# Facts of a mapped model, read on every request: cached per model (a mapping does not change
+# once configured).
+
+
+@per_model
+def _primary_key(model: type[Any]) -> str | None:
+    """The attribute of a single-column primary key; None for a composite one."""
+    mapper = inspect(model)
+    if len(mapper.primary_key) != 1:
+        return None
+    return str(mapper.get_property_by_column(mapper.primary_key[0]).key)
+
+
+@per_model
+def _not_nullable(model: type[Any]) -> frozenset[str]:
+    return frozenset(key for key, prop in inspect(model).column_attrs.items()
+                     if not prop.columns[0].nullable)

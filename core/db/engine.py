@@ -13,6 +13,11 @@ of the database file; a folder made for it is 0700 (see `_private_sqlite_file`).
 A PostgreSQL connection is checked at checkout (see `_check_liveness`) instead of with
 SQLAlchemy's `pool_pre_ping`, whose asyncpg ping is three round trips (begin, select,
 rollback) on every checkout: more than the two inserts of an outbox transaction.
+
+Reads (`reads()`) run without BEGIN/COMMIT: each statement is its own transaction (PostgreSQL
+AUTOCOMMIT; on SQLite the driver opens no transaction before a SELECT). Under PostgreSQL's READ
+COMMITTED a transaction gives its statements no common snapshot anyway, so the two round trips
+bought nothing; a reader that needs one snapshot across statements asks for `snapshot()`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy import orm as sa_orm
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -41,6 +47,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 log = logging.getLogger(__name__)
+_BEGIN = text("BEGIN")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
@@ -77,6 +84,16 @@ class Database:
         elif "pool_pre_ping" not in engine_options:
             _check_liveness(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # One pool for all three: the execution options only change how a checked-out
+        # connection begins (asyncpg applies them without a round trip).
+        self.read_sessions = async_sessionmaker(
+            self.engine if self.dialect == "sqlite"
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False, sync_session_class=ReadOnlySession)
+        self.snapshot_sessions = async_sessionmaker(
+            self.engine if self.dialect == "sqlite" else self.engine.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True),
+            expire_on_commit=False, sync_session_class=ReadOnlySession)
 
     @property
     def dialect(self) -> str:
@@ -113,6 +130,28 @@ class Database:
             await _to_completion(session.run_sync(_end, transaction, exc))
             raise
         await _to_completion(session.run_sync(_end, transaction, None))
+
+    @asynccontextmanager
+    async def reads(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only, with no BEGIN or COMMIT: each statement sees what was
+        committed when it started. A write through it raises ReadOnlySessionError (it would
+        otherwise commit statement by statement, or not at all)."""
+        async with self.read_sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session whose statements all see one snapshot of the database (what
+        was committed when its first statement ran): PostgreSQL REPEATABLE READ READ ONLY; on
+        SQLite an explicit BEGIN (in WAL mode a read transaction is a snapshot)."""
+        async with self.snapshot_sessions() as session:
+            if self.dialect == "sqlite":
+                # the driver begins only before a write: begin now, the SELECT pins the snapshot
+                await session.execute(_BEGIN)
+            try:
+                yield session
+            finally:
+                await session.rollback()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -252,3 +291,32 @@ def _enable_wal(cursor: Any, attempts: int = 50) -> None:
             if "locked" not in str(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.01 * (attempt + 1))
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A write through a session that was opened for reads (no transaction to keep it in)."""
+
+
+class ReadOnlySession(sa_orm.Session):
+    """The sync session behind `Database.reads()` and `snapshot()`: refuses INSERT, UPDATE and
+    DELETE statements and flushes of changed objects, so a write cannot commit piecemeal
+    (PostgreSQL autocommit) or vanish at close (SQLite). Raw SQL text is not inspected."""
+
+
+def _refuse_writes(state: sa_orm.ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise ReadOnlySessionError(
+            "a write through a read-only session: use Database.transaction() (a GET or HEAD "
+            "route that must write asks for core.bases.deps.TransactionDep)")
+
+
+def _refuse_flush(session: sa_orm.Session, *_: Any) -> None:
+    if session.new or session.deleted or any(session.is_modified(o) for o in session.dirty):
+        raise ReadOnlySessionError(
+            "a flush of changed objects through a read-only session: use "
+            "Database.transaction() (a GET or HEAD route that must write asks for "
+            "core.bases.deps.TransactionDep)")
+
+
+event.listen(ReadOnlySession, "do_orm_execute", _refuse_writes)
+event.listen(ReadOnlySession, "before_flush", _refuse_flush)

@@ -13,11 +13,15 @@ OFFSET and LIMIT are 64-bit on both backends: `BIGINT` bounds them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, SmallInteger, inspect
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from core.db.models import per_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +59,14 @@ def integer_range(column_type: TypeEngine[Any]) -> IntRange | None:
     return None
 
 
-def integer_columns(model: type[Any]) -> dict[str, IntRange]:
-    """The mapped integer attributes of `model` (by attribute name) and what each holds."""
+@per_model
+def integer_columns(model: type[Any]) -> Mapping[str, IntRange]:
+    """The mapped integer attributes of `model` (by attribute name) and what each holds.
+    Cached per model (a mapping does not change once configured): every create and update
+    checks its values against it."""
     ranges: dict[str, IntRange] = {}
     for prop in inspect(model).column_attrs:
         found = integer_range(prop.columns[0].type)
         if found is not None:
             ranges[prop.key] = found
-    return ranges
+    return MappingProxyType(ranges)

@@ -18,14 +18,18 @@ alter them by name later, on SQLite (batch mode) and PostgreSQL alike.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import MetaData, String, Uuid, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.db.types import UtcDateTime, utcnow, uuid7
+
+T = TypeVar("T")
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -111,3 +115,34 @@ class SoftDeleteMixin:
 
 def is_soft_deletable(model: type[Any]) -> bool:
     return issubclass(model, SoftDeleteMixin)
+
+
+def per_model(fn: Callable[[type[Any]], T]) -> Callable[[type[Any]], T]:
+    """Cache a fact of a mapped model (its mapping does not change once configured) that a
+    request would otherwise recompute from the mapper every time."""
+    cache: dict[type[Any], T] = {}
+
+    @functools.wraps(fn)
+    def cached(model: type[Any]) -> T:
+        try:
+            return cache[model]
+        except KeyError:
+            found = cache[model] = fn(model)
+            return found
+
+    return cached
+
+
+def per_model_field(fn: Callable[[type[Any], str], T]) -> Callable[[type[Any], str], T]:
+    """`per_model` for a fact of one field of a model."""
+    cache: dict[tuple[type[Any], str], T] = {}
+
+    @functools.wraps(fn)
+    def cached(model: type[Any], field: str) -> T:
+        try:
+            return cache[model, field]
+        except KeyError:
+            found = cache[model, field] = fn(model, field)
+            return found
+
+    return cached

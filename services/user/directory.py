@@ -25,7 +25,7 @@ class Profiles:
         key = _canonical(user_id)
 
         async def load() -> ProfilePublic:
-            async with self.database.session() as session:
+            async with self.database.reads() as session:  # no BEGIN/COMMIT: one statement
                 profile = await ProfileService(session).get(key)
                 return ProfilePublic.model_validate(profile, from_attributes=True)
 
