@@ -13,16 +13,15 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.text import Text
 
 from devinfra.files import tail
-from devinfra.process import LOOPBACK, ManagedProcess
+from devinfra.process import ManagedProcess
+from devinfra.stack.process import Reachable, echo
 from devinfra.stack.specs import ROOT, ServiceSpec
 
 NAME = "monolith"
@@ -94,25 +93,10 @@ class MonolithProcess:
         return Text(f"{service:>12} │ ", style=self._colors.get(service, "white"))
 
     def _echo(self) -> None:
-        with self.log.open("rb") as fh:
-            partial = b""
-            while True:
-                chunk = fh.readline()
-                if chunk.endswith(b"\n"):
-                    line = (partial + chunk).decode(errors="replace").rstrip()
-                    partial = b""
-                    self._console.print(Text.assemble(self._prefix(line), line))
-                    continue
-                partial += chunk
-                if self._pump_stop.is_set():
-                    if partial:
-                        text = partial.decode(errors="replace")
-                        self._console.print(Text.assemble(self._prefix(text), text))
-                    return
-                time.sleep(0.1)
+        echo(self.log, self._console, self._prefix, self._pump_stop)
 
 
-class MonolithMember:
+class MonolithMember(Reachable):
     """One service inside the monolith, as the stack handles a service's process: its URL,
     readiness and log; stopping or killing it stops the whole process (they are one)."""
 
@@ -133,29 +117,12 @@ class MonolithMember:
         return self.owner.log
 
     @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def docs_url(self) -> str:
-        return self.url + self.spec.docs_path
-
-    @property
     def running(self) -> bool:
         return self.owner.running
 
     def start(self) -> None:
         if not self.owner.running:
             self.owner.start()
-
-    def ready(self) -> bool:
-        try:
-            response = httpx.get(self.url + self.spec.ready_path, timeout=2.0)
-        except httpx.HTTPError as exc:
-            self.last_health = f"{type(exc).__name__}: {exc}"
-            return False
-        self.last_health = f"{response.status_code} {response.text[:500]}"
-        return response.status_code == 200
 
     def stop(self, timeout: float) -> int | None:
         return self.owner.stop(timeout)

@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -18,7 +18,55 @@ from devinfra.process import LOOPBACK, ManagedProcess
 from devinfra.stack.specs import ROOT, ServiceSpec
 
 
-class ServiceProcess:
+def echo(log: Path, console: Console, prefix: Callable[[str], Text],
+         stop: threading.Event) -> None:
+    """Follow `log`, printing each whole line under `prefix(line)`, until `stop` is set and
+    the file is read to its end (a last line without its newline is printed too)."""
+    with log.open("rb") as fh:
+        partial = b""
+        while True:
+            chunk = fh.readline()
+            if chunk.endswith(b"\n"):
+                line = (partial + chunk).decode(errors="replace").rstrip()
+                partial = b""
+                console.print(Text.assemble(prefix(line), line))
+                continue
+            partial += chunk
+            if stop.is_set():
+                if partial:
+                    text = partial.decode(errors="replace")
+                    console.print(Text.assemble(prefix(text), text))
+                return
+            time.sleep(0.1)
+
+
+class Reachable:
+    """A service the stack reaches over HTTP on loopback: its URLs and its readiness (the
+    reason it is not ready kept in `last_health` for the stack's error message)."""
+
+    spec: ServiceSpec
+    port: int
+    last_health: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def docs_url(self) -> str:
+        return self.url + self.spec.docs_path
+
+    def ready(self) -> bool:
+        try:
+            response = httpx.get(self.url + self.spec.ready_path, timeout=2.0)
+        except httpx.HTTPError as exc:
+            self.last_health = f"{type(exc).__name__}: {exc}"
+            return False
+        self.last_health = f"{response.status_code} {response.text[:500]}"
+        return response.status_code == 200
+
+
+class ServiceProcess(Reachable):
     """A service's process, its log file and the thread that echoes new lines, prefixed."""
 
     def __init__(self, spec: ServiceSpec, port: int, env: Mapping[str, str], log: Path,
@@ -35,14 +83,6 @@ class ServiceProcess:
         self.last_health = ""
 
     @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def docs_url(self) -> str:
-        return self.url + self.spec.docs_path
-
-    @property
     def running(self) -> bool:
         return self.process.running
 
@@ -56,15 +96,6 @@ class ServiceProcess:
             self._pump = threading.Thread(target=self._echo, name=f"log-{self.spec.name}",
                                           daemon=True)
             self._pump.start()
-
-    def ready(self) -> bool:
-        try:
-            response = httpx.get(self.url + self.spec.ready_path, timeout=2.0)
-        except httpx.HTTPError as exc:
-            self.last_health = f"{type(exc).__name__}: {exc}"
-            return False
-        self.last_health = f"{response.status_code} {response.text[:500]}"
-        return response.status_code == 200
 
     def stop(self, timeout: float) -> int | None:
         """SIGTERM, SIGKILL after `timeout` seconds; returns the exit code."""
@@ -87,18 +118,4 @@ class ServiceProcess:
 
     def _echo(self) -> None:
         prefix = Text(f"{self.spec.name:>12} │ ", style=self.spec.color)
-        with self.log.open("rb") as fh:
-            partial = b""
-            while True:
-                chunk = fh.readline()
-                if chunk.endswith(b"\n"):
-                    line = (partial + chunk).decode(errors="replace").rstrip()
-                    partial = b""
-                    self._console.print(Text.assemble(prefix, line))
-                    continue
-                partial += chunk
-                if self._pump_stop.is_set():
-                    if partial:
-                        self._console.print(Text.assemble(prefix, partial.decode(errors="replace")))
-                    return
-                time.sleep(0.1)
+        echo(self.log, self._console, lambda _: prefix, self._pump_stop)
