@@ -12,7 +12,6 @@ and the gateway routes no public path to it.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends
@@ -25,18 +24,6 @@ from core.security import require_permission
 
 OPS_PERMISSION = "rbac:manage"
 """The admins' permission (auth's admin role holds it)."""
-
-
-class ParkedRow(BaseModel):
-    id: int
-    event_id: str
-    topic: str
-    key: str | None
-    event_type: str
-    attempts: int
-    last_error: str
-    created_at: datetime
-    held: int
 
 
 class Ids(BaseModel):
@@ -53,9 +40,8 @@ def ops_routes(metadata: MetaData) -> APIRouter:
                        dependencies=[Depends(require_permission(OPS_PERMISSION))])
 
     @router.get("/outbox/parked")
-    async def parked(db: DatabaseDep) -> list[ParkedRow]:
-        rows = await outbox_store.parked(db, metadata)
-        return [ParkedRow.model_validate(row, from_attributes=True) for row in rows]
+    async def parked(db: DatabaseDep) -> list[outbox_store.ParkedEvent]:
+        return await outbox_store.parked(db, metadata)
 
     @router.post("/outbox/requeue")
     async def requeue(db: DatabaseDep,
