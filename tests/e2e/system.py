@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 
+from devinfra.postgres import PostgresServer
 from devinfra.stack import AdminLogin, Stack
 from tests.helpers import eventually
 
-__all__ = ["Account", "System", "eventually", "unwrap"]
+__all__ = ["Account", "System", "eventually", "started", "unwrap"]
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -147,3 +150,22 @@ class System:
 
     async def restart(self, service: str) -> None:
         await asyncio.to_thread(self.stack.restart, service)
+
+
+@asynccontextmanager
+async def started(stack: Stack, postgres: PostgresServer) -> AsyncIterator[System]:
+    """`stack` started, as a `System`; at the end stopped, and every database it made on
+    the session's PostgreSQL dropped (the server outlives the package)."""
+    try:
+        stack.start()
+        yield System(stack)
+    finally:
+        stack.close()
+        if postgres.running:
+            conn = await asyncpg.connect(postgres.dsn)
+            try:
+                for spec in stack.services:
+                    name = stack.database_name(spec.name)
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()

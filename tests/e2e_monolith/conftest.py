@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 import pytest_asyncio
 
 from devinfra.kafka import KafkaBroker
 from devinfra.postgres import PostgresServer
 from devinfra.stack import Stack
-from tests.e2e.system import System
+from tests.e2e.system import System, started
 from tests.helpers import unique
 
 
@@ -34,16 +33,5 @@ async def system(kafka: KafkaBroker, postgres: PostgresServer,
                   admin_email=None,
                   # Its own registry, so no instance another test left behind is discovered.
                   env={"REGISTRY_TOPIC": f"{prefix}platform.registry"})
-    try:
-        stack.start()
-        yield System(stack)
-    finally:
-        stack.close()
-        if postgres.running:
-            conn = await asyncpg.connect(postgres.dsn)
-            try:
-                for spec in stack.services:
-                    name = stack.database_name(spec.name)
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
+    async with started(stack, postgres) as system:
+        yield system
