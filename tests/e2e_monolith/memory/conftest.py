@@ -3,8 +3,9 @@ with no Kafka started: the monolith runs on this test process's own event loop, 
 can read the topics of its broker, which lives only in the process that holds it.
 
 The same plan the stack writes for `python -m devinfra.stack.inprocess` (each service's
-module, port and environment, in start waves), run by the same `Monolith`; SQLite databases
-in a temporary folder, free ports, no admin (the flows here log in none)."""
+module, port and environment, in start waves), run by the same `Monolith`; the session's
+PostgreSQL (one fresh database per service, dropped at the end), free ports, no admin (the
+flows here log in none)."""
 
 from __future__ import annotations
 
@@ -12,33 +13,45 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
+import httpx
 import pytest
 import pytest_asyncio
 
-from core.messaging.memory_broker import broker_for, drop
+from core.messaging.memory_broker import drop
+from core.tracing import provider as tracing_provider
+from devinfra.postgres import PostgresServer
 from devinfra.stack import Stack
 from devinfra.stack.inprocess import Member, Monolith
 from devinfra.stack.launcher import create_secret_file
 from devinfra.stack.monolith import MEMORY_BUS
 from devinfra.stack.specs import start_order
 from tests.e2e.system import System
+from tests.helpers import unique
 
 
 def plan(stack: Stack) -> list[list[Member]]:
-    """What the stack's plan file holds for `stack`, as the runner reads it."""
+    """What the stack's plan file holds for `stack`, as the runner reads it, but with tracing
+    off: a tracer provider is one per process, and this process runs the other tests too."""
     return [[Member(spec.name, spec.module, stack.ports[spec.name],
-                    {"OTEL_SERVICE_NAME": "monolith", **stack.service_env(spec)},
+                    {"OTEL_SERVICE_NAME": "monolith", **stack.service_env(spec),
+                     "OTEL_TRACES_FILE": ""},
                     spec.ready_path) for spec in wave]
             for wave in start_order(stack.services)]
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
-async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
+async def system(postgres: PostgresServer,
+                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
     state: Path = tmp_path_factory.mktemp("monolith-memory")
-    stack = Stack(state_dir=state, base_port=0, mode="monolith", bus="memory",
+    stack = Stack(state_dir=state, base_port=0, mode="monolith", bus="memory", db="postgres",
+                  postgres=postgres, prefix=unique("memory").replace("-", "_") + "_",
                   admin_email=None, ready_timeout=90)
     assert stack.bootstrap_servers == MEMORY_BUS
     create_secret_file(stack.registry_key_file)
+    names = [stack.database_name(spec.name) for spec in stack.services if spec.database]
+    await _databases(postgres, [f'CREATE DATABASE "{name}"' for name in names])
+    tracer = tracing_provider._provider
     monolith = Monolith(plan(stack), ready_timeout=90)
     running = asyncio.create_task(monolith.run(signals=False), name="monolith-memory")
     try:
@@ -52,19 +65,28 @@ async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Syst
         monolith.request_stop()
         code = await asyncio.wait_for(running, 60)
         drop(MEMORY_BUS)
+        await _databases(postgres, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+                                    for name in names])
     assert code == 0
+    assert tracing_provider._provider is tracer, "the monolith changed this process's tracing"
+
+
+async def _databases(postgres: PostgresServer, statements: list[str]) -> None:
+    conn = await asyncpg.connect(postgres.dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
 
 
 async def _all_ready(stack: Stack) -> None:
     """Until the gateway (the last wave) answers ready: every service started before it."""
-    import httpx
-
     gateway = stack.url("gateway") + "/health/ready"
     async with httpx.AsyncClient(timeout=2.0) as client:
         while True:
             try:
                 if (await client.get(gateway)).status_code == 200:
-                    broker_for(MEMORY_BUS)  # made by the services by now
                     return
             except httpx.HTTPError:
                 pass
