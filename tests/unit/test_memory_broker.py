@@ -221,3 +221,20 @@ async def test_a_follower_reads_the_whole_topic_then_follows_it(
     missing = TopicFollower(config, "no-such-topic")
     with pytest.raises(Exception, match="does not exist"):
         await missing.start(timeout=0.3)
+
+
+async def test_a_deleted_topic_is_revoked_and_a_new_one_assigned_without_a_rejoin(
+        config: KafkaConfig, producer: KafkaProducer) -> None:
+    member = Member(config)
+    await member.client.subscribe([TOPIC, "later"])
+    await member.poll()
+    assert member.owned == {(TOPIC, p) for p in range(3)}  # "later" does not exist yet
+    admin = KafkaAdmin(config)
+    await admin.create_topics(["later"], partitions=2)
+    await member.poll()
+    assert {tp for tp in member.owned if tp[0] == "later"} == {("later", 0), ("later", 1)}
+    await admin.delete_topics([TOPIC])
+    await member.poll()
+    assert member.owned == {("later", 0), ("later", 1)}
+    assert sorted(member.revoked) == [(TOPIC, p) for p in range(3)]
+    await member.client.close()

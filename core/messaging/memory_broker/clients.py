@@ -129,6 +129,9 @@ class MemoryConsumer:
         self._eof = bool(conf.get("enable.partition.eof", False))
         self._from_end = conf.get("auto.offset.reset", "latest") in ("latest", "end", "largest")
         self._member: str | None = None
+        self._owned: set[TopicPartitionKey] = set()
+        """What this member was given in its group and has not given up (its own view: a
+        partition of a deleted topic is still here until its revoke callback ran)."""
         self._callbacks: dict[str, RebalanceCallback | None] = {}
         self._positions: dict[TopicPartitionKey, int] = {}
         self._stored: dict[TopicPartitionKey, int] = {}
@@ -156,14 +159,14 @@ class MemoryConsumer:
             return False
         with broker.cond:
             group = broker.group(self._group_id)
-            revoke = sorted(tp for tp, m in group.owner.items()
-                            if m == member and group.target.get(tp) != member)
+            revoke = sorted(tp for tp in self._owned if group.target.get(tp) != member)
         if revoke:
             self._call("revoke", revoke)
             with broker.cond:
                 for tp in revoke:
                     if group.owner.get(tp) == member:
                         del group.owner[tp]
+                    self._owned.discard(tp)
                     self._forget(tp)
                 broker.cond.notify_all()
         with broker.cond:
@@ -171,6 +174,7 @@ class MemoryConsumer:
                             if m == member and tp not in group.owner)
             for tp in assign:
                 group.owner[tp] = member
+                self._owned.add(tp)
                 done = group.committed.get(tp)
                 self._positions[tp] = (done if done is not None
                                        else broker.end(*tp) if self._from_end else 0)
@@ -340,8 +344,7 @@ class MemoryConsumer:
         member = self._member
         if member is None:
             return
-        owned = sorted(tp for tp, m in self._broker.group(self._group_id).owner.items()
-                       if m == member)
+        owned = sorted(self._owned)
         if owned:
             self._call("revoke", owned)
         if self._auto_commit:
