@@ -238,3 +238,21 @@ async def test_a_deleted_topic_is_revoked_and_a_new_one_assigned_without_a_rejoi
     assert member.owned == {("later", 0), ("later", 1)}
     assert sorted(member.revoked) == [(TOPIC, p) for p in range(3)]
     await member.client.close()
+
+
+async def test_a_compacted_topic_keeps_each_keys_last_record_and_its_offsets(
+        config: KafkaConfig, producer: KafkaProducer) -> None:
+    await KafkaAdmin(config).create_topics(["state"], partitions=1,
+                                           configs={"cleanup.policy": "compact"})
+    for value, key in [(b"a1", "a"), (b"b1", "b"), (b"a2", "a"), (b"a3", "a")]:
+        await producer.produce("state", value, key)
+    kept = await read_topic(config, "state")
+    assert [(r.offset, r.value) for r in kept] == [(1, b"b1"), (3, b"a3")]
+    follower = TopicFollower(config, "state")
+    await follower.start()
+    assert [r.value for r in await follower.poll(timeout=0.05)] == [b"b1", b"a3"]
+    await producer.produce("state", b"b2", "b")  # the last slot, compacted: still an end
+    assert [r.value for r in await follower.poll(timeout=0.05)] == [b"b2"]
+    await follower.poll(timeout=0.05)
+    assert follower.caught_up
+    await follower.close()

@@ -9,10 +9,11 @@ What it keeps: topics of partitions with offsets, keys hashed to partitions as l
 default partitioner does (CRC-32), consumer groups whose members share every partition of
 their topics with revoke/assign callbacks (cooperative: revoked, committed, then assigned),
 committed offsets that outlive members, pause/resume, end offsets, topic creation, listing and
-deletion, and reads of a whole topic outside any group (the registry's follower). What it does
-not: compaction (the log keeps every record: readers of a compacted topic see each key's
-history, the last one winning as it does for them on Kafka), retention, transactions, sessions
-(a member is out only when it closes), ACLs.
+deletion, reads of a whole topic outside any group (the registry's follower), and compaction
+of `cleanup.policy=compact` topics at each write (a key's earlier record is dropped, its offset
+left empty). What it does not: retention (other topics keep every record while the process
+lives), transactions, sessions (a member is out only when it closes, so `on_lost` is never
+called), ACLs.
 
 It stands in for confluent-kafka's clients underneath `core.messaging.kafka_client`
 (`core.messaging.kafka_client._clients` picks one by address), so everything built on those

@@ -102,8 +102,11 @@ class Broker:
     def __init__(self, name: str) -> None:
         self.name = name
         self.cond = threading.Condition(threading.RLock())
-        self.topics: dict[str, list[list[Message]]] = {}
+        self.topics: dict[str, list[list[Message | None]]] = {}
+        """Each partition's log; a slot is None once compaction dropped its record."""
         self.topic_configs: dict[str, dict[str, str]] = {}
+        self._latest: dict[tuple[str, int, bytes], int] = {}
+        """Compacted topics: the offset of each key's latest record, per partition."""
         self.groups: dict[str, Group] = {}
         self._ids = itertools.count(1)
 
@@ -117,6 +120,8 @@ class Broker:
                 return False
             self.topics[topic] = [[] for _ in range(partitions)]
             self.topic_configs[topic] = dict(config or {})
+            for stale in [k for k in self._latest if k[0] == topic]:
+                del self._latest[stale]  # of a deleted topic of the same name
             self._retarget_all()
             return True
 
@@ -164,15 +169,33 @@ class Broker:
             msg = Message(topic, partition, len(log), key, value, headers,
                           time.time_ns() // 1_000_000)
             log.append(msg)
+            if key is not None and self.topic_configs[topic].get("cleanup.policy") == "compact":
+                # Compacted at once, which Kafka may do at any time: the log's memory grows
+                # with its keys, not its writes (the registry's heartbeats, every few seconds).
+                previous = self._latest.get((topic, partition, key))
+                if previous is not None:
+                    log[previous] = None
+                self._latest[(topic, partition, key)] = msg.offset()
             self.cond.notify_all()
             return msg
 
-    def read(self, topic: str, partition: int, offset: int, limit: int) -> list[Message]:
+    def read(self, topic: str, partition: int, offset: int, limit: int
+             ) -> tuple[list[Message], int]:
+        """Up to `limit` records from `offset` on, and the offset to read next (past any
+        compacted-away slots)."""
         with self.cond:
             logs = self.topics.get(topic)
             if logs is None or partition >= len(logs):
-                return []
-            return logs[partition][offset:offset + limit]
+                return [], offset
+            log = logs[partition]
+            found: list[Message] = []
+            position = offset
+            while position < len(log) and len(found) < limit:
+                msg = log[position]
+                position += 1
+                if msg is not None:
+                    found.append(msg)
+            return found, position
 
     # --- groups ----------------------------------------------------------------------------
 

@@ -261,11 +261,10 @@ class MemoryConsumer:
         for tp, position in self._positions.items():
             if tp in self._paused:
                 continue
-            batch = self._broker.read(tp[0], tp[1], position, limit - len(found))
-            if batch:
+            batch, after = self._broker.read(tp[0], tp[1], position, limit - len(found))
+            if after != position:
                 found.extend(batch)
-                position = batch[-1].offset() + 1
-                self._positions[tp] = position
+                position = self._positions[tp] = after
                 if self._auto_store:
                     self._stored[tp] = position
             if (self._eof and len(found) < limit and self._eof_at.get(tp) != position
