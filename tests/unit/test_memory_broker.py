@@ -256,3 +256,23 @@ async def test_a_compacted_topic_keeps_each_keys_last_record_and_its_offsets(
     await follower.poll(timeout=0.05)
     assert follower.caught_up
     await follower.close()
+
+
+def test_only_a_memory_address_gets_the_in_memory_clients() -> None:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient
+
+    from core.messaging.kafka_client import _clients
+    from core.messaging.memory_broker import MemoryAdmin, MemoryConsumer, MemoryProducer
+
+    kafka = {"bootstrap.servers": "127.0.0.1:1", "client.id": "unit"}
+    consumer = _clients.consumer({**kafka, "group.id": "unit"})
+    assert type(consumer) is Consumer  # librdkafka's own, configured as before
+    consumer.close()
+    assert type(_clients.producer(kafka)) is Producer
+    assert type(_clients.admin(kafka)) is AdminClient
+    memory = {"bootstrap.servers": "memory://unit-selection"}
+    assert isinstance(_clients.consumer({**memory, "group.id": "unit"}), MemoryConsumer)
+    assert isinstance(_clients.producer(memory), MemoryProducer)
+    assert isinstance(_clients.admin(memory), MemoryAdmin)
+    drop(memory["bootstrap.servers"])
