@@ -1,8 +1,10 @@
 """The broker's state: topics, partitions, offsets, consumer groups. Thread-safe.
 
 Every client thread (the producer's caller, each consumer's own thread) meets here under one
-condition variable: records are appended and consumers woken under it, and a consumer waits
-on it for records or for a change of its group. No client callback ever runs under the lock.
+lock. A waiting consumer sleeps on its own `Waiter`, woken only by a record on a topic it reads
+or a change of its group: one wake-up for everyone per record would have every consumer
+thread of the process take the GIL from the event loop for each record. No client callback
+ever runs under the lock.
 """
 
 from __future__ import annotations
@@ -80,6 +82,15 @@ def partition_for(key: bytes | None, partitions: int) -> int:
     return zlib.crc32(key) % partitions
 
 
+@dataclass(eq=False)
+class Waiter:
+    """A consumer's wake-up: set on a record for one of `topics`, or a change of `group`."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    topics: frozenset[str] = frozenset()
+    group: str | None = None
+
+
 @dataclass
 class Group:
     """A consumer group: its members' subscriptions, who should own and who owns each
@@ -89,7 +100,6 @@ class Group:
     target: dict[TopicPartitionKey, str] = field(default_factory=dict)
     owner: dict[TopicPartitionKey, str] = field(default_factory=dict)
     committed: dict[TopicPartitionKey, int] = field(default_factory=dict)
-    generation: int = 0
 
 
 class Broker:
@@ -101,7 +111,8 @@ class Broker:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.cond = threading.Condition(threading.RLock())
+        self.lock = threading.RLock()
+        self.waiters: set[Waiter] = set()
         self.topics: dict[str, list[list[Message | None]]] = {}
         """Each partition's log; a slot is None once compaction dropped its record."""
         self.topic_configs: dict[str, dict[str, str]] = {}
@@ -115,7 +126,7 @@ class Broker:
     def create_topic(self, topic: str, partitions: int,
                      config: dict[str, str] | None = None) -> bool:
         """Whether it was created (False: it existed, and is left as it is)."""
-        with self.cond:
+        with self.lock:
             if topic in self.topics:
                 return False
             self.topics[topic] = [[] for _ in range(partitions)]
@@ -126,7 +137,7 @@ class Broker:
             return True
 
     def add_partitions(self, topic: str, total: int) -> None:
-        with self.cond:
+        with self.lock:
             logs = self.topics[topic]
             if total <= len(logs):
                 raise ValueError(f"topic {topic} has {len(logs)} partitions, not fewer than "
@@ -135,7 +146,7 @@ class Broker:
             self._retarget_all()
 
     def delete_topic(self, topic: str) -> bool:
-        with self.cond:
+        with self.lock:
             if self.topics.pop(topic, None) is None:
                 return False
             self.topic_configs.pop(topic, None)
@@ -143,13 +154,13 @@ class Broker:
             return True
 
     def partition_counts(self) -> dict[str, int]:
-        with self.cond:
+        with self.lock:
             return {name: len(logs) for name, logs in self.topics.items()}
 
     def end(self, topic: str, partition: int) -> int:
         """The next offset to be written (the high watermark); -1 if there is no such
         partition."""
-        with self.cond:
+        with self.lock:
             logs = self.topics.get(topic)
             if logs is None or partition >= len(logs):
                 return -1
@@ -161,7 +172,7 @@ class Broker:
                headers: Headers | None, partition: int = -1) -> Message:
         """Store one record; raises KeyError when the topic does not exist (topics are never
         created on first use, as on the project's brokers)."""
-        with self.cond:
+        with self.lock:
             logs = self.topics[topic]
             if partition < 0:
                 partition = partition_for(key, len(logs))
@@ -169,6 +180,9 @@ class Broker:
             msg = Message(topic, partition, len(log), key, value, headers,
                           time.time_ns() // 1_000_000)
             log.append(msg)
+            for waiter in self.waiters:
+                if topic in waiter.topics:
+                    waiter.event.set()
             if key is not None and self.topic_configs[topic].get("cleanup.policy") == "compact":
                 # Compacted at once, which Kafka may do at any time: the log's memory grows
                 # with its keys, not its writes (the registry's heartbeats, every few seconds).
@@ -176,14 +190,13 @@ class Broker:
                 if previous is not None:
                     log[previous] = None
                 self._latest[(topic, partition, key)] = msg.offset()
-            self.cond.notify_all()
             return msg
 
     def read(self, topic: str, partition: int, offset: int, limit: int
              ) -> tuple[list[Message], int]:
         """Up to `limit` records from `offset` on, and the offset to read next (past any
         compacted-away slots)."""
-        with self.cond:
+        with self.lock:
             logs = self.topics.get(topic)
             if logs is None or partition >= len(logs):
                 return [], offset
@@ -200,41 +213,56 @@ class Broker:
     # --- groups ----------------------------------------------------------------------------
 
     def group(self, group_id: str) -> Group:
-        with self.cond:
+        with self.lock:
             return self.groups.setdefault(group_id, Group())
 
     def join(self, group_id: str, client_id: str, topics: frozenset[str]) -> str:
         """A new member of `group_id` subscribed to `topics`; returns its member id."""
-        with self.cond:
+        with self.lock:
             member = f"{client_id}-{next(self._ids)}"
             group = self.group(group_id)
             group.subscriptions[member] = topics
-            self._retarget(group)
+            self._retarget(group_id, group)
             return member
 
     def leave(self, group_id: str, member: str) -> None:
         """Take `member` out; the partitions it still owns are free for the others."""
-        with self.cond:
+        with self.lock:
             group = self.group(group_id)
             group.subscriptions.pop(member, None)
             for tp in [tp for tp, m in group.owner.items() if m == member]:
                 del group.owner[tp]
-            self._retarget(group)
+            self._retarget(group_id, group)
 
     def commit(self, group_id: str, offsets: dict[TopicPartitionKey, int]) -> None:
-        with self.cond:
+        with self.lock:
             self.group(group_id).committed.update(offsets)
 
     def committed(self, group_id: str, tp: TopicPartitionKey) -> int | None:
-        with self.cond:
+        with self.lock:
             group = self.groups.get(group_id)
             return None if group is None else group.committed.get(tp)
 
-    def _retarget_all(self) -> None:
-        for group in self.groups.values():
-            self._retarget(group)
+    def watch(self, waiter: Waiter) -> None:
+        with self.lock:
+            self.waiters.add(waiter)
 
-    def _retarget(self, group: Group) -> None:
+    def unwatch(self, waiter: Waiter) -> None:
+        with self.lock:
+            self.waiters.discard(waiter)
+
+    def wake(self, group_id: str) -> None:
+        """Wake the members of `group_id` (to act on a change of who owns what)."""
+        with self.lock:
+            for waiter in self.waiters:
+                if waiter.group == group_id:
+                    waiter.event.set()
+
+    def _retarget_all(self) -> None:
+        for name, group in self.groups.items():
+            self._retarget(name, group)
+
+    def _retarget(self, name: str, group: Group) -> None:
         """Spread every partition of the subscribed topics over the members subscribed to
         it (round robin in member order), and wake every waiting consumer to act on it."""
         members = sorted(group.subscriptions)
@@ -250,10 +278,9 @@ class Broker:
         for tp in [tp for tp in group.owner if tp[0] not in self.topics]:
             del group.owner[tp]  # its topic was deleted
         group.target = target
-        group.generation += 1
-        self.cond.notify_all()
+        self.wake(name)
 
     def describe(self) -> dict[str, Any]:
         """Groups and their member counts, for the admin client."""
-        with self.cond:
+        with self.lock:
             return {name: len(g.subscriptions) for name, g in self.groups.items()}

@@ -25,7 +25,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from core.messaging.memory_broker.broker import Broker, Headers, Message, TopicPartitionKey
+from core.messaging.memory_broker.broker import (
+    Broker,
+    Headers,
+    Message,
+    TopicPartitionKey,
+    Waiter,
+)
 from core.messaging.memory_broker.registry import broker_for
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
@@ -138,6 +144,8 @@ class MemoryConsumer:
         self._paused: set[TopicPartitionKey] = set()
         self._eof_at: dict[TopicPartitionKey, int] = {}
         self._closed = False
+        self._waiter = Waiter()
+        self._broker.watch(self._waiter)
 
     # group membership
 
@@ -145,6 +153,8 @@ class MemoryConsumer:
                   on_revoke: RebalanceCallback | None = None,
                   on_lost: RebalanceCallback | None = None) -> None:
         self._callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
+        self._waiter.topics = frozenset(topics)
+        self._waiter.group = self._group_id
         self._member = self._broker.join(self._group_id, self._client_id, frozenset(topics))
 
     def memberid(self) -> str | None:
@@ -157,19 +167,19 @@ class MemoryConsumer:
         member, broker = self._member, self._broker
         if member is None:
             return False
-        with broker.cond:
+        with broker.lock:
             group = broker.group(self._group_id)
             revoke = sorted(tp for tp in self._owned if group.target.get(tp) != member)
         if revoke:
             self._call("revoke", revoke)
-            with broker.cond:
+            with broker.lock:
                 for tp in revoke:
                     if group.owner.get(tp) == member:
                         del group.owner[tp]
                     self._owned.discard(tp)
                     self._forget(tp)
-                broker.cond.notify_all()
-        with broker.cond:
+            broker.wake(self._group_id)  # what it gave up may be another member's now
+        with broker.lock:
             assign = sorted(tp for tp, m in group.target.items()
                             if m == member and tp not in group.owner)
             for tp in assign:
@@ -200,6 +210,7 @@ class MemoryConsumer:
         self.incremental_assign(partitions)
 
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self._waiter.topics |= {tp.topic for tp in partitions}
         for tp in partitions:
             key = (tp.topic, tp.partition)
             end = max(self._broker.end(*key), 0)
@@ -235,25 +246,18 @@ class MemoryConsumer:
         wait = 1e9 if timeout is None or timeout < 0 else timeout
         deadline = time.monotonic() + wait
         broker = self._broker
+        wake = self._waiter.event
         while True:
-            generation = self._generation()
+            wake.clear()  # before looking: whatever comes after sets it again
             self._rebalance()
-            with broker.cond:
+            with broker.lock:
                 found = self._ready(limit)
-                if found:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                if self._generation() == generation:  # else: act on the change first
-                    broker.cond.wait(remaining)
-
-    def _generation(self) -> int:
-        """How many times this member's group was reassigned (0 outside a group)."""
-        if self._member is None:
-            return 0
-        with self._broker.cond:
-            return self._broker.group(self._group_id).generation
+            if found:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            wake.wait(remaining)
 
     def _ready(self, limit: int) -> list[Message]:
         """Records (and end-of-partition events) of unpaused partitions; under the lock."""
@@ -288,7 +292,7 @@ class MemoryConsumer:
         foreign = [tp for tp in wanted if tp not in self._positions]
         if foreign:
             raise _error(KafkaError._STATE, f"partitions not assigned: {foreign}")
-        with self._broker.cond:
+        with self._broker.lock:
             self._stored.update(wanted)
             if self._auto_commit:
                 self._commit_stored()
@@ -342,6 +346,7 @@ class MemoryConsumer:
         self._closed = True
         member = self._member
         if member is None:
+            self._broker.unwatch(self._waiter)
             return
         owned = sorted(self._owned)
         if owned:
@@ -349,6 +354,7 @@ class MemoryConsumer:
         if self._auto_commit:
             self._commit_stored()
         self._broker.leave(self._group_id, member)
+        self._broker.unwatch(self._waiter)
         self._member = None
 
 
@@ -430,7 +436,7 @@ class MemoryAdmin:
                                     ) -> dict[str, Future[_GroupOffsets]]:
         futures = {}
         for request in requests:
-            with self._broker.cond:
+            with self._broker.lock:
                 committed = dict(self._broker.group(request.group_id).committed)
             futures[request.group_id] = _done(_GroupOffsets(request.group_id, [
                 TopicPartition(t, p, o) for (t, p), o in sorted(committed.items())]))
@@ -438,7 +444,7 @@ class MemoryAdmin:
 
     def describe_consumer_groups(self, groups: Iterable[str], **_: Any
                                  ) -> dict[str, Future[_GroupDescription]]:
-        with self._broker.cond:
+        with self._broker.lock:
             return {g: _done(_GroupDescription(g, sorted(
                 self._broker.groups[g].subscriptions) if g in self._broker.groups else []))
                     for g in groups}
