@@ -276,3 +276,20 @@ def test_only_a_memory_address_gets_the_in_memory_clients() -> None:
     assert isinstance(_clients.producer(memory), MemoryProducer)
     assert isinstance(_clients.admin(memory), MemoryAdmin)
     drop(memory["bootstrap.servers"])
+
+
+async def test_a_long_backlog_on_one_partition_does_not_hold_back_the_others(
+        config: KafkaConfig, producer: KafkaProducer) -> None:
+    await KafkaAdmin(config).create_topics(["busy"], partitions=2)
+    broker = broker_for(config.bootstrap_servers)
+    for _ in range(2000):
+        broker.append("busy", None, b"backlog", None, partition=0)
+    broker.append("busy", None, b"other", None, partition=1)
+    member = Member(config)
+    await member.client.subscribe(["busy"])
+    seen: list[Record] = []
+    for _ in range(2):
+        seen += await member.client.poll(max_records=500, timeout=0.05)
+    assert b"other" in [r.value for r in seen]
+    assert len(seen) <= 1000  # the backlog is not all read yet
+    await member.client.close()

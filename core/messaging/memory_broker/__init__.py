@@ -20,8 +20,10 @@ It stands in for confluent-kafka's clients underneath `core.messaging.kafka_clie
 wrappers runs over it unchanged.
 """
 
+from core.messaging.memory_broker.admin import MemoryAdmin
 from core.messaging.memory_broker.broker import Broker, Message, partition_for
-from core.messaging.memory_broker.clients import MemoryAdmin, MemoryConsumer, MemoryProducer
+from core.messaging.memory_broker.consumer import MemoryConsumer
+from core.messaging.memory_broker.producer import MemoryProducer
 from core.messaging.memory_broker.registry import SCHEME, broker_for, drop, is_memory
 
 __all__ = [

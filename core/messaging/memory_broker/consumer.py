@@ -1,19 +1,9 @@
-"""Stand-ins for confluent-kafka's `Producer`, `Consumer` and `AdminClient` over a `Broker`.
-
-They offer the part of confluent-kafka's API that `core.messaging.kafka_client` calls, with
-its shapes (methods returning `TopicPartition` lists, admin calls returning futures, errors
-as `KafkaException(KafkaError)`), so the wrappers (their threads, callbacks, futures and
-shutdown) run unchanged over either. Callbacks run on the calling thread, as librdkafka's run
-on the thread that polls: delivery reports inside `produce`, rebalance callbacks inside a
-consumer's `poll`, `consume` or `close`.
-"""
+"""`MemoryConsumer`: confluent-kafka's `Consumer`, over the in-process broker."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import (
@@ -21,106 +11,15 @@ from confluent_kafka import (
     OFFSET_END,
     OFFSET_INVALID,
     KafkaError,
-    KafkaException,
     TopicPartition,
 )
 
-from core.messaging.memory_broker.broker import (
-    Broker,
-    Headers,
-    Message,
-    TopicPartitionKey,
-    Waiter,
-)
+from core.messaging.memory_broker._common import ClusterMetadata, _error, _metadata
+from core.messaging.memory_broker.broker import Message, TopicPartitionKey, Waiter
 from core.messaging.memory_broker.registry import broker_for
 
-DeliveryCallback = Callable[[KafkaError | None, Message], None]
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
 
-
-# --- metadata, shaped as confluent-kafka's ---------------------------------------------------
-
-@dataclass(frozen=True)
-class PartitionMetadata:
-    id: int
-
-
-@dataclass(frozen=True)
-class TopicMetadata:
-    topic: str
-    partitions: dict[int, PartitionMetadata]
-    error: KafkaError | None = None
-
-
-@dataclass(frozen=True)
-class ClusterMetadata:
-    topics: dict[str, TopicMetadata] = field(default_factory=dict)
-
-
-def _metadata(broker: Broker, topic: str | None) -> ClusterMetadata:
-    counts = broker.partition_counts()
-    names = [topic] if topic is not None else list(counts)
-    return ClusterMetadata({
-        name: TopicMetadata(name, {p: PartitionMetadata(p) for p in range(counts[name])})
-        for name in names if name in counts})
-
-
-def _done(result: Any = None, error: BaseException | None = None) -> Future[Any]:
-    future: Future[Any] = Future()
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-    return future
-
-
-def _error(code: int, reason: str) -> KafkaException:
-    return KafkaException(KafkaError(code, reason))
-
-
-def _key(key: bytes | str | None) -> bytes | None:
-    return key.encode() if isinstance(key, str) else key
-
-
-# --- producer --------------------------------------------------------------------------------
-
-class MemoryProducer:
-    """Stores each record at once and reports its delivery inside `produce`."""
-
-    def __init__(self, conf: Mapping[str, Any]) -> None:
-        self._broker = broker_for(str(conf["bootstrap.servers"]))
-
-    def produce(self, topic: str, value: bytes | None = None, key: bytes | str | None = None,
-                partition: int = -1, on_delivery: DeliveryCallback | None = None,
-                headers: Headers | None = None, **_: Any) -> None:
-        raw_key = _key(key)
-        try:
-            msg = self._broker.append(topic, raw_key, value, headers, partition)
-            err = None
-        except KeyError:
-            msg = Message(topic, -1, -1, raw_key, value, headers, 0)
-            err = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
-                             f"topic {topic} does not exist (in-memory broker)")
-        if on_delivery is not None:
-            on_delivery(err, msg)
-
-    def poll(self, timeout: float = 0) -> int:
-        if timeout > 0:
-            time.sleep(timeout)  # nothing is ever pending: reports went out in produce
-        return 0
-
-    def flush(self, timeout: float = 0) -> int:
-        return 0
-
-    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True
-              ) -> None:
-        return None
-
-    def list_topics(self, topic: str | None = None, timeout: float = -1) -> ClusterMetadata:
-        return _metadata(self._broker, topic)
-
-
-# --- consumer --------------------------------------------------------------------------------
 
 class MemoryConsumer:
     """A consumer: a group member after `subscribe`, a reader of chosen partitions after
@@ -144,6 +43,7 @@ class MemoryConsumer:
         self._paused: set[TopicPartitionKey] = set()
         self._eof_at: dict[TopicPartitionKey, int] = {}
         self._closed = False
+        self._turn = 0
         self._waiter = Waiter()
         self._broker.watch(self._waiter)
 
@@ -262,7 +162,11 @@ class MemoryConsumer:
     def _ready(self, limit: int) -> list[Message]:
         """Records (and end-of-partition events) of unpaused partitions; under the lock."""
         found: list[Message] = []
-        for tp, position in self._positions.items():
+        # Each call starts one partition further on, so a partition with a long backlog
+        # cannot keep the others waiting (librdkafka's fetches take turns too).
+        order = list(self._positions.items())
+        self._turn = (self._turn + 1) % max(len(order), 1)
+        for tp, position in order[self._turn:] + order[:self._turn]:
             if tp in self._paused:
                 continue
             batch, after = self._broker.read(tp[0], tp[1], position, limit - len(found))
@@ -356,95 +260,3 @@ class MemoryConsumer:
         self._broker.leave(self._group_id, member)
         self._broker.unwatch(self._waiter)
         self._member = None
-
-
-# --- admin -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Offset:
-    offset: int
-
-
-@dataclass(frozen=True)
-class _GroupListing:
-    group_id: str
-
-
-@dataclass(frozen=True)
-class _Groups:
-    valid: list[_GroupListing]
-
-
-@dataclass(frozen=True)
-class _GroupOffsets:
-    group_id: str
-    topic_partitions: list[TopicPartition]
-
-
-@dataclass(frozen=True)
-class _GroupDescription:
-    group_id: str
-    members: list[str]
-
-
-class MemoryAdmin:
-    """Topic and group administration; every call answers at once (completed futures)."""
-
-    def __init__(self, conf: Mapping[str, Any]) -> None:
-        self._broker = broker_for(str(conf["bootstrap.servers"]))
-
-    def create_topics(self, new_topics: Iterable[Any], **_: Any) -> dict[str, Future[None]]:
-        futures = {}
-        for new in new_topics:
-            count = int(new.num_partitions)
-            if count < 1:
-                futures[new.topic] = _done(error=_error(KafkaError.INVALID_PARTITIONS,
-                                                        "partitions must be at least 1"))
-            elif self._broker.create_topic(new.topic, count, dict(new.config or {})):
-                futures[new.topic] = _done()
-            else:
-                futures[new.topic] = _done(error=_error(KafkaError.TOPIC_ALREADY_EXISTS,
-                                                        f"topic {new.topic} already exists"))
-        return futures
-
-    def create_partitions(self, new_partitions: Iterable[Any], **_: Any
-                          ) -> dict[str, Future[None]]:
-        futures = {}
-        for new in new_partitions:
-            try:
-                self._broker.add_partitions(new.topic, int(new.new_total_count))
-                futures[new.topic] = _done()
-            except (KeyError, ValueError) as exc:
-                futures[new.topic] = _done(error=_error(KafkaError.INVALID_PARTITIONS, str(exc)))
-        return futures
-
-    def delete_topics(self, topics: Iterable[str], **_: Any) -> dict[str, Future[None]]:
-        return {t: _done() if self._broker.delete_topic(t) else _done(
-            error=_error(KafkaError.UNKNOWN_TOPIC_OR_PART, f"no topic {t}")) for t in topics}
-
-    def list_topics(self, topic: str | None = None, timeout: float = -1) -> ClusterMetadata:
-        return _metadata(self._broker, topic)
-
-    def list_offsets(self, wanted: Mapping[TopicPartition, Any], **_: Any
-                     ) -> dict[TopicPartition, Future[_Offset]]:
-        return {tp: _done(_Offset(self._broker.end(tp.topic, tp.partition))) for tp in wanted}
-
-    def list_consumer_groups(self, **_: Any) -> Future[_Groups]:
-        return _done(_Groups([_GroupListing(g) for g in self._broker.describe()]))
-
-    def list_consumer_group_offsets(self, requests: Iterable[Any], **_: Any
-                                    ) -> dict[str, Future[_GroupOffsets]]:
-        futures = {}
-        for request in requests:
-            with self._broker.lock:
-                committed = dict(self._broker.group(request.group_id).committed)
-            futures[request.group_id] = _done(_GroupOffsets(request.group_id, [
-                TopicPartition(t, p, o) for (t, p), o in sorted(committed.items())]))
-        return futures
-
-    def describe_consumer_groups(self, groups: Iterable[str], **_: Any
-                                 ) -> dict[str, Future[_GroupDescription]]:
-        with self._broker.lock:
-            return {g: _done(_GroupDescription(g, sorted(
-                self._broker.groups[g].subscriptions) if g in self._broker.groups else []))
-                    for g in groups}
