@@ -15,7 +15,6 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import KafkaError
 
@@ -131,8 +130,6 @@ class Broker:
                 return False
             self.topics[topic] = [[] for _ in range(partitions)]
             self.topic_configs[topic] = dict(config or {})
-            for stale in [k for k in self._latest if k[0] == topic]:
-                del self._latest[stale]  # of a deleted topic of the same name
             self._retarget_all()
             return True
 
@@ -150,6 +147,8 @@ class Broker:
             if self.topics.pop(topic, None) is None:
                 return False
             self.topic_configs.pop(topic, None)
+            for gone in [k for k in self._latest if k[0] == topic]:
+                del self._latest[gone]
             self._retarget_all()
             return True
 
@@ -264,7 +263,7 @@ class Broker:
 
     def _retarget(self, name: str, group: Group) -> None:
         """Spread every partition of the subscribed topics over the members subscribed to
-        it (round robin in member order), and wake every waiting consumer to act on it."""
+        it (round robin in member order), and wake the group's members to act on it."""
         members = sorted(group.subscriptions)
         target: dict[TopicPartitionKey, str] = {}
         topics = sorted(set().union(*group.subscriptions.values()))
@@ -280,7 +279,7 @@ class Broker:
         group.target = target
         self.wake(name)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, int]:
         """Groups and their member counts, for the admin client."""
         with self.lock:
             return {name: len(g.subscriptions) for name, g in self.groups.items()}
