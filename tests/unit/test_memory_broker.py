@@ -154,6 +154,7 @@ async def test_committed_offsets_outlive_the_member_that_committed_them(
     assert [r.value for r in await drain(second)] == [b"4", b"5"]
     inspector = GroupInspector(config, "g")
     assert (await inspector.lag([TOPIC]))[tp] == (4, 6)
+    assert (await KafkaAdmin(config).group_offsets())["g"] == {tp: 4}  # the console's view
     await inspector.close()
     await second.client.close()
 
