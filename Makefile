@@ -21,7 +21,7 @@ bootstrap:
 # (python -m devinfra.stack --help), e.g. UP_ARGS="--base-port 9000 --duration 60".
 DB ?= sqlite
 OBS ?=
-# make up MODE=monolith: every service in one process (docs/monolith.md); BUS=memory is refused
+# make up MODE=monolith: every service in one process (docs/monolith.md); BUS=memory: no Kafka
 MODE ?= processes
 BUS ?= kafka
 up: bootstrap

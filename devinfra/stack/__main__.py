@@ -52,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="processes: each service its own process; monolith: every service "
                              "in one process on one event loop (docs/monolith.md)")
     parser.add_argument("--bus", choices=["kafka", "memory"], default="kafka",
-                        help="monolith only: the services' bus (memory is refused at start, "
-                             "saying what it lacks)")
+                        help="monolith only: the services' bus (memory: an in-process "
+                             "broker, no Java, nothing kept across restarts)")
     parser.add_argument("--services", default="devinfra.stack:SERVICES",
                         help="module:attribute of the ServiceSpec list to run")
     args = parser.parse_args(argv)
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       base_port=args.base_port, kafka=args.kafka, redis_url=args.redis_url,
                       admin_email=args.admin_email, console=console,
                       observability=args.observability, mode=args.mode, bus=args.bus)
-    except DevInfraError as exc:  # refused before anything started (BUS=memory, the manifest)
+    except DevInfraError as exc:  # refused before anything started (a bus, the manifest)
         console.print(Text(str(exc), style="red"))
         return 2
 

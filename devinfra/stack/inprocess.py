@@ -40,7 +40,7 @@ from core import logs
 from core.config import Settings
 from core.logs.formatters import identity_scope
 from core.serving import ServerConfig, ServerLimits
-from devinfra.stack.monolith import BUSES, MEMORY_BUS_MISSING
+from devinfra.stack.monolith import BUSES, MEMORY_BUS_NOT_DURABLE
 
 log = logging.getLogger("monolith")
 
@@ -269,19 +269,35 @@ class Monolith:
         self.running.clear()
 
 
+def refusal(bus: str, waves: Sequence[Sequence[Member]]) -> str | None:
+    """Why the plan cannot run, if it cannot: an unknown bus, or a memory bus some member is
+    not on (it would reach for a broker that is not there, or split the system in two)."""
+    if bus not in BUSES:
+        return f"BUS={bus}: one of {', '.join(BUSES)}"
+    if bus == "memory":
+        elsewhere = [m.name for wave in waves for m in wave
+                     if not m.env.get("KAFKA_BOOTSTRAP_SERVERS", "").startswith("memory://")]
+        if elsewhere:
+            return (f"BUS=memory, but {', '.join(elsewhere)} would not use it: every member's "
+                    "KAFKA_BOOTSTRAP_SERVERS must be a memory:// address")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m devinfra.stack.inprocess PLAN.json", file=sys.stderr)
         return REFUSED
     bus, ready_timeout, waves = read_plan(Path(args[0]))
-    if bus != "kafka":  # before anything is imported or configured
-        print(MEMORY_BUS_MISSING if bus == "memory" else f"BUS={bus}: one of {BUSES}",
-              file=sys.stderr)
+    refused = refusal(bus, waves)
+    if refused:  # before anything is imported or configured
+        print(refused, file=sys.stderr)
         return REFUSED
     base = settings_from(Settings, {})
     logs.configure_logging(logs.LogSettings(level=base.log_level, format=base.log_format))
     logs.identify("monolith")
+    if bus == "memory":
+        log.warning(MEMORY_BUS_NOT_DURABLE)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - a locked dependency; asyncio's loop serves too

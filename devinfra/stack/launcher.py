@@ -27,7 +27,9 @@ from devinfra.process import LOOPBACK, DevInfraError, port_is_free, run_checked
 from devinfra.prometheus import PrometheusServer
 from devinfra.stack.monolith import (
     BUSES,
-    MEMORY_BUS_MISSING,
+    MEMORY_BUS,
+    MEMORY_BUS_NEEDS_MONOLITH,
+    MEMORY_BUS_NOT_DURABLE,
     MonolithMember,
     MonolithProcess,
     write_plan,
@@ -104,10 +106,14 @@ class Stack:
         mode: Mode = "processes",
         bus: str = "kafka",
     ) -> None:
-        if bus == "memory":  # refused before a broker is started for nothing
-            raise StackError(MEMORY_BUS_MISSING)
         if bus not in BUSES:
             raise StackError(f"bus {bus!r}: one of {', '.join(BUSES)}")
+        if bus == "memory":  # no broker to start: the one process holds it
+            if mode != "monolith":
+                raise StackError(MEMORY_BUS_NEEDS_MONOLITH)
+            if kafka is not None:
+                raise StackError("BUS=memory runs no Kafka: do not give a broker too")
+            kafka = MEMORY_BUS
         names = [spec.name for spec in services]
         if len(set(names)) != len(names):
             raise StackError(f"service names repeat: {names}")
@@ -311,7 +317,10 @@ class Stack:
             port = 9092 if port_is_free(9092) else None
             with self.console.status("starting Apache Kafka (KRaft)..."):
                 self._broker = KafkaBroker.start(self.state_dir / "kafka", port=port)
-        self.console.print(f"[bold]kafka[/] ready at {self.bootstrap_servers}")
+        if self.bus == "memory":
+            self.console.print(f"[bold]{MEMORY_BUS_NOT_DURABLE}[/]")
+        else:
+            self.console.print(f"[bold]kafka[/] ready at {self.bootstrap_servers}")
         if self.db == "postgres":
             if self._given_postgres is None:
                 port = 5432 if port_is_free(5432) else None
@@ -476,7 +485,8 @@ class Stack:
             table.add_column(column)
         for name, proc in self.processes.items():
             table.add_row(Text(name, style=proc.spec.color), proc.url, proc.docs_url)
-        table.add_row("kafka", self.bootstrap_servers, "")
+        table.add_row("kafka" if self.bus == "kafka" else "bus (in memory)",
+                      self.bootstrap_servers, "")
         if self.prometheus is not None:
             table.add_row("prometheus", self.prometheus.url, self.prometheus.url + "/targets")
         server = self.postgres

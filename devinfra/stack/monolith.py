@@ -26,12 +26,15 @@ from devinfra.stack.specs import ROOT, ServiceSpec
 
 NAME = "monolith"
 BUSES = ("kafka", "memory")
-MEMORY_BUS_MISSING = (
-    "BUS=memory is not available: the services' consumers, outbox relay, request-reply, "
-    "projections, registry and the driver's location stream all run on "
-    "core.messaging.kafka_client, which has no in-memory backend yet (core's InMemoryEventBus "
-    "runs handlers inside publish, for unit tests: no consumer groups, offsets or replies). "
-    "Run with Kafka: `make up MODE=monolith` starts one (Java is needed).")
+MEMORY_BUS = "memory://monolith"
+"""`KAFKA_BOOTSTRAP_SERVERS` of every service with `BUS=memory`: the in-process broker
+(`core.messaging.memory_broker`) they share, which lives and dies with the one process."""
+MEMORY_BUS_NOT_DURABLE = (
+    "bus: in memory (memory://monolith), this process only: nothing is durable, stopping it "
+    "loses every event, consumer group and offset (the databases are kept)")
+MEMORY_BUS_NEEDS_MONOLITH = (
+    "BUS=memory needs MODE=monolith: the in-memory broker lives inside one process, so only "
+    "services running in that process can share it")
 
 
 def write_plan(path: Path, waves: Sequence[Sequence[ServiceSpec]], ports: Mapping[str, int],

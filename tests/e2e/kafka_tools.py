@@ -12,7 +12,6 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    Consumer,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     KafkaException,
@@ -21,6 +20,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from core.messaging.kafka_client import _clients
 from tests.helpers import eventually
 
 
@@ -54,8 +54,11 @@ def about(event_type: str, **data: str) -> Callable[[Record], bool]:
 
 def _read(bootstrap: str, topic: str, match: Callable[[Record], bool]) -> list[Record]:
     """Every record of `topic` up to its current end that `match`es (no group, no commit)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e2e-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    # librdkafka's consumer, or the in-memory broker's for a `memory://` address (the
+    # monolith on BUS=memory, run in this process: tests/e2e_monolith/memory)
+    consumer = _clients.consumer({"bootstrap.servers": bootstrap,
+                                  "group.id": f"e2e-{uuid.uuid4().hex}",
+                                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
         meta = consumer.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:

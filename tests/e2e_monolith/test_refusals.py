@@ -1,6 +1,7 @@
-"""The one-process runner refuses what it cannot do, before anything starts, and a service
-that fails to start ends the run with its reason instead of leaving the others hanging (each
-run here in the test's own process: a subprocess would spend seconds importing the same)."""
+"""The one-process runner refuses what it cannot do (a bus its members cannot share) before
+anything starts, and a service that fails to start ends the run with its reason instead of
+leaving the others hanging (each run here in the test's own process: a subprocess would spend
+seconds importing the same)."""
 
 from __future__ import annotations
 
@@ -14,23 +15,35 @@ import pytest
 from devinfra.process import free_port
 from devinfra.stack import Stack, StackError
 from devinfra.stack.inprocess import START_FAILED, Member, Monolith, main
+from devinfra.stack.monolith import MEMORY_BUS
 
 
-def test_the_stack_refuses_the_memory_bus_before_starting_a_broker(tmp_path: Path) -> None:
-    with pytest.raises(StackError, match="BUS=memory is not available") as refused:
-        Stack(state_dir=tmp_path, mode="monolith", bus="memory")
-    assert "consumer groups" in str(refused.value)  # says what is missing
+def test_the_memory_bus_starts_no_broker_and_is_refused_outside_one_process(
+        tmp_path: Path) -> None:
+    stack = Stack(state_dir=tmp_path, mode="monolith", bus="memory")
+    assert stack.bootstrap_servers == MEMORY_BUS  # every service's KAFKA_BOOTSTRAP_SERVERS
+    assert stack.service_env(stack.services[0])["KAFKA_BOOTSTRAP_SERVERS"] == MEMORY_BUS
     assert not (tmp_path / "kafka").exists()
+    with pytest.raises(StackError, match="BUS=memory needs MODE=monolith"):
+        Stack(state_dir=tmp_path, bus="memory")  # processes cannot share a process's broker
+    with pytest.raises(StackError, match="runs no Kafka"):
+        Stack(state_dir=tmp_path, mode="monolith", bus="memory", kafka="127.0.0.1:9092")
     with pytest.raises(StackError, match="one of kafka, memory"):
         Stack(state_dir=tmp_path, mode="monolith", bus="rabbit")
 
 
-def test_the_runner_refuses_the_memory_bus_with_exit_2(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("bus", "reason"), [
+    ("memory", "BUS=memory, but auth would not use it"),
+    ("rabbit", "BUS=rabbit: one of kafka, memory"),
+])
+def test_the_runner_refuses_a_bus_its_members_cannot_share_with_exit_2(
+        bus: str, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"bus": "memory", "waves": []}))
+    plan.write_text(json.dumps({"bus": bus, "waves": [[{
+        "name": "auth", "module": "services.auth", "port": 1,
+        "env": {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092"}}]]}))
     assert main([str(plan)]) == 2
-    assert "BUS=memory is not available" in capsys.readouterr().err
+    assert reason in capsys.readouterr().err
 
 
 async def test_a_service_that_cannot_start_ends_the_run_with_its_reason(

@@ -13,6 +13,9 @@ awaitables without blocking the event loop:
 - `TopicFollower`: a whole topic from its beginning, outside any group (compacted state).
 - `KafkaAdmin`: topic creation and inspection.
 - `GroupInspector`: a group's committed offsets and partition ends, read from outside it.
+
+A `memory://NAME` address runs every wrapper over the in-process broker of
+`core.messaging.memory_broker` instead (`_clients` picks, by address; one process only).
 """
 
 from core.messaging.kafka_client._common import (

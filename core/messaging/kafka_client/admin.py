@@ -12,7 +12,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
     NewPartitions,
     NewTopic,
     OffsetSpec,
@@ -22,6 +21,7 @@ from core.config import KafkaConfig
 from core.messaging.errors import (
     TopicSetupError,
 )
+from core.messaging.kafka_client import _clients
 from core.messaging.kafka_client._common import (
     _base,
 )
@@ -31,7 +31,7 @@ class KafkaAdmin:
     """Topic management; every call is idempotent where Kafka allows it."""
 
     def __init__(self, config: KafkaConfig) -> None:
-        self._admin = AdminClient(_base(config))
+        self._admin = _clients.admin(_base(config))
         self._config = config
 
     async def create_topics(

@@ -21,6 +21,7 @@ from core.config import KafkaConfig
 from core.messaging.errors import (
     ConsumerFailedError,
 )
+from core.messaging.kafka_client import _clients
 from core.messaging.kafka_client._common import (
     AssignCallback,
     LostCallback,
@@ -88,7 +89,7 @@ class KafkaConsumer:
         await self._call(self._subscribe, list(topics))
 
     def _subscribe(self, topics: list[str]) -> None:
-        self._consumer = Consumer(self._conf)
+        self._consumer = _clients.consumer(self._conf)
         self._consumer.subscribe(
             topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )

@@ -20,6 +20,7 @@ from confluent_kafka import (
 
 from core.config import KafkaConfig
 from core.messaging.errors import ConsumerFailedError, MessagingError
+from core.messaging.kafka_client import _clients
 from core.messaging.kafka_client._common import _base, _record
 from core.messaging.kafka_client.errors import _consumer_failed
 from core.messaging.types import Record
@@ -82,7 +83,7 @@ class TopicFollower:
         await self._call(self._start, timeout)
 
     def _start(self, timeout: float) -> None:
-        consumer = Consumer(self._conf)
+        consumer = _clients.consumer(self._conf)
         deadline = time.monotonic() + timeout
         while True:  # a topic just created (by another process, say) takes a moment to show
             try:

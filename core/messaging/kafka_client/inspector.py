@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from confluent_kafka import Consumer, TopicPartition
 
 from core.config import KafkaConfig
+from core.messaging.kafka_client import _clients
 from core.messaging.kafka_client._common import TopicPartitionKey, _base
 
 TIMEOUT = 5.0
@@ -40,7 +41,7 @@ class GroupInspector:
 
     def _lag(self, topics: list[str]) -> dict[TopicPartitionKey, tuple[int, int]]:
         if self._consumer is None:
-            self._consumer = Consumer(self._conf)
+            self._consumer = _clients.consumer(self._conf)
         consumer = self._consumer
         positions: dict[TopicPartitionKey, tuple[int, int]] = {}
         for topic in topics:
@@ -62,7 +63,7 @@ class GroupInspector:
 
     def _ends(self, topics: list[str]) -> dict[TopicPartitionKey, int]:
         if self._consumer is None:
-            self._consumer = Consumer(self._conf)
+            self._consumer = _clients.consumer(self._conf)
         consumer = self._consumer
         ends: dict[TopicPartitionKey, int] = {}
         for topic in topics:

@@ -13,7 +13,6 @@ from confluent_kafka import (
     KafkaException,
     Producer,
 )
-from confluent_kafka.admin import AdminClient
 
 from core.config import KafkaConfig
 from core.messaging.errors import (
@@ -21,6 +20,7 @@ from core.messaging.errors import (
     ProducerStoppedError,
     PublishError,
 )
+from core.messaging.kafka_client import _clients
 from core.messaging.kafka_client._common import (
     DeliveryReport,
     _base,
@@ -80,7 +80,7 @@ class KafkaProducer:
             return
         self._stopping = None
         self._loop = asyncio.get_running_loop()
-        self._producer = Producer(self._conf)
+        self._producer = _clients.producer(self._conf)
         self._metadata = MetadataReader(self._producer, self._metadata_client)
         self._running = True
         self._thread = threading.Thread(target=self._serve, name="kafka-producer", daemon=True)
@@ -242,7 +242,7 @@ class KafkaProducer:
     def _metadata_client(self) -> MetadataClient:
         """A client for metadata alone, made when the producer's own stops answering (see
         `core.messaging.kafka_client.metadata`)."""
-        return AdminClient(self._metadata_conf)
+        return _clients.admin(self._metadata_conf)
 
     async def flush(self, timeout: float = 30.0) -> int:
         """Wait until queued records are acknowledged; returns how many are still queued."""

@@ -14,9 +14,9 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
 from core.config import KafkaConfig
+from core.messaging.kafka_client import _clients
 from core.messaging.kafka_client._common import (
     _base,
     _record,
@@ -33,7 +33,7 @@ async def read_topic(config: KafkaConfig, topic: str, timeout: float = 10.0) -> 
 
 
 def _read_topic(config: KafkaConfig, topic: str, timeout: float) -> list[Record]:
-    consumer = Consumer(
+    consumer = _clients.consumer(
         {**_base(config), "group.id": f"{config.client_id}-reader", "enable.auto.commit": False}
     )
     try:
@@ -86,7 +86,7 @@ def _committed_offsets(config: KafkaConfig, group: str, topic: str) -> dict[int,
 
 def _group_consumer(config: KafkaConfig, group: str) -> Consumer:
     """A consumer of `group` that never joins it: for reading and committing its offsets."""
-    return Consumer({**_base(config), "group.id": group, "enable.auto.commit": False})
+    return _clients.consumer({**_base(config), "group.id": group, "enable.auto.commit": False})
 
 
 def _partitions(consumer: Consumer, topic: str) -> list[TopicPartition]:
@@ -149,7 +149,7 @@ async def group_member_counts(config: KafkaConfig, groups: Iterable[str]) -> dic
 
 
 def _group_member_counts(config: KafkaConfig, groups: list[str]) -> dict[str, int]:
-    admin = AdminClient(_base(config))
+    admin = _clients.admin(_base(config))
     counts: dict[str, int] = {}
     for group, fut in admin.describe_consumer_groups(groups, request_timeout=10).items():
         try:
