@@ -56,8 +56,9 @@ ensure_engine() {
     command -v dockerd >/dev/null || fail "no dockerd (apt-get install docker.io: make bootstrap)"
     mkdir -p "$CACHE"
     say "engine: starting dockerd (log $CACHE/dockerd.log)"
-    # setsid: the engine outlives this script (and a Ctrl-C of it) for the next build.
-    setsid dockerd --iptables=false --bridge=none >"$CACHE/dockerd.log" 2>&1 </dev/null &
+    # setsid: the engine outlives this script (and a Ctrl-C of it) for the next build. Not
+    # with fd 9 (the lock below): an engine holding it would keep every later run waiting.
+    setsid dockerd --iptables=false --bridge=none >"$CACHE/dockerd.log" 2>&1 </dev/null 9>&- &
     local pid=$! i
     for i in $(seq 1 60); do
         if docker info >/dev/null 2>&1; then

@@ -13,6 +13,7 @@ is most of it)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -54,6 +55,28 @@ def built() -> Iterator[str]:
     assert result.returncode == 0, f"scripts/images.sh failed:\n{output}"
     yield output
     docker("rmi", *(f"kfm/{name}:{TAG}" for name in NAMES))
+
+
+def test_the_lock_is_free_once_the_build_is_done(built: str) -> None:
+    """Nothing the script leaves running (the engine it may start) holds its one-run-at-a-
+    time lock: one that did kept every later `make images` waiting for ever."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kfm"
+    with (cache / "images.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holders = [pid for pid in os.listdir("/proc") if pid.isdigit()
+                       and _holds(pid, cache / "images.lock")]
+            pytest.fail(f"images.lock is still held, by {holders}")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _holds(pid: str, file: Path) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(file)
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 def test_the_gateway_container_becomes_healthy(built: str) -> None:
