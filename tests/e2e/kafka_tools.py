@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
+    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
@@ -65,7 +67,7 @@ def _read(bootstrap: str, topic: str, match: Callable[[Record], bool]) -> list[R
             return []
         ends = {}
         for p in meta.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = _watermarks(consumer, TopicPartition(topic, p))
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
@@ -85,6 +87,26 @@ def _read(bootstrap: str, topic: str, match: Callable[[Record], bool]) -> list[R
         return found
     finally:
         consumer.close()
+
+
+_NOT_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                      KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+def _watermarks(consumer: Any, tp: TopicPartition) -> tuple[int, int]:
+    """A partition's low and high offsets. A topic just created (a reply topic the first
+    reply made) has its partitions' leaders elected a moment after it is listed, and asked
+    then the broker answers NOT_LEADER_FOR_PARTITION: asked again, for up to 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() not in _NOT_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 async def records(bootstrap: str, topic: str, match: Callable[[Record], bool]) -> list[Record]:
