@@ -1,6 +1,6 @@
 """The conventions services are written in: repository, service, router, errors, envelope."""
 
-from core.bases.deps import DatabaseDep, OutboxDep, SessionDep
+from core.bases.deps import DatabaseDep, OutboxDep, SessionDep, SnapshotDep, TransactionDep
 from core.bases.errors import (
     AppError,
     BadRequestError,
@@ -45,7 +45,9 @@ __all__ = [
     "Permission",
     "Permissions",
     "SessionDep",
+    "SnapshotDep",
     "TooManyRequestsError",
+    "TransactionDep",
     "UnauthorizedError",
     "ValidationError",
     "allow_if",

@@ -194,7 +194,7 @@ async def report_location(driver_id: uuid.UUID, data: LocationReport,
     recorded_at = data.recorded_at or now
     if recorded_at > now + MAX_CLOCK_SKEW:
         raise ValidationError.for_field("recorded_at", "is in the future")
-    async with database.session() as session:
+    async with database.reads() as session:
         driver = await DriverService(session).get(driver_id)
         ensure_may_steer(principal, driver)
     applied = await writer.write(Report(driver.id, data.lat, data.lon, recorded_at))
@@ -210,7 +210,7 @@ async def report_location(driver_id: uuid.UUID, data: LocationReport,
         return LocationPublic(driver_id=driver.id, lat=data.lat, lon=data.lon,
                               cell=encode(data.lat, data.lon), recorded_at=recorded_at,
                               applied=True)
-    async with database.session() as session:
+    async with database.reads() as session:
         stored = await latest_location(session, driver_id)
     assert stored is not None
     return location_public(stored, applied)
@@ -255,7 +255,7 @@ async def stream_locations(driver: DriverDep, principal: CurrentPrincipal, hub: 
         subscription = hub.subscribe(str(driver_id))
         try:
             yield ServerSentEvent(comment="subscribed")
-            async with database.session() as session:
+            async with database.reads() as session:
                 stored = await latest_location(session, driver_id)
             if stored is not None:
                 subscription.offer(LocationReportedData(

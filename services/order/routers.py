@@ -15,7 +15,14 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.bases import ConflictError, DatabaseDep, NotFoundError, SessionDep, error_responses
+from core.bases import (
+    ConflictError,
+    DatabaseDep,
+    NotFoundError,
+    SessionDep,
+    SnapshotDep,
+    error_responses,
+)
 from core.db import uuid7
 from core.event_sourcing import RecordedEvent, StreamConflictError
 from core.saga import SagaNotFoundError, SagaStateError
@@ -85,14 +92,13 @@ async def place(data: OrderCreate, principal: CurrentUser, session: SessionDep,
 
 @router.get("", response_model=OrderList, dependencies=can_read,
             responses=error_responses(401, 403, 422))
-async def my_orders(principal: CurrentUser, database: DatabaseDep,
+async def my_orders(principal: CurrentUser, session: SessionDep,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> OrderList:
     """The caller's orders as a passenger, newest first (a read model: it follows the
     orders' events a moment behind)."""
     t = order_history
-    async with database.session() as session:
-        rows = (await session.execute(select(t).where(t.c.passenger_id == principal.subject)
-                                      .order_by(t.c.placed_at.desc()).limit(limit))).all()
+    rows = (await session.execute(select(t).where(t.c.passenger_id == principal.subject)
+                                  .order_by(t.c.placed_at.desc()).limit(limit))).all()
     return OrderList(data=[OrderSummary(id=r.order_id, status=r.status, driver_id=r.driver_id,
                                         reason=r.reason, updated_at=r.updated_at)
                            for r in rows])
@@ -100,36 +106,34 @@ async def my_orders(principal: CurrentUser, database: DatabaseDep,
 
 @router.get("/trips", response_model=OrderList, dependencies=can_read,
             responses=error_responses(401, 403, 422))
-async def my_trips(principal: CurrentUser, database: DatabaseDep,
+async def my_trips(principal: CurrentUser, session: SessionDep,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50) -> OrderList:
     """The caller's trips as a driver, latest first (a read model)."""
     t = driver_trips
-    async with database.session() as session:
-        rows = (await session.execute(select(t).where(t.c.driver_user_id == principal.subject)
-                                      .order_by(t.c.updated_at.desc()).limit(limit))).all()
+    rows = (await session.execute(select(t).where(t.c.driver_user_id == principal.subject)
+                                  .order_by(t.c.updated_at.desc()).limit(limit))).all()
     return OrderList(data=[OrderSummary(id=r.order_id, status=r.status, driver_id=r.driver_id,
                                         updated_at=r.updated_at) for r in rows])
 
 
 @router.get("/{order_id}", response_model=OrderPublic, dependencies=can_read,
             responses=error_responses(401, 403, 404, 422))
-async def get_order(order_id: uuid.UUID, principal: CurrentUser, database: DatabaseDep,
+async def get_order(order_id: uuid.UUID, principal: CurrentUser, session: SnapshotDep,
                     orders: OrdersDep) -> OrderPublic:
-    async with database.session() as session:
-        order = await visible(session, orders, order_id, principal)
-        return await shown(session, orders, order)
+    """The order and its events, read in one snapshot (its status and its events agree)."""
+    order = await visible(session, orders, order_id, principal)
+    return await shown(session, orders, order)
 
 
 @router.get("/{order_id}/events", response_model=EventList, dependencies=can_read,
             responses=error_responses(401, 403, 404, 422))
-async def order_events(order_id: uuid.UUID, principal: CurrentUser, database: DatabaseDep,
+async def order_events(order_id: uuid.UUID, principal: CurrentUser, session: SnapshotDep,
                        orders: OrdersDep) -> EventList:
     """The order's event stream, oldest first: its passenger or an admin."""
-    async with database.session() as session:
-        order = await visible(session, orders, order_id, principal)
-        if not (principal.is_user(order.passenger_id) or principal.has_permission(MANAGE)):
-            raise NotFoundError(f"no order {order_id}")
-        events = await orders.store.read(session, orders.stream_id(order.id))
+    order = await visible(session, orders, order_id, principal)
+    if not (principal.is_user(order.passenger_id) or principal.has_permission(MANAGE)):
+        raise NotFoundError(f"no order {order_id}")
+    events = await orders.store.read(session, orders.stream_id(order.id))
     return EventList(data=[StoredEvent(
         position=e.position, event_type=e.event.EVENT_TYPE, event_id=str(e.event.event_id),
         data=e.event.data.model_dump(mode="json"), recorded_at=e.recorded_at) for e in events])
@@ -142,7 +146,7 @@ async def cancel(order_id: uuid.UUID, principal: CurrentUser, database: Database
     """The passenger cancels an open order: its saga compensates (the driver is released),
     then the order is `cancelled`. 409 once the order is final or its saga is already
     ending."""
-    async with database.session() as session:
+    async with database.reads() as session:
         order = await visible(session, orders, order_id, principal)
     if not principal.is_user(order.passenger_id):
         raise NotFoundError(f"no order {order_id}")  # the driver and admins read, not cancel
@@ -152,7 +156,7 @@ async def cancel(order_id: uuid.UUID, principal: CurrentUser, database: Database
         await sagas.cancel(order.id, PASSENGER_CANCELLED)
     except (SagaStateError, SagaNotFoundError) as exc:
         raise ConflictError(f"order {order.id} is already ending: {exc}") from exc
-    async with database.session() as session:
+    async with database.snapshot() as session:
         return await shown(session, orders, await orders.load(session, order.id))
 
 
