@@ -106,8 +106,8 @@ async def _commit(db: Database, writer: OutboxWriter, topic: str, blob: str, sta
             await writer.add(session, topic, _event(blob, i))
 
 
-async def _prepared(url: str, *, write_gate: bool = True) -> tuple[Database, OutboxWriter]:
-    db = Database(url, write_gate=write_gate)
+async def _prepared(url: str) -> tuple[Database, OutboxWriter]:
+    db = Database(url)
     async with db.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     events = EventRegistry()
@@ -125,9 +125,7 @@ async def outbox_commits(db: Database, writer: OutboxWriter, topic: str, blob: s
     return share * WRITERS / (time.perf_counter() - started)
 
 
-NO_GATE = "outbox, SQLite, busy handler"
-"""The SQLite path without the in-process write queue (`core.db.write_gate`): what it gains."""
-COMMIT_PATHS = ("outbox, PostgreSQL", "raw asyncpg", "outbox, SQLite", "raw aiosqlite", NO_GATE)
+COMMIT_PATHS = ("outbox, PostgreSQL", "raw asyncpg", "outbox, SQLite", "raw aiosqlite")
 FLOOR = {"outbox, PostgreSQL": "raw asyncpg", "outbox, SQLite": "raw aiosqlite"}
 
 
@@ -137,7 +135,6 @@ async def commit_rounds(pg_url: str, pg_dsn: str, sqlite_url: str, n: int, round
     the paths share the database server, so they never run at the same time."""
     pg, pg_writer = await _prepared(pg_url)
     lite, lite_writer = await _prepared(sqlite_url)
-    plain, plain_writer = await _prepared(sqlite_url, write_gate=False)
     lite_path = sqlite_url.split("///", 1)[1]
     topic = "bench-outbox-commits"
     seq = iter(range(0, 10**9, n))
@@ -152,8 +149,6 @@ async def commit_rounds(pg_url: str, pg_dsn: str, sqlite_url: str, n: int, round
                                                      WRITERS),
         "outbox, SQLite": lambda count: outbox_commits(lite, lite_writer, topic, blob, count,
                                                        next(seq)),
-        NO_GATE: lambda count: outbox_commits(plain, plain_writer, topic, blob, count,
-                                              next(seq)),
         "raw aiosqlite": lambda count: aiosqlite_commits(lite_path, topic, build(next(seq)),
                                                          count, WRITERS),
     }
@@ -172,7 +167,6 @@ async def commit_rounds(pg_url: str, pg_dsn: str, sqlite_url: str, n: int, round
     finally:
         await pg.dispose()
         await lite.dispose()
-        await plain.dispose()
     return samples
 
 
@@ -183,7 +177,7 @@ def report_commits(samples: dict[str, list[float]], n: int, rounds: int) -> dict
     for column in ("path", "commits/s ↑", "min", "max", "vs floor"):
         table.add_column(column, justify="right", no_wrap=True)
     for name, values in samples.items():
-        floor = FLOOR.get(name) or ("raw aiosqlite" if name == NO_GATE else None)
+        floor = FLOOR.get(name)
         ratio = f"{medians[name] / medians[floor]:.2f}x of {floor}" if floor else "floor"
         table.add_row(name, f"{medians[name]:,.0f}", f"{min(values):,.0f}",
                       f"{max(values):,.0f}", ratio)
@@ -199,8 +193,8 @@ def report_commits(samples: dict[str, list[float]], n: int, rounds: int) -> dict
 
 
 async def measure_backend(name: str, url: str, cfg: KafkaConfig, n: int, paced: int,
-                          blob: str, *, write_gate: bool = True) -> dict[str, float]:
-    db, writer = await _prepared(url, write_gate=write_gate)
+                          blob: str) -> dict[str, float]:
+    db, writer = await _prepared(url)
     producer = relay_producer(cfg)  # as `create_service` runs it
     await producer.start()
     topic = f"bench-outbox-{name}-{uuid.uuid4().hex[:6]}"
@@ -281,7 +275,7 @@ def report(results: dict[str, dict[str, float]], n: int, paced: int) -> None:
                       f"{r['relayed'] / base['relayed']:.2f}x", f"{r['p50'] / base['p50']:.2f}x")
     console.print(table)
     for name, r in results.items():
-        if name == "direct publish" or "busy handler" in name:  # a comparison, not an aim
+        if name == "direct publish":
             continue
         for q, aim in (("p50", P50_AIM), ("p99", P99_AIM)):
             ratio = r[q] / base[q]
@@ -318,9 +312,6 @@ async def run(args: argparse.Namespace) -> None:
                                                                   blob)}
                 results["outbox on SQLite"] = await measure_backend(
                     "sqlite", lite, cfg, args.events, args.paced, blob)
-                results["outbox on SQLite, busy handler"] = await measure_backend(
-                    "sqlite-busy", f"{lite}-busy", cfg, args.events, args.paced, blob,
-                    write_gate=False)
                 results["outbox on PostgreSQL"] = await measure_backend(
                     "postgres", pg.url, cfg, args.events, args.paced, blob)
                 report(results, args.events, args.paced)

@@ -31,8 +31,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
-from core.db.write_gate import before_write
-
 DRIVER_WRITES = "driver.writes"
 """`session.info` key: how many rows this module wrote in the session's transaction (the inbox
 tells a handler that wrote through the session from one that did not)."""
@@ -63,9 +61,8 @@ class DriverInsert:
         """Insert one row in `session`'s transaction; returns the rows inserted (0 when an
         ON CONFLICT DO NOTHING skipped it)."""
         sync = (await session.connection()).sync_connection
-        pooled = None if sync is None else sync.connection
-        driver = None if pooled is None else pooled.driver_connection
-        if pooled is None or driver is None or not self._inside(driver):
+        driver = None if sync is None else sync.connection.driver_connection
+        if driver is None or not self._inside(driver):
             result = await session.execute(self.statement, dict(values))
             return int(result.rowcount)  # type: ignore[attr-defined]
         args = [value if encode is None else encode(value)
@@ -76,7 +73,6 @@ class DriverInsert:
                 status: str = await driver.execute(self.sql, *args)  # "INSERT 0 1"
                 count = int(status.rsplit(" ", 1)[-1])
             else:
-                await before_write(pooled.info, self.sql)  # SQLite's write queue
                 cursor = await driver.execute(self.sql, args)
                 count = int(cursor.rowcount)
         except Exception as exc:

@@ -2,9 +2,7 @@
 
 SQLite (a file, the embedded default) and PostgreSQL (asyncpg) are both first class. For
 SQLite each connection gets WAL mode (readers do not block the writer), foreign keys on, and a
-busy timeout, so several tasks and the outbox relay can share the file, and the process's own
-writers queue for the file's one write lock in the process (`core.db.write_gate`) rather than
-poll for it in SQLite's busy handler; `synchronous=NORMAL`
+busy timeout, so several tasks and the outbox relay can share the file; `synchronous=NORMAL`
 is SQLite's recommended setting for WAL: a commit survives a process crash (the tests kill
 writers with SIGKILL), only an OS crash or power loss may drop the last commits, never corrupt.
 
@@ -48,8 +46,6 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-from core.db.write_gate import WriteGate
-
 log = logging.getLogger(__name__)
 _BEGIN = text("BEGIN")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -68,8 +64,7 @@ class Database:
     changes and outbox rows alike, commits together or not at all.
     """
 
-    def __init__(self, url: str, *, echo: bool = False, write_gate: bool = True,
-                 **engine_options: Any) -> None:
+    def __init__(self, url: str, *, echo: bool = False, **engine_options: Any) -> None:
         self.url = make_url(url)
         if (self.dialect != "sqlite" and "poolclass" not in engine_options
                 and "pool_size" not in engine_options
@@ -83,15 +78,9 @@ class Database:
             engine_options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             _private_sqlite_file(self.url.database, self.url.query)
         self.engine: AsyncEngine = create_async_engine(url, echo=echo, **engine_options)
-        self.write_gate: WriteGate | None = None
-        """SQLite's writers of this process in one queue (`core.db.write_gate`); `write_gate=
-        False` leaves them to SQLite's busy handler (the benchmark's comparison)."""
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             _skip_idle_rollback(self.engine)
-            if write_gate:
-                self.write_gate = WriteGate(SQLITE_BUSY_TIMEOUT_MS / 1000)
-                self.write_gate.install(self.engine)
         elif "pool_pre_ping" not in engine_options:
             _check_liveness(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
