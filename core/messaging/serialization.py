@@ -32,6 +32,8 @@ from core.messaging.types import (
 )
 
 CONTENT_TYPE = b"application/json"
+Header = tuple[str, bytes]
+_CONTENT_TYPE_HEADER: Header = (HEADER_CONTENT_TYPE, CONTENT_TYPE)
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns the `data` of version N into the `data` of version N+1."""
 
@@ -117,14 +119,19 @@ class EventSerializer:
         self._context = {"service_name": service_name}
         self._current: dict[tuple[bytes, bytes], EventClass] = {}
         self._generation = registry.generation
+        self._envelopes: dict[type[BaseEvent[Any]], tuple[Header, Header]] = {}
+        """Each class's type and version headers, encoded once (a microsecond per record)."""
 
     def serialize(self, event: BaseEvent[Any]) -> tuple[bytes, Headers]:
         cls = type(event)
+        envelope = self._envelopes.get(cls)
+        if envelope is None:
+            envelope = self._envelopes[cls] = _envelope(cls)
         headers: Headers = [
-            (HEADER_EVENT_TYPE, cls.EVENT_TYPE.encode()),
-            (HEADER_EVENT_VERSION, str(cls.EVENT_VERSION).encode()),
+            envelope[0],
+            envelope[1],
             (HEADER_EVENT_ID, str(event.event_id).encode()),
-            (HEADER_CONTENT_TYPE, CONTENT_TYPE),
+            _CONTENT_TYPE_HEADER,
         ]
         if event.correlation_id:
             headers.append((HEADER_CORRELATION_ID, event.correlation_id.encode()))
@@ -213,6 +220,11 @@ class EventSerializer:
             return target.model_validate(body)
         except ValidationError as exc:
             raise MalformedEventError(f"{event_type} v{version}: {_first_errors(exc)}") from exc
+
+
+def _envelope(cls: type[BaseEvent[Any]]) -> tuple[Header, Header]:
+    return ((HEADER_EVENT_TYPE, cls.EVENT_TYPE.encode()),
+            (HEADER_EVENT_VERSION, str(cls.EVENT_VERSION).encode()))
 
 
 def _identify(value: bytes, headers: Headers) -> tuple[str, int, dict[str, Any] | None]:
