@@ -521,10 +521,21 @@ async def test_ack_wait_bounds_the_wait_and_counts_every_report_that_arrives_wit
     loop.call_later(0.15, producer.release, by_key("b"))
     assert await r.publish_batch(ack_wait=2.0) == 2  # two arrivals, recorded as they come
     await write(db, ("c", None, 0))
-    loop.call_later(0.02, producer.release)
-    # ack_wait=0 waits for nothing (timers fire in order: the 0 s one before the 20 ms one)
-    assert await r.publish_batch(ack_wait=0) == 0
+    enqueue = producer.enqueue
+
+    async def reported_soon_after(*args: Any, **options: Any) -> Any:
+        ack = await enqueue(*args, **options)
+        # the report follows the hand-over by 0.2 s: timed from here, not from before the
+        # batch's reads, which a loaded machine can stretch past any short timer
+        loop.call_later(0.2, producer.release)
+        return ack
+
+    producer.enqueue = reported_soon_after  # type: ignore[method-assign]
+    assert await r.publish_batch(ack_wait=0) == 0  # ack_wait=0 waits for nothing
     assert r.in_flight == 1
+    await asyncio.sleep(0.3)  # the report arrives (its timer is due first)...
+    assert await r.publish_batch(ack_wait=0) == 1  # ...and the next batch records it
+    assert r.in_flight == 0
 
 
 async def test_default_in_flight_bound_is_four_batches(db: Database,
