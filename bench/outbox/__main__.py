@@ -10,7 +10,8 @@ PostgreSQL against a direct publish, measured in one run on one local broker.
   `relay_producer` as services run it); from the outbox row's insert, inside the committing
   transaction, to Kafka's acknowledgement (what the relay's metrics hook reports), with PASS
   or MISS against issue 24's aims. Baseline: `bus.publish()` call to acknowledgement, same
-  pace.
+  pace. Each path's relay phase runs `--rounds` times, interleaved (the order rotates), after
+  a warm-up of its own; medians reported (a single run's p99 swung 2x with the machine).
 """
 
 from __future__ import annotations
@@ -276,10 +277,11 @@ async def measure_direct(cfg: KafkaConfig, n: int, paced: int, blob: str) -> dic
         await bus.stop()
 
 
-def report(results: dict[str, dict[str, float]], n: int, paced: int) -> None:
+def report(results: dict[str, dict[str, float]], n: int, paced: int, rounds: int) -> None:
     base = results["direct publish"]
     table = Table(title=f"Transactional outbox relay: {n:,} events per backend, {paced} paced "
-                        f"for latency ({PACE_PER_SECOND}/s)")
+                        f"for latency ({PACE_PER_SECOND}/s), median of {rounds} interleaved "
+                        "rounds")
     for column in ("path", "relayed/s ↑", "p50 ms ↓", "p99 ms ↓", "relayed vs direct",
                    "p50 vs direct"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -321,14 +323,23 @@ async def run(args: argparse.Namespace) -> None:
             saved["commits"] = report_commits(samples, args.events, args.rounds)
             if broker is not None:
                 cfg = KafkaConfig(broker.bootstrap_servers, "bench-outbox", "bench-outbox")
-                results = {"direct publish": await measure_direct(cfg, args.events, args.paced,
-                                                                  blob)}
-                results["outbox on SQLite"] = await measure_backend(
-                    "sqlite", lite, cfg, args.events, args.paced, blob)
-                results["outbox on PostgreSQL"] = await measure_backend(
-                    "postgres", pg.url, cfg, args.events, args.paced, blob)
-                report(results, args.events, args.paced)
+                relay_paths: dict[str, Callable[[], Any]] = {
+                    "direct publish": lambda: measure_direct(cfg, args.events, args.paced, blob),
+                    "outbox on SQLite": lambda: measure_backend(
+                        "sqlite", lite, cfg, args.events, args.paced, blob),
+                    "outbox on PostgreSQL": lambda: measure_backend(
+                        "postgres", pg.url, cfg, args.events, args.paced, blob),
+                }
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in relay_paths}
+                names = list(relay_paths)
+                for r in range(args.rounds):  # interleaved, as the commit rounds
+                    for name in names[r % len(names):] + names[:r % len(names)]:
+                        runs[name].append(await relay_paths[name]())
+                results = {name: {k: statistics.median(run[k] for run in done)
+                                  for k in done[0]} for name, done in runs.items()}
+                report(results, args.events, args.paced, args.rounds)
                 saved["relay"] = results
+                saved["relay_rounds"] = runs
         load = os.getloadavg()
         saved["load_average"] = {"before": load_before, "after": list(load)}
         console.print(f"load average: {load_before:.2f} before, {load[0]:.2f} / {load[1]:.2f} "
@@ -348,7 +359,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=4_000)
     parser.add_argument("--paced", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved commit rounds")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds (of the commits, then of the relay phase)")
     parser.add_argument("--commits-only", action="store_true",
                         help="only the commit rounds against the floors: no Kafka, no relay")
     parser.add_argument("--json", type=Path, default=Path(".cache") / "bench-outbox.json")
