@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Protocol
 
-from core import correlation, logs
+from core import correlation
 from core.messaging.dlq import DeadLetterSink, dead_letter_headers
 from core.messaging.errors import (
     PermanentHandlerError,
@@ -192,8 +192,9 @@ class RecordDispatcher:
         ctx: MessageContext | None = None  # built only for a handler that takes it
         failures = []
         middleware, observer = self.middleware, self.observer
-        ids = correlation.bind(event.correlation_id or event_id, event_id)
-        handling = logs.bind_event(event, event_id, record)
+        # the event's ids for `core.correlation`, and the event for `core.logs`, in one set
+        bound = correlation.bind_handling(event.correlation_id or event_id, event, event_id,
+                                          record)
         try:
             for handler in handlers:
                 try:
@@ -221,8 +222,7 @@ class RecordDispatcher:
                 except Exception as exc:
                     failures.append((handler, exc))
         finally:
-            logs.unbind_event(handling)
-            correlation.unbind(ids)
+            correlation.unbind(bound)
         return failures
 
     def _wrap(self, handler: NamedHandler) -> EventHandler:
