@@ -12,7 +12,8 @@ A context variable, so each request and each handler run (its own task, or a blo
 with `bound`) sees its own ids, and nothing leaks out of the block that bound them. The same
 variable holds the event being handled, for `core.logs` (`bind_event`): the consumer binds
 both with one set and one reset per record (`bind_handling`), not one of each per variable.
-Binding ids keeps the event bound, and binding an event keeps the ids: both nest as before.
+Binding ids keeps the event bound, and binding an event keeps the ids: both nest as before,
+as long as tokens are given back in the reverse order of binding (a token restores both).
 """
 
 from __future__ import annotations
