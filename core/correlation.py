@@ -9,7 +9,11 @@ none, the service client sends `X-Correlation-ID`, and `core.logs` puts them on 
 `core.http`, `core.messaging` and `core.logs` all use it.
 
 A context variable, so each request and each handler run (its own task, or a block bound
-with `bound`) sees its own ids, and nothing leaks out of the block that bound them.
+with `bound`) sees its own ids, and nothing leaks out of the block that bound them. The same
+variable holds the event being handled, for `core.logs` (`bind_event`): the consumer binds
+both with one set and one reset per record (`bind_handling`), not one of each per variable.
+Binding ids keeps the event bound, and binding an event keeps the ids: both nest as before,
+as long as tokens are given back in the reverse order of binding (a token restores both).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 CORRELATION_ID_HEADER = "X-Correlation-ID"
 """The HTTP header that carries the correlation id between processes."""
@@ -36,34 +40,47 @@ class Correlation(NamedTuple):
     """The id of the event being handled (None in an HTTP request: no event caused it)."""
 
 
+Bound = tuple[Correlation | None, Any, str | None, Any]
+"""What the context variable holds: the ids (None when unbound), and the event being handled
+with its id and its record (`core.logs.context`'s, all None outside a handler)."""
+
 _new = tuple.__new__
-_current: ContextVar[Correlation | None] = ContextVar("correlation", default=None)
+_NOTHING: Bound = (None, None, None, None)
+_current: ContextVar[Bound] = ContextVar("correlation", default=_NOTHING)
 
 
 def current() -> Correlation | None:
     """The ids bound for the work in progress, or None outside any (a job, a test)."""
-    return _current.get()
+    return _current.get()[0]
 
 
 @contextmanager
 def bound(correlation_id: str, causation_id: str | None = None) -> Iterator[Correlation]:
     """Make these ids current for a block, and restore the outer ones after it."""
     correlation = Correlation(correlation_id, causation_id)
-    token = _current.set(correlation)
+    token = _current.set((correlation, *_current.get()[1:]))
     try:
         yield correlation
     finally:
         _current.reset(token)
 
 
-def bind(correlation_id: str, causation_id: str | None = None) -> Token[Correlation | None]:
+def bind(correlation_id: str, causation_id: str | None = None) -> Token[Bound]:
     """`bound` without the context manager, for a hot path: pass the token to `unbind`."""
-    return _current.set(_new(Correlation, (correlation_id, causation_id)))  # no Python __new__
+    _, event, event_id, record = _current.get()
+    return _current.set((_new(Correlation, (correlation_id, causation_id)),  # no Python __new__
+                         event, event_id, record))
 
 
-def unbind(token: Token[Correlation | None]) -> None:
-    """Restore the ids that were current before `bind` returned `token`."""
+def unbind(token: Token[Bound]) -> None:
+    """Restore the ids (and the event) that were current before `bind` returned `token`."""
     _current.reset(token)
+
+
+def bind_handling(correlation_id: str, event: Any, event_id: str, record: Any) -> Token[Bound]:
+    """The consumer's per-record binding: the event's ids (`event_id` as the causation id)
+    and the event with its record for `core.logs`, in one set; `unbind` restores both."""
+    return _current.set((_new(Correlation, (correlation_id, event_id)), event, event_id, record))
 
 
 class CorrelationLogFilter(logging.Filter):
@@ -72,7 +89,7 @@ class CorrelationLogFilter(logging.Filter):
     propagate from every logger, a logger's own see only that logger's."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        ids = _current.get()
+        ids = _current.get()[0]
         record.correlation_id = ids.correlation_id if ids is not None else NO_ID
         record.causation_id = (ids.causation_id or NO_ID) if ids is not None else NO_ID
         return True

@@ -1,11 +1,13 @@
 """What a log line is about: the event being handled or the HTTP request being served.
 
-Two context variables, bound where the work starts and read only when a line is written:
-the consumer's dispatch binds the consumed event with its record around each attempt of its
-handlers (`bind_event`), the request middleware (`core.logs.access`) binds the ASGI scope of
-each request. Binding stores references, not a dict of fields: the hot path pays a context
-variable set and reset per record, and the fields are built only for lines that are written.
-This module imports nothing of core, so `core.messaging` can bind without an import cycle.
+Context variables, bound where the work starts and read only when a line is written: the
+consumer's dispatch binds the consumed event with its record around each attempt of its
+handlers (`bind_event`, or `core.correlation.bind_handling` with the event's ids: the event
+shares `core.correlation`'s variable, so the hot path pays one set and reset per record for
+both), the request middleware (`core.logs.access`) binds the ASGI scope of each request.
+Binding stores references, not a dict of fields: the fields are built only for lines that are
+written. This module imports only `core.correlation` (which imports nothing of core), so
+`core.messaging` can bind without an import cycle.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from contextvars import ContextVar, Token
 from typing import Any, ClassVar, Protocol
+
+from core.correlation import Bound, _current
 
 
 class HandledEvent(Protocol):
@@ -32,22 +36,18 @@ class HandledRecord(Protocol):
     def offset(self) -> int: ...
 
 
-Handling = tuple[HandledEvent, str, HandledRecord]
-"""The event, its id as the dispatcher keys it, and its record."""
-
-_event: ContextVar[Handling | None] = ContextVar("logged_event", default=None)
 _request: ContextVar[MutableMapping[str, Any] | None] = ContextVar("logged_request",
                                                                    default=None)
 
 
-def bind_event(event: HandledEvent, event_id: str,
-               record: HandledRecord) -> Token[Handling | None]:
-    """Lines logged until `unbind_event` name this event and where it was read from."""
-    return _event.set((event, event_id, record))
+def bind_event(event: HandledEvent, event_id: str, record: HandledRecord) -> Token[Bound]:
+    """Lines logged until `unbind_event` name this event and where it was read from (the
+    correlation ids bound meanwhile stay as they are)."""
+    return _current.set((_current.get()[0], event, event_id, record))
 
 
-def unbind_event(token: Token[Handling | None]) -> None:
-    _event.reset(token)
+def unbind_event(token: Token[Bound]) -> None:
+    _current.reset(token)
 
 
 def bind_request(scope: MutableMapping[str, Any]) -> Token[MutableMapping[str, Any] | None]:
@@ -62,10 +62,9 @@ def unbind_request(token: Token[MutableMapping[str, Any] | None]) -> None:
 
 def event_fields() -> dict[str, Any] | None:
     """The event being handled, as a log line shows it, or None outside a handler."""
-    handling = _event.get()
-    if handling is None:
+    _, event, event_id, record = _current.get()
+    if event is None:
         return None
-    event, event_id, record = handling
     return {"type": event.EVENT_TYPE, "id": event_id, "topic": record.topic,
             "partition": record.partition, "offset": record.offset}
 

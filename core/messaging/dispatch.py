@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Protocol
 
-from core import correlation, logs
+from core import correlation
 from core.messaging.dlq import DeadLetterSink, dead_letter_headers
 from core.messaging.errors import (
     PermanentHandlerError,
@@ -47,7 +47,7 @@ from core.messaging.errors import (
 )
 from core.messaging.events import BaseEvent
 from core.messaging.handlers import HandlerMiddleware, HandlerRegistry, NamedHandler
-from core.messaging.idempotency import IdempotencyStore, Work
+from core.messaging.idempotency import IdempotencyStore, InMemoryIdempotencyStore, Work
 from core.messaging.serialization import EventSerializer, envelope_headers
 from core.messaging.types import EventHandler, MessageContext, Record
 from core.resilience.retry import RetryPolicy
@@ -117,6 +117,13 @@ class RecordDispatcher:
         self._wrapped: dict[NamedHandler, EventHandler] = {}
         self.serializer = EventSerializer(handlers.events)
         self.idempotency = idempotency
+        # The in-memory store's steps, called inline for a plain handler (no coroutine or
+        # closure per record), unless a subclass changed what `run_once` does.
+        self._claim: Callable[[tuple[str, str]], bool | None] | None = None
+        self._settle: Callable[[tuple[str, str], bool], None] | None = None
+        if (isinstance(idempotency, InMemoryIdempotencyStore)
+                and type(idempotency).run_once is InMemoryIdempotencyStore.run_once):
+            self._claim, self._settle = idempotency.claim, idempotency.settle
         self.dead_letters = dead_letters
         self.retry = retry
         self.group = consumer_group
@@ -192,16 +199,27 @@ class RecordDispatcher:
         ctx: MessageContext | None = None  # built only for a handler that takes it
         failures = []
         middleware, observer = self.middleware, self.observer
-        ids = correlation.bind(event.correlation_id or event_id, event_id)
-        handling = logs.bind_event(event, event_id, record)
+        # the event's ids for `core.correlation`, and the event for `core.logs`, in one set
+        bound = correlation.bind_handling(event.correlation_id or event_id, event, event_id,
+                                          record)
         try:
             for handler in handlers:
                 try:
                     plain = handler.plain
                     if plain is not None and not middleware:
                         if handler.once:
-                            ran = await self.idempotency.run_once(event_id, handler.name,
-                                                                  _bind_plain(plain, event))
+                            claim, key = self._claim, (event_id, handler.name)
+                            ran = claim(key) if claim is not None else None
+                            if ran:  # `run_once` inline: claimed, so run it and settle
+                                done = False
+                                try:
+                                    await plain(event)
+                                    done = True
+                                finally:
+                                    self._settle(key, done)  # type: ignore[misc]  # set with claim
+                            elif ran is None:
+                                ran = await self.idempotency.run_once(
+                                    event_id, handler.name, _bind_plain(plain, event))
                             if observer is not None:
                                 observer.claimed(record, event.EVENT_TYPE, self.group, ran)
                         else:
@@ -221,8 +239,7 @@ class RecordDispatcher:
                 except Exception as exc:
                     failures.append((handler, exc))
         finally:
-            logs.unbind_event(handling)
-            correlation.unbind(ids)
+            correlation.unbind(bound)
         return failures
 
     def _wrap(self, handler: NamedHandler) -> EventHandler:

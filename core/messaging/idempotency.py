@@ -55,13 +55,32 @@ class InMemoryIdempotencyStore:
         if key in self._done:
             return False
         self._running[key] = None
+        done = False
         try:
             await work(None)
+            done = True
+        finally:
+            self.settle(key, done)
+        return True
+
+    def claim(self, key: tuple[str, str]) -> bool | None:
+        """`run_once`'s first step without a coroutine or a work closure, for the dispatcher's
+        hot path: True when the (event_id, handler) pair is now running here (run it, then
+        `settle`), False when it is done already, None when a duplicate is running right now
+        (call `run_once`, which waits for it)."""
+        if key in self._running:
+            return None
+        if key in self._done:
+            return False
+        self._running[key] = None
+        return True
+
+    def settle(self, key: tuple[str, str], done: bool) -> None:
+        """End a run that `claim` began: recorded when `done`, else free to run again."""
+        if done:
             self._done[key] = None
             if len(self._done) > self._max:
                 del self._done[next(iter(self._done))]  # dicts keep insertion order
-        finally:
-            waiter = self._running.pop(key)
-            if waiter is not None:
-                waiter.set()
-        return True
+        waiter = self._running.pop(key)
+        if waiter is not None:
+            waiter.set()
