@@ -45,6 +45,7 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import aims
 from bench.common.kafka import BENCH_JAVA_OPTS, wait_for_leaders
 from bench.common.paths import ROOT
 from bench.common.payload import BenchEvent, Payload, make_blob, now_ns
@@ -230,6 +231,10 @@ def table(results: list[Result], settings: Sequence[int]) -> Table:
         if in_flight == IO_BOUND:
             ok = all(r >= AIM for r in ratios)
             cells += [f"≥ {AIM:g}x", "[green]PASS" if ok else "[red]MISS"]
+            aims.record("horizontal", f"consume, {', '.join(map(str, PROCESSES[1:]))} "
+                        "processes vs linear (5 ms I/O handler)",
+                        measured=" / ".join(f"{r:.2f}x" for r in ratios) + " of linear",
+                        aim=f"≥ {AIM:g}x", met=ok)
         else:
             cells += ["—", "[dim]CPU-bound"]
         out.add_row(*cells)

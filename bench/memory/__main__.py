@@ -56,6 +56,7 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import aims
 from bench.common.paths import ROOT
 from bench.common.payload import BenchEvent, Payload, make_blob, now_ns
 from bench.memory import load, procmem
@@ -362,6 +363,13 @@ def table(bench: Bench, limit: float) -> Table:
                     mib(row.after.rss), mib(row.loaded.rss) if row.loaded else "—",
                     row.loaded_what or "—", mib(row.released.rss) if row.released else "—",
                     f"{row.slope:+,.0f}", f"≤ {limit:,.0f}", verdict)
+    slopes = {row.name: row.slope for row in bench.rows.values() if row.slope is not None}
+    if slopes:
+        worst = max(slopes, key=lambda name: slopes[name])
+        aims.record("memory", f"RSS slope over the soak, each of {len(slopes)} processes",
+                    measured=f"at most {slopes[worst]:+,.0f} KiB/min ({worst})",
+                    aim=f"≤ {limit:,.0f} KiB/min (no growth)",
+                    met=all(slope <= limit for slope in slopes.values()))
     return out
 
 
