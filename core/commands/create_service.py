@@ -164,10 +164,15 @@ def update(root: Path, name: str) -> list[str]:
     return changed
 
 
+_COMMIT = re.compile(r"""^_commit: *['"]?([^'"\s]+)""", re.MULTILINE)
+"""The answers' `_commit`, quoted or not: YAML quotes a short hash of digits only ('7701518'),
+which a pattern of non-spaces read with its quotes, a revision git does not know."""
+
+
 def _template_unchanged(root: Path, name: str) -> bool:
     """Whether the template is as it was when the service was last generated or updated
     (its answers' `_commit`): then there is nothing to merge, and nothing is touched."""
-    found = re.search(r"^_commit: *(\S+)", (root / answers_file(name)).read_text(), re.MULTILINE)
+    found = _COMMIT.search((root / answers_file(name)).read_text())
     if found is None:
         return False
     result = subprocess.run(["git", "diff", "--quiet", found.group(1), "HEAD", "--", "template",

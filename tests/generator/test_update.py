@@ -4,6 +4,7 @@ naming the file (copier itself would exit 0 and leave the markers)."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -54,6 +55,21 @@ def test_update_merges_the_template_into_a_locally_edited_service(tmp_path: Path
     with pytest.raises(GeneratorError, match=r"conflict(.|\n)*services/shop/config\.py"):
         update(repo, "shop")
     assert "<<<<<<<" in (service / "config.py").read_text()  # left for the developer
+
+
+def test_a_quoted_commit_in_the_answers_is_read_without_its_quotes(tmp_path: Path) -> None:
+    """copier writes `_commit: '7701518'`, quoted, when the short hash is digits only (YAML
+    would read a number): the unchanged template must still be seen as unchanged, not merged
+    again (this failed once a commit's short hash happened to be all digits)."""
+    repo = clone(tmp_path)
+    create(repo, "shop")
+    commit(repo, "create-service shop")
+    answers = repo / "services/.copier-answers.shop.yml"
+    head = git(repo, "rev-parse", "HEAD").strip()
+    answers.write_text(re.sub(r"^_commit: .*$", f"_commit: '{head}'", answers.read_text(),
+                              flags=re.MULTILINE))
+    commit(repo, "answers: the commit quoted, as copier quotes a hash of digits")
+    assert update(repo, "shop") == []
 
 
 def test_a_wiring_failure_after_rendering_leaves_the_tree_as_it_was(tmp_path: Path) -> None:
