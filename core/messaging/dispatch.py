@@ -119,11 +119,10 @@ class RecordDispatcher:
         self.idempotency = idempotency
         # The in-memory store's steps, called inline for a plain handler (no coroutine or
         # closure per record), unless a subclass changed what `run_once` does.
-        self._claim: Callable[[tuple[str, str]], bool | None] | None = None
-        self._settle: Callable[[tuple[str, str], bool], None] | None = None
+        self._inline: InMemoryIdempotencyStore | None = None
         if (isinstance(idempotency, InMemoryIdempotencyStore)
                 and type(idempotency).run_once is InMemoryIdempotencyStore.run_once):
-            self._claim, self._settle = idempotency.claim, idempotency.settle
+            self._inline = idempotency
         self.dead_letters = dead_letters
         self.retry = retry
         self.group = consumer_group
@@ -208,15 +207,15 @@ class RecordDispatcher:
                     plain = handler.plain
                     if plain is not None and not middleware:
                         if handler.once:
-                            claim, key = self._claim, (event_id, handler.name)
-                            ran = claim(key) if claim is not None else None
-                            if ran:  # `run_once` inline: claimed, so run it and settle
+                            inline, key = self._inline, (event_id, handler.name)
+                            ran = inline.claim(key) if inline is not None else None
+                            if ran and inline is not None:  # claimed: run it and settle
                                 done = False
                                 try:
                                     await plain(event)
                                     done = True
                                 finally:
-                                    self._settle(key, done)  # type: ignore[misc]  # set with claim
+                                    inline.settle(key, done)
                             elif ran is None:
                                 ran = await self.idempotency.run_once(
                                     event_id, handler.name, _bind_plain(plain, event))

@@ -52,9 +52,8 @@ class InMemoryIdempotencyStore:
             if waiter is None:
                 waiter = self._running[key] = asyncio.Event()
             await waiter.wait()
-        if key in self._done:
+        if not self.claim(key):  # nothing runs it now (the loop saw to that): done already?
             return False
-        self._running[key] = None
         done = False
         try:
             await work(None)
